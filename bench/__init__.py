@@ -1,0 +1,1 @@
+"""sandbox-bench: the harness (config, runner, workloads, records, stats, cost, reports)."""

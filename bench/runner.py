@@ -1,0 +1,457 @@
+"""The runner: schedules workload iterations and times every provider call in one place.
+
+* Every provider call goes through :meth:`IterationContext.timed`, which reads
+  ``time.perf_counter_ns`` immediately around the awaited call, inside a per-operation
+  ``asyncio.timeout`` (no extra task, so the clock measures the call, not the scheduler).
+* Every attempt becomes exactly one :class:`bench.records.Sample`, appended and flushed at
+  once. A failure is recorded with its status, error class and a null duration; operations of
+  an iteration that could not run after a failure are recorded as ``skipped``; operations a
+  provider lacks are recorded as ``unsupported``.
+* Iterations of all (provider, workload) pairs run in one seeded random order (warmups first,
+  flagged), ``concurrency`` at a time.
+* Every sandbox an iteration creates is destroyed in ``finally``, also on Ctrl-C, SIGTERM and
+  errors, and written to the run's ledger when created and when destroyed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from bench.records import Sample, Status
+from bench.store import utc_now_iso
+from bench.workloads.base import CheckFailed, Workload
+from providers.base import RUN_LABEL, Provider, Sandbox, SandboxSpec
+
+T = TypeVar("T")
+
+#: Longest error message kept in a sample; SDK errors can embed whole response bodies.
+MAX_ERROR_CHARS = 500
+#: How long cleanup may take per sandbox after an interruption before we give up on it.
+CLEANUP_TIMEOUT_S = 60.0
+
+
+class SampleSink(Protocol):
+    def add_sample(self, sample: Sample) -> None: ...
+
+    def add_ledger(self, entry: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class MemorySink:
+    """Keeps samples in memory (tests, benchmarks)."""
+
+    samples: list[Sample] = field(default_factory=list)
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_sample(self, sample: Sample) -> None:
+        self.samples.append(sample)
+
+    def add_ledger(self, entry: dict[str, Any]) -> None:
+        self.ledger.append(entry)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkItem:
+    provider: str
+    workload: str
+    iteration: int
+    warmup: bool
+
+
+class StepFailed(Exception):
+    """Raised by :meth:`IterationContext.timed` after a failed call has been recorded."""
+
+
+class SecretScrubber:
+    """Replaces secret values (from the given environment variables) in free text."""
+
+    def __init__(self, env_names: Iterable[str]) -> None:
+        values = {os.environ.get(name, "") for name in env_names}
+        self._secrets = sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+class Recorder:
+    """Numbers samples and hands them to the sink."""
+
+    def __init__(
+        self,
+        sink: SampleSink,
+        *,
+        run_id: str,
+        concurrency: int,
+        location: str | None = None,
+        scrub: Callable[[str], str] = str,
+    ) -> None:
+        self.sink = sink
+        self.run_id = run_id
+        self.concurrency = concurrency
+        self.location = location or None
+        self.scrub = scrub
+        self._ids = itertools.count(1)
+
+    def record(
+        self,
+        item: WorkItem,
+        operation: str,
+        *,
+        status: Status,
+        started_at: str,
+        duration_s: float | None = None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        sandbox_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Sample:
+        if error_message is not None:
+            error_message = self.scrub(error_message)[:MAX_ERROR_CHARS]
+        sample = Sample(
+            run_id=self.run_id,
+            sample_id=next(self._ids),
+            provider=item.provider,
+            workload=item.workload,
+            operation=operation,
+            iteration=item.iteration,
+            warmup=item.warmup,
+            concurrency=self.concurrency,
+            started_at=started_at,
+            duration_s=duration_s,
+            status=status,
+            error_type=error_type,
+            error_message=error_message,
+            sandbox_id=sandbox_id,
+            location=self.location,
+            extra=dict(extra or {}),
+        )
+        self.sink.add_sample(sample)
+        return sample
+
+
+class IterationContext:
+    """What a workload sees while it runs one iteration on one provider."""
+
+    def __init__(
+        self,
+        *,
+        item: WorkItem,
+        provider: Provider,
+        spec: SandboxSpec,
+        recorder: Recorder,
+        timeout_s: float,
+        planned: Sequence[str],
+    ) -> None:
+        self.item = item
+        self.provider = provider
+        self.capabilities = provider.capabilities()
+        self.spec = spec
+        self.recorder = recorder
+        self.timeout_s = timeout_s
+        self._planned = Counter(planned)
+        self._recorded: Counter[str] = Counter()
+        self.live: dict[str, Sandbox] = {}
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def _record(self, operation: str, **fields: Any) -> Sample:
+        self._recorded[operation] += 1
+        return self.recorder.record(self.item, operation, **fields)
+
+    async def timed(
+        self,
+        operation: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        sandbox: Sandbox | None = None,
+        check: Callable[[T], None] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+    ) -> T:
+        """Run ``call`` once, time it, record it; return its result or raise StepFailed."""
+        sandbox_id = sandbox.id if sandbox is not None else None
+        started_at = utc_now_iso()
+        t0 = time.perf_counter_ns()
+        try:
+            async with asyncio.timeout(timeout_s or self.timeout_s):
+                result = await call()
+            t1 = time.perf_counter_ns()
+        except asyncio.CancelledError:
+            self._record(
+                operation,
+                status=Status.SKIPPED,
+                started_at=started_at,
+                error_type="Interrupted",
+                error_message="the run was interrupted while this operation ran",
+                sandbox_id=sandbox_id,
+                extra=extra,
+            )
+            raise
+        except TimeoutError as exc:
+            # asyncio.timeout raises a bare TimeoutError; adapters raise OperationTimeout.
+            error_type = type(exc).__name__ if type(exc) is not TimeoutError else "OperationTimeout"
+            message = str(exc) or f"no answer within {timeout_s or self.timeout_s:g} s"
+            self._record(
+                operation,
+                status=Status.TIMEOUT,
+                started_at=started_at,
+                error_type=error_type,
+                error_message=message,
+                sandbox_id=sandbox_id,
+                extra=extra,
+            )
+            raise StepFailed(operation) from exc
+        except Exception as exc:
+            self._record(
+                operation,
+                status=Status.ERROR,
+                started_at=started_at,
+                error_type=type(exc).__name__,
+                error_message=str(exc) or repr(exc),
+                sandbox_id=sandbox_id,
+                extra=extra,
+            )
+            raise StepFailed(operation) from exc
+        if check is not None:
+            try:
+                check(result)
+            except CheckFailed as exc:
+                self._record(
+                    operation,
+                    status=Status.ERROR,
+                    started_at=started_at,
+                    error_type=exc.error_type,
+                    error_message=str(exc),
+                    sandbox_id=sandbox_id,
+                    extra={**(extra or {}), **exc.extra},
+                )
+                raise StepFailed(operation) from exc
+        self._record(
+            operation,
+            status=Status.OK,
+            started_at=started_at,
+            duration_s=(t1 - t0) / 1e9,
+            sandbox_id=sandbox_id,
+            extra=extra,
+        )
+        return result
+
+    def record_span(
+        self, operation: str, *, started_at: str, duration_s: float, sandbox: Sandbox | None
+    ) -> None:
+        """Record an ok span the workload measured across several calls (e.g. time to ready)."""
+        self._record(
+            operation,
+            status=Status.OK,
+            started_at=started_at,
+            duration_s=duration_s,
+            sandbox_id=sandbox.id if sandbox is not None else None,
+        )
+
+    def record_unsupported(self, operation: str, reason: str) -> None:
+        self._record(
+            operation,
+            status=Status.UNSUPPORTED,
+            started_at=utc_now_iso(),
+            error_message=reason,
+        )
+
+    def record_missing_as_skipped(self, reason: str) -> None:
+        """Give every planned operation that has no record yet a ``skipped`` record."""
+        for operation, wanted in self._planned.items():
+            for _ in range(wanted - self._recorded[operation]):
+                self._record(
+                    operation, status=Status.SKIPPED, started_at=utc_now_iso(), error_message=reason
+                )
+
+    # -- sandboxes -----------------------------------------------------------------------------
+
+    def _ledger(self, event: str, sandbox: Sandbox, **more: Any) -> None:
+        self.recorder.sink.add_ledger(
+            {
+                "event": event,
+                "provider": self.item.provider,
+                "sandbox_id": sandbox.id,
+                "workload": self.item.workload,
+                "iteration": self.item.iteration,
+                **more,
+            }
+        )
+
+    def track(self, sandbox: Sandbox) -> Sandbox:
+        """Register a sandbox for guaranteed destruction (create and restore call this)."""
+        if sandbox.id not in self.live:
+            self._ledger("created", sandbox)
+        # A resume may hand back a fresh handle for the same sandbox: keep the newest.
+        self.live[sandbox.id] = sandbox
+        return sandbox
+
+    async def create(self, operation: str = "create") -> Sandbox:
+        sandbox = await self.timed(operation, lambda: self.provider.create(self.spec))
+        return self.track(sandbox)
+
+    async def destroy(self, sandbox: Sandbox, operation: str = "destroy") -> None:
+        await self.timed(operation, lambda: self.provider.destroy(sandbox), sandbox=sandbox)
+        self.live.pop(sandbox.id, None)
+        self._ledger("destroyed", sandbox)
+
+    async def cleanup(self) -> None:
+        """Destroy (untimed) whatever is still alive; never raises."""
+        for sandbox in list(self.live.values()):
+            try:
+                async with asyncio.timeout(CLEANUP_TIMEOUT_S):
+                    await self.provider.destroy(sandbox)
+            except BaseException as exc:
+                self._ledger("destroy_failed", sandbox, error=f"{type(exc).__name__}: {exc}")
+                if isinstance(exc, KeyboardInterrupt | SystemExit):
+                    raise
+                continue
+            self.live.pop(sandbox.id, None)
+            self._ledger("destroyed", sandbox, by="cleanup")
+
+
+def make_plan(
+    providers: Sequence[str],
+    workloads: Sequence[str],
+    *,
+    iterations: int,
+    warmup: int,
+    seed: int,
+) -> list[WorkItem]:
+    """All iterations, warmups first, each group in one seeded random order."""
+    rng = random.Random(seed)
+    warm = [
+        WorkItem(provider=p, workload=w, iteration=i, warmup=True)
+        for p in providers
+        for w in workloads
+        for i in range(warmup)
+    ]
+    measured = [
+        WorkItem(provider=p, workload=w, iteration=i, warmup=False)
+        for p in providers
+        for w in workloads
+        for i in range(iterations)
+    ]
+    rng.shuffle(warm)
+    rng.shuffle(measured)
+    return warm + measured
+
+
+class Runner:
+    """Runs a plan of work items against opened providers."""
+
+    def __init__(
+        self,
+        *,
+        providers: Mapping[str, Provider],
+        workloads: Mapping[str, Workload],
+        spec: SandboxSpec,
+        recorder: Recorder,
+        timeout_s: float,
+        concurrency: int = 1,
+        on_item_done: Callable[[WorkItem], None] | None = None,
+    ) -> None:
+        self.providers = providers
+        self.workloads = workloads
+        self.spec = spec
+        self.recorder = recorder
+        self.timeout_s = timeout_s
+        self.concurrency = concurrency
+        self.on_item_done = on_item_done
+        self.completed: list[WorkItem] = []
+
+    def _spec_for_run(self) -> SandboxSpec:
+        labels = {**self.spec.labels, RUN_LABEL: self.recorder.run_id}
+        return SandboxSpec(
+            cpus=self.spec.cpus,
+            memory_mb=self.spec.memory_mb,
+            disk_mb=self.spec.disk_mb,
+            template=self.spec.template,
+            lifetime_s=self.spec.lifetime_s,
+            max_pids=self.spec.max_pids,
+            labels=labels,
+        )
+
+    async def run_item(self, item: WorkItem) -> None:
+        provider = self.providers[item.provider]
+        workload = self.workloads[item.workload]
+        caps = provider.capabilities()
+        missing = [op for op in workload.requires if not caps.supports(op)]
+        if missing:
+            ctx = IterationContext(
+                item=item,
+                provider=provider,
+                spec=self._spec_for_run(),
+                recorder=self.recorder,
+                timeout_s=self.timeout_s,
+                planned=(),
+            )
+            for operation, needs in workload.capability_ops.items():
+                if needs in missing:
+                    reason = caps.unsupported.get(str(needs), f"{item.provider} has no {needs}")
+                    ctx.record_unsupported(operation, reason)
+            return
+        ctx = IterationContext(
+            item=item,
+            provider=provider,
+            spec=self._spec_for_run(),
+            recorder=self.recorder,
+            timeout_s=self.timeout_s,
+            planned=workload.planned_ops(caps),
+        )
+        try:
+            await workload.run(ctx)
+        except StepFailed as exc:
+            ctx.record_missing_as_skipped(f"not attempted: {exc} failed earlier in the iteration")
+        except asyncio.CancelledError:
+            ctx.record_missing_as_skipped("not attempted: the run was interrupted")
+            raise
+        else:
+            ctx.record_missing_as_skipped("not attempted")
+        finally:
+            # Runs after a cancellation too: awaiting inside ``finally`` works until a second
+            # cancel arrives, and cleanup() itself bounds each destroy with a timeout.
+            await ctx.cleanup()
+
+    async def run(self, plan: Sequence[WorkItem]) -> None:
+        queue: asyncio.Queue[WorkItem] = asyncio.Queue()
+        for item in plan:
+            queue.put_nowait(item)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                await self.run_item(item)
+                self.completed.append(item)
+                if self.on_item_done is not None:
+                    self.on_item_done(item)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(self.concurrency, len(plan)) or 1):
+                group.create_task(worker())
+
+
+__all__ = [
+    "CheckFailed",
+    "IterationContext",
+    "MemorySink",
+    "Recorder",
+    "Runner",
+    "SecretScrubber",
+    "StepFailed",
+    "WorkItem",
+    "make_plan",
+]

@@ -1,0 +1,22 @@
+"""The workloads, one module each; every module's docstring draws what its metrics measure.
+
+The list is explicit: a workload runs unchanged on every provider.
+"""
+
+from __future__ import annotations
+
+from bench.workloads.base import CheckFailed, Workload
+from bench.workloads.checkpoint import Checkpoint
+from bench.workloads.exec import Exec
+from bench.workloads.files import Files
+from bench.workloads.lifecycle import Lifecycle
+from bench.workloads.pause_resume import PauseResume
+
+WORKLOADS: dict[str, type[Workload]] = {
+    cls.name: cls for cls in (Lifecycle, Exec, Files, Checkpoint, PauseResume)
+}
+
+#: What ``sandbox-bench run`` runs when no workloads are named.
+DEFAULT_SUITE: tuple[str, ...] = ("lifecycle", "exec", "files", "checkpoint", "pause_resume")
+
+__all__ = ["DEFAULT_SUITE", "WORKLOADS", "CheckFailed", "Workload"]

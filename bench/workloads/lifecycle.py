@@ -1,0 +1,81 @@
+"""lifecycle: how long a sandbox takes to exist, to be usable, and to go away.
+
+One iteration, on a fresh sandbox::
+
+    t0        create() returns           first `true` exits 0          destroy() returns
+    |-------- create --------|--------- first_exec ---------|          |-- destroy --|
+    |------------------------- ready ------------------------|
+
+* ``create``: the provider's create call, until it says the sandbox exists.
+* ``first_exec``: from create's return until the first ``true`` that exits 0. Providers whose
+  create returns before the sandbox can run commands show it here; attempts that fail while
+  the sandbox is not ready yet are retried every 50 ms (their count is in ``extra.attempts``).
+* ``ready``: create's start to first successful exec's end, one span on the same clock
+  (PerfKit's "time to create" versus "time to ready").
+* ``destroy``: the provider's destroy call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bench.store import utc_now_iso
+from bench.workloads.base import Workload, exit_zero
+from providers.base import Capabilities, ExecResult, Provider, Sandbox
+from providers.errors import NotFound, SandboxCrashed, Unavailable
+
+if TYPE_CHECKING:
+    from bench.runner import IterationContext
+
+#: Errors that mean "not ready yet" while waiting for the first exec.
+_NOT_READY = (Unavailable, NotFound, SandboxCrashed)
+_RETRY_INTERVAL_S = 0.05
+
+
+async def exec_until_ready(
+    provider: Provider, sandbox: Sandbox, *, timeout_s: float, attempts: dict[str, Any]
+) -> ExecResult:
+    """Exec ``true`` until it exits 0; the caller's timeout bounds the whole wait."""
+    tries = 0
+    while True:
+        tries += 1
+        attempts["attempts"] = tries
+        try:
+            result = await provider.exec(sandbox, ["true"], timeout_s=timeout_s)
+        except _NOT_READY:
+            await asyncio.sleep(_RETRY_INTERVAL_S)
+            continue
+        if result.exit_code == 0:
+            return result
+        await asyncio.sleep(_RETRY_INTERVAL_S)
+
+
+class Lifecycle(Workload):
+    name: ClassVar[str] = "lifecycle"
+
+    def planned_ops(self, caps: Capabilities) -> list[str]:
+        return ["create", "first_exec", "ready", "destroy"]
+
+    async def run(self, ctx: IterationContext) -> None:
+        started_at = utc_now_iso()
+        t0 = time.perf_counter_ns()
+        sandbox = await ctx.create()
+        extra: dict[str, Any] = {}
+        await ctx.timed(
+            "first_exec",
+            lambda: exec_until_ready(
+                ctx.provider, sandbox, timeout_s=ctx.timeout_s, attempts=extra
+            ),
+            sandbox=sandbox,
+            check=exit_zero,
+            extra=extra,
+        )
+        ctx.record_span(
+            "ready",
+            started_at=started_at,
+            duration_s=(time.perf_counter_ns() - t0) / 1e9,
+            sandbox=sandbox,
+        )
+        await ctx.destroy(sandbox)

@@ -1,0 +1,148 @@
+"""pause_resume: stop a sandbox without destroying it, start it again, and check what survived.
+
+One iteration::
+
+    create | start_counter | read_counter x2 (rate) | pause | (hold) | resume
+           | first_exec_after_resume | verify | destroy
+
+* ``start_counter``: starts a background loop in the sandbox that increments a counter file
+  every ~10 ms; two ``read_counter`` execs 0.3 s apart measure its real rate.
+* ``pause`` / ``resume``: the provider's calls. The hold between them is ``hold_s`` (default
+  1 s) or three times the pause latency, whichever is longer, so a counter that kept running
+  through the pause cannot hide in the noise of the calls around it.
+* ``first_exec_after_resume``: from resume's return until a read of the counter succeeds.
+* ``verify``: 0.3 s later, reads the counter again and checks the declared semantics:
+  FREEZE (processes and memory survive): the counter did not advance while paused
+  (advance <= 1.5 x rate x the time outside the hold + 3 ticks) and advances after resume.
+  STOP_START (only the filesystem survives): the counter file is still there and the loop is
+  gone (it does not advance after start).
+  Observations go in ``extra``; a mismatch with the declared semantics is a ``FidelityError``.
+Providers without pause (e.g. auto-sleeping Sprites) record pause and resume as unsupported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bench.workloads.base import CheckFailed, Workload, exit_zero
+from providers.base import Capabilities, ExecResult, Op, PauseKind
+
+if TYPE_CHECKING:
+    from bench.runner import IterationContext
+
+RATE_GAP_S = 0.3
+
+
+def _counter_value(result: ExecResult) -> int:
+    exit_zero(result)
+    text = result.stdout.decode(errors="replace").strip()
+    if not text.isdigit():
+        raise CheckFailed("UnexpectedOutput", f"counter file holds {text[:40]!r}")
+    return int(text)
+
+
+class PauseResume(Workload):
+    name: ClassVar[str] = "pause_resume"
+    requires: ClassVar[frozenset[Op]] = frozenset({Op.PAUSE, Op.RESUME})
+    capability_ops: ClassVar[dict[str, Op]] = {"pause": Op.PAUSE, "resume": Op.RESUME}
+    defaults: ClassVar[dict[str, Any]] = {"hold_s": 1.0}
+
+    def planned_ops(self, caps: Capabilities) -> list[str]:
+        return [
+            "create",
+            "start_counter",
+            "read_counter",
+            "read_counter",
+            "pause",
+            "resume",
+            "first_exec_after_resume",
+            "verify",
+            "destroy",
+        ]
+
+    async def run(self, ctx: IterationContext) -> None:
+        provider = ctx.provider
+        counter = f"{ctx.capabilities.scratch_dir.rstrip('/')}/sandbox-bench-counter"
+        loop = (
+            f"i=0; while true; do i=$((i+1)); echo $i > {counter}.tmp; "
+            f"mv {counter}.tmp {counter}; sleep 0.01; done"
+        )
+        start = (
+            f"nohup sh -c '{loop}' >/dev/null 2>&1 &\n"
+            f"for _ in $(seq 200); do [ -s {counter} ] && break; sleep 0.01; done; cat {counter}"
+        )
+        read = f"cat {counter}"
+
+        async def read_counter(sandbox, operation: str) -> tuple[int, float, float]:
+            t_start = time.monotonic()
+            result = await ctx.timed(
+                operation,
+                lambda: provider.exec(sandbox, read, timeout_s=ctx.timeout_s),
+                sandbox=sandbox,
+                check=_counter_value,
+            )
+            return _counter_value(result), t_start, time.monotonic()
+
+        sandbox = await ctx.create()
+        await ctx.timed(
+            "start_counter",
+            lambda: provider.exec(sandbox, start, timeout_s=ctx.timeout_s),
+            sandbox=sandbox,
+            check=_counter_value,
+        )
+        first, _, t_first = await read_counter(sandbox, "read_counter")
+        await asyncio.sleep(RATE_GAP_S)
+        before, t_before_start, t_before = await read_counter(sandbox, "read_counter")
+        rate_hz = (before - first) / max(t_before - t_first, 1e-6)
+
+        t_pause = time.monotonic()
+        await ctx.timed("pause", lambda: provider.pause(sandbox), sandbox=sandbox)
+        t_paused = time.monotonic()
+        hold_s = max(float(self.params["hold_s"]), 3 * (t_paused - t_pause))
+        await asyncio.sleep(hold_s)
+        t_resume = time.monotonic()
+        resumed = ctx.track(
+            await ctx.timed("resume", lambda: provider.resume(sandbox), sandbox=sandbox)
+        )
+        after, _, t_after = await read_counter(resumed, "first_exec_after_resume")
+        await asyncio.sleep(RATE_GAP_S)
+
+        outside_hold_s = (t_paused - t_before_start) + (t_after - t_resume)
+        observed: dict[str, Any] = {
+            "rate_hz": round(rate_hz, 2),
+            "hold_s": round(hold_s, 3),
+            "advance_during_pause": after - before,
+            "bound_if_frozen": round(1.5 * rate_hz * outside_hold_s + 3, 1),
+            "pause_kind": str(ctx.capabilities.pause_kind),
+            "verified": True,
+        }
+
+        def matches_semantics(result: ExecResult) -> None:
+            later = _counter_value(result)
+            observed["advance_after_resume"] = later - after
+            stopped = (after - before) <= observed["bound_if_frozen"]
+            advancing = later > after
+            observed["stopped"] = stopped
+            observed["advancing_after"] = advancing
+            if ctx.capabilities.pause_kind is PauseKind.STOP_START:
+                ok, expected = not advancing, "processes gone after stop/start, file kept"
+            else:
+                ok, expected = stopped and advancing, "counter frozen while paused, then running"
+            if not ok:
+                raise CheckFailed(
+                    "FidelityError",
+                    f"expected {expected}; observed {observed}",
+                    verified=False,
+                    **observed,
+                )
+
+        await ctx.timed(
+            "verify",
+            lambda: provider.exec(resumed, read, timeout_s=ctx.timeout_s),
+            sandbox=resumed,
+            check=matches_semantics,
+            extra=observed,
+        )
+        await ctx.destroy(resumed)

@@ -1,0 +1,250 @@
+"""The provider interface: what every sandbox provider adapter implements.
+
+Adapters are thin. They translate one interface call into the provider's native call and the
+provider's exceptions into :mod:`providers.errors`; they never time themselves (the runner
+times every call in one place) and never retry a measured call.
+
+Required operations are abstract methods. Optional ones (checkpoint, restore, pause, resume)
+are gated by the capability set the adapter declares in :meth:`Provider.capabilities`; the
+runner checks the set before calling and records ``unsupported`` otherwise, so the default
+implementations below only guard against a runner bug.
+
+Everything is async; ``asyncio.run`` appears once, in the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from providers.errors import Unsupported
+
+#: Label key carrying the run id on every sandbox the harness creates, so leftovers of a run
+#: can be listed and reaped (PerfKit tags every resource with its run URI for the same reason).
+RUN_LABEL = "sandbox-bench-run"
+
+
+class Op(StrEnum):
+    """Interface operations. The optional ones appear in ``Capabilities.operations``."""
+
+    CREATE = "create"
+    EXEC = "exec"
+    WRITE_FILE = "write_file"
+    READ_FILE = "read_file"
+    CHECKPOINT = "checkpoint"
+    RESTORE = "restore"
+    PAUSE = "pause"
+    RESUME = "resume"
+    DESTROY = "destroy"
+    LIST = "list_sandboxes"
+
+
+REQUIRED_OPS = frozenset({Op.CREATE, Op.EXEC, Op.WRITE_FILE, Op.READ_FILE, Op.DESTROY, Op.LIST})
+OPTIONAL_OPS = frozenset({Op.CHECKPOINT, Op.RESTORE, Op.PAUSE, Op.RESUME})
+
+
+class CheckpointCaptures(StrEnum):
+    """What a checkpoint holds."""
+
+    FILESYSTEM = "filesystem"
+    FILESYSTEM_AND_MEMORY = "filesystem+memory"
+
+
+class RestoreTarget(StrEnum):
+    """Where a restore lands."""
+
+    IN_PLACE = "in_place"  # the same sandbox is rewound (Sprites)
+    NEW_SANDBOX = "new_sandbox"  # a new sandbox starts from the checkpoint (E2B, Daytona, local)
+
+
+class PauseKind(StrEnum):
+    """How a provider stops a sandbox from running without destroying it."""
+
+    FREEZE = "freeze"  # explicit pause; processes and memory survive (cgroup freezer, E2B pause)
+    STOP_START = "stop_start"  # stop and start; only the filesystem survives (Daytona containers)
+    AUTO_SLEEP = "auto_sleep"  # no API; the provider sleeps on idle and wakes on use (Sprites)
+    NONE = "none"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capabilities:
+    """What a provider can do on this host, and what each operation means there.
+
+    ``operations`` lists every supported operation, required ones included.
+    ``unsupported`` maps each missing optional operation to the reason it is missing, so that
+    ``sandbox-bench providers`` and the report can say why rather than just "no".
+    """
+
+    operations: frozenset[Op]
+    checkpoint_captures: CheckpointCaptures | None = None
+    restore_target: RestoreTarget | None = None
+    pause_kind: PauseKind = PauseKind.NONE
+    isolation: str = ""
+    #: A directory inside the sandbox that is writable and survives checkpoint/restore.
+    scratch_dir: str = "/tmp"
+    unsupported: Mapping[str, str] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+    def supports(self, op: Op) -> bool:
+        return op in self.operations
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "operations": sorted(str(o) for o in self.operations),
+            "checkpoint_captures": self.checkpoint_captures and str(self.checkpoint_captures),
+            "restore_target": self.restore_target and str(self.restore_target),
+            "pause_kind": str(self.pause_kind),
+            "isolation": self.isolation,
+            "scratch_dir": self.scratch_dir,
+            "unsupported": dict(self.unsupported),
+            "notes": dict(self.notes),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxSpec:
+    """The sandbox a workload asks for. Providers that cannot honour a field say so in notes."""
+
+    cpus: float = 1.0
+    memory_mb: int = 512
+    disk_mb: int | None = None
+    #: Provider-specific image, template or snapshot name; None means the provider's default.
+    template: str | None = None
+    #: How long the provider may keep the sandbox alive if the harness dies (where supported).
+    lifetime_s: int = 900
+    #: Max processes inside the sandbox (local provider; pids cgroup).
+    max_pids: int | None = 512
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sandbox:
+    """A handle on a live sandbox. ``native`` is the adapter's own object (SDK handle)."""
+
+    id: str
+    provider: str
+    native: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointRef:
+    """A handle on a checkpoint (snapshot) of a sandbox."""
+
+    id: str
+    provider: str
+    sandbox_id: str
+    native: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecResult:
+    """The outcome of a command. A non-zero exit code is data, never an exception.
+
+    Providers that merge stderr into stdout (Daytona) return stderr empty and say so in notes.
+    """
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+Command = Sequence[str] | str
+"""An argv list (run without a shell) or a string (run by ``/bin/sh -c``)."""
+
+
+class Provider(ABC):
+    """Base class of all provider adapters.
+
+    Lifecycle: construct with the provider's settings table from the config, ``await open()``
+    (start clients, daemons), use, ``await close()``. ``close`` must not destroy sandboxes: the
+    runner destroys what it created, one by one, so each destroy is timed and recorded.
+    """
+
+    #: Registry id, e.g. ``"local"``.
+    id: ClassVar[str]
+    #: Distribution names of the SDK packages this adapter drives; versions go in the manifest.
+    sdk_packages: ClassVar[tuple[str, ...]] = ()
+    #: Environment variables that must be set to use the provider (credentials).
+    required_env: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        self.settings: Mapping[str, Any] = dict(settings or {})
+
+    # -- set-up and description -----------------------------------------------------------
+
+    async def open(self) -> None:  # noqa: B027 - optional hook, most adapters need nothing
+        """Start clients or helper processes. Called once before any operation."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and helper processes (not sandboxes)."""
+
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """The capabilities on this host, detected (not assumed) where that is possible."""
+
+    def environment(self) -> dict[str, Any]:
+        """Facts for the manifest: SDK versions, endpoint, client settings. Never secrets."""
+        return {"sdk_versions": sdk_versions(self.sdk_packages)}
+
+    # -- required operations ----------------------------------------------------------------
+
+    @abstractmethod
+    async def create(self, spec: SandboxSpec) -> Sandbox:
+        """Create a sandbox; return when the provider says it exists.
+
+        Readiness is measured separately by the runner as the first successful exec.
+        """
+
+    @abstractmethod
+    async def exec(self, sandbox: Sandbox, command: Command, *, timeout_s: float) -> ExecResult:
+        """Run a command to completion and return its exit code and output."""
+
+    @abstractmethod
+    async def write_file(self, sandbox: Sandbox, path: str, data: bytes) -> None:
+        """Write ``data`` to the absolute ``path`` inside the sandbox, creating parents."""
+
+    @abstractmethod
+    async def read_file(self, sandbox: Sandbox, path: str) -> bytes:
+        """Return the content of the absolute ``path`` inside the sandbox."""
+
+    @abstractmethod
+    async def destroy(self, sandbox: Sandbox) -> None:
+        """Destroy the sandbox. Idempotent: destroying a destroyed sandbox is not an error."""
+
+    @abstractmethod
+    async def list_sandboxes(self, run_id: str) -> list[str]:
+        """Ids of live sandboxes labelled with ``run_id`` (for leak sweeps)."""
+
+    # -- optional operations (gated by capabilities) ----------------------------------------
+
+    async def checkpoint(self, sandbox: Sandbox) -> CheckpointRef:
+        raise Unsupported("checkpoint", provider=self.id, operation=Op.CHECKPOINT)
+
+    async def restore(self, ref: CheckpointRef) -> Sandbox:
+        """Restore ``ref``. In place: returns the same sandbox; otherwise a new one."""
+        raise Unsupported("restore", provider=self.id, operation=Op.RESTORE)
+
+    async def delete_checkpoint(self, ref: CheckpointRef) -> None:  # noqa: B027 - optional
+        """Free the checkpoint's storage where the provider allows it. Idempotent."""
+
+    async def pause(self, sandbox: Sandbox) -> None:
+        raise Unsupported("pause", provider=self.id, operation=Op.PAUSE)
+
+    async def resume(self, sandbox: Sandbox) -> Sandbox:
+        """Resume a paused sandbox; returns the (possibly new) handle to use afterwards."""
+        raise Unsupported("resume", provider=self.id, operation=Op.RESUME)
+
+
+def sdk_versions(packages: Sequence[str]) -> dict[str, str | None]:
+    """Installed versions of ``packages`` (None where a package is not installed)."""
+    found: dict[str, str | None] = {}
+    for name in packages:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
