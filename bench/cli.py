@@ -258,7 +258,7 @@ def cmd_providers(args: argparse.Namespace) -> int:
         )
         try:
             caps = cls({}).capabilities()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - show why, do not fail the listing
             table.add_row(provider_id, sdk, creds, f"unavailable: {exc}", "", "")
             continue
         semantics = [

@@ -439,9 +439,39 @@ class Runner:
                 if self.on_item_done is not None:
                     self.on_item_done(item)
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(self.concurrency, len(plan)) or 1):
-                group.create_task(worker())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.concurrency, len(plan)) or 1):
+                    group.create_task(worker())
+        finally:
+            await self.sweep()
+
+    async def sweep(self) -> list[tuple[str, str]]:
+        """Destroy anything still labelled with this run (e.g. a create that timed out on our
+        side but completed on the provider's). Returns what it found; the ledger keeps it."""
+        found: list[tuple[str, str]] = []
+        for provider_id, provider in self.providers.items():
+            try:
+                async with asyncio.timeout(CLEANUP_TIMEOUT_S):
+                    leftovers = await provider.list_sandboxes(self.recorder.run_id)
+            except Exception as exc:  # noqa: BLE001 - a failed sweep is reported, not fatal
+                self.recorder.sink.add_ledger(
+                    {"event": "sweep_failed", "provider": provider_id, "error": repr(exc)}
+                )
+                continue
+            for sandbox_id in leftovers:
+                found.append((provider_id, sandbox_id))
+                entry = {"provider": provider_id, "sandbox_id": sandbox_id}
+                try:
+                    async with asyncio.timeout(CLEANUP_TIMEOUT_S):
+                        await provider.destroy(Sandbox(id=sandbox_id, provider=provider_id))
+                except Exception as exc:  # noqa: BLE001
+                    self.recorder.sink.add_ledger(
+                        {"event": "destroy_failed", "by": "sweep", "error": repr(exc), **entry}
+                    )
+                else:
+                    self.recorder.sink.add_ledger({"event": "destroyed", "by": "sweep", **entry})
+        return found
 
 
 __all__ = [

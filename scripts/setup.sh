@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Creates .venv and installs sandbox-bench with its pinned dependencies.
+# Usage: scripts/setup.sh [--system-test-deps]
+#   --system-test-deps  also installs what the tests need from Debian (chromium for the
+#                       browser test of the HTML report); needs root.
+# Idempotent: a second call with nothing changed does (almost) nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+want_system_test_deps=0
+[[ "${1:-}" == "--system-test-deps" ]] && want_system_test_deps=1
+
+apt_updated=0
+apt_install() {
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "setup: need root to apt-get install $*; install them and run again" >&2
+        return 1
+    fi
+    if [[ $apt_updated -eq 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Debian ships venv/ensurepip separately from python3.
+if [[ ! -x .venv/bin/python ]]; then
+    if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+        rm -rf .venv
+        ver=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+        apt_install "python${ver}-venv" || apt_install python3-venv
+        "$PYTHON" -m venv .venv
+    fi
+fi
+
+stamp=.venv/.installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints.txt -nt $stamp ]]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+    .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[clouds,test]'
+    touch $stamp
+fi
+
+if [[ $want_system_test_deps -eq 1 ]]; then
+    command -v chromium >/dev/null || apt_install chromium
+fi
