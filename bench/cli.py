@@ -287,7 +287,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     folder = resolve_run_ref(args.run, args.results)
     run = load_run(folder)
     for warning in run.warnings:
-        err_console.print(f"warning: {warning}")
+        err_console.print(f"warning: {warning}", markup=False)
     summary = summarize(run.samples, include_warmups=args.include_warmups)
     manifest = run.manifest
     table = Table(
@@ -355,7 +355,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports errors in one line with exit code 2 (argparse's own code)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        err_console.print(f"sandbox-bench: error: {message}", highlight=False)
+        err_console.print(f"sandbox-bench: error: {message}", markup=False, highlight=False)
         raise SystemExit(EXIT_USAGE)
 
 
@@ -407,7 +407,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ConfigError, UsageError, SchemaError) as exc:
-        err_console.print(f"sandbox-bench: error: {exc}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"sandbox-bench: error: {exc}", markup=False, highlight=False, soft_wrap=True
+        )
         return EXIT_USAGE
 
 
