@@ -351,6 +351,47 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reap(args: argparse.Namespace) -> int:
+    from bench.reap import open_for_reaping, reap_run
+    from bench.store import load_manifest
+
+    if args.all:
+        folders = sorted(p.parent for p in args.results.glob("*/manifest.json"))
+    elif args.runs:
+        folders = [resolve_run_ref(ref, args.results) for ref in args.runs]
+    else:
+        raise UsageError("name the runs to reap, or --all")
+
+    async def reap_all() -> list:
+        results = []
+        for folder in folders:
+            manifest = load_manifest(folder)
+            settings = manifest.get("config", {}).get("provider_settings", {})
+            wanted = set(manifest.get("plan", {}).get("providers", []))
+            providers = open_for_reaping(wanted, settings)
+            opened = []
+            try:
+                for provider in providers.values():
+                    await provider.open()
+                    opened.append(provider)
+                results += await reap_run(folder, providers, dry_run=args.dry_run)
+            finally:
+                for provider in opened:
+                    with contextlib.suppress(Exception):
+                        await provider.close()
+        return results
+
+    results = asyncio.run(reap_all())
+    table = Table(title="reap" + (" (dry run)" if args.dry_run else ""))
+    for column in ("run", "provider", "found alive", "destroyed", "failed"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        failed = "; ".join(f"{k}: {v}" for k, v in r.failed.items()) or "-"
+        table.add_row(r.run_id, r.provider, str(len(r.found)), str(len(r.destroyed)), failed)
+    console.print(table)
+    return EXIT_FAILED if any(r.failed for r in results) else EXIT_OK
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors in one line with exit code 2 (argparse's own code)."""
 
@@ -392,6 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("reports"))
     report.add_argument("--include-warmups", action="store_true")
     report.set_defaults(func=cmd_report)
+
+    reap = sub.add_parser("reap", help="destroy sandboxes that runs left alive")
+    reap.add_argument("runs", nargs="*", help="run ids, run folders, or 'latest'")
+    reap.add_argument("--all", action="store_true", help="every run under --results")
+    reap.add_argument("--results", type=Path, default=Path("results"))
+    reap.add_argument("--dry-run", action="store_true", help="list, destroy nothing")
+    reap.set_defaults(func=cmd_reap)
 
     compare = sub.add_parser("compare", help="what got faster or slower between two runs")
     compare.add_argument("run_a")
