@@ -281,11 +281,12 @@ def cmd_providers(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from bench.stats import format_cell, summarize
     from bench.store import load_run
 
     folder = resolve_run_ref(args.run, args.results)
     run = load_run(folder)
+    from bench.stats import format_cell, summarize  # after the load: a bad folder fails fast
+
     for warning in run.warnings:
         err_console.print(f"warning: {warning}", markup=False)
     summary = summarize(run.samples, include_warmups=args.include_warmups)
