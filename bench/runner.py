@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 from bench.records import Sample, Status
 from bench.store import utc_now_iso
-from bench.workloads.base import CheckFailed, Workload
+from bench.workloads.base import CheckFailed, StepFailed, Workload
 from providers.base import RUN_LABEL, Provider, Sandbox, SandboxSpec
 
 T = TypeVar("T")
@@ -66,10 +66,6 @@ class WorkItem:
     warmup: bool
 
 
-class StepFailed(Exception):
-    """Raised by :meth:`IterationContext.timed` after a failed call has been recorded."""
-
-
 class SecretScrubber:
     """Replaces secret values (from the given environment variables) in free text."""
 
@@ -101,6 +97,11 @@ class Recorder:
         self.location = location or None
         self.scrub = scrub
         self._ids = itertools.count(1)
+        #: The run's monotonic origin: open-loop start times are seconds since this instant.
+        self.origin_ns = time.perf_counter_ns()
+
+    def since_origin_s(self, instant_ns: int) -> float:
+        return (instant_ns - self.origin_ns) / 1e9
 
     def record(
         self,
@@ -114,6 +115,8 @@ class Recorder:
         error_message: str | None = None,
         sandbox_id: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        intended_start_s: float | None = None,
+        actual_start_s: float | None = None,
     ) -> Sample:
         if error_message is not None:
             error_message = self.scrub(error_message)[:MAX_ERROR_CHARS]
@@ -134,6 +137,8 @@ class Recorder:
             sandbox_id=sandbox_id,
             location=self.location,
             extra=dict(extra or {}),
+            intended_start_s=intended_start_s,
+            actual_start_s=actual_start_s,
         )
         self.sink.add_sample(sample)
         return sample
@@ -177,11 +182,23 @@ class IterationContext:
         check: Callable[[T], None] | None = None,
         extra: Mapping[str, Any] | None = None,
         timeout_s: float | None = None,
+        intended_ns: int | None = None,
     ) -> T:
-        """Run ``call`` once, time it, record it; return its result or raise StepFailed."""
+        """Run ``call`` once, time it, record it; return its result or raise StepFailed.
+
+        With ``intended_ns`` (open-loop schedules) the duration runs from the intended start,
+        not from when the call actually began, so a stalled client or provider cannot hide
+        its tail (coordinated omission); both instants are recorded.
+        """
         sandbox_id = sandbox.id if sandbox is not None else None
         started_at = utc_now_iso()
         t0 = time.perf_counter_ns()
+        timing: dict[str, Any] = {}
+        if intended_ns is not None:
+            timing = {
+                "intended_start_s": self.recorder.since_origin_s(intended_ns),
+                "actual_start_s": self.recorder.since_origin_s(t0),
+            }
         try:
             async with asyncio.timeout(timeout_s or self.timeout_s):
                 result = await call()
@@ -195,6 +212,7 @@ class IterationContext:
                 error_message="the run was interrupted while this operation ran",
                 sandbox_id=sandbox_id,
                 extra=extra,
+                **timing,
             )
             raise
         except TimeoutError as exc:
@@ -209,6 +227,7 @@ class IterationContext:
                 error_message=message,
                 sandbox_id=sandbox_id,
                 extra=extra,
+                **timing,
             )
             raise StepFailed(operation) from exc
         except Exception as exc:
@@ -220,6 +239,7 @@ class IterationContext:
                 error_message=str(exc) or repr(exc),
                 sandbox_id=sandbox_id,
                 extra=extra,
+                **timing,
             )
             raise StepFailed(operation) from exc
         if check is not None:
@@ -234,15 +254,17 @@ class IterationContext:
                     error_message=str(exc),
                     sandbox_id=sandbox_id,
                     extra={**(extra or {}), **exc.extra},
+                    **timing,
                 )
                 raise StepFailed(operation) from exc
         self._record(
             operation,
             status=Status.OK,
             started_at=started_at,
-            duration_s=(t1 - t0) / 1e9,
+            duration_s=(t1 - (t0 if intended_ns is None else intended_ns)) / 1e9,
             sandbox_id=sandbox_id,
             extra=extra,
+            **timing,
         )
         return result
 

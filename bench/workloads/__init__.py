@@ -10,10 +10,11 @@ from bench.workloads.checkpoint import Checkpoint
 from bench.workloads.exec import Exec
 from bench.workloads.files import Files
 from bench.workloads.lifecycle import Lifecycle
+from bench.workloads.open_loop import Burst, Ramp
 from bench.workloads.pause_resume import PauseResume
 
 WORKLOADS: dict[str, type[Workload]] = {
-    cls.name: cls for cls in (Lifecycle, Exec, Files, Checkpoint, PauseResume)
+    cls.name: cls for cls in (Lifecycle, Exec, Files, Checkpoint, PauseResume, Burst, Ramp)
 }
 
 #: What ``sandbox-bench run`` runs when no workloads are named.

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from bench.runner import IterationContext
 
 
+class StepFailed(Exception):
+    """Raised by ``IterationContext.timed`` after a failed call has been recorded."""
+
+
 class CheckFailed(Exception):
     """A call returned, but not what the workload needed (e.g. ``true`` exiting non-zero).
 

@@ -1,0 +1,118 @@
+"""burst and ramp: open-loop create schedules that cannot hide a stall.
+
+A closed-loop client sends the next request only when the previous one returned, so when the
+provider stalls the client stops asking and the stall shows up once instead of in every request
+that should have been sent meanwhile (coordinated omission, Gil Tene / wrk2). These two
+workloads fix each create's start time in advance and measure from that intended start:
+
+burst (``size`` creates released at one instant t0)::
+
+    t0 ─┬─ create #1 ──────────┤ first_exec ┤            ... destroy #1
+        ├─ create #2 ─────────────────┤ first_exec ┤     ... destroy #2
+        └─ create #N ───────┤ first_exec ┤               ... destroy #N
+    create latency = end - t0 (intended), whatever the client's own lag in starting it
+
+ramp (``rate_per_s`` creates per second for ``duration_s``)::
+
+    t0     t0+1/R   t0+2/R   ...      each create i is due at t0 + i/R, sent then even if
+    |─c1─────|──c2──────|──c3───...   earlier ones have not returned; latency = end - due
+
+Every create record keeps ``intended_start_s`` and ``actual_start_s`` (seconds since the run's
+monotonic origin); actual minus intended is the client's schedule lag, which the report shows
+so a run whose client could not keep up is flagged rather than believed. ``first_exec`` is
+closed-loop per sandbox (from create's return). Every sandbox is destroyed at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bench.workloads.base import StepFailed, Workload, exit_zero
+from bench.workloads.lifecycle import exec_until_ready
+from providers.base import Capabilities, Sandbox
+
+if TYPE_CHECKING:
+    from bench.runner import IterationContext
+
+#: Lead time between planning the schedule and its first instant, so every task is waiting.
+LEAD_S = 0.05
+
+
+async def _sleep_until(instant_ns: int) -> None:
+    delay = (instant_ns - time.perf_counter_ns()) / 1e9
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+class _OpenLoop(Workload):
+    def _schedule(self, start_ns: int) -> list[int]:
+        raise NotImplementedError
+
+    def _count(self) -> int:
+        raise NotImplementedError
+
+    def planned_ops(self, caps: Capabilities) -> list[str]:
+        n = self._count()
+        return ["create"] * n + ["first_exec"] * n + ["destroy"] * n
+
+    async def run(self, ctx: IterationContext) -> None:
+        start_ns = time.perf_counter_ns() + int(LEAD_S * 1e9)
+        schedule = self._schedule(start_ns)
+
+        async def one(index: int, due_ns: int) -> Sandbox | None:
+            await _sleep_until(due_ns)
+            try:
+                sandbox = await ctx.timed(
+                    "create",
+                    lambda: ctx.provider.create(ctx.spec),
+                    intended_ns=due_ns,
+                    extra={"slot": index},
+                )
+            except StepFailed:
+                return None
+            ctx.track(sandbox)
+            with contextlib.suppress(StepFailed):
+                await ctx.timed(
+                    "first_exec",
+                    lambda: exec_until_ready(
+                        ctx.provider, sandbox, timeout_s=ctx.timeout_s, attempts={}
+                    ),
+                    sandbox=sandbox,
+                    check=exit_zero,
+                    extra={"slot": index},
+                )
+            return sandbox
+
+        created = await asyncio.gather(*(one(i, due) for i, due in enumerate(schedule)))
+        for sandbox in created:
+            if sandbox is not None:
+                try:
+                    await ctx.destroy(sandbox)
+                except StepFailed:
+                    continue
+
+
+class Burst(_OpenLoop):
+    name: ClassVar[str] = "burst"
+    defaults: ClassVar[dict[str, Any]] = {"size": 10}
+
+    def _count(self) -> int:
+        return int(self.params["size"])
+
+    def _schedule(self, start_ns: int) -> list[int]:
+        return [start_ns] * self._count()
+
+
+class Ramp(_OpenLoop):
+    name: ClassVar[str] = "ramp"
+    defaults: ClassVar[dict[str, Any]] = {"rate_per_s": 10.0, "duration_s": 2.0}
+
+    def _count(self) -> int:
+        return max(1, round(float(self.params["rate_per_s"]) * float(self.params["duration_s"])))
+
+    def _schedule(self, start_ns: int) -> list[int]:
+        step_ns = 1e9 / float(self.params["rate_per_s"])
+        return [start_ns + round(i * step_ns) for i in range(self._count())]
