@@ -9,12 +9,28 @@ from bench.workloads.base import CheckFailed, Workload
 from bench.workloads.checkpoint import Checkpoint
 from bench.workloads.exec import Exec
 from bench.workloads.files import Files
+from bench.workloads.idle_wake import IdleWake
 from bench.workloads.lifecycle import Lifecycle
 from bench.workloads.open_loop import Burst, Ramp
 from bench.workloads.pause_resume import PauseResume
+from bench.workloads.probe import Probe
+from bench.workloads.scaling import CheckpointScaling, ConcurrencyScaling
 
 WORKLOADS: dict[str, type[Workload]] = {
-    cls.name: cls for cls in (Lifecycle, Exec, Files, Checkpoint, PauseResume, Burst, Ramp)
+    cls.name: cls
+    for cls in (
+        Lifecycle,
+        Exec,
+        Files,
+        Checkpoint,
+        PauseResume,
+        Probe,
+        IdleWake,
+        Burst,
+        Ramp,
+        CheckpointScaling,
+        ConcurrencyScaling,
+    )
 }
 
 #: What ``sandbox-bench run`` runs when no workloads are named.
