@@ -1,0 +1,517 @@
+"""The daytona adapter, end to end through the real pinned SDK (daytona 0.226.1).
+
+Each test starts the loopback emulator (tests/emulators/daytona.py, backed by real local
+sandboxes), points the SDK at it with the emulator's ``client_env`` and drives the adapter.
+``TestLive`` runs the same checks against the real service (``pytest -m live``) when
+``DAYTONA_API_KEY`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from providers.base import (
+    OPTIONAL_OPS,
+    REQUIRED_OPS,
+    RUN_LABEL,
+    CheckpointCaptures,
+    CheckpointRef,
+    PauseKind,
+    RestoreTarget,
+    Sandbox,
+    SandboxSpec,
+)
+from providers.daytona import SCRATCH_DIR, DaytonaProvider
+from providers.errors import (
+    AuthError,
+    NotFound,
+    OperationTimeout,
+    ProviderError,
+    QuotaOrRateLimited,
+    Unavailable,
+)
+from tests.emulators.common import Emulator, running
+from tests.emulators.daytona import client_env
+
+ENV_KEYS = ("DAYTONA_API_KEY", "DAYTONA_API_URL", "DAYTONA_USE_DEPRECATED_POLLING")
+
+
+def _needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the emulator's local sandboxes need root")
+
+
+@pytest.fixture
+async def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
+    _needs_root()
+    async with running("daytona", tmp_path / "emu") as emu:
+        for key in ENV_KEYS:
+            monkeypatch.delenv(key, raising=False)
+        for key, value in client_env(emu).items():
+            monkeypatch.setenv(key, value)
+        yield emu
+        assert await emu.live_sandboxes() == [], "the emulator still holds sandboxes"
+
+
+async def _open(settings: dict | None = None) -> DaytonaProvider:
+    provider = DaytonaProvider(settings or {})
+    await provider.open()
+    return provider
+
+
+def _run_id() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+# -- checks shared by the emulator tests and the live tests ----------------------------------
+
+
+async def check_exec(provider: DaytonaProvider, sandbox: Sandbox) -> None:
+    failed = await provider.exec(
+        sandbox, ["sh", "-c", "echo hello; echo oops >&2; exit 3"], timeout_s=30
+    )
+    assert failed.exit_code == 3
+    # Daytona returns stdout and stderr combined; the adapter says so and leaves stderr empty.
+    assert failed.stdout.splitlines() == [b"hello", b"oops"]
+    assert failed.stderr == b""
+    quoted = await provider.exec(sandbox, ["printf", "%s|", "a b", "it's", "$HOME"], timeout_s=30)
+    assert (quoted.exit_code, quoted.stdout) == (0, b"a b|it's|$HOME|")
+    shell = await provider.exec(sandbox, "x=4; echo $((x * 2)) && false", timeout_s=30)
+    assert (shell.exit_code, shell.stdout) == (1, b"8\n")
+    big = await provider.exec(sandbox, "yes 0123456789abcdef | head -c 65536", timeout_s=30)
+    assert big.exit_code == 0
+    assert big.stdout == (b"0123456789abcdef\n" * 4096)[:65536]
+
+
+async def check_files(provider: DaytonaProvider, sandbox: Sandbox) -> None:
+    small, large = os.urandom(1024), os.urandom(4 * 1024 * 1024)
+    small_path = f"{SCRATCH_DIR}/sub dir/small 1k.bin"
+    large_path = f"{SCRATCH_DIR}/large-4m.bin"
+    await provider.write_file(sandbox, small_path, small)
+    await provider.write_file(sandbox, large_path, large)
+    assert await provider.read_file(sandbox, small_path) == small
+    assert await provider.read_file(sandbox, large_path) == large
+    shown = await provider.exec(sandbox, f"sha256sum {large_path}", timeout_s=30)
+    assert shown.stdout.split()[0].decode() == hashlib.sha256(large).hexdigest()
+    # Bulk-download parts are matched on the exact requested path: quotes, backslashes,
+    # non-ASCII and percent signs must come back unescaped.
+    odd = f'{SCRATCH_DIR}/q"uo\\te ü %2F.txt'
+    await provider.write_file(sandbox, odd, b"odd")
+    assert await provider.read_file(sandbox, odd) == b"odd"
+    with pytest.raises(NotFound):
+        await provider.read_file(sandbox, f"{SCRATCH_DIR}/no/such/file")
+
+
+async def check_checkpoint_restore(provider: DaytonaProvider, sandbox: Sandbox) -> None:
+    path = f"{SCRATCH_DIR}/state.bin"
+    data = os.urandom(256 * 1024)
+    await provider.write_file(sandbox, path, data)
+    before = hashlib.sha256(data).hexdigest()
+    ref = await provider.checkpoint(sandbox)
+    restored: Sandbox | None = None
+    try:
+        mutated = await provider.exec(
+            sandbox, f"echo mutated >> {path} && sha256sum {path}", timeout_s=30
+        )
+        assert mutated.stdout.split()[0].decode() != before
+        restored = await provider.restore(ref)
+        assert restored.id != sandbox.id  # Daytona restores into a new sandbox
+        after = await provider.exec(restored, f"sha256sum {path}", timeout_s=30)
+        assert after.exit_code == 0
+        assert after.stdout.split()[0].decode() == before
+        assert await provider.read_file(restored, path) == data
+    finally:
+        await provider.delete_checkpoint(ref)
+        await provider.delete_checkpoint(ref)  # idempotent
+        if restored is not None:
+            await provider.destroy(restored)
+
+
+COUNTER = f"{SCRATCH_DIR}/counter"
+START_COUNTER = (
+    f"nohup sh -c 'i=0; while true; do i=$((i+1)); echo $i > {COUNTER}.tmp; "
+    f"mv {COUNTER}.tmp {COUNTER}; sleep 0.01; done' >/dev/null 2>&1 &\n"
+    f"for _ in $(seq 300); do [ -s {COUNTER} ] && break; sleep 0.01; done; cat {COUNTER}"
+)
+
+
+async def _counter(provider: DaytonaProvider, sandbox: Sandbox) -> int:
+    result = await provider.exec(sandbox, f"cat {COUNTER}", timeout_s=30)
+    assert result.exit_code == 0, result
+    return int(result.stdout.strip())
+
+
+async def check_stop_start(provider: DaytonaProvider, sandbox: Sandbox) -> None:
+    """stop/start keeps the filesystem and ends every process."""
+    assert (await provider.exec(sandbox, START_COUNTER, timeout_s=30)).exit_code == 0
+    await asyncio.sleep(0.2)
+    await provider.pause(sandbox)
+    resumed = await provider.resume(sandbox)
+    assert resumed.id == sandbox.id
+    first = await _counter(provider, resumed)  # the file survived
+    assert first > 0
+    await asyncio.sleep(0.4)
+    assert await _counter(provider, resumed) == first  # the loop did not
+
+
+async def check_freeze(provider: DaytonaProvider, sandbox: Sandbox) -> None:
+    """pause/resume keeps processes: the counter stands still while paused, then runs."""
+    assert (await provider.exec(sandbox, START_COUNTER, timeout_s=30)).exit_code == 0
+    await asyncio.sleep(0.2)
+    before = await _counter(provider, sandbox)
+    await provider.pause(sandbox)
+    await asyncio.sleep(1.0)
+    resumed = await provider.resume(sandbox)
+    after = await _counter(provider, resumed)
+    assert after - before < 40, "the counter ran on while the sandbox was paused"
+    await asyncio.sleep(0.3)
+    assert await _counter(provider, resumed) > after, "the counter did not survive the pause"
+
+
+# -- emulator tests ---------------------------------------------------------------------------
+
+
+async def test_create_exec_files_list_and_destroy_round_trip(emulator):
+    provider = await _open()
+    run_id = _run_id()
+    try:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
+        other = await provider.create(SandboxSpec(labels={RUN_LABEL: "another-run"}))
+        try:
+            assert await provider.list_sandboxes(run_id) == [sandbox.id]
+            await check_exec(provider, sandbox)
+            await check_files(provider, sandbox)
+        finally:
+            await provider.destroy(sandbox)
+            await provider.destroy(other)
+        await provider.destroy(sandbox)  # idempotent
+        assert await provider.list_sandboxes(run_id) == []
+        with pytest.raises(NotFound):
+            await provider.exec(sandbox, ["true"], timeout_s=10)
+    finally:
+        await provider.close()
+
+
+async def test_checkpoint_restores_the_checksum_into_a_new_sandbox(emulator):
+    provider = await _open()
+    try:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: _run_id()}))
+        try:
+            await check_checkpoint_restore(provider, sandbox)
+        finally:
+            await provider.destroy(sandbox)
+        gone = CheckpointRef(id="sandbox-bench-deleted", provider="daytona", sandbox_id="x")
+        with pytest.raises(NotFound):
+            await provider.restore(gone)
+    finally:
+        await provider.close()
+
+
+async def test_restored_sandbox_carries_the_run_label(emulator):
+    provider = await _open()
+    run_id = _run_id()
+    try:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
+        ref = await provider.checkpoint(sandbox)
+        restored = await provider.restore(ref)
+        try:
+            assert sorted(await provider.list_sandboxes(run_id)) == sorted(
+                [sandbox.id, restored.id]
+            )
+        finally:
+            await provider.delete_checkpoint(ref)
+            await provider.destroy(restored)
+            await provider.destroy(sandbox)
+    finally:
+        await provider.close()
+
+
+async def test_stop_start_keeps_files_and_ends_processes(emulator):
+    provider = await _open()
+    try:
+        caps = provider.capabilities()
+        assert caps.pause_kind is PauseKind.STOP_START
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: _run_id()}))
+        try:
+            await check_stop_start(provider, sandbox)
+        finally:
+            await provider.destroy(sandbox)
+    finally:
+        await provider.close()
+
+
+async def test_pause_mode_freezes_a_vm_sandbox_and_keeps_its_processes(emulator):
+    provider = await _open({"pause_mode": "pause", "snapshot": "linux-vm"})
+    try:
+        assert provider.capabilities().pause_kind is PauseKind.FREEZE
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: _run_id()}))
+        try:
+            await check_freeze(provider, sandbox)
+        finally:
+            await provider.destroy(sandbox)
+    finally:
+        await provider.close()
+
+
+async def test_pause_mode_on_a_container_sandbox_is_refused_by_the_api(emulator):
+    provider = await _open({"pause_mode": "pause"})
+    try:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: _run_id()}))
+        try:
+            with pytest.raises(ProviderError, match="not supported for sandbox class container"):
+                await provider.pause(sandbox)
+        finally:
+            await provider.destroy(sandbox)
+    finally:
+        await provider.close()
+
+
+async def test_exec_over_its_timeout_raises_operation_timeout(emulator):
+    provider = await _open()
+    try:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: _run_id()}))
+        try:
+            with pytest.raises(OperationTimeout):
+                await provider.exec(sandbox, "sleep 5", timeout_s=0.5)
+            assert (await provider.exec(sandbox, ["true"], timeout_s=10)).exit_code == 0
+        finally:
+            await provider.destroy(sandbox)
+    finally:
+        await provider.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "match", "operation", "expected"),
+    [
+        (401, "/api/sandbox", "create", AuthError),
+        (403, "/process/execute", "exec", AuthError),
+        (404, "/process/execute", "exec", NotFound),
+        (429, "/api/sandbox", "create", QuotaOrRateLimited),
+        (429, "/files/bulk-upload", "write", QuotaOrRateLimited),
+        (500, "/files/bulk-download", "read", Unavailable),
+        (503, "/snapshot", "checkpoint", Unavailable),
+        (500, "/api/sandbox", "list", Unavailable),
+    ],
+)
+async def test_injected_errors_arrive_as_our_error_classes(
+    emulator, status, match, operation, expected
+):
+    provider = await _open()
+    run_id = _run_id()
+    sandbox = None
+    try:
+        if operation != "create":
+            sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
+        await emulator.inject(status, match=match)
+        calls = {
+            "create": lambda: provider.create(SandboxSpec(labels={RUN_LABEL: run_id})),
+            "exec": lambda: provider.exec(sandbox, ["true"], timeout_s=10),
+            "write": lambda: provider.write_file(sandbox, f"{SCRATCH_DIR}/f", b"x"),
+            "read": lambda: provider.read_file(sandbox, "/etc/hostname"),
+            "checkpoint": lambda: provider.checkpoint(sandbox),
+            "list": lambda: provider.list_sandboxes(run_id),
+        }
+        with pytest.raises(expected) as raised:
+            await calls[operation]()
+        assert raised.value.provider == "daytona"
+        assert raised.value.__cause__ is not None  # the SDK's exception is chained
+        if status == 429:
+            # The SDK keeps response headers on API errors; its upload path drops them.
+            expected_retry = None if operation == "write" else 1.0
+            assert raised.value.retry_after_s == expected_retry
+        if sandbox is not None:  # the fault was one-shot: the sandbox still works
+            assert (await provider.exec(sandbox, ["true"], timeout_s=10)).exit_code == 0
+    finally:
+        if sandbox is not None:
+            await provider.destroy(sandbox)
+        await provider.close()
+
+
+async def test_a_wrong_api_key_is_an_auth_error(emulator, monkeypatch):
+    monkeypatch.setenv("DAYTONA_API_KEY", "not-the-token")
+    provider = await _open()
+    try:
+        with pytest.raises(AuthError):
+            await provider.create(SandboxSpec(labels={RUN_LABEL: _run_id()}))
+    finally:
+        await provider.close()
+
+
+async def test_a_missing_api_key_is_an_auth_error_naming_the_variable(monkeypatch):
+    monkeypatch.delenv("DAYTONA_API_KEY", raising=False)
+    provider = DaytonaProvider({})
+    with pytest.raises(AuthError, match="DAYTONA_API_KEY"):
+        await provider.open()
+
+
+async def test_per_iteration_connection_gives_each_sandbox_its_own_client(emulator):
+    provider = await _open({"connection": "per_iteration"})
+    run_id = _run_id()
+    try:
+        first = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
+        second = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
+        clients = {id(first.native.client), id(second.native.client)}
+        assert len(clients) == 2 and id(provider._client) not in clients
+        for sandbox in (first, second):
+            assert (await provider.exec(sandbox, ["echo", "ok"], timeout_s=10)).stdout == b"ok\n"
+        await check_stop_start(provider, first)
+        ref = await provider.checkpoint(second)
+        restored = await provider.restore(ref)
+        assert id(restored.native.client) not in clients
+        assert sorted(await provider.list_sandboxes(run_id)) == sorted(
+            [first.id, second.id, restored.id]
+        )
+        await provider.delete_checkpoint(ref)
+        for sandbox in (first, second, restored):
+            await provider.destroy(sandbox)
+        assert provider._owned == set()  # each client closed with its sandbox
+    finally:
+        await provider.close()
+
+
+async def test_a_bare_sandbox_id_can_be_destroyed_as_the_reaper_does(emulator):
+    provider = await _open()
+    run_id = _run_id()
+    try:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
+        await provider.destroy(Sandbox(id=sandbox.id, provider="daytona"))
+        await provider.destroy(Sandbox(id=sandbox.id, provider="daytona"))
+        assert await provider.list_sandboxes(run_id) == []
+    finally:
+        await provider.close()
+
+
+async def test_the_image_path_sends_the_specs_resources(emulator):
+    provider = await _open({"image": "python:3.12-slim"})
+    try:
+        sandbox = await provider.create(
+            SandboxSpec(cpus=1.5, memory_mb=1536, disk_mb=4096, labels={RUN_LABEL: _run_id()})
+        )
+        try:
+            native = sandbox.native.sdk
+            assert (native.cpu, native.memory, native.disk) == (2, 2, 4)
+        finally:
+            await provider.destroy(sandbox)
+    finally:
+        await provider.close()
+
+
+async def test_the_emulator_script_prints_the_export_lines_after_listening(tmp_path):
+    _needs_root()
+    root = Path(__file__).resolve().parents[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.emulators.daytona", "--port", "0",
+        "--state-dir", str(tmp_path / "emu"), "--token", "tok",
+        cwd=root, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = [
+            (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip() for _ in range(4)
+        ]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    url = lines[0].removeprefix("LISTENING ")
+    assert lines[0].startswith("LISTENING http://127.0.0.1:")
+    assert lines[1:] == [
+        "export DAYTONA_API_KEY=tok",
+        f"export DAYTONA_API_URL={url}/api",
+        "export DAYTONA_USE_DEPRECATED_POLLING=true",
+    ]
+
+
+def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
+    monkeypatch.setenv("DAYTONA_API_KEY", "secret-key-value")
+    monkeypatch.setenv("DAYTONA_API_URL", "https://user:pw@daytona.example/api?token=x")
+    provider = DaytonaProvider({})
+    caps = provider.capabilities()
+    assert caps.operations == REQUIRED_OPS | OPTIONAL_OPS
+    assert caps.checkpoint_captures is CheckpointCaptures.FILESYSTEM
+    assert caps.restore_target is RestoreTarget.NEW_SANDBOX
+    assert caps.pause_kind is PauseKind.STOP_START
+    assert caps.scratch_dir == "/home/daytona"
+    assert "combined" in caps.notes["stderr"]
+    env = provider.environment()
+    assert env["endpoint"] == "https://daytona.example/api"
+    assert env["connection"] == "reuse"
+    assert "connection_level" in env["sdk_retries"]
+    text = json.dumps(env)
+    assert "secret-key-value" not in text and "pw" not in text and "token=x" not in text
+    assert DaytonaProvider({"api_url": "http://127.0.0.1:9/api"}).environment()["endpoint"] == (
+        "http://127.0.0.1:9/api"
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"templte": "x"}, "unknown daytona setting"),
+        ({"connection": "sometimes"}, "connection must be one of"),
+        ({"pause_mode": "sleep"}, "pause_mode must be one of"),
+        ({"snapshot": "a", "image": "b"}, "not both"),
+        ({"sdk_timeout_s": 0}, "sdk_timeout_s"),
+    ],
+)
+def test_bad_settings_are_refused_in_one_line(settings, message):
+    with pytest.raises(ValueError, match=message) as raised:
+        DaytonaProvider(settings)
+    assert "\n" not in str(raised.value)
+
+
+# -- live tests -------------------------------------------------------------------------------
+
+
+@pytest.mark.live
+class TestLive:
+    """The same checks against the real Daytona service."""
+
+    @pytest.fixture
+    async def provider(self) -> AsyncIterator[DaytonaProvider]:
+        if not os.environ.get("DAYTONA_API_KEY"):
+            pytest.skip("set DAYTONA_API_KEY to run")
+        provider = await _open()
+        try:
+            yield provider
+        finally:
+            await provider.close()
+
+    @pytest.fixture
+    async def sandbox(self, provider: DaytonaProvider) -> AsyncIterator[Sandbox]:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: _run_id()}))
+        try:
+            yield sandbox
+        finally:
+            await provider.destroy(sandbox)
+
+    async def test_exec(self, provider, sandbox):
+        await check_exec(provider, sandbox)
+
+    async def test_files(self, provider, sandbox):
+        await check_files(provider, sandbox)
+
+    async def test_checkpoint_restore(self, provider, sandbox):
+        await check_checkpoint_restore(provider, sandbox)
+
+    async def test_stop_start(self, provider, sandbox):
+        await check_stop_start(provider, sandbox)
+
+    async def test_list_and_destroy(self, provider):
+        run_id = _run_id()
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
+        try:
+            assert sandbox.id in await provider.list_sandboxes(run_id)
+        finally:
+            await provider.destroy(sandbox)
+        await provider.destroy(sandbox)
+        assert sandbox.id not in await provider.list_sandboxes(run_id)
