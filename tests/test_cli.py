@@ -204,3 +204,43 @@ def test_ctrl_c_stops_the_run_and_leaves_nothing_behind(tmp_path):
     destroyed = {e["sandbox_id"] for e in ledger if e["event"] == "destroyed"}
     assert created and created == destroyed
     assert _leftovers(state, created) == []
+
+
+def test_after_kill_9_the_run_folder_loads_and_reap_leaves_nothing(tmp_path):
+    needs_root()
+    state = tmp_path / "state"
+    config = write_config(tmp_path, LOCAL_STATE.format(state=state))
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "bench", "run", "--config", str(config),
+            "--workloads", "pause_resume,checkpoint", "--iterations", "200",
+            "--concurrency", "2", "--output", str(results),
+        ],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = list(results.glob("*/samples.jsonl"))
+            if found and found[0].stat().st_size > 3000:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    [folder] = list(results.iterdir())
+    loaded = load_run(folder)  # a torn last line, if any, is skipped and reported
+    assert loaded.manifest["status"] == "running"  # nobody could say otherwise
+    assert loaded.samples
+    reap = cli("reap", str(folder), cwd=tmp_path, env={"COLUMNS": "200"})
+    assert reap.returncode == 0, reap.stdout + reap.stderr
+    ledger, _ = load_ledger(folder)
+    created = {e["sandbox_id"] for e in ledger if e["event"] == "created"}
+    destroyed = {e["sandbox_id"] for e in ledger if e["event"] == "destroyed"}
+    assert created <= destroyed
+    assert _leftovers(state, created) == []
