@@ -1,0 +1,624 @@
+"""Latency statistics: percentiles, bootstrap intervals, failure rates, provider comparisons.
+
+Pure functions of the raw samples; nothing here is stored back into a run.
+
+Rules (each one is what the report's "how to read this" note summarises):
+
+* **What counts.** ``n`` is the number of ``ok`` samples, the only ones with a duration.
+  ``failures`` counts ``error`` and ``timeout``; ``failure_rate`` is failures / attempts, where
+  attempts = ok + failures. ``unsupported`` and ``skipped`` are counted apart: an operation the
+  provider lacks, or one never attempted because an earlier step of the iteration failed, is
+  neither a success nor a failure of that operation. Warmup samples are excluded unless asked.
+* **Percentiles.** numpy's default method (``"linear"``, Hyndman & Fan type 7): the p-th
+  percentile of sorted values x[0..n-1] is x[h] interpolated linearly, h = (n-1)·p/100.
+* **Minimum n.** A percentile is reported only when the sample can support it: at least
+  :data:`MIN_N_ANY` (5) samples, and at least one expected sample beyond it, n·(1-p/100) >= 1.
+  So p50 needs 5, p90 10, p95 20 and p99 100 samples. Below that the value is NaN and its name
+  is listed in the ``withheld`` column ("n too small"), never an extrapolation from the maximum.
+  min, max and mean need 1 sample; the standard deviation (ddof=1) needs 2.
+* **Confidence intervals.** 95 % percentile-bootstrap intervals for p50 and p95, with
+  :data:`BOOTSTRAP_RESAMPLES` (10,000) resamples from a seeded generator. Each resample's
+  percentile is drawn directly from the distribution of order statistics instead of by
+  materialising the resample: in n draws with replacement the k-th smallest drawn index is
+  ceil(n·U(k)), where U(k) ~ Beta(k, n-k+1) is the k-th order statistic of n uniforms, and the
+  next one is U(k) + (1-U(k))·Beta(1, n-k). This is exactly the same distribution as
+  resampling (tests check it against literal resampling), and costs O(B) instead of O(B·n), so
+  the same method serves every n. Because a percentile bootstrap of a discrete sample can, at
+  small n, put the point estimate just outside its own interval, the interval is widened to
+  include the point estimate when that happens. The interval is reported only when the
+  percentile itself is.
+* **Seeds.** Every group draws from ``SeedSequence([seed, crc32(key)])``, so a group's
+  interval does not depend on which other groups are in the run.
+* **Comparisons.** For two providers (or two runs) on one operation: the ratio of medians
+  b/a with a 95 % percentile-bootstrap interval (independent bootstrap medians of a and b,
+  drawn as above), and a two-sided Mann-Whitney U p-value (``scipy.stats.mannwhitneyu``,
+  exact for small samples without ties, else the normal approximation with tie correction).
+  Both sides need :data:`MIN_N_ANY` samples.
+* **Warnings.** failure rate above :data:`HIGH_FAILURE_RATE` (5 %); coefficient of variation
+  (std/mean) at or above :data:`HIGH_CV` (0.5).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sp_stats
+
+from bench.records import Sample, Status
+
+PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
+#: Percentiles that get a bootstrap interval.
+CI_PERCENTILES: tuple[int, ...] = (50, 95)
+MIN_N_ANY = 5
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 10_000
+HIGH_FAILURE_RATE = 0.05
+HIGH_CV = 0.5
+
+KEYS: tuple[str, str, str] = ("provider", "workload", "operation")
+FAILED_STATUSES = frozenset({Status.ERROR, Status.TIMEOUT})
+
+#: Display order of workloads and of each workload's operations (as the runner records them).
+WORKLOAD_ORDER: tuple[str, ...] = ("lifecycle", "exec", "files", "checkpoint", "pause_resume")
+OPERATION_ORDER: tuple[str, ...] = (
+    "create",
+    "first_exec",
+    "ready",
+    "exec_true",
+    "exec_64k",
+    "write_1k",
+    "read_1k",
+    "write_4m",
+    "read_4m",
+    "write_state",
+    "checkpoint",
+    "mutate",
+    "restore",
+    "first_exec_after_restore",
+    "start_counter",
+    "read_counter",
+    "pause",
+    "resume",
+    "first_exec_after_resume",
+    "verify",
+    "delete_checkpoint",
+    "destroy",
+    "destroy_restored",
+)
+#: Spans the runner derives from other operations (``ready`` = create start to first
+#: successful exec end); they overlap other samples and are never summed into a total.
+DERIVED_OPERATIONS = frozenset({"ready"})
+
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "provider",
+    "workload",
+    "operation",
+    "attempts",
+    "n",
+    "failures",
+    "failure_rate",
+    "unsupported",
+    "skipped",
+    "min_s",
+    "p50_s",
+    "p90_s",
+    "p95_s",
+    "p99_s",
+    "max_s",
+    "mean_s",
+    "std_s",
+    "p50_ci_low_s",
+    "p50_ci_high_s",
+    "p95_ci_low_s",
+    "p95_ci_high_s",
+    "withheld",
+)
+
+FRAME_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "sample_id",
+    "provider",
+    "workload",
+    "operation",
+    "iteration",
+    "warmup",
+    "concurrency",
+    "status",
+    "duration_s",
+    "error_type",
+    "verified",
+)
+
+
+# -- rules ------------------------------------------------------------------------------------
+
+
+def min_n_for(percentile: float) -> int:
+    """Smallest n that supports ``percentile`` (0-100): max(5, ceil(1 / (1 - p/100)))."""
+    if not 0 <= percentile < 100:
+        raise ValueError(f"percentile must be in [0, 100), got {percentile}")
+    tail = 1.0 - percentile / 100.0
+    # The tolerance keeps 1/(1-0.99) = 100.00000000000009 from becoming 101.
+    return max(MIN_N_ANY, math.ceil(1.0 / tail - 1e-9))
+
+
+def supports(n: int, percentile: float) -> bool:
+    return n >= min_n_for(percentile)
+
+
+def percentile(sorted_values: np.ndarray, p: float) -> float:
+    """numpy's default (linear, type 7) percentile of an already sorted array."""
+    return float(np.quantile(sorted_values, p / 100.0, method="linear"))
+
+
+def group_seed(seed: int, *key: object) -> np.random.SeedSequence:
+    """A seed for one group that depends only on the run seed and the group's key."""
+    digest = zlib.crc32("\x1f".join(str(k) for k in key).encode("utf-8"))
+    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF, digest])
+
+
+# -- bootstrap --------------------------------------------------------------------------------
+
+
+def bootstrap_quantile_draws(
+    sorted_values: np.ndarray,
+    q: float,
+    rng: np.random.Generator,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> np.ndarray:
+    """``resamples`` draws of the type-7 ``q``-quantile of a bootstrap resample.
+
+    Identical in distribution to ``np.quantile(rng.choice(x, n), q)`` repeated, but drawn from
+    the order-statistic distribution (see the module docstring), so the cost is O(resamples).
+    """
+    x = np.asarray(sorted_values, dtype=np.float64)
+    n = x.size
+    if n == 0:
+        raise ValueError("no values to bootstrap")
+    if n == 1:
+        return np.full(resamples, x[0])
+    h = (n - 1) * q
+    lo = math.floor(h)
+    frac = h - lo
+    k = lo + 1  # 1-based rank of the lower order statistic
+    u_k = rng.beta(k, n - k + 1, size=resamples)
+    idx = np.clip(np.ceil(n * u_k).astype(np.int64), 1, n) - 1
+    values = x[idx]
+    if frac > 0 and k < n:
+        u_next = u_k + (1.0 - u_k) * rng.beta(1, n - k, size=resamples)
+        idx_next = np.clip(np.ceil(n * u_next).astype(np.int64), 1, n) - 1
+        values = values + frac * (x[idx_next] - values)
+    return values
+
+
+def _interval(draws: np.ndarray, estimate: float) -> tuple[float, float]:
+    alpha = (1.0 - CONFIDENCE) / 2.0
+    low, high = np.quantile(draws, [alpha, 1.0 - alpha])
+    return float(min(low, estimate)), float(max(high, estimate))
+
+
+def quantile_ci(
+    sorted_values: np.ndarray,
+    p: float,
+    rng: np.random.Generator,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the p-th percentile (see the module docstring)."""
+    estimate = percentile(sorted_values, p)
+    draws = bootstrap_quantile_draws(sorted_values, p / 100.0, rng, resamples)
+    return _interval(draws, estimate)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RatioResult:
+    """Median of b over median of a, with its interval and a Mann-Whitney U p-value."""
+
+    n_a: int
+    n_b: int
+    median_a_s: float
+    median_b_s: float
+    ratio: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    #: Empty when computed; otherwise why not ("n too small", "median of a is 0").
+    reason: str = ""
+
+    @property
+    def computed(self) -> bool:
+        return not self.reason
+
+
+def compare_samples(
+    a_sorted: np.ndarray,
+    b_sorted: np.ndarray,
+    *,
+    seed: np.random.SeedSequence | int = 0,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> RatioResult:
+    """Ratio of medians b/a with a bootstrap interval, and a two-sided Mann-Whitney U test."""
+    a = np.asarray(a_sorted, dtype=np.float64)
+    b = np.asarray(b_sorted, dtype=np.float64)
+    n_a, n_b = int(a.size), int(b.size)
+    nan = float("nan")
+    med_a = percentile(a, 50) if n_a else nan
+    med_b = percentile(b, 50) if n_b else nan
+    if n_a < MIN_N_ANY or n_b < MIN_N_ANY:
+        return RatioResult(
+            n_a=n_a,
+            n_b=n_b,
+            median_a_s=med_a,
+            median_b_s=med_b,
+            ratio=nan,
+            ci_low=nan,
+            ci_high=nan,
+            p_value=nan,
+            reason="n too small",
+        )
+    p_value = float(sp_stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    if med_a <= 0:
+        return RatioResult(
+            n_a=n_a,
+            n_b=n_b,
+            median_a_s=med_a,
+            median_b_s=med_b,
+            ratio=nan,
+            ci_low=nan,
+            ci_high=nan,
+            p_value=p_value,
+            reason="median of the baseline is 0",
+        )
+    seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    rng_a, rng_b = (np.random.default_rng(s) for s in seq.spawn(2))
+    draws_a = bootstrap_quantile_draws(a, 0.5, rng_a, resamples)
+    draws_b = bootstrap_quantile_draws(b, 0.5, rng_b, resamples)
+    ratio = med_b / med_a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = draws_b / draws_a
+    ratios = ratios[np.isfinite(ratios)]
+    if ratios.size == 0:
+        low = high = nan
+    else:
+        low, high = _interval(ratios, ratio)
+    return RatioResult(
+        n_a=n_a,
+        n_b=n_b,
+        median_a_s=med_a,
+        median_b_s=med_b,
+        ratio=ratio,
+        ci_low=low,
+        ci_high=high,
+        p_value=p_value,
+    )
+
+
+# -- frames -----------------------------------------------------------------------------------
+
+
+def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
+    """One row per sample with the columns in :data:`FRAME_COLUMNS`.
+
+    Strings are categoricals (a million samples hold a handful of distinct names);
+    ``duration_s`` is NaN unless the status is ok; ``verified`` is ``extra["verified"]`` as a
+    nullable boolean.
+    """
+    samples = list(samples)
+    status = [str(s.status) for s in samples]
+    verified = [s.extra.get("verified") if s.extra else None for s in samples]
+    frame = pd.DataFrame(
+        {
+            "run_id": pd.Categorical([s.run_id for s in samples]),
+            "sample_id": np.fromiter((s.sample_id for s in samples), np.int64, len(samples)),
+            "provider": pd.Categorical([s.provider for s in samples]),
+            "workload": pd.Categorical([s.workload for s in samples]),
+            "operation": pd.Categorical([s.operation for s in samples]),
+            "iteration": np.fromiter((s.iteration for s in samples), np.int64, len(samples)),
+            "warmup": np.fromiter((bool(s.warmup) for s in samples), np.bool_, len(samples)),
+            "concurrency": np.fromiter((s.concurrency for s in samples), np.int64, len(samples)),
+            "status": pd.Categorical(status, categories=[str(s) for s in Status]),
+            "duration_s": np.fromiter(
+                (np.nan if s.duration_s is None else s.duration_s for s in samples),
+                np.float64,
+                len(samples),
+            ),
+            "error_type": pd.Categorical([s.error_type for s in samples]),
+            "verified": pd.array(
+                [v if isinstance(v, bool) else None for v in verified], dtype="boolean"
+            ),
+        }
+    )
+    return frame
+
+
+def _as_frame(samples: pd.DataFrame | Sequence[Sample]) -> pd.DataFrame:
+    if isinstance(samples, pd.DataFrame):
+        missing = {"provider", "workload", "operation", "status", "duration_s", "warmup"} - set(
+            samples.columns
+        )
+        if missing:
+            raise ValueError(f"samples frame lacks columns: {', '.join(sorted(missing))}")
+        return samples
+    return samples_frame(samples)
+
+
+def _rank(order: Sequence[str], name: str) -> tuple[int, str]:
+    try:
+        return (order.index(name), name)
+    except ValueError:
+        return (len(order), name)
+
+
+def sort_key(provider: str, workload: str, operation: str) -> tuple[Any, ...]:
+    """Display order: provider by name, workloads and operations in the runner's order."""
+    return (provider, _rank(WORKLOAD_ORDER, workload), _rank(OPERATION_ORDER, operation))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Group:
+    """One (provider, workload, operation): status counts and the sorted ok durations."""
+
+    provider: str
+    workload: str
+    operation: str
+    ok_sorted_s: np.ndarray
+    failures: int
+    unsupported: int
+    skipped: int
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.provider, self.workload, self.operation)
+
+    @property
+    def n(self) -> int:
+        return int(self.ok_sorted_s.size)
+
+
+def groups(
+    samples: pd.DataFrame | Sequence[Sample],
+    *,
+    include_warmups: bool = False,
+    keys: Sequence[str] = KEYS,
+) -> dict[tuple[str, ...], Group]:
+    """Samples split by ``keys`` (default provider, workload, operation) in display order."""
+    frame = _as_frame(samples)
+    if not include_warmups:
+        frame = frame[~frame["warmup"].to_numpy(dtype=bool)]
+    if frame.empty:
+        return {}
+    status = frame["status"].astype(str).to_numpy()
+    durations = frame["duration_s"].to_numpy(dtype=np.float64)
+    ok = status == str(Status.OK)
+    failed = (status == str(Status.ERROR)) | (status == str(Status.TIMEOUT))
+    unsupported = status == str(Status.UNSUPPORTED)
+    skipped = status == str(Status.SKIPPED)
+    indices = frame.groupby(list(keys), observed=True, sort=False).indices
+    result: dict[tuple[str, ...], Group] = {}
+    for key, idx in indices.items():
+        key = key if isinstance(key, tuple) else (key,)
+        key = tuple(str(k) for k in key)
+        values = np.sort(durations[idx[ok[idx]]])
+        full = dict(zip(keys, key, strict=True))
+        result[key] = Group(
+            provider=full.get("provider", ""),
+            workload=full.get("workload", ""),
+            operation=full.get("operation", ""),
+            ok_sorted_s=values,
+            failures=int(failed[idx].sum()),
+            unsupported=int(unsupported[idx].sum()),
+            skipped=int(skipped[idx].sum()),
+        )
+    return dict(sorted(result.items(), key=lambda kv: sort_key(*kv[1].key)))
+
+
+def summarize_group(group: Group, *, seed: int = 0) -> dict[str, Any]:
+    """One summary row (the columns of :data:`SUMMARY_COLUMNS`) for one group."""
+    x = group.ok_sorted_s
+    n = group.n
+    attempts = n + group.failures
+    nan = float("nan")
+    row: dict[str, Any] = {
+        "provider": group.provider,
+        "workload": group.workload,
+        "operation": group.operation,
+        "attempts": attempts,
+        "n": n,
+        "failures": group.failures,
+        "failure_rate": group.failures / attempts if attempts else nan,
+        "unsupported": group.unsupported,
+        "skipped": group.skipped,
+        "min_s": float(x[0]) if n else nan,
+        "max_s": float(x[-1]) if n else nan,
+        "mean_s": float(x.mean()) if n else nan,
+        "std_s": float(x.std(ddof=1)) if n >= 2 else nan,
+    }
+    withheld = []
+    for p in PERCENTILES:
+        if supports(n, p):
+            row[f"p{p}_s"] = percentile(x, p)
+        else:
+            row[f"p{p}_s"] = nan
+            withheld.append(f"p{p}")
+    seq = group_seed(seed, *group.key)
+    for p, child in zip(CI_PERCENTILES, seq.spawn(len(CI_PERCENTILES)), strict=True):
+        if supports(n, p):
+            low, high = quantile_ci(x, p, np.random.default_rng(child))
+        else:
+            low = high = nan
+        row[f"p{p}_ci_low_s"] = low
+        row[f"p{p}_ci_high_s"] = high
+    row["withheld"] = ",".join(withheld)
+    return {column: row[column] for column in SUMMARY_COLUMNS}
+
+
+def summarize(
+    samples: pd.DataFrame | Sequence[Sample],
+    *,
+    include_warmups: bool = False,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per (provider, workload, operation); columns :data:`SUMMARY_COLUMNS`.
+
+    A statistic the sample cannot support is NaN and named in ``withheld``; use
+    :func:`format_cell` to print a cell.
+    """
+    rows = [
+        summarize_group(g, seed=seed)
+        for g in groups(samples, include_warmups=include_warmups).values()
+    ]
+    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    for column in ("attempts", "n", "failures", "unsupported", "skipped"):
+        frame[column] = frame[column].astype(np.int64)
+    return frame
+
+
+def compare_providers(group_map: Mapping[tuple[str, ...], Group], *, seed: int = 0) -> pd.DataFrame:
+    """Every pair of providers on every (workload, operation) both measured.
+
+    Columns: workload, operation, provider_a, provider_b (a < b by name), n_a, n_b,
+    p50_a_s, p50_b_s, ratio (median b / median a), ratio_ci_low, ratio_ci_high, p_value,
+    reason (empty when computed, else why not).
+    """
+    by_op: dict[tuple[str, str], dict[str, Group]] = {}
+    for g in group_map.values():
+        by_op.setdefault((g.workload, g.operation), {})[g.provider] = g
+    rows = []
+    for (workload, operation), providers in by_op.items():
+        names = sorted(providers)
+        for i, pa in enumerate(names):
+            for pb in names[i + 1 :]:
+                a, b = providers[pa], providers[pb]
+                if a.n == 0 and b.n == 0:
+                    continue
+                result = compare_samples(
+                    a.ok_sorted_s,
+                    b.ok_sorted_s,
+                    seed=group_seed(seed, "pair", workload, operation, pa, pb),
+                )
+                rows.append(
+                    {
+                        "workload": workload,
+                        "operation": operation,
+                        "provider_a": pa,
+                        "provider_b": pb,
+                        "n_a": result.n_a,
+                        "n_b": result.n_b,
+                        "p50_a_s": result.median_a_s,
+                        "p50_b_s": result.median_b_s,
+                        "ratio": result.ratio,
+                        "ratio_ci_low": result.ci_low,
+                        "ratio_ci_high": result.ci_high,
+                        "p_value": result.p_value,
+                        "reason": result.reason,
+                    }
+                )
+    columns = [
+        "workload",
+        "operation",
+        "provider_a",
+        "provider_b",
+        "n_a",
+        "n_b",
+        "p50_a_s",
+        "p50_b_s",
+        "ratio",
+        "ratio_ci_low",
+        "ratio_ci_high",
+        "p_value",
+        "reason",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# -- formatting -------------------------------------------------------------------------------
+
+
+def format_duration(seconds: float | None) -> str:
+    """Three significant figures in a unit a person reads at a glance: µs, ms or s."""
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    if seconds == 0:
+        return "0 s"
+    magnitude = abs(seconds)
+    if magnitude < 1e-3:
+        value, unit = seconds * 1e6, "µs"
+    elif magnitude < 1:
+        value, unit = seconds * 1e3, "ms"
+    else:
+        value, unit = seconds, "s"
+    if abs(value) >= 100:
+        text = f"{value:.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.2f}"
+    return f"{text} {unit}"
+
+
+def format_percent(fraction: float | None) -> str:
+    if fraction is None or not math.isfinite(fraction):
+        return "–"
+    if fraction == 0:
+        return "0 %"
+    if fraction < 0.001:
+        return "<0.1 %"
+    return f"{fraction * 100:.1f} %"
+
+
+NOT_ENOUGH = "n too small"
+
+
+def is_withheld(row: Mapping[str, Any], stat: str) -> bool:
+    """True if ``stat`` (e.g. ``"p99"``) was withheld for this row because n is too small."""
+    name = stat.removesuffix("_s")
+    withheld = row.get("withheld") or ""
+    return name in str(withheld).split(",")
+
+
+def format_cell(row: Mapping[str, Any], column: str) -> str:
+    """A summary cell as text: durations with units, "n too small" where withheld.
+
+    ``column`` may be given with or without the ``_s`` suffix (``"p50"`` or ``"p50_s"``).
+    ``"failures"`` prints the count and, when non-zero, the failure rate.
+    """
+    name = column.removesuffix("_s")
+    n = int(row.get("n", 0) or 0)
+    if name == "failures":
+        failures = int(row.get("failures", 0) or 0)
+        if failures == 0:
+            return "0"
+        return f"{failures} ({format_percent(row.get('failure_rate'))})"
+    if name == "failure_rate":
+        return format_percent(row.get("failure_rate"))
+    if name in ("n", "attempts", "unsupported", "skipped"):
+        return str(int(row.get(name, 0) or 0))
+    key = f"{name}_s" if f"{name}_s" in row else name
+    if key not in row:
+        raise KeyError(f"no column {column!r} in the summary")
+    base = name.split("_ci_")[0]
+    if n == 0:
+        return "–"
+    if is_withheld(row, base):
+        return NOT_ENOUGH
+    value = row[key]
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NOT_ENOUGH if name == "std" and n < 2 else "–"
+    return format_duration(float(value))
+
+
+def format_interval(low: float, high: float) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return ""
+    return f"{format_duration(low)} – {format_duration(high)}"
+
+
+def format_ratio(ratio: float) -> str:
+    if ratio is None or not math.isfinite(ratio):
+        return "–"
+    return f"{ratio:.2f}×"
