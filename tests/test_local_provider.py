@@ -1,0 +1,645 @@
+"""The ``providers.local`` sandboxes: isolated from the host, faithful, and leak-free.
+
+Needs root (namespaces, overlayfs, cgroups); the non-root test runs a script as uid 65534.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from providers.base import RUN_LABEL, Op, SandboxSpec
+from providers.errors import NotFound, OperationTimeout, ProviderError
+from providers.local import LocalProvider, destroy_by_id, list_sandboxes
+from providers.local import cgroups as cg
+from providers.local.provider import _mount_of
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="Linux namespaces only"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the local provider's full mode needs root"),
+    pytest.mark.timeout(60),
+]
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+async def provider(state_dir: Path):
+    p = LocalProvider({"state_dir": str(state_dir)})
+    await p.open()
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+async def sandbox(provider: LocalProvider):
+    sb = await provider.create(SandboxSpec(labels={RUN_LABEL: "test-run"}))
+    try:
+        yield sb
+    finally:
+        await provider.destroy(sb)
+
+
+async def sh(provider, sandbox, command, timeout_s=20.0):
+    return await provider.exec(sandbox, command, timeout_s=timeout_s)
+
+
+def host_pids(provider: LocalProvider, sandbox) -> set[int]:
+    handle = provider._sandboxes[sandbox.id]
+    return cg.pids(handle.group)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+# -- isolation ------------------------------------------------------------------------------
+
+
+async def test_the_sandbox_sees_none_of_the_hosts_private_files(provider, sandbox, state_dir):
+    marker = f"sandbox-bench-marker-{secrets.token_hex(4)}"
+    planted = [Path("/tmp") / marker, Path("/root") / marker]
+    for path in planted:
+        path.write_text("host secret")
+    try:
+        for path in [*planted, state_dir, ROOT, Path("/work"), Path("/root/.pyenv")]:
+            result = await sh(provider, sandbox, ["test", "-e", str(path)])
+            assert result.exit_code == 1, f"{path} is visible inside the sandbox"
+        listing = await sh(provider, sandbox, "ls -A /root /home /tmp /opt /var/lib /mnt")
+        assert listing.exit_code == 0, listing.stderr
+        assert listing.stdout.split() == [
+            b"/home:", b"/mnt:", b"/opt:", b"/root:", b"/tmp:", b"/var/lib:"
+        ]  # fmt: skip
+        # ...while the host's programs are there and work
+        python = await sh(provider, sandbox, ["python3", "-c", "print(6 * 7)"])
+        assert python.stdout == b"42\n"
+        bash = await sh(provider, sandbox, ["bash", "-c", "echo $((1 + 2))"])
+        assert bash.stdout == b"3\n"
+    finally:
+        for path in planted:
+            path.unlink()
+
+
+async def test_the_sandbox_sees_only_its_own_processes(provider, sandbox):
+    result = await sh(provider, sandbox, "ls /proc | grep -E '^[0-9]+$'; cat /proc/1/cmdline")
+    lines = result.stdout.decode().split("\n")
+    pids = [int(x) for x in lines if x.isdigit()]
+    # PID 1 (init/reaper), the agent, the shell and its ls/grep/cat: nothing of the host's.
+    assert max(pids) < 20, pids
+    assert len(pids) <= 6, pids
+    assert b"process_api" not in result.stdout  # the host's PID 1
+    ps = await sh(provider, sandbox, ["ps", "-e", "-o", "pid=,comm="])
+    assert b"pytest" not in ps.stdout and b"python" in ps.stdout  # only PID 1 and the agent
+
+
+async def test_the_sandbox_has_only_a_loopback_interface(provider, sandbox):
+    result = await sh(provider, sandbox, "ls /sys/class/net; tail -n +3 /proc/net/dev")
+    lines = result.stdout.decode().split()
+    assert lines[0] == "lo" and lines[1] == "lo:", result.stdout
+    assert len([x for x in lines if x.endswith(":")]) == 1
+    probe = textwrap.dedent(
+        """
+        import socket
+        server = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(server.getsockname(), timeout=2)
+        print("loopback ok")
+        try:
+            socket.create_connection(("1.1.1.1", 53), timeout=2)
+        except OSError as exc:
+            print("outside unreachable", exc.errno)
+        """
+    )
+    result = await sh(provider, sandbox, ["python3", "-c", probe])
+    assert b"loopback ok" in result.stdout, result.stderr
+    assert b"outside unreachable" in result.stdout
+
+
+async def test_the_sandboxs_writes_never_reach_the_host(provider, sandbox, state_dir):
+    name = f"sandbox-bench-{secrets.token_hex(4)}"
+    host_etc = Path("/etc") / name
+    host_usr = Path("/usr/share") / name
+    host_etc.write_text("host\n")
+    host_usr.write_text("host\n")
+    try:
+        script = (
+            f"echo sandbox >> /etc/{name} && rm /usr/share/{name} && "
+            f"echo new > /usr/local/{name} && echo r > /root/{name} && echo v > /var/tmp/{name}"
+            f" && cat /etc/{name} && ! test -e /usr/share/{name}"
+        )
+        result = await sh(provider, sandbox, script)
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout == b"host\nsandbox\n"
+        assert host_etc.read_text() == "host\n"
+        assert host_usr.read_text() == "host\n"
+        for path in (f"/usr/local/{name}", f"/root/{name}", f"/var/tmp/{name}"):
+            assert not Path(path).exists(), f"{path} reached the host"
+        upper = state_dir / "sandboxes" / sandbox.id / "fs" / "upper"
+        assert (upper / "etc" / name).read_text() == "host\nsandbox\n"
+        assert (upper / "top" / "root" / name).read_text() == "r\n"
+    finally:
+        host_etc.unlink()
+        host_usr.unlink()
+
+
+async def test_the_sandbox_has_its_own_hostname(provider, sandbox):
+    result = await sh(provider, sandbox, ["hostname"])
+    assert result.stdout.strip() == sandbox.id.encode()
+    assert result.stdout.strip() != os.uname().nodename.encode()
+
+
+# -- exec and files ---------------------------------------------------------------------------
+
+
+async def test_exec_returns_exit_code_stdout_and_stderr(provider, sandbox):
+    result = await sh(provider, sandbox, "echo out; echo err >&2; exit 3")
+    assert (result.exit_code, result.stdout, result.stderr) == (3, b"out\n", b"err\n")
+    argv = await sh(provider, sandbox, ["printf", "%s|", "a b", "$HOME", "*"])
+    assert argv.stdout == b"a b|$HOME|*|"
+    env = await sh(provider, sandbox, "pwd; echo $HOME $PATH")
+    assert env.stdout.startswith(b"/root\n/root /usr/local/sbin:")
+    missing = await sh(provider, sandbox, ["no-such-program"])
+    assert missing.exit_code == 127 and b"No such file" in missing.stderr
+    killed = await sh(provider, sandbox, "kill -9 $$")
+    assert killed.exit_code == 128 + 9
+
+
+async def test_exec_returns_64k_of_stdout_intact(provider, sandbox):
+    code = (
+        "import sys, hashlib; data = bytes(range(256)) * 256; "
+        "sys.stdout.buffer.write(data); sys.stderr.write(hashlib.sha256(data).hexdigest())"
+    )
+    result = await sh(provider, sandbox, ["python3", "-c", code])
+    assert len(result.stdout) == 65536
+    assert result.stdout == bytes(range(256)) * 256
+    assert result.stderr.decode() == hashlib.sha256(result.stdout).hexdigest()
+
+
+async def test_exec_runs_concurrently_in_one_sandbox(provider, sandbox):
+    start = time.monotonic()
+    results = await asyncio.gather(
+        *(sh(provider, sandbox, "sleep 0.5; echo done") for _ in range(4))
+    )
+    assert all(r.stdout == b"done\n" for r in results)
+    assert time.monotonic() - start < 1.8
+
+
+async def test_exec_past_its_timeout_is_killed_with_its_process_group(provider, sandbox):
+    start = time.monotonic()
+    with pytest.raises(OperationTimeout):
+        await sh(provider, sandbox, "sleep 30 & sleep 31", timeout_s=0.5)
+    assert time.monotonic() - start < 2.0
+    left = await sh(provider, sandbox, "ps -e -o comm= | grep -c sleep || true")
+    assert left.stdout.strip() == b"0"
+
+
+async def test_a_background_process_does_not_hold_exec(provider, sandbox):
+    start = time.monotonic()
+    result = await sh(provider, sandbox, "sleep 20 & echo started")
+    assert result.stdout == b"started\n"
+    assert time.monotonic() - start < 1.0
+    alive = await sh(provider, sandbox, "ps -e -o comm= | grep -c sleep")
+    assert alive.stdout.strip() == b"1"  # still running, reaped later by PID 1
+
+
+@pytest.mark.parametrize("size", [1024, 4 * 1024 * 1024])
+async def test_files_round_trip(provider, sandbox, size):
+    data = os.urandom(size)
+    await provider.write_file(sandbox, "/root/deep/er/file.bin", data)
+    assert await provider.read_file(sandbox, "/root/deep/er/file.bin") == data
+    digest = await sh(provider, sandbox, "sha256sum /root/deep/er/file.bin")
+    assert digest.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
+async def test_read_file_sees_the_merged_view_and_missing_files_are_not_found(provider, sandbox):
+    assert (
+        await provider.read_file(sandbox, "/etc/os-release") == Path("/etc/os-release").read_bytes()
+    )
+    await sh(provider, sandbox, "rm /etc/os-release")
+    with pytest.raises(NotFound):
+        await provider.read_file(sandbox, "/etc/os-release")
+    with pytest.raises(NotFound):
+        await provider.read_file(sandbox, "/root/nothing-here")
+    with pytest.raises(ProviderError):
+        await provider.read_file(sandbox, "/root")
+
+
+# -- pause and resume ---------------------------------------------------------------------------
+
+COUNTER = (
+    "nohup sh -c 'i=0; while :; do i=$((i+1)); echo $i > /root/counter.tmp; "
+    "mv /root/counter.tmp /root/counter; sleep 0.01; done' >/dev/null 2>&1 &"
+)
+
+
+async def test_pause_stops_a_background_counter_and_resume_restarts_it(
+    provider, sandbox, state_dir
+):
+    await sh(provider, sandbox, COUNTER)
+    counter = state_dir / "sandboxes" / sandbox.id / "fs" / "upper" / "top" / "root" / "counter"
+    assert wait_until(lambda: counter.exists() and int(counter.read_text() or 0) > 3)
+    await provider.pause(sandbox)
+    frozen_at = int(counter.read_text())
+    await asyncio.sleep(0.4)  # 40 ticks if it were running
+    assert int(counter.read_text()) == frozen_at
+    await provider.resume(sandbox)
+    await asyncio.sleep(0.3)
+    after = int((await provider.read_file(sandbox, "/root/counter")).decode())
+    assert after > frozen_at + 5
+
+
+async def test_exec_while_paused_completes_only_after_resume(provider, sandbox):
+    await provider.pause(sandbox)
+    task = asyncio.ensure_future(sh(provider, sandbox, "echo hi", timeout_s=10))
+    await asyncio.sleep(0.4)
+    assert not task.done()
+    await provider.resume(sandbox)
+    result = await asyncio.wait_for(task, 5)
+    assert result.stdout == b"hi\n"
+
+
+async def test_exec_while_paused_times_out(provider, sandbox):
+    await provider.pause(sandbox)
+    start = time.monotonic()
+    with pytest.raises(OperationTimeout):
+        await sh(provider, sandbox, "echo never", timeout_s=0.5)
+    assert time.monotonic() - start < 2.0
+    await provider.resume(sandbox)
+    # the late request was dropped by the agent, not run after resume
+    assert (await sh(provider, sandbox, "echo next")).stdout == b"next\n"
+
+
+# -- checkpoint and restore --------------------------------------------------------------------
+
+
+async def test_restore_brings_back_the_checkpointed_filesystem(provider, sandbox, state_dir):
+    write = (
+        "head -c 8388608 /dev/urandom > /root/data.bin && sha256sum /root/data.bin && "
+        "echo usr > /usr/local/marker && rm /etc/os-release && echo gone > /tmp/scratch"
+    )
+    before = await sh(provider, sandbox, write)
+    assert before.exit_code == 0, before.stderr
+    digest = before.stdout.split()[0]
+    ref = await provider.checkpoint(sandbox)
+    mutate = "head -c 1024 /dev/urandom > /root/data.bin; rm /usr/local/marker"
+    assert (await sh(provider, sandbox, mutate)).exit_code == 0
+    restored = await provider.restore(ref)
+    try:
+        assert restored.id != sandbox.id
+        check = await sh(
+            provider,
+            restored,
+            "sha256sum /root/data.bin; cat /usr/local/marker; test -e /etc/os-release; echo $?;"
+            " test -e /tmp/scratch; echo $?",
+        )
+        lines = check.stdout.split(b"\n")
+        assert lines[0].split()[0] == digest
+        assert lines[1:4] == [b"usr", b"1", b"1"]  # whiteout kept; /tmp is not captured
+        # the original went on with its own state
+        original = await sh(provider, sandbox, "stat -c %s /root/data.bin")
+        assert original.stdout == b"1024\n"
+        # and the checkpoint can be restored twice
+        again = await provider.restore(ref)
+        assert (await sh(provider, again, "sha256sum /root/data.bin")).stdout.split()[0] == digest
+        await provider.destroy(again)
+    finally:
+        await provider.destroy(restored)
+    assert (state_dir / "checkpoints" / ref.id).exists()
+    await provider.delete_checkpoint(ref)
+    assert not (state_dir / "checkpoints" / ref.id).exists()
+    await provider.delete_checkpoint(ref)  # idempotent
+    with pytest.raises(NotFound):
+        await provider.restore(ref)
+
+
+async def test_checkpoint_of_a_paused_sandbox_leaves_it_paused(provider, sandbox):
+    await provider.pause(sandbox)
+    ref = await provider.checkpoint(sandbox)
+    group = provider._sandboxes[sandbox.id].group
+    assert cg.is_frozen(group)
+    await provider.resume(sandbox)
+    await provider.delete_checkpoint(ref)
+
+
+# -- destroy and leaks --------------------------------------------------------------------------
+
+
+def cgroup_dirs(provider: LocalProvider, sandbox_id: str) -> list[Path]:
+    layout = provider.host.cgroups
+    return [Path(m) / cg.GROUP / sandbox_id for _, m in layout.roles.values()]
+
+
+async def test_destroy_is_idempotent_and_unknown_ids_are_noops(provider):
+    sb = await provider.create(SandboxSpec())
+    await provider.destroy(sb)
+    await provider.destroy(sb)
+    await provider.destroy(type(sb)(id="sb-000000000000", provider="local"))
+    await provider.destroy(type(sb)(id="../../etc", provider="local"))
+    with pytest.raises(NotFound):
+        await sh(provider, sb, "true")
+    with pytest.raises(NotFound):
+        await provider.read_file(sb, "/etc/hostname")
+
+
+async def test_destroy_leaves_no_process_cgroup_mount_or_directory(provider, state_dir):
+    sandboxes = [await provider.create(SandboxSpec()) for _ in range(3)]
+    await sh(provider, sandboxes[0], COUNTER)
+    await sh(provider, sandboxes[1], "sleep 100 & sleep 100 &")
+    await provider.pause(sandboxes[1])
+    pids = set().union(*(host_pids(provider, sb) for sb in sandboxes))
+    assert len(pids) >= 9
+    for sb in sandboxes:
+        await provider.destroy(sb)
+    assert not any(pid_alive(p) for p in pids)
+    for sb in sandboxes:
+        assert not any(d.exists() for d in cgroup_dirs(provider, sb.id))
+        assert not (state_dir / "sandboxes" / sb.id).exists()
+    assert str(state_dir) not in Path("/proc/self/mountinfo").read_text()
+    assert list((state_dir / "sandboxes").iterdir()) == []
+
+
+HARNESS = """
+import asyncio, json, sys, time
+sys.path.insert(0, {root!r})
+from providers.base import SandboxSpec
+from providers.local import LocalProvider, cgroups
+
+async def main():
+    p = LocalProvider({{"state_dir": {state!r}}})
+    await p.open()
+    ids = []
+    for _ in range(2):
+        sb = await p.create(SandboxSpec(labels={{"sandbox-bench-run": "killed-run"}}))
+        await p.exec(sb, "sleep 1000 &", timeout_s=10)
+        ids.append(sb.id)
+    pids = sorted(set().union(*(cgroups.pids(p._sandboxes[i].group) for i in ids)))
+    print(json.dumps({{"ids": ids, "pids": pids, "zygote": p._zygote.proc.pid}}), flush=True)
+    time.sleep(1000)
+
+asyncio.run(main())
+"""
+
+
+def start_harness(state_dir: Path) -> tuple[subprocess.Popen, dict]:
+    script = HARNESS.format(root=str(ROOT), state=str(state_dir))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, "the harness died before creating its sandboxes"
+    return proc, json.loads(line)
+
+
+def test_a_harness_killed_with_sigkill_leaks_nothing(tmp_path):
+    state_dir = tmp_path / "state"
+    proc, info = start_harness(state_dir)
+    assert len(info["pids"]) >= 6 and all(pid_alive(p) for p in info["pids"])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    probe = LocalProvider({"state_dir": str(state_dir)})
+    dirs = [d for sid in info["ids"] for d in cgroup_dirs(probe, sid)]
+    assert wait_until(
+        lambda: (
+            not any(pid_alive(p) for p in [*info["pids"], info["zygote"]])
+            and not any(d.exists() for d in dirs)
+            and not any((state_dir / "sandboxes" / sid).exists() for sid in info["ids"])
+        ),
+        timeout_s=5,
+    ), "processes, cgroups or directories left behind"
+
+
+def test_a_killed_zygote_takes_its_sandboxes_with_it_and_the_reaper_cleans_up(tmp_path):
+    state_dir = tmp_path / "state"
+    proc, info = start_harness(state_dir)
+    try:
+        os.kill(info["zygote"], signal.SIGKILL)
+        assert wait_until(lambda: not any(pid_alive(p) for p in info["pids"]))  # PDEATHSIG
+        proc.kill()
+        proc.wait()
+        # the directories and cgroups stay for a reaper, which finds them by run label
+        found = list_sandboxes(str(state_dir), "killed-run")
+        assert found == sorted(info["ids"])
+        for sid in found:
+            assert destroy_by_id(sid, str(state_dir))
+        assert list_sandboxes(str(state_dir), "killed-run") == []
+        probe = LocalProvider({"state_dir": str(state_dir)})
+        assert not any(d.exists() for sid in info["ids"] for d in cgroup_dirs(probe, sid))
+    finally:
+        proc.kill()
+
+
+async def test_list_and_destroy_work_across_provider_instances(provider, state_dir):
+    mine = await provider.create(SandboxSpec(labels={RUN_LABEL: "run-a"}))
+    other = await provider.create(SandboxSpec(labels={RUN_LABEL: "run-b"}))
+    second = LocalProvider({"state_dir": str(state_dir)})
+    await second.open()
+    try:
+        assert await second.list_sandboxes("run-a") == [mine.id]
+        # a live sandbox of another instance can be used and destroyed by id
+        assert (await sh(second, mine, "echo adopted")).stdout == b"adopted\n"
+        pids = host_pids(provider, mine)
+        await second.destroy(type(mine)(id=mine.id, provider="local"))
+        assert not any(pid_alive(p) for p in pids)
+        assert await provider.list_sandboxes("run-a") == []
+    finally:
+        await second.close()
+    await provider.destroy(mine)  # already gone: a no-op
+    await provider.destroy(other)
+
+
+# -- spec limits ----------------------------------------------------------------------------
+
+
+async def test_spec_limits_are_written_to_the_cgroups(provider):
+    sb = await provider.create(SandboxSpec(cpus=0.5, memory_mb=256, max_pids=100))
+    try:
+        group = provider._sandboxes[sb.id].group
+        assert Path(group.dirs["pids"], "pids.max").read_text().strip() == "100"
+        memory = Path(group.dirs["memory"], "memory.limit_in_bytes").read_text().strip()
+        assert memory == str(256 * 1024 * 1024)
+        assert Path(group.dirs["cpu"], "cpu.cfs_quota_us").read_text().strip() == "50000"
+        notes = provider.capabilities().notes["limits_enforced"]
+        assert "max_pids" in notes and "memory_mb" in notes and "cpus" in notes
+    finally:
+        await provider.destroy(sb)
+
+
+async def test_a_fork_bomb_hits_pids_max_and_everything_else_keeps_working(provider):
+    bystander = await provider.create(SandboxSpec())
+    bombed = await provider.create(SandboxSpec(max_pids=48, cpus=0.5))
+    try:
+        bomb = "bomb() { bomb | bomb & }; bomb; sleep 1; echo survived"
+        result = await sh(provider, bombed, bomb, timeout_s=10)
+        assert b"Cannot fork" in result.stderr, result.stderr[:300]
+        group = provider._sandboxes[bombed.id].group
+        assert int(Path(group.dirs["pids"], "pids.current").read_text()) <= 48
+        events = Path(group.dirs["pids"], "pids.events").read_text()
+        assert int(events.split()[-1]) > 0, "the limit was never hit"
+        # the harness and another sandbox are unaffected
+        assert (await sh(provider, bystander, "echo fine")).stdout == b"fine\n"
+        pids = host_pids(provider, bombed)
+    finally:
+        await provider.destroy(bombed)
+        await provider.destroy(bystander)
+    assert not any(pid_alive(p) for p in pids)
+
+
+async def test_a_memory_hog_is_oom_killed(provider):
+    sb = await provider.create(SandboxSpec(memory_mb=64))
+    try:
+        hog = await sh(provider, sb, ["python3", "-c", "b = bytearray(256 * 2**20)"])
+        assert hog.exit_code == 128 + 9, (hog.exit_code, hog.stderr)
+        group = provider._sandboxes[sb.id].group
+        oom = Path(group.dirs["memory"], "memory.oom_control").read_text()
+        assert "oom_kill 0" not in oom
+        # the agent (much smaller than the hog) survives: the sandbox is still usable
+        after = await sh(provider, sb, "echo still here")
+        assert after.stdout == b"still here\n"
+    finally:
+        await provider.destroy(sb)
+
+
+# -- description and settings ------------------------------------------------------------------
+
+
+async def test_capabilities_describe_this_host(provider):
+    caps = provider.capabilities()
+    for op in (Op.CHECKPOINT, Op.RESTORE, Op.PAUSE, Op.RESUME, Op.EXEC, Op.CREATE):
+        assert caps.supports(op)
+    assert caps.scratch_dir == "/root"
+    assert caps.notes["checkpoint_method"] in ("tar", "reflink", "btrfs")
+    assert "/tmp" in caps.notes["not_captured"]
+    env = provider.environment()
+    assert env["mode"] == "root" and env["kernel"] == os.uname().release
+    assert env["checkpoint_method"] == caps.notes["checkpoint_method"]
+
+
+def test_unknown_settings_are_refused_in_one_line():
+    with pytest.raises(ValueError, match="unknown setting") as info:
+        LocalProvider({"state_dir": "/tmp/x", "colour": "blue"})
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="checkpoint_method"):
+        LocalProvider({"checkpoint_method": "magic"})
+
+
+async def test_an_explicit_reflink_method_is_refused_where_the_filesystem_lacks_it(state_dir):
+    p = LocalProvider({"state_dir": str(state_dir), "checkpoint_method": "reflink"})
+    state_dir.mkdir(parents=True)
+    if _mount_of(str(state_dir))[1] in ("xfs", "btrfs"):
+        pytest.skip("this filesystem has reflinks")
+    with pytest.raises(ValueError, match="reflink"):
+        await p.open()
+    await p.close()
+
+
+async def test_concurrent_creates(provider):
+    sandboxes = await asyncio.gather(*(provider.create(SandboxSpec()) for _ in range(4)))
+    try:
+        names = await asyncio.gather(*(sh(provider, sb, ["hostname"]) for sb in sandboxes))
+        assert sorted(n.stdout.strip().decode() for n in names) == sorted(sb.id for sb in sandboxes)
+    finally:
+        for sb in sandboxes:
+            await provider.destroy(sb)
+
+
+# -- without root --------------------------------------------------------------------------
+
+USERNS_SCRIPT = """
+import asyncio, json, sys
+sys.path.insert(0, {root!r})
+from providers.base import SandboxSpec
+from providers.local import LocalProvider
+
+async def main():
+    p = LocalProvider({{"state_dir": {state!r}}})
+    caps = p.capabilities()
+    await p.open()
+    out = {{"unsupported": dict(caps.unsupported), "notes": dict(caps.notes)}}
+    sb = await p.create(SandboxSpec())
+    r = await p.exec(sb, "id -u; hostname; ls /proc | grep -cE '^[0-9]+$'; ls /sys/class/net;"
+                         " ls -A /root /tmp; echo hi > /root/f; cat /root/f", timeout_s=20)
+    out["exec"] = [r.exit_code, r.stdout.decode(), r.stderr.decode()]
+    await p.write_file(sb, "/root/data", b"x" * 100000)
+    out["read_ok"] = await p.read_file(sb, "/root/data") == b"x" * 100000
+    ref = await p.checkpoint(sb)
+    sb2 = await p.restore(ref)
+    r2 = await p.exec(sb2, "cat /root/f; wc -c < /root/data", timeout_s=20)
+    out["restored"] = r2.stdout.decode()
+    await p.destroy(sb)
+    await p.destroy(sb2)
+    await p.delete_checkpoint(ref)
+    await p.close()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_without_root_a_user_namespace_mode_works(tmp_path):
+    setpriv = shutil.which("setpriv")
+    python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else None
+    if setpriv is None or python is None:
+        pytest.skip("needs setpriv and a system python3 readable by uid 65534")
+    base = Path(tempfile.mkdtemp(prefix="sb-userns-", dir="/tmp"))
+    try:
+        os.chown(base, 65534, 65534)
+        script = base / "run.py"
+        script.write_text(USERNS_SCRIPT.format(root=str(ROOT), state=str(base / "state")))
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(base), "LANG": "C.UTF-8"}
+        result = subprocess.run(
+            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", python, str(script)],
+            capture_output=True, text=True, timeout=50, env=env, cwd=str(base),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        out = json.loads(result.stdout)
+        assert set(out["unsupported"]) == {"pause", "resume"}
+        assert (
+            "not writable" in out["unsupported"]["pause"] or "root" in out["unsupported"]["pause"]
+        )
+        assert out["notes"]["mode"] == "userns"
+        code, stdout, stderr = out["exec"]
+        lines = stdout.split("\n")
+        assert code == 0, stderr
+        assert lines[0] == "0"  # root inside
+        assert lines[1].startswith("sb-")
+        assert int(lines[2]) <= 6
+        assert lines[3] == "lo"
+        assert lines[-2] == "hi"
+        assert out["read_ok"]
+        assert out["restored"] == "hi\n100000\n"
+        assert not any((base / "state" / "sandboxes").iterdir())
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(base)
