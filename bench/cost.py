@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from bench.records import Status
-from bench.stats import DERIVED_OPERATIONS, format_duration
+from bench.stats import DERIVED_OPERATIONS, format_duration, sort_key
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "providers" / "pricing.toml"
 CATALOG_SCHEMA_VERSION = 1
@@ -476,6 +476,7 @@ def workload_costs(
                 "usd_total": float(usd.sum()),
             }
         )
+    rows.sort(key=lambda r: sort_key(r["provider"], r["workload"], ""))
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -70,7 +70,9 @@ def provider_colors(providers: Sequence[str]) -> dict[str, str]:
 
 def _save(fig: Figure, folder: Path, name: str, title: str, caption: str) -> FigureFile:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    # Fixed margins (set per figure) rather than constrained layout or bbox_inches="tight":
+    # both lay the figure out again and double the time a million-sample report spends here.
+    fig.savefig(buffer, format="svg", metadata={"Date": None})
     plt.close(fig)
     data = buffer.getvalue()
     path = folder / f"{name}.svg"
@@ -106,9 +108,16 @@ def ecdf_figure(
         return None
     ncols = min(3, len(ops))
     nrows = math.ceil(len(ops) / ncols)
+    width, height = 3.7 * ncols, 2.5 * nrows + 0.45
     with plt.rc_context(RC):
-        fig, axes = plt.subplots(
-            nrows, ncols, figsize=(3.6 * ncols, 2.6 * nrows), squeeze=False, layout="constrained"
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
+        fig.subplots_adjust(
+            left=0.75 / width,
+            right=1 - 0.15 / width,
+            bottom=0.4 / height,
+            top=1 - 0.75 / height,
+            wspace=0.3,
+            hspace=0.55 * 2.5 / 2.1,
         )
         for ax, op in zip(axes.flat, ops, strict=False):
             for provider, group in sorted(groups_by_op[op].items()):
@@ -128,7 +137,12 @@ def ecdf_figure(
         handles = [
             matplotlib.lines.Line2D([], [], color=colors[p], lw=2, label=p) for p in sorted(colors)
         ]
-        fig.legend(handles=handles, loc="outside upper center", ncols=len(handles))
+        fig.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 1 - 0.02 / height),
+            ncols=len(handles),
+        )
         return _save(
             fig,
             folder,
@@ -155,7 +169,11 @@ def box_figure(
     providers = sorted(colors)
     width = 0.8 / len(providers)
     with plt.rc_context(RC):
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(ops) + 2), 3.6), layout="constrained")
+        fig_w, fig_h = max(6.0, 1.2 * len(ops) + 2), 3.8
+        fig, ax = plt.subplots(figsize=(fig_w, fig_h))
+        fig.subplots_adjust(
+            left=0.8 / fig_w, right=1 - 0.15 / fig_w, bottom=1.05 / fig_h, top=1 - 0.15 / fig_h
+        )
         for j, provider in enumerate(providers):
             boxes, positions = [], []
             for i, op in enumerate(ops):
@@ -220,7 +238,11 @@ def session_cost_figure(
     if not rows:
         return None
     with plt.rc_context(RC):
-        fig, ax = plt.subplots(figsize=(7.0, 0.55 * len(rows) + 1.3), layout="constrained")
+        width, height = 7.0, 0.55 * len(rows) + 1.0
+        fig, ax = plt.subplots(figsize=(width, height))
+        fig.subplots_adjust(
+            left=0.9 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.1 / height
+        )
         names = [r[0] for r in rows]
         compute = np.array([r[1] for r in rows])
         storage = np.array([r[2] for r in rows])
@@ -262,8 +284,10 @@ def workload_cost_figure(
     width = 0.8 / len(providers)
     values = {(r[0], r[1]): r[2] for r in rows}
     with plt.rc_context(RC):
-        fig, ax = plt.subplots(
-            figsize=(max(6.0, 1.3 * len(workloads) + 2), 3.2), layout="constrained"
+        fig_w, fig_h = max(6.0, 1.3 * len(workloads) + 2), 3.2
+        fig, ax = plt.subplots(figsize=(fig_w, fig_h))
+        fig.subplots_adjust(
+            left=0.95 / fig_w, right=1 - 0.15 / fig_w, bottom=0.45 / fig_h, top=1 - 0.15 / fig_h
         )
         for j, provider in enumerate(providers):
             xs = [i - 0.4 + width * (j + 0.5) for i in range(len(workloads))]

@@ -1,0 +1,359 @@
+"""Reports: files written, tables identical in HTML and Markdown, merging, warnings, and the
+HTML report opened in a real headless Chromium (``-m browser``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from bench import records
+from bench.records import SchemaError
+from bench.report import ReportSettings, report_dir_name, write_report
+from bench.stats import SUMMARY_COLUMNS
+from tests.synthetic import make_run
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    run = make_run(root / "results", iterations=20, seed=7)
+    return write_report([run], root / "reports")
+
+
+# -- parsing the outputs -----------------------------------------------------------------------
+
+
+class _Tables(HTMLParser):
+    """Every <table class="data"> as (id, rows of cell texts), header row first."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tables: list[tuple[str, list[list[str]]]] = []
+        self._cell: list[str] | None = None
+        self._row: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table" and "data" in (attrs.get("class") or ""):
+            self.tables.append((attrs.get("id") or "", []))
+        elif tag == "tr" and self.tables:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.tables[-1][1].append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def html_tables(html: str) -> list[tuple[str, list[list[str]]]]:
+    parser = _Tables()
+    parser.feed(html)
+    return parser.tables
+
+
+def _md_cells(line: str) -> list[str]:
+    cells, current, i = [], [], 1  # skip the leading pipe
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and i + 1 < len(line):
+            current.append(line[i + 1])
+            i += 2
+            continue
+        if ch == "|":
+            cells.append("".join(current).strip().replace("<br>", "\n"))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    return cells
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    tables, current = [], None
+    for line in text.splitlines():
+        if line.startswith("|"):
+            if current is None:
+                current = []
+                tables.append(current)
+            if re.fullmatch(r"\|(?:-{3,}:?\|)+", line):
+                continue
+            current.append(_md_cells(line))
+        else:
+            current = None
+    return tables
+
+
+# -- the report files -----------------------------------------------------------------------
+
+
+def test_report_folder_holds_html_markdown_figures_and_summary(report):
+    folder = report.parent
+    assert report.name == "report.html"
+    assert folder.name == "20261128T100000Z-aaaaaa"
+    assert (folder / "report.md").is_file()
+    figures = sorted(p.name for p in (folder / "figures").iterdir())
+    for workload in ("lifecycle", "exec", "files", "checkpoint", "pause_resume"):
+        assert f"ecdf-{workload}.svg" in figures
+        assert f"box-{workload}.svg" in figures
+    assert "cost-session.svg" in figures
+    for name in figures:
+        assert (folder / "figures" / name).read_bytes().startswith(b"<?xml")
+
+
+def test_html_is_self_contained(report):
+    html = report.read_text(encoding="utf-8")
+    assert "<script" not in html
+    assert not re.search(r"""(?:src|href)=["']https?:""", html)
+    assert not re.search(r"""<link[^>]+stylesheet""", html)
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert images and all(src.startswith("data:image/svg+xml;base64,") for src in images)
+    assert len(images) == len(list((report.parent / "figures").iterdir()))
+
+
+def test_markdown_renders_the_same_tables_as_the_html(report):
+    html = html_tables(report.read_text(encoding="utf-8"))
+    md = markdown_tables((report.parent / "report.md").read_text(encoding="utf-8"))
+    assert len(html) == len(md) >= 10
+    for (table_id, html_rows), md_rows in zip(html, md, strict=True):
+        assert html_rows == md_rows, table_id
+
+
+def test_report_has_every_section_a_buyer_needs(report):
+    ids = {table_id for table_id, _ in html_tables(report.read_text(encoding="utf-8"))}
+    expected = {
+        "table-glance",
+        "table-details",
+        "table-capabilities",
+        "table-latency-lifecycle",
+        "table-latency-checkpoint",
+        "table-pricing",
+        "table-operation-costs",
+        "table-workload-costs",
+        "table-session-costs",
+        "table-claims",
+        "table-comparisons",
+    }
+    assert expected <= ids
+    md = (report.parent / "report.md").read_text(encoding="utf-8")
+    for heading in ("How to read this", "Warnings", "Method", "Where, when and how"):
+        assert f"## {heading}" in md
+
+
+def test_capability_matrix_says_what_checkpoints_capture_and_why_ops_are_missing(report):
+    tables = dict(html_tables(report.read_text(encoding="utf-8")))
+    rows = {r[0]: r for r in tables["table-capabilities"][1:]}
+    assert "in place" in rows["sprites"][3]
+    assert "filesystem only" in rows["sprites"][2]
+    assert "new sandbox" in rows["e2b"][3]
+    assert "memory" in rows["e2b"][2]
+    assert "pause: no pause API" in rows["sprites"][6]
+
+
+def test_latency_table_shows_intervals_and_n_too_small(report):
+    tables = dict(html_tables(report.read_text(encoding="utf-8")))
+    header, *rows = tables["table-latency-lifecycle"]
+    assert header[:6] == ["Provider", "Operation", "n", "Failures", "Not run", "p50"]
+    create = next(r for r in rows if r[:2] == ["e2b", "create"])
+    assert " – " in create[header.index("p50 95% CI")]
+    assert create[header.index("p99")] == "n too small"  # 20 iterations cannot support p99
+
+
+def test_claims_table_has_a_verdict_for_every_claim_of_the_runs_providers(report):
+    tables = dict(html_tables(report.read_text(encoding="utf-8")))
+    header, *rows = tables["table-claims"]
+    verdicts = {r[header.index("Verdict")] for r in rows}
+    assert verdicts <= {"within", "slower", "faster", "not measured"}
+    sprites_wake = next(r for r in rows if r[1] == "pause_resume/first_exec_after_resume")
+    assert sprites_wake[header.index("Verdict")] == "not measured"
+
+
+def test_session_cost_table_shows_the_assumed_scenario(report):
+    md = (report.parent / "report.md").read_text(encoding="utf-8")
+    assert "Scenario: 4 h session, active 15% of the time, 4 checkpoint(s), 4 resume(s)" in md
+    assert "sprites: billed at the fixed 8 vCPU / 4 GiB shape" in md
+
+
+def test_summary_csv_has_the_statistics_and_the_cost_of_each_operation(report):
+    with (report.parent / "summary.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert set(SUMMARY_COLUMNS) <= set(rows[0])
+    assert {"runs", "p50_usd", "p95_usd", "usd_per_hour"} <= set(rows[0])
+    key = ("e2b", "lifecycle", "create")
+    create = next(r for r in rows if (r["provider"], r["workload"], r["operation"]) == key)
+    assert float(create["p50_usd"]) == pytest.approx(
+        float(create["p50_s"]) * float(create["usd_per_hour"]) / 3600
+    )
+    p99 = next(r for r in rows if r["operation"] == "create")["p99_s"]
+    assert p99 == ""  # withheld: empty in the CSV, named in the withheld column
+
+
+def test_warnings_cover_status_torn_lines_failures_and_unsupported(tmp_path):
+    run = make_run(
+        tmp_path / "results",
+        "R-interrupted",
+        providers=("e2b", "sprites"),
+        workloads=("lifecycle", "pause_resume"),
+        iterations=8,
+        failure_rate=0.2,
+        status="interrupted",
+        manifest_extra={"load_warnings": ["host load average 7.9 on 2 CPUs during the run"]},
+    )
+    with (run / "samples.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write('{"run_id": "R-interr')  # a crash mid-write
+    (run / "ledger.jsonl").write_text(
+        json.dumps({"at": "x", "event": "destroy_failed", "provider": "e2b"}) + "\n"
+    )
+    md = (write_report([run], tmp_path / "reports").parent / "report.md").read_text()
+    warnings = md.split("## Warnings")[1].split("## Capabilities")[0]
+    assert "**run status**: run R-interrupted is 'interrupted'" in warnings
+    assert "torn last line" in warnings
+    assert "host load average 7.9" in warnings
+    assert "destroy_failed" in warnings
+    assert "**failures**" in warnings
+    assert "**unsupported**: sprites: pause unsupported" in warnings
+    assert "p99 withheld" in warnings
+
+
+def test_several_runs_are_merged_into_one_report_labelled_by_run(tmp_path):
+    small = {"providers": ("e2b", "local"), "workloads": ("lifecycle",), "iterations": 6}
+    a = make_run(tmp_path / "results", "A-1", seed=1, **small)
+    b = make_run(tmp_path / "results", "B-2", seed=2, hostname="other-host", **small)
+    c = make_run(tmp_path / "results", "C-3", seed=3, **small)
+    path = write_report([a, b, c], tmp_path / "reports")
+    assert path.parent.name == "A-1+2" == report_dir_name(["A-1", "B-2", "C-3"])
+    md = (path.parent / "report.md").read_text()
+    details = markdown_tables(md)[1]
+    assert details[0] == ["", "A-1", "B-2", "C-3"]
+    assert "merged runs differ in client host" in md
+    with (path.parent / "summary.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[0]["runs"] == "A-1 B-2 C-3"
+    create = next(r for r in rows if r["provider"] == "e2b" and r["operation"] == "create")
+    assert int(create["attempts"]) == 18  # 6 iterations from each run
+
+
+def test_merging_runs_of_different_schema_versions_is_refused(tmp_path, monkeypatch):
+    small = {"providers": ("e2b",), "workloads": ("lifecycle",), "iterations": 5}
+    a = make_run(tmp_path, "A-v1", **small)
+    b = make_run(tmp_path, "B-v2", **small)
+    manifest = json.loads((b / "manifest.json").read_text())
+    manifest["schema_version"] = 2
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(records, "SUPPORTED_SCHEMA_VERSIONS", frozenset({1, 2}))
+    with pytest.raises(SchemaError, match="different schema versions") as info:
+        write_report([a, b], tmp_path / "reports")
+    assert "\n" not in str(info.value)
+
+
+def test_bad_input_is_refused_with_one_line_messages(tmp_path):
+    with pytest.raises(ValueError, match="no runs given"):
+        write_report([], tmp_path)
+    with pytest.raises(SchemaError, match="not a sandbox-bench run folder"):
+        write_report([tmp_path], tmp_path / "reports")
+    run = make_run(tmp_path, "A-twice", providers=("e2b",), workloads=("lifecycle",), iterations=5)
+    with pytest.raises(ValueError, match="given twice"):
+        write_report([run, run], tmp_path / "reports")
+    for bad in ({"active_fraction": 2.0}, {"seed": -1}, {"local_rate_usd_per_hour": -3.0}):
+        with pytest.raises(ValueError) as info:
+            ReportSettings(**bad)
+        assert "\n" not in str(info.value)
+
+
+def test_settings_change_warmups_scenario_and_local_rate(tmp_path):
+    run = make_run(
+        tmp_path, "A-settings", providers=("local",), workloads=("lifecycle",), iterations=6
+    )
+    settings = ReportSettings(
+        include_warmups=True, hours=8, active_fraction=0.5, local_rate_usd_per_hour=0.5
+    )
+    md = (write_report([run], tmp_path / "out", settings=settings).parent / "report.md").read_text()
+    assert "Scenario: 8 h session, active 50% of the time" in md
+    # Local cannot sleep, so the whole 8 hours are billed at $0.50 per hour: $4.00.
+    assert "| local | 2 vCPU / 1 GiB | 8.00 h (idle billed) | $4.00 |" in md
+    assert "warmup samples (included)" in md
+
+
+# -- the browser ----------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_html_report_renders_in_headless_chromium(report):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    problems: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.on(
+                "console",
+                lambda m: (
+                    problems.append(f"console {m.type}: {m.text}")
+                    if m.type in ("error", "warning")
+                    else None
+                ),
+            )
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(report.as_uri())
+            page.wait_for_load_state("load")
+            images = page.eval_on_selector_all(
+                "figure img",
+                """els => els.map(e => { const r = e.getBoundingClientRect();
+                    return {alt: e.alt, complete: e.complete, nw: e.naturalWidth,
+                            nh: e.naturalHeight, w: r.width, h: r.height}; })""",
+            )
+            tables = page.eval_on_selector_all(
+                "table.data", "els => els.map(e => [e.id, e.rows.length, e.offsetHeight])"
+            )
+            title = page.title()
+            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert problems == []
+    assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    assert "Sandbox benchmark report" in title
+    figure_files = list((report.parent / "figures").iterdir())
+    assert len(images) == len(figure_files)
+    for image in images:
+        assert image["complete"], image
+        assert image["nw"] > 0 and image["nh"] > 0, image
+        assert image["w"] > 100 and image["h"] > 50, image
+    by_id = {table_id: (rows, height) for table_id, rows, height in tables}
+    for table_id in ("table-glance", "table-latency-exec", "table-session-costs", "table-claims"):
+        rows, height = by_id[table_id]
+        assert rows > 1 and height > 0, table_id
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000
