@@ -1,0 +1,314 @@
+"""The e2b adapter, end to end through the real ``e2b`` SDK.
+
+Most tests point the pinned SDK at the loopback emulator (tests/emulators/e2b.py), whose
+sandboxes are real local sandboxes (root needed). :class:`TestLiveE2B` runs the same checks
+against E2B's cloud when ``E2B_API_KEY`` is set (``pytest -m live``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import providers.e2b as e2b_adapter
+from providers.base import RUN_LABEL, CheckpointCaptures, Op, PauseKind, RestoreTarget, SandboxSpec
+from providers.e2b import E2BProvider
+from providers.errors import (
+    AuthError,
+    NotFound,
+    OperationTimeout,
+    QuotaOrRateLimited,
+    Unavailable,
+)
+from tests.emulators.common import Emulator, running
+from tests.emulators.e2b import client_env
+
+ENV_VARS = ("E2B_API_KEY", "E2B_API_URL", "E2B_SANDBOX_URL", "E2B_DOMAIN", "E2B_DEBUG")
+
+
+def _needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the emulator's local sandboxes need root")
+
+
+@pytest.fixture
+async def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
+    _needs_root()
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    async with running("e2b", tmp_path / "e2b-emu") as emu:
+        for key, value in client_env(emu).items():
+            monkeypatch.setenv(key, value)
+        yield emu
+        assert await emu.live_sandboxes() == [], "the emulator still holds sandboxes"
+
+
+async def _opened(settings: dict | None = None) -> E2BProvider:
+    provider = E2BProvider(settings or {})
+    await provider.open()
+    return provider
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def exercise(provider: E2BProvider) -> None:
+    """Every interface operation through the SDK, with the fidelity checks the workloads use."""
+    run_id = f"test-{uuid.uuid4().hex[:12]}"
+    spec = SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=300)
+    sandbox = await provider.create(spec)
+    created = [sandbox]
+    try:
+        # exec: exit codes are data, stdout and stderr arrive separately.
+        ok = await provider.exec(sandbox, "echo out; echo err >&2", timeout_s=30)
+        assert (ok.exit_code, ok.stdout, ok.stderr) == (0, b"out\n", b"err\n")
+        failed = await provider.exec(sandbox, "echo partial; exit 7", timeout_s=30)
+        assert (failed.exit_code, failed.stdout) == (7, b"partial\n")
+        argv = await provider.exec(sandbox, ["printf", "%s|", "a b", "it's", "$HOME"], timeout_s=30)
+        assert argv.stdout == b"a b|it's|$HOME|"
+        big = await provider.exec(sandbox, "head -c 65536 /dev/zero | tr '\\0' x", timeout_s=30)
+        assert big.stdout == b"x" * 65536
+
+        # files: byte-exact both ways, 1 KiB and 4 MiB.
+        scratch = provider.capabilities().scratch_dir
+        small = os.urandom(1024)
+        large = os.urandom(4 * 1024 * 1024)
+        await provider.write_file(sandbox, f"{scratch}/sub/small.bin", small)
+        await provider.write_file(sandbox, f"{scratch}/large.bin", large)
+        assert await provider.read_file(sandbox, f"{scratch}/sub/small.bin") == small
+        assert _sha(await provider.read_file(sandbox, f"{scratch}/large.bin")) == _sha(large)
+        with pytest.raises(NotFound):
+            await provider.read_file(sandbox, f"{scratch}/missing.bin")
+
+        # checkpoint + restore: a new sandbox with the file as it was at the checkpoint.
+        ref = await provider.checkpoint(sandbox)
+        await provider.write_file(sandbox, f"{scratch}/large.bin", b"mutated")
+        restored = await provider.restore(ref)
+        created.append(restored)
+        assert restored.id != sandbox.id
+        got = await provider.read_file(restored, f"{scratch}/large.bin")
+        assert _sha(got) == _sha(large)
+        assert await provider.read_file(sandbox, f"{scratch}/large.bin") == b"mutated"
+        await provider.delete_checkpoint(ref)
+        await provider.delete_checkpoint(ref)  # idempotent
+
+        # pause + resume: a process started before the pause is alive after it.
+        start = await provider.exec(
+            sandbox,
+            f"sleep 600 >/dev/null 2>&1 & echo $! > {scratch}/pid",
+            timeout_s=30,
+        )
+        assert start.exit_code == 0
+        await provider.pause(sandbox)
+        resumed = await provider.resume(sandbox)
+        assert resumed.id == sandbox.id
+        alive = await provider.exec(resumed, f"kill -0 $(cat {scratch}/pid)", timeout_s=30)
+        assert alive.exit_code == 0
+
+        # list by run label: the source and the restored sandbox.
+        assert sorted(await provider.list_sandboxes(run_id)) == sorted(s.id for s in created)
+    finally:
+        for each in created:
+            await provider.destroy(each)
+    for each in created:
+        await provider.destroy(each)  # idempotent
+    assert await provider.list_sandboxes(run_id) == []
+
+
+async def test_every_operation_works_end_to_end_through_the_sdk(emulator: Emulator) -> None:
+    provider = await _opened()
+    try:
+        await exercise(provider)
+    finally:
+        await provider.close()
+
+
+async def test_per_iteration_connection_gives_each_sandbox_its_own_client(
+    emulator: Emulator,
+) -> None:
+    provider = await _opened({"connection": "per_iteration"})
+    try:
+        first = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
+        second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
+        try:
+            assert first.native.client is not second.native.client
+            assert first.native.client is not provider._client
+            for sandbox in (first, second):
+                result = await provider.exec(sandbox, ["echo", sandbox.id], timeout_s=30)
+                assert result.stdout == f"{sandbox.id}\n".encode()
+            ref = await provider.checkpoint(first)
+            restored = await provider.restore(ref)
+            assert restored.native.client is not first.native.client
+            await provider.destroy(restored)
+            await provider.delete_checkpoint(ref)
+        finally:
+            await provider.destroy(first)
+            await provider.destroy(second)
+        assert provider.environment()["connection"] == "per_iteration"
+    finally:
+        await provider.close()
+
+
+async def test_injected_faults_arrive_as_our_error_tree_and_are_not_retried(
+    emulator: Emulator,
+) -> None:
+    provider = await _opened()
+    try:
+        spec = SandboxSpec(labels={RUN_LABEL: "faults"})
+        cases = [
+            (401, AuthError),
+            (404, NotFound),
+            (429, QuotaOrRateLimited),
+            (500, Unavailable),
+            (503, Unavailable),
+        ]
+        for status, error in cases:
+            # One fault only: with the SDK's retries on, the second attempt would succeed.
+            await emulator.inject(status, match="/v2/sandboxes")
+            with pytest.raises(error):
+                await provider.create(spec)
+        sandbox = await provider.create(spec)
+        try:
+            for status, error in cases:
+                await emulator.inject(status, match="/process.Process/Start")
+                with pytest.raises(error):
+                    await provider.exec(sandbox, "true", timeout_s=30)
+                await emulator.inject(status, match="/files")
+                with pytest.raises(error):
+                    await provider.read_file(sandbox, "/etc/hostname")
+            await emulator.inject(404, match=f"/sandboxes/{sandbox.id}/snapshots")
+            with pytest.raises(NotFound):
+                await provider.checkpoint(sandbox)
+            await emulator.inject(429, match="/v2/sandboxes")
+            with pytest.raises(QuotaOrRateLimited):
+                await provider.list_sandboxes("faults")
+            assert (await provider.exec(sandbox, "true", timeout_s=30)).exit_code == 0
+            with pytest.raises(OperationTimeout):
+                await provider.exec(sandbox, "sleep 10", timeout_s=0.5)
+        finally:
+            await provider.destroy(sandbox)
+    finally:
+        await provider.close()
+
+
+async def test_wrong_api_key_is_an_auth_error(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E2B_API_KEY", "not-the-token")
+    provider = await _opened()
+    try:
+        with pytest.raises(AuthError):
+            await provider.create(SandboxSpec())
+        with pytest.raises(AuthError):
+            await provider.list_sandboxes("any")
+    finally:
+        await provider.close()
+
+
+async def test_destroying_a_killed_or_unknown_sandbox_is_not_an_error(emulator: Emulator) -> None:
+    from providers.base import Sandbox
+
+    provider = await _opened()
+    try:
+        await provider.destroy(Sandbox(id="doesnotexist0000000", provider="e2b"))
+        with pytest.raises(NotFound):
+            await provider.exec(
+                Sandbox(id="doesnotexist0000000", provider="e2b"), "true", timeout_s=5
+            )
+    finally:
+        await provider.close()
+
+
+async def test_lifetime_is_the_sandbox_timeout_after_which_it_is_gone(emulator: Emulator) -> None:
+    provider = await _opened()
+    try:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: "short"}, lifetime_s=1))
+        assert await provider.list_sandboxes("short") == [sandbox.id]
+        for _ in range(50):
+            if not await provider.list_sandboxes("short"):
+                break
+            await asyncio.sleep(0.1)
+        assert await provider.list_sandboxes("short") == []
+        with pytest.raises(NotFound):
+            await provider.exec(sandbox, "true", timeout_s=5)
+        await provider.destroy(sandbox)
+    finally:
+        await provider.close()
+
+
+async def test_missing_api_key_is_an_auth_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("E2B_API_KEY", raising=False)
+    provider = E2BProvider({})
+    with pytest.raises(AuthError, match="E2B_API_KEY"):
+        await provider.open()
+
+
+def test_settings_endpoints_capabilities_and_environment_without_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("E2B_API_KEY", "e2b_secret_value")
+    monkeypatch.setenv("E2B_API_URL", "http://env.example:1")
+    with pytest.raises(ValueError, match="unknown e2b setting"):
+        E2BProvider({"bogus": 1})
+    with pytest.raises(ValueError, match="connection"):
+        E2BProvider({"connection": "sometimes"})
+    provider = E2BProvider(
+        {"api_url": "http://user:pw@127.0.0.1:9/api?k=v", "sandbox_url": "http://127.0.0.1:9"}
+    )
+    env = provider.environment()
+    assert env["endpoint"] == "http://127.0.0.1:9/api"  # the setting wins; no credentials
+    assert env["sandbox_endpoint"] == "http://127.0.0.1:9"
+    assert env["connection"] == "reuse"
+    assert "api_responses" in env["sdk_retries"]
+    if not e2b_adapter._SDK_IMPORTED_FIRST and e2b_adapter._CONNECTION_RETRIES_FROM_ENV is None:
+        assert env["sdk_retries"]["connection_retries_observed"] == 0
+    dumped = json.dumps(env)
+    assert "e2b_secret_value" not in dumped and "pw" not in dumped
+    caps = provider.capabilities()
+    assert caps.operations >= {Op.CHECKPOINT, Op.RESTORE, Op.PAUSE, Op.RESUME}
+    assert caps.checkpoint_captures is CheckpointCaptures.FILESYSTEM_AND_MEMORY
+    assert caps.restore_target is RestoreTarget.NEW_SANDBOX
+    assert caps.pause_kind is PauseKind.FREEZE
+    assert caps.scratch_dir == "/home/user"
+    light = E2BProvider({"checkpoint_mode": "filesystem", "pause_mode": "filesystem"})
+    assert light.capabilities().checkpoint_captures is CheckpointCaptures.FILESYSTEM
+    assert light.capabilities().pause_kind is PauseKind.STOP_START
+
+
+@pytest.mark.live
+class TestLiveE2B:
+    """The same checks against E2B's cloud (``pytest -m live``)."""
+
+    @pytest.fixture(autouse=True)
+    def _credentials(self) -> None:
+        if not os.environ.get("E2B_API_KEY"):
+            pytest.skip("set E2B_API_KEY to run the live E2B tests")
+
+    async def test_every_operation_works_against_the_real_service(self) -> None:
+        provider = await _opened()
+        try:
+            await exercise(provider)
+        finally:
+            await provider.close()
+
+    async def test_per_iteration_connection_against_the_real_service(self) -> None:
+        provider = await _opened({"connection": "per_iteration"})
+        try:
+            sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: "live-per-it"}))
+            try:
+                result = await provider.exec(sandbox, ["echo", "ok"], timeout_s=60)
+                assert result.stdout == b"ok\n"
+            finally:
+                await provider.destroy(sandbox)
+        finally:
+            await provider.close()
