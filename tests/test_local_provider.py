@@ -175,6 +175,20 @@ async def test_the_sandboxs_writes_never_reach_the_host(provider, sandbox, state
         host_usr.unlink()
 
 
+async def test_the_sandboxs_root_cannot_mount_make_devices_or_tune_the_kernel(provider, sandbox):
+    attempts = {
+        "mount": "mount -t tmpfs none /mnt",
+        "mknod": "mknod /root/disk b 254 0",
+        "sysctl": "echo 1 > /proc/sys/vm/drop_caches",
+        "hostname-of-host": "echo evil > /proc/sys/kernel/hostname",
+    }
+    for what, command in attempts.items():
+        result = await sh(provider, sandbox, command)
+        assert result.exit_code != 0, f"{what} succeeded inside the sandbox"
+    caps = await sh(provider, sandbox, "grep CapBnd /proc/self/status")
+    assert int(caps.stdout.split()[1], 16) & (1 << 21) == 0  # no CAP_SYS_ADMIN
+
+
 async def test_the_sandbox_has_its_own_hostname(provider, sandbox):
     result = await sh(provider, sandbox, ["hostname"])
     assert result.stdout.strip() == sandbox.id.encode()

@@ -62,7 +62,11 @@ def serve(listener: socket.socket) -> None:
             conn, _ = listener.accept()
         except InterruptedError:
             continue
-        threading.Thread(target=_connection, args=(conn,), daemon=True).start()
+        try:
+            threading.Thread(target=_connection, args=(conn,), daemon=True).start()
+        except RuntimeError:  # no thread: pids.max reached (e.g. a fork bomb); try later
+            conn.close()
+            time.sleep(0.01)
 
 
 def _connection(conn: socket.socket) -> None:

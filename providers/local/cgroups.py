@@ -135,18 +135,23 @@ class Group:
         return [f"{d}/cgroup.procs" for d in self.all_dirs]
 
 
-def create(
-    layout: Layout, sandbox_id: str, *, memory_mb: int | None, max_pids: int | None,
-    cpus: float | None,
-) -> tuple[Group, dict[str, str]]:  # fmt: skip
-    """Create the sandbox's groups and apply the limits; returns the group and, per limit,
-    what was set where (for the capability notes)."""
+def plan(layout: Layout, sandbox_id: str) -> Group:
+    """The directories the sandbox's groups will have (nothing is created)."""
     dirs: dict[str, str] = {}
     versions: dict[str, str] = {}
     for role, (version, mount_point) in layout.roles.items():
         dirs[role] = f"{mount_point}/{GROUP}/{sandbox_id}"
         versions[role] = version
-    group = Group(dirs=dirs, versions=versions)
+    return Group(dirs=dirs, versions=versions)
+
+
+def create(
+    layout: Layout, group: Group, *, memory_mb: int | None, max_pids: int | None,
+    cpus: float | None,
+) -> dict[str, str]:  # fmt: skip
+    """Create the groups planned by :func:`plan` and apply the limits; returns, per limit,
+    what was set where. On failure, removes what it created and raises."""
+    dirs, versions = group.dirs, group.versions
     applied: dict[str, str] = {}
     try:
         for d in group.all_dirs:
@@ -184,7 +189,7 @@ def create(
     except BaseException:
         remove(group, timeout_s=1.0)
         raise
-    return group, applied
+    return applied
 
 
 def _enable_v2_controllers(layout: Layout, parent: str) -> None:

@@ -284,31 +284,30 @@ class _Handle:
                     raise ConnectionResetError("agent closed the connection")
                 answer = json.loads(line)
                 data = await reader.readexactly(answer.get("len", 0))
-        except TimeoutError:
+        except BaseException as exc:
+            # A connection whose answer was not read in full is never reused.
             if conn is not None:
                 conn[1].close()
-            raise OperationTimeout(
-                f"sandbox {self.sid}: no answer within {timeout_s:.1f} s",
-                provider=PROVIDER_ID,
-                operation=operation,
-            ) from None
-        except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
-            if conn is not None:
-                conn[1].close()
-            if not self.dir.exists():
-                raise NotFound(
-                    f"sandbox {self.sid} does not exist", provider=PROVIDER_ID,
+            if isinstance(exc, TimeoutError):
+                raise OperationTimeout(
+                    f"sandbox {self.sid}: no answer within {timeout_s:.1f} s",
+                    provider=PROVIDER_ID,
                     operation=operation,
-                ) from exc  # fmt: skip
-            raise self.crashed(operation, str(exc)) from exc
-        except ValueError as exc:
-            if conn is not None:
-                conn[1].close()
-            raise ProtocolError(
-                f"sandbox {self.sid}: unreadable agent answer: {exc}",
-                provider=PROVIDER_ID,
-                operation=operation,
-            ) from exc
+                ) from None
+            if isinstance(exc, OSError | EOFError | asyncio.IncompleteReadError):
+                if not self.dir.exists():
+                    raise NotFound(
+                        f"sandbox {self.sid} does not exist", provider=PROVIDER_ID,
+                        operation=operation,
+                    ) from exc  # fmt: skip
+                raise self.crashed(operation, str(exc)) from exc
+            if isinstance(exc, ValueError):
+                raise ProtocolError(
+                    f"sandbox {self.sid}: unreadable agent answer: {exc}",
+                    provider=PROVIDER_ID,
+                    operation=operation,
+                ) from exc
+            raise
         self.idle.append(conn)
         return answer, data
 
@@ -708,23 +707,10 @@ class LocalProvider(Provider):
         spawned = False
         try:
             d.mkdir()
-            (d / "labels.json").write_text(json.dumps(labels))
-            (d / "merged").mkdir()
-            fs = d / "fs"
-            if populate is not None:
-                await populate(fs)
-            elif self.checkpoint_method == "btrfs":
-                await _run(["btrfs", "subvolume", "create", str(fs)], operation)
-            else:
-                fs.mkdir()
-            for layer in ("top", *self.system_dirs):
-                (fs / "upper" / layer).mkdir(parents=True, exist_ok=True)
-                (fs / "work" / layer).mkdir(parents=True, exist_ok=True)
+            # meta.json first: it names the cgroups before they exist, so that a reaper can
+            # always find what a create interrupted at any point left behind.
             if self.host.cgroups.roles:
-                group, _ = cgroups.create(
-                    self.host.cgroups, sid, memory_mb=spec.memory_mb, max_pids=spec.max_pids,
-                    cpus=spec.cpus,
-                )  # fmt: skip
+                group = cgroups.plan(self.host.cgroups, sid)
             meta = {
                 "format": META_FORMAT,
                 "id": sid,
@@ -740,6 +726,23 @@ class LocalProvider(Provider):
                 "labels": labels,
             }  # fmt: skip
             (d / "meta.json").write_text(json.dumps(meta))
+            (d / "labels.json").write_text(json.dumps(labels))
+            (d / "merged").mkdir()
+            fs = d / "fs"
+            if populate is not None:
+                await populate(fs)
+            elif self.checkpoint_method == "btrfs":
+                await _run(["btrfs", "subvolume", "create", str(fs)], operation)
+            else:
+                fs.mkdir()
+            for layer in ("top", *self.system_dirs):
+                (fs / "upper" / layer).mkdir(parents=True, exist_ok=True)
+                (fs / "work" / layer).mkdir(parents=True, exist_ok=True)
+            if group is not None:
+                cgroups.create(
+                    self.host.cgroups, group, memory_mb=spec.memory_mb, max_pids=spec.max_pids,
+                    cpus=spec.cpus,
+                )  # fmt: skip
             init_spec = {
                 "dir": str(d),
                 "lower": self.lower,
@@ -749,8 +752,8 @@ class LocalProvider(Provider):
                 "cgroup_procs": group.procs_files if group else [],
                 "group": group.to_json() if group else None,
             }
+            spawned = True  # from here a cancelled create must ask the zygote to kill
             answer = await zygote.call("spawn", sid=sid, spec=init_spec)
-            spawned = True
             if not answer.get("ok"):
                 raise SandboxCrashed(
                     f"sandbox {sid} failed to start: {answer.get('error')}",
@@ -1042,8 +1045,8 @@ def list_sandboxes(state_dir: str | None, run_id: str) -> list[str]:
         for entry in entries:
             if not SANDBOX_ID.match(entry.name):
                 continue
-            labels = _read_json(Path(entry.path) / "labels.json") or {}
-            if labels.get(RUN_LABEL) == run_id:
+            meta = _read_meta(Path(entry.path))  # None: not made by this provider
+            if meta is not None and meta.get("labels", {}).get(RUN_LABEL) == run_id:
                 found.append(entry.name)
     return sorted(found)
 
@@ -1065,9 +1068,9 @@ def destroy_by_id(sandbox_id: str, state_dir: str | None = None, timeout_s: floa
         return False
     root = Path(state_dir) if state_dir else _default_state_dir()
     d = root / "sandboxes" / sandbox_id
-    if not d.is_dir():
+    meta = _read_meta(d)
+    if meta is None:  # absent, or not this provider's (another implementation's) directory
         return False
-    meta = _read_meta(d) or {}
     group = cgroups.Group.from_json(meta["group"]) if meta.get("group") else None
     pid_file = (d / "pid").read_text().split() if (d / "pid").exists() else []
     pid = int(pid_file[0]) if pid_file else None

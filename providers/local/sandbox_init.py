@@ -192,4 +192,9 @@ def _reap_forever(listener: socket.socket, agent_pid: int) -> None:
         restarts = [t for t in restarts if now - t < 60] + [now]
         if len(restarts) > AGENT_RESTARTS_PER_MINUTE:
             sys.exit(1)  # the sandbox is broken: PID 1 exits and the provider sees it
-        agent_pid = _fork_agent(listener)
+        while True:
+            try:
+                agent_pid = _fork_agent(listener)
+                break
+            except OSError:  # pids.max reached (e.g. a fork bomb): wait for room
+                time.sleep(0.05)

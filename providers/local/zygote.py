@@ -125,8 +125,14 @@ class Zygote:
         while b"\n" in self.inbuf:
             line, _, rest = bytes(self.inbuf).partition(b"\n")
             self.inbuf = bytearray(rest)
-            if line.strip():
-                self._handle(json.loads(line))
+            if not line.strip():
+                continue
+            req = json.loads(line)
+            try:
+                self._handle(req)
+            except Exception as exc:  # noqa: BLE001 - answer the request, keep serving
+                if "rid" in req:
+                    self.send({"rid": req["rid"], "ok": False, "error": f"zygote: {exc!r}"})
 
     def _handle(self, req: dict) -> None:
         op = req.get("op")
