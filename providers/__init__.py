@@ -13,7 +13,7 @@ from providers.base import Provider
 
 #: id -> (module, class). Explicit on purpose: adding a provider is one line here.
 REGISTRY: dict[str, tuple[str, str]] = {
-    "local": ("providers.nsbox", "LocalProvider"),
+    "local": ("providers.local", "LocalProvider"),
     "e2b": ("providers.e2b", "E2BProvider"),
     "daytona": ("providers.daytona", "DaytonaProvider"),
     "sprites": ("providers.sprites", "SpritesProvider"),
