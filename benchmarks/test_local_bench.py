@@ -109,6 +109,28 @@ def test_pause(benchmark, env, sandbox):
     )
 
 
+BUSY = (
+    "nohup sh -c 'i=0; while :; do i=$((i+1)); echo $i > /root/counter; sleep 0.01; done' "
+    ">/dev/null 2>&1 & nohup sh -c 'while :; do :; done' >/dev/null 2>&1 &"
+)
+
+
+def test_pause_busy(benchmark, env):
+    """Pause of a sandbox that forks (a counter loop) and burns CPU (a busy loop)."""
+    sandbox = env.run(env.provider.create(SandboxSpec(cpus=0.5, labels=SPEC.labels)))
+    try:
+        env.sh(sandbox, BUSY)
+        benchmark.extra_info["goal_p50_ms"] = 1
+        benchmark.pedantic(
+            lambda: env.run(env.provider.pause(sandbox)),
+            teardown=lambda: env.run(env.provider.resume(sandbox)),
+            rounds=200,
+            warmup_rounds=5,
+        )
+    finally:
+        env.run(env.provider.destroy(sandbox))
+
+
 def test_resume(benchmark, env, sandbox):
     env.sh(sandbox, "sleep 1000 >/dev/null 2>&1 &")
     benchmark.extra_info["goal_p50_ms"] = 1

@@ -295,6 +295,20 @@ async def test_pause_stops_a_background_counter_and_resume_restarts_it(
     assert after > frozen_at + 5
 
 
+async def test_pause_completes_every_time_while_the_sandbox_forks(provider, sandbox):
+    # Regression: with the v1 freezer, a dash parent waiting in vfork was left unfrozen once
+    # in ~100 pauses and the group stayed FREEZING until the 5 s timeout.
+    await sh(provider, sandbox, COUNTER)
+    slowest = 0.0
+    for _ in range(200):
+        start = time.monotonic()
+        await provider.pause(sandbox)
+        slowest = max(slowest, time.monotonic() - start)
+        await provider.resume(sandbox)
+        await asyncio.sleep(0.002)
+    assert slowest < 1.0
+
+
 async def test_exec_while_paused_completes_only_after_resume(provider, sandbox):
     await provider.pause(sandbox)
     task = asyncio.ensure_future(sh(provider, sandbox, "echo hi", timeout_s=10))
