@@ -12,7 +12,8 @@ Verdict rule:
    (``range``) is [X, Y].
 2. **not measured** when the run has fewer samples than the median needs (5, the stats
    rule), including none at all or an operation the provider does not support; the reason
-   says which.
+   says which. A wake claim (``min_idle_s``) counts only samples taken after at least that
+   much idle time, since a shorter idle never let the sandbox sleep.
 3. **slower** when the whole interval of the median lies above the band; **faster** when it
    lies wholly below the band; otherwise **within** (the interval overlaps the band).
 
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from bench import stats
 
@@ -74,6 +76,9 @@ class Claim:
     source: str
     date: str
     note: str = ""
+    #: Judge only samples that followed at least this much idle time (``extra.idle_s``),
+    #: for wake claims: a shorter idle never let the sandbox sleep.
+    min_idle_s: float | None = None
 
     @property
     def band_s(self) -> tuple[float, float]:
@@ -131,6 +136,7 @@ def parse_claim(entry: Mapping[str, Any], where: str = "claim") -> Claim:
     else:
         low = high = _positive(entry, "value_s", where)
     workload = entry.get("workload")
+    min_idle = _positive(entry, "min_idle_s", where) if "min_idle_s" in entry else None
     return Claim(
         provider=str(entry["provider"]),
         operation=str(entry["operation"]),
@@ -142,6 +148,7 @@ def parse_claim(entry: Mapping[str, Any], where: str = "claim") -> Claim:
         source=str(entry["source"]),
         date=str(entry["date"]),
         note=str(entry.get("note", "")),
+        min_idle_s=min_idle,
     )
 
 
@@ -181,11 +188,14 @@ def evaluate_claims(
     *,
     seed: int = 0,
     unsupported_reasons: Mapping[str, Mapping[str, str]] | None = None,
+    frame: pd.DataFrame | None = None,
+    include_warmups: bool = False,
 ) -> list[ClaimResult]:
     """Judge every claim on the run's groups (from :func:`bench.stats.groups`).
 
     ``unsupported_reasons`` maps provider -> operation -> reason (the manifest's
-    capabilities), used to say why an operation was not measured.
+    capabilities), used to say why an operation was not measured. Claims with
+    ``min_idle_s`` are judged on the samples of ``frame`` that idled at least that long.
     """
     unsupported_reasons = unsupported_reasons or {}
     results = []
@@ -201,11 +211,18 @@ def evaluate_claims(
         values = (
             np.sort(np.concatenate([g.ok_sorted_s for g in matching])) if matching else np.empty(0)
         )
+        if claim.min_idle_s is not None:
+            values = _after_idle(claim, frame, include_warmups)
         n = int(values.size)
         p50 = stats.percentile(values, 50) if stats.supports(n, 50) else nan
         p95 = stats.percentile(values, 95) if stats.supports(n, 95) else nan
         if not stats.supports(n, 50):
             reason = _not_measured_reason(claim, matching, n, unsupported_reasons)
+            if claim.min_idle_s is not None and matching and n == 0:
+                reason = (
+                    f"no {claim.operation} samples after {claim.min_idle_s:g} s or more of idle "
+                    "(set the idle_wake workload's idle_s that high)"
+                )
             results.append(
                 ClaimResult(
                     claim=claim,
@@ -239,6 +256,22 @@ def evaluate_claims(
             )
         )
     return results
+
+
+def _after_idle(claim: Claim, frame: pd.DataFrame | None, include_warmups: bool) -> np.ndarray:
+    if frame is None or frame.empty or "idle_s" not in frame.columns:
+        return np.empty(0)
+    mask = (
+        (frame["provider"].astype(str) == claim.provider)
+        & (frame["operation"].astype(str) == claim.operation)
+        & (frame["status"].astype(str) == "ok")
+        & (frame["idle_s"] >= claim.min_idle_s)
+    )
+    if claim.workload is not None:
+        mask &= frame["workload"].astype(str) == claim.workload
+    if not include_warmups:
+        mask &= ~frame["warmup"].astype(bool)
+    return np.sort(frame.loc[mask, "duration_s"].to_numpy(dtype=np.float64))
 
 
 def _not_measured_reason(

@@ -35,7 +35,9 @@ Assumptions (the report prints them next to the numbers):
     is published the snapshot cost is unknown and left out of the total, and the report
     says so;
   - the user-visible wait is checkpoints × p50(checkpoint) + resumes × (p50(resume) +
-    p50(first_exec_after_resume)), from the run's measurements where it has them.
+    p50(first_exec_after_resume)), from the run's measurements where it has them; for a
+    provider that sleeps on idle, "resume" is the wake measured by the ``idle_wake`` workload
+    after an idle at least as long as the provider's published sleep threshold.
 
 A month is 730 hours (365 × 24 / 12).
 """
@@ -53,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from bench.records import Status
-from bench.stats import DERIVED_OPERATIONS, format_duration, sort_key
+from bench.stats import format_duration, is_derived, percentile, sort_key, supports
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "providers" / "pricing.toml"
 CATALOG_SCHEMA_VERSION = 1
@@ -130,6 +132,8 @@ class ProviderPricing:
     idle: str
     paused_pays: str
     paused_note: str
+    #: Idle seconds after which an ``auto_sleep`` provider sleeps (None when not published).
+    sleeps_after_s: float | None
     storage: tuple[StorageTier, ...]
     snapshot_usd_per_gib_h: float | None
     snapshot_display: str
@@ -293,6 +297,9 @@ def _parse_provider(pid: str, entry: Mapping[str, Any], hours_per_month: float) 
         idle=_choice(entry, "idle", IDLE_MODES, where),
         paused_pays=_choice(entry, "paused_pays", PAUSED_PAYS, where),
         paused_note=str(entry.get("paused_note", "")),
+        sleeps_after_s=(
+            _number(entry, "sleeps_after_s", where) if "sleeps_after_s" in entry else None
+        ),
         storage=tuple(tiers),
         snapshot_usd_per_gib_h=snapshot_rate,
         snapshot_display=snapshot_display,
@@ -445,7 +452,8 @@ def workload_costs(
     mask = frame["status"].astype(str).to_numpy() == str(Status.OK)
     if not include_warmups:
         mask &= ~frame["warmup"].to_numpy(dtype=bool)
-    mask &= ~frame["operation"].astype(str).isin(DERIVED_OPERATIONS).to_numpy()
+    operations = frame["operation"].astype(str)
+    mask &= ~operations.map(is_derived).to_numpy(dtype=bool)
     ok = frame.loc[mask, ["run_id", "provider", "workload", "iteration", "duration_s"]]
     if ok.empty:
         return pd.DataFrame([], columns=columns)
@@ -556,6 +564,28 @@ def scenario_latencies(summary: pd.DataFrame, provider: str) -> dict[str, float]
     return result
 
 
+def wake_latency_s(
+    frame: pd.DataFrame, provider: str, min_idle_s: float, *, include_warmups: bool = False
+) -> float | None:
+    """p50 of ``idle_wake``'s ``exec_after_idle`` after at least ``min_idle_s`` of idle time:
+    the wake of a provider that sleeps on idle. None below the median's minimum n."""
+    if frame.empty or "idle_s" not in frame.columns:
+        return None
+    mask = (
+        (frame["provider"].astype(str) == provider)
+        & (frame["workload"].astype(str) == "idle_wake")
+        & (frame["operation"].astype(str) == "exec_after_idle")
+        & (frame["status"].astype(str) == str(Status.OK))
+        & (frame["idle_s"] >= min_idle_s)
+    )
+    if not include_warmups:
+        mask &= ~frame["warmup"].astype(bool)
+    values = np.sort(frame.loc[mask, "duration_s"].to_numpy(dtype=np.float64))
+    if not supports(values.size, 50):
+        return None
+    return percentile(values, 50)
+
+
 def session_cost(
     pricing: ProviderPricing,
     scenario: SessionScenario,
@@ -654,14 +684,29 @@ def session_costs(
     spec: Shape,
     providers: Sequence[str],
     summary: pd.DataFrame | None = None,
+    frame: pd.DataFrame | None = None,
+    *,
+    include_warmups: bool = False,
 ) -> list[SessionCost]:
-    """The scenario on every provider of the run that the catalog prices."""
+    """The scenario on every provider of the run that the catalog prices.
+
+    For a provider that sleeps on idle, its "resume" is the wake measured by ``idle_wake``
+    after at least the provider's ``sleeps_after_s`` of idle (shorter idles never slept).
+    """
     result = []
     for provider in providers:
         pricing = catalog.get(provider)
         if pricing is None:
             continue
         latencies = scenario_latencies(summary, provider) if summary is not None else {}
+        if pricing.idle == "auto_sleep" and frame is not None:
+            latencies.pop("resume", None)
+            if pricing.sleeps_after_s is not None:
+                wake = wake_latency_s(
+                    frame, provider, pricing.sleeps_after_s, include_warmups=include_warmups
+                )
+                if wake is not None:
+                    latencies["resume"] = wake
         result.append(session_cost(pricing, scenario, spec, latencies))
     return result
 

@@ -34,8 +34,9 @@ Rules (each one is what the report's "how to read this" note summarises):
   drawn as above), and a two-sided Mann-Whitney U p-value (``scipy.stats.mannwhitneyu``,
   exact for small samples without ties, else the normal approximation with tie correction).
   Both sides need :data:`MIN_N_ANY` samples.
-* **Warnings.** failure rate above :data:`HIGH_FAILURE_RATE` (5 %); coefficient of variation
-  (std/mean) at or above :data:`HIGH_CV` (0.5).
+* **Warnings.** failure rate above :data:`HIGH_FAILURE_RATE` (5 %) with at least
+  :data:`HIGH_FAILURE_MIN` (2) failures (a single failure is shown in the table but is not
+  called a high rate); coefficient of variation (std/mean) at or above :data:`HIGH_CV` (0.5).
 """
 
 from __future__ import annotations
@@ -59,13 +60,26 @@ MIN_N_ANY = 5
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
 HIGH_FAILURE_RATE = 0.05
+HIGH_FAILURE_MIN = 2
 HIGH_CV = 0.5
 
 KEYS: tuple[str, str, str] = ("provider", "workload", "operation")
 FAILED_STATUSES = frozenset({Status.ERROR, Status.TIMEOUT})
 
 #: Display order of workloads and of each workload's operations (as the runner records them).
-WORKLOAD_ORDER: tuple[str, ...] = ("lifecycle", "exec", "files", "checkpoint", "pause_resume")
+WORKLOAD_ORDER: tuple[str, ...] = (
+    "lifecycle",
+    "exec",
+    "files",
+    "checkpoint",
+    "pause_resume",
+    "idle_wake",
+    "probe",
+    "burst",
+    "ramp",
+    "checkpoint_scaling",
+    "concurrency_scaling",
+)
 OPERATION_ORDER: tuple[str, ...] = (
     "create",
     "first_exec",
@@ -86,6 +100,8 @@ OPERATION_ORDER: tuple[str, ...] = (
     "pause",
     "resume",
     "first_exec_after_resume",
+    "exec_after_idle",
+    "probe",
     "verify",
     "delete_checkpoint",
     "destroy",
@@ -94,6 +110,15 @@ OPERATION_ORDER: tuple[str, ...] = (
 #: Spans the runner derives from other operations (``ready`` = create start to first
 #: successful exec end); they overlap other samples and are never summed into a total.
 DERIVED_OPERATIONS = frozenset({"ready"})
+#: Prefixes of derived spans with a suffix (``round_c10``: the wall time of a whole round of
+#: concurrent tasks, overlapping each task's own samples).
+DERIVED_PREFIXES: tuple[str, ...] = ("round_c",)
+
+
+def is_derived(operation: str) -> bool:
+    """True for spans that overlap other samples and must never be summed into a total."""
+    return operation in DERIVED_OPERATIONS or operation.startswith(DERIVED_PREFIXES)
+
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "provider",
@@ -133,6 +158,11 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "duration_s",
     "error_type",
     "verified",
+    "schedule_lag_s",
+    "idle_s",
+    "state_mb",
+    "recycled",
+    "spec_mismatch",
 )
 
 
@@ -305,35 +335,60 @@ def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
     """One row per sample with the columns in :data:`FRAME_COLUMNS`.
 
     Strings are categoricals (a million samples hold a handful of distinct names);
-    ``duration_s`` is NaN unless the status is ok; ``verified`` is ``extra["verified"]`` as a
-    nullable boolean.
+    ``duration_s`` is NaN unless the status is ok. From the open-loop fields,
+    ``schedule_lag_s`` = actual minus intended start (NaN for closed-loop samples). From
+    ``extra``: ``verified`` and ``recycled`` (nullable booleans), ``idle_s`` and ``state_mb``
+    (NaN when absent) and ``spec_mismatch`` (the probe's list joined with "; ", or missing).
     """
     samples = list(samples)
-    status = [str(s.status) for s in samples]
-    verified = [s.extra.get("verified") if s.extra else None for s in samples]
-    frame = pd.DataFrame(
+    n = len(samples)
+    extras = [s.extra or {} for s in samples]
+
+    def floats(values: Iterable[Any]) -> np.ndarray:
+        return np.fromiter(
+            (float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan
+             for v in values),
+            np.float64,
+            n,
+        )  # fmt: skip
+
+    def booleans(key: str) -> pd.arrays.BooleanArray:
+        return pd.array(
+            [v if isinstance(v := e.get(key), bool) else None for e in extras], dtype="boolean"
+        )
+
+    lag = floats(
+        (s.actual_start_s - s.intended_start_s)
+        if s.actual_start_s is not None and s.intended_start_s is not None
+        else None
+        for s in samples
+    )
+    mismatch = [e.get("spec_mismatch") for e in extras]
+    return pd.DataFrame(
         {
             "run_id": pd.Categorical([s.run_id for s in samples]),
-            "sample_id": np.fromiter((s.sample_id for s in samples), np.int64, len(samples)),
+            "sample_id": np.fromiter((s.sample_id for s in samples), np.int64, n),
             "provider": pd.Categorical([s.provider for s in samples]),
             "workload": pd.Categorical([s.workload for s in samples]),
             "operation": pd.Categorical([s.operation for s in samples]),
-            "iteration": np.fromiter((s.iteration for s in samples), np.int64, len(samples)),
-            "warmup": np.fromiter((bool(s.warmup) for s in samples), np.bool_, len(samples)),
-            "concurrency": np.fromiter((s.concurrency for s in samples), np.int64, len(samples)),
-            "status": pd.Categorical(status, categories=[str(s) for s in Status]),
-            "duration_s": np.fromiter(
-                (np.nan if s.duration_s is None else s.duration_s for s in samples),
-                np.float64,
-                len(samples),
+            "iteration": np.fromiter((s.iteration for s in samples), np.int64, n),
+            "warmup": np.fromiter((bool(s.warmup) for s in samples), np.bool_, n),
+            "concurrency": np.fromiter((s.concurrency for s in samples), np.int64, n),
+            "status": pd.Categorical(
+                [str(s.status) for s in samples], categories=[str(s) for s in Status]
             ),
+            "duration_s": floats(s.duration_s for s in samples),
             "error_type": pd.Categorical([s.error_type for s in samples]),
-            "verified": pd.array(
-                [v if isinstance(v, bool) else None for v in verified], dtype="boolean"
+            "verified": booleans("verified"),
+            "schedule_lag_s": lag,
+            "idle_s": floats(e.get("idle_s") for e in extras),
+            "state_mb": floats(e.get("state_mb") for e in extras),
+            "recycled": booleans("recycled"),
+            "spec_mismatch": pd.Categorical(
+                ["; ".join(map(str, m)) if isinstance(m, list) and m else None for m in mismatch]
             ),
         }
     )
-    return frame
 
 
 def _as_frame(samples: pd.DataFrame | Sequence[Sample]) -> pd.DataFrame:
@@ -572,6 +627,18 @@ def format_percent(fraction: float | None) -> str:
 
 
 NOT_ENOUGH = "n too small"
+
+
+def high_failure_rate(row: Mapping[str, Any]) -> bool:
+    """The warning rule: more than 5 % of attempts failed, and at least 2 of them."""
+    rate = row.get("failure_rate")
+    failures = int(row.get("failures", 0) or 0)
+    return (
+        failures >= HIGH_FAILURE_MIN
+        and rate is not None
+        and math.isfinite(rate)
+        and rate > HIGH_FAILURE_RATE
+    )
 
 
 def is_withheld(row: Mapping[str, Any], stat: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,16 @@ from providers.base import (
 
 PROVIDERS: tuple[str, ...] = ("daytona", "e2b", "local", "sprites")
 WORKLOADS: tuple[str, ...] = ("lifecycle", "exec", "files", "checkpoint", "pause_resume")
+#: Further workloads make_run can write (pass them in ``workloads``).
+EXTRA_WORKLOADS: tuple[str, ...] = (
+    "idle_wake",
+    "probe",
+    "burst",
+    "checkpoint_scaling",
+    "concurrency_scaling",
+)
+SCALING_SIZES_MB: tuple[int, ...] = (1, 16, 64)
+SCALING_LEVELS: tuple[int, ...] = (1, 5)
 
 #: Operations of one iteration, in order; (name, repeats).
 OPERATIONS: dict[str, tuple[tuple[str, int], ...]] = {
@@ -219,6 +230,72 @@ def manifest(
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """One planned record of an iteration."""
+
+    operation: str
+    #: Operation whose median it uses (``checkpoint`` for ``checkpoint_64mb``).
+    base: str
+    factor: float = 1.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Open-loop steps: seconds the client started late (actual minus intended start).
+    lag_s: float | None = None
+
+
+def steps(workload: str, *, exec_repeats: int, idle_s: float, lag_s: float) -> list[Step]:
+    """The records one iteration of ``workload`` makes, in order (as the runner's workloads)."""
+    if workload in OPERATIONS:
+        out = []
+        for op, repeats in OPERATIONS[workload]:
+            count = exec_repeats if repeats > 1 else 1
+            out += [Step(operation=op, base=op) for _ in range(count)]
+        return out
+    if workload == "idle_wake":
+        return [
+            Step(operation="create", base="create"),
+            Step(operation="first_exec", base="first_exec"),
+            Step(operation="exec_after_idle", base="exec_true", extra={"idle_s": idle_s}),
+            Step(operation="destroy", base="destroy"),
+        ]
+    if workload == "probe":
+        return [
+            Step(operation="create", base="create"),
+            Step(operation="probe", base="exec_64k"),
+            Step(operation="destroy", base="destroy"),
+        ]
+    if workload == "burst":
+        size = 5
+        return (
+            [
+                Step(operation="create", base="create", extra={"slot": i}, lag_s=lag_s * i)
+                for i in range(size)
+            ]
+            + [Step(operation="first_exec", base="first_exec") for _ in range(size)]
+            + [Step(operation="destroy", base="destroy") for _ in range(size)]
+        )
+    if workload == "checkpoint_scaling":
+        out = [Step(operation="create", base="create")]
+        for size in SCALING_SIZES_MB:
+            factor = 1 + size / 16
+            extra = {"state_mb": size}
+            for op in ("write_state", "checkpoint", "restore", "verify", "delete_checkpoint"):
+                out.append(Step(operation=f"{op}_{size}mb", base=op, factor=factor, extra=extra))
+        return [*out, Step(operation="destroy", base="destroy")]
+    if workload == "concurrency_scaling":
+        out = []
+        for level in SCALING_LEVELS:
+            factor = 1 + level / 10
+            for op in ("create", "exec", "destroy"):
+                base = "exec_true" if op == "exec" else op
+                out += [
+                    Step(operation=f"{op}_c{level}", base=base, factor=factor) for _ in range(level)
+                ]
+            out.append(Step(operation=f"round_c{level}", base="create", factor=2 * factor))
+        return out
+    raise ValueError(f"no synthetic plan for workload {workload!r}")
+
+
 def _iteration_records(
     rng: np.random.Generator,
     provider: str,
@@ -228,8 +305,11 @@ def _iteration_records(
     failure_rate: float,
     scale: Mapping[str, float],
     exec_repeats: int,
-) -> Iterable[tuple[str, str, float | None, str | None]]:
-    """(operation, status, duration_s, error_type) for one iteration."""
+    idle_s: float = 1.0,
+    lag_s: float = 0.0,
+    spec_mismatch: Sequence[str] = (),
+) -> Iterable[tuple[str, str, float | None, str | None, dict[str, Any], float | None]]:
+    """(operation, status, duration_s, error_type, extra, lag_s) for one iteration."""
     caps = capabilities(provider)
     failed = False
     create_s = first_exec_s = None
@@ -237,39 +317,43 @@ def _iteration_records(
     if missing:
         # As the runner does: only the missing capability operations are recorded.
         for operation in missing:
-            yield operation, "unsupported", None, None
+            yield operation, "unsupported", None, None, {}, None
         return
-    for operation, repeats in OPERATIONS[workload]:
+    for step in steps(workload, exec_repeats=exec_repeats, idle_s=idle_s, lag_s=lag_s):
+        operation = step.operation
+        extra = dict(step.extra)
+        if operation == "verify" or operation.startswith("verify_"):
+            extra["verified"] = True
+        if operation == "probe":
+            extra.update(recycled=False, spec_mismatch=list(spec_mismatch))
         if operation in caps["unsupported"]:
-            yield operation, "unsupported", None, None
+            yield operation, "unsupported", None, None, {}, None
             continue
-        if operation == "destroy_restored" and caps["restore_target"] == "in_place":
+        if operation.startswith("destroy_restored") and caps["restore_target"] == "in_place":
             continue
-        count = exec_repeats if repeats > 1 else 1
-        for _ in range(count):
-            if operation == "ready":
-                if create_s is None or first_exec_s is None:
-                    yield operation, "skipped", None, None
-                else:
-                    yield operation, "ok", create_s + first_exec_s, None
-                continue
-            if failed and operation not in ("destroy", "destroy_restored"):
-                yield operation, "skipped", None, None
-                continue
-            if rng.random() < failure_rate:
-                failed = True
-                if rng.random() < 0.3:
-                    yield operation, "timeout", None, "OperationTimeout"
-                else:
-                    yield operation, "error", None, "Unavailable"
-                continue
-            median = median_s(provider, operation) * scale.get(provider, 1.0)
-            duration = float(median * math.exp(sigma * rng.standard_normal()))
-            if operation == "create":
-                create_s = duration
-            elif operation == "first_exec":
-                first_exec_s = duration
-            yield operation, "ok", duration, None
+        if operation == "ready":
+            if create_s is None or first_exec_s is None:
+                yield operation, "skipped", None, None, {}, None
+            else:
+                yield operation, "ok", create_s + first_exec_s, None, {}, None
+            continue
+        if failed and not operation.startswith("destroy"):
+            yield operation, "skipped", None, None, {}, step.lag_s
+            continue
+        if rng.random() < failure_rate:
+            failed = True
+            kind = (
+                ("timeout", "OperationTimeout") if rng.random() < 0.3 else ("error", "Unavailable")
+            )
+            yield operation, kind[0], None, kind[1], extra, step.lag_s
+            continue
+        median = median_s(provider, step.base) * scale.get(provider, 1.0) * step.factor
+        duration = float(median * math.exp(sigma * rng.standard_normal()))
+        if operation == "create":
+            create_s = duration
+        elif operation == "first_exec":
+            first_exec_s = duration
+        yield operation, "ok", duration, None, extra, step.lag_s
 
 
 def make_run(
@@ -288,8 +372,15 @@ def make_run(
     status: str = "completed",
     manifest_extra: Mapping[str, Any] | None = None,
     hostname: str = "bench-client-1",
+    idle_s: float = 1.0,
+    lag_s: float = 0.0,
+    spec_mismatch: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
-    """Write a synthetic run folder through RunWriter and Sample; returns the folder."""
+    """Write a synthetic run folder through RunWriter and Sample; returns the folder.
+
+    ``idle_s`` is the idle_wake workload's idle; ``lag_s`` the schedule lag of the n-th
+    burst create (n × lag_s); ``spec_mismatch`` what the probe reports per provider.
+    """
     rng = np.random.default_rng(seed)
     folder = Path(root) / run_id
     writer = RunWriter(
@@ -319,8 +410,12 @@ def make_run(
                         failure_rate=failure_rate,
                         scale=scale or {},
                         exec_repeats=exec_repeats,
+                        idle_s=idle_s,
+                        lag_s=lag_s,
+                        spec_mismatch=(spec_mismatch or {}).get(provider, ()),
                     )
-                    for operation, status_, duration, error_type in records:
+                    for operation, status_, duration, error_type, extra, lag in records:
+                        intended = None if lag is None else 10.0 + sample_id * 1e-3
                         writer.add_sample(
                             Sample(
                                 run_id=run_id,
@@ -341,7 +436,9 @@ def make_run(
                                     else ("synthetic failure" if error_type else None)
                                 ),
                                 sandbox_id=f"{provider}-{iteration}",
-                                extra={"verified": True} if operation == "verify" else {},
+                                extra=extra,
+                                intended_start_s=intended,
+                                actual_start_s=None if lag is None else intended + lag,
                             )
                         )
                         sample_id += 1
@@ -463,6 +560,7 @@ def sample_dict(
 
 
 __all__ = [
+    "EXTRA_WORKLOADS",
     "OPERATIONS",
     "PROVIDERS",
     "SCHEMA_VERSION",

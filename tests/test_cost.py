@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -222,6 +223,48 @@ def test_session_storage_bills_disk_beyond_the_free_allowance_for_the_whole_sess
     session = cost.session_cost(daytona, scenario, SPEC)
     # 8 GiB on disk, the first 5 free: 3 GiB × 10 h × $0.000108.
     assert session.storage_usd == pytest.approx(3 * 10 * 0.000108)
+
+
+def test_a_sleeping_providers_resume_is_its_wake_after_a_long_enough_idle(catalog, tmp_path):
+    def run(name: str, idle_s: float) -> pd.DataFrame:
+        folder = make_run(
+            tmp_path, name, providers=("sprites",), workloads=("idle_wake",), iterations=8,
+            failure_rate=0, idle_s=idle_s,
+        )  # fmt: skip
+        from bench.store import load_run
+
+        return stats.samples_frame(load_run(folder).samples)
+
+    long_idle, short_idle = run("A-long", 45.0), run("B-short", 5.0)
+    wake = cost.wake_latency_s(long_idle, "sprites", 30.0)
+    assert wake is not None and wake > 0
+    assert cost.wake_latency_s(short_idle, "sprites", 30.0) is None
+    scenario = cost.SessionScenario(checkpoints=0, resumes=4, disk_gib=0)
+    summary = stats.summarize(long_idle)
+    [session] = cost.session_costs(catalog, scenario, SPEC, ["sprites"], summary, long_idle)
+    assert session.transition_s == pytest.approx(4 * wake)
+    assert session.wait_s == pytest.approx(4 * wake)
+    [unmeasured] = cost.session_costs(
+        catalog, scenario, SPEC, ["sprites"], stats.summarize(short_idle), short_idle
+    )
+    assert unmeasured.transition_s == 0
+    assert any("not measured" in a and "resume" in a for a in unmeasured.assumptions)
+
+
+def test_concurrency_rounds_are_not_added_to_a_workloads_billed_time(catalog, tmp_path):
+    folder = make_run(
+        tmp_path, "C-rounds", providers=("e2b",), workloads=("concurrency_scaling",),
+        iterations=3, failure_rate=0,
+    )  # fmt: skip
+    from bench.store import load_run
+
+    frame = stats.samples_frame(load_run(folder).samples)
+    ok = frame[(frame["status"] == "ok") & ~frame["warmup"]]
+    tasks = ok[~ok["operation"].astype(str).str.startswith("round_c")]
+    per_iteration = tasks.groupby("iteration")["duration_s"].sum()
+    row = cost.workload_costs(frame, catalog, SPEC).iloc[0]
+    billed = sorted(math.ceil(v) for v in per_iteration)
+    assert row["billed_p50_s"] == billed[1]
 
 
 def test_session_lists_operations_it_had_to_bill_as_zero(catalog):

@@ -15,7 +15,7 @@ from bench import records
 from bench.records import SchemaError
 from bench.report import ReportSettings, report_dir_name, write_report
 from bench.stats import SUMMARY_COLUMNS
-from tests.synthetic import make_run
+from tests.synthetic import EXTRA_WORKLOADS, make_run
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -191,8 +191,9 @@ def test_claims_table_has_a_verdict_for_every_claim_of_the_runs_providers(report
     header, *rows = tables["table-claims"]
     verdicts = {r[header.index("Verdict")] for r in rows}
     assert verdicts <= {"within", "slower", "faster", "not measured"}
-    sprites_wake = next(r for r in rows if r[1] == "pause_resume/first_exec_after_resume")
+    sprites_wake = next(r for r in rows if r[1] == "idle_wake/exec_after_idle")
     assert sprites_wake[header.index("Verdict")] == "not measured"
+    assert "no exec_after_idle samples for sprites" in sprites_wake[-1]
 
 
 def test_session_cost_table_shows_the_assumed_scenario(report):
@@ -357,3 +358,56 @@ def test_html_report_renders_in_headless_chromium(report):
         rows, height = by_id[table_id]
         assert rows > 1 and height > 0, table_id
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+def test_scaling_open_loop_probe_and_wake_workloads_get_their_figures_and_warnings(tmp_path):
+    run = make_run(
+        tmp_path / "results",
+        "R-extra",
+        providers=("e2b", "sprites"),
+        workloads=EXTRA_WORKLOADS,
+        iterations=6,
+        failure_rate=0,
+        idle_s=45,
+        lag_s=0.02,
+        spec_mismatch={"e2b": ["cpus 1 < 2"]},
+    )
+    report = write_report([run], tmp_path / "reports")
+    folder = report.parent
+    figures = {p.name for p in (folder / "figures").iterdir()}
+    assert {"scaling-checkpoint_scaling.svg", "scaling-concurrency_scaling.svg"} <= figures
+    html = report.read_text(encoding="utf-8")
+    md = (folder / "report.md").read_text(encoding="utf-8")
+    tables = dict(html_tables(html))
+    header, *rows = tables["table-lag-burst"]
+    assert header == ["Provider", "Scheduled starts", "Lag p50", "Lag p95", "Lag max"]
+    assert [r[0] for r in rows] == ["e2b", "sprites"]
+    assert rows[0][4] == "80.0 ms"  # the 5th create of a burst started 4 × 20 ms late
+    warnings = md.split("## Warnings")[1].split("## Capabilities")[0]
+    assert "**schedule lag**: e2b/burst: the client started scheduled operations up to 80.0 ms" in (
+        warnings
+    )
+    assert "**comparability**: e2b: 6 probe(s) found the sandbox smaller than the spec" in warnings
+    # The Sprites wake claim is judged on execs after at least 30 s of idle (45 s here).
+    claims = dict(html_tables(html))["table-claims"]
+    wake = next(r for r in claims[1:] if r[1] == "idle_wake/exec_after_idle")
+    assert wake[claims[0].index("n")] == "6"
+    assert wake[claims[0].index("Verdict")] in {"within", "faster", "slower"}
+    assert html_tables(html) and len(html_tables(html)) == len(markdown_tables(md))
+
+
+def test_a_short_idle_never_counts_as_a_wake(tmp_path):
+    run = make_run(
+        tmp_path / "results",
+        "R-short-idle",
+        providers=("sprites",),
+        workloads=("idle_wake",),
+        iterations=6,
+        failure_rate=0,
+        idle_s=1.0,
+    )
+    md = (write_report([run], tmp_path / "reports").parent / "report.md").read_text()
+    claims = markdown_tables(md.split("## Vendor claims")[1])[0]
+    wake = next(r for r in claims[1:] if r[1] == "idle_wake/exec_after_idle")
+    assert wake[claims[0].index("Verdict")] == "not measured"
+    assert "after 30 s or more of idle" in wake[-1]

@@ -185,6 +185,39 @@ def test_samples_frame_keeps_one_row_per_sample_with_nan_for_failures():
     assert pd.isna(frame.loc[0, "verified"])
 
 
+def test_samples_frame_reads_schedule_lag_and_probe_extras():
+    samples = [
+        _sample(0, 0.5, intended_start_s=10.0, actual_start_s=10.25),
+        _sample(1, 0.4, extra={"idle_s": 45.0}),
+        _sample(2, 0.3, extra={"recycled": True, "spec_mismatch": ["cpus 1 < 2", "memory"]}),
+        _sample(3, 0.3, extra={"recycled": False, "spec_mismatch": [], "state_mb": 64}),
+    ]
+    frame = stats.samples_frame(samples)
+    assert frame.loc[0, "schedule_lag_s"] == pytest.approx(0.25)
+    assert math.isnan(frame.loc[1, "schedule_lag_s"])
+    assert frame.loc[1, "idle_s"] == 45.0
+    assert bool(frame.loc[2, "recycled"]) and not bool(frame.loc[3, "recycled"])
+    assert frame.loc[2, "spec_mismatch"] == "cpus 1 < 2; memory"
+    assert pd.isna(frame.loc[3, "spec_mismatch"])
+    assert frame.loc[3, "state_mb"] == 64.0
+
+
+@pytest.mark.parametrize(
+    ("failures", "attempts", "high"),
+    [(1, 10, False), (2, 10, True), (2, 40, False), (3, 40, True), (0, 0, False)],
+)
+def test_a_high_failure_rate_needs_more_than_5_percent_and_two_failures(failures, attempts, high):
+    rate = failures / attempts if attempts else float("nan")
+    assert stats.high_failure_rate({"failures": failures, "failure_rate": rate}) is high
+
+
+def test_derived_spans_are_recognised_so_they_are_never_summed():
+    assert stats.is_derived("ready")
+    assert stats.is_derived("round_c10")
+    assert not stats.is_derived("create_c10")
+    assert not stats.is_derived("create")
+
+
 def test_an_empty_or_all_failed_group_has_no_statistics():
     samples = [_sample(i, None, status="error") for i in range(5)]
     row = stats.summarize(samples).iloc[0].to_dict()

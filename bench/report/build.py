@@ -164,6 +164,10 @@ class WorkloadSection:
     table: Table
     ecdf: FigureView | None
     box: FigureView | None
+    #: Latency against state size or concurrency, for the scaling workloads.
+    scaling: FigureView | None = None
+    #: Open-loop schedule lag (burst, ramp), when the workload records intended starts.
+    lag: Table | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,7 +198,8 @@ class Report:
 
     def all_tables(self) -> list[Table]:
         tables = [self.glance, self.details, self.capabilities]
-        tables += [w.table for w in self.workloads]
+        for w in self.workloads:
+            tables += [w.table] + ([w.lag] if w.lag is not None else [])
         tables += [
             self.pricing,
             self.operation_costs,
@@ -277,13 +282,16 @@ def build_report(runset: RunSet, settings: ReportSettings, figures_dir: Path) ->
         rows = [r for r in summary_rows if r["workload"] == workload]
         ecdf = _view(figures.ecdf_figure(figures_dir, workload, ops, colors))
         box = _view(figures.box_figure(figures_dir, workload, ops, colors))
-        all_figures += [f for f in (ecdf, box) if f is not None]
+        scaling = _view(figures.scaling_figure(figures_dir, workload, rows, colors))
+        all_figures += [f for f in (ecdf, box, scaling) if f is not None]
         sections.append(
             WorkloadSection(
                 name=workload,
                 table=_latency_table(workload, rows),
                 ecdf=ecdf,
                 box=box,
+                scaling=scaling,
+                lag=_lag_table(frame, workload, include_warmups),
             )
         )
 
@@ -291,7 +299,9 @@ def build_report(runset: RunSet, settings: ReportSettings, figures_dir: Path) ->
     op_costs = cost.operation_costs(summary, catalog, spec)
     wl_costs = cost.workload_costs(frame, catalog, spec, include_warmups=include_warmups)
     scenario = settings.scenario()
-    sessions = cost.session_costs(catalog, scenario, spec, providers, summary)
+    sessions = cost.session_costs(
+        catalog, scenario, spec, providers, summary, frame, include_warmups=include_warmups
+    )
     session_fig = _view(
         figures.session_cost_figure(
             figures_dir,
@@ -316,6 +326,8 @@ def build_report(runset: RunSet, settings: ReportSettings, figures_dir: Path) ->
         group_map,
         seed=settings.seed,
         unsupported_reasons=unsupported,
+        frame=frame,
+        include_warmups=include_warmups,
     )
     pairs = stats.compare_providers(group_map, seed=settings.seed)
 
@@ -425,11 +437,7 @@ def _latency_table(workload: str, rows: Sequence[Mapping[str, Any]]) -> Table:
             stats.format_cell(r, "max"),
             mean_sd,
         ]
-        failure_class = (
-            "bad"
-            if np.isfinite(r["failure_rate"]) and r["failure_rate"] > stats.HIGH_FAILURE_RATE
-            else ""
-        )
+        failure_class = "bad" if stats.high_failure_rate(r) else ""
         classes = tuple(
             "muted" if c == stats.NOT_ENOUGH else (failure_class if i == 3 else "")
             for i, c in enumerate(cells)
@@ -441,6 +449,52 @@ def _latency_table(workload: str, rows: Sequence[Mapping[str, Any]]) -> Table:
         built,
         title=f"{workload}",
         align="llrrlrrrrrrrr",
+    )
+
+
+#: Open-loop schedule lag (actual minus intended start) above which the client is flagged as
+#: unable to keep its schedule: latencies then include the client's own delay.
+SCHEDULE_LAG_WARN_S = 0.010
+
+
+def _lag_frame(frame: pd.DataFrame, include_warmups: bool) -> pd.DataFrame:
+    if "schedule_lag_s" not in frame.columns:
+        return frame.iloc[0:0]
+    mask = np.isfinite(frame["schedule_lag_s"].to_numpy(dtype=np.float64))
+    if not include_warmups:
+        mask &= ~frame["warmup"].to_numpy(dtype=bool)
+    return frame.loc[mask, ["provider", "workload", "schedule_lag_s"]]
+
+
+def _lag_table(frame: pd.DataFrame, workload: str, include_warmups: bool) -> Table | None:
+    lags = _lag_frame(frame, include_warmups)
+    lags = lags[lags["workload"].astype(str) == workload]
+    if lags.empty:
+        return None
+    rows = []
+    for provider, sub in lags.groupby(lags["provider"].astype(str), sort=True):
+        values = np.sort(sub["schedule_lag_s"].to_numpy(dtype=np.float64))
+        n = values.size
+        p50 = (
+            stats.format_duration(stats.percentile(values, 50))
+            if stats.supports(n, 50)
+            else (stats.NOT_ENOUGH)
+        )
+        p95 = (
+            stats.format_duration(stats.percentile(values, 95))
+            if stats.supports(n, 95)
+            else (stats.NOT_ENOUGH)
+        )
+        rows.append([provider, str(n), p50, p95, stats.format_duration(float(values[-1]))])
+    return make_table(
+        f"lag-{workload}",
+        ("Provider", "Scheduled starts", "Lag p50", "Lag p95", "Lag max"),
+        rows,
+        title=f"{workload}: open-loop schedule lag",
+        caption="Actual minus intended start of each scheduled operation. Latencies are "
+        "measured from the intended start, so a client that falls behind shows up here; a "
+        f"p95 or max lag above {stats.format_duration(SCHEDULE_LAG_WARN_S)} is flagged.",
+        align="lrrrr",
     )
 
 
@@ -967,7 +1021,7 @@ def _warnings(
             )
     failing = []
     for r in rows:
-        if r["attempts"] and r["failure_rate"] > stats.HIGH_FAILURE_RATE:
+        if stats.high_failure_rate(r):
             errors = frame[
                 (frame["provider"].astype(str) == r["provider"])
                 & (frame["workload"].astype(str) == r["workload"])
@@ -1008,11 +1062,59 @@ def _warnings(
                     for (p, w), n in sorted(keys.items())
                 ],
             )
+    out += _probe_warnings(frame, include_warmups)
+    lags = _lag_frame(frame, include_warmups)
+    lagging = []
+    for (provider, workload), sub in lags.groupby(
+        [lags["provider"].astype(str), lags["workload"].astype(str)], sort=True
+    ):
+        values = np.sort(sub["schedule_lag_s"].to_numpy(dtype=np.float64))
+        worst = float(values[-1])
+        if worst > SCHEDULE_LAG_WARN_S:
+            lagging.append(
+                f"{provider}/{workload}: the client started scheduled operations up to "
+                f"{stats.format_duration(worst)} late (p50 "
+                f"{stats.format_duration(stats.percentile(values, 50))}); latencies include "
+                "that delay, so the client may have been the bottleneck"
+            )
+    out += _limited("schedule lag", lagging)
     unsupported = []
     for p, c in sorted(capabilities.items()):
         for op, why in (c.get("unsupported") or {}).items():
             unsupported.append(f"{p}: {op} unsupported — {why}")
     out += _limited("unsupported", unsupported)
+    return out
+
+
+def _probe_warnings(frame: pd.DataFrame, include_warmups: bool) -> list[Warning_]:
+    """Recycled sandboxes and sandboxes that do not honour the spec (the probe workload)."""
+    out: list[Warning_] = []
+    if frame.empty:
+        return out
+    keep = np.ones(len(frame), dtype=bool) if include_warmups else ~frame["warmup"].to_numpy(bool)
+    if "recycled" in frame.columns:
+        recycled = frame["recycled"].eq(True).fillna(False).to_numpy(dtype=bool) & keep
+        counts = Counter(frame.loc[recycled, "provider"].astype(str))
+        out += _limited(
+            "recycled",
+            [
+                f"{p}: {n} sandbox(es) already held a marker from an earlier run: the provider "
+                "handed out used sandboxes, so their create times are not cold starts"
+                for p, n in sorted(counts.items())
+            ],
+        )
+    if "spec_mismatch" in frame.columns:
+        has = frame["spec_mismatch"].notna().to_numpy(dtype=bool) & keep
+        sub = frame.loc[has, ["provider", "spec_mismatch"]]
+        items = []
+        for provider, rows in sub.groupby(sub["provider"].astype(str), sort=True):
+            kinds = Counter(rows["spec_mismatch"].astype(str)).most_common(3)
+            items.append(
+                f"{provider}: {len(rows)} probe(s) found the sandbox smaller than the spec ("
+                + "; ".join(f"{k} ×{v}" for k, v in kinds)
+                + "): its timings are not like for like"
+            )
+        out += _limited("comparability", items)
     return out
 
 
@@ -1032,8 +1134,11 @@ def _method_notes(include_warmups: bool, seed: int) -> list[str]:
         "result as literal resampling, at any n).",
         "Provider comparisons: ratio of medians with a bootstrap interval, and a two-sided "
         "Mann-Whitney U p-value (scipy).",
-        f"Warnings flag failure rates above {stats.HIGH_FAILURE_RATE:.0%} and a coefficient of "
-        f"variation (SD / mean) of {stats.HIGH_CV} or more.",
+        f"Warnings flag failure rates above {stats.HIGH_FAILURE_RATE:.0%} (with at least "
+        f"{stats.HIGH_FAILURE_MIN} failures), a coefficient of variation (SD / mean) of "
+        f"{stats.HIGH_CV} or more, recycled or undersized sandboxes (probe workload) and an "
+        f"open-loop client more than {stats.format_duration(SCHEDULE_LAG_WARN_S)} behind its "
+        "schedule.",
         "Costs are computed now from the raw durations and providers/pricing.toml; nothing "
         "derived is stored in the results.",
     ]

@@ -9,15 +9,19 @@
   individual outliers are plotted). Groups with fewer than 5 samples are left out.
 * Session cost per provider, stacked by compute, storage and snapshots.
 * Cost of one workload iteration (p50) per provider.
+* For the scaling workloads, p50 (with its interval) and p95 against state size or
+  concurrency, read from operation names such as ``checkpoint_64mb`` and ``create_c10``.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -89,6 +93,23 @@ def _seconds_formatter(value: float, _pos: int) -> str:
     return f"{value * 1e6:g} µs"
 
 
+def _seconds_axis(axis: Any) -> None:
+    """Log-scale seconds: when the view spans under two decades (so it may hold a single
+    decade tick), label 1-2-5 steps (1-3 on a horizontal axis, where labels are wider);
+    decades otherwise."""
+    low, high = axis.get_view_interval()
+    narrow = low > 0 and high / low < 100
+    if not narrow:
+        subs: tuple[float, ...] = (1.0,)
+    elif axis.axis_name == "x":
+        subs = (1.0, 3.0)
+    else:
+        subs = (1.0, 2.0, 5.0)
+    axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(_seconds_formatter))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def _ecdf_points(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = sorted_values.size
     if n <= ECDF_POINTS:
@@ -129,8 +150,7 @@ def ecdf_figure(
             ax.set_xscale("log")
             ax.set_title(op)
             ax.set_ylim(0, 1.02)
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_seconds_formatter))
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            _seconds_axis(ax.xaxis)
             ax.set_ylabel("fraction ≤ x")
         for ax in list(axes.flat)[len(ops) :]:
             ax.set_visible(False)
@@ -209,8 +229,7 @@ def box_figure(
                 capprops={"color": colors[provider], "lw": 1},
             )
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_seconds_formatter))
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        _seconds_axis(ax.yaxis)
         ax.set_xticks(range(len(ops)), ops, rotation=20, ha="right")
         ax.set_xlim(-0.6, len(ops) - 0.4)
         ax.set_ylabel("duration")
@@ -303,4 +322,109 @@ def workload_cost_figure(
             "Cost of one workload iteration (p50)",
             "Measured time of one iteration's operations on one sandbox × the provider's rate "
             "for the billed size.",
+        )
+
+
+#: Operation names that carry a scale: ``checkpoint_64mb`` (state size) or ``create_c10``
+#: (concurrent tasks), as the scaling workloads record them.
+SCALED_OPERATION = re.compile(r"^(?P<base>.+?)_(?:(?P<mb>\d+)mb|c(?P<c>\d+))$")
+
+
+def scaled_operations(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list]]:
+    """base operation -> provider -> [(scale, p50, ci_low, ci_high, p95)] sorted by scale."""
+    out: dict[str, dict[str, list]] = {}
+    for r in rows:
+        match = SCALED_OPERATION.match(str(r["operation"]))
+        if match is None or not math.isfinite(r["p50_s"]):
+            continue
+        scale = float(match["mb"] or match["c"])
+        out.setdefault(match["base"], {}).setdefault(r["provider"], []).append(
+            (scale, r["p50_s"], r["p50_ci_low_s"], r["p50_ci_high_s"], r["p95_s"])
+        )
+    for by_provider in out.values():
+        for points in by_provider.values():
+            points.sort()
+    # Only operations measured at two or more scales say anything about scaling.
+    return {
+        base: by_provider
+        for base, by_provider in out.items()
+        if any(len(points) >= 2 for points in by_provider.values())
+    }
+
+
+def scaling_figure(
+    folder: Path,
+    workload: str,
+    rows: Sequence[Mapping[str, Any]],
+    colors: Mapping[str, str],
+) -> FigureFile | None:
+    """p50 (with its 95 % interval) and p95 against state size or concurrency."""
+    scaled = scaled_operations(rows)
+    if not scaled:
+        return None
+    unit_is_mb = any(
+        (m := SCALED_OPERATION.match(str(r["operation"]))) is not None and m["mb"] for r in rows
+    )
+    bases = list(scaled)[:6]
+    ncols = min(3, len(bases))
+    nrows = math.ceil(len(bases) / ncols)
+    width, height = 3.7 * ncols, 2.6 * nrows + 0.5
+    with plt.rc_context(RC):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
+        fig.subplots_adjust(
+            left=0.75 / width,
+            right=1 - 0.15 / width,
+            bottom=0.55 / height,
+            top=1 - 0.75 / height,
+            wspace=0.3,
+            hspace=0.6 * 2.6 / 2.1,
+        )
+        for ax, base in zip(axes.flat, bases, strict=False):
+            for provider, points in sorted(scaled[base].items()):
+                x = np.array([p[0] for p in points])
+                p50 = np.array([p[1] for p in points])
+                low = np.array([p[2] for p in points])
+                high = np.array([p[3] for p in points])
+                p95 = np.array([p[4] for p in points])
+                color = colors.get(provider, "#888")
+                ax.errorbar(
+                    x,
+                    p50,
+                    yerr=[np.clip(p50 - low, 0, None), np.clip(high - p50, 0, None)],
+                    color=color,
+                    marker="o",
+                    ms=3.5,
+                    lw=1.4,
+                    capsize=2,
+                    label=provider,
+                )
+                shown = np.isfinite(p95)
+                if shown.any():
+                    ax.plot(x[shown], p95[shown], color=color, lw=1, ls="--", alpha=0.7)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(base)
+            _seconds_axis(ax.yaxis)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_xlabel("state size (MB)" if unit_is_mb else "concurrent tasks")
+        for ax in list(axes.flat)[len(bases) :]:
+            ax.set_visible(False)
+        handles = [
+            matplotlib.lines.Line2D([], [], color=colors[p], lw=2, label=p) for p in sorted(colors)
+        ]
+        fig.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 1 - 0.02 / height),
+            ncols=len(handles),
+        )
+        return _save(
+            fig,
+            folder,
+            f"scaling-{workload}",
+            f"{workload}: latency against " + ("state size" if unit_is_mb else "concurrency"),
+            "Solid line: p50 with its 95 % interval; dashed: p95 where n supports it (log "
+            "scales). A line that rises faster than the x axis means the cost grows faster "
+            "than the work.",
         )
