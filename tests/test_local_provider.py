@@ -574,6 +574,19 @@ async def test_capabilities_describe_this_host(provider):
     assert env["checkpoint_method"] == caps.notes["checkpoint_method"]
 
 
+async def test_a_state_dir_longer_than_a_unix_socket_path_works(tmp_path):
+    state_dir = tmp_path / ("long-" * 20)
+    p = LocalProvider({"state_dir": str(state_dir)})
+    await p.open()
+    try:
+        sb = await p.create(SandboxSpec())
+        assert len(str(state_dir / "sandboxes" / sb.id / "agent.sock")) > 108
+        assert (await sh(p, sb, "echo ok")).stdout == b"ok\n"
+        await p.destroy(sb)
+    finally:
+        await p.close()
+
+
 def test_unknown_settings_are_refused_in_one_line():
     with pytest.raises(ValueError, match="unknown setting") as info:
         LocalProvider({"state_dir": "/tmp/x", "colour": "blue"})
@@ -600,6 +613,47 @@ async def test_concurrent_creates(provider):
     finally:
         for sb in sandboxes:
             await provider.destroy(sb)
+
+
+def make_rootfs(root: Path) -> Path:
+    """A small root directory: the host's binaries and libraries hard-linked (same
+    filesystem as /tmp here, so it takes well under a second), its own /etc."""
+    for sub in ("usr/bin", "usr/sbin", "usr/lib/x86_64-linux-gnu", "usr/lib64"):
+        if Path("/", sub).is_dir():
+            (root / sub).parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-al", f"/{sub}", str(root / sub)], check=True)
+    for name, target in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"),
+                         ("lib64", "usr/lib64")):  # fmt: skip
+        (root / name).symlink_to(target)
+    (root / "etc").mkdir()
+    (root / "etc" / "rootfs-marker").write_text("from the rootfs\n")
+    for name in ("passwd", "group"):
+        shutil.copy(f"/etc/{name}", root / "etc" / name)
+    (root / "root").mkdir(mode=0o700)
+    return root
+
+
+async def test_a_rootfs_setting_replaces_the_hosts_directories(tmp_path, state_dir):
+    if os.stat("/usr").st_dev != os.stat(tmp_path).st_dev:
+        pytest.skip("hard-linking a rootfs needs /usr and the test directory on one filesystem")
+    rootfs = make_rootfs(tmp_path / "rootfs")
+    p = LocalProvider({"state_dir": str(state_dir), "rootfs": str(rootfs)})
+    await p.open()
+    try:
+        sb = await p.create(SandboxSpec())
+        result = await sh(p, sb, "cat /etc/rootfs-marker; test -e /etc/os-release; echo $?; "
+                                 "ls /usr; echo x > /usr/bin/sandbox-write")  # fmt: skip
+        assert result.stdout == b"from the rootfs\n1\nbin\nlib\nlib64\nsbin\n", result.stderr
+        assert not (rootfs / "usr" / "bin" / "sandbox-write").exists()
+        ref = await p.checkpoint(sb)
+        restored = await p.restore(ref)
+        again = await sh(p, restored, "cat /usr/bin/sandbox-write /etc/rootfs-marker")
+        assert again.stdout == b"x\nfrom the rootfs\n"
+        await p.destroy(restored)
+        await p.destroy(sb)
+        await p.delete_checkpoint(ref)
+    finally:
+        await p.close()
 
 
 # -- without root --------------------------------------------------------------------------

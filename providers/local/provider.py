@@ -626,6 +626,10 @@ class LocalProvider(Provider):
             ),
             "exec": "argv or /bin/sh -c; cwd /root; exit 128+N on signal N; output of "
             "background processes after the command exits is dropped after 50 ms",
+            "paused": "exec and file operations sent to a paused sandbox complete after "
+            "resume, or time out",
+            "out_of_memory": "a process beyond memory_mb is OOM-killed inside the sandbox "
+            "(exec returns 137); the agent is restarted by PID 1 should the kernel pick it",
         }
         if layout.reason:
             notes["cgroups"] = layout.reason
@@ -658,6 +662,9 @@ class LocalProvider(Provider):
             rootfs=str(self.rootfs) if self.rootfs else None,
             system_dirs=self.system_dirs,
             python=platform.python_version(),
+            overlay="listed in /proc/filesystems"
+            if self.host.overlay
+            else "not listed (may be a module loaded on first mount)",
         )
         return env
 
