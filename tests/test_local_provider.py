@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from providers.base import RUN_LABEL, Op, SandboxSpec
-from providers.errors import NotFound, OperationTimeout, ProviderError
+from providers.errors import NotFound, OperationTimeout, ProviderError, SandboxCrashed
 from providers.local import LocalProvider, destroy_by_id, list_sandboxes
 from providers.local import cgroups as cg
 from providers.local.provider import _mount_of
@@ -123,7 +123,8 @@ async def test_the_sandbox_sees_only_its_own_processes(provider, sandbox):
     assert len(pids) <= 6, pids
     assert b"process_api" not in result.stdout  # the host's PID 1
     ps = await sh(provider, sandbox, ["ps", "-e", "-o", "pid=,comm="])
-    assert b"pytest" not in ps.stdout and b"python" in ps.stdout  # only PID 1 and the agent
+    names = ps.stdout.split()[1::2]
+    assert names[:2] == [b"sb-init", b"sb-agent"] and b"pytest" not in ps.stdout
 
 
 async def test_the_sandbox_has_only_a_loopback_interface(provider, sandbox):
@@ -557,6 +558,25 @@ async def test_a_memory_hog_is_oom_killed(provider):
         assert after.stdout == b"still here\n"
     finally:
         await provider.destroy(sb)
+
+
+async def test_a_killed_agent_is_restarted_by_pid_1(provider, sandbox):
+    with pytest.raises(SandboxCrashed):
+        await sh(provider, sandbox, "kill -9 $PPID; sleep 1")  # the agent is the shell's parent
+    assert (await sh(provider, sandbox, "echo back")).stdout == b"back\n"
+    ps = await sh(provider, sandbox, ["ps", "-o", "pid=,comm=", "-p", "1,2"])
+    assert ps.stdout.split()[:2] == [b"1", b"sb-init"]  # PID 1 is the one that was there
+
+
+async def test_a_sandbox_whose_pid_1_dies_reports_crashed(provider, sandbox):
+    handle = provider._sandboxes[sandbox.id]
+    os.kill(handle.host_pid, signal.SIGKILL)
+    for _ in range(250):
+        if handle.exited:
+            break
+        await asyncio.sleep(0.02)
+    with pytest.raises(SandboxCrashed):
+        await sh(provider, sandbox, "true")
 
 
 # -- description and settings ------------------------------------------------------------------

@@ -34,6 +34,7 @@ MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -91,6 +92,12 @@ def prctl(option: int, arg: int = 0) -> None:
                     ctypes.c_ulong(0), ctypes.c_ulong(0)),
         f"prctl({option})",
     )  # fmt: skip
+
+
+def set_comm(name: str) -> None:
+    """Set this thread's name as ``ps`` shows it (PR_SET_NAME, 15 bytes at most)."""
+    raw = ctypes.create_string_buffer(name.encode()[:15])
+    _check(_libc.prctl(ctypes.c_int(PR_SET_NAME), raw, 0, 0, 0), "prctl(PR_SET_NAME)")
 
 
 def drop_bounding_caps(keep: frozenset[int], last_cap: int) -> None:

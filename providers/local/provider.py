@@ -245,10 +245,13 @@ class _Handle:
             self.dir_fd = os.open(self.dir, os.O_PATH | os.O_CLOEXEC)
         return f"/proc/self/fd/{self.dir_fd}/agent.sock"
 
-    def close(self) -> None:
+    def close_idle(self) -> None:
         for _, writer in self.idle:
             writer.close()
         self.idle.clear()
+
+    def close(self) -> None:
+        self.close_idle()
         if self.dir_fd is not None:
             os.close(self.dir_fd)
             self.dir_fd = None
@@ -295,6 +298,7 @@ class _Handle:
                     operation=operation,
                 ) from None
             if isinstance(exc, OSError | EOFError | asyncio.IncompleteReadError):
+                self.close_idle()  # they lead to the same agent process, likely gone too
                 if not self.dir.exists():
                     raise NotFound(
                         f"sandbox {self.sid} does not exist", provider=PROVIDER_ID,
@@ -359,7 +363,10 @@ class _ZygoteClient:
         assert self.proc is not None and self.proc.stdout is not None
         try:
             while line := await self.proc.stdout.readline():
-                message = json.loads(line)
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue  # not ours (nothing else should write there); keep reading
                 if "rid" in message:
                     fut = self.pending.pop(message["rid"], None)
                     if fut is not None and not fut.done():
@@ -388,9 +395,13 @@ class _ZygoteClient:
     def _write(self, message: dict) -> None:
         if self.dead or self.proc is None or self.proc.stdin is None:
             raise Unavailable("the zygote is not running", provider=PROVIDER_ID)
-        self.proc.stdin.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        try:
+            self.proc.stdin.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        except (ConnectionError, RuntimeError) as exc:
+            raise Unavailable(f"the zygote is not running: {exc}", provider=PROVIDER_ID) from exc
 
-    async def call(self, op: str, **fields: Any) -> dict:
+    def request(self, op: str, **fields: Any) -> asyncio.Future:
+        """Send a request now; the future resolves with the answer."""
         self.next_rid += 1
         rid = self.next_rid
         fut = asyncio.get_running_loop().create_future()
@@ -400,10 +411,13 @@ class _ZygoteClient:
         except BaseException:
             self.pending.pop(rid, None)
             raise
-        return await fut
+        return fut
+
+    async def call(self, op: str, **fields: Any) -> dict:
+        return await self.request(op, **fields)
 
     def send(self, op: str, **fields: Any) -> None:
-        with contextlib.suppress(Unavailable, ConnectionError):
+        with contextlib.suppress(Unavailable):
             self._write({"op": op, **fields})
 
     async def close(self) -> None:
@@ -791,13 +805,13 @@ class LocalProvider(Provider):
     ) -> None:
         zygote = self._zygote
         if spawned and zygote is not None and not zygote.dead:
-            kill = asyncio.ensure_future(zygote.call("kill", sid=sid))
+            kill = zygote.request("kill", sid=sid)  # sent before the thaw below
             if group is not None and "freezer" in group.dirs:
                 with contextlib.suppress(OSError):
                     cgroups.thaw(group)
             with contextlib.suppress(ProviderError, TimeoutError):
                 async with asyncio.timeout(10):
-                    await kill
+                    await asyncio.shield(kill)
         if group is not None:
             await asyncio.to_thread(cgroups.remove, group, 10.0)
         if zygote is not None:

@@ -54,6 +54,7 @@ def run(spec: dict, ready_fd: int, lifeline_fd: int) -> None:
             with open(procs, "w") as f:
                 f.write("0")
         listener = _build(spec)
+        L.set_comm("sb-init")
         os.setsid()
         _close_fds(keep={ready_fd, listener.fileno()})
         agent_pid = _fork_agent(listener, close_fd=ready_fd)
@@ -170,6 +171,7 @@ def _fork_agent(listener: socket.socket, close_fd: int | None = None) -> int:
         try:
             if close_fd is not None:
                 os.close(close_fd)
+            L.set_comm("sb-agent")
             agent.serve(listener)
         finally:
             os._exit(1)

@@ -310,6 +310,7 @@ def main() -> None:
             print(json.dumps({"event": "error", "error": f"user namespace: {exc}"}), flush=True)
             sys.exit(2)
     os.umask(0o022)
+    L.set_comm("sb-zygote")
     Zygote(config).loop()
 
 
