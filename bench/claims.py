@@ -262,13 +262,13 @@ def _after_idle(claim: Claim, frame: pd.DataFrame | None, include_warmups: bool)
     if frame is None or frame.empty or "idle_s" not in frame.columns:
         return np.empty(0)
     mask = (
-        (frame["provider"].astype(str) == claim.provider)
-        & (frame["operation"].astype(str) == claim.operation)
-        & (frame["status"].astype(str) == "ok")
+        (frame["provider"] == claim.provider)
+        & (frame["operation"] == claim.operation)
+        & (frame["status"] == "ok")
         & (frame["idle_s"] >= claim.min_idle_s)
     )
     if claim.workload is not None:
-        mask &= frame["workload"].astype(str) == claim.workload
+        mask &= frame["workload"] == claim.workload
     if not include_warmups:
         mask &= ~frame["warmup"].astype(bool)
     return np.sort(frame.loc[mask, "duration_s"].to_numpy(dtype=np.float64))

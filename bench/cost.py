@@ -449,7 +449,7 @@ def workload_costs(
     ]
     if frame.empty:
         return pd.DataFrame([], columns=columns)
-    mask = frame["status"].astype(str).to_numpy() == str(Status.OK)
+    mask = (frame["status"] == str(Status.OK)).to_numpy(dtype=bool, copy=True)
     if not include_warmups:
         mask &= ~frame["warmup"].to_numpy(dtype=bool)
     operations = frame["operation"].astype(str)
@@ -572,10 +572,10 @@ def wake_latency_s(
     if frame.empty or "idle_s" not in frame.columns:
         return None
     mask = (
-        (frame["provider"].astype(str) == provider)
-        & (frame["workload"].astype(str) == "idle_wake")
-        & (frame["operation"].astype(str) == "exec_after_idle")
-        & (frame["status"].astype(str) == str(Status.OK))
+        (frame["provider"] == provider)
+        & (frame["workload"] == "idle_wake")
+        & (frame["operation"] == "exec_after_idle")
+        & (frame["status"] == str(Status.OK))
         & (frame["idle_s"] >= min_idle_s)
     )
     if not include_warmups:

@@ -36,7 +36,8 @@ Rules (each one is what the report's "how to read this" note summarises):
   Both sides need :data:`MIN_N_ANY` samples.
 * **Warnings.** failure rate above :data:`HIGH_FAILURE_RATE` (5 %) with at least
   :data:`HIGH_FAILURE_MIN` (2) failures (a single failure is shown in the table but is not
-  called a high rate); coefficient of variation (std/mean) at or above :data:`HIGH_CV` (0.5).
+  called a high rate); coefficient of variation (std/mean) at or above :data:`HIGH_CV` (1.0:
+  the spread is as large as the typical value).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
 HIGH_FAILURE_RATE = 0.05
 HIGH_FAILURE_MIN = 2
-HIGH_CV = 0.5
+HIGH_CV = 1.0
 
 KEYS: tuple[str, str, str] = ("provider", "workload", "operation")
 FAILED_STATUSES = frozenset({Status.ERROR, Status.TIMEOUT})
@@ -670,6 +671,8 @@ def format_cell(row: Mapping[str, Any], column: str) -> str:
         raise KeyError(f"no column {column!r} in the summary")
     base = name.split("_ci_")[0]
     if n == 0:
+        if int(row.get("unsupported", 0) or 0) and not int(row.get("attempts", 0) or 0):
+            return "unsupported"
         return "–"
     if is_withheld(row, base):
         return NOT_ENOUGH

@@ -618,7 +618,7 @@ def _details_table(runset: RunSet, frame: pd.DataFrame, include_warmups: bool) -
         return "; ".join(parts) or "–"
 
     def counts(run_id: str) -> str:
-        sub = frame[frame["run_id"].astype(str) == run_id]
+        sub = frame[frame["run_id"] == run_id]
         status = Counter(sub["status"].astype(str))
         warm = int(sub["warmup"].sum())
         warm_text = "included" if include_warmups else "excluded"
@@ -1019,19 +1019,27 @@ def _warnings(
                     text=f"p{p} withheld for {count} of {len(rows)} rows with n < {need}",
                 )
             )
+    failed_mask = frame["status"].isin(["error", "timeout"]).to_numpy(dtype=bool, copy=True)
+    if not include_warmups:
+        failed_mask &= ~frame["warmup"].to_numpy(dtype=bool)
+    failed = frame.loc[failed_mask, ["provider", "workload", "operation", "error_type"]]
+    error_kinds: dict[tuple[str, str, str], Counter] = {}
+    for key, error_type in zip(
+        zip(
+            failed["provider"].astype(str),
+            failed["workload"].astype(str),
+            failed["operation"].astype(str),
+            strict=True,
+        ),
+        failed["error_type"].astype(str),
+        strict=True,
+    ):
+        error_kinds.setdefault(key, Counter())[error_type] += 1
     failing = []
     for r in rows:
         if stats.high_failure_rate(r):
-            errors = frame[
-                (frame["provider"].astype(str) == r["provider"])
-                & (frame["workload"].astype(str) == r["workload"])
-                & (frame["operation"].astype(str) == r["operation"])
-                & frame["status"].astype(str).isin(["error", "timeout"])
-            ]
-            if not include_warmups:
-                errors = errors[~errors["warmup"].to_numpy(dtype=bool)]
-            top = Counter(errors["error_type"].astype(str)).most_common(2)
-            kinds = ", ".join(f"{k} ×{v}" for k, v in top)
+            top = error_kinds.get((r["provider"], r["workload"], r["operation"]), Counter())
+            kinds = ", ".join(f"{k} ×{v}" for k, v in top.most_common(2))
             failing.append(
                 f"{r['provider']}/{r['workload']}/{r['operation']}: {r['failures']} of "
                 f"{r['attempts']} failed ({stats.format_percent(r['failure_rate'])}; {kinds})"
