@@ -1000,6 +1000,9 @@ def _warnings(
                     )
                 )
     out += [Warning_(kind="merge", text=w) for w in runset.merge_warnings]
+    for run in runset.runs:
+        if run.samples == 0:
+            out.append(Warning_(kind="no data", text=f"run {run.run_id} recorded no samples"))
 
     rows = summary.to_dict("records")
     small = []
