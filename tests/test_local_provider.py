@@ -26,7 +26,7 @@ from providers.base import RUN_LABEL, Op, SandboxSpec
 from providers.errors import NotFound, OperationTimeout, ProviderError, SandboxCrashed
 from providers.local import LocalProvider, destroy_by_id, list_sandboxes
 from providers.local import cgroups as cg
-from providers.local.provider import _mount_of
+from providers.local.provider import _mount_of, lock_passwords
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,6 +112,25 @@ async def test_the_sandbox_sees_none_of_the_hosts_private_files(provider, sandbo
     finally:
         for path in planted:
             path.unlink()
+
+
+async def test_the_hosts_password_hashes_and_private_keys_stay_hidden(provider, sandbox):
+    result = await sh(provider, sandbox, "cut -d: -f2 /etc/shadow /etc/gshadow | sort -u")
+    assert result.exit_code == 0, result.stderr
+    assert set(result.stdout.split()) <= {b"*", b"!", b"!!", b"!*"}
+    if Path("/etc/ssl/private").exists():
+        hidden = await sh(provider, sandbox, "ls -d /etc/ssl/private")
+        assert hidden.exit_code != 0
+    # the sandbox may still manage its own users
+    added = await sh(provider, sandbox, "useradd -m sbuser && id -u sbuser && ls -d /home/sbuser")
+    assert added.exit_code == 0, added.stderr
+
+
+def test_lock_passwords_keeps_everything_but_the_hash():
+    text = "root:$y$j9T$abc$def:19000:0:99999:7:::\nbin:*:19000::::::\nnobody:!:1::::::\n"
+    assert lock_passwords(text) == (
+        "root:!:19000:0:99999:7:::\nbin:*:19000::::::\nnobody:!:1::::::\n"
+    )
 
 
 async def test_the_sandbox_sees_only_its_own_processes(provider, sandbox):

@@ -94,12 +94,15 @@ def _build(spec: dict) -> socket.socket:
         f"lowerdir={spec['lower']},upperdir={fs}/upper/top,workdir={fs}/work/top{extra}",
     )
     for name in spec["system_dirs"]:
+        lower = f"/{name}"
+        if name == "etc" and spec.get("etc_mask"):
+            lower = f"{spec['etc_mask']}:/etc"  # locked password hashes, no private keys
         L.mount(
             "overlay",
             f"{merged}/{name}",
             "overlay",
             0,
-            f"lowerdir=/{name},upperdir={fs}/upper/{name},workdir={fs}/work/{name}{extra}",
+            f"lowerdir={lower},upperdir={fs}/upper/{name},workdir={fs}/work/{name}{extra}",
         )
     for name in ("proc", "sys", "dev", "tmp"):
         if not os.path.isdir(f"{merged}/{name}"):  # a user rootfs may lack them
