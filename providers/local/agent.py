@@ -91,6 +91,9 @@ def _connection(conn: socket.socket) -> None:
 
 def _dispatch(header: dict, body: bytes) -> bytes:
     op = header.get("op")
+    if op in ("write", "read") and time.monotonic() >= header.get("deadline", float("inf")):
+        # The provider gave up on this request (e.g. the sandbox was frozen): do not act on it.
+        return encode({"error": "deadline passed before the request was read", "errno": 0})
     if op == "exec":
         return _exec(header)
     if op == "write":

@@ -17,8 +17,10 @@ What each operation means on this provider
   none of the host's /root, /home, /tmp, /opt, /var/lib, /work, the harness or this
   provider's state. All its writes, including to /usr and /etc, land in its own layer
   (``<state>/sandboxes/<id>/fs/upper``). /tmp is a private tmpfs; /proc, /dev and the
-  hostname (``<id>``) are its own; its network namespace has only ``lo``. With the
-  ``rootfs`` setting, that directory (e.g. made by debootstrap) is the single lower layer.
+  hostname (``<id>``) are its own; its network namespace has only ``lo``. A mask layer over
+  the host's /etc locks every password hash (shadow, gshadow) and hides the SSH host keys and
+  /etc/ssl/private. With the ``rootfs`` setting, that directory (e.g. made by debootstrap)
+  is the single lower layer instead.
 * **exec**: the agent runs the argv (or ``/bin/sh -c`` for a string) as root, cwd /root,
   env PATH/HOME=/root/LANG=C.UTF-8, stdin /dev/null, in its own session; returns exit code
   (128+N when killed by signal N; 127/126 when the program is missing/not executable, as a
@@ -908,7 +910,9 @@ class LocalProvider(Provider):
         handle = self._handle(sandbox, "write_file")
         _check_path(path)
         answer, _ = await handle.request(
-            {"op": "write", "path": path}, bytes(data), timeout_s=FILE_TIMEOUT_S,
+            {"op": "write", "path": path, "deadline": time.monotonic() + FILE_TIMEOUT_S},
+            bytes(data),
+            timeout_s=FILE_TIMEOUT_S,
             operation="write_file",
         )  # fmt: skip
         _raise_file_error(answer, sandbox.id, path, "write_file")
@@ -917,7 +921,9 @@ class LocalProvider(Provider):
         handle = self._handle(sandbox, "read_file")
         _check_path(path)
         answer, body = await handle.request(
-            {"op": "read", "path": path}, timeout_s=FILE_TIMEOUT_S, operation="read_file"
+            {"op": "read", "path": path, "deadline": time.monotonic() + FILE_TIMEOUT_S},
+            timeout_s=FILE_TIMEOUT_S,
+            operation="read_file",
         )
         _raise_file_error(answer, sandbox.id, path, "read_file")
         return body
