@@ -26,7 +26,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench.budget import Budget, Planner
 from bench.config import ConfigError, RunConfig, build_config, load_toml
+from bench.cost import load_catalog, spec_shape
 from bench.records import RunStatus, SchemaError
 from bench.runner import Recorder, Runner, SecretScrubber, make_plan
 from bench.store import RunWriter, new_run_id, resolve_run, run_dir, utc_now_iso
@@ -35,6 +37,14 @@ from providers import REGISTRY, UnknownProvider, provider_class
 from providers.base import Provider, sdk_versions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+#: What the manifest says about retries: the harness never retries a measured call.
+RETRY_POLICY = {
+    "measured_operations": "none: each call is attempted once and recorded once, failed or not",
+    "readiness": "first_exec and first_exec_after_* retry `true` every 50 ms until it exits 0 "
+    "or the operation times out; the attempts are in extra.attempts",
+    "sdk": "per provider in providers.<id>.environment.sdk_retries",
+}
 
 console = Console()
 err_console = Console(stderr=True)
@@ -131,6 +141,7 @@ async def _run(config: RunConfig, providers: dict[str, Provider]) -> tuple[Path,
     )
     opened: list[Provider] = []
     writer: RunWriter | None = None
+    budget: Budget | None = None
     status = RunStatus.FAILED
     main_task = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -140,6 +151,24 @@ async def _run(config: RunConfig, providers: dict[str, Provider]) -> tuple[Path,
         for provider in providers.values():
             await provider.open()
             opened.append(provider)
+        budget_planner = Planner(
+            catalog=load_catalog(
+                config.pricing.get("catalog"),
+                local_rate_usd_per_hour=config.pricing.get("local_usd_per_hour"),
+            ),
+            shape=spec_shape(asdict(config.spec)),
+            assumed_op_s=config.assumed_op_s,
+        )
+        estimate = budget_planner.estimate(
+            plan, workloads, {pid: p.capabilities() for pid, p in providers.items()}
+        )
+        if estimate.total_usd > 0 or config.max_cost_usd is not None:
+            err_console.print(estimate.describe(), markup=False, highlight=False)
+        if config.max_cost_usd is not None and estimate.total_usd > config.max_cost_usd:
+            raise UsageError(
+                f"the plan's estimated cost ${estimate.total_usd:.4f} exceeds --max-cost-usd "
+                f"${config.max_cost_usd:g}; nothing was created"
+            )
         run_id = new_run_id()
         manifest = {
             "run_id": run_id,
@@ -167,11 +196,24 @@ async def _run(config: RunConfig, providers: dict[str, Provider]) -> tuple[Path,
                 }
                 for pid, p in providers.items()
             },
+            "retry_policy": RETRY_POLICY,
+            "budget": {
+                "max_cost_usd": config.max_cost_usd,
+                "estimate_usd": round(estimate.total_usd, 6),
+                "estimate": estimate.describe(),
+            },
         }
         writer = RunWriter(run_dir(config.output, run_id), manifest)
         secrets_env = [name for p in providers.values() for name in p.required_env]
-        recorder = Recorder(
+        budget = Budget(
             writer,
+            cap_usd=config.max_cost_usd,
+            catalog=budget_planner.catalog,
+            shape=budget_planner.shape,
+            item_cost=budget_planner.item_cost,
+        )
+        recorder = Recorder(
+            budget,
             run_id=run_id,
             concurrency=config.concurrency,
             location=config.location,
@@ -194,18 +236,25 @@ async def _run(config: RunConfig, providers: dict[str, Provider]) -> tuple[Path,
                 recorder=recorder,
                 timeout_s=config.timeout_s,
                 concurrency=config.concurrency,
-                on_item_done=lambda _item: progress.advance(task),
+                on_item_done=lambda item: (budget.done(item), progress.advance(task)),
+                admit=budget.admit,
             )
             try:
                 await runner.run(plan)
-                status = RunStatus.COMPLETED
+                status = (
+                    RunStatus.BUDGET_EXHAUSTED if runner.stopped_by_admit else RunStatus.COMPLETED
+                )
             except asyncio.CancelledError:
                 status = RunStatus.INTERRUPTED
                 raise
         return writer.folder, status
     finally:
         if writer is not None:
-            writer.update_manifest(status=str(status), finished_at=utc_now_iso())
+            writer.update_manifest(
+                status=str(status),
+                finished_at=utc_now_iso(),
+                spent_usd=round(budget.spent_usd(), 6) if budget is not None else None,
+            )
             writer.close()
         for provider in opened:
             with contextlib.suppress(Exception):
@@ -226,6 +275,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "output": args.output,
         "timeout_s": args.timeout,
         "location": args.location,
+        "max_cost_usd": args.max_cost_usd,
     }
     config = build_config(file_data, overrides)
     providers = instantiate_providers(config)
@@ -416,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, help="results folder (default results/)")
     run.add_argument("--timeout", help="per-operation timeout in seconds")
     run.add_argument("--location", help="label of where this client runs")
+    run.add_argument("--max-cost-usd", help="refuse or stop the run before it costs more")
     run.set_defaults(func=cmd_run)
 
     prov = sub.add_parser("providers", help="list providers and their capabilities here")

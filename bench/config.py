@@ -63,6 +63,12 @@ class RunConfig:
     output: Path = Path("results")
     timeout_s: float = 120.0
     location: str = ""
+    #: Refuse or stop the run before its cost crosses this many dollars (bench/budget.py).
+    max_cost_usd: float | None = None
+    #: Seconds each planned operation is assumed to take in the pre-run cost estimate.
+    assumed_op_s: float = 1.0
+    #: [pricing]: ``catalog`` (path) and ``local_usd_per_hour`` (self-hosted rate).
+    pricing: Mapping[str, Any] = field(default_factory=dict)
     spec: SandboxSpec = field(default_factory=SandboxSpec)
     #: Per-workload parameters, e.g. {"exec": {"repeats": 20}}; validated by each workload.
     workload_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -84,6 +90,9 @@ class RunConfig:
             "output": str(self.output),
             "timeout_s": self.timeout_s,
             "location": self.location,
+            "max_cost_usd": self.max_cost_usd,
+            "assumed_op_s": self.assumed_op_s,
+            "pricing": dict(self.pricing),
             "workload_params": {k: dict(v) for k, v in self.workload_params.items()},
             "provider_settings": {k: dict(v) for k, v in self.provider_settings.items()},
         }
@@ -99,8 +108,11 @@ _RUN_KEYS = {
     "output",
     "timeout_s",
     "location",
+    "max_cost_usd",
+    "assumed_op_s",
 }
-_TOP_KEYS = {"run", "spec", "workloads", "providers"}
+_TOP_KEYS = {"run", "spec", "workloads", "providers", "pricing"}
+_PRICING_KEYS = {"catalog", "local_usd_per_hour"}
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -198,6 +210,23 @@ def build_config(
         cfg["location"] = str(run["location"])
     if "output" in run:
         cfg["output"] = Path(run["output"])
+    if "max_cost_usd" in run:
+        cfg["max_cost_usd"] = _float(run["max_cost_usd"], "max_cost_usd")
+    if "assumed_op_s" in run:
+        cfg["assumed_op_s"] = _float(run["assumed_op_s"], "assumed_op_s")
+    pricing = dict(data.get("pricing", {}))
+    _check_keys(pricing, _PRICING_KEYS, "[pricing]")
+    if "local_usd_per_hour" in pricing:
+        pricing["local_usd_per_hour"] = _float(
+            pricing["local_usd_per_hour"], "pricing.local_usd_per_hour", positive=False
+        )
+        if pricing["local_usd_per_hour"] < 0:
+            raise ConfigError("pricing.local_usd_per_hour must not be negative")
+    if "catalog" in pricing:
+        if not Path(pricing["catalog"]).is_file():
+            raise ConfigError(f"pricing.catalog {pricing['catalog']} does not exist")
+        pricing["catalog"] = str(pricing["catalog"])
+    cfg["pricing"] = pricing
 
     spec_table = dict(data.get("spec", {}))
     spec_fields = {f.name for f in fields(SandboxSpec)} - {"labels"}

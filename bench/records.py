@@ -38,6 +38,7 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM; everything created was destroyed
     FAILED = "failed"  # the harness itself failed
+    BUDGET_EXHAUSTED = "budget_exhausted"  # stopped scheduling before crossing the cost cap
 
 
 class SchemaError(ValueError):

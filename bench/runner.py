@@ -382,6 +382,7 @@ class Runner:
         timeout_s: float,
         concurrency: int = 1,
         on_item_done: Callable[[WorkItem], None] | None = None,
+        admit: Callable[[WorkItem], bool] | None = None,
     ) -> None:
         self.providers = providers
         self.workloads = workloads
@@ -390,6 +391,9 @@ class Runner:
         self.timeout_s = timeout_s
         self.concurrency = concurrency
         self.on_item_done = on_item_done
+        #: Asked before each iteration starts (the budget cap); False stops all scheduling.
+        self.admit = admit
+        self.stopped_by_admit = False
         self.completed: list[WorkItem] = []
 
     def _spec_for_run(self) -> SandboxSpec:
@@ -455,6 +459,9 @@ class Runner:
                 try:
                     item = queue.get_nowait()
                 except asyncio.QueueEmpty:
+                    return
+                if self.stopped_by_admit or (self.admit is not None and not self.admit(item)):
+                    self.stopped_by_admit = True
                     return
                 await self.run_item(item)
                 self.completed.append(item)

@@ -64,6 +64,11 @@ class Workload(ABC):
                     f"[workloads.{cls.name}] {key} must be a number > 0, got {value!r}"
                 )
 
+    def waits_s(self) -> float:
+        """Seconds an iteration deliberately waits with a sandbox alive (holds, idles); the
+        budget estimate adds them to the time its operations take."""
+        return 0.0
+
     @abstractmethod
     def planned_ops(self, caps: Capabilities) -> list[str]:
         """Every operation one iteration records on a provider with ``caps`` (with repeats)."""

@@ -28,6 +28,9 @@ class IdleWake(Workload):
     name: ClassVar[str] = "idle_wake"
     defaults: ClassVar[dict[str, Any]] = {"idle_s": 2.0}
 
+    def waits_s(self) -> float:
+        return float(self.params["idle_s"])
+
     def planned_ops(self, caps: Capabilities) -> list[str]:
         return ["create", "first_exec", "exec_after_idle", "destroy"]
 

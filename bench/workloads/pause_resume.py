@@ -49,6 +49,9 @@ class PauseResume(Workload):
     capability_ops: ClassVar[dict[str, Op]] = {"pause": Op.PAUSE, "resume": Op.RESUME}
     defaults: ClassVar[dict[str, Any]] = {"hold_s": 1.0}
 
+    def waits_s(self) -> float:
+        return 2 * RATE_GAP_S + float(self.params["hold_s"])
+
     def planned_ops(self, caps: Capabilities) -> list[str]:
         return [
             "create",
