@@ -64,6 +64,9 @@ class WorkItem:
     workload: str
     iteration: int
     warmup: bool
+    #: Run again after an earlier attempt was cut short (a crash, a lost worker); its samples
+    #: carry ``extra["rerun"] = True`` so the earlier partial records stay explainable.
+    rerun: bool = False
 
 
 class SecretScrubber:
@@ -90,13 +93,14 @@ class Recorder:
         concurrency: int,
         location: str | None = None,
         scrub: Callable[[str], str] = str,
+        first_sample_id: int = 1,
     ) -> None:
         self.sink = sink
         self.run_id = run_id
         self.concurrency = concurrency
         self.location = location or None
         self.scrub = scrub
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(first_sample_id)
         #: The run's monotonic origin: open-loop start times are seconds since this instant.
         self.origin_ns = time.perf_counter_ns()
 
@@ -136,7 +140,7 @@ class Recorder:
             error_message=error_message,
             sandbox_id=sandbox_id,
             location=self.location,
-            extra=dict(extra or {}),
+            extra={**(extra or {}), "rerun": True} if item.rerun else dict(extra or {}),
             intended_start_s=intended_start_s,
             actual_start_s=actual_start_s,
         )
