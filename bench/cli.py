@@ -27,11 +27,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bench.budget import Budget, Planner
-from bench.config import ConfigError, RunConfig, build_config, load_toml
+from bench.config import ConfigError, RunConfig, build_config, config_from_manifest, load_toml
 from bench.cost import load_catalog, spec_shape
 from bench.records import RunStatus, SchemaError
-from bench.runner import Recorder, Runner, SecretScrubber, make_plan
-from bench.store import RunWriter, new_run_id, resolve_run, run_dir, utc_now_iso
+from bench.runner import Recorder, Runner, SecretScrubber, make_plan, remaining_plan
+from bench.store import (
+    RunWriter,
+    load_manifest,
+    new_run_id,
+    resolve_run,
+    run_dir,
+    utc_now_iso,
+)
 from bench.workloads import DEFAULT_SUITE, WORKLOADS
 from providers import REGISTRY, UnknownProvider, provider_class
 from providers.base import Provider, sdk_versions
@@ -126,7 +133,9 @@ def instantiate_providers(config: RunConfig) -> dict[str, Provider]:
     return providers
 
 
-async def _run(config: RunConfig, providers: dict[str, Provider]) -> tuple[Path, RunStatus]:
+async def _run(
+    config: RunConfig, providers: dict[str, Provider], *, resume: Path | None = None
+) -> tuple[Path, RunStatus]:
     workload_names = config.workloads or DEFAULT_SUITE
     workloads = {
         name: WORKLOADS[name](config.workload_params.get(name, {})) for name in workload_names
@@ -151,6 +160,19 @@ async def _run(config: RunConfig, providers: dict[str, Provider]) -> tuple[Path,
         for provider in providers.values():
             await provider.open()
             opened.append(provider)
+        capabilities = {pid: p.capabilities() for pid, p in providers.items()}
+        first_sample_id = 1
+        if resume is not None:
+            from bench.reap import reap_run
+            from bench.store import load_run
+
+            # What the crash left alive goes first; then only what was not completed runs.
+            await reap_run(resume, providers)
+            earlier = load_run(resume)
+            plan = remaining_plan(
+                plan, earlier.samples, workloads=workloads, capabilities=capabilities
+            )
+            first_sample_id = max((s.sample_id for s in earlier.samples), default=0) + 1
         budget_planner = Planner(
             catalog=load_catalog(
                 config.pricing.get("catalog"),
@@ -159,9 +181,7 @@ async def _run(config: RunConfig, providers: dict[str, Provider]) -> tuple[Path,
             shape=spec_shape(asdict(config.spec)),
             assumed_op_s=config.assumed_op_s,
         )
-        estimate = budget_planner.estimate(
-            plan, workloads, {pid: p.capabilities() for pid, p in providers.items()}
-        )
+        estimate = budget_planner.estimate(plan, workloads, capabilities)
         if estimate.total_usd > 0 or config.max_cost_usd is not None:
             err_console.print(estimate.describe(), markup=False, highlight=False)
         if config.max_cost_usd is not None and estimate.total_usd > config.max_cost_usd:
@@ -169,7 +189,7 @@ async def _run(config: RunConfig, providers: dict[str, Provider]) -> tuple[Path,
                 f"the plan's estimated cost ${estimate.total_usd:.4f} exceeds --max-cost-usd "
                 f"${config.max_cost_usd:g}; nothing was created"
             )
-        run_id = new_run_id()
+        run_id = resume.name if resume is not None else new_run_id()
         manifest = {
             "run_id": run_id,
             "status": str(RunStatus.RUNNING),
@@ -203,7 +223,21 @@ async def _run(config: RunConfig, providers: dict[str, Provider]) -> tuple[Path,
                 "estimate": estimate.describe(),
             },
         }
-        writer = RunWriter(run_dir(config.output, run_id), manifest)
+        if resume is None:
+            writer = RunWriter(run_dir(config.output, run_id), manifest)
+        else:
+            previous = load_manifest(resume)
+            run_id = previous["run_id"]
+            resumes = [*previous.get("resumes", []), {
+                "at": utc_now_iso(),
+                "remaining_iterations": len(plan),
+                "reruns": sum(1 for item in plan if item.rerun),
+                "harness": manifest["harness"],
+                "client": manifest["client"],
+            }]  # fmt: skip
+            writer = RunWriter.reopen(
+                resume, status=str(RunStatus.RUNNING), finished_at=None, resumes=resumes
+            )
         secrets_env = [name for p in providers.values() for name in p.required_env]
         budget = Budget(
             writer,
@@ -218,6 +252,7 @@ async def _run(config: RunConfig, providers: dict[str, Provider]) -> tuple[Path,
             concurrency=config.concurrency,
             location=config.location,
             scrub=SecretScrubber(secrets_env),
+            first_sample_id=first_sample_id,
         )
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -264,6 +299,8 @@ async def _run(config: RunConfig, providers: dict[str, Provider]) -> tuple[Path,
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        return _resume(args)
     file_data = load_toml(args.config) if args.config else {}
     overrides = {
         "providers": args.providers,
@@ -286,6 +323,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     console.print(f"results: {folder}")
     return EXIT_OK if status is RunStatus.COMPLETED else EXIT_FAILED
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """``run --resume RUN``: finish a crashed or interrupted run into the same folder."""
+    given = [name for name in RUN_FLAGS if getattr(args, name) is not None]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UsageError(f"--resume takes the run's own configuration; drop {flags}")
+    folder = resolve_run_ref(args.resume, Path("results"))
+    manifest = load_manifest(folder)
+    if manifest.get("status") in (str(RunStatus.COMPLETED), str(RunStatus.BUDGET_EXHAUSTED)):
+        raise UsageError(f"run {manifest['run_id']} is {manifest['status']}; nothing to resume")
+    config = config_from_manifest(manifest)
+    providers = instantiate_providers(config)
+    try:
+        folder, status = asyncio.run(_run(config, providers, resume=folder))
+    except KeyboardInterrupt:
+        err_console.print("interrupted: every sandbox this run created was destroyed")
+        return EXIT_INTERRUPTED
+    console.print(f"results: {folder}")
+    return EXIT_OK if status is RunStatus.COMPLETED else EXIT_FAILED
+
+
+#: ``run`` flags that configure a new run (and so make no sense with --resume).
+RUN_FLAGS = ("config", "providers", "workloads", "iterations", "warmup", "concurrency", "seed",
+             "output", "timeout", "location", "max_cost_usd")  # fmt: skip
 
 
 def cmd_providers(args: argparse.Namespace) -> int:
@@ -467,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", help="per-operation timeout in seconds")
     run.add_argument("--location", help="label of where this client runs")
     run.add_argument("--max-cost-usd", help="refuse or stop the run before it costs more")
+    run.add_argument("--resume", metavar="RUN", help="finish a crashed or interrupted run")
     run.set_defaults(func=cmd_run)
 
     prov = sub.add_parser("providers", help="list providers and their capabilities here")

@@ -278,3 +278,21 @@ def check_output_writable(folder: Path) -> None:
         raise ConfigError(f"output folder {folder} is not a directory ({probe} is a file)")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"output folder {folder} is not writable")
+
+
+def config_from_manifest(manifest: Mapping[str, Any]) -> RunConfig:
+    """The configuration a run was made with, rebuilt from its manifest (``run --resume``)."""
+    saved = manifest.get("config", {})
+    run_keys = _RUN_KEYS - {"providers", "workloads", "seed"}
+    run = {k: saved[k] for k in run_keys if saved.get(k) is not None}
+    run["providers"] = list(manifest["plan"]["providers"])
+    run["workloads"] = list(manifest["plan"]["workloads"])
+    run["seed"] = manifest["seed"]
+    data = {
+        "run": run,
+        "spec": {k: v for k, v in manifest.get("spec", {}).items() if v is not None},
+        "workloads": saved.get("workload_params", {}),
+        "providers": saved.get("provider_settings", {}),
+        "pricing": saved.get("pricing", {}),
+    }
+    return build_config(data)

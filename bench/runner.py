@@ -22,13 +22,13 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from bench.records import Sample, Status
 from bench.store import utc_now_iso
 from bench.workloads.base import CheckFailed, StepFailed, Workload
-from providers.base import RUN_LABEL, Provider, Sandbox, SandboxSpec
+from providers.base import RUN_LABEL, Capabilities, Provider, Sandbox, SandboxSpec
 
 T = TypeVar("T")
 
@@ -344,6 +344,44 @@ class IterationContext:
                 continue
             self.live.pop(sandbox.id, None)
             self._ledger("destroyed", sandbox, by="cleanup")
+
+
+def expected_records(workload: Workload, caps: Capabilities) -> int:
+    """How many samples one complete iteration of ``workload`` writes on a provider."""
+    missing = [op for op in workload.requires if not caps.supports(op)]
+    if missing:
+        return sum(1 for needs in workload.capability_ops.values() if needs in missing)
+    return len(workload.planned_ops(caps))
+
+
+def remaining_plan(
+    plan: Sequence[WorkItem],
+    samples: Iterable[Sample],
+    *,
+    workloads: Mapping[str, Workload],
+    capabilities: Mapping[str, Capabilities],
+) -> list[WorkItem]:
+    """The items of ``plan`` a crashed or interrupted run has not completed, in plan order.
+
+    An item is complete when it has all its records and none says it was interrupted. One
+    with some records is run again as a re-run (its samples marked), so the earlier partial
+    records stay as what they were: real attempts.
+    """
+    counts: Counter[tuple[str, str, int, bool]] = Counter()
+    interrupted: set[tuple[str, str, int, bool]] = set()
+    for sample in samples:
+        key = (sample.provider, sample.workload, sample.iteration, sample.warmup)
+        counts[key] += 1
+        if sample.error_type == "Interrupted":
+            interrupted.add(key)
+    remaining = []
+    for item in plan:
+        key = (item.provider, item.workload, item.iteration, item.warmup)
+        wanted = expected_records(workloads[item.workload], capabilities[item.provider])
+        if counts[key] >= wanted and key not in interrupted:
+            continue
+        remaining.append(replace(item, rerun=counts[key] > 0))
+    return remaining
 
 
 def make_plan(

@@ -82,16 +82,50 @@ class JsonlAppender:
                 self._fh.close()
 
 
+def torn_path(path: Path) -> Path:
+    return path.with_name(path.name + ".torn")
+
+
+def _end_torn_line(path: Path) -> None:
+    """Before appending to a crashed run: move a torn last line (a crash mid-write) out of
+    the way, into ``<file>.torn``, so appends start on a fresh line. The fragment is kept, and
+    loading the run reports it."""
+    if not path.exists() or not path.stat().st_size:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1
+    with torn_path(path).open("ab") as fh:
+        fh.write(data[cut:] + b"\n")
+    with path.open("rb+") as fh:
+        fh.truncate(cut)
+
+
 class RunWriter:
     """Creates a run folder and appends to it. Refuses to overwrite an existing run."""
 
-    def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, manifest: dict[str, Any], *, reopen: bool = False) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=False)
-        self.manifest = {"schema_version": SCHEMA_VERSION, **manifest}
+        if reopen:
+            self.manifest = manifest
+        else:
+            folder.mkdir(parents=True, exist_ok=False)
+            self.manifest = {"schema_version": SCHEMA_VERSION, **manifest}
         write_json_atomic(manifest_path(folder), self.manifest)
+        if reopen:
+            _end_torn_line(samples_path(folder))
+            _end_torn_line(ledger_path(folder))
         self._samples = JsonlAppender(samples_path(folder))
         self._ledger = JsonlAppender(ledger_path(folder))
+
+    @classmethod
+    def reopen(cls, folder: Path, **changes: Any) -> RunWriter:
+        """Append to an existing run (``run --resume``); its schema must be this version's."""
+        manifest = load_manifest(folder)
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise SchemaError(f"{folder}: only runs of schema {SCHEMA_VERSION} can be resumed")
+        return cls(folder, {**manifest, **changes}, reopen=True)
 
     def add_sample(self, sample: Sample) -> None:
         self._samples.append(sample.to_json_dict())
@@ -122,6 +156,12 @@ class LoadedRun:
 
 
 def _read_jsonl(path: Path, warnings: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    if torn_path(path).exists():
+        count = len(torn_path(path).read_bytes().splitlines())
+        warnings.append(
+            f"{path.name}: {count} torn line(s) from a crash were set aside in "
+            f"{torn_path(path).name} when the run was resumed"
+        )
     if not path.exists():
         return
     with path.open("r", encoding="utf-8") as fh:

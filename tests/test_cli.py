@@ -244,3 +244,61 @@ def test_after_kill_9_the_run_folder_loads_and_reap_leaves_nothing(tmp_path):
     destroyed = {e["sandbox_id"] for e in ledger if e["event"] == "destroyed"}
     assert created <= destroyed
     assert _leftovers(state, created) == []
+
+
+def test_resume_finishes_a_killed_run_into_the_same_folder(tmp_path):
+    needs_root()
+    state = tmp_path / "state"
+    config = write_config(tmp_path, LOCAL_STATE.format(state=state))
+    results = tmp_path / "results"
+    argv = [
+        sys.executable, "-m", "bench", "run", "--config", str(config),
+        "--workloads", "lifecycle,checkpoint", "--iterations", "12", "--warmup", "1",
+        "--output", str(results), "--seed", "11",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = list(results.glob("*/samples.jsonl"))
+            if found and found[0].stat().st_size > 6000:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    [folder] = list(results.iterdir())
+    before = load_run(folder)
+    assert 0 < len({(s.workload, s.iteration, s.warmup) for s in before.samples}) < 26
+    with (folder / "samples.jsonl").open("a") as fh:  # as if the kill tore a line
+        fh.write('{"run_id": "torn')
+    resumed = cli("run", "--resume", str(folder), cwd=tmp_path, env={"COLUMNS": "200"})
+    assert resumed.returncode == 0, resumed.stderr
+    after = load_run(folder)
+    assert after.manifest["status"] == "completed"
+    assert len(after.manifest["resumes"]) == 1
+    assert any("torn line" in w for w in after.warnings)
+    ids = [s.sample_id for s in after.samples]
+    assert len(ids) == len(set(ids)), "sample ids must stay unique across the resume"
+    per_item: dict = {}
+    for s in after.samples:
+        per_item.setdefault((s.workload, s.iteration, s.warmup), []).append(s)
+    assert len(per_item) == 2 * 13  # every planned iteration, warmups included
+    for (workload, _, _), samples in per_item.items():
+        fresh = [s for s in samples if not s.extra.get("rerun")]
+        rerun = [s for s in samples if s.extra.get("rerun")]
+        complete = rerun or fresh
+        want = 4 if workload == "lifecycle" else 10
+        assert len(complete) == want and all(s.status == "ok" for s in complete)
+    ledger, _ = load_ledger(folder)
+    created = {e["sandbox_id"] for e in ledger if e["event"] == "created"}
+    assert created <= {e["sandbox_id"] for e in ledger if e["event"] == "destroyed"}
+    assert _leftovers(state, created) == []
+    again = cli("run", "--resume", str(folder), cwd=tmp_path)
+    assert again.returncode == 2 and "nothing to resume" in again.stderr
+    flags = cli("run", "--resume", str(folder), "--iterations", "3", cwd=tmp_path)
+    assert flags.returncode == 2 and "drop --iterations" in flags.stderr
