@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench import netprobe
 from bench.budget import Budget, Planner
 from bench.config import ConfigError, RunConfig, build_config, config_from_manifest, load_toml
 from bench.cost import load_catalog, spec_shape
@@ -189,6 +190,8 @@ async def _run(
                 f"the plan's estimated cost ${estimate.total_usd:.4f} exceeds --max-cost-usd "
                 f"${config.max_cost_usd:g}; nothing was created"
             )
+        environments = {pid: p.environment() for pid, p in providers.items()}
+        network = await netprobe.measure(environments)
         run_id = resume.name if resume is not None else new_run_id()
         manifest = {
             "run_id": run_id,
@@ -196,7 +199,7 @@ async def _run(
             "started_at": utc_now_iso(),
             "finished_at": None,
             "harness": harness_version(),
-            "client": client_facts(config.location),
+            "client": {**client_facts(config.location), "network": network},
             "seed": seed,
             "config": config.to_dict(),
             "spec": {k: v for k, v in asdict(config.spec).items() if k != "labels"},
@@ -212,7 +215,7 @@ async def _run(
             "providers": {
                 pid: {
                     "capabilities": p.capabilities().to_dict(),
-                    "environment": p.environment(),
+                    "environment": environments[pid],
                 }
                 for pid, p in providers.items()
             },

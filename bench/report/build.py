@@ -617,6 +617,27 @@ def _details_table(runset: RunSet, frame: pd.DataFrame, include_warmups: bool) -
                 parts.append(f"{pid}: no SDK")
         return "; ".join(parts) or "–"
 
+    def connections(m: Mapping[str, Any]) -> str:
+        parts = [
+            f"{pid}: {env['connection']}"
+            for pid, entry in sorted((m.get("providers") or {}).items())
+            if (env := (entry or {}).get("environment") or {}).get("connection")
+        ]
+        return "; ".join(parts) or "not recorded (no SDK client)"
+
+    def round_trips(m: Mapping[str, Any]) -> str:
+        parts = []
+        for pid, probe in sorted(((m.get("client") or {}).get("network") or {}).items()):
+            if probe.get("median_s") is not None:
+                n = len(probe.get("tcp_connect_s") or [])
+                parts.append(
+                    f"{pid} ({probe.get('endpoint')}): TCP connect median "
+                    f"{stats.format_duration(probe['median_s'])} of {n}"
+                )
+            else:
+                parts.append(f"{pid} ({probe.get('endpoint')}): unreachable")
+        return "; ".join(parts) or "not measured (no remote endpoint)"
+
     def counts(run_id: str) -> str:
         sub = frame[frame["run_id"] == run_id]
         status = Counter(sub["status"].astype(str))
@@ -645,7 +666,8 @@ def _details_table(runset: RunSet, frame: pd.DataFrame, include_warmups: bool) -
         ("Seed", lambda r: str(r.manifest.get("seed", "?"))),
         ("Sandbox spec", lambda r: spec(r.manifest)),
         ("Plan", lambda r: plan(r.manifest)),
-        ("Connection mode", lambda r: str(r.manifest.get("connection_mode") or "not recorded")),
+        ("Connection mode", lambda r: connections(r.manifest)),
+        ("Network round trip", lambda r: round_trips(r.manifest)),
         ("SDK versions", lambda r: sdks(r.manifest)),
         ("Samples", lambda r: counts(r.run_id)),
         ("Folder", lambda r: str(r.folder)),
