@@ -23,12 +23,13 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from bench.records import Sample, Status
 from bench.store import utc_now_iso
 from bench.workloads.base import CheckFailed, StepFailed, Workload
-from providers.base import RUN_LABEL, Capabilities, Provider, Sandbox, SandboxSpec
+from providers.base import EXPIRES_LABEL, RUN_LABEL, Capabilities, Provider, Sandbox, SandboxSpec
 
 T = TypeVar("T")
 
@@ -439,7 +440,12 @@ class Runner:
         self.completed: list[WorkItem] = []
 
     def _spec_for_run(self) -> SandboxSpec:
-        labels = {**self.spec.labels, RUN_LABEL: self.recorder.run_id}
+        expires = datetime.now(UTC) + timedelta(seconds=self.spec.lifetime_s)
+        labels = {
+            **self.spec.labels,
+            RUN_LABEL: self.recorder.run_id,
+            EXPIRES_LABEL: f"{expires:%Y%m%dT%H%M%SZ}",
+        }
         return SandboxSpec(
             cpus=self.spec.cpus,
             memory_mb=self.spec.memory_mb,

@@ -26,6 +26,9 @@ from providers.errors import Unsupported
 #: Label key carrying the run id on every sandbox the harness creates, so leftovers of a run
 #: can be listed and reaped (PerfKit tags every resource with its run URI for the same reason).
 RUN_LABEL = "sandbox-bench-run"
+#: Label key with the UTC time (``%Y%m%dT%H%M%SZ``) after which a leftover may be reaped by
+#: anyone: creation plus the spec's lifetime. Providers with a TTL also get the lifetime.
+EXPIRES_LABEL = "sandbox-bench-expires"
 
 
 class Op(StrEnum):

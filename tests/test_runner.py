@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import ClassVar
 
 from bench.records import Status
 from bench.runner import MemorySink, Recorder, Runner, SecretScrubber, WorkItem, make_plan
 from bench.workloads import WORKLOADS
 from bench.workloads.base import Workload, exit_zero
-from providers.base import RUN_LABEL, Capabilities, SandboxSpec
+from providers.base import EXPIRES_LABEL, RUN_LABEL, Capabilities, SandboxSpec
 
 
 def test_the_plan_is_seeded_interleaved_and_puts_warmups_first():
@@ -98,7 +99,9 @@ async def test_every_sandbox_carries_the_run_label(open_provider):
     async with open_provider("local") as (provider, _):
         sink = MemorySink()
         runner = _runner(provider, {"lifecycle": WORKLOADS["lifecycle"]()}, sink, run_id="lbl")
-        assert runner._spec_for_run().labels[RUN_LABEL] == "lbl"
+        labels = runner._spec_for_run().labels
+        assert labels[RUN_LABEL] == "lbl"
+        assert labels[EXPIRES_LABEL] > f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
         await runner.run(make_plan(["local"], ["lifecycle"], iterations=1, warmup=0, seed=1))
         assert all(s.status is Status.OK for s in sink.samples)
         assert {s.sandbox_id for s in sink.samples} != {None}
