@@ -318,10 +318,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         "max_cost_usd": args.max_cost_usd,
     }
     config = build_config(file_data, overrides)
-    providers = instantiate_providers(config)
+    return _execute(config, instantiate_providers(config))
+
+
+def _execute(config: RunConfig, providers: dict[str, Provider], resume: Path | None = None) -> int:
     try:
-        folder, status = asyncio.run(_run(config, providers))
-    except KeyboardInterrupt:
+        folder, status = asyncio.run(_run(config, providers, resume=resume))
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM's cancellation
         err_console.print("interrupted: every sandbox this run created was destroyed")
         return EXIT_INTERRUPTED
     console.print(f"results: {folder}")
@@ -339,14 +342,7 @@ def _resume(args: argparse.Namespace) -> int:
     if manifest.get("status") in (str(RunStatus.COMPLETED), str(RunStatus.BUDGET_EXHAUSTED)):
         raise UsageError(f"run {manifest['run_id']} is {manifest['status']}; nothing to resume")
     config = config_from_manifest(manifest)
-    providers = instantiate_providers(config)
-    try:
-        folder, status = asyncio.run(_run(config, providers, resume=folder))
-    except KeyboardInterrupt:
-        err_console.print("interrupted: every sandbox this run created was destroyed")
-        return EXIT_INTERRUPTED
-    console.print(f"results: {folder}")
-    return EXIT_OK if status is RunStatus.COMPLETED else EXIT_FAILED
+    return _execute(config, instantiate_providers(config), resume=folder)
 
 
 #: ``run`` flags that configure a new run (and so make no sense with --resume).

@@ -163,7 +163,8 @@ def test_a_local_run_records_every_operation_and_show_prints_it(tmp_path):
     assert "first_exec" in show.stdout and "checkpoint" in show.stdout
 
 
-def test_ctrl_c_stops_the_run_and_leaves_nothing_behind(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_stops_the_run_and_leaves_nothing_behind(tmp_path, sig):
     needs_root()
     state = tmp_path / "state"
     config = write_config(tmp_path, LOCAL_STATE.format(state=state))
@@ -190,7 +191,7 @@ def test_ctrl_c_stops_the_run_and_leaves_nothing_behind(tmp_path):
             time.sleep(0.1)
         assert samples is not None, "the run never started recording"
         time.sleep(0.7)  # land inside a pause_resume hold, with sandboxes alive
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
