@@ -411,3 +411,31 @@ def test_a_short_idle_never_counts_as_a_wake(tmp_path):
     wake = next(r for r in claims[1:] if r[1] == "idle_wake/exec_after_idle")
     assert wake[claims[0].index("Verdict")] == "not measured"
     assert "after 30 s or more of idle" in wake[-1]
+
+
+def test_the_concurrency_table_divides_each_level_by_its_median_round_time():
+    from bench.records import Sample
+    from bench.report.build import _throughput_table
+    from bench.stats import summarize
+
+    samples = []
+    for i in range(10):
+        for op, d in (("round_c4", 0.2), ("create_c4", 0.05), ("exec_c4", 0.01), ("round_c1", 0.1)):
+            samples.append(
+                Sample(
+                    run_id="r", sample_id=len(samples) + 1, provider="p",
+                    workload="concurrency_scaling", operation=op, iteration=i, warmup=False,
+                    concurrency=1, started_at="2026-11-28T00:00:00+00:00", duration_s=d,
+                    status="ok",
+                )
+            )  # fmt: skip
+    rows = summarize(samples).to_dict("records")
+    table = _throughput_table("concurrency_scaling", rows)
+    assert table is not None
+    cells = [list(row.cells) for row in table.rows]
+    assert [c[1] for c in cells] == ["1", "4"]
+    assert cells[0][3] == "10.0/s" and cells[1][3] == "20.0/s"
+    assert cells[1][5] == "n too small"  # p99 of 10 creates is not claimed
+    assert (
+        _throughput_table("lifecycle", [r for r in rows if "round" not in r["operation"]]) is None
+    )

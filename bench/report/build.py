@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -168,6 +169,8 @@ class WorkloadSection:
     scaling: FigureView | None = None
     #: Open-loop schedule lag (burst, ramp), when the workload records intended starts.
     lag: Table | None = None
+    #: Throughput and tail per concurrency level (concurrency_scaling).
+    throughput: Table | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -292,6 +295,7 @@ def build_report(runset: RunSet, settings: ReportSettings, figures_dir: Path) ->
                 box=box,
                 scaling=scaling,
                 lag=_lag_table(frame, workload, include_warmups),
+                throughput=_throughput_table(workload, rows),
             )
         )
 
@@ -464,6 +468,53 @@ def _lag_frame(frame: pd.DataFrame, include_warmups: bool) -> pd.DataFrame:
     if not include_warmups:
         mask &= ~frame["warmup"].to_numpy(dtype=bool)
     return frame.loc[mask, ["provider", "workload", "schedule_lag_s"]]
+
+
+_ROUND = re.compile(r"^round_c(\d+)$")
+
+
+def _throughput_table(workload: str, rows: Sequence[Mapping[str, Any]]) -> Table | None:
+    """Per provider and concurrency level C: sandboxes per second (C / median round time)
+    and the p50 and p99 of create and exec at that level."""
+    by_key = {(r["provider"], r["operation"]): r for r in rows}
+    table_rows = []
+    for row in rows:
+        match = _ROUND.match(str(row["operation"]))
+        if match is None:
+            continue
+        level, provider = int(match.group(1)), row["provider"]
+        p50 = row.get("p50_s", row.get("p50"))
+        rate = (
+            f"{level / p50:.1f}/s"
+            if not stats.is_withheld(row, "p50") and p50 and not math.isnan(p50)
+            else "–"
+        )
+        cells = [provider, str(level), stats.format_cell(row, "p50"), rate]
+        for op in (f"create_c{level}", f"exec_c{level}"):
+            r = by_key.get((provider, op))
+            cells += [stats.format_cell(r, "p50"), stats.format_cell(r, "p99")] if r else ["–"] * 2
+        table_rows.append(cells)
+    if not table_rows:
+        return None
+    table_rows.sort(key=lambda cells: (cells[0], int(cells[1])))
+    return make_table(
+        f"throughput-{workload}",
+        (
+            "Provider",
+            "Concurrency",
+            "Round p50",
+            "Throughput",
+            "Create p50",
+            "Create p99",
+            "Exec p50",
+            "Exec p99",
+        ),
+        table_rows,
+        title=f"{workload}: throughput and tail against concurrency",
+        caption="Each round releases C sandboxes at once (create, exec `true`, destroy); "
+        "throughput is C divided by the median round time. p99 needs 100 samples.",
+        align="lrrrrrrr",
+    )
 
 
 def _lag_table(frame: pd.DataFrame, workload: str, include_warmups: bool) -> Table | None:
