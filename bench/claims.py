@@ -56,6 +56,8 @@ class Verdict(StrEnum):
     SLOWER = "slower"
     FASTER = "faster"
     NOT_MEASURED = "not measured"
+    #: The run measured a stand-in (a loopback emulator), not the provider the claim is about.
+    NOT_COMPARABLE = "not comparable"
 
 
 class ClaimKind(StrEnum):

@@ -9,6 +9,7 @@ keeps every value. A failed connect is recorded with its error, never as zero.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import statistics
 import time
 from typing import Any
@@ -24,6 +25,20 @@ def host_port(url: str) -> tuple[str, int] | None:
         return None
     port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
     return parts.hostname, port
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` points at this machine (an emulator, not the provider's cloud)."""
+    target = host_port(url)
+    if target is None:
+        return False
+    host = target[0]
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def tcp_connect_times(url: str, *, rounds: int = ROUNDS) -> dict[str, Any]:

@@ -439,3 +439,27 @@ def test_the_concurrency_table_divides_each_level_by_its_median_round_time():
     assert (
         _throughput_table("lifecycle", [r for r in rows if "round" not in r["operation"]]) is None
     )
+
+
+def test_a_provider_measured_on_a_loopback_emulator_is_never_passed_off_as_the_real_one(tmp_path):
+    import json
+
+    from bench.report import write_report
+    from tests.synthetic import make_run
+
+    run = make_run(tmp_path / "results", iterations=20, seed=3)
+    manifest = json.loads((run / "manifest.json").read_text())
+    emulated = sorted(manifest["providers"])[0]
+    real = [p for p in manifest["providers"] if p != emulated]
+    manifest["providers"][emulated]["environment"]["endpoint"] = "http://127.0.0.1:40000/api"
+    for p in real:
+        manifest["providers"][p]["environment"]["endpoint"] = f"https://api.{p}.example"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    markdown = write_report([run], tmp_path / "reports").with_name("report.md").read_text()
+    assert f"**emulated**: {emulated} ran against a loopback endpoint" in markdown
+    assert f"| {emulated} (emulated) |" in markdown
+    for p in real:
+        assert f"{p} ran against a loopback" not in markdown
+    claim_rows = [line for line in markdown.splitlines() if line.startswith(f"| {emulated} |")]
+    claim_rows = [line for line in claim_rows if "“" in line]  # the claims table's rows
+    assert claim_rows and all("not comparable" in line for line in claim_rows)

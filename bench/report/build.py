@@ -11,7 +11,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ import pandas as pd
 
 from bench import claims as claims_mod
 from bench import cost, stats
+from bench.netprobe import is_loopback
 from bench.records import SchemaError
 from bench.report import figures
 from bench.report.tables import Row, Table, make_table, to_markdown
@@ -333,6 +334,17 @@ def build_report(runset: RunSet, settings: ReportSettings, figures_dir: Path) ->
         frame=frame,
         include_warmups=include_warmups,
     )
+    emulated = emulated_providers(manifests)
+    claim_results = [
+        replace(
+            r,
+            verdict=claims_mod.Verdict.NOT_COMPARABLE,
+            reason="measured against a loopback emulator, not the provider's service",
+        )
+        if r.claim.provider in emulated
+        else r
+        for r in claim_results
+    ]
     pairs = stats.compare_providers(group_map, seed=settings.seed)
 
     summary_csv = summary.merge(
@@ -353,7 +365,7 @@ def build_report(runset: RunSet, settings: ReportSettings, figures_dir: Path) ->
         subtitle=subtitle,
         generated_at=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         run_ids=run_ids,
-        glance=_glance_table(providers, summary, sessions),
+        glance=_glance_table(providers, summary, sessions, emulated),
         details=_details_table(runset, frame, include_warmups),
         warnings=tuple(_warnings(runset, summary, capabilities, frame, include_warmups)),
         capabilities=_capability_table(providers, capabilities, manifests),
@@ -572,7 +584,10 @@ def _pick(summary: pd.DataFrame, provider: str, workload: str, operation: str) -
 
 
 def _glance_table(
-    providers: Sequence[str], summary: pd.DataFrame, sessions: Sequence[cost.SessionCost]
+    providers: Sequence[str],
+    summary: pd.DataFrame,
+    sessions: Sequence[cost.SessionCost],
+    emulated: set[str] | frozenset[str] = frozenset(),
 ) -> Table:
     by_provider = {s.provider: s for s in sessions}
     rows = []
@@ -583,7 +598,7 @@ def _glance_table(
         session = by_provider.get(p)
         rows.append(
             [
-                p,
+                f"{p} (emulated)" if p in emulated else p,
                 _pick(summary, p, "lifecycle", "create"),
                 _pick(summary, p, "lifecycle", "ready"),
                 _pick(summary, p, "exec", "exec_true"),
@@ -957,7 +972,8 @@ def _claims_table(results: Sequence[claims_mod.ClaimResult]) -> Table:
             p95 = stats.NOT_ENOUGH if r.n else "–"
         where = f"{c.workload}/{c.operation}" if c.workload else c.operation
         verdict = str(r.verdict)
-        detail = r.reason if r.verdict is claims_mod.Verdict.NOT_MEASURED else c.note
+        shown_reason = (claims_mod.Verdict.NOT_MEASURED, claims_mod.Verdict.NOT_COMPARABLE)
+        detail = r.reason if r.verdict in shown_reason else c.note
         source = f"“{c.quote}” — {c.source}, {c.date}" + (f"\n{detail}" if detail else "")
         cells = (c.provider, where, c.describe(), measured, ci, p95, str(r.n), verdict, source)
         classes = ("",) * 7 + (f"verdict verdict-{verdict.replace(' ', '-')}", "small")
@@ -1039,6 +1055,18 @@ def _limited(kind: str, items: Sequence[str]) -> list[Warning_]:
     return out
 
 
+def emulated_providers(manifests: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Providers whose endpoint in any run was on this machine: their numbers describe an
+    emulator, and the report must not let them pass for the provider's service."""
+    found = set()
+    for manifest in manifests:
+        for pid, entry in (manifest.get("providers") or {}).items():
+            endpoint = ((entry or {}).get("environment") or {}).get("endpoint")
+            if endpoint and is_loopback(str(endpoint)):
+                found.add(pid)
+    return found
+
+
 def _warnings(
     runset: RunSet,
     summary: pd.DataFrame,
@@ -1047,6 +1075,15 @@ def _warnings(
     include_warmups: bool,
 ) -> list[Warning_]:
     out: list[Warning_] = []
+    for pid in sorted(emulated_providers([r.manifest for r in runset.runs])):
+        out.append(
+            Warning_(
+                kind="emulated",
+                text=f"{pid} ran against a loopback endpoint (an emulator on this machine): its "
+                "latencies and costs describe the emulator and the harness, not the provider's "
+                "service; claims are not judged",
+            )
+        )
     for run in runset.runs:
         status = run.manifest.get("status")
         if status != "completed":
