@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from bench.workloads.base import CheckFailed, Workload, exit_zero, sha256_of_output
-from bench.workloads.lifecycle import exec_until_ready
+from bench.workloads.base import CheckFailed, Workload, sha256_of_output
+from bench.workloads.lifecycle import timed_first_exec
 from providers.base import Capabilities, ExecResult, Op, RestoreTarget
 
 if TYPE_CHECKING:
@@ -97,12 +97,7 @@ class Checkpoint(Workload):
             "restore", lambda: provider.restore(ref), sandbox=sandbox, extra={"state_mb": state_mb}
         )
         ctx.track(restored)
-        await ctx.timed(
-            "first_exec_after_restore",
-            lambda: exec_until_ready(provider, restored, timeout_s=ctx.timeout_s, attempts={}),
-            sandbox=restored,
-            check=exit_zero,
-        )
+        await timed_first_exec(ctx, restored, "first_exec_after_restore")
 
         def same_state(result: ExecResult) -> None:
             after = sha256_of_output(result)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.workloads.base import CheckFailed, Workload, exit_zero
-from bench.workloads.lifecycle import exec_until_ready
+from bench.workloads.lifecycle import timed_first_exec
 from providers.base import Capabilities, ExecResult
 
 if TYPE_CHECKING:
@@ -52,12 +52,7 @@ class Exec(Workload):
 
     async def run(self, ctx: IterationContext) -> None:
         sandbox = await ctx.create()
-        await ctx.timed(
-            "first_exec",
-            lambda: exec_until_ready(ctx.provider, sandbox, timeout_s=ctx.timeout_s, attempts={}),
-            sandbox=sandbox,
-            check=exit_zero,
-        )
+        await timed_first_exec(ctx, sandbox)
         repeats = int(self.params["repeats"])
         for repeat in range(repeats):
             await ctx.timed(

@@ -17,7 +17,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.workloads.base import Workload, exit_zero
-from bench.workloads.lifecycle import exec_until_ready
+from bench.workloads.lifecycle import timed_first_exec
 from providers.base import Capabilities
 
 if TYPE_CHECKING:
@@ -36,12 +36,7 @@ class IdleWake(Workload):
 
     async def run(self, ctx: IterationContext) -> None:
         sandbox = await ctx.create()
-        await ctx.timed(
-            "first_exec",
-            lambda: exec_until_ready(ctx.provider, sandbox, timeout_s=ctx.timeout_s, attempts={}),
-            sandbox=sandbox,
-            check=exit_zero,
-        )
+        await timed_first_exec(ctx, sandbox)
         idle_s = float(self.params["idle_s"])
         await asyncio.sleep(idle_s)
         await ctx.timed(

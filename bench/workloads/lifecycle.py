@@ -52,6 +52,24 @@ async def exec_until_ready(
         await asyncio.sleep(_RETRY_INTERVAL_S)
 
 
+async def timed_first_exec(
+    ctx: IterationContext,
+    sandbox: Sandbox,
+    operation: str = "first_exec",
+    *,
+    extra: dict[str, Any] | None = None,
+) -> ExecResult:
+    """Time :func:`exec_until_ready` as ``operation``; the attempts go in ``extra.attempts``."""
+    extra = {} if extra is None else extra
+    return await ctx.timed(
+        operation,
+        lambda: exec_until_ready(ctx.provider, sandbox, timeout_s=ctx.timeout_s, attempts=extra),
+        sandbox=sandbox,
+        check=exit_zero,
+        extra=extra,
+    )
+
+
 class Lifecycle(Workload):
     name: ClassVar[str] = "lifecycle"
 
@@ -62,16 +80,7 @@ class Lifecycle(Workload):
         started_at = utc_now_iso()
         t0 = time.perf_counter_ns()
         sandbox = await ctx.create()
-        extra: dict[str, Any] = {}
-        await ctx.timed(
-            "first_exec",
-            lambda: exec_until_ready(
-                ctx.provider, sandbox, timeout_s=ctx.timeout_s, attempts=extra
-            ),
-            sandbox=sandbox,
-            check=exit_zero,
-            extra=extra,
-        )
+        await timed_first_exec(ctx, sandbox)
         ctx.record_span(
             "ready",
             started_at=started_at,
