@@ -206,7 +206,15 @@ async def test_the_sandboxs_root_cannot_mount_make_devices_or_tune_the_kernel(pr
         result = await sh(provider, sandbox, command)
         assert result.exit_code != 0, f"{what} succeeded inside the sandbox"
     caps = await sh(provider, sandbox, "grep CapBnd /proc/self/status")
-    assert int(caps.stdout.split()[1], 16) & (1 << 21) == 0  # no CAP_SYS_ADMIN
+    bounding = int(caps.stdout.split()[1], 16)
+    assert bounding & (1 << 21) == 0  # no CAP_SYS_ADMIN
+    assert bounding & (1 << 16) == 0  # no CAP_SYS_MODULE: no kernel modules
+    privs = await sh(provider, sandbox, "grep NoNewPrivs /proc/self/status")
+    assert privs.stdout.split()[1] == b"1"  # setuid binaries cannot raise privileges
+    devices = await sh(provider, sandbox, "ls /dev")
+    basic = {b"null", b"zero", b"full", b"random", b"urandom", b"tty", b"pts", b"shm", b"ptmx",
+             b"fd", b"stdin", b"stdout", b"stderr", b"console", b"mqueue"}  # fmt: skip
+    assert set(devices.stdout.split()) <= basic, devices.stdout
 
 
 async def test_the_sandbox_has_its_own_hostname(provider, sandbox):

@@ -133,6 +133,9 @@ def _build(spec: dict) -> socket.socket:
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last_cap = int(f.read())
     L.drop_bounding_caps(L.CAPS_KEPT, last_cap)
+    # Inherited by the agent and every command: setuid binaries and file capabilities can no
+    # longer raise what a process holds.
+    L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
