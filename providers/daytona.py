@@ -77,6 +77,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 from daytona import (
     AsyncDaytona,
     CreateSandboxFromImageParams,
@@ -556,6 +557,10 @@ def _translate(exc: BaseException, provider: str, operation: str) -> ProviderErr
     chain = _chain(exc)
     message = str(exc) or type(exc).__name__
     kwargs = {"provider": provider, "operation": str(operation)}
+    if any(isinstance(e, HttpProcessingError) for e in chain):
+        # aiohttp could not parse the answer's status line or headers; it reports that as a
+        # ClientResponseError with its own status 400, which is not the provider's.
+        return ProtocolError(message, **kwargs)
     status, headers = _status_and_headers(chain)
     if status is not None:
         if status in (401, 403):

@@ -537,6 +537,11 @@ def _chain(exc: BaseException) -> list[BaseException]:
 #: connectrpc codes (as the SDK spells them in a SandboxException message) that mean the
 #: sandbox's agent or the edge answered with a server-side failure.
 _LEADING_STATUS = re.compile(r"^([1-5][0-9][0-9]): ")
+#: Messages of answers that arrived but could not be decoded (envd's Connect messages, bodies
+#: whose Content-Encoding is broken).
+_UNDECODABLE = re.compile(
+    r"could not be decoded|invalid gzip header|error decoding response body", re.IGNORECASE
+)
 _SERVER_SIDE_RPC_CODES = ("Code.INTERNAL", "Code.UNKNOWN", "Code.UNAVAILABLE", "Code.DATA_LOSS")
 
 
@@ -545,7 +550,9 @@ def _translate(exc: BaseException, provider: str, operation: str) -> ProviderErr
     chain = _chain(exc)
     message = str(exc) or type(exc).__name__
     kwargs = {"provider": provider, "operation": str(operation)}
-    if "could not be decoded" in message:
+    if _UNDECODABLE.search(message):
+        # pyqwest reports a body it cannot decompress as a ReadError, like a dropped
+        # connection; only the message tells them apart.
         return ProtocolError(message, **kwargs)
     if any(isinstance(e, AuthenticationException) for e in chain):
         return AuthError(message, **kwargs)

@@ -103,7 +103,7 @@ from sprites.exceptions import (
     NotFoundError,
 )
 from sprites.exceptions import TimeoutError as SpritesTimeoutError
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 from providers.base import (
     REQUIRED_OPS,
@@ -636,6 +636,12 @@ def _translate(exc: BaseException, seen: _Seen, provider: str, operation: str) -
         if status >= 500:
             return Unavailable(message, **kwargs)
         return ProviderError(message, **kwargs)
+    if any(isinstance(e, httpx.DecodingError) for e in chain) or any(
+        isinstance(e, InvalidStatus) and e.response.status_code < 400 for e in chain
+    ):
+        # A body httpx cannot decode, or a non-error answer instead of the WebSocket upgrade:
+        # the SDK wraps both in NetworkError, but the provider answered, unreadably.
+        return ProtocolError(message, **kwargs)
     if any(isinstance(e, AuthenticationError) for e in chain):
         return AuthError(message, **kwargs)
     if any(isinstance(e, NotFoundError | FileNotFoundError_) for e in chain):

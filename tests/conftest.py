@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -29,14 +29,20 @@ def needs_root() -> None:
 
 @pytest.fixture
 async def open_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """An async context factory: ``async with open_provider("e2b") as (provider, emulator)``."""
+    """An async context factory: ``async with open_provider("e2b") as (provider, emulator)``.
+
+    ``emulator_args`` are more emulator options (latency model, faults, seed, backend: see
+    :func:`tests.emulators.common.emulator_args`)."""
     import contextlib
 
     from tests.emulators.common import running
 
     @contextlib.asynccontextmanager
     async def factory(
-        provider_id: str, settings: dict | None = None, latency_ms: float = 0.0
+        provider_id: str,
+        settings: dict | None = None,
+        latency_ms: float = 0.0,
+        emulator_args: Sequence[str] = (),
     ) -> AsyncIterator[tuple[Provider, object | None]]:
         needs_root()
         if provider_id == "local":
@@ -51,7 +57,10 @@ async def open_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             return
         module = importlib.import_module(f"tests.emulators.{provider_id}")
         async with running(
-            provider_id, tmp_path / f"{provider_id}-emu", latency_ms=latency_ms
+            provider_id,
+            tmp_path / f"{provider_id}-emu",
+            latency_ms=latency_ms,
+            extra_args=emulator_args,
         ) as emu:
             for key, value in module.client_env(emu).items():
                 monkeypatch.setenv(key, value)

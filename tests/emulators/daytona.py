@@ -73,9 +73,13 @@ from tests.emulators.common import (
     ADMIN_PREFIX,
     Emulator,
     EmulatorState,
+    broken_framing,
     make_app,
+    make_backend,
     parse_args,
     serve,
+    truncated_json,
+    undecodable_gzip,
 )
 
 API = "/api"
@@ -145,6 +149,17 @@ def injected_error(status: int, message: str) -> web.Response:
     return api_error(status, message)
 
 
+async def malformed(request: web.Request) -> web.StreamResponse:
+    """An injected 200 that Daytona's SDK cannot read: a body that claims gzip and is not for
+    the multipart file download; an unparseable header block for the upload (the SDK never
+    reads its body); truncated JSON everywhere else (every other answer is JSON)."""
+    if request.path.endswith("/files/bulk-download"):
+        return await undecodable_gzip(request)
+    if request.path.endswith("/files/bulk-upload"):
+        return await broken_framing(request)
+    return await truncated_json(request)
+
+
 # -- state ------------------------------------------------------------------------------------
 
 
@@ -196,12 +211,9 @@ class Box:
 
 
 class DaytonaEmulator:
-    def __init__(self, state_dir: Path) -> None:
-        # The registry names the local provider's module; it is imported only here.
-        from providers import provider_class
-
+    def __init__(self, state_dir: Path, backend: str = "local") -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.local = provider_class("local")({"state_dir": str(state_dir / "local")})
+        self.local = make_backend(state_dir, backend)
         self.boxes: dict[str, Box] = {}
         self.snapshots: dict[str, Snap] = {}
         self.shell: str | None = None
@@ -810,11 +822,11 @@ class _ExportsAfterListening(io.TextIOBase):
 
 async def _main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    state = EmulatorState(latency_s=args.latency_ms / 1000.0, token=args.token)
-    emulator = DaytonaEmulator(args.state_dir)
+    state = EmulatorState.from_args(args)
+    emulator = DaytonaEmulator(args.state_dir, args.backend)
     await emulator.open()
     state.live = emulator.live
-    app = make_app(state, injected_error)
+    app = make_app(state, injected_error, malformed)
     emulator.install(app, state.token)
     await serve(app, args.port, emulator.shutdown)
 

@@ -91,8 +91,11 @@ from tests.emulators.common import (
     Emulator,
     EmulatorState,
     make_app,
+    make_backend,
     parse_args,
     serve,
+    truncated_json,
+    undecodable_gzip,
 )
 
 CLIENT_ID = "6532622b"
@@ -144,6 +147,25 @@ def connect_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"code": code, "message": message}, status=status)
 
 
+async def malformed(request: web.Request) -> web.StreamResponse:
+    """An injected 200 that e2b's SDK cannot read: a Connect stream whose first message is not
+    JSON for the process RPCs; a body that claims gzip and is not for answers the SDK reads as
+    raw bytes or not at all (file reads, 204s: kill, pause, timeout, health, snapshot delete);
+    truncated JSON everywhere else."""
+    path = request.path
+    if path.startswith("/process.Process/"):
+        broken = b'{"event": {"start"'
+        return web.Response(
+            status=200,
+            body=ENVELOPE.pack(0x00, len(broken)) + broken,
+            headers={"Content-Type": CONNECT_JSON},
+        )
+    bodiless = request.method == "DELETE" or path.endswith(("/pause", "/timeout"))
+    if bodiless or path == "/health" or (path == "/files" and request.method == "GET"):
+        return await undecodable_gzip(request)
+    return await truncated_json(request)
+
+
 def proxy_not_found(sandbox_id: str) -> web.Response:
     """What the edge proxy answers for a sandbox that is killed, timed out or paused."""
     return web.json_response(
@@ -190,12 +212,9 @@ class Box:
 
 
 class E2BEmulator:
-    def __init__(self, state_dir: Path) -> None:
-        # The registry names the local provider's module; it is imported only here.
-        from providers import provider_class
-
+    def __init__(self, state_dir: Path, backend: str = "local") -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.local = provider_class("local")({"state_dir": str(state_dir / "local")})
+        self.local = make_backend(state_dir, backend)
         self.boxes: dict[str, Box] = {}
         self.snapshots: dict[str, Snap] = {}
         self.next_pid = 1000
@@ -787,11 +806,11 @@ class _ExportsAfterListening(io.TextIOBase):
 
 async def _main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    state = EmulatorState(latency_s=args.latency_ms / 1000.0, token=args.token)
-    emulator = E2BEmulator(args.state_dir)
+    state = EmulatorState.from_args(args)
+    emulator = E2BEmulator(args.state_dir, args.backend)
     await emulator.open()
     state.live = emulator.live
-    app = make_app(state, api_error)
+    app = make_app(state, api_error, malformed)
     emulator.install(app, state.token)
     await serve(app, args.port, emulator.shutdown)
 

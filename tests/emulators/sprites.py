@@ -78,8 +78,11 @@ from tests.emulators.common import (
     Emulator,
     EmulatorState,
     make_app,
+    make_backend,
     parse_args,
     serve,
+    truncated_json,
+    undecodable_gzip,
 )
 
 API = "/v1/sprites"
@@ -128,6 +131,26 @@ def validation_error(*messages: str) -> web.Response:
 
 def fs_error(status: int, message: str, code: str) -> web.Response:
     return web.json_response({"error": message, "code": code}, status=status)
+
+
+async def malformed(request: web.Request) -> web.StreamResponse:
+    """An injected 200 that sprites-py cannot read: for the exec WebSocket, a plain 200 JSON
+    answer instead of the 101 upgrade; for the NDJSON streams (checkpoint, restore), a line
+    that is not JSON; for raw-byte reads and answers whose body the SDK ignores (DELETE, the
+    file write), a body that claims gzip and is not (httpx decodes every body it reads);
+    truncated JSON everywhere else."""
+    path = request.path
+    if path.endswith("/exec"):
+        return web.json_response({"injected": "not a WebSocket upgrade"}, status=200)
+    if path.endswith(("/checkpoint", "/restore")):
+        return web.Response(
+            status=200,
+            body=b'{"type": "info", "data": "Check\n',
+            content_type="application/x-ndjson",
+        )
+    if request.method in ("DELETE", "PUT") or path.endswith("/fs/read"):
+        return await undecodable_gzip(request)
+    return await truncated_json(request)
 
 
 def injected_error(status: int, message: str) -> web.Response:
@@ -190,12 +213,9 @@ class SpriteBox:
 
 
 class SpritesEmulator:
-    def __init__(self, state_dir: Path) -> None:
-        # The registry names the local provider's module; it is imported only here.
-        from providers import provider_class
-
+    def __init__(self, state_dir: Path, backend: str = "local") -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.local = provider_class("local")({"state_dir": str(state_dir / "local")})
+        self.local = make_backend(state_dir, backend)
         self.sprites: dict[str, SpriteBox] = {}
 
     async def open(self) -> None:
@@ -639,11 +659,11 @@ class _ExportsAfterListening(io.TextIOBase):
 
 async def _main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    state = EmulatorState(latency_s=args.latency_ms / 1000.0, token=args.token)
-    emulator = SpritesEmulator(args.state_dir)
+    state = EmulatorState.from_args(args)
+    emulator = SpritesEmulator(args.state_dir, args.backend)
     await emulator.open()
     state.live = emulator.live
-    app = make_app(state, injected_error)
+    app = make_app(state, injected_error, malformed)
     emulator.install(app, state.token)
     await serve(app, args.port, emulator.shutdown)
 
