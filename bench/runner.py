@@ -30,6 +30,7 @@ from bench.records import Sample, Status
 from bench.store import utc_now_iso
 from bench.workloads.base import CheckFailed, StepFailed, Workload
 from providers.base import EXPIRES_LABEL, RUN_LABEL, Capabilities, Provider, Sandbox, SandboxSpec
+from providers.errors import NotFound
 
 T = TypeVar("T")
 
@@ -333,11 +334,10 @@ class IterationContext:
         self._ledger("destroyed", sandbox)
 
     async def cleanup(self) -> None:
-        """Destroy (untimed) whatever is still alive; never raises."""
+        """Destroy (untimed, with retries) whatever is still alive; never raises."""
         for sandbox in list(self.live.values()):
             try:
-                async with asyncio.timeout(CLEANUP_TIMEOUT_S):
-                    await self.provider.destroy(sandbox)
+                await retry_cleanup(lambda sandbox=sandbox: destroy_gone_ok(self.provider, sandbox))
             except BaseException as exc:
                 self._ledger("destroy_failed", sandbox, error=f"{type(exc).__name__}: {exc}")
                 if isinstance(exc, KeyboardInterrupt | SystemExit):
@@ -345,6 +345,34 @@ class IterationContext:
                 continue
             self.live.pop(sandbox.id, None)
             self._ledger("destroyed", sandbox, by="cleanup")
+
+
+#: Clean-up is never measured, so unlike measured calls it retries: a destroy or listing that
+#: meets a passing fault must not leave a sandbox running (and billing) behind.
+CLEANUP_ATTEMPTS = 4
+CLEANUP_BACKOFF_S = (0.25, 1.0, 2.0)
+
+
+async def retry_cleanup(call: Callable[[], Awaitable[T]]) -> T:
+    """``call`` up to CLEANUP_ATTEMPTS times, each bounded by CLEANUP_TIMEOUT_S."""
+    for attempt in range(CLEANUP_ATTEMPTS):
+        try:
+            async with asyncio.timeout(CLEANUP_TIMEOUT_S):
+                return await call()
+        except Exception:
+            if attempt == CLEANUP_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(CLEANUP_BACKOFF_S[min(attempt, len(CLEANUP_BACKOFF_S) - 1)])
+    raise AssertionError("unreachable")
+
+
+async def destroy_gone_ok(provider: Provider, sandbox: Sandbox) -> None:
+    """Destroy, counting "no such sandbox" as done (destroy is idempotent; a retry after a
+    destroy whose answer was lost may find it gone)."""
+    try:
+        await provider.destroy(sandbox)
+    except NotFound:
+        return
 
 
 def expected_records(workload: Workload, caps: Capabilities) -> int:
@@ -529,8 +557,9 @@ class Runner:
         found: list[tuple[str, str]] = []
         for provider_id, provider in self.providers.items():
             try:
-                async with asyncio.timeout(CLEANUP_TIMEOUT_S):
-                    leftovers = await provider.list_sandboxes(self.recorder.run_id)
+                leftovers = await retry_cleanup(
+                    lambda provider=provider: provider.list_sandboxes(self.recorder.run_id)
+                )
             except Exception as exc:  # noqa: BLE001 - a failed sweep is reported, not fatal
                 self.recorder.sink.add_ledger(
                     {"event": "sweep_failed", "provider": provider_id, "error": repr(exc)}
@@ -539,9 +568,11 @@ class Runner:
             for sandbox_id in leftovers:
                 found.append((provider_id, sandbox_id))
                 entry = {"provider": provider_id, "sandbox_id": sandbox_id}
+                handle = Sandbox(id=sandbox_id, provider=provider_id)
                 try:
-                    async with asyncio.timeout(CLEANUP_TIMEOUT_S):
-                        await provider.destroy(Sandbox(id=sandbox_id, provider=provider_id))
+                    await retry_cleanup(
+                        lambda provider=provider, handle=handle: destroy_gone_ok(provider, handle)
+                    )
                 except Exception as exc:  # noqa: BLE001
                     self.recorder.sink.add_ledger(
                         {"event": "destroy_failed", "by": "sweep", "error": repr(exc), **entry}

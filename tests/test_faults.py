@@ -204,14 +204,5 @@ async def test_a_run_with_faults_on_a_fifth_of_calls_completes_and_leaks_nothing
         # Nothing is left alive: not on the emulator, not in its local state directory.
         leaked = await emu.live_sandboxes()
         local = _local_leftovers(emu)
-        if leaked and not hasattr(runner_module, "CLEANUP_ATTEMPTS"):
-            # Known gap, reported to the lead: cleanup() and sweep() make one attempt each,
-            # so a destroy, its clean-up retry and the sweep's list or destroy all meeting a
-            # fault (about 0.2 * 0.2 * 0.36 per faulted destroy) leaks.
-            events = Counter(e["event"] for e in sink.ledger)
-            pytest.xfail(
-                f"{provider_id}: {len(leaked)} sandbox(es) left after one clean-up attempt "
-                f"and one sweep ({dict(events)}); bench/runner.py retries neither"
-            )
         assert leaked == [], f"the emulator still holds {leaked} ({elapsed:.1f} s run)"
         assert local == [], f"local sandboxes left in the emulator's state dir: {local}"
