@@ -143,7 +143,7 @@ async def _run(
     }
     seed = config.resolved_seed()
     plan = make_plan(
-        list(providers),
+        list(providers) or list(config.providers),  # a cluster driver opens no providers
         list(workloads),
         iterations=config.iterations,
         warmup=config.warmup,
@@ -158,6 +158,10 @@ async def _run(
     if main_task is not None:
         loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
+        if config.cluster:  # the iterations run on Dask workers (bench/cluster.py)
+            from bench.cluster import run_on_cluster
+
+            return await run_on_cluster(config, workloads, plan, seed, resume=resume)
         for provider in providers.values():
             await provider.open()
             opened.append(provider)
@@ -316,9 +320,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         "timeout_s": args.timeout,
         "location": args.location,
         "max_cost_usd": args.max_cost_usd,
+        "cluster": args.cluster,
+        "locations": args.locations,
     }
     config = build_config(file_data, overrides)
-    return _execute(config, instantiate_providers(config))
+    # On a cluster each worker opens its own providers, with its own credentials.
+    return _execute(config, {} if config.cluster else instantiate_providers(config))
 
 
 def _execute(config: RunConfig, providers: dict[str, Provider], resume: Path | None = None) -> int:
@@ -347,7 +354,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 #: ``run`` flags that configure a new run (and so make no sense with --resume).
 RUN_FLAGS = ("config", "providers", "workloads", "iterations", "warmup", "concurrency", "seed",
-             "output", "timeout", "location", "max_cost_usd")  # fmt: skip
+             "output", "timeout", "location", "max_cost_usd", "cluster", "locations")  # fmt: skip
 
 
 def cmd_providers(args: argparse.Namespace) -> int:
@@ -530,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--location", help="label of where this client runs")
     run.add_argument("--max-cost-usd", help="refuse or stop the run before it costs more")
     run.add_argument("--resume", metavar="RUN", help="finish a crashed or interrupted run")
+    run.add_argument("--cluster", metavar="tcp://HOST:PORT", help="run on these Dask workers")
+    run.add_argument("--locations", help="with --cluster: the plan from each (comma-separated)")
     run.set_defaults(func=cmd_run)
 
     prov = sub.add_parser("providers", help="list providers and their capabilities here")

@@ -16,6 +16,8 @@ Example ``bench.toml``::
     output = "results"
     timeout_s = 120        # per provider call
     location = "laptop-fra"
+    cluster = "tcp://10.0.0.5:8786"   # run on these Dask workers (bench/cluster.py)
+    locations = ["fra", "iad"]        # with cluster: every workload from each of these
 
     [spec]
     cpus = 1
@@ -34,6 +36,7 @@ Example ``bench.toml``::
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -69,6 +72,10 @@ class RunConfig:
     assumed_op_s: float = 1.0
     #: [pricing]: ``catalog`` (path) and ``local_usd_per_hour`` (self-hosted rate).
     pricing: Mapping[str, Any] = field(default_factory=dict)
+    #: Dask scheduler whose workers run the iterations (``tcp://HOST:PORT``); "" runs here.
+    cluster: str = ""
+    #: With ``cluster``: run the whole plan from each of these worker locations.
+    locations: tuple[str, ...] = ()
     spec: SandboxSpec = field(default_factory=SandboxSpec)
     #: Per-workload parameters, e.g. {"exec": {"repeats": 20}}; validated by each workload.
     workload_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -93,6 +100,8 @@ class RunConfig:
             "max_cost_usd": self.max_cost_usd,
             "assumed_op_s": self.assumed_op_s,
             "pricing": dict(self.pricing),
+            "cluster": self.cluster or None,
+            "locations": list(self.locations),
             "workload_params": {k: dict(v) for k, v in self.workload_params.items()},
             "provider_settings": {k: dict(v) for k, v in self.provider_settings.items()},
         }
@@ -110,6 +119,8 @@ _RUN_KEYS = {
     "location",
     "max_cost_usd",
     "assumed_op_s",
+    "cluster",
+    "locations",
 }
 _TOP_KEYS = {"run", "spec", "workloads", "providers", "pricing"}
 _PRICING_KEYS = {"catalog", "local_usd_per_hour"}
@@ -155,6 +166,21 @@ def _names(value: Any, name: str) -> tuple[str, ...]:
     if len(set(items)) != len(items):
         raise ConfigError(f"{name} lists a name twice: {', '.join(items)}")
     return tuple(items)
+
+
+_ADDRESS = re.compile(
+    r"(?:(?P<scheme>tcp|tls)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[\w.-]+):(?P<port>\d+)"
+)
+
+
+def _scheduler_address(value: Any) -> str:
+    """A Dask scheduler address, ``tcp://HOST:PORT`` (or ``tls://``; bare ``HOST:PORT`` is tcp)."""
+    match = _ADDRESS.fullmatch(str(value).strip())
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ConfigError(
+            f"cluster must be a scheduler address like tcp://HOST:PORT, got {value!r}"
+        )
+    return f"{match['scheme'] or 'tcp'}://{match['host']}:{int(match['port'])}"
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -210,6 +236,12 @@ def build_config(
         cfg["location"] = str(run["location"])
     if "output" in run:
         cfg["output"] = Path(run["output"])
+    if run.get("cluster"):
+        cfg["cluster"] = _scheduler_address(run["cluster"])
+    if run.get("locations"):
+        cfg["locations"] = _names(run["locations"], "locations")
+        if not cfg.get("cluster"):
+            raise ConfigError("locations needs cluster: they are labels of Dask workers")
     if "max_cost_usd" in run:
         cfg["max_cost_usd"] = _float(run["max_cost_usd"], "max_cost_usd")
     if "assumed_op_s" in run:

@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 from bench.records import Sample, Status
 from bench.store import utc_now_iso
-from bench.workloads.base import CheckFailed, StepFailed, Workload
+from bench.workloads.base import CheckFailed, Share, StepFailed, Workload
 from providers.base import EXPIRES_LABEL, RUN_LABEL, Capabilities, Provider, Sandbox, SandboxSpec
 from providers.errors import NotFound
 
@@ -96,6 +96,7 @@ class Recorder:
         location: str | None = None,
         scrub: Callable[[str], str] = str,
         first_sample_id: int = 1,
+        origin_ns: int | None = None,
     ) -> None:
         self.sink = sink
         self.run_id = run_id
@@ -104,7 +105,9 @@ class Recorder:
         self.scrub = scrub
         self._ids = itertools.count(first_sample_id)
         #: The run's monotonic origin: open-loop start times are seconds since this instant.
-        self.origin_ns = time.perf_counter_ns()
+        #: A cluster worker passes the driver's origin translated to its own clock
+        #: (bench/cluster.py), so every client's start times lie on one timeline.
+        self.origin_ns = time.perf_counter_ns() if origin_ns is None else origin_ns
 
     def since_origin_s(self, instant_ns: int) -> float:
         return (instant_ns - self.origin_ns) / 1e9
@@ -162,8 +165,12 @@ class IterationContext:
         recorder: Recorder,
         timeout_s: float,
         planned: Sequence[str],
+        share: Share | None = None,
     ) -> None:
         self.item = item
+        #: This client's part of an iteration split across clients (open-loop workloads on a
+        #: cluster); None when this client runs the whole iteration.
+        self.share = share
         self.provider = provider
         self.capabilities = provider.capabilities()
         self.spec = spec
@@ -484,7 +491,8 @@ class Runner:
             labels=labels,
         )
 
-    async def run_item(self, item: WorkItem) -> None:
+    async def run_item(self, item: WorkItem, *, share: Share | None = None) -> None:
+        """Run one iteration (or, with ``share``, this client's part of it)."""
         provider = self.providers[item.provider]
         workload = self.workloads[item.workload]
         caps = provider.capabilities()
@@ -509,7 +517,12 @@ class Runner:
             spec=self._spec_for_run(),
             recorder=self.recorder,
             timeout_s=self.timeout_s,
-            planned=workload.planned_ops(caps),
+            planned=(
+                workload.planned_ops(caps)
+                if share is None
+                else workload.planned_share_ops(caps, share)
+            ),
+            share=share,
         )
         try:
             await workload.run(ctx)

@@ -164,6 +164,8 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "state_mb",
     "recycled",
     "spec_mismatch",
+    "location",
+    "host",
 )
 
 
@@ -339,7 +341,8 @@ def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
     ``duration_s`` is NaN unless the status is ok. From the open-loop fields,
     ``schedule_lag_s`` = actual minus intended start (NaN for closed-loop samples). From
     ``extra``: ``verified`` and ``recycled`` (nullable booleans), ``idle_s`` and ``state_mb``
-    (NaN when absent) and ``spec_mismatch`` (the probe's list joined with "; ", or missing).
+    (NaN when absent), ``spec_mismatch`` (the probe's list joined with "; ", or missing) and
+    ``host`` (the machine that measured it, on cluster runs). ``location`` is the sample's own.
     """
     samples = list(samples)
     n = len(samples)
@@ -388,6 +391,8 @@ def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
             "spec_mismatch": pd.Categorical(
                 ["; ".join(map(str, m)) if isinstance(m, list) and m else None for m in mismatch]
             ),
+            "location": pd.Categorical([s.location for s in samples]),
+            "host": pd.Categorical([e.get("host") for e in extras]),
         }
     )
 

@@ -25,6 +25,7 @@ from bench import cost, stats
 from bench.netprobe import is_loopback
 from bench.records import SchemaError
 from bench.report import figures
+from bench.report.locations import location_table
 from bench.report.tables import Row, Table, make_table, to_markdown
 from bench.store import load_ledger, load_run
 
@@ -199,6 +200,8 @@ class Report:
     method_notes: tuple[str, ...]
     summary_csv: pd.DataFrame
     figures: tuple[FigureView, ...] = field(default_factory=tuple)
+    #: Per-location medians and ratios (bench/report/locations.py); None without locations.
+    locations: Table | None = None
 
     def all_tables(self) -> list[Table]:
         tables = [self.glance, self.details, self.capabilities]
@@ -212,7 +215,7 @@ class Report:
             self.claims,
             self.comparisons,
         ]
-        return tables
+        return tables + ([self.locations] if self.locations is not None else [])
 
 
 def _view(fig: figures.FigureFile | None) -> FigureView | None:
@@ -383,6 +386,7 @@ def build_report(runset: RunSet, settings: ReportSettings, figures_dir: Path) ->
         comparisons=_comparison_table(pairs),
         method_notes=tuple(_method_notes(include_warmups, settings.seed)),
         summary_csv=summary_csv,
+        locations=location_table(frame, include_warmups=include_warmups, seed=settings.seed),
         figures=tuple(all_figures),
     )
 

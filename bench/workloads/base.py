@@ -11,12 +11,25 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from providers.base import Capabilities, ExecResult, Op
 
 if TYPE_CHECKING:
     from bench.runner import IterationContext
+
+
+@dataclass(frozen=True, kw_only=True)
+class Share:
+    """One client's part of an iteration split across ``count`` clients (open-loop workloads
+    on a cluster, bench/cluster.py): slots ``index``, ``index + count``, ... of the schedule,
+    which starts at ``start_ns`` (this client's ``time.perf_counter_ns``, translated from the
+    driver's common start instant)."""
+
+    index: int
+    count: int
+    start_ns: int | None = None
 
 
 class StepFailed(Exception):
@@ -72,6 +85,14 @@ class Workload(ABC):
     @abstractmethod
     def planned_ops(self, caps: Capabilities) -> list[str]:
         """Every operation one iteration records on a provider with ``caps`` (with repeats)."""
+
+    def clients(self) -> int:
+        """How many cluster workers share one iteration (open-loop workloads split theirs)."""
+        return 1
+
+    def planned_share_ops(self, caps: Capabilities, share: Share) -> list[str]:
+        """The operations one client's ``share`` of a split iteration records."""
+        raise NotImplementedError(f"workload {self.name} cannot be split across clients")
 
     @abstractmethod
     async def run(self, ctx: IterationContext) -> None:

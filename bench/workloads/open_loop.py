@@ -21,6 +21,14 @@ Every create record keeps ``intended_start_s`` and ``actual_start_s`` (seconds s
 monotonic origin); actual minus intended is the client's schedule lag, which the report shows
 so a run whose client could not keep up is flagged rather than believed. ``first_exec`` is
 closed-loop per sandbox (from create's return). Every sandbox is destroyed at the end.
+
+Several clients (``clients = K``, on a cluster: bench/cluster.py): one iteration's slots are
+dealt round-robin to K workers (worker j takes slots j, j+K, ...), and all K compute the same
+schedule from one common start instant that the driver picks on its wall clock and each worker
+translates to its own monotonic clock with its measured clock offset (recorded in the
+manifest). So 1,000 creates can be released together from several machines; the intended
+starts of all K clients lie on one timeline, to within the offsets' uncertainty. On a single
+machine the whole iteration runs from this one client, whatever ``clients`` says.
 """
 
 from __future__ import annotations
@@ -28,9 +36,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from bench.workloads.base import StepFailed, Workload, exit_zero
+from bench.workloads.base import Share, StepFailed, Workload, exit_zero
 from bench.workloads.lifecycle import exec_until_ready
 from providers.base import Capabilities, Sandbox
 
@@ -54,13 +63,37 @@ class _OpenLoop(Workload):
     def _count(self) -> int:
         raise NotImplementedError
 
+    @classmethod
+    def validate_params(cls, params: Mapping[str, Any]) -> None:
+        super().validate_params(params)
+        clients = params.get("clients", 1)
+        if isinstance(clients, float) and not clients.is_integer():
+            raise ValueError(f"[workloads.{cls.name}] clients must be a whole number >= 1")
+
+    def clients(self) -> int:
+        return int(self.params["clients"])
+
+    def _slots(self, share: Share | None) -> range:
+        if share is None:
+            return range(self._count())
+        return range(share.index, self._count(), share.count)
+
     def planned_ops(self, caps: Capabilities) -> list[str]:
         n = self._count()
         return ["create"] * n + ["first_exec"] * n + ["destroy"] * n
 
+    def planned_share_ops(self, caps: Capabilities, share: Share) -> list[str]:
+        n = len(self._slots(share))
+        return ["create"] * n + ["first_exec"] * n + ["destroy"] * n
+
     async def run(self, ctx: IterationContext) -> None:
-        start_ns = time.perf_counter_ns() + int(LEAD_S * 1e9)
-        schedule = self._schedule(start_ns)
+        share = ctx.share
+        if share is not None and share.start_ns is not None:
+            start_ns = share.start_ns  # the common instant, on this client's clock
+        else:
+            start_ns = time.perf_counter_ns() + int(LEAD_S * 1e9)
+        full = self._schedule(start_ns)
+        schedule = {i: full[i] for i in self._slots(share)}
 
         async def one(index: int, due_ns: int) -> Sandbox | None:
             await _sleep_until(due_ns)
@@ -86,7 +119,7 @@ class _OpenLoop(Workload):
                 )
             return sandbox
 
-        created = await asyncio.gather(*(one(i, due) for i, due in enumerate(schedule)))
+        created = await asyncio.gather(*(one(i, due) for i, due in schedule.items()))
         for sandbox in created:
             if sandbox is not None:
                 try:
@@ -97,7 +130,7 @@ class _OpenLoop(Workload):
 
 class Burst(_OpenLoop):
     name: ClassVar[str] = "burst"
-    defaults: ClassVar[dict[str, Any]] = {"size": 10}
+    defaults: ClassVar[dict[str, Any]] = {"size": 10, "clients": 1}
 
     def _count(self) -> int:
         return int(self.params["size"])
@@ -108,7 +141,7 @@ class Burst(_OpenLoop):
 
 class Ramp(_OpenLoop):
     name: ClassVar[str] = "ramp"
-    defaults: ClassVar[dict[str, Any]] = {"rate_per_s": 10.0, "duration_s": 2.0}
+    defaults: ClassVar[dict[str, Any]] = {"rate_per_s": 10.0, "duration_s": 2.0, "clients": 1}
 
     def _count(self) -> int:
         return max(1, round(float(self.params["rate_per_s"]) * float(self.params["duration_s"])))
