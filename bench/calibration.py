@@ -8,6 +8,13 @@ there (:func:`load`) and shows a "Calibration: measured vs true" section. The em
 exposes the same block at ``GET /_emulator/config``, so the file is a copy of what the server
 really applied, not of what a test meant to ask for.
 
+From a shell, after a run against an emulator started with a latency model::
+
+    python -m bench.calibration results/<run_id> --emulator http://127.0.0.1:PORT \
+        --provider e2b --operations create
+
+reads the emulator's ``GET /_emulator/config`` and writes the run's ``calibration.json``.
+
 The latency model (:class:`LatencyModel`), one definition shared by the emulator that draws
 from it and the report that computes its percentiles:
 
@@ -212,6 +219,9 @@ class Calibration:
     seed: int | None = None
     source: str = ""
     note: str = ""
+    #: The client's (and emulator's) own time per call, measured by whoever ran the
+    #: calibration against the same emulator with nothing added, e.g. ``{"p50": 0.0012}``.
+    client_overhead_s: Mapping[str, float] | None = None
     percentiles: tuple[int, ...] = field(default=(50, 90, 95, 99))
 
     def true_percentiles(self) -> dict[int, float]:
@@ -227,6 +237,7 @@ class Calibration:
             "seed": self.seed,
             "source": self.source,
             "note": self.note,
+            "client_overhead_s": dict(self.client_overhead_s or {}),
         }
 
     @classmethod
@@ -244,6 +255,10 @@ class Calibration:
             seed=data.get("seed"),
             source=str(data.get("source") or ""),
             note=str(data.get("note") or ""),
+            client_overhead_s={
+                str(k): float(v) for k, v in (data.get("client_overhead_s") or {}).items()
+            }
+            or None,
         )
 
 
@@ -270,6 +285,43 @@ def load(folder: Path) -> list[Calibration]:
     return [Calibration.from_dict(e) for e in data.get("entries") or []]
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.calibration RUN_DIR --emulator URL --provider P --operations a,b``."""
+    import argparse
+    import urllib.request
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.calibration",
+        description="write a run's calibration.json from an emulator's GET /_emulator/config",
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--emulator", required=True, help="the emulator's base URL")
+    parser.add_argument("--provider", required=True)
+    parser.add_argument(
+        "--operations", required=True, help="comma-separated: operations that are one call each"
+    )
+    parser.add_argument("--overhead-p50-ms", type=float, default=None)
+    args = parser.parse_args(argv)
+    if not (args.run_dir / "manifest.json").is_file():
+        parser.error(f"{args.run_dir} is not a run folder (no manifest.json)")
+    url = args.emulator.rstrip("/") + "/_emulator/config"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        config = json.load(answer)
+    match = config.get("latency_match") or "every call"
+    entry = Calibration(
+        latency=LatencyModel.from_dict(config["latency"]),
+        provider=args.provider,
+        operations=tuple(o for o in args.operations.split(",") if o),
+        seed=config.get("seed"),
+        source=f"GET {url}, latency on {match}, {config.get('backend', '?')} backend",
+        client_overhead_s=(
+            {"p50": args.overhead_p50_ms / 1e3} if args.overhead_p50_ms is not None else None
+        ),
+    )
+    print(save(args.run_dir, entry))
+    return 0
+
+
 __all__ = [
     "CALIBRATION_FILE",
     "Calibration",
@@ -278,3 +330,7 @@ __all__ = [
     "load",
     "save",
 ]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

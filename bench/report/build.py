@@ -25,6 +25,7 @@ from bench import cost, stats
 from bench.netprobe import is_loopback
 from bench.records import SchemaError
 from bench.report import figures
+from bench.report.calibration import calibration_table
 from bench.report.locations import location_table
 from bench.report.tables import Row, Table, make_table, to_markdown
 from bench.store import load_ledger, load_run
@@ -200,6 +201,9 @@ class Report:
     method_notes: tuple[str, ...]
     summary_csv: pd.DataFrame
     figures: tuple[FigureView, ...] = field(default_factory=tuple)
+    #: Measured against true percentiles (bench/report/calibration.py); None unless a run
+    #: folder holds a calibration.json.
+    calibration: Table | None = None
     #: Per-location medians and ratios (bench/report/locations.py); None without locations.
     locations: Table | None = None
 
@@ -215,6 +219,8 @@ class Report:
             self.claims,
             self.comparisons,
         ]
+        if self.calibration is not None:
+            tables.append(self.calibration)
         return tables + ([self.locations] if self.locations is not None else [])
 
 
@@ -386,6 +392,9 @@ def build_report(runset: RunSet, settings: ReportSettings, figures_dir: Path) ->
         comparisons=_comparison_table(pairs),
         method_notes=tuple(_method_notes(include_warmups, settings.seed)),
         summary_csv=summary_csv,
+        calibration=calibration_table(
+            runset.runs, frame, include_warmups=include_warmups, seed=settings.seed
+        ),
         locations=location_table(frame, include_warmups=include_warmups, seed=settings.seed),
         figures=tuple(all_figures),
     )

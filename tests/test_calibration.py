@@ -1,0 +1,315 @@
+"""Ground-truth calibration: the harness measured against a latency we know.
+
+The e2b emulator (tests/emulators/e2b.py), on its stub backend (no sandboxes, so its own work
+per call is a fraction of a millisecond), adds a seeded latency drawn from a known model
+(bench/calibration.py) to every create (``POST /v2/sandboxes``, exactly one call per create)
+and to nothing else. Then:
+
+* **The model** (pure statistics): draws and the stall schedule give the percentiles
+  ``LatencyModel.quantile`` says (200,000 draws, within 1.5 %).
+* **Interval coverage** (pure statistics, fast): 1,000 samples of n i.i.d. draws from the
+  same models; the bootstrap 95 % intervals of ``bench.stats.quantile_ci`` must cover the
+  true p50 in 92-98 % of samples (n = 50 and 200) and the true p95 in 91-98 % (n = 200).
+  Measured here: p50 94-95 % from n = 50; p95 only 87-89 % at n = 50-100 and 93-95 % from
+  n = 200, a known weakness of percentile-bootstrap intervals for tail quantiles of small
+  samples (reported with issue 6).
+* **Accuracy end to end**: the ramp workload (open loop: creates due at 100 per second,
+  each timed from when it was due) through :class:`bench.runner.Runner`, first with nothing
+  added (the client's and emulator's own time per create at that load: the overhead ``o``),
+  then with lognormal latency (median 100 ms, p99 300 ms), 1,000 creates. Each measured
+  create is its own draw plus its own overhead, so for p50, p90, p95 and p99:
+  ``0 <= measured - realized <= max(5 ms, o_p99)``, where ``realized`` is that percentile
+  of the draws the emulator logged for exactly these creates; and ``measured - o_p50`` is
+  within 10 % of the model's true percentile (which includes the sampling error of
+  n = 1,000: about 5 % at p50 and 8 % at p95, at 95 % confidence).
+* **Coverage end to end** (smaller): the same 1,000 creates in 20 consecutive batches of 50
+  (independent seeded draws, so equivalent to 20 seeded runs of 50); each batch's p50
+  interval, shifted down by ``o_p50``, must cover the true p50 in at least 16 of 20 (95 %
+  nominal: 19 expected; P(<= 15) < 1 %).
+* **Open loop reveals stalls**: the server freezes 20 % of the time, 0.2 s at a time. A
+  closed-loop run (lifecycle, 4 workers) under-reports the tail, because each worker is
+  caught by a stall once and sends nothing more until it ends; the ramp (50 creates per
+  second) meets stalls as often as independent callers would. The ramp's p95 must be within
+  35 % of the truth and the closed loop's under half of it; the ramp's schedule lag p99
+  must stay under the report's warning threshold (10 ms), so its numbers are not suspect.
+* **The report** of the accuracy run shows measured against true percentiles, from the
+  ``calibration.json`` written into its run folder (a copy of ``GET /_emulator/config``).
+
+Every measured phase runs with the cyclic garbage collector paused (:func:`_gc_paused`):
+without that, one full collection blocks this process's event loop for 25-90 ms and lands in
+the latencies and the schedule lag (found by this test; reported with issue 6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import random
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import calibration as calib
+from bench import stats
+from bench.calibration import Calibration, LatencyModel, StallSchedule
+from bench.records import Status
+from bench.report.build import SCHEDULE_LAG_WARN_S
+from bench.runner import MemorySink, Recorder, Runner, make_plan
+from bench.store import RunWriter
+from bench.workloads import WORKLOADS
+from providers.base import SandboxSpec
+from tests import synthetic
+from tests.emulators.common import emulator_args, running
+from tests.emulators.e2b import client_env
+
+CREATE = "POST /v2/sandboxes"
+ACCURACY = LatencyModel(median_s=0.100, p99_s=0.300)
+STALLS = LatencyModel(median_s=0.010, p99_s=0.030, stall_probability=0.2, stall_s=0.2)
+RATE_PER_S = 100.0
+N_CREATES = 1000
+BATCH = 50
+
+
+def _iid_draws(model: LatencyModel, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n independent added latencies: the lognormal draw plus, with the stall probability,
+    a hold uniform on [0, stall_s] (the residual of a stall at a random instant)."""
+    x = model.fixed_s + np.exp(model.mu + model.sigma * rng.standard_normal(n))
+    if model.stalls:
+        x = x + (rng.random(n) < model.stall_probability) * rng.uniform(0, model.stall_s, n)
+    return np.sort(x)
+
+
+# -- pure statistics --------------------------------------------------------------------------
+
+
+def test_the_model_draws_what_its_true_percentiles_say():
+    for model in (ACCURACY, STALLS):
+        rng = random.Random(1)
+        arrivals = random.Random(2)
+        schedule = StallSchedule(model, random.Random(3), 0.0)
+        t = 0.0
+        drawn = []
+        for _ in range(200_000):
+            t += arrivals.expovariate(100.0)  # arrivals independent of the stall schedule
+            ready = t + model.draw(rng)
+            drawn.append(schedule.release_at(ready) - t)
+        measured = np.percentile(drawn, [50, 90, 95, 99])
+        truth = [model.quantile(p) for p in (50, 90, 95, 99)]
+        assert measured == pytest.approx(truth, rel=0.015)
+
+
+def test_bootstrap_intervals_cover_the_truth_at_about_their_stated_rate():
+    cases = [(ACCURACY, 50, (50,)), (ACCURACY, 200, (50, 95)), (STALLS, 200, (50, 95))]
+    for model, n, percentiles in cases:
+        rng = np.random.default_rng(n)
+        boot = np.random.default_rng(n + 1)
+        truth = {p: model.quantile(p) for p in percentiles}
+        hits = dict.fromkeys(percentiles, 0)
+        reps = 1000
+        for _ in range(reps):
+            x = _iid_draws(model, n, rng)
+            for p in percentiles:
+                low, high = stats.quantile_ci(x, p, boot)
+                hits[p] += low <= truth[p] <= high
+        rates = {p: hits[p] / reps for p in percentiles}
+        assert 0.92 <= rates.get(50, 0.95) <= 0.98, (model, n, rates)
+        assert 0.91 <= rates.get(95, 0.95) <= 0.98, (model, n, rates)
+
+
+def test_the_report_sets_true_against_measured_only_for_calibrated_runs(tmp_path):
+    from bench.report.build import load_runs
+    from bench.report.calibration import calibration_table
+
+    folder = synthetic.make_run(
+        tmp_path, providers=("e2b",), workloads=("lifecycle",), iterations=40, warmup=0
+    )
+    runset = load_runs([folder])
+    assert calibration_table(runset.runs, runset.frame, include_warmups=False, seed=0) is None
+
+    # A truth far below what was measured, with a small recorded overhead: every interval misses.
+    median = synthetic.median_s("e2b", "create")
+    model = LatencyModel(median_s=median / 4, p99_s=median / 2)
+    calib.save(
+        folder,
+        Calibration(
+            latency=model, provider="e2b", operations=("create",), client_overhead_s={"p50": 1e-3}
+        ),
+    )
+    table = calibration_table(runset.runs, runset.frame, include_warmups=False, seed=0)
+    assert table is not None and len(table.rows) == 1
+    cells = dict(zip(table.columns, table.rows[0].cells, strict=True))
+    assert cells["Operation"] == "create" and 30 <= int(cells["n"]) <= 40
+    assert cells["True p50"] == stats.format_duration(model.quantile(50))
+    assert cells["Measured p50 (95% CI)"].endswith("✗")
+    assert cells["Δ p50"].startswith("+")
+    assert "client and emulator overhead" in table.caption
+
+
+# -- end to end -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """No cyclic garbage collection while a run measures.
+
+    A full collection of this process's objects (100,000-200,000 of them: pytest, pandas, the
+    SDK's clients for every live sandbox) blocks the event loop for 25-90 ms on a 2-core
+    machine, and the blocked time lands in whatever latencies and schedule slots are in
+    flight. The runner does not manage the collector yet (reported with issue 6); until it
+    does, these tests do what it should: collect and freeze before the run, collect after.
+    """
+    gc.collect()
+    gc.freeze()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+        gc.unfreeze()
+        gc.collect()
+
+
+@pytest.fixture
+async def e2b(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The e2b adapter on the e2b emulator's stub backend, latency on creates only."""
+    from providers.e2b import E2BProvider
+
+    options = emulator_args(latency_match=CREATE, backend="stub", seed=11)
+    async with running("e2b", tmp_path / "e2b-emu", extra_args=options) as emu:
+        for key, value in client_env(emu).items():
+            monkeypatch.setenv(key, value)
+        provider = E2BProvider({})
+        await provider.open()
+        try:
+            yield provider, emu
+        finally:
+            await provider.close()
+        assert await emu.live_sandboxes() == []
+
+
+async def _run(provider, workload: str, *, params=None, iterations=1, concurrency=1):
+    sink = MemorySink()
+    runner = Runner(
+        providers={"e2b": provider},
+        workloads={workload: WORKLOADS[workload](params or {})},
+        spec=SandboxSpec(),
+        recorder=Recorder(sink, run_id=f"calib-{uuid.uuid4().hex[:8]}", concurrency=concurrency),
+        timeout_s=30.0,
+        concurrency=concurrency,
+    )
+    plan = make_plan(["e2b"], [workload], iterations=iterations, warmup=0, seed=1)
+    with _gc_paused():
+        await runner.run(plan)
+    return sink
+
+
+def _ramp(rate_per_s: float, count: int) -> dict[str, float]:
+    return {"rate_per_s": rate_per_s, "duration_s": count / rate_per_s}
+
+
+def _creates(sink: MemorySink, *, in_order: bool = False) -> np.ndarray:
+    creates = [s for s in sink.samples if s.operation == "create"]
+    assert all(s.status is Status.OK for s in creates), "a create failed"
+    durations = np.asarray([s.duration_s for s in creates], dtype=np.float64)
+    return durations if in_order else np.sort(durations)
+
+
+def _lags(sink: MemorySink) -> np.ndarray:
+    creates = [s for s in sink.samples if s.operation == "create"]
+    return np.sort([s.actual_start_s - s.intended_start_s for s in creates])
+
+
+async def _realized(emu) -> np.ndarray:
+    calls = await emu.calls()
+    added = [c["added_s"] for c in calls if f"{c['method']} {c['path']}" == CREATE]
+    return np.sort(np.asarray(added))
+
+
+def _write_run(folder: Path, sink: MemorySink, workload: str) -> None:
+    run_id = folder.name
+    manifest = synthetic.manifest(
+        run_id, providers=["e2b"], workloads=[workload], iterations=1, warmup=0, seed=1
+    )
+    writer = RunWriter(folder, manifest)
+    try:
+        for sample in sink.samples:
+            writer.add_sample(dataclasses.replace(sample, run_id=run_id))
+    finally:
+        writer.close()
+
+
+@pytest.mark.timeout(120)
+async def test_measured_percentiles_land_on_the_truth_and_their_intervals_cover_it(e2b, tmp_path):
+    provider, emu = e2b
+    # The client's and emulator's own time per create at this load, with nothing added.
+    await emu.configure(latency=LatencyModel(), seed=11)
+    baseline = _creates(await _run(provider, "ramp", params=_ramp(RATE_PER_S, 300)))
+    o50, o99 = (stats.percentile(baseline, p) for p in (50, 99))
+    assert o50 < 0.005, f"the overhead per create is {o50 * 1e3:.1f} ms at p50"
+
+    await emu.configure(latency=ACCURACY, seed=12)
+    await emu.clear_calls()
+    sink = await _run(provider, "ramp", params=_ramp(RATE_PER_S, N_CREATES))
+    measured = _creates(sink)
+    realized = await _realized(emu)
+    assert realized.size == measured.size == N_CREATES
+
+    bound = max(0.005, o99)
+    for p in (50, 90, 95, 99):
+        m, r = stats.percentile(measured, p), stats.percentile(realized, p)
+        truth = ACCURACY.quantile(p)
+        assert 0 <= m - r <= bound, f"p{p}: measured {m:.4f} s, its draws {r:.4f} s"
+        assert abs((m - o50) - truth) <= 0.10 * truth, f"p{p}: {m:.4f} s, true {truth:.4f} s"
+    assert stats.percentile(_lags(sink), 99) < SCHEDULE_LAG_WARN_S
+
+    # Coverage: consecutive batches of independent seeded draws, as repeated runs.
+    truth50 = ACCURACY.quantile(50)
+    rng = np.random.default_rng(5)
+    batches = _creates(sink, in_order=True).reshape(-1, BATCH)
+    covered = 0
+    for batch in batches:
+        low, high = stats.quantile_ci(np.sort(batch - o50), 50, rng)
+        covered += low <= truth50 <= high
+    assert covered >= 16, f"the p50 interval covered the truth in {covered} of {len(batches)}"
+
+    # The report of this run shows measured against true percentiles.
+    folder = tmp_path / "results" / "20261128T120000Z-calib1"
+    _write_run(folder, sink, "ramp")
+    # What a person does after such a run: copy the emulator's truth into the run folder.
+    config = await emu.config()
+    argv = [str(folder), "--emulator", emu.url, "--provider", "e2b", "--operations", "create"]
+    assert calib.main([*argv, "--overhead-p50-ms", str(o50 * 1e3)]) == 0
+    (entry,) = calib.load(folder)
+    assert entry.latency == LatencyModel.from_dict(config["latency"]) == ACCURACY
+    from bench.report import ReportSettings, write_report
+
+    report = write_report([folder], tmp_path / "reports", settings=ReportSettings())
+    text = (report.parent / "report.md").read_text()
+    assert "## Calibration: measured vs true" in text
+    assert stats.format_duration(ACCURACY.quantile(50)) in text
+
+
+@pytest.mark.timeout(120)
+async def test_open_loop_reveals_stalls_that_closed_loop_under_reports(e2b):
+    provider, emu = e2b
+    truth95 = STALLS.quantile(95)
+
+    # Closed loop: 4 workers, each sends its next create only when the last one returned.
+    await emu.configure(latency=STALLS, seed=21)
+    closed = _creates(await _run(provider, "lifecycle", iterations=400, concurrency=4))
+
+    # Open loop: creates due at 50 per second, each timed from when it was due.
+    await emu.configure(latency=STALLS, seed=21)
+    sink = await _run(provider, "ramp", params=_ramp(50.0, 300))
+    opened = _creates(sink)
+
+    closed95, open95 = stats.percentile(closed, 95), stats.percentile(opened, 95)
+    assert abs(open95 - truth95) <= 0.35 * truth95, f"open p95 {open95:.3f}, true {truth95:.3f}"
+    assert closed95 < 0.5 * truth95, f"closed p95 {closed95:.3f} s, true {truth95:.3f} s"
+    lag99 = stats.percentile(_lags(sink), 99)
+    assert lag99 < SCHEDULE_LAG_WARN_S, f"schedule lag p99 {lag99 * 1e3:.1f} ms"
