@@ -62,10 +62,12 @@ import asyncio
 import collections
 import contextlib
 import copy
+import io
 import json
 import os
 import random
 import secrets
+import shlex
 import signal
 import socket
 import struct
@@ -748,3 +750,65 @@ class StubBackend(Provider):
     async def resume(self, sandbox: Sandbox) -> Sandbox:
         self._box(sandbox)
         return sandbox
+
+
+# -- process entry point shared by the emulators -----------------------------------------------
+
+
+class _ExportsAfterListening(io.TextIOBase):
+    """Passes stdout through and, right after the ``LISTENING <url>`` line that :func:`serve`
+    prints, adds ``export K=V`` lines of the emulator's ``client_env`` so a human can point
+    ``sandbox-bench`` at it."""
+
+    def __init__(
+        self, inner: Any, name: str, token: str, client_env: Callable[[Emulator], dict[str, str]]
+    ) -> None:
+        super().__init__()
+        self._inner = inner
+        self._name = name
+        self._token = token
+        self._client_env = client_env
+        self._line = ""
+
+    def write(self, text: str) -> int:
+        written = self._inner.write(text)
+        self._line += text
+        while "\n" in self._line:
+            line, self._line = self._line.split("\n", 1)
+            if line.startswith("LISTENING "):
+                url = line.split(" ", 1)[1].strip()
+                emulator = Emulator(name=self._name, url=url, pid=0, token=self._token)
+                for key, value in self._client_env(emulator).items():
+                    self._inner.write(f"export {key}={shlex.quote(value)}\n")
+        return written
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+
+def run_emulator(
+    name: str,
+    emulator_class: Callable[[Path, str], Any],
+    error: ErrorResponder,
+    malformed: Any,
+    client_env: Callable[[Emulator], dict[str, str]],
+    argv: list[str] | None = None,
+) -> None:
+    """``python -m tests.emulators.<name>``: serve until SIGTERM, then destroy everything.
+
+    ``emulator_class(state_dir, backend)`` must offer ``open()``, ``live``,
+    ``install(app, token)`` and ``shutdown()``.
+    """
+    args = parse_args(argv)
+    sys.stdout = _ExportsAfterListening(sys.stdout, name, args.token, client_env)
+
+    async def main() -> None:
+        state = EmulatorState.from_args(args)
+        emulator = emulator_class(args.state_dir, args.backend)
+        await emulator.open()
+        state.live = emulator.live
+        app = make_app(state, error, malformed)
+        emulator.install(app, state.token)
+        await serve(app, args.port, emulator.shutdown)
+
+    asyncio.run(main())

@@ -55,7 +55,6 @@ import json
 import posixpath
 import secrets
 import shlex
-import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -72,12 +71,9 @@ from providers.errors import NotFound, OperationTimeout, ProviderError
 from tests.emulators.common import (
     ADMIN_PREFIX,
     Emulator,
-    EmulatorState,
     broken_framing,
-    make_app,
     make_backend,
-    parse_args,
-    serve,
+    run_emulator,
     truncated_json,
     undecodable_gzip,
 )
@@ -793,48 +789,8 @@ def _filename_param(path: str) -> str:
 # -- process entry point ----------------------------------------------------------------------
 
 
-class _ExportsAfterListening(io.TextIOBase):
-    """Passes stdout through and, right after the ``LISTENING <url>`` line that
-    :func:`tests.emulators.common.serve` prints, adds ``export K=V`` lines of
-    :func:`client_env` so a human can point ``sandbox-bench`` at the emulator."""
-
-    def __init__(self, inner: Any, token: str) -> None:
-        super().__init__()
-        self._inner = inner
-        self._token = token
-        self._line = ""
-
-    def write(self, text: str) -> int:
-        written = self._inner.write(text)
-        self._line += text
-        while "\n" in self._line:
-            line, self._line = self._line.split("\n", 1)
-            if line.startswith("LISTENING "):
-                url = line.split(" ", 1)[1].strip()
-                emulator = Emulator(name="daytona", url=url, pid=0, token=self._token)
-                for key, value in client_env(emulator).items():
-                    self._inner.write(f"export {key}={shlex.quote(value)}\n")
-        return written
-
-    def flush(self) -> None:
-        self._inner.flush()
-
-
-async def _main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    state = EmulatorState.from_args(args)
-    emulator = DaytonaEmulator(args.state_dir, args.backend)
-    await emulator.open()
-    state.live = emulator.live
-    app = make_app(state, injected_error, malformed)
-    emulator.install(app, state.token)
-    await serve(app, args.port, emulator.shutdown)
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    sys.stdout = _ExportsAfterListening(sys.stdout, args.token)
-    asyncio.run(_main(argv))
+    run_emulator("daytona", DaytonaEmulator, injected_error, malformed, client_env, argv)
 
 
 if __name__ == "__main__":

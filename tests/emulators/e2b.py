@@ -66,12 +66,10 @@ import asyncio
 import base64
 import contextlib
 import gzip
-import io
 import json
 import posixpath
 import re
 import secrets
-import shlex
 import string
 import struct
 import sys
@@ -89,11 +87,8 @@ from providers.errors import NotFound, OperationTimeout, ProviderError
 from tests.emulators.common import (
     ADMIN_PREFIX,
     Emulator,
-    EmulatorState,
-    make_app,
     make_backend,
-    parse_args,
-    serve,
+    run_emulator,
     truncated_json,
     undecodable_gzip,
 )
@@ -777,48 +772,8 @@ class _Sender:
 # -- process entry point ----------------------------------------------------------------------
 
 
-class _ExportsAfterListening(io.TextIOBase):
-    """Passes stdout through and, right after the ``LISTENING <url>`` line that
-    :func:`tests.emulators.common.serve` prints, adds ``export K=V`` lines of
-    :func:`client_env` so a human can point ``sandbox-bench`` at the emulator."""
-
-    def __init__(self, inner: Any, token: str) -> None:
-        super().__init__()
-        self._inner = inner
-        self._token = token
-        self._line = ""
-
-    def write(self, text: str) -> int:
-        written = self._inner.write(text)
-        self._line += text
-        while "\n" in self._line:
-            line, self._line = self._line.split("\n", 1)
-            if line.startswith("LISTENING "):
-                url = line.split(" ", 1)[1].strip()
-                emulator = Emulator(name="e2b", url=url, pid=0, token=self._token)
-                for key, value in client_env(emulator).items():
-                    self._inner.write(f"export {key}={shlex.quote(value)}\n")
-        return written
-
-    def flush(self) -> None:
-        self._inner.flush()
-
-
-async def _main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    state = EmulatorState.from_args(args)
-    emulator = E2BEmulator(args.state_dir, args.backend)
-    await emulator.open()
-    state.live = emulator.live
-    app = make_app(state, api_error, malformed)
-    emulator.install(app, state.token)
-    await serve(app, args.port, emulator.shutdown)
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    sys.stdout = _ExportsAfterListening(sys.stdout, args.token)
-    asyncio.run(_main(argv))
+    run_emulator("e2b", E2BEmulator, api_error, malformed, client_env, argv)
 
 
 if __name__ == "__main__":
