@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import math
 import random
 import uuid
 from pathlib import Path
@@ -101,7 +102,11 @@ def test_the_model_draws_what_its_true_percentiles_say():
         assert measured == pytest.approx(truth, rel=0.015)
 
 
-def test_bootstrap_intervals_cover_the_truth_at_about_their_stated_rate():
+def test_intervals_cover_the_truth_at_their_stated_rate():
+    """Order-statistic intervals cover at their exact binomial rate (>= 95 %); where n is too
+    small for one, the bootstrap's p50 interval covers at about 95 %."""
+    from scipy.stats import binom
+
     cases = [(ACCURACY, 50, (50,)), (ACCURACY, 200, (50, 95)), (STALLS, 200, (50, 95))]
     for model, n, percentiles in cases:
         rng = np.random.default_rng(n)
@@ -114,9 +119,29 @@ def test_bootstrap_intervals_cover_the_truth_at_about_their_stated_rate():
             for p in percentiles:
                 low, high = stats.quantile_ci(x, p, boot)
                 hits[p] += low <= truth[p] <= high
-        rates = {p: hits[p] / reps for p in percentiles}
-        assert 0.92 <= rates.get(50, 0.95) <= 0.98, (model, n, rates)
-        assert 0.91 <= rates.get(95, 0.95) <= 0.98, (model, n, rates)
+        for p in percentiles:
+            rate = hits[p] / reps
+            ranks = stats.order_statistic_ranks(n, p / 100)
+            assert ranks is not None  # n = 50 and 200 are enough for these percentiles
+            low_rank, high_rank = ranks
+            exact = binom.cdf(high_rank - 1, n, p / 100) - binom.cdf(low_rank - 1, n, p / 100)
+            assert exact >= 0.95
+            slack = 3 * math.sqrt(exact * (1 - exact) / reps)
+            assert exact - slack <= rate <= exact + slack, (model, n, p, rate, exact)
+
+
+def test_bootstrap_p95_intervals_at_small_n_are_optimistic_as_documented():
+    rng, boot = np.random.default_rng(7), np.random.default_rng(8)
+    n, reps = 50, 600
+    assert stats.order_statistic_ranks(n, 0.95) is None  # so quantile_ci bootstraps
+    truth = ACCURACY.quantile(95)
+    hits = sum(
+        lo <= truth <= hi
+        for lo, hi in (
+            stats.quantile_ci(_iid_draws(ACCURACY, n, rng), 95, boot) for _ in range(reps)
+        )
+    )
+    assert 0.80 <= hits / reps <= 0.93  # under-covers, as the report's method notes say
 
 
 def test_the_report_sets_true_against_measured_only_for_calibrated_runs(tmp_path):

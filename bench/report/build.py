@@ -1263,9 +1263,12 @@ def _method_notes(include_warmups: bool, seed: int) -> list[str]:
         "A percentile is shown only when n supports it: at least 5 samples and at least one "
         "expected sample above it (p50 needs 5, p90 10, p95 20, p99 100); otherwise the cell "
         "says 'n too small'.",
-        f"95 % intervals: percentile bootstrap with {stats.BOOTSTRAP_RESAMPLES:,} resamples, "
-        f"seed {seed}, drawn exactly from the order-statistic distribution of a resample (same "
-        "result as literal resampling, at any n).",
+        "95 % intervals: the distribution-free order-statistic (binomial) interval, whose "
+        "coverage is at least 95 % for any continuous distribution, wherever n allows one "
+        "(p50 from 6 samples, p95 from 72); below that a percentile bootstrap with "
+        f"{stats.BOOTSTRAP_RESAMPLES:,} resamples, seed {seed}. Bootstrap p95 intervals are "
+        "optimistic: measured over 1,000 seeded repetitions they covered the truth only about "
+        "87 % of the time at n = 50.",
         "Provider comparisons: ratio of medians with a bootstrap interval, and a two-sided "
         "Mann-Whitney U p-value (scipy).",
         f"Warnings flag failure rates above {stats.HIGH_FAILURE_RATE:.0%} (with at least "
