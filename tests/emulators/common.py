@@ -752,6 +752,23 @@ class StubBackend(Provider):
         return sandbox
 
 
+def bearer_auth(token: str, reject: Callable[[web.Request], web.Response]) -> Any:
+    """Middleware: provider calls need ``Authorization: Bearer <token>`` (admin calls don't);
+    ``reject`` builds the provider's own 401 answer."""
+
+    @web.middleware
+    async def authenticate(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]
+    ) -> Any:
+        if request.path.startswith(ADMIN_PREFIX):
+            return await handler(request)
+        if request.headers.get("Authorization") != f"Bearer {token}":
+            return reject(request)
+        return await handler(request)
+
+    return authenticate
+
+
 # -- process entry point shared by the emulators -----------------------------------------------
 
 

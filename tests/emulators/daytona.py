@@ -69,8 +69,8 @@ from aiohttp import web
 from providers.base import CheckpointRef, Sandbox, SandboxSpec
 from providers.errors import NotFound, OperationTimeout, ProviderError
 from tests.emulators.common import (
-    ADMIN_PREFIX,
     Emulator,
+    bearer_auth,
     broken_framing,
     make_backend,
     run_emulator,
@@ -224,15 +224,9 @@ class DaytonaEmulator:
     # -- routing ----------------------------------------------------------------------------
 
     def install(self, app: web.Application, token: str) -> None:
-        @web.middleware
-        async def authenticate(
-            request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]
-        ):
-            if request.path.startswith(ADMIN_PREFIX):
-                return await handler(request)
-            if request.headers.get("Authorization") != f"Bearer {token}":
-                return api_error(401, "Unauthorized", request.path)
-            return await handler(request)
+        authenticate = bearer_auth(
+            token, lambda request: api_error(401, "Unauthorized", request.path)
+        )
 
         app.middlewares.append(authenticate)
         r = app.router

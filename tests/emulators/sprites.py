@@ -60,7 +60,6 @@ import posixpath
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,8 +70,8 @@ from aiohttp import WSMsgType, web
 from providers.base import CheckpointRef, Sandbox, SandboxSpec
 from providers.errors import NotFound, ProviderError
 from tests.emulators.common import (
-    ADMIN_PREFIX,
     Emulator,
+    bearer_auth,
     make_backend,
     run_emulator,
     truncated_json,
@@ -221,15 +220,7 @@ class SpritesEmulator:
     # -- routing ----------------------------------------------------------------------------
 
     def install(self, app: web.Application, token: str) -> None:
-        @web.middleware
-        async def authenticate(
-            request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]
-        ):
-            if request.path.startswith(ADMIN_PREFIX):
-                return await handler(request)
-            if request.headers.get("Authorization") != f"Bearer {token}":
-                return api_error(401, "unauthorized")
-            return await handler(request)
+        authenticate = bearer_auth(token, lambda request: api_error(401, "unauthorized"))
 
         app.middlewares.append(authenticate)
         r = app.router
