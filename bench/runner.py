@@ -205,81 +205,56 @@ class IterationContext:
         its tail (coordinated omission); both instants are recorded.
         """
         sandbox_id = sandbox.id if sandbox is not None else None
+        limit_s = timeout_s or self.timeout_s
+
+        def record(status: Status, **fields: Any) -> None:
+            # Built after the call: nothing but the clock reads brackets the awaited call.
+            if intended_ns is not None:
+                fields["intended_start_s"] = self.recorder.since_origin_s(intended_ns)
+                fields["actual_start_s"] = self.recorder.since_origin_s(t0)
+            fields.setdefault("extra", extra)
+            self._record(
+                operation, status=status, started_at=started_at, sandbox_id=sandbox_id, **fields
+            )
+
         started_at = utc_now_iso()
         t0 = time.perf_counter_ns()
-        timing: dict[str, Any] = {}
-        if intended_ns is not None:
-            timing = {
-                "intended_start_s": self.recorder.since_origin_s(intended_ns),
-                "actual_start_s": self.recorder.since_origin_s(t0),
-            }
         try:
-            async with asyncio.timeout(timeout_s or self.timeout_s):
+            async with asyncio.timeout(limit_s):
                 result = await call()
             t1 = time.perf_counter_ns()
         except asyncio.CancelledError:
-            self._record(
-                operation,
-                status=Status.SKIPPED,
-                started_at=started_at,
+            record(
+                Status.SKIPPED,
                 error_type="Interrupted",
                 error_message="the run was interrupted while this operation ran",
-                sandbox_id=sandbox_id,
-                extra=extra,
-                **timing,
             )
             raise
         except TimeoutError as exc:
             # asyncio.timeout raises a bare TimeoutError; adapters raise OperationTimeout.
             error_type = type(exc).__name__ if type(exc) is not TimeoutError else "OperationTimeout"
-            message = str(exc) or f"no answer within {timeout_s or self.timeout_s:g} s"
-            self._record(
-                operation,
-                status=Status.TIMEOUT,
-                started_at=started_at,
+            record(
+                Status.TIMEOUT,
                 error_type=error_type,
-                error_message=message,
-                sandbox_id=sandbox_id,
-                extra=extra,
-                **timing,
+                error_message=str(exc) or f"no answer within {limit_s:g} s",
             )
             raise StepFailed(operation) from exc
         except Exception as exc:
-            self._record(
-                operation,
-                status=Status.ERROR,
-                started_at=started_at,
-                error_type=type(exc).__name__,
-                error_message=str(exc) or repr(exc),
-                sandbox_id=sandbox_id,
-                extra=extra,
-                **timing,
-            )
+            record(Status.ERROR, error_type=type(exc).__name__, error_message=str(exc) or repr(exc))
             raise StepFailed(operation) from exc
         if check is not None:
             try:
                 check(result)
             except CheckFailed as exc:
-                self._record(
-                    operation,
-                    status=Status.ERROR,
-                    started_at=started_at,
+                record(
+                    Status.ERROR,
                     error_type=exc.error_type,
                     error_message=str(exc),
-                    sandbox_id=sandbox_id,
                     extra={**(extra or {}), **exc.extra},
-                    **timing,
                 )
                 raise StepFailed(operation) from exc
-        self._record(
-            operation,
-            status=Status.OK,
-            started_at=started_at,
-            duration_s=(t1 - (t0 if intended_ns is None else intended_ns)) / 1e9,
-            sandbox_id=sandbox_id,
-            extra=extra,
-            **timing,
-        )
+        start_ns = t0 if intended_ns is None else intended_ns
+        record(Status.OK, duration_s=(t1 - start_ns) / 1e9)
         return result
 
     def record_span(
