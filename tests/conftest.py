@@ -7,6 +7,7 @@ providers are their real adapters and pinned SDKs pointed at loopback emulators
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -16,6 +17,7 @@ import pytest
 
 from providers import provider_class
 from providers.base import Provider
+from tests.emulators.common import Emulator, running
 
 #: Every provider the contract suite covers.
 PROVIDER_IDS = ("local", "e2b", "daytona", "sprites")
@@ -27,15 +29,35 @@ def needs_root() -> None:
         pytest.skip("the local provider's full capability set needs root")
 
 
+@contextlib.asynccontextmanager
+async def emulator_env(
+    provider_id: str,
+    folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    clear: Sequence[str] = (),
+    latency_ms: float = 0.0,
+    extra_args: Sequence[str] = (),
+) -> AsyncIterator[Emulator]:
+    """Run ``provider_id``'s emulator with its client variables set (after removing ``clear``
+    from the environment); on the way out, it must hold no sandboxes."""
+    needs_root()
+    for key in clear:
+        monkeypatch.delenv(key, raising=False)
+    module = importlib.import_module(f"tests.emulators.{provider_id}")
+    async with running(provider_id, folder, latency_ms=latency_ms, extra_args=extra_args) as emu:
+        for key, value in module.client_env(emu).items():
+            monkeypatch.setenv(key, value)
+        yield emu
+        assert await emu.live_sandboxes() == [], "the emulator still holds sandboxes"
+
+
 @pytest.fixture
 async def open_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """An async context factory: ``async with open_provider("e2b") as (provider, emulator)``.
 
     ``emulator_args`` are more emulator options (latency model, faults, seed, backend: see
     :func:`tests.emulators.common.emulator_args`)."""
-    import contextlib
-
-    from tests.emulators.common import running
 
     @contextlib.asynccontextmanager
     async def factory(
@@ -55,21 +77,18 @@ async def open_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             finally:
                 await provider.close()
             return
-        module = importlib.import_module(f"tests.emulators.{provider_id}")
-        async with running(
+        async with emulator_env(
             provider_id,
             tmp_path / f"{provider_id}-emu",
+            monkeypatch,
             latency_ms=latency_ms,
             extra_args=emulator_args,
         ) as emu:
-            for key, value in module.client_env(emu).items():
-                monkeypatch.setenv(key, value)
             provider = provider_class(provider_id)(settings or {})
             await provider.open()
             try:
                 yield provider, emu
             finally:
                 await provider.close()
-            assert await emu.live_sandboxes() == [], "the emulator still holds sandboxes"
 
     return factory

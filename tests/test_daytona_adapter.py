@@ -40,27 +40,16 @@ from providers.errors import (
     QuotaOrRateLimited,
     Unavailable,
 )
-from tests.emulators.common import Emulator, running
-from tests.emulators.daytona import client_env
+from tests.conftest import emulator_env, needs_root
+from tests.emulators.common import Emulator
 
 ENV_KEYS = ("DAYTONA_API_KEY", "DAYTONA_API_URL", "DAYTONA_USE_DEPRECATED_POLLING")
 
 
-def _needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the emulator's local sandboxes need root")
-
-
 @pytest.fixture
 async def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
-    _needs_root()
-    async with running("daytona", tmp_path / "emu") as emu:
-        for key in ENV_KEYS:
-            monkeypatch.delenv(key, raising=False)
-        for key, value in client_env(emu).items():
-            monkeypatch.setenv(key, value)
+    async with emulator_env("daytona", tmp_path / "emu", monkeypatch, clear=ENV_KEYS) as emu:
         yield emu
-        assert await emu.live_sandboxes() == [], "the emulator still holds sandboxes"
 
 
 async def _open(settings: dict | None = None) -> DaytonaProvider:
@@ -407,7 +396,7 @@ async def test_the_image_path_sends_the_specs_resources(emulator):
 
 
 async def test_the_emulator_script_prints_the_export_lines_after_listening(tmp_path):
-    _needs_root()
+    needs_root()
     root = Path(__file__).resolve().parents[1]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.emulators.daytona", "--port", "0",

@@ -27,27 +27,16 @@ from providers.errors import (
     QuotaOrRateLimited,
     Unavailable,
 )
-from tests.emulators.common import Emulator, running
-from tests.emulators.e2b import client_env
+from tests.conftest import emulator_env
+from tests.emulators.common import Emulator
 
 ENV_VARS = ("E2B_API_KEY", "E2B_API_URL", "E2B_SANDBOX_URL", "E2B_DOMAIN", "E2B_DEBUG")
 
 
-def _needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the emulator's local sandboxes need root")
-
-
 @pytest.fixture
 async def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
-    _needs_root()
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    async with running("e2b", tmp_path / "e2b-emu") as emu:
-        for key, value in client_env(emu).items():
-            monkeypatch.setenv(key, value)
+    async with emulator_env("e2b", tmp_path / "e2b-emu", monkeypatch, clear=ENV_VARS) as emu:
         yield emu
-        assert await emu.live_sandboxes() == [], "the emulator still holds sandboxes"
 
 
 async def _opened(settings: dict | None = None) -> E2BProvider:

@@ -42,28 +42,17 @@ from providers.errors import (
     Unsupported,
 )
 from providers.sprites import SCRATCH_DIR, SpritesProvider, run_prefix, sprite_name
-from tests.emulators.common import Emulator, running
-from tests.emulators.sprites import client_env
+from tests.conftest import emulator_env, needs_root
+from tests.emulators.common import Emulator
 
 ENV_KEYS = ("SPRITES_TOKEN", "SPRITES_API_URL", "SPRITES_CLIENT_SIGNALS")
 DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
-def _needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the emulator's local sandboxes need root")
-
-
 @pytest.fixture
 async def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
-    _needs_root()
-    async with running("sprites", tmp_path / "emu") as emu:
-        for key in ENV_KEYS:
-            monkeypatch.delenv(key, raising=False)
-        for key, value in client_env(emu).items():
-            monkeypatch.setenv(key, value)
+    async with emulator_env("sprites", tmp_path / "emu", monkeypatch, clear=ENV_KEYS) as emu:
         yield emu
-        assert await emu.live_sandboxes() == [], "the emulator still holds sprites"
 
 
 async def _open(settings: dict | None = None) -> SpritesProvider:
@@ -484,7 +473,7 @@ def test_sprite_names_are_dns_labels_for_any_run_id():
 
 
 async def test_the_emulator_script_prints_the_export_lines_after_listening(tmp_path):
-    _needs_root()
+    needs_root()
     root = Path(__file__).resolve().parents[1]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.emulators.sprites", "--port", "0",
