@@ -118,6 +118,41 @@ def _ecdf_points(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.quantile(sorted_values, levels), levels
 
 
+def _panel_grid(
+    panels: int, *, panel_h: float, extra_h: float, bottom: float, hspace: float
+) -> tuple[Any, np.ndarray, float]:
+    """Up to three panels a row, 3.7 inches wide each; margins in inches. Returns the figure,
+    its axes grid and its height (for the legend's placement)."""
+    ncols = min(3, panels)
+    nrows = math.ceil(panels / ncols)
+    width, height = 3.7 * ncols, panel_h * nrows + extra_h
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
+    fig.subplots_adjust(
+        left=0.75 / width,
+        right=1 - 0.15 / width,
+        bottom=bottom / height,
+        top=1 - 0.75 / height,
+        wspace=0.3,
+        hspace=hspace * panel_h / 2.1,
+    )
+    return fig, axes, height
+
+
+def _finish_grid(
+    fig: Any, axes: np.ndarray, used: int, colors: Mapping[str, str], height: float
+) -> None:
+    """Hide the unused panels and put one provider legend across the top."""
+    for ax in list(axes.flat)[used:]:
+        ax.set_visible(False)
+    handles = [
+        matplotlib.lines.Line2D([], [], color=colors[p], lw=2, label=p) for p in sorted(colors)
+    ]
+    fig.legend(
+        handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.02 / height),
+        ncols=len(handles),
+    )  # fmt: skip
+
+
 def ecdf_figure(
     folder: Path,
     workload: str,
@@ -127,18 +162,9 @@ def ecdf_figure(
     ops = [op for op, by_provider in groups_by_op.items() if any(g.n for g in by_provider.values())]
     if not ops:
         return None
-    ncols = min(3, len(ops))
-    nrows = math.ceil(len(ops) / ncols)
-    width, height = 3.7 * ncols, 2.5 * nrows + 0.45
     with plt.rc_context(RC):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
-        fig.subplots_adjust(
-            left=0.75 / width,
-            right=1 - 0.15 / width,
-            bottom=0.4 / height,
-            top=1 - 0.75 / height,
-            wspace=0.3,
-            hspace=0.55 * 2.5 / 2.1,
+        fig, axes, height = _panel_grid(
+            len(ops), panel_h=2.5, extra_h=0.45, bottom=0.4, hspace=0.55
         )
         for ax, op in zip(axes.flat, ops, strict=False):
             for provider, group in sorted(groups_by_op[op].items()):
@@ -152,17 +178,7 @@ def ecdf_figure(
             ax.set_ylim(0, 1.02)
             _seconds_axis(ax.xaxis)
             ax.set_ylabel("fraction ≤ x")
-        for ax in list(axes.flat)[len(ops) :]:
-            ax.set_visible(False)
-        handles = [
-            matplotlib.lines.Line2D([], [], color=colors[p], lw=2, label=p) for p in sorted(colors)
-        ]
-        fig.legend(
-            handles=handles,
-            loc="upper center",
-            bbox_to_anchor=(0.5, 1 - 0.02 / height),
-            ncols=len(handles),
-        )
+        _finish_grid(fig, axes, len(ops), colors, height)
         return _save(
             fig,
             folder,
@@ -366,18 +382,9 @@ def scaling_figure(
         (m := SCALED_OPERATION.match(str(r["operation"]))) is not None and m["mb"] for r in rows
     )
     bases = list(scaled)[:6]
-    ncols = min(3, len(bases))
-    nrows = math.ceil(len(bases) / ncols)
-    width, height = 3.7 * ncols, 2.6 * nrows + 0.5
     with plt.rc_context(RC):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
-        fig.subplots_adjust(
-            left=0.75 / width,
-            right=1 - 0.15 / width,
-            bottom=0.55 / height,
-            top=1 - 0.75 / height,
-            wspace=0.3,
-            hspace=0.6 * 2.6 / 2.1,
+        fig, axes, height = _panel_grid(
+            len(bases), panel_h=2.6, extra_h=0.5, bottom=0.55, hspace=0.6
         )
         for ax, base in zip(axes.flat, bases, strict=False):
             for provider, points in sorted(scaled[base].items()):
@@ -408,17 +415,7 @@ def scaling_figure(
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: f"{v:g}"))
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel("state size (MB)" if unit_is_mb else "concurrent tasks")
-        for ax in list(axes.flat)[len(bases) :]:
-            ax.set_visible(False)
-        handles = [
-            matplotlib.lines.Line2D([], [], color=colors[p], lw=2, label=p) for p in sorted(colors)
-        ]
-        fig.legend(
-            handles=handles,
-            loc="upper center",
-            bbox_to_anchor=(0.5, 1 - 0.02 / height),
-            ncols=len(handles),
-        )
+        _finish_grid(fig, axes, len(bases), colors, height)
         return _save(
             fig,
             folder,
