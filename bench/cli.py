@@ -309,20 +309,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         return _resume(args)
     file_data = load_toml(args.config) if args.config else {}
-    overrides = {
-        "providers": args.providers,
-        "workloads": args.workloads,
-        "iterations": args.iterations,
-        "warmup": args.warmup,
-        "concurrency": args.concurrency,
-        "seed": args.seed,
-        "output": args.output,
-        "timeout_s": args.timeout,
-        "location": args.location,
-        "max_cost_usd": args.max_cost_usd,
-        "cluster": args.cluster,
-        "locations": args.locations,
-    }
+    overrides = {key: getattr(args, flag) for flag, key in RUN_FLAGS.items()}
     config = build_config(file_data, overrides)
     # On a cluster each worker opens its own providers, with its own credentials.
     return _execute(config, {} if config.cluster else instantiate_providers(config))
@@ -340,7 +327,7 @@ def _execute(config: RunConfig, providers: dict[str, Provider], resume: Path | N
 
 def _resume(args: argparse.Namespace) -> int:
     """``run --resume RUN``: finish a crashed or interrupted run into the same folder."""
-    given = [name for name in RUN_FLAGS if getattr(args, name) is not None]
+    given = [name for name in ("config", *RUN_FLAGS) if getattr(args, name) is not None]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise UsageError(f"--resume takes the run's own configuration; drop {flags}")
@@ -352,9 +339,22 @@ def _resume(args: argparse.Namespace) -> int:
     return _execute(config, instantiate_providers(config), resume=folder)
 
 
-#: ``run`` flags that configure a new run (and so make no sense with --resume).
-RUN_FLAGS = ("config", "providers", "workloads", "iterations", "warmup", "concurrency", "seed",
-             "output", "timeout", "location", "max_cost_usd", "cluster", "locations")  # fmt: skip
+#: ``run`` flags that configure a new run -> the [run] key each overrides. None of them (nor
+#: --config) makes sense with --resume, which takes the run's own configuration.
+RUN_FLAGS = {
+    "providers": "providers",
+    "workloads": "workloads",
+    "iterations": "iterations",
+    "warmup": "warmup",
+    "concurrency": "concurrency",
+    "seed": "seed",
+    "output": "output",
+    "timeout": "timeout_s",
+    "location": "location",
+    "max_cost_usd": "max_cost_usd",
+    "cluster": "cluster",
+    "locations": "locations",
+}
 
 
 def cmd_providers(args: argparse.Namespace) -> int:
