@@ -196,7 +196,8 @@ async def _run(
             )
         environments = {pid: p.environment() for pid, p in providers.items()}
         network = await netprobe.measure(environments)
-        run_id = resume.name if resume is not None else new_run_id()
+        previous = load_manifest(resume) if resume is not None else None
+        run_id = previous["run_id"] if previous is not None else new_run_id()
         manifest = {
             "run_id": run_id,
             "status": str(RunStatus.RUNNING),
@@ -218,10 +219,10 @@ async def _run(
             },
             "providers": {
                 pid: {
-                    "capabilities": p.capabilities().to_dict(),
+                    "capabilities": capabilities[pid].to_dict(),
                     "environment": environments[pid],
                 }
-                for pid, p in providers.items()
+                for pid in providers
             },
             "retry_policy": RETRY_POLICY,
             "budget": {
@@ -230,11 +231,9 @@ async def _run(
                 "estimate": estimate.describe(),
             },
         }
-        if resume is None:
+        if previous is None:
             writer = RunWriter(run_dir(config.output, run_id), manifest)
         else:
-            previous = load_manifest(resume)
-            run_id = previous["run_id"]
             resumes = [*previous.get("resumes", []), {
                 "at": utc_now_iso(),
                 "remaining_iterations": len(plan),
