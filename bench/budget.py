@@ -58,7 +58,6 @@ def _rate(pricing: ProviderPricing | None, shape: Shape) -> float:
 
 
 def item_estimate_usd(
-    item: WorkItem,
     *,
     workload: Workload,
     caps: Capabilities,
@@ -170,7 +169,6 @@ class Planner:
             key = (item.provider, item.workload)
             if key not in self.item_cost:
                 self.item_cost[key] = item_estimate_usd(
-                    item,
                     workload=workloads[item.workload],
                     caps=capabilities[item.provider],
                     pricing=self.catalog.get(item.provider),
