@@ -58,6 +58,19 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def progress_bar() -> Progress:
+    """The run's progress bar, on stderr, only when that is a terminal."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+        disable=not err_console.is_terminal,
+    )
+
+
 class UsageError(Exception):
     """Bad input; one line for the user, exit code 2."""
 
@@ -260,15 +273,7 @@ async def _run(
             scrub=SecretScrubber(secrets_env),
             first_sample_id=first_sample_id,
         )
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=False,
-            disable=not err_console.is_terminal,
-        ) as progress:
+        with progress_bar() as progress:
             task = progress.add_task(f"run {run_id}", total=len(plan))
             runner = Runner(
                 providers=providers,

@@ -1153,15 +1153,7 @@ class ClusterRun:
                 )
 
     async def execute(self) -> tuple[Path, RunStatus]:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        from bench.cli import err_console
+        from bench.cli import progress_bar
 
         self.client.subscribe_topic(self.topic, self._on_event)
         self.client.subscribe_topic("all", self._on_scheduler_event)
@@ -1173,15 +1165,7 @@ class ClusterRun:
             await self._begin()
             assert self.writer is not None
             membership = self._membership = self._spawn(self._membership_loop())
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=False,
-                disable=not err_console.is_terminal,
-            ) as progress:
+            with progress_bar() as progress:
                 task = progress.add_task(
                     f"run {self.run_id} on {self.config.cluster}", total=len(self.units)
                 )
