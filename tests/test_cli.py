@@ -112,6 +112,18 @@ def test_providers_lists_every_provider_with_its_capabilities(tmp_path):
     assert "checkpoint" in result.stdout
 
 
+def _wait_for_samples(results: Path, *, min_bytes: int, poll_s: float = 0.1) -> Path:
+    """The samples file of the run being written under ``results``, once it holds
+    ``min_bytes``; fails if the run never gets that far within a minute."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = list(results.glob("*/samples.jsonl"))
+        if found and found[0].stat().st_size > min_bytes:
+            return found[0]
+        time.sleep(poll_s)
+    raise AssertionError("the run never started recording")
+
+
 def _leftovers(state_dir: Path, sandbox_ids: set[str]) -> list[str]:
     """Processes, cgroups and directories of the given sandboxes still on the host."""
     found = []
@@ -181,15 +193,7 @@ def test_ctrl_c_stops_the_run_and_leaves_nothing_behind(tmp_path, sig):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        samples = None
-        while time.monotonic() < deadline:
-            found = list(results.glob("*/samples.jsonl"))
-            if found and found[0].stat().st_size > 2000:
-                samples = found[0]
-                break
-            time.sleep(0.1)
-        assert samples is not None, "the run never started recording"
+        samples = _wait_for_samples(results, min_bytes=2000)
         time.sleep(0.7)  # land inside a pause_resume hold, with sandboxes alive
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
@@ -222,12 +226,7 @@ def test_after_kill_9_the_run_folder_loads_and_reap_leaves_nothing(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            found = list(results.glob("*/samples.jsonl"))
-            if found and found[0].stat().st_size > 3000:
-                break
-            time.sleep(0.1)
+        _wait_for_samples(results, min_bytes=3000)
         time.sleep(0.5)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -261,12 +260,7 @@ def test_resume_finishes_a_killed_run_into_the_same_folder(tmp_path):
     proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env)  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            found = list(results.glob("*/samples.jsonl"))
-            if found and found[0].stat().st_size > 6000:
-                break
-            time.sleep(0.02)
+        _wait_for_samples(results, min_bytes=6000, poll_s=0.02)  # kill it early in the run
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
