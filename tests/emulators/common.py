@@ -15,7 +15,12 @@ Every emulator:
   ``--stall-ms``: the length of one freeze). The model and its true percentiles are defined once,
   in :mod:`bench.calibration`. ``--latency-match "POST /v2/sandboxes"`` limits all of it to the
   calls with that method and exactly that path (``*`` at the end: that prefix), e.g. to give a
-  known latency to creates only;
+  known latency to creates only. ``--latency-mode added`` (the default) holds a call for its
+  latency and then handles it, so the server's time is the latency plus its own work;
+  ``--latency-mode total`` handles the call at once and holds its answer (the moment its
+  headers would be sent) until arrival + latency, so the server's time from arrival to answer
+  is the latency itself whenever its own work fits inside it: a ground truth that does not
+  move with the emulator's load. A faulted call is always held first, as in ``added``;
 * injects faults on a seeded share of provider calls: ``--fault-rate R`` (0..1) and
   ``--fault-kinds 500,503,429,reset,hang,malformed`` (the default: all of them, drawn with equal
   probability). The kinds, each **before** the call reaches the emulated provider (so the
@@ -40,16 +45,19 @@ Every emulator:
   ``POST /_emulator/faults`` ``{"status": 429, "count": 1, "match": "/sandboxes"}`` (or
   ``{"kind": "reset", ...}``) -> the next ``count`` provider calls whose path contains
   ``match`` get that fault (before any random one);
-  ``GET /_emulator/config`` -> ``{"latency": {...}, "faults": {"rate", "kinds", "hang_s"},
-  "seed", "backend"}``; ``POST /_emulator/config`` with any of ``latency`` (a whole
-  :class:`bench.calibration.LatencyModel`), ``faults`` (``rate``, ``kinds``, ``hang_s``) and
+  ``GET /_emulator/config`` -> ``{"latency": {...}, "latency_match", "latency_mode",
+  "faults": {"rate", "kinds", "hang_s"}, "seed", "backend"}``; ``POST /_emulator/config`` with
+  any of ``latency`` (a whole :class:`bench.calibration.LatencyModel`), ``latency_match``,
+  ``latency_mode``, ``faults`` (``rate``, ``kinds``, ``hang_s``) and
   ``seed`` (re-seeds all three generators) changes them at run time;
   ``GET /_emulator/log`` -> ``{"calls": [{"t", "at", "method", "path", "added_s", "fault",
-  "handled_s"}]}``, every provider call since start (or since ``DELETE /_emulator/log``): its
-  arrival (``t``: seconds since the emulator started; ``at``: the host's monotonic clock, which
-  ``time.perf_counter`` in another process on Linux reads too), the latency it was given (draw
-  plus any stall), its fault if any, and when the handler returned (seconds after arrival;
-  for a streamed answer, when the stream ended);
+  "handled_s", "answered_s"}]}``, every provider call since start (or since
+  ``DELETE /_emulator/log``): its arrival (``t``: seconds since the emulator started;
+  ``at``: the host's monotonic clock, which ``time.perf_counter`` in another process on Linux
+  reads too), the latency it was given (draw plus any stall), its fault if any, when the
+  handler returned (``handled_s``, seconds after arrival; for a streamed answer, when the
+  stream ended) and when its answer's headers went out (``answered_s``, seconds after
+  arrival; absent when no answer was sent);
 * destroys every sandbox it holds when it gets SIGTERM or SIGINT.
 
 Tests start emulators with :func:`running` and stop them by process id.
@@ -100,6 +108,7 @@ from providers.errors import NotFound
 ADMIN_PREFIX = "/_emulator/"
 #: Every fault kind, in the order ``--fault-kinds`` lists them by default.
 FAULT_KINDS = ("500", "503", "429", "reset", "hang", "malformed")
+LATENCY_MODES = ("added", "total")
 BACKENDS = ("local", "stub")
 #: How many provider calls ``GET /_emulator/log`` keeps (oldest dropped first).
 LOG_LIMIT = 200_000
@@ -143,6 +152,10 @@ class EmulatorState:
     latency: LatencyModel | None = None
     #: ``"METHOD /path"`` (``*`` at the end for a prefix): only those calls get latency.
     latency_match: str = ""
+    #: ``"added"``: a call is held for its draw, then handled, so the server's time is the draw
+    #: plus its own work. ``"total"``: the call is handled at once and its answer held until
+    #: arrival + draw, so the server's time is exactly the draw (when its own work fits in it).
+    latency_mode: str = "added"
     fault_rate: float = 0.0
     fault_kinds: tuple[str, ...] = FAULT_KINDS
     hang_s: float = 30.0
@@ -153,6 +166,8 @@ class EmulatorState:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
+        if self.latency_mode not in LATENCY_MODES:
+            raise ValueError(f"latency mode must be one of {', '.join(LATENCY_MODES)}")
         if self.latency is None:
             self.latency = LatencyModel(fixed_s=self.latency_s)
         self.set_faults(rate=self.fault_rate, kinds=self.fault_kinds, hang_s=self.hang_s)
@@ -173,6 +188,7 @@ class EmulatorState:
             token=args.token,
             latency=latency,
             latency_match=args.latency_match,
+            latency_mode=args.latency_mode,
             fault_rate=args.fault_rate,
             fault_kinds=tuple(args.fault_kinds),
             hang_s=args.hang_s,
@@ -217,6 +233,7 @@ class EmulatorState:
         return {
             "latency": self.latency.to_dict(),
             "latency_match": self.latency_match,
+            "latency_mode": self.latency_mode,
             "faults": {
                 "rate": self.fault_rate,
                 "kinds": list(self.fault_kinds),
@@ -259,6 +276,9 @@ class EmulatorState:
 
 
 STATE_KEY: web.AppKey[EmulatorState] = web.AppKey("emulator_state", EmulatorState)
+#: Per-request keys: the call's log entry, and (latency mode "total") when its answer may go.
+ENTRY_KEY = "sandbox_bench.log_entry"
+RELEASE_KEY = "sandbox_bench.release_at"
 
 
 async def truncated_json(request: web.Request) -> web.StreamResponse:
@@ -331,8 +351,15 @@ def make_app(
             "handled_s": None,
         }
         state.log.append(entry)
+        request[ENTRY_KEY] = entry
         if delay > 0:
-            await asyncio.sleep(delay)
+            if fault is None and state.latency_mode == "total":
+                request[RELEASE_KEY] = arrival + delay  # held in hold_answer, not here
+                # Let every request that came in with this one be stamped before any handler
+                # runs: the handlers' work belongs inside the latency, not before arrival.
+                await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(delay)
         if fault is None:
             try:
                 return await handler(request)
@@ -351,6 +378,17 @@ def make_app(
         if status == 429:
             response.headers["Retry-After"] = "1"
         return response
+
+    async def hold_answer(request: web.Request, response: web.StreamResponse) -> None:
+        # Runs as the answer's headers are about to be sent (plain and streamed answers alike).
+        release = request.get(RELEASE_KEY)
+        if release is not None:
+            delay = release - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        entry = request.get(ENTRY_KEY)
+        if entry is not None:
+            entry["answered_s"] = time.monotonic() - entry["at"]
 
     async def list_live(request: web.Request) -> web.Response:
         return web.json_response({"sandboxes": state.live()})
@@ -378,6 +416,10 @@ def make_app(
                 state.set_latency(LatencyModel.from_dict(body["latency"]))
             if "latency_match" in body:
                 state.latency_match = str(body["latency_match"] or "")
+            if "latency_mode" in body:
+                if body["latency_mode"] not in LATENCY_MODES:
+                    raise ValueError(f"latency_mode must be one of {', '.join(LATENCY_MODES)}")
+                state.latency_mode = str(body["latency_mode"])
             faults = body.get("faults") or {}
             state.set_faults(
                 rate=faults.get("rate"), kinds=faults.get("kinds"), hang_s=faults.get("hang_s")
@@ -394,6 +436,7 @@ def make_app(
         return web.json_response({"ok": True})
 
     app = web.Application(middlewares=[emulate], client_max_size=64 * 1024 * 1024)
+    app.on_response_prepare.append(hold_answer)
     app[STATE_KEY] = state
     app.router.add_get(ADMIN_PREFIX + "sandboxes", list_live)
     app.router.add_post(ADMIN_PREFIX + "faults", add_fault)
@@ -430,10 +473,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stall-prob", type=_share_arg, default=0.0)
     parser.add_argument("--stall-ms", type=float, default=0.0)
     parser.add_argument("--latency-match", default="")
+    parser.add_argument("--latency-mode", choices=LATENCY_MODES, default="added")
     parser.add_argument("--fault-rate", type=_share_arg, default=0.0)
     parser.add_argument("--fault-kinds", type=_fault_kinds_arg, default=list(FAULT_KINDS))
     parser.add_argument("--hang-s", type=float, default=30.0)
     parser.add_argument("--backend", choices=BACKENDS, default="local")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args(argv)
     try:
         EmulatorState.from_args(args)
@@ -498,6 +543,7 @@ class Emulator:
         *,
         latency: LatencyModel | None = None,
         latency_match: str | None = None,
+        latency_mode: str | None = None,
         fault_rate: float | None = None,
         fault_kinds: Sequence[str] | None = None,
         hang_s: float | None = None,
@@ -511,6 +557,8 @@ class Emulator:
             body["latency"] = latency.to_dict()
         if latency_match is not None:
             body["latency_match"] = latency_match
+        if latency_mode is not None:
+            body["latency_mode"] = latency_mode
         faults: dict[str, Any] = {"rate": fault_rate, "hang_s": hang_s}
         if fault_kinds is not None:
             faults["kinds"] = list(fault_kinds)
@@ -565,6 +613,7 @@ def emulator_args(
     *,
     latency: LatencyModel | None = None,
     latency_match: str = "",
+    latency_mode: str = "added",
     fault_rate: float = 0.0,
     fault_kinds: Sequence[str] = (),
     hang_s: float | None = None,
@@ -575,6 +624,8 @@ def emulator_args(
     args: list[str] = []
     if latency_match:
         args += ["--latency-match", latency_match]
+    if latency_mode != "added":
+        args += ["--latency-mode", latency_mode]
     if latency is not None:
         args += ["--latency-ms", repr(latency.fixed_s * 1000.0)]
         if latency.median_s is not None and latency.p99_s is not None:
@@ -828,4 +879,9 @@ def run_emulator(
         emulator.install(app, state.token)
         await serve(app, args.port, emulator.shutdown)
 
-    asyncio.run(main())
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
