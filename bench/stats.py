@@ -169,6 +169,7 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "error_type",
     "verified",
     "schedule_lag_s",
+    "client_loop_delay_s",
     "idle_s",
     "state_mb",
     "recycled",
@@ -370,9 +371,10 @@ def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
     Strings are categoricals (a million samples hold a handful of distinct names);
     ``duration_s`` is NaN unless the status is ok. From the open-loop fields,
     ``schedule_lag_s`` = actual minus intended start (NaN for closed-loop samples). From
-    ``extra``: ``verified`` and ``recycled`` (nullable booleans), ``idle_s`` and ``state_mb``
-    (NaN when absent), ``spec_mismatch`` (the probe's list joined with "; ", or missing) and
-    ``host`` (the machine that measured it, on cluster runs). ``location`` is the sample's own.
+    ``extra``: ``verified`` and ``recycled`` (nullable booleans), ``idle_s``, ``state_mb`` and
+    ``client_loop_delay_s`` (NaN when absent), ``spec_mismatch`` (the probe's list joined with
+    "; ", or missing) and ``host`` (the machine that measured it, on cluster runs).
+    ``location`` is the sample's own.
     """
     samples = list(samples)
     n = len(samples)
@@ -415,6 +417,7 @@ def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
             "error_type": pd.Categorical([s.error_type for s in samples]),
             "verified": booleans("verified"),
             "schedule_lag_s": lag,
+            "client_loop_delay_s": floats(e.get("client_loop_delay_s") for e in extras),
             "idle_s": floats(e.get("idle_s") for e in extras),
             "state_mb": floats(e.get("state_mb") for e in extras),
             "recycled": booleans("recycled"),

@@ -37,7 +37,13 @@ and to nothing else. Then:
 
 Every measured phase runs with the cyclic garbage collector paused (:func:`_gc_paused`):
 without that, one full collection blocks this process's event loop for 25-90 ms and lands in
-the latencies and the schedule lag (found by this test; reported with issue 6).
+the latencies and the schedule lag (found by this test; the runner now does the same).
+
+* **Total latency mode**: with ``--latency-mode total`` the emulator answers exactly the draw
+  after arrival, its own work inside it; with ``added`` it holds first, then works.
+* **Client loop delay**: a burst records how long the client's event loop kept ready work
+  waiting; a client that spends 15 ms of CPU per create is flagged in the report, an idle one
+  is not.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import dataclasses
 import gc
 import math
 import random
+import time
 import uuid
 from pathlib import Path
 
@@ -183,8 +190,9 @@ def _gc_paused():
     A full collection of this process's objects (100,000-200,000 of them: pytest, pandas, the
     SDK's clients for every live sandbox) blocks the event loop for 25-90 ms on a 2-core
     machine, and the blocked time lands in whatever latencies and schedule slots are in
-    flight. The runner does not manage the collector yet (reported with issue 6); until it
-    does, these tests do what it should: collect and freeze before the run, collect after.
+    flight. The runner collects and freezes the heap before a run and the open-loop workloads
+    pause the collector while their schedule runs; these tests also pause it for the
+    closed-loop runs they compare against, so both arms are measured alike.
     """
     gc.collect()
     gc.freeze()
@@ -338,3 +346,74 @@ async def test_open_loop_reveals_stalls_that_closed_loop_under_reports(e2b):
     assert closed95 < 0.5 * truth95, f"closed p95 {closed95:.3f} s, true {truth95:.3f} s"
     lag99 = stats.percentile(_lags(sink), 99)
     assert lag99 < SCHEDULE_LAG_WARN_S, f"schedule lag p99 {lag99 * 1e3:.1f} ms"
+
+
+@pytest.mark.timeout(60)
+async def test_in_total_mode_the_server_answers_at_arrival_plus_the_draw(e2b):
+    """``--latency-mode total``: the handler runs at once and the answer waits for the draw,
+    so the server's time is the draw itself; ``added`` (the default) holds, then handles."""
+    provider, emu = e2b
+    for mode in ("total", "added"):
+        await emu.configure(latency=LatencyModel(fixed_s=0.05), latency_mode=mode, seed=3)
+        await emu.clear_calls()
+        made = [await provider.create(SandboxSpec()) for _ in range(5)]
+        for sandbox in made:
+            await provider.destroy(sandbox)
+        calls = [c for c in await emu.calls() if f"{c['method']} {c['path']}" == CREATE]
+        assert len(calls) == 5 and all(c["added_s"] == pytest.approx(0.05) for c in calls)
+        for c in calls:
+            assert c["answered_s"] >= c["added_s"], c
+            if mode == "total":
+                assert c["handled_s"] < c["added_s"], c  # the work was done inside the draw
+            else:
+                assert c["handled_s"] >= c["added_s"], c
+    assert (await emu.config())["latency_mode"] == "added"
+
+
+class _BusyClient:
+    """The e2b adapter plus ``spin_s`` of CPU on the client's event loop after each create:
+    an SDK with heavy per-call work, as far as the loop can tell."""
+
+    def __init__(self, provider, spin_s: float) -> None:
+        self.provider, self.spin_s = provider, spin_s
+
+    def __getattr__(self, name: str):
+        return getattr(self.provider, name)
+
+    async def create(self, spec):
+        sandbox = await self.provider.create(spec)
+        end = time.thread_time() + self.spin_s
+        while time.thread_time() < end:
+            pass
+        return sandbox
+
+
+@pytest.mark.timeout(120)
+async def test_a_burst_records_how_long_the_client_kept_answers_waiting_and_the_report_flags_it(
+    e2b, tmp_path
+):
+    provider, emu = e2b
+    await emu.configure(latency=LatencyModel(fixed_s=0.05), seed=4)
+
+    def delays(sink: MemorySink) -> np.ndarray:
+        creates = [s for s in sink.samples if s.operation == "create"]
+        assert len(creates) == 20 and all(s.status is Status.OK for s in creates)
+        return np.sort([s.extra["client_loop_delay_s"] for s in creates])
+
+    idle = await _run(provider, "burst", params={"size": 20})
+    loaded = await _run(_BusyClient(provider, 0.015), "burst", params={"size": 20})
+    # Each busy create holds the loop 15 ms, so the watcher (and any answer) waits that long.
+    assert delays(idle)[-1] < SCHEDULE_LAG_WARN_S, delays(idle)
+    assert delays(loaded)[-1] >= 0.015, delays(loaded)
+
+    from bench.report import ReportSettings, write_report
+
+    texts = {}
+    for name, sink in (("idle", idle), ("loaded", loaded)):
+        folder = tmp_path / "results" / f"20261128T120000Z-loop{name}"
+        _write_run(folder, sink, "burst")
+        report = write_report([folder], tmp_path / f"reports-{name}", settings=ReportSettings())
+        texts[name] = (report.parent / "report.md").read_text()
+    assert "Loop delay max" in texts["idle"] and "Loop delay max" in texts["loaded"]
+    assert "kept ready answers waiting" not in texts["idle"]
+    assert "e2b/burst: the client's event loop kept ready answers waiting" in texts["loaded"]

@@ -492,7 +492,20 @@ def _lag_frame(frame: pd.DataFrame, include_warmups: bool) -> pd.DataFrame:
     mask = np.isfinite(frame["schedule_lag_s"].to_numpy(dtype=np.float64))
     if not include_warmups:
         mask &= ~frame["warmup"].to_numpy(dtype=bool)
-    return frame.loc[mask, ["provider", "workload", "schedule_lag_s"]]
+    columns = ["provider", "workload", "schedule_lag_s"]
+    if "client_loop_delay_s" in frame.columns:
+        columns.append("client_loop_delay_s")
+    return frame.loc[mask, columns]
+
+
+def _loop_delay_max(sub: pd.DataFrame) -> float | None:
+    """The longest the client's event loop kept ready work waiting during these open-loop
+    schedules (``client_loop_delay_s``); None when no record carries it."""
+    if "client_loop_delay_s" not in sub.columns:
+        return None
+    values = sub["client_loop_delay_s"].to_numpy(dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.max()) if values.size else None
 
 
 _ROUND = re.compile(r"^round_c(\d+)$")
@@ -561,16 +574,29 @@ def _lag_table(frame: pd.DataFrame, workload: str, include_warmups: bool) -> Tab
             if stats.supports(n, 95)
             else (stats.NOT_ENOUGH)
         )
-        rows.append([provider, str(n), p50, p95, stats.format_duration(float(values[-1]))])
+        delay = _loop_delay_max(sub)
+        rows.append(
+            [
+                provider,
+                str(n),
+                p50,
+                p95,
+                stats.format_duration(float(values[-1])),
+                "–" if delay is None else stats.format_duration(delay),
+            ]
+        )
     return make_table(
         f"lag-{workload}",
-        ("Provider", "Scheduled starts", "Lag p50", "Lag p95", "Lag max"),
+        ("Provider", "Scheduled starts", "Lag p50", "Lag p95", "Lag max", "Loop delay max"),
         rows,
         title=f"{workload}: open-loop schedule lag",
         caption="Actual minus intended start of each scheduled operation. Latencies are "
         "measured from the intended start, so a client that falls behind shows up here; a "
-        f"p95 or max lag above {stats.format_duration(SCHEDULE_LAG_WARN_S)} is flagged.",
-        align="lrrrr",
+        f"max lag above {stats.format_duration(SCHEDULE_LAG_WARN_S)} is flagged. Loop delay "
+        "max: the longest the client's event loop kept ready work (an answer, a release) "
+        "waiting during the schedules, read by a watcher that wakes every millisecond; above "
+        "the same threshold, answers queued behind the client's own work, which is flagged.",
+        align="lrrrrr",
     )
 
 
@@ -1210,6 +1236,14 @@ def _warnings(
                 f"{stats.format_duration(worst)} late (p50 "
                 f"{stats.format_duration(stats.percentile(values, 50))}); latencies include "
                 "that delay, so the client may have been the bottleneck"
+            )
+        delay = _loop_delay_max(sub)
+        if delay is not None and delay > SCHEDULE_LAG_WARN_S:
+            lagging.append(
+                f"{provider}/{workload}: the client's event loop kept ready answers waiting up "
+                f"to {stats.format_duration(delay)} (busy with its own work, e.g. its SDK's "
+                "per-call CPU), so latencies include the client: split the schedule over "
+                "processes or machines (clients = K with --cluster local:K or a Dask cluster)"
             )
     out += _limited("schedule lag", lagging)
     unsupported = []

@@ -20,15 +20,20 @@ ramp (``rate_per_s`` creates per second for ``duration_s``)::
 Every create record keeps ``intended_start_s`` and ``actual_start_s`` (seconds since the run's
 monotonic origin); actual minus intended is the client's schedule lag, which the report shows
 so a run whose client could not keep up is flagged rather than believed. ``first_exec`` is
-closed-loop per sandbox (from create's return). Every sandbox is destroyed at the end.
+closed-loop per sandbox (from create's return). Every sandbox is destroyed at the end. Each
+create also records ``client_loop_delay_s``: the longest the client's event loop had kept ready
+work (an answer, a release) waiting since the schedule began (see :class:`_LoopDelay`); a long
+wait means the client, not the provider, was queueing answers, and the report says so.
 
 Several clients (``clients = K``, on a cluster: bench/cluster.py): one iteration's slots are
 dealt round-robin to K workers (worker j takes slots j, j+K, ...), and all K compute the same
 schedule from one common start instant that the driver picks on its wall clock and each worker
 translates to its own monotonic clock with its measured clock offset (recorded in the
 manifest). So 1,000 creates can be released together from several machines; the intended
-starts of all K clients lie on one timeline, to within the offsets' uncertainty. On a single
-machine the whole iteration runs from this one client, whatever ``clients`` says.
+starts of all K clients lie on one timeline, to within the offsets' uncertainty. One machine
+can be a cluster too: ``--cluster local:K`` starts K worker processes here, so an SDK's per-call
+CPU is spread over K event loops and cores. Without a cluster the whole iteration runs from
+this one client, whatever ``clients`` says.
 """
 
 from __future__ import annotations
@@ -55,6 +60,45 @@ async def _sleep_until(instant_ns: int) -> None:
     delay = (instant_ns - time.perf_counter_ns()) / 1e9
     if delay > 0:
         await asyncio.sleep(delay)
+
+
+class _LoopDelay:
+    """How long the client's event loop kept ready work waiting while a schedule ran.
+
+    A watcher task sleeps ``PERIOD_S`` at a time and notes how late it wakes: when the loop is
+    busy (an SDK's per-call CPU on a hundred answers that came back together, say), the
+    watcher's timer waits in the same queue as those answers, so its worst lateness is how
+    long a ready answer or release could wait for the client (the event-loop delay monitors
+    of Node.js and aiomonitor work the same way). Each create records the worst so far when it
+    returns (``extra["client_loop_delay_s"]``; reading it costs well under a microsecond
+    inside the timed span), and the report flags a client that kept answers waiting. The
+    watcher costs one wake-up per millisecond; the loop's timer granularity adds up to about
+    1 ms to every reading.
+    """
+
+    PERIOD_S: ClassVar[float] = 0.001
+
+    def __init__(self) -> None:
+        self.worst_s = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        period_ns = int(self.PERIOD_S * 1e9)
+        while True:
+            due = time.perf_counter_ns() + period_ns
+            await asyncio.sleep(self.PERIOD_S)
+            late_s = (time.perf_counter_ns() - due) / 1e9
+            if late_s > self.worst_s:
+                self.worst_s = late_s
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 class _OpenLoop(Workload):
@@ -106,16 +150,19 @@ class _OpenLoop(Workload):
             start_ns = time.perf_counter_ns() + int(LEAD_S * 1e9)
         full = self._schedule(start_ns)
         schedule = {i: full[i] for i in self._slots(share)}
+        loop_delay = _LoopDelay()
 
         async def one(index: int, due_ns: int) -> Sandbox | None:
             await _sleep_until(due_ns)
+            info: dict[str, Any] = {"slot": index}
+
+            async def create() -> Sandbox:
+                sandbox = await ctx.provider.create(ctx.spec)
+                info["client_loop_delay_s"] = round(loop_delay.worst_s, 6)
+                return sandbox
+
             try:
-                sandbox = await ctx.timed(
-                    "create",
-                    lambda: ctx.provider.create(ctx.spec),
-                    intended_ns=due_ns,
-                    extra={"slot": index},
-                )
+                sandbox = await ctx.timed("create", create, intended_ns=due_ns, extra=info)
             except StepFailed:
                 return None
             ctx.track(sandbox)
@@ -131,7 +178,11 @@ class _OpenLoop(Workload):
                 )
             return sandbox
 
-        created = await asyncio.gather(*(one(i, due) for i, due in schedule.items()))
+        loop_delay.start()
+        try:
+            created = await asyncio.gather(*(one(i, due) for i, due in schedule.items()))
+        finally:
+            await loop_delay.stop()
         for sandbox in created:
             if sandbox is not None:
                 try:
