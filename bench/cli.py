@@ -541,7 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--location", help="label of where this client runs")
     run.add_argument("--max-cost-usd", help="refuse or stop the run before it costs more")
     run.add_argument("--resume", metavar="RUN", help="finish a crashed or interrupted run")
-    run.add_argument("--cluster", metavar="tcp://HOST:PORT", help="run on these Dask workers")
+    run.add_argument(
+        "--cluster",
+        metavar="tcp://HOST:PORT|local[:K]",
+        help="run on these Dask workers, or on K worker processes of this machine",
+    )
     run.add_argument("--locations", help="with --cluster: the plan from each (comma-separated)")
     run.set_defaults(func=cmd_run)
 

@@ -17,6 +17,10 @@ amounts; a worker with several such resources takes the first by name). A worker
 is unlabelled. Each worker runs up to ``concurrency`` iterations at once, and never more than
 its ``--nthreads`` (Dask runs no more tasks than that on it).
 
+``--cluster local:K`` (``local``: one worker per CPU) needs no scheduler: the driver starts one
+and K worker processes on 127.0.0.1 for the run (:func:`local_cluster`) and stops them after,
+so one machine can spread a split burst's SDK work over K event loops and cores.
+
 What runs where
 ---------------
 * The driver admits each worker that joins: it measures the worker's clock offset, then a
@@ -82,14 +86,14 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import netprobe
-from bench.config import RunConfig
+from bench.config import RunConfig, local_cluster_workers
 from bench.records import RunStatus, Sample
 from bench.runner import CLEANUP_TIMEOUT_S, Recorder, Runner, SecretScrubber, WorkItem
 from bench.store import JsonlAppender, RunWriter, new_run_id, run_dir, utc_now_iso
@@ -1222,17 +1226,57 @@ async def run_on_cluster(
         from distributed import Client
     except ImportError:
         raise UsageError("--cluster needs Dask: pip install 'sandbox-bench[cluster]'") from None
-    try:
-        client = await Client(config.cluster, asynchronous=True, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError) as exc:
-        raise UsageError(f"cannot reach the Dask scheduler at {config.cluster}: {exc}") from None
-    run = ClusterRun(config, workloads, plan, seed)
-    run.client = client
-    try:
-        return await run.execute()
-    finally:
-        for topic in (run.topic, "all"):
+    async with contextlib.AsyncExitStack() as stack:
+        workers = local_cluster_workers(config.cluster)
+        if workers is not None:
+            address: Any = await stack.enter_async_context(
+                local_cluster(workers, threads=max(1, config.concurrency))
+            )
+        else:
+            address = config.cluster
+        try:
+            client = await Client(address, asynchronous=True, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            raise UsageError(
+                f"cannot reach the Dask scheduler at {config.cluster}: {exc}"
+            ) from None
+        run = ClusterRun(config, workloads, plan, seed)
+        run.client = client
+        try:
+            return await run.execute()
+        finally:
+            for topic in (run.topic, "all"):
+                with contextlib.suppress(Exception):
+                    client.unsubscribe_topic(topic)
             with contextlib.suppress(Exception):
-                client.unsubscribe_topic(topic)
-        with contextlib.suppress(Exception):
-            await client.close()
+                await client.close()
+
+
+@contextlib.asynccontextmanager
+async def local_cluster(workers: int, *, threads: int) -> AsyncIterator[Any]:
+    """``cluster = "local:K"``: a scheduler and K worker processes on 127.0.0.1 for this run.
+
+    Each worker is a separate process with its own event loop and provider clients, so a burst
+    split with ``clients = K`` spends K processes' CPU on the SDKs' own per-call work instead of
+    one event loop's (issue 6: one loop cannot release 100 SDK creates together). The workers
+    inherit this process's environment (credentials included) and are stopped, by Dask, when
+    the run ends; their local sandboxes go with them (the zygote of each worker destroys its
+    own on exit, and the end-of-run sweep runs on a worker before that).
+    """
+    import logging
+
+    from distributed import LocalCluster
+
+    cluster = await LocalCluster(
+        n_workers=workers,
+        threads_per_worker=threads,
+        processes=True,
+        asynchronous=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    try:
+        yield cluster
+    finally:
+        await cluster.close()

@@ -16,7 +16,8 @@ Example ``bench.toml``::
     output = "results"
     timeout_s = 120        # per provider call
     location = "laptop-fra"
-    cluster = "tcp://10.0.0.5:8786"   # run on these Dask workers (bench/cluster.py)
+    cluster = "tcp://10.0.0.5:8786"   # run on these Dask workers (bench/cluster.py);
+                                      # "local:4": on 4 worker processes of this machine
     locations = ["fra", "iad"]        # with cluster: every workload from each of these
 
     [spec]
@@ -72,7 +73,8 @@ class RunConfig:
     assumed_op_s: float = 1.0
     #: [pricing]: ``catalog`` (path) and ``local_usd_per_hour`` (self-hosted rate).
     pricing: Mapping[str, Any] = field(default_factory=dict)
-    #: Dask scheduler whose workers run the iterations (``tcp://HOST:PORT``); "" runs here.
+    #: Dask scheduler whose workers run the iterations (``tcp://HOST:PORT``), or ``local:K``
+    #: (K worker processes started on this machine); "" runs in this process.
     cluster: str = ""
     #: With ``cluster``: run the whole plan from each of these worker locations.
     locations: tuple[str, ...] = ()
@@ -173,12 +175,30 @@ _ADDRESS = re.compile(
 )
 
 
+_LOCAL_CLUSTER = re.compile(r"local(?::(?P<workers>\d+))?")
+
+
+def local_cluster_workers(cluster: str) -> int | None:
+    """K for ``local:K`` (client processes on this machine), None for a scheduler address."""
+    match = _LOCAL_CLUSTER.fullmatch(cluster)
+    return int(match["workers"]) if match is not None else None
+
+
 def _scheduler_address(value: Any) -> str:
-    """A Dask scheduler address, ``tcp://HOST:PORT`` (or ``tls://``; bare ``HOST:PORT`` is tcp)."""
-    match = _ADDRESS.fullmatch(str(value).strip())
+    """A Dask scheduler address, ``tcp://HOST:PORT`` (or ``tls://``; bare ``HOST:PORT`` is tcp),
+    or ``local[:K]``: K worker processes started on this machine for the run (default: one per
+    CPU), so a burst's clients can run on every core."""
+    text = str(value).strip()
+    local = _LOCAL_CLUSTER.fullmatch(text)
+    if local is not None:
+        workers = int(local["workers"]) if local["workers"] else (os.cpu_count() or 1)
+        if not 1 <= workers <= 64:
+            raise ConfigError(f"cluster local:K needs 1 <= K <= 64, got {value!r}")
+        return f"local:{workers}"
+    match = _ADDRESS.fullmatch(text)
     if match is None or not 0 < int(match["port"]) < 65536:
         raise ConfigError(
-            f"cluster must be a scheduler address like tcp://HOST:PORT, got {value!r}"
+            f"cluster must be a scheduler address like tcp://HOST:PORT, or local[:K], got {value!r}"
         )
     return f"{match['scheme'] or 'tcp'}://{match['host']}:{int(match['port'])}"
 

@@ -365,6 +365,47 @@ def test_bad_cluster_settings_are_refused(tmp_path, overrides, message):
         build_config({}, {"output": tmp_path, **overrides})
 
 
+@pytest.mark.timeout(180)
+async def test_local_k_splits_a_burst_over_k_worker_processes_of_this_machine(tmp_path):
+    needs_root()
+    config = make_config(
+        tmp_path, providers="local", workloads="burst", iterations=2, cluster="local:2"
+    )
+    folder, status = await asyncio.wait_for(_run(config, {}), timeout=150)
+    assert status is RunStatus.COMPLETED
+    run = load_run(folder)
+    facts = run.manifest["cluster"]
+    assert facts["scheduler"] == "local:2"
+    workers = facts["workers"]
+    assert len(workers) == 2 and len({w["pid"] for w in workers.values()}) == 2
+    assert all(w["ip"] == "127.0.0.1" for w in workers.values())
+    # Each iteration of the burst (size 4, clients 2) ran as two shares on the two processes.
+    assert {len(set(start["workers"])) for start in facts["split_starts"]} == {2}
+    assert record_keys(run.samples) == planned_records(config)
+    creates = [s for s in run.samples if s.operation == "create"]
+    assert all(s.status == "ok" for s in run.samples)
+    assert all(s.extra["client_loop_delay_s"] >= 0 for s in creates)
+    state = tmp_path / "local-state"
+    assert_nothing_left(folder, run.manifest["run_id"], state, [])
+    # The worker processes are gone with the run.
+    for worker in workers.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(worker["pid"], 0)
+
+
+def test_local_cluster_settings(tmp_path):
+    from bench.config import ConfigError, local_cluster_workers
+
+    config = build_config({"run": {"cluster": "local"}}, {"output": tmp_path})
+    assert config.cluster == f"local:{os.cpu_count()}"
+    assert local_cluster_workers(config.cluster) == os.cpu_count()
+    assert build_config({}, {"output": tmp_path, "cluster": "local:3"}).cluster == "local:3"
+    assert local_cluster_workers("tcp://127.0.0.1:8786") is None
+    for bad in ("local:0", "local:65", "local:x"):
+        with pytest.raises(ConfigError, match="cluster"):
+            build_config({}, {"output": tmp_path, "cluster": bad})
+
+
 def test_a_cluster_address_without_a_scheme_is_tcp(tmp_path):
     config = build_config({"run": {"cluster": "127.0.0.1:8786"}}, {"output": tmp_path})
     assert config.cluster == "tcp://127.0.0.1:8786"
