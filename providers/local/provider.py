@@ -787,7 +787,6 @@ class LocalProvider(Provider):
         group: cgroups.Group | None = None
         spawned = False
         try:
-            d.mkdir()
             # meta.json first: it names the cgroups before they exist, so that a reaper can
             # always find what a create interrupted at any point left behind.
             if self.host.cgroups.roles:
@@ -806,24 +805,18 @@ class LocalProvider(Provider):
                          "lifetime_s": spec.lifetime_s},
                 "labels": labels,
             }  # fmt: skip
-            (d / "meta.json").write_text(json.dumps(meta))
-            (d / "labels.json").write_text(json.dumps(labels))
-            (d / "merged").mkdir()
+            # Directory and cgroup work blocks for milliseconds when the disk is busy: it runs
+            # on a thread, so the harness's event loop (and every other create's schedule,
+            # issue 6) never waits for it.
+            await _off_loop(_write_meta, d, meta, labels)
             fs = d / "fs"
             if populate is not None:
                 await populate(fs)
             elif self.checkpoint_method == "btrfs":
                 await _run(["btrfs", "subvolume", "create", str(fs)], operation)
             else:
-                fs.mkdir()
-            for layer in ("top", *self.system_dirs):
-                (fs / "upper" / layer).mkdir(parents=True, exist_ok=True)
-                (fs / "work" / layer).mkdir(parents=True, exist_ok=True)
-            if group is not None:
-                cgroups.create(
-                    self.host.cgroups, group, memory_mb=spec.memory_mb, max_pids=spec.max_pids,
-                    cpus=spec.cpus,
-                )  # fmt: skip
+                await _off_loop(fs.mkdir)
+            await _off_loop(_make_layers, fs, self.system_dirs, self.host.cgroups, group, spec)
             init_spec = {
                 "dir": str(d),
                 "lower": self.lower,
@@ -1077,6 +1070,43 @@ class LocalProvider(Provider):
 
 
 TAR_FLAGS = ("--xattrs", "--xattrs-include=*", "--numeric-owner")
+
+
+async def _off_loop(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` on a worker thread. A thread cannot be stopped, so when the caller is
+    cancelled this still waits for it to finish before the cancellation goes on: clean-up
+    then sees everything the thread made."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await work
+        raise
+
+
+def _write_meta(d: Path, meta: dict[str, Any], labels: dict[str, str]) -> None:
+    d.mkdir()
+    (d / "meta.json").write_text(json.dumps(meta))
+    (d / "labels.json").write_text(json.dumps(labels))
+    (d / "merged").mkdir()
+
+
+def _make_layers(
+    fs: Path,
+    system_dirs: list[str],
+    host_cgroups: Any,
+    group: cgroups.Group | None,
+    spec: SandboxSpec,
+) -> None:
+    for layer in ("top", *system_dirs):
+        (fs / "upper" / layer).mkdir(parents=True, exist_ok=True)
+        (fs / "work" / layer).mkdir(parents=True, exist_ok=True)
+    if group is not None:
+        cgroups.create(
+            host_cgroups, group, memory_mb=spec.memory_mb, max_pids=spec.max_pids,
+            cpus=spec.cpus,
+        )  # fmt: skip
 
 
 async def _run(argv: list[str], operation: str) -> None:
