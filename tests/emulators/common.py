@@ -163,6 +163,8 @@ class EmulatorState:
     backend: str = "local"
     origin_s: float = field(default_factory=time.monotonic)
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LOG_LIMIT))
+    #: Per connection (transport), when the bytes of its current request began to arrive.
+    wire_arrivals: dict[Any, float] = field(default_factory=dict)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -337,7 +339,10 @@ def make_app(
     async def emulate(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]):
         if request.path.startswith(ADMIN_PREFIX):
             return await handler(request)
+        read_at = state.wire_arrivals.pop(request.transport, None)
         arrival = time.monotonic()
+        if state.latency_mode == "total" and read_at is not None:
+            arrival = read_at  # when its first bytes were read (see _WireArrival)
         applies = state.latency_applies(request.method, request.path)
         delay = state.delay_for(arrival) if applies else 0.0
         fault = state.take_fault(request.path)
@@ -493,13 +498,18 @@ async def serve(
     """Serve on 127.0.0.1 until SIGTERM/SIGINT, then run ``on_shutdown`` (destroy sandboxes)."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    sockets = site._server.sockets if site._server else []  # aiohttp exposes no public getter
-    bound = sockets[0].getsockname()[1] if sockets else port
+    loop = asyncio.get_running_loop()
+    handler_factory = runner.server
+    assert handler_factory is not None
+    arrivals = app[STATE_KEY].wire_arrivals
+    # aiohttp's own TCPSite does this same create_server with the runner's handler factory;
+    # each connection's handler is wrapped to note when a request's first bytes were read.
+    server = await loop.create_server(
+        lambda: _WireArrival(handler_factory(), arrivals), "127.0.0.1", port, backlog=1024
+    )
+    bound = server.sockets[0].getsockname()[1] if server.sockets else port
     print(f"LISTENING http://127.0.0.1:{bound}", flush=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
@@ -507,7 +517,45 @@ async def serve(
     try:
         await on_shutdown()
     finally:
+        server.close()  # as TCPSite.stop: no new connections; cleanup closes the others
         await runner.cleanup()
+
+
+class _WireArrival(asyncio.Protocol):
+    """aiohttp's per-connection handler, plus the instant each request's first bytes were read.
+
+    The server's own ingest of many requests at once (parsing, routing, the handlers of the
+    requests before it) comes after this instant, so in latency mode ``total`` the answer is
+    due at this arrival + the draw and that ingest is inside the emulated latency, as a real
+    server's would be. The clients here (the SDKs) send one request at a time per connection,
+    so the first bytes after an answer start the next request.
+    """
+
+    def __init__(self, inner: asyncio.Protocol, arrivals: dict[Any, float]) -> None:
+        self.inner = inner
+        self.arrivals = arrivals
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.arrivals.setdefault(self.transport, time.monotonic())
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.arrivals.pop(self.transport, None)
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
 
 
 @dataclass(frozen=True)
