@@ -41,9 +41,9 @@ the latencies and the schedule lag (found by this test; the runner now does the 
 
 * **Total latency mode**: with ``--latency-mode total`` the emulator answers exactly the draw
   after arrival, its own work inside it; with ``added`` it holds first, then works.
-* **Client loop delay**: a burst records how long the client's event loop kept ready work
-  waiting; a client that spends 15 ms of CPU per create is flagged in the report, an idle one
-  is not.
+* **Client loop delay**: a burst with ``watch_loop = true`` records how long the client's event
+  loop kept ready work waiting; a client that spends 15 ms of CPU per create is flagged in the
+  report, an idle one is not; without ``watch_loop`` nothing is recorded.
 """
 
 from __future__ import annotations
@@ -400,8 +400,11 @@ async def test_a_burst_records_how_long_the_client_kept_answers_waiting_and_the_
         assert len(creates) == 20 and all(s.status is Status.OK for s in creates)
         return np.sort([s.extra["client_loop_delay_s"] for s in creates])
 
-    idle = await _run(provider, "burst", params={"size": 20})
-    loaded = await _run(_BusyClient(provider, 0.015), "burst", params={"size": 20})
+    params = {"size": 20, "watch_loop": True}
+    idle = await _run(provider, "burst", params=params)
+    loaded = await _run(_BusyClient(provider, 0.015), "burst", params=params)
+    unwatched = await _run(provider, "burst", params={"size": 20})
+    assert not any("client_loop_delay_s" in s.extra for s in unwatched.samples)
     # Each busy create holds the loop 15 ms, so the watcher (and any answer) waits that long.
     assert delays(idle)[-1] < SCHEDULE_LAG_WARN_S, delays(idle)
     assert delays(loaded)[-1] >= 0.015, delays(loaded)

@@ -57,6 +57,8 @@ state_dir = "{state}"
         ([], "[spec]\ncpu = 3\n", "unknown key(s) cpu"),
         ([], "[workloads.exec]\nrepeat = 3\n", "unknown key(s) repeat"),
         ([], "[workloads.checkpoint]\nstate_mb = -1\n", "state_mb must be a number > 0"),
+        ([], "[workloads.burst]\nfirst_exec = 1\n", "first_exec must be true or false"),
+        (["--cluster", "local:0"], None, "cluster local:K needs 1 <= K <= 64"),
         (["--output", "afile/results"], None, "is not a directory"),
         (["--providers", "e2b"], None, "set E2B_API_KEY"),
         (["--providers", "daytona"], None, "set DAYTONA_API_KEY"),

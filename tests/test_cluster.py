@@ -382,9 +382,7 @@ async def test_local_k_splits_a_burst_over_k_worker_processes_of_this_machine(tm
     # Each iteration of the burst (size 4, clients 2) ran as two shares on the two processes.
     assert {len(set(start["workers"])) for start in facts["split_starts"]} == {2}
     assert record_keys(run.samples) == planned_records(config)
-    creates = [s for s in run.samples if s.operation == "create"]
     assert all(s.status == "ok" for s in run.samples)
-    assert all(s.extra["client_loop_delay_s"] >= 0 for s in creates)
     state = tmp_path / "local-state"
     assert_nothing_left(folder, run.manifest["run_id"], state, [])
     # The worker processes are gone with the run.

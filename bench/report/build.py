@@ -593,9 +593,10 @@ def _lag_table(frame: pd.DataFrame, workload: str, include_warmups: bool) -> Tab
         caption="Actual minus intended start of each scheduled operation. Latencies are "
         "measured from the intended start, so a client that falls behind shows up here; a "
         f"max lag above {stats.format_duration(SCHEDULE_LAG_WARN_S)} is flagged. Loop delay "
-        "max: the longest the client's event loop kept ready work (an answer, a release) "
-        "waiting during the schedules, read by a watcher that wakes every millisecond; above "
-        "the same threshold, answers queued behind the client's own work, which is flagged.",
+        "max (runs with watch_loop = true): the longest the client's event loop kept ready "
+        "work (an answer, a release) waiting during the schedules, read by a timer that fires "
+        "every millisecond; above the same threshold, answers queued behind the client's own "
+        "work, which is flagged.",
         align="lrrrrr",
     )
 

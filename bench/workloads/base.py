@@ -70,6 +70,12 @@ class Workload(ABC):
             raise ValueError(f"[workloads.{cls.name}]: unknown key(s) {', '.join(unknown)}")
         for key, value in params.items():
             default = cls.defaults[key]
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(
+                        f"[workloads.{cls.name}] {key} must be true or false, got {value!r}"
+                    )
+                continue
             if isinstance(default, int | float) and (
                 isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
             ):

@@ -20,10 +20,12 @@ ramp (``rate_per_s`` creates per second for ``duration_s``)::
 Every create record keeps ``intended_start_s`` and ``actual_start_s`` (seconds since the run's
 monotonic origin); actual minus intended is the client's schedule lag, which the report shows
 so a run whose client could not keep up is flagged rather than believed. ``first_exec`` is
-closed-loop per sandbox (from create's return). Every sandbox is destroyed at the end. Each
-create also records ``client_loop_delay_s``: the longest the client's event loop had kept ready
-work (an answer, a release) waiting since the schedule began (see :class:`_LoopDelay`); a long
-wait means the client, not the provider, was queueing answers, and the report says so.
+closed-loop per sandbox (from create's return; ``first_exec = false`` leaves it out, for a
+burst of creates alone). Every sandbox is destroyed at the end. Each
+create can also record ``client_loop_delay_s`` (``watch_loop = true``): the longest the
+client's event loop had kept ready work (an answer, a release) waiting since the schedule began
+(see :class:`_LoopDelay`, and why it is off by default); a long wait means the client, not the
+provider, was queueing answers, and the report says so.
 
 Several clients (``clients = K``, on a cluster: bench/cluster.py): one iteration's slots are
 dealt round-robin to K workers (worker j takes slots j, j+K, ...), and all K compute the same
@@ -56,49 +58,63 @@ if TYPE_CHECKING:
 LEAD_S = 0.05
 
 
+#: The last stretch before a release is waited out by yielding to the loop instead of by a
+#: timer: asyncio's timers fire up to a millisecond late (epoll waits in whole milliseconds),
+#: and that lateness would be added to every open-loop latency.
+SPIN_S = 0.0015
+
+
 async def _sleep_until(instant_ns: int) -> None:
-    delay = (instant_ns - time.perf_counter_ns()) / 1e9
+    delay = (instant_ns - time.perf_counter_ns()) / 1e9 - SPIN_S
     if delay > 0:
         await asyncio.sleep(delay)
+    while time.perf_counter_ns() < instant_ns:  # noqa: ASYNC110 - no event marks an instant
+        await asyncio.sleep(0)
 
 
 class _LoopDelay:
-    """How long the client's event loop kept ready work waiting while a schedule ran.
+    """How long the client's event loop kept ready work waiting while a schedule ran
+    (``watch_loop = true``).
 
-    A watcher task sleeps ``PERIOD_S`` at a time and notes how late it wakes: when the loop is
-    busy (an SDK's per-call CPU on a hundred answers that came back together, say), the
-    watcher's timer waits in the same queue as those answers, so its worst lateness is how
-    long a ready answer or release could wait for the client (the event-loop delay monitors
-    of Node.js and aiomonitor work the same way). Each create records the worst so far when it
-    returns (``extra["client_loop_delay_s"]``; reading it costs well under a microsecond
-    inside the timed span), and the report flags a client that kept answers waiting. The
-    watcher costs one wake-up per millisecond; the loop's timer granularity adds up to about
-    1 ms to every reading.
+    A timer callback re-arms itself every ``PERIOD_S`` and notes how late it runs: when the
+    loop is busy (an SDK's per-call CPU on a hundred answers that came back together, say),
+    the callback waits in the same queue as those answers, so its worst lateness is how long a
+    ready answer or release could wait for the client (the event-loop delay monitors of
+    Node.js and aiomonitor work the same way). Each create records the worst so far when it
+    returns (``extra["client_loop_delay_s"]``), and the report flags a client that kept
+    answers waiting over 10 ms. The loop's timer granularity adds up to about 1 ms to a
+    reading.
+
+    It is off by default because watching perturbs what it watches: on the 2-core machine of
+    issue 6 any timer wake-up during a 100-create burst, even a single one while the client
+    only waited for answers, added 1.3-3 ms to the median create (benchmarks/
+    test_burst_bench.py, A/B runs with and without it). Turn it on to diagnose a client that
+    may be the bottleneck, not for the figures themselves.
     """
 
     PERIOD_S: ClassVar[float] = 0.001
 
     def __init__(self) -> None:
         self.worst_s = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._due_ns = 0
 
-    async def _watch(self) -> None:
-        period_ns = int(self.PERIOD_S * 1e9)
-        while True:
-            due = time.perf_counter_ns() + period_ns
-            await asyncio.sleep(self.PERIOD_S)
-            late_s = (time.perf_counter_ns() - due) / 1e9
-            if late_s > self.worst_s:
-                self.worst_s = late_s
+    def _tick(self) -> None:
+        late_s = (time.perf_counter_ns() - self._due_ns) / 1e9
+        if late_s > self.worst_s:
+            self.worst_s = late_s
+        self._arm()
+
+    def _arm(self) -> None:
+        self._due_ns = time.perf_counter_ns() + int(self.PERIOD_S * 1e9)
+        self._handle = asyncio.get_running_loop().call_later(self.PERIOD_S, self._tick)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._watch())
+        self._arm()
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
 
 
 class _OpenLoop(Workload):
@@ -123,13 +139,15 @@ class _OpenLoop(Workload):
             return range(self._count())
         return range(share.index, self._count(), share.count)
 
+    def _ops(self, n: int) -> list[str]:
+        execs = ["first_exec"] * n if self.params["first_exec"] else []
+        return ["create"] * n + execs + ["destroy"] * n
+
     def planned_ops(self, caps: Capabilities) -> list[str]:
-        n = self._count()
-        return ["create"] * n + ["first_exec"] * n + ["destroy"] * n
+        return self._ops(self._count())
 
     def planned_share_ops(self, caps: Capabilities, share: Share) -> list[str]:
-        n = len(self._slots(share))
-        return ["create"] * n + ["first_exec"] * n + ["destroy"] * n
+        return self._ops(len(self._slots(share)))
 
     async def run(self, ctx: IterationContext) -> None:
         # No cyclic GC while a schedule runs: one collection stalls the loop for tens of ms and
@@ -150,7 +168,7 @@ class _OpenLoop(Workload):
             start_ns = time.perf_counter_ns() + int(LEAD_S * 1e9)
         full = self._schedule(start_ns)
         schedule = {i: full[i] for i in self._slots(share)}
-        loop_delay = _LoopDelay()
+        loop_delay = _LoopDelay() if self.params["watch_loop"] else None
 
         async def one(index: int, due_ns: int) -> Sandbox | None:
             await _sleep_until(due_ns)
@@ -158,7 +176,8 @@ class _OpenLoop(Workload):
 
             async def create() -> Sandbox:
                 sandbox = await ctx.provider.create(ctx.spec)
-                info["client_loop_delay_s"] = round(loop_delay.worst_s, 6)
+                if loop_delay is not None:
+                    info["client_loop_delay_s"] = round(loop_delay.worst_s, 6)
                 return sandbox
 
             try:
@@ -166,6 +185,8 @@ class _OpenLoop(Workload):
             except StepFailed:
                 return None
             ctx.track(sandbox)
+            if not self.params["first_exec"]:
+                return sandbox
             with contextlib.suppress(StepFailed):
                 await ctx.timed(
                     "first_exec",
@@ -178,11 +199,13 @@ class _OpenLoop(Workload):
                 )
             return sandbox
 
-        loop_delay.start()
+        if loop_delay is not None:
+            loop_delay.start()
         try:
             created = await asyncio.gather(*(one(i, due) for i, due in schedule.items()))
         finally:
-            await loop_delay.stop()
+            if loop_delay is not None:
+                loop_delay.stop()
         for sandbox in created:
             if sandbox is not None:
                 try:
@@ -193,7 +216,12 @@ class _OpenLoop(Workload):
 
 class Burst(_OpenLoop):
     name: ClassVar[str] = "burst"
-    defaults: ClassVar[dict[str, Any]] = {"size": 10, "clients": 1}
+    defaults: ClassVar[dict[str, Any]] = {
+        "size": 10,
+        "clients": 1,
+        "first_exec": True,
+        "watch_loop": False,
+    }
 
     def _count(self) -> int:
         return int(self.params["size"])
@@ -204,7 +232,13 @@ class Burst(_OpenLoop):
 
 class Ramp(_OpenLoop):
     name: ClassVar[str] = "ramp"
-    defaults: ClassVar[dict[str, Any]] = {"rate_per_s": 10.0, "duration_s": 2.0, "clients": 1}
+    defaults: ClassVar[dict[str, Any]] = {
+        "rate_per_s": 10.0,
+        "duration_s": 2.0,
+        "clients": 1,
+        "first_exec": True,
+        "watch_loop": False,
+    }
 
     def _count(self) -> int:
         return max(1, round(float(self.params["rate_per_s"]) * float(self.params["duration_s"])))
