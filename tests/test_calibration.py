@@ -356,11 +356,19 @@ async def test_in_total_mode_the_server_answers_at_arrival_plus_the_draw(e2b):
     for mode in ("total", "added"):
         await emu.configure(latency=LatencyModel(fixed_s=0.05), latency_mode=mode, seed=3)
         await emu.clear_calls()
-        made = [await provider.create(SandboxSpec()) for _ in range(5)]
+        made, sent = [], []
+        for _ in range(5):
+            sent.append(time.monotonic())
+            made.append(await provider.create(SandboxSpec()))
+            # A large upload between creates, on the same pooled connections: its body chunks
+            # must not pass for the first bytes of the next request (see _WireArrival).
+            await provider.write_file(made[-1], "/home/user/blob", bytes(4 << 20))
         for sandbox in made:
             await provider.destroy(sandbox)
         calls = [c for c in await emu.calls() if f"{c['method']} {c['path']}" == CREATE]
         assert len(calls) == 5 and all(c["added_s"] == pytest.approx(0.05) for c in calls)
+        # Arrival is never before the client sent the request (same monotonic clock).
+        assert all(c["at"] >= t for c, t in zip(calls, sent, strict=True)), (calls, sent)
         for c in calls:
             assert c["answered_s"] >= c["added_s"], c
             if mode == "total":

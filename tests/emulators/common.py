@@ -337,9 +337,9 @@ def make_app(
 
     @web.middleware
     async def emulate(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]):
+        read_at = state.wire_arrivals.pop(request.transport, None)
         if request.path.startswith(ADMIN_PREFIX):
             return await handler(request)
-        read_at = state.wire_arrivals.pop(request.transport, None)
         arrival = time.monotonic()
         if state.latency_mode == "total" and read_at is not None:
             arrival = read_at  # when its first bytes were read (see _WireArrival)
@@ -527,9 +527,12 @@ class _WireArrival(asyncio.Protocol):
     The server's own ingest of many requests at once (parsing, routing, the handlers of the
     requests before it) comes after this instant, so in latency mode ``total`` the answer is
     due at this arrival + the draw and that ingest is inside the emulated latency, as a real
-    server's would be. The clients here (the SDKs) send one request at a time per connection,
-    so the first bytes after an answer start the next request.
+    server's would be. A chunk that begins with an HTTP method starts a request (the SDKs here
+    send one request at a time per connection, never pipelined); later chunks of its body do
+    not move the stamp, and the emulator takes it when the request reaches its middleware.
     """
+
+    METHODS = (b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ", b"OPTIONS ")
 
     def __init__(self, inner: asyncio.Protocol, arrivals: dict[Any, float]) -> None:
         self.inner = inner
@@ -541,7 +544,8 @@ class _WireArrival(asyncio.Protocol):
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        self.arrivals.setdefault(self.transport, time.monotonic())
+        if data.startswith(self.METHODS):
+            self.arrivals[self.transport] = time.monotonic()
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
