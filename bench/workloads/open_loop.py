@@ -21,11 +21,11 @@ Every create record keeps ``intended_start_s`` and ``actual_start_s`` (seconds s
 monotonic origin); actual minus intended is the client's schedule lag, which the report shows
 so a run whose client could not keep up is flagged rather than believed. ``first_exec`` is
 closed-loop per sandbox (from create's return; ``first_exec = false`` leaves it out, for a
-burst of creates alone). Every sandbox is destroyed at the end. Each
-create can also record ``client_loop_delay_s`` (``watch_loop = true``): the longest the
-client's event loop had kept ready work (an answer, a release) waiting since the schedule began
-(see :class:`_LoopDelay`, and why it is off by default); a long wait means the client, not the
-provider, was queueing answers, and the report says so.
+burst of creates alone). Every sandbox is destroyed at the end. Each create can also record
+``client_loop_delay_s`` (``watch_loop = true``): the longest the client's event loop had kept
+ready work (an answer, a release) waiting since the schedule began (see :class:`_LoopDelay`,
+and why it is off by default); a long wait means the client, not the provider, was queueing
+answers, and the report says so.
 
 Several clients (``clients = K``, on a cluster: bench/cluster.py): one iteration's slots are
 dealt round-robin to K workers (worker j takes slots j, j+K, ...), and all K compute the same
