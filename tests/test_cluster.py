@@ -275,6 +275,11 @@ async def test_a_worker_killed_mid_run_loses_nothing_and_its_iterations_run_agai
         assert len(lines) == streamed and all("was lost" in line for line in lines)
     # Nothing leaked: the lost worker's sandboxes were swept by the survivors.
     assert_nothing_left(folder, run.run_id, tmp_path / "local-state", live)
+    # The report says what ran again and where the lost attempts' records are.
+    report = write_report([folder], tmp_path / "reports")
+    text = (report.parent / "report.md").read_text()
+    assert f"**rerun**: {run.run_id}: {len(reruns)} iteration(s) ran again" in text
+    assert f"the {streamed} record(s) the lost attempts had made are kept apart" in text
 
     # A burst split over both workers released its creates at one common instant.
     lost_units = {r["unit"] for r in reruns}

@@ -1139,6 +1139,19 @@ def _warnings(
         for key in ("warnings", "load_warnings"):
             for w in run.manifest.get(key) or []:
                 out.append(Warning_(kind="load", text=f"{run.run_id}: {w}"))
+        cluster = run.manifest.get("cluster") or {}
+        reruns = cluster.get("reruns") or []
+        if reruns:
+            kept = int(cluster.get("abandoned_samples") or 0)
+            out.append(
+                Warning_(
+                    kind="rerun",
+                    text=f"{run.run_id}: {len(reruns)} iteration(s) ran again after a worker "
+                    f"was lost (their records are marked extra.rerun); the {kept} record(s) "
+                    "the lost attempts had made are kept apart in "
+                    f"{cluster.get('abandoned_file') or 'abandoned.jsonl'}, not in these figures",
+                )
+            )
         events = Counter(str(e.get("event")) for e in run.ledger)
         for event in sorted(events):
             if "fail" in event or "leak" in event:
