@@ -174,6 +174,10 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "state_mb",
     "recycled",
     "spec_mismatch",
+    "effective_cpus",
+    "effective_memory_mb",
+    "disk_mb",
+    "boot_id",
     "location",
     "host",
 )
@@ -373,7 +377,9 @@ def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
     ``schedule_lag_s`` = actual minus intended start (NaN for closed-loop samples). From
     ``extra``: ``verified`` and ``recycled`` (nullable booleans), ``idle_s``, ``state_mb`` and
     ``client_loop_delay_s`` (NaN when absent), ``spec_mismatch`` (the probe's list joined with
-    "; ", or missing) and ``host`` (the machine that measured it, on cluster runs).
+    "; ", or missing), what the probe saw (``effective_cpus``, ``effective_memory_mb``,
+    ``disk_mb``: NaN when absent; ``boot_id``) and ``host`` (the machine that measured it, on
+    cluster runs).
     ``location`` is the sample's own.
     """
     samples = list(samples)
@@ -424,6 +430,10 @@ def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
             "spec_mismatch": pd.Categorical(
                 ["; ".join(map(str, m)) if isinstance(m, list) and m else None for m in mismatch]
             ),
+            "effective_cpus": floats(e.get("effective_cpus") for e in extras),
+            "effective_memory_mb": floats(e.get("effective_memory_mb") for e in extras),
+            "disk_mb": floats(e.get("disk_mb") for e in extras),
+            "boot_id": pd.Categorical([e.get("boot_id") for e in extras]),
             "location": pd.Categorical([s.location for s in samples]),
             "host": pd.Categorical([e.get("host") for e in extras]),
         }

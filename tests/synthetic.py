@@ -325,7 +325,16 @@ def _iteration_records(
         if operation == "verify" or operation.startswith("verify_"):
             extra["verified"] = True
         if operation == "probe":
-            extra.update(recycled=False, spec_mismatch=list(spec_mismatch))
+            extra.update(
+                recycled=False,
+                spec_mismatch=list(spec_mismatch),
+                # A provider below spec shows 1 of the 2 CPUs asked for; each sandbox has its
+                # own kernel (boot id) except on local, which shares the host's.
+                effective_cpus=1.0 if spec_mismatch else 2.0,
+                effective_memory_mb=2048,
+                disk_mb=10240,
+                boot_id="host" if provider == "local" else f"{int(rng.integers(1 << 62)):016x}",
+            )
         if operation in caps["unsupported"]:
             yield operation, "unsupported", None, None, {}, None
             continue

@@ -372,6 +372,14 @@ def test_scaling_open_loop_probe_and_wake_workloads_get_their_figures_and_warnin
         lag_s=0.02,
         spec_mismatch={"e2b": ["cpus 1 < 2"]},
     )
+    # What the run measured of the network: e2b's endpoint answered, sprites' did not.
+    manifest_path = run / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["client"]["network"] = {
+        "e2b": {"endpoint": "api.e2b.app:443", "tcp_connect_s": [0.021, 0.019], "median_s": 0.02},
+        "sprites": {"endpoint": "api.sprites.dev:443", "tcp_connect_s": [], "errors": ["x"]},
+    }
+    manifest_path.write_text(json.dumps(manifest))
     report = write_report([run], tmp_path / "reports")
     folder = report.parent
     figures = {p.name for p in (folder / "figures").iterdir()}
@@ -391,6 +399,22 @@ def test_scaling_open_loop_probe_and_wake_workloads_get_their_figures_and_warnin
     assert [r[0] for r in rows] == ["e2b", "sprites"]
     assert rows[0][4] == "80.0 ms"  # the 5th create of a burst started 4 × 20 ms late
     assert rows[0][5] == "–"  # these synthetic records carry no loop-delay readings
+    # The probe's findings, per provider.
+    header, *rows = tables["table-findings-probe"]
+    assert header[:4] == ["Provider", "Sandboxes probed", "Recycled", "Distinct boot ids"]
+    found = {r[0]: dict(zip(header, r, strict=True)) for r in rows}
+    assert found["e2b"]["CPUs seen"] == "1" and found["e2b"]["Below spec"] == "6"
+    assert found["sprites"]["CPUs seen"] == "2" and found["sprites"]["Below spec"] == "0"
+    assert found["e2b"]["Distinct boot ids"] == "6 of 6"
+    assert found["sprites"]["Memory seen"] == "2048 MiB"
+    assert "Asked for 2.0 vCPU and 1024 MiB" in md
+    # The round-trip table: measured, unreachable.
+    header, *rows = tables["table-network"]
+    net = {r[header.index("Provider")]: r for r in rows}
+    assert net["e2b"][header.index("TCP connect p50")] == "20.0 ms"
+    assert net["e2b"][header.index("Rounds")] == "2"
+    assert net["sprites"][header.index("Note")] == "unreachable"
+    assert "### Network round trip to each provider" in md
     warnings = md.split("## Warnings")[1].split("## Capabilities")[0]
     assert "**schedule lag**: e2b/burst: the client started scheduled operations up to 80.0 ms" in (
         warnings
@@ -402,6 +426,24 @@ def test_scaling_open_loop_probe_and_wake_workloads_get_their_figures_and_warnin
     assert wake[claims[0].index("n")] == "6"
     assert wake[claims[0].index("Verdict")] in {"within", "faster", "slower"}
     assert html_tables(html) and len(html_tables(html)) == len(markdown_tables(md))
+
+
+def test_the_round_trip_table_says_when_a_provider_has_no_endpoint_or_was_not_measured(
+    tmp_path,
+):
+    run = make_run(tmp_path / "results", "R-net", providers=("local", "e2b"), iterations=5)
+    manifest_path = run / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["providers"]["e2b"].setdefault("environment", {})["endpoint"] = "https://e2b.dev"
+    manifest["client"]["network"] = {}  # measured before the run, yet no entry for e2b
+    manifest_path.write_text(json.dumps(manifest))
+    report = write_report([run], tmp_path / "reports")
+    header, *rows = dict(html_tables(report.read_text(encoding="utf-8")))["table-network"]
+    notes = {r[header.index("Provider")]: r[header.index("Note")] for r in rows}
+    assert notes == {
+        "local": "no network endpoint: runs on the client machine",
+        "e2b": "not measured",
+    }
 
 
 def test_a_short_idle_never_counts_as_a_wake(tmp_path):

@@ -174,6 +174,8 @@ class WorkloadSection:
     lag: Table | None = None
     #: Throughput and tail per concurrency level (concurrency_scaling).
     throughput: Table | None = None
+    #: What the sandboxes were, seen from inside (probe).
+    findings: Table | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +186,8 @@ class Report:
     run_ids: tuple[str, ...]
     glance: Table
     details: Table
+    #: TCP connect time from the client to each provider's API endpoint.
+    network: Table
     warnings: tuple[Warning_, ...]
     capabilities: Table
     workloads: tuple[WorkloadSection, ...]
@@ -208,9 +212,10 @@ class Report:
     locations: Table | None = None
 
     def all_tables(self) -> list[Table]:
-        tables = [self.glance, self.details, self.capabilities]
+        tables = [self.glance, self.details, self.network, self.capabilities]
         for w in self.workloads:
-            tables += [w.table] + ([w.lag] if w.lag is not None else [])
+            extra = (w.lag, w.throughput, w.findings)
+            tables += [w.table] + [t for t in extra if t is not None]
         tables += [
             self.pricing,
             self.operation_costs,
@@ -306,6 +311,7 @@ def build_report(runset: RunSet, settings: ReportSettings, figures_dir: Path) ->
                 scaling=scaling,
                 lag=_lag_table(frame, workload, include_warmups),
                 throughput=_throughput_table(workload, rows),
+                findings=_probe_table(frame, workload, include_warmups, last.get("spec") or {}),
             )
         )
 
@@ -376,6 +382,7 @@ def build_report(runset: RunSet, settings: ReportSettings, figures_dir: Path) ->
         run_ids=run_ids,
         glance=_glance_table(providers, summary, sessions, emulated),
         details=_details_table(runset, frame, include_warmups),
+        network=_network_table(runset, providers),
         warnings=tuple(_warnings(runset, summary, capabilities, frame, include_warmups)),
         capabilities=_capability_table(providers, capabilities, manifests),
         workloads=tuple(sections),
@@ -1266,6 +1273,138 @@ def _warnings(
             unsupported.append(f"{p}: {op} unsupported — {why}")
     out += _limited("unsupported", unsupported)
     return out
+
+
+def _probe_table(
+    frame: pd.DataFrame, workload: str, include_warmups: bool, spec: Mapping[str, Any]
+) -> Table | None:
+    """Per provider, what the probe workload found inside each new sandbox."""
+    if "effective_cpus" not in frame.columns:
+        return None
+    mask = (frame["workload"].astype(str) == workload).to_numpy(dtype=bool, copy=True)
+    mask &= (frame["operation"].astype(str) == "probe").to_numpy(dtype=bool)
+    if not include_warmups:
+        mask &= ~frame["warmup"].to_numpy(dtype=bool)
+    sub = frame.loc[mask]
+    seen = sub["effective_cpus"].notna() | sub["recycled"].notna()
+    sub = sub.loc[seen.to_numpy(dtype=bool)]
+    if sub.empty:
+        return None
+
+    def spread(values: pd.Series, unit: str, scale: float = 1.0) -> str:
+        v = values.to_numpy(dtype=np.float64) / scale
+        v = v[np.isfinite(v)]
+        if not v.size:
+            return "–"
+        low, mid, high = (f"{x:.4g}" for x in (np.min(v), np.median(v), np.max(v)))
+        return f"{mid}{unit}" if low == high else f"{mid}{unit} ({low}–{high})"
+
+    rows = []
+    for provider, g in sub.groupby(sub["provider"].astype(str), sort=True):
+        boots = g["boot_id"].dropna().astype(str)
+        rows.append(
+            [
+                provider,
+                str(len(g)),
+                str(int(g["recycled"].eq(True).fillna(False).sum())),
+                f"{boots.nunique()} of {len(boots)}" if len(boots) else "–",
+                spread(g["effective_cpus"], ""),
+                spread(g["effective_memory_mb"], " MiB"),
+                spread(g["disk_mb"], " GiB", 1024.0),
+                str(int(g["spec_mismatch"].notna().sum())),
+            ]
+        )
+    asked = (
+        f"{spec.get('cpus', '?')} vCPU and {spec.get('memory_mb', '?')} MiB"
+        if spec
+        else "the run's spec"
+    )
+    return make_table(
+        f"findings-{workload}",
+        (
+            "Provider",
+            "Sandboxes probed",
+            "Recycled",
+            "Distinct boot ids",
+            "CPUs seen",
+            "Memory seen",
+            "Root disk",
+            "Below spec",
+        ),
+        rows,
+        title=f"{workload}: what each new sandbox was, seen from inside",
+        caption=f"Asked for {asked}. Median (min–max) of what the sandboxes reported: CPUs "
+        "and memory are the cgroup limits where the sandbox can read them, else what the "
+        "kernel shows; disk is the root filesystem's size. Recycled: the sandbox already held "
+        "a marker from an earlier run. One boot id across many sandboxes means they share a "
+        "kernel (containers, the local provider); a microVM has its own. Below spec: fewer "
+        "than 95 % of the CPUs or 90 % of the memory asked for (flagged under Warnings).",
+        align="lrrrrrrr",
+    )
+
+
+def _network_table(runset: RunSet, providers: Sequence[str]) -> Table:
+    """TCP connect time from each client (this machine, or each cluster worker) to each
+    provider's API endpoint, per run."""
+    rows = []
+    for run in runset.runs:
+        m = run.manifest
+        envs = {
+            pid: (entry or {}).get("environment") or {}
+            for pid, entry in (m.get("providers") or {}).items()
+        }
+        planned = list((m.get("plan") or {}).get("providers") or providers)
+        client = m.get("client") or {}
+        # (client, its measurements or None when the run recorded none)
+        clients: list[tuple[str, Mapping[str, Any] | None]] = []
+        workers = (m.get("cluster") or {}).get("workers") or {}
+        for w in sorted(workers.values(), key=lambda w: str(w.get("name"))):
+            where = f"worker {w.get('name') or '?'} on {w.get('host') or '?'}"
+            clients.append((where + (f" ({w['location']})" if w.get("location") else ""),
+                            w.get("network")))  # fmt: skip
+        if not workers:
+            where = str(client.get("hostname") or "this machine")
+            if client.get("location"):
+                where += f" ({client['location']})"
+            clients.append((where, client.get("network")))
+        for where, network in clients:
+            for pid in sorted(set(planned) | set(network or {})):
+                probe = (network or {}).get(pid)
+                if probe is None:
+                    # Every provider whose environment names an endpoint is measured
+                    # (bench/netprobe.py); a measured run without one for pid had none.
+                    note = (
+                        "no network endpoint: runs on the client machine"
+                        if network is not None and not envs.get(pid, {}).get("endpoint")
+                        else "not measured"
+                    )
+                    rows.append([run.run_id, where, pid, "–", "–", "–", note])
+                    continue
+                rounds = [x for x in probe.get("tcp_connect_s") or [] if x is not None]
+                endpoint = str(probe.get("endpoint") or "?")
+                median = probe.get("median_s")
+                note = "loopback: an emulator on this machine" if is_loopback(endpoint) else ""
+                rows.append(
+                    [
+                        run.run_id,
+                        where,
+                        pid,
+                        endpoint,
+                        "–" if median is None else stats.format_duration(float(median)),
+                        str(len(rounds)),
+                        "unreachable" if median is None else note,
+                    ]
+                )
+    return make_table(
+        "network",
+        ("Run", "Client", "Provider", "Endpoint", "TCP connect p50", "Rounds", "Note"),
+        rows,
+        title="Network round trip to each provider",
+        caption="Time to open a TCP connection from the client to each provider's API "
+        "endpoint, measured before the run: a floor under every remote call's latency, so runs "
+        "made from different places can be read side by side.",
+        align="llllrrl",
+    )
 
 
 def _probe_warnings(frame: pd.DataFrame, include_warmups: bool) -> list[Warning_]:
