@@ -406,7 +406,7 @@ def test_scaling_open_loop_probe_and_wake_workloads_get_their_figures_and_warnin
     assert found["e2b"]["CPUs seen"] == "1" and found["e2b"]["Below spec"] == "6"
     assert found["sprites"]["CPUs seen"] == "2" and found["sprites"]["Below spec"] == "0"
     assert found["e2b"]["Distinct boot ids"] == "6 of 6"
-    assert found["sprites"]["Memory seen"] == "2048 MiB"
+    assert found["sprites"]["Memory seen"] == "2,048 MiB"
     assert "Asked for 2.0 vCPU and 1024 MiB" in md
     # The round-trip table: measured, unreachable.
     header, *rows = tables["table-network"]

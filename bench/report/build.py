@@ -1296,7 +1296,10 @@ def _probe_table(
         v = v[np.isfinite(v)]
         if not v.size:
             return "–"
-        low, mid, high = (f"{x:.4g}" for x in (np.min(v), np.median(v), np.max(v)))
+        low, mid, high = (
+            f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+            for x in (np.min(v), np.median(v), np.max(v))
+        )
         return f"{mid}{unit}" if low == high else f"{mid}{unit} ({low}–{high})"
 
     rows = []
