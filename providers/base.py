@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
 from providers.errors import Unsupported
 
@@ -240,6 +241,28 @@ class Provider(ABC):
     async def resume(self, sandbox: Sandbox) -> Sandbox:
         """Resume a paused sandbox; returns the (possibly new) handle to use afterwards."""
         raise Unsupported("resume", provider=self.id, operation=Op.RESUME)
+
+
+def optional_str(settings: Mapping[str, Any], key: str) -> str | None:
+    """A string setting of an adapter; None when absent or empty, ValueError when not a str."""
+    value = settings.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string")
+    return value
+
+
+def url_without_secrets(url: str) -> str:
+    """``url`` without credentials, query or fragment, for manifests and reports; a text
+    that is not a URL (no scheme) is returned as it is."""
+    parts = urlsplit(url)
+    if not parts.scheme:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def sdk_versions(packages: Sequence[str]) -> dict[str, str | None]:

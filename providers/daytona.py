@@ -74,7 +74,6 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
@@ -110,7 +109,9 @@ from providers.base import (
     RestoreTarget,
     Sandbox,
     SandboxSpec,
+    optional_str,
     sdk_versions,
+    url_without_secrets,
 )
 from providers.errors import (
     AuthError,
@@ -121,6 +122,8 @@ from providers.errors import (
     QuotaOrRateLimited,
     SandboxCrashed,
     Unavailable,
+    exception_chain,
+    from_http_status,
 )
 
 T = TypeVar("T")
@@ -185,12 +188,12 @@ class DaytonaProvider(Provider):
         self._pause_mode = str(self.settings.get("pause_mode", "stop_start"))
         if self._pause_mode not in PAUSE_MODES:
             raise ValueError(f"pause_mode must be one of {', '.join(PAUSE_MODES)}")
-        self._snapshot = _optional_str(self.settings, "snapshot")
-        self._image = _optional_str(self.settings, "image")
+        self._snapshot = optional_str(self.settings, "snapshot")
+        self._image = optional_str(self.settings, "image")
         if self._snapshot and self._image:
             raise ValueError("set snapshot or image, not both")
-        self._target = _optional_str(self.settings, "target")
-        self._api_url_setting = _optional_str(self.settings, "api_url")
+        self._target = optional_str(self.settings, "target")
+        self._api_url_setting = optional_str(self.settings, "api_url")
         try:
             self._sdk_timeout_s = float(self.settings.get("sdk_timeout_s", 300))
         except (TypeError, ValueError):
@@ -294,7 +297,7 @@ class DaytonaProvider(Provider):
     def environment(self) -> dict[str, Any]:
         return {
             "sdk_versions": sdk_versions(self.sdk_packages),
-            "endpoint": _without_secrets(self._endpoint),
+            "endpoint": url_without_secrets(self._endpoint),
             "connection": self._connection,
             "sdk_retries": {
                 **SDK_RETRIES,
@@ -521,15 +524,6 @@ class DaytonaProvider(Provider):
 # -- error translation ------------------------------------------------------------------------
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not s for s in seen):
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
 def _status_and_headers(chain: list[BaseException]) -> tuple[int | None, Mapping[str, Any]]:
     for exc in chain:
         if isinstance(exc, DaytonaError) and exc.status_code:
@@ -554,7 +548,7 @@ def _retry_after(headers: Mapping[str, Any]) -> float | None:
 
 def _translate(exc: BaseException, provider: str, operation: str) -> ProviderError:
     """Map an SDK (or transport) exception to the most specific error of our tree."""
-    chain = _chain(exc)
+    chain = exception_chain(exc)
     message = str(exc) or type(exc).__name__
     kwargs = {"provider": provider, "operation": str(operation)}
     if any(isinstance(e, HttpProcessingError) for e in chain):
@@ -563,17 +557,7 @@ def _translate(exc: BaseException, provider: str, operation: str) -> ProviderErr
         return ProtocolError(message, **kwargs)
     status, headers = _status_and_headers(chain)
     if status is not None:
-        if status in (401, 403):
-            return AuthError(message, **kwargs)
-        if status == 404:
-            return NotFound(message, **kwargs)
-        if status == 429:
-            return QuotaOrRateLimited(message, retry_after_s=_retry_after(headers), **kwargs)
-        if status in (408, 504):
-            return OperationTimeout(message, **kwargs)
-        if status >= 500:
-            return Unavailable(message, **kwargs)
-        return ProviderError(message, **kwargs)
+        return from_http_status(status, message, retry_after_s=_retry_after(headers), **kwargs)
     if any(isinstance(e, DaytonaAuthenticationError | DaytonaForbiddenError) for e in chain):
         return AuthError(message, **kwargs)
     if any(isinstance(e, DaytonaNotFoundError) for e in chain):
@@ -603,25 +587,8 @@ def _translate(exc: BaseException, provider: str, operation: str) -> ProviderErr
 # -- small helpers ----------------------------------------------------------------------------
 
 
-def _optional_str(settings: Mapping[str, Any], key: str) -> str | None:
-    value = settings.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{key} must be a string")
-    return value
-
-
 def _state_name(state: Any) -> str:
     return str(getattr(state, "value", state) or "")
-
-
-def _without_secrets(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 __all__ = ["DaytonaProvider"]

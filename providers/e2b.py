@@ -79,7 +79,6 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 API_KEY_ENV = "E2B_API_KEY"
 API_URL_ENV = "E2B_API_URL"
@@ -128,7 +127,9 @@ from providers.base import (  # noqa: E402
     RestoreTarget,
     Sandbox,
     SandboxSpec,
+    optional_str,
     sdk_versions,
+    url_without_secrets,
 )
 from providers.errors import (  # noqa: E402
     AuthError,
@@ -138,6 +139,8 @@ from providers.errors import (  # noqa: E402
     ProviderError,
     QuotaOrRateLimited,
     Unavailable,
+    exception_chain,
+    from_http_status,
 )
 
 T = TypeVar("T")
@@ -204,9 +207,9 @@ class E2BProvider(Provider):
         self._connection = self._choice("connection", CONNECTION_MODES, "reuse")
         self._checkpoint_mode = self._choice("checkpoint_mode", SNAPSHOT_MODES, "full")
         self._pause_mode = self._choice("pause_mode", SNAPSHOT_MODES, "full")
-        self._template = _optional_str(self.settings, "template")
-        self._api_url_setting = _optional_str(self.settings, "api_url")
-        self._sandbox_url_setting = _optional_str(self.settings, "sandbox_url")
+        self._template = optional_str(self.settings, "template")
+        self._api_url_setting = optional_str(self.settings, "api_url")
+        self._sandbox_url_setting = optional_str(self.settings, "sandbox_url")
         raw_timeout = self.settings.get("request_timeout_s", 60)
         try:
             self._request_timeout_s = float(raw_timeout)
@@ -324,8 +327,8 @@ class E2BProvider(Provider):
         config = ConnectionConfig(**{k: v for k, v in self._params().items() if k != "api_key"})
         return {
             "sdk_versions": sdk_versions(self.sdk_packages),
-            "endpoint": _without_secrets(api_url),
-            "sandbox_endpoint": _without_secrets(sandbox_url),
+            "endpoint": url_without_secrets(api_url),
+            "sandbox_endpoint": url_without_secrets(sandbox_url),
             "connection": self._connection,
             "sdk_retries": {
                 **SDK_RETRIES,
@@ -525,15 +528,6 @@ class E2BProvider(Provider):
 # -- error translation ------------------------------------------------------------------------
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not s for s in seen):
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
 #: connectrpc codes (as the SDK spells them in a SandboxException message) that mean the
 #: sandbox's agent or the edge answered with a server-side failure.
 _LEADING_STATUS = re.compile(r"^([1-5][0-9][0-9]): ")
@@ -547,7 +541,7 @@ _SERVER_SIDE_RPC_CODES = ("Code.INTERNAL", "Code.UNKNOWN", "Code.UNAVAILABLE", "
 
 def _translate(exc: BaseException, provider: str, operation: str) -> ProviderError:
     """Map an SDK (or transport) exception to the most specific error of our tree."""
-    chain = _chain(exc)
+    chain = exception_chain(exc)
     message = str(exc) or type(exc).__name__
     kwargs = {"provider": provider, "operation": str(operation)}
     if _UNDECODABLE.search(message):
@@ -578,17 +572,7 @@ def _translate(exc: BaseException, provider: str, operation: str) -> ProviderErr
             leading = _LEADING_STATUS.match(str(e))
             status = int(leading.group(1)) if leading else None
         if isinstance(e, SandboxException) and isinstance(status, int):
-            if status in (401, 403):
-                return AuthError(message, **kwargs)
-            if status == 404:
-                return NotFound(message, **kwargs)
-            if status == 429:
-                return QuotaOrRateLimited(message, **kwargs)
-            if status in (408, 504):
-                return OperationTimeout(message, **kwargs)
-            if status >= 500:
-                return Unavailable(message, **kwargs)
-            return ProviderError(message, **kwargs)
+            return from_http_status(status, message, **kwargs)
     if any(isinstance(e, SandboxException) for e in chain) and message.startswith(
         _SERVER_SIDE_RPC_CODES
     ):
@@ -606,25 +590,6 @@ def _translate(exc: BaseException, provider: str, operation: str) -> ProviderErr
 
 
 # -- small helpers ----------------------------------------------------------------------------
-
-
-def _optional_str(settings: Mapping[str, Any], key: str) -> str | None:
-    value = settings.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{key} must be a string")
-    return value
-
-
-def _without_secrets(url: str) -> str:
-    parts = urlsplit(url)
-    if not parts.scheme:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 __all__ = ["E2BProvider"]

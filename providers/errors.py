@@ -79,6 +79,40 @@ class SandboxCrashed(ProviderError):
     """The sandbox (or its agent) died while the operation ran."""
 
 
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception behind it (``__cause__``, else ``__context__``), once each:
+    adapters look down the chain for the SDK or transport error that says what happened."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not s for s in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def from_http_status(
+    status: int,
+    message: str,
+    *,
+    provider: str,
+    operation: str,
+    retry_after_s: float | None = None,
+) -> ProviderError:
+    """The error of this tree for an HTTP error ``status``, the same for every adapter."""
+    kwargs = {"provider": provider, "operation": operation}
+    if status in (401, 403):
+        return AuthError(message, **kwargs)
+    if status == 404:
+        return NotFound(message, **kwargs)
+    if status == 429:
+        return QuotaOrRateLimited(message, retry_after_s=retry_after_s, **kwargs)
+    if status in (408, 504):
+        return OperationTimeout(message, **kwargs)
+    if status >= 500:
+        return Unavailable(message, **kwargs)
+    return ProviderError(message, **kwargs)
+
+
 __all__ = [
     "AuthError",
     "NotFound",
@@ -89,4 +123,6 @@ __all__ = [
     "SandboxCrashed",
     "Unavailable",
     "Unsupported",
+    "exception_chain",
+    "from_http_status",
 ]

@@ -91,7 +91,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 from sprites import AsyncSprite, AsyncSpritesClient, ListOptions, SpriteConfig
@@ -119,7 +119,9 @@ from providers.base import (
     RestoreTarget,
     Sandbox,
     SandboxSpec,
+    optional_str,
     sdk_versions,
+    url_without_secrets,
 )
 from providers.errors import (
     AuthError,
@@ -127,9 +129,10 @@ from providers.errors import (
     OperationTimeout,
     ProtocolError,
     ProviderError,
-    QuotaOrRateLimited,
     Unavailable,
     Unsupported,
+    exception_chain,
+    from_http_status,
 )
 
 T = TypeVar("T")
@@ -244,14 +247,14 @@ class SpritesProvider(Provider):
         self._connection = str(self.settings.get("connection", "reuse"))
         if self._connection not in CONNECTION_MODES:
             raise ValueError(f"connection must be one of {', '.join(CONNECTION_MODES)}")
-        self._api_url_setting = _optional_str(self.settings, "api_url")
+        self._api_url_setting = optional_str(self.settings, "api_url")
         if self._api_url_setting and urlsplit(self._api_url_setting).scheme not in (
             "http",
             "https",
         ):
             raise ValueError("api_url must be an http:// or https:// URL")
-        self._region = _optional_str(self.settings, "region")
-        self._runtime = _optional_str(self.settings, "runtime")
+        self._region = optional_str(self.settings, "region")
+        self._runtime = optional_str(self.settings, "runtime")
         self._wait_for_capacity = _bool(self.settings, "wait_for_capacity", False)
         self._send_spec = _bool(self.settings, "send_spec", True)
         self._sdk_timeout_s = _seconds(self.settings, "sdk_timeout_s", 30.0)
@@ -339,7 +342,7 @@ class SpritesProvider(Provider):
     def environment(self) -> dict[str, Any]:
         return {
             "sdk_versions": sdk_versions(self.sdk_packages),
-            "endpoint": _without_secrets(self._endpoint),
+            "endpoint": url_without_secrets(self._endpoint),
             "connection": self._connection,
             "sdk_retries": SDK_RETRIES,
             "exec_transport": "one WebSocket per command (control_mode=False)",
@@ -571,15 +574,6 @@ class SpritesProvider(Provider):
 _STATUS_IN_MESSAGE = re.compile(r"\(status (\d{3})\)")
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not s for s in seen):
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
 def _status(chain: list[BaseException], seen: _Seen) -> tuple[int | None, float | None]:
     """The HTTP status behind a failure, and the retry delay the provider asked for."""
     for exc in chain:
@@ -620,22 +614,12 @@ def _body_retry_after(chain: list[BaseException]) -> float | None:
 
 def _translate(exc: BaseException, seen: _Seen, provider: str, operation: str) -> ProviderError:
     """Map an SDK (or transport) exception to the most specific error of our tree."""
-    chain = _chain(exc)
+    chain = exception_chain(exc)
     message = str(exc) or type(exc).__name__
     kwargs = {"provider": provider, "operation": str(operation)}
     status, retry_after = _status(chain, seen)
     if status is not None:
-        if status in (401, 403):
-            return AuthError(message, **kwargs)
-        if status == 404:
-            return NotFound(message, **kwargs)
-        if status == 429:
-            return QuotaOrRateLimited(message, retry_after_s=retry_after, **kwargs)
-        if status in (408, 504):
-            return OperationTimeout(message, **kwargs)
-        if status >= 500:
-            return Unavailable(message, **kwargs)
-        return ProviderError(message, **kwargs)
+        return from_http_status(status, message, retry_after_s=retry_after, **kwargs)
     if any(isinstance(e, httpx.DecodingError) for e in chain) or any(
         isinstance(e, InvalidStatus) and e.response.status_code < 400 for e in chain
     ):
@@ -664,15 +648,6 @@ def _translate(exc: BaseException, seen: _Seen, provider: str, operation: str) -
 # -- small helpers ----------------------------------------------------------------------------
 
 
-def _optional_str(settings: Mapping[str, Any], key: str) -> str | None:
-    value = settings.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{key} must be a string")
-    return value
-
-
 def _bool(settings: Mapping[str, Any], key: str, default: bool) -> bool:
     value = settings.get(key, default)
     if not isinstance(value, bool):
@@ -698,14 +673,6 @@ def _client_signals() -> str:
     if not names:
         return f"off ({SIGNALS_ENV}={os.environ.get(SIGNALS_ENV, '')!r} or package missing)"
     return f"on: {', '.join(names)} (set {SIGNALS_ENV}=off to disable)"
-
-
-def _without_secrets(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 __all__ = ["SCRATCH_DIR", "SpritesProvider", "run_prefix", "sprite_name"]
