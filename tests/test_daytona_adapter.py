@@ -12,8 +12,6 @@ import asyncio
 import hashlib
 import json
 import os
-import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -40,7 +38,7 @@ from providers.errors import (
     QuotaOrRateLimited,
     Unavailable,
 )
-from tests.conftest import emulator_env, needs_root
+from tests.conftest import emulator_env
 from tests.emulators.common import Emulator
 
 ENV_KEYS = ("DAYTONA_API_KEY", "DAYTONA_API_URL", "DAYTONA_USE_DEPRECATED_POLLING")
@@ -393,31 +391,6 @@ async def test_the_image_path_sends_the_specs_resources(emulator):
             await provider.destroy(sandbox)
     finally:
         await provider.close()
-
-
-async def test_the_emulator_script_prints_the_export_lines_after_listening(tmp_path):
-    needs_root()
-    root = Path(__file__).resolve().parents[1]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.emulators.daytona", "--port", "0",
-        "--state-dir", str(tmp_path / "emu"), "--token", "tok",
-        cwd=root, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        lines = [
-            (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip() for _ in range(4)
-        ]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 30)
-    url = lines[0].removeprefix("LISTENING ")
-    assert lines[0].startswith("LISTENING http://127.0.0.1:")
-    assert lines[1:] == [
-        "export DAYTONA_API_KEY=tok",
-        f"export DAYTONA_API_URL={url}/api",
-        "export DAYTONA_USE_DEPRECATED_POLLING=true",
-    ]
 
 
 def test_capabilities_and_environment_declare_the_semantics(monkeypatch):

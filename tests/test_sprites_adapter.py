@@ -13,8 +13,6 @@ import hashlib
 import json
 import os
 import re
-import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -42,7 +40,7 @@ from providers.errors import (
     Unsupported,
 )
 from providers.sprites import SCRATCH_DIR, SpritesProvider, run_prefix, sprite_name
-from tests.conftest import emulator_env, needs_root
+from tests.conftest import emulator_env
 from tests.emulators.common import Emulator
 
 ENV_KEYS = ("SPRITES_TOKEN", "SPRITES_API_URL", "SPRITES_CLIENT_SIGNALS")
@@ -470,31 +468,6 @@ def test_sprite_names_are_dns_labels_for_any_run_id():
         assert re.fullmatch(r"[0-9a-f]{8}", name.removeprefix(run_prefix(run_id)))
     assert run_prefix("20261128T130000Z-abc123") == "sb-20261128t130000z-abc123-"
     assert sprite_name("r") != sprite_name("r")
-
-
-async def test_the_emulator_script_prints_the_export_lines_after_listening(tmp_path):
-    needs_root()
-    root = Path(__file__).resolve().parents[1]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.emulators.sprites", "--port", "0",
-        "--state-dir", str(tmp_path / "emu"), "--token", "tok",
-        cwd=root, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        lines = [
-            (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip() for _ in range(4)
-        ]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 30)
-    url = lines[0].removeprefix("LISTENING ")
-    assert lines[0].startswith("LISTENING http://127.0.0.1:")
-    assert lines[1:] == [
-        "export SPRITES_TOKEN=tok",
-        f"export SPRITES_API_URL={url}",
-        "export SPRITES_CLIENT_SIGNALS=off",
-    ]
 
 
 def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
