@@ -158,6 +158,16 @@ class Planner:
     assumed_op_s: float = DEFAULT_ASSUMED_OP_S
     item_cost: dict[tuple[str, str], float] = field(default_factory=dict)
 
+    def budget(self, sink: SampleSink, cap_usd: float | None) -> Budget:
+        """The run's spend tracker, priced as this planner estimated."""
+        return Budget(
+            sink,
+            cap_usd=cap_usd,
+            catalog=self.catalog,
+            shape=self.shape,
+            item_cost=self.item_cost,
+        )
+
     def estimate(
         self,
         plan: Sequence[WorkItem],

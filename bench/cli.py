@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bench import netprobe
-from bench.budget import Budget, Planner
+from bench.budget import Budget, Estimate, Planner
 from bench.config import ConfigError, RunConfig, build_config, config_from_manifest, load_toml
 from bench.cost import load_catalog, spec_shape
 from bench.records import RunStatus, SchemaError
-from bench.runner import Recorder, Runner, SecretScrubber, make_plan, remaining_plan
+from bench.runner import (
+    Recorder,
+    Runner,
+    SecretScrubber,
+    WorkItem,
+    make_plan,
+    remaining_plan,
+)
 from bench.store import (
     RunWriter,
     load_manifest,
@@ -41,8 +48,9 @@ from bench.store import (
     utc_now_iso,
 )
 from bench.workloads import DEFAULT_SUITE, WORKLOADS
+from bench.workloads.base import Workload
 from providers import REGISTRY, UnknownProvider, provider_class
-from providers.base import Provider, sdk_versions
+from providers.base import Capabilities, Provider, sdk_versions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -147,6 +155,74 @@ def instantiate_providers(config: RunConfig) -> dict[str, Provider]:
     return providers
 
 
+def checked_estimate(
+    config: RunConfig,
+    plan: Sequence[WorkItem],
+    workloads: Mapping[str, Workload],
+    capabilities: Mapping[str, Capabilities],
+) -> tuple[Planner, Estimate]:
+    """The plan's cost estimate, printed when it is priced or capped; UsageError (before
+    anything is created) when it is over ``max_cost_usd``."""
+    planner = Planner(
+        catalog=load_catalog(
+            config.pricing.get("catalog"),
+            local_rate_usd_per_hour=config.pricing.get("local_usd_per_hour"),
+        ),
+        shape=spec_shape(asdict(config.spec)),
+        assumed_op_s=config.assumed_op_s,
+    )
+    estimate = planner.estimate(plan, workloads, capabilities)
+    if estimate.total_usd > 0 or config.max_cost_usd is not None:
+        err_console.print(estimate.describe(), markup=False, highlight=False)
+    if config.max_cost_usd is not None and estimate.total_usd > config.max_cost_usd:
+        raise UsageError(
+            f"the plan's estimated cost ${estimate.total_usd:.4f} exceeds --max-cost-usd "
+            f"${config.max_cost_usd:g}; nothing was created"
+        )
+    return planner, estimate
+
+
+def new_manifest(
+    config: RunConfig,
+    *,
+    run_id: str,
+    seed: int,
+    client: Mapping[str, Any],
+    workloads: Mapping[str, Workload],
+    plan: Mapping[str, Any],
+    providers: Mapping[str, Any],
+    estimate: Estimate,
+) -> dict[str, Any]:
+    """A new run's manifest, on one machine or a cluster; ``plan`` holds the plan's own
+    facts (its providers and scheduled iterations, at least)."""
+    return {
+        "run_id": run_id,
+        "status": str(RunStatus.RUNNING),
+        "started_at": utc_now_iso(),
+        "finished_at": None,
+        "harness": harness_version(),
+        "client": dict(client),
+        "seed": seed,
+        "config": config.to_dict(),
+        "spec": {k: v for k, v in asdict(config.spec).items() if k != "labels"},
+        "plan": {
+            "workloads": list(workloads),
+            "iterations": config.iterations,
+            "warmup": config.warmup,
+            "concurrency": config.concurrency,
+            **plan,
+            "workload_params": {n: w.params for n, w in workloads.items()},
+        },
+        "providers": dict(providers),
+        "retry_policy": RETRY_POLICY,
+        "budget": {
+            "max_cost_usd": config.max_cost_usd,
+            "estimate_usd": round(estimate.total_usd, 6),
+            "estimate": estimate.describe(),
+        },
+    }
+
+
 async def _run(
     config: RunConfig, providers: dict[str, Provider], *, resume: Path | None = None
 ) -> tuple[Path, RunStatus]:
@@ -191,59 +267,27 @@ async def _run(
                 plan, earlier.samples, workloads=workloads, capabilities=capabilities
             )
             first_sample_id = max((s.sample_id for s in earlier.samples), default=0) + 1
-        budget_planner = Planner(
-            catalog=load_catalog(
-                config.pricing.get("catalog"),
-                local_rate_usd_per_hour=config.pricing.get("local_usd_per_hour"),
-            ),
-            shape=spec_shape(asdict(config.spec)),
-            assumed_op_s=config.assumed_op_s,
-        )
-        estimate = budget_planner.estimate(plan, workloads, capabilities)
-        if estimate.total_usd > 0 or config.max_cost_usd is not None:
-            err_console.print(estimate.describe(), markup=False, highlight=False)
-        if config.max_cost_usd is not None and estimate.total_usd > config.max_cost_usd:
-            raise UsageError(
-                f"the plan's estimated cost ${estimate.total_usd:.4f} exceeds --max-cost-usd "
-                f"${config.max_cost_usd:g}; nothing was created"
-            )
+        budget_planner, estimate = checked_estimate(config, plan, workloads, capabilities)
         environments = {pid: p.environment() for pid, p in providers.items()}
         network = await netprobe.measure(environments)
         previous = load_manifest(resume) if resume is not None else None
         run_id = previous["run_id"] if previous is not None else new_run_id()
-        manifest = {
-            "run_id": run_id,
-            "status": str(RunStatus.RUNNING),
-            "started_at": utc_now_iso(),
-            "finished_at": None,
-            "harness": harness_version(),
-            "client": {**client_facts(config.location), "network": network},
-            "seed": seed,
-            "config": config.to_dict(),
-            "spec": {k: v for k, v in asdict(config.spec).items() if k != "labels"},
-            "plan": {
-                "providers": list(providers),
-                "workloads": list(workloads),
-                "iterations": config.iterations,
-                "warmup": config.warmup,
-                "concurrency": config.concurrency,
-                "scheduled_iterations": len(plan),
-                "workload_params": {n: w.params for n, w in workloads.items()},
-            },
-            "providers": {
+        manifest = new_manifest(
+            config,
+            run_id=run_id,
+            seed=seed,
+            client={**client_facts(config.location), "network": network},
+            workloads=workloads,
+            plan={"providers": list(providers), "scheduled_iterations": len(plan)},
+            providers={
                 pid: {
                     "capabilities": capabilities[pid].to_dict(),
                     "environment": environments[pid],
                 }
                 for pid in providers
             },
-            "retry_policy": RETRY_POLICY,
-            "budget": {
-                "max_cost_usd": config.max_cost_usd,
-                "estimate_usd": round(estimate.total_usd, 6),
-                "estimate": estimate.describe(),
-            },
-        }
+            estimate=estimate,
+        )
         if previous is None:
             writer = RunWriter(run_dir(config.output, run_id), manifest)
         else:
@@ -258,13 +302,7 @@ async def _run(
                 resume, status=str(RunStatus.RUNNING), finished_at=None, resumes=resumes
             )
         secrets_env = [name for p in providers.values() for name in p.required_env]
-        budget = Budget(
-            writer,
-            cap_usd=config.max_cost_usd,
-            catalog=budget_planner.catalog,
-            shape=budget_planner.shape,
-            item_cost=budget_planner.item_cost,
-        )
+        budget = budget_planner.budget(writer, config.max_cost_usd)
         recorder = Recorder(
             budget,
             run_id=run_id,

@@ -87,7 +87,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -1002,77 +1002,42 @@ class ClusterRun:
         }
 
     async def _begin(self) -> None:
-        from bench.budget import Budget, Planner
-        from bench.cli import RETRY_POLICY, UsageError, client_facts, harness_version
-        from bench.cost import load_catalog, spec_shape
+        from bench.cli import checked_estimate, client_facts, new_manifest
 
         config = self.config
         capabilities = self._capabilities()
         plan_all = self.plan * max(1, len(config.locations))
-        planner = Planner(
-            catalog=load_catalog(
-                config.pricing.get("catalog"),
-                local_rate_usd_per_hour=config.pricing.get("local_usd_per_hour"),
-            ),
-            shape=spec_shape(asdict(config.spec)),
-            assumed_op_s=config.assumed_op_s,
-        )
-        estimate = planner.estimate(plan_all, self.workloads, capabilities)
-        if estimate.total_usd > 0 or config.max_cost_usd is not None:
-            from bench.cli import err_console
-
-            err_console.print(estimate.describe(), markup=False, highlight=False)
-        if config.max_cost_usd is not None and estimate.total_usd > config.max_cost_usd:
-            raise UsageError(
-                f"the plan's estimated cost ${estimate.total_usd:.4f} exceeds --max-cost-usd "
-                f"${config.max_cost_usd:g}; nothing was created"
-            )
+        planner, estimate = checked_estimate(config, plan_all, self.workloads, capabilities)
         first = next(w for w in self.workers.values() if w.state == "ready")
-        manifest = {
-            "run_id": self.run_id,
-            "status": str(RunStatus.RUNNING),
-            "started_at": utc_now_iso(),
-            "finished_at": None,
-            "harness": harness_version(),
-            "client": {**client_facts(config.location), "role": "cluster driver"},
-            "seed": self.seed,
-            "config": config.to_dict(),
-            "spec": {k: v for k, v in asdict(config.spec).items() if k != "labels"},
-            "plan": {
+        manifest = new_manifest(
+            config,
+            run_id=self.run_id,
+            seed=self.seed,
+            client={**client_facts(config.location), "role": "cluster driver"},
+            workloads=self.workloads,
+            plan={
                 "providers": list(config.providers),
-                "workloads": list(self.workloads),
-                "iterations": config.iterations,
-                "warmup": config.warmup,
-                "concurrency": config.concurrency,
                 "scheduled_iterations": len(plan_all),
                 "scheduled_tasks": len(self.units),
                 "locations": list(config.locations),
-                "workload_params": {n: w.params for n, w in self.workloads.items()},
             },
-            "providers": {
+            providers={
                 pid: {
                     "capabilities": cap.to_dict(),
                     "environment": first.environments.get(pid, {}),
                 }
                 for pid, cap in capabilities.items()
             },
-            "retry_policy": RETRY_POLICY,
-            "budget": {
-                "max_cost_usd": config.max_cost_usd,
-                "estimate_usd": round(estimate.total_usd, 6),
-                "estimate": estimate.describe(),
-            },
-            "cluster": self._cluster_facts(),
-            "warnings": list(self.warnings),
-        }
-        self.writer = RunWriter(run_dir(config.output, self.run_id), manifest)
-        self.budget = Budget(
-            self.writer,
-            cap_usd=config.max_cost_usd,
-            catalog=planner.catalog,
-            shape=planner.shape,
-            item_cost=planner.item_cost,
+            estimate=estimate,
         )
+        manifest.update(
+            {
+                "cluster": self._cluster_facts(),
+                "warnings": list(self.warnings),
+            }
+        )
+        self.writer = RunWriter(run_dir(config.output, self.run_id), manifest)
+        self.budget = planner.budget(self.writer, config.max_cost_usd)
         self.sink = self.budget
         for entry in self.pending_ledger:
             self.sink.add_ledger(entry)
