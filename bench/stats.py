@@ -317,20 +317,8 @@ def compare_samples(
     nan = float("nan")
     med_a = percentile(a, 50) if n_a else nan
     med_b = percentile(b, 50) if n_b else nan
-    if n_a < MIN_N_ANY or n_b < MIN_N_ANY:
-        return RatioResult(
-            n_a=n_a,
-            n_b=n_b,
-            median_a_s=med_a,
-            median_b_s=med_b,
-            ratio=nan,
-            ci_low=nan,
-            ci_high=nan,
-            p_value=nan,
-            reason="n too small",
-        )
-    p_value = float(sp_stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
-    if med_a <= 0:
+
+    def not_computed(reason: str, p_value: float = nan) -> RatioResult:
         return RatioResult(
             n_a=n_a,
             n_b=n_b,
@@ -340,8 +328,14 @@ def compare_samples(
             ci_low=nan,
             ci_high=nan,
             p_value=p_value,
-            reason="median of the baseline is 0",
+            reason=reason,
         )
+
+    if n_a < MIN_N_ANY or n_b < MIN_N_ANY:
+        return not_computed("n too small")
+    p_value = float(sp_stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    if med_a <= 0:
+        return not_computed("median of the baseline is 0", p_value)
     seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     rng_a, rng_b = (np.random.default_rng(s) for s in seq.spawn(2))
     draws_a = bootstrap_quantile_draws(a, 0.5, rng_a, resamples)

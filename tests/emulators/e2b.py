@@ -112,6 +112,11 @@ END_STREAM = 0x02
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
+def _no_such_sandbox(request: web.Request) -> web.Response:
+    """The API's 404 for a sandbox id it does not know (or no longer knows)."""
+    return api_error(404, f'sandbox "{request.match_info["sid"]}" doesn\'t exist')
+
+
 def client_env(emulator: Emulator) -> dict[str, str]:
     """Environment that points the e2b adapter (and its SDK) at ``emulator``."""
     return {
@@ -380,13 +385,13 @@ class E2BEmulator:
     async def get(self, request: web.Request) -> web.Response:
         box = self.boxes.get(request.match_info["sid"])
         if box is None:
-            return api_error(404, f'sandbox "{request.match_info["sid"]}" doesn\'t exist')
+            return _no_such_sandbox(request)
         return web.json_response({**self._listed_dto(box), "envdAccessToken": box.access_token})
 
     async def kill(self, request: web.Request) -> web.Response:
         box = self.boxes.pop(request.match_info["sid"], None)
         if box is None:
-            return api_error(404, f'sandbox "{request.match_info["sid"]}" doesn\'t exist')
+            return _no_such_sandbox(request)
         async with box.lock:
             await self._destroy_box(box)
         return web.Response(status=204)
@@ -402,7 +407,7 @@ class E2BEmulator:
     async def pause(self, request: web.Request) -> web.Response:
         box = self.boxes.get(request.match_info["sid"])
         if box is None:
-            return api_error(404, f'sandbox "{request.match_info["sid"]}" doesn\'t exist')
+            return _no_such_sandbox(request)
         body = await self._json_body(request)
         if body is None:
             return api_error(400, "Invalid request body")
@@ -426,7 +431,7 @@ class E2BEmulator:
     async def connect(self, request: web.Request) -> web.Response:
         box = self.boxes.get(request.match_info["sid"])
         if box is None:
-            return api_error(404, f'sandbox "{request.match_info["sid"]}" doesn\'t exist')
+            return _no_such_sandbox(request)
         body = await self._json_body(request)
         if body is None:
             return api_error(400, "Invalid request body")
@@ -456,7 +461,7 @@ class E2BEmulator:
     async def set_timeout(self, request: web.Request) -> web.Response:
         box = self.boxes.get(request.match_info["sid"])
         if box is None:
-            return api_error(404, f'sandbox "{request.match_info["sid"]}" doesn\'t exist')
+            return _no_such_sandbox(request)
         body = await self._json_body(request)
         timeout = (body or {}).get("timeout")
         if not isinstance(timeout, int) or timeout < 0:
@@ -467,7 +472,7 @@ class E2BEmulator:
     async def snapshot(self, request: web.Request) -> web.Response:
         box = self.boxes.get(request.match_info["sid"])
         if box is None:
-            return api_error(404, f'sandbox "{request.match_info["sid"]}" doesn\'t exist')
+            return _no_such_sandbox(request)
         body = await self._json_body(request)
         if body is None:
             return api_error(400, "Invalid request body")
