@@ -738,19 +738,6 @@ def _details_table(runset: RunSet, frame: pd.DataFrame, include_warmups: bool) -
         ]
         return "; ".join(parts) or "not recorded (no SDK client)"
 
-    def round_trips(m: Mapping[str, Any]) -> str:
-        parts = []
-        for pid, probe in sorted(((m.get("client") or {}).get("network") or {}).items()):
-            if probe.get("median_s") is not None:
-                n = len(probe.get("tcp_connect_s") or [])
-                parts.append(
-                    f"{pid} ({probe.get('endpoint')}): TCP connect median "
-                    f"{stats.format_duration(probe['median_s'])} of {n}"
-                )
-            else:
-                parts.append(f"{pid} ({probe.get('endpoint')}): unreachable")
-        return "; ".join(parts) or "not measured (no remote endpoint)"
-
     def counts(run_id: str) -> str:
         sub = frame[frame["run_id"] == run_id]
         status = Counter(sub["status"].astype(str))
@@ -780,7 +767,6 @@ def _details_table(runset: RunSet, frame: pd.DataFrame, include_warmups: bool) -
         ("Sandbox spec", lambda r: spec(r.manifest)),
         ("Plan", lambda r: plan(r.manifest)),
         ("Connection mode", lambda r: connections(r.manifest)),
-        ("Network round trip", lambda r: round_trips(r.manifest)),
         ("SDK versions", lambda r: sdks(r.manifest)),
         ("Samples", lambda r: counts(r.run_id)),
         ("Folder", lambda r: str(r.folder)),
