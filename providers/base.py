@@ -43,12 +43,13 @@ class Op(StrEnum):
     RESTORE = "restore"
     PAUSE = "pause"
     RESUME = "resume"
+    FORK = "fork"
     DESTROY = "destroy"
     LIST = "list_sandboxes"
 
 
 REQUIRED_OPS = frozenset({Op.CREATE, Op.EXEC, Op.WRITE_FILE, Op.READ_FILE, Op.DESTROY, Op.LIST})
-OPTIONAL_OPS = frozenset({Op.CHECKPOINT, Op.RESTORE, Op.PAUSE, Op.RESUME})
+OPTIONAL_OPS = frozenset({Op.CHECKPOINT, Op.RESTORE, Op.PAUSE, Op.RESUME, Op.FORK})
 
 
 class CheckpointCaptures(StrEnum):
@@ -87,6 +88,11 @@ class Capabilities:
     checkpoint_captures: CheckpointCaptures | None = None
     restore_target: RestoreTarget | None = None
     pause_kind: PauseKind = PauseKind.NONE
+    #: What a fork's children inherit from their parent (filesystem, or filesystem and
+    #: memory with running processes); None when the provider cannot fork.
+    fork_keeps: CheckpointCaptures | None = None
+    #: How the children's state is made: "copy-on-write" or "copy" ("" when unknown).
+    fork_method: str = ""
     isolation: str = ""
     #: A directory inside the sandbox that is writable and survives checkpoint/restore.
     scratch_dir: str = "/tmp"
@@ -102,6 +108,8 @@ class Capabilities:
             "checkpoint_captures": self.checkpoint_captures and str(self.checkpoint_captures),
             "restore_target": self.restore_target and str(self.restore_target),
             "pause_kind": str(self.pause_kind),
+            "fork_keeps": self.fork_keeps and str(self.fork_keeps),
+            "fork_method": self.fork_method,
             "isolation": self.isolation,
             "scratch_dir": self.scratch_dir,
             "unsupported": dict(self.unsupported),
@@ -241,6 +249,12 @@ class Provider(ABC):
     async def resume(self, sandbox: Sandbox) -> Sandbox:
         """Resume a paused sandbox; returns the (possibly new) handle to use afterwards."""
         raise Unsupported("resume", provider=self.id, operation=Op.RESUME)
+
+    async def fork(self, sandbox: Sandbox, *, count: int = 1) -> list[Sandbox]:
+        """``count`` new sandboxes that start from ``sandbox``'s current state (what they
+        inherit is ``Capabilities.fork_keeps``); the parent keeps running. Each child is a
+        sandbox of its own, destroyed with :meth:`destroy`."""
+        raise Unsupported("fork", provider=self.id, operation=Op.FORK)
 
 
 def optional_str(settings: Mapping[str, Any], key: str) -> str | None:

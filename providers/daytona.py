@@ -133,6 +133,7 @@ API_URL_ENV = "DAYTONA_API_URL"
 DEFAULT_API_URL = "https://app.daytona.io/api"
 #: The default user's home in Daytona's sandbox images: writable, and part of the filesystem
 #: a snapshot captures.
+NO_FORK = "not wired in this adapter yet (the SDK has sandbox.fork(name))"
 SCRATCH_DIR = "/home/daytona"
 
 CONNECTION_MODES = ("reuse", "per_iteration")
@@ -246,7 +247,7 @@ class DaytonaProvider(Provider):
     def capabilities(self) -> Capabilities:
         freeze = self._pause_mode == "pause"
         return Capabilities(
-            operations=REQUIRED_OPS | OPTIONAL_OPS,
+            operations=REQUIRED_OPS | (OPTIONAL_OPS - {Op.FORK}),
             checkpoint_captures=CheckpointCaptures.FILESYSTEM,
             restore_target=RestoreTarget.NEW_SANDBOX,
             pause_kind=PauseKind.FREEZE if freeze else PauseKind.STOP_START,
@@ -255,7 +256,7 @@ class DaytonaProvider(Provider):
                 "a VM for linux-vm snapshots"
             ),
             scratch_dir=SCRATCH_DIR,
-            unsupported={},
+            unsupported={str(Op.FORK): NO_FORK},
             notes={
                 "stderr": (
                     "not separate: the daemon returns stdout and stderr combined in one "

@@ -303,7 +303,11 @@ class SpritesProvider(Provider):
             pause_kind=PauseKind.AUTO_SLEEP,
             isolation="Fly.io Sprite: a dedicated microVM per Sprite (hardware isolation)",
             scratch_dir=SCRATCH_DIR,
-            unsupported={str(Op.PAUSE): NO_PAUSE, str(Op.RESUME): NO_PAUSE},
+            unsupported={
+                str(Op.PAUSE): NO_PAUSE,
+                str(Op.RESUME): NO_PAUSE,
+                str(Op.FORK): "the Sprites API has no fork",
+            },
             notes={
                 "stderr": "separate from stdout (WebSocket stream ids 1 and 2)",
                 "exec": (

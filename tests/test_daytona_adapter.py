@@ -24,6 +24,7 @@ from providers.base import (
     RUN_LABEL,
     CheckpointCaptures,
     CheckpointRef,
+    Op,
     PauseKind,
     RestoreTarget,
     Sandbox,
@@ -398,7 +399,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
     monkeypatch.setenv("DAYTONA_API_URL", "https://user:pw@daytona.example/api?token=x")
     provider = DaytonaProvider({})
     caps = provider.capabilities()
-    assert caps.operations == REQUIRED_OPS | OPTIONAL_OPS
+    assert caps.operations == REQUIRED_OPS | (OPTIONAL_OPS - {Op.FORK})
     assert caps.checkpoint_captures is CheckpointCaptures.FILESYSTEM
     assert caps.restore_target is RestoreTarget.NEW_SANDBOX
     assert caps.pause_kind is PauseKind.STOP_START

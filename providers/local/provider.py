@@ -655,7 +655,7 @@ class LocalProvider(Provider):
 
     def capabilities(self) -> Capabilities:
         ops = set(REQUIRED_OPS)
-        unsupported: dict[str, str] = {}
+        unsupported: dict[str, str] = {str(Op.FORK): "not implemented by the local provider yet"}
         layout = self.host.cgroups
         method = self.checkpoint_method if self._zygote else self._peek_checkpoint_method()
         if method:

@@ -97,6 +97,7 @@ from providers.base import (
     CheckpointRef,
     Command,
     ExecResult,
+    Op,
     PauseKind,
     Provider,
     RestoreTarget,
@@ -794,11 +795,12 @@ class StubBackend(Provider):
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            operations=REQUIRED_OPS | OPTIONAL_OPS,
+            operations=REQUIRED_OPS | (OPTIONAL_OPS - {Op.FORK}),
             checkpoint_captures=CheckpointCaptures.FILESYSTEM,
             restore_target=RestoreTarget.NEW_SANDBOX,
             pause_kind=PauseKind.FREEZE,
             scratch_dir="/tmp",
+            unsupported={str(Op.FORK): "the stub backend does not fork"},
         )
 
     def environment(self) -> dict[str, Any]:
