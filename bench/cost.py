@@ -56,6 +56,7 @@ import pandas as pd
 
 from bench.records import Status
 from bench.stats import format_duration, is_derived, percentile, sort_key, supports
+from providers.settings import setting
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "providers" / "pricing.toml"
 CATALOG_SCHEMA_VERSION = 1
@@ -495,12 +496,20 @@ def workload_costs(
 class SessionScenario:
     """An agent session (see the module docstring for how each provider is billed)."""
 
-    hours: float = 4.0
-    active_fraction: float = 0.15
-    checkpoints: int = 4
-    resumes: int = 4
-    disk_gib: float = 5.0
-    snapshot_gib: float = 1.0
+    hours: float = setting(
+        4.0, help="length of one agent session", unit="h", minimum=0.001, maximum=8760
+    )
+    active_fraction: float = setting(
+        0.15, help="share of the session the agent is working (not idle)", minimum=0, maximum=1
+    )
+    checkpoints: int = setting(4, help="checkpoints taken per session", minimum=0, maximum=10_000)
+    resumes: int = setting(4, help="pauses and resumes per session", minimum=0, maximum=10_000)
+    disk_gib: float = setting(
+        5.0, help="disk the session keeps", unit="GiB", minimum=0, maximum=100_000
+    )
+    snapshot_gib: float = setting(
+        1.0, help="size of one checkpoint", unit="GiB", minimum=0, maximum=100_000
+    )
 
     def __post_init__(self) -> None:
         checks = {
