@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 
-from bench.cli import UsageError, _run, instantiate_providers
+from bench.cluster import ClusterExecutor
 from bench.config import RunConfig, build_config
 from bench.reap import alive_in_ledger
 from bench.records import RunStatus
 from bench.report import write_report
+from bench.session import LocalExecutor, UsageError, run_session
 from bench.stats import summarize
 from bench.store import load_ledger, load_run
 from bench.workloads import WORKLOADS
@@ -86,6 +87,12 @@ async def e2b(tmp_path: Path, latency_ms: float = 0.0) -> AsyncIterator[Emulator
         yield emu
 
 
+async def _run(config: RunConfig, *, resume: Path | None = None) -> tuple[Path, RunStatus]:
+    """One session of ``config``: on its cluster, or in this process."""
+    executor = ClusterExecutor(config) if config.cluster else LocalExecutor(config)
+    return await run_session(config, executor, resume=resume)
+
+
 def make_config(tmp_path: Path, **run: Any) -> RunConfig:
     data = {
         "providers": {"local": {"state_dir": str(tmp_path / "local-state")}},
@@ -141,16 +148,14 @@ async def test_a_run_from_two_locations_is_one_complete_folder_reported_by_locat
         env = e2b_emulator.client_env(emu)
         async with labelled_cluster({"w-fra": "fra", "w-iad": "iad"}, env) as (cluster, _):
             config = make_config(tmp_path, cluster=cluster.scheduler_address, locations="fra,iad")
-            folder, status = await _run(config, {})
+            folder, status = await _run(config)
         cluster_live = await emu.live_sandboxes()
 
         # The same plan on this machine alone, for comparison.
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         single_config = make_config(tmp_path, location="here")
-        single_folder, single_status = await _run(
-            single_config, instantiate_providers(single_config)
-        )
+        single_folder, single_status = await _run(single_config)
         single_live = await emu.live_sandboxes()
 
     assert status is RunStatus.COMPLETED and single_status is RunStatus.COMPLETED
@@ -244,7 +249,7 @@ async def test_a_worker_killed_mid_run_loses_nothing_and_its_iterations_run_agai
                 workloads="lifecycle,burst",
                 iterations=4,
             )
-            run_task = asyncio.create_task(_run(config, {}))
+            run_task = asyncio.create_task(_run(config))
             await _wait_for_live_sandbox(tmp_path / "results", victim, "e2b", timeout_s=60)
             os.kill(pids[victim], signal.SIGKILL)
             folder, status = await asyncio.wait_for(run_task, timeout=120)
@@ -314,12 +319,11 @@ async def test_a_worker_without_credentials_is_left_out_and_says_why(tmp_path):
             {"w-fra": "fra", "w-iad": "iad"}, env, worker_env={"w-iad": {"E2B_API_KEY": ""}}
         ) as (cluster, _):
             config = make_config(tmp_path, cluster=cluster.scheduler_address, iterations=2)
-            folder, status = await _run(config, {})
+            folder, status = await _run(config)
             # A location whose only worker cannot run the providers is refused up front.
             with pytest.raises(UsageError, match="no usable worker at location"):
                 await _run(
-                    make_config(tmp_path, cluster=cluster.scheduler_address, locations="iad"),
-                    {},
+                    make_config(tmp_path, cluster=cluster.scheduler_address, locations="iad")
                 )
         live = await emu.live_sandboxes()
 
@@ -360,7 +364,7 @@ def test_without_cluster_dask_is_never_imported(tmp_path):
         ({"cluster": "http://x:1"}, "cluster must be a scheduler address"),
         ({"cluster": "127.0.0.1"}, "cluster must be a scheduler address"),
         ({"locations": "fra"}, "locations needs cluster"),
-        ({"cluster": "127.0.0.1:8786", "locations": "fra,fra"}, "lists a name twice"),
+        ({"cluster": "127.0.0.1:8786", "locations": "fra,fra"}, "lists a value twice"),
     ],
 )
 def test_bad_cluster_settings_are_refused(tmp_path, overrides, message):
@@ -376,7 +380,7 @@ async def test_local_k_splits_a_burst_over_k_worker_processes_of_this_machine(tm
     config = make_config(
         tmp_path, providers="local", workloads="burst", iterations=2, cluster="local:2"
     )
-    folder, status = await asyncio.wait_for(_run(config, {}), timeout=150)
+    folder, status = await asyncio.wait_for(_run(config), timeout=150)
     assert status is RunStatus.COMPLETED
     run = load_run(folder)
     facts = run.manifest["cluster"]
@@ -421,7 +425,7 @@ async def test_an_unreachable_scheduler_is_a_usage_error(tmp_path, monkeypatch):
     monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 2.0)
     config = make_config(tmp_path, cluster="tcp://127.0.0.1:9")
     with pytest.raises(UsageError, match="cannot reach the Dask scheduler"):
-        await asyncio.wait_for(_run(config, {}), timeout=60)
+        await asyncio.wait_for(_run(config), timeout=60)
     assert not (tmp_path / "results").exists()
 
 
