@@ -237,6 +237,29 @@ def test_run_reads_bench_toml_here_unless_told_otherwise(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.toml"]
 
 
+def test_a_run_says_which_config_it_used_and_records_it_resolved(tmp_path):
+    needs_root()
+    (tmp_path / "bench.toml").write_text(
+        '[run]\nworkloads = ["lifecycle"]\niterations = 1\nwarmup = 0\n'
+        "[scenario]\nhours = 8\n[pricing]\nlocal_usd_per_hour = 0.5\n"
+        + LOCAL_STATE.format(state=tmp_path / "state")
+    )
+    run = cli("run", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert lines[0] == (
+        "config: bench.toml (found in the current folder; --config none to run without it)"
+    )
+    assert lines[1].startswith("estimated cost $")
+    [folder] = list((tmp_path / "results").iterdir())
+    manifest = load_run(folder).manifest
+    assert manifest["config_file"] == str(tmp_path / "bench.toml")
+    assert manifest["config"]["scenario"]["hours"] == 8.0
+    assert manifest["config"]["scenario"]["checkpoints"] == 4  # the declared default
+    assert manifest["config"]["pricing"] == {"catalog": None, "local_usd_per_hour": 0.5}
+    assert manifest["plan"]["workloads"] == ["lifecycle"]
+
+
 def test_every_command_has_help_with_a_line_per_option_and_an_example(tmp_path):
     from bench.config import RunConfig
     from providers.settings import declared

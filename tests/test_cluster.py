@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -493,3 +494,78 @@ def test_the_location_table_compares_each_location_with_the_first():
     assert "fra: host-fra" in table.caption and "iad: host-iad" in table.caption
     unlabelled = [s for s in samples if s.location is None]
     assert location_table(samples_frame(unlabelled), include_warmups=False, seed=0) is None
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+    )
+
+
+@pytest.mark.timeout(300)
+def test_an_interrupted_cluster_run_resumed_has_one_record_per_planned_operation(tmp_path):
+    needs_root()
+    state = tmp_path / "local-state"
+    config = tmp_path / "bench.toml"
+    config.write_text(
+        '[run]\nproviders = ["local"]\nworkloads = ["pause_resume", "lifecycle"]\n'
+        f'iterations = 8\nwarmup = 1\nconcurrency = 2\nseed = 3\ncluster = "local:2"\n'
+        f'output = "{tmp_path / "results"}"\n'
+        f'[workloads.pause_resume]\nhold_s = 0.5\n[providers.local]\nstate_dir = "{state}"\n'
+    )
+    first = _cli("run", cwd=tmp_path)  # reads ./bench.toml
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # a few iterations written, more in flight
+            found = list((tmp_path / "results").glob("*/samples.jsonl"))
+            if found and len(found[0].read_text().splitlines()) >= 12:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the cluster run never recorded anything")
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, stderr
+    assert stderr.splitlines()[0].startswith("config: bench.toml (found in the current folder")
+    [folder] = list((tmp_path / "results").iterdir())
+    before = load_run(folder)
+    assert before.manifest["status"] == "interrupted"
+    assert before.manifest["config_file"] == str(config)
+    done_before = {(s.workload, s.iteration, s.warmup) for s in before.samples}
+    assert 0 < len(done_before) < 18
+
+    resumed = _cli("run", "--resume", str(folder), cwd=tmp_path)
+    _, stderr = resumed.communicate(timeout=150)
+    assert resumed.returncode == 0, stderr
+    after = load_run(folder)
+    manifest = after.manifest
+    assert manifest["status"] == "completed"
+    assert len(manifest["resumes"]) == 1 and "previous_cluster" in manifest["resumes"][0]
+    assert manifest["cluster"]["scheduler"] == "local:2"
+    ids = [s.sample_id for s in after.samples]
+    assert len(ids) == len(set(ids)), "sample ids must stay unique across the resume"
+    # One complete set of records per planned iteration: its last attempt's.
+    per_item: dict = {}
+    for s in after.samples:
+        per_item.setdefault((s.workload, s.iteration, s.warmup), []).append(s)
+    assert len(per_item) == 2 * 9
+    want = {
+        name: len(WORKLOADS[name](params).planned_ops(None))
+        for name, params in (("pause_resume", {"hold_s": 0.5}), ("lifecycle", {}))
+    }
+    for (workload, _, _), samples in per_item.items():
+        rerun = [s for s in samples if s.extra.get("rerun")]
+        complete = rerun or samples
+        assert len(complete) == want[workload], (workload, [s.operation for s in complete])
+        assert all(s.status == "ok" for s in complete)
+        assert all(s.extra["host"] for s in complete)
+    assert any(s.extra.get("rerun") for s in after.samples), "no iteration was cut short"
+    assert_nothing_left(folder, after.run_id, state, [])
