@@ -494,3 +494,52 @@ def test_resume_finishes_a_killed_run_into_the_same_folder(tmp_path):
     assert again.returncode == 2 and "nothing to resume" in again.stderr
     flags = cli("run", "--resume", str(folder), "--iterations", "3", cwd=tmp_path)
     assert flags.returncode == 2 and "drop --iterations" in flags.stderr
+
+
+def test_report_flags_reach_the_report_settings_as_agreed(tmp_path, monkeypatch, capsys):
+    """The CLI side of the report's settings (bench.report.ReportSettings: include_warmups,
+    seed, pricing_path, local_rate_usd_per_hour, claims_path, scenario overrides by
+    SessionScenario key, sections; ValueError for a bad one), with a stand-in that records
+    what it is given and refuses an unknown section as the real one does."""
+    import bench.report
+    from bench import cli as cli_module
+
+    given: list[dict] = []
+
+    class Settings:
+        def __init__(self, **kwargs):
+            if "nope" in kwargs.get("sections", ()):
+                raise ValueError("unknown report section(s) nope (known: summary, costs)")
+            given.append(kwargs)
+
+    written: list = []
+    monkeypatch.setattr(bench.report, "ReportSettings", Settings)
+    monkeypatch.setattr(bench.report, "write_report", lambda f, o, settings: written.append(f))
+    (tmp_path / "results" / "r1").mkdir(parents=True)
+    (tmp_path / "results" / "r1" / "manifest.json").write_text("{}")
+    catalog = tmp_path / "prices.toml"
+    catalog.write_text((ROOT / "providers" / "pricing.toml").read_text())
+    argv = ["report", "r1", "--results", str(tmp_path / "results"), "--out", str(tmp_path)]
+    code = cli_module.main([
+        *argv, "--pricing", str(catalog), "--local-usd-per-hour", "0.2",
+        "--scenario-hours", "8", "--scenario-resumes", "0", "--sections", "summary, costs",
+        "--seed", "3", "--include-warmups",
+    ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert given == [
+        {
+            "include_warmups": True,
+            "seed": 3,
+            "pricing_path": catalog,
+            "local_rate_usd_per_hour": 0.2,
+            "scenario": {"hours": 8.0, "resumes": 0},
+            "sections": ("summary", "costs"),
+        }
+    ]
+    assert written == [[tmp_path / "results" / "r1"]]
+    assert cli_module.main([*argv]) == 0 and given[-1] == {"include_warmups": False}
+    capsys.readouterr()
+    assert cli_module.main([*argv, "--sections", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sandbox-bench: error: report: unknown report section(s) nope (known: "
+                   "summary, costs)"]  # fmt: skip
