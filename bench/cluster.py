@@ -1082,6 +1082,8 @@ class ClusterExecutor(Executor):
             import distributed  # noqa: F401
         except ImportError:
             raise UsageError("--cluster needs Dask: pip install 'sandbox-bench[cluster]'") from None
+        # [providers.<id>] tables refused here, not as every worker left out.
+        instantiate_providers(self.config, here=False)
 
     async def open(self, *, run_id: str, workloads: Mapping[str, Workload]) -> Opened:
         """Connect to the scheduler (or start ``local:K``), admit the workers that join."""

@@ -163,8 +163,11 @@ def client_facts(location: str) -> dict[str, Any]:
     }
 
 
-def instantiate_providers(config: RunConfig) -> dict[str, Provider]:
-    """Load adapters and check credentials and provider settings; creates nothing."""
+def instantiate_providers(config: RunConfig, *, here: bool = True) -> dict[str, Provider]:
+    """Load adapters and check credentials and provider settings; creates nothing.
+
+    ``here=False`` (a cluster driver, whose workers run the providers): only the settings
+    are checked, by the adapters this machine has; SDKs and credentials are the workers'."""
     providers: dict[str, Provider] = {}
     for provider_id in config.providers:
         try:
@@ -172,12 +175,14 @@ def instantiate_providers(config: RunConfig) -> dict[str, Provider]:
         except UnknownProvider as exc:
             raise UsageError(str(exc)) from None
         except ImportError as exc:
+            if not here:
+                continue
             raise UsageError(
                 f"provider {provider_id!r} needs its SDK ({exc.name or exc}): "
                 f"pip install 'sandbox-bench[{provider_id}]'"
             ) from None
         missing = [name for name in cls.required_env if not os.environ.get(name)]
-        if missing:
+        if missing and here:
             raise UsageError(
                 f"provider {provider_id!r} needs credentials: set {', '.join(missing)}"
             )

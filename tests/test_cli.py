@@ -137,6 +137,10 @@ BAD_INPUT = {
     "provider setting refused": (
         [], {"c.toml": "[providers.local]\nstate_dir = 5\n"}, "[providers.local]:"
     ),
+    "cluster provider setting refused": (
+        ["--cluster", "local:1"], {"c.toml": "[providers.local]\nstate_dir = 5\n"},
+        "[providers.local]:",
+    ),
     # --resume
     "resume without plan": (
         ["--resume", "{tmp}/results/noplan"], {"results/noplan/manifest.json": NO_PLAN},
