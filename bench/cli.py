@@ -1,4 +1,7 @@
-"""The ``sandbox-bench`` command line.
+"""The ``sandbox-bench`` command line: argparse, printing and exit codes, nothing else.
+
+A run's life is :mod:`bench.session`'s; settings and their flags are declared in
+:mod:`bench.config` (and :class:`bench.cost.SessionScenario`). Nothing imports this module.
 
 Exit codes: 0 success; 1 the run or a command failed at run time; 2 bad input (configuration,
 flags, credentials, unreadable result folders) -- reported in one line, with nothing created;
@@ -12,13 +15,10 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import signal
-import socket
-import subprocess
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,345 +26,208 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import netprobe
-from bench.budget import Budget, Estimate, Planner
-from bench.config import ConfigError, RunConfig, build_config, config_from_manifest, load_toml
-from bench.cost import load_catalog, spec_shape
+from bench.config import (
+    ConfigError,
+    PricingSettings,
+    RunConfig,
+    build_config,
+    check_input_file,
+    check_output_folder,
+    config_from_manifest,
+    load_pricing_catalog,
+    load_toml,
+)
+from bench.cost import SessionScenario
 from bench.records import RunStatus, SchemaError
-from bench.runner import (
-    Recorder,
-    Runner,
-    SecretScrubber,
-    WorkItem,
-    make_plan,
-    remaining_plan,
-)
-from bench.store import (
-    RunWriter,
-    load_manifest,
-    new_run_id,
-    resolve_run,
-    run_dir,
-    utc_now_iso,
-)
-from bench.workloads import DEFAULT_SUITE, WORKLOADS
-from bench.workloads.base import Workload
-from providers import REGISTRY, UnknownProvider, provider_class
-from providers.base import Capabilities, Provider, sdk_versions
+from bench.session import Executor, LocalExecutor, Session, UsageError
+from bench.store import load_manifest, resolve_run
+from providers import REGISTRY, provider_class
+from providers.base import sdk_versions
+from providers.settings import Declared, SettingError, declared, parse_value, setting
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-#: What the manifest says about retries: the harness never retries a measured call.
-RETRY_POLICY = {
-    "measured_operations": "none: each call is attempted once and recorded once, failed or not",
-    "readiness": "first_exec and first_exec_after_* retry `true` every 50 ms until it exits 0 "
-    "or the operation times out; the attempts are in extra.attempts",
-    "sdk": "per provider in providers.<id>.environment.sdk_retries",
-}
+#: The config ``run`` reads when no --config is given, if it exists.
+DEFAULT_CONFIG = Path("bench.toml")
 
 console = Console()
 err_console = Console(stderr=True)
 
 
-def progress_bar() -> Progress:
-    """The run's progress bar, on stderr, only when that is a terminal."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-        disable=not err_console.is_terminal,
-    )
+class RichProgress:
+    """The session's Progress on stderr: notes as lines, the plan as a bar on a terminal."""
 
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+        self._task: Any = None
 
-class UsageError(Exception):
-    """Bad input; one line for the user, exit code 2."""
+    def note(self, text: str) -> None:
+        err_console.print(text, markup=False, highlight=False, soft_wrap=True)
 
-
-def harness_version() -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        ver = version("sandbox-bench")
-    except PackageNotFoundError:
-        ver = None
-    root = Path(__file__).resolve().parents[1]
-    sha = dirty = None
-    if (root / ".git").exists():
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            sha = subprocess.run(
-                ["git", "-C", str(root), "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=True,
-            ).stdout.strip()
-            dirty = bool(
-                subprocess.run(
-                    ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                    capture_output=True,
-                    text=True,
-                    timeout=5,
-                    check=True,
-                ).stdout.strip()
-            )
-    return {"version": ver, "git_sha": sha, "git_dirty": dirty}
-
-
-def client_facts(location: str) -> dict[str, Any]:
-    memory_mb = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_mb = int(line.split()[1]) // 1024
-    return {
-        "hostname": socket.gethostname(),
-        "location": location or None,
-        "platform": platform.platform(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "memory_mb": memory_mb,
-    }
-
-
-def instantiate_providers(config: RunConfig) -> dict[str, Provider]:
-    """Load adapters and check credentials before anything is created."""
-    providers: dict[str, Provider] = {}
-    for provider_id in config.providers:
-        try:
-            cls = provider_class(provider_id)
-        except UnknownProvider as exc:
-            raise UsageError(str(exc)) from None
-        except ImportError as exc:
-            raise UsageError(
-                f"provider {provider_id!r} needs its SDK ({exc.name or exc}): "
-                f"pip install 'sandbox-bench[{provider_id}]'"
-            ) from None
-        missing = [name for name in cls.required_env if not os.environ.get(name)]
-        if missing:
-            raise UsageError(
-                f"provider {provider_id!r} needs credentials: set {', '.join(missing)}"
-            )
-        try:
-            providers[provider_id] = cls(config.provider_settings.get(provider_id, {}))
-        except ValueError as exc:
-            raise UsageError(f"[providers.{provider_id}]: {exc}") from None
-    return providers
-
-
-def checked_estimate(
-    config: RunConfig,
-    plan: Sequence[WorkItem],
-    workloads: Mapping[str, Workload],
-    capabilities: Mapping[str, Capabilities],
-) -> tuple[Planner, Estimate]:
-    """The plan's cost estimate, printed when it is priced or capped; UsageError (before
-    anything is created) when it is over ``max_cost_usd``."""
-    planner = Planner(
-        catalog=load_catalog(
-            config.pricing.get("catalog"),
-            local_rate_usd_per_hour=config.pricing.get("local_usd_per_hour"),
-        ),
-        shape=spec_shape(asdict(config.spec)),
-        assumed_op_s=config.assumed_op_s,
-    )
-    estimate = planner.estimate(plan, workloads, capabilities)
-    if estimate.total_usd > 0 or config.max_cost_usd is not None:
-        err_console.print(estimate.describe(), markup=False, highlight=False)
-    if config.max_cost_usd is not None and estimate.total_usd > config.max_cost_usd:
-        raise UsageError(
-            f"the plan's estimated cost ${estimate.total_usd:.4f} exceeds --max-cost-usd "
-            f"${config.max_cost_usd:g}; nothing was created"
+    def start(self, description: str, total: int) -> None:
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
+            disable=not err_console.is_terminal,
         )
-    return planner, estimate
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total)
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
-def new_manifest(
-    config: RunConfig,
+# -- flags from declarations -------------------------------------------------------------------
+
+
+def _setting_type(decl: Declared) -> Callable[[str], Any]:
+    """argparse ``type=`` for a declared setting: its parser, its one-line refusal."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse_value(decl, text, from_text=True)
+        except SettingError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = decl.name
+    return convert
+
+
+#: Placeholders of flags whose type alone says too little.
+_METAVARS = {"cluster": "tcp://HOST:PORT|local[:K]", "location": "LABEL", "output": "DIR"}
+
+
+def _metavar(decl: Declared) -> str:
+    if decl.name in _METAVARS:
+        return _METAVARS[decl.name]
+    kind = decl.kind
+    if getattr(kind, "__origin__", None) is tuple:
+        return "NAME,..."
+    if kind is Path:
+        return "PATH"
+    if kind is int:
+        return "N"
+    if kind is float:
+        return {"s": "SECONDS", "USD": "USD", "h": "HOURS"}.get(decl.info.unit, "X")
+    return "TEXT"
+
+
+def _help(decl: Declared, *, default: str | None = None) -> str:
+    """One help line from the declaration; ``default`` replaces the declared default."""
+    text = decl.describe().removesuffix("; default ")  # an empty default says nothing
+    if default is not None:
+        text = text.split("; default ")[0] + f"; default {default}"
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
+def _add_setting_flags(
+    parser: argparse.ArgumentParser,
+    cls: type,
     *,
-    run_id: str,
-    seed: int,
-    client: Mapping[str, Any],
-    workloads: Mapping[str, Workload],
-    plan: Mapping[str, Any],
-    providers: Mapping[str, Any],
-    estimate: Estimate,
-) -> dict[str, Any]:
-    """A new run's manifest, on one machine or a cluster; ``plan`` holds the plan's own
-    facts (its providers and scheduled iterations, at least)."""
-    return {
-        "run_id": run_id,
-        "status": str(RunStatus.RUNNING),
-        "started_at": utc_now_iso(),
-        "finished_at": None,
-        "harness": harness_version(),
-        "client": dict(client),
-        "seed": seed,
-        "config": config.to_dict(),
-        "spec": {k: v for k, v in asdict(config.spec).items() if k != "labels"},
-        "plan": {
-            "workloads": list(workloads),
-            "iterations": config.iterations,
-            "warmup": config.warmup,
-            "concurrency": config.concurrency,
-            **plan,
-            "workload_params": {n: w.params for n, w in workloads.items()},
-        },
-        "providers": dict(providers),
-        "retry_policy": RETRY_POLICY,
-        "budget": {
-            "max_cost_usd": config.max_cost_usd,
-            "estimate_usd": round(estimate.total_usd, 6),
-            "estimate": estimate.describe(),
-        },
-    }
+    flag: Callable[[Declared], str | None],
+    dest: Callable[[Declared], str],
+    default: str | None = None,
+) -> list[str]:
+    """One option per declared key of ``cls`` that ``flag`` names; the dests added."""
+    dests = []
+    for decl in declared(cls):
+        name = flag(decl)
+        if name is None:
+            continue
+        parser.add_argument(
+            name,
+            dest=dest(decl),
+            type=_setting_type(decl),
+            metavar=_metavar(decl),
+            default=None,
+            help=_help(decl, default=default),
+        )
+        dests.append(dest(decl))
+    return dests
 
 
-async def _run(
-    config: RunConfig, providers: dict[str, Provider], *, resume: Path | None = None
-) -> tuple[Path, RunStatus]:
-    workload_names = config.workloads or DEFAULT_SUITE
-    workloads = {
-        name: WORKLOADS[name](config.workload_params.get(name, {})) for name in workload_names
-    }
-    seed = config.resolved_seed()
-    plan = make_plan(
-        list(providers) or list(config.providers),  # a cluster driver opens no providers
-        list(workloads),
-        iterations=config.iterations,
-        warmup=config.warmup,
-        seed=seed,
+#: ``run`` flags that configure a new run: the [run] keys declared with a flag. None of them
+#: (nor --config) makes sense with --resume, which takes the run's own configuration.
+RUN_FLAGS = [d.name for d in declared(RunConfig) if d.info.flag]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompareSettings:
+    """``compare``'s own setting."""
+
+    threshold: float = setting(
+        0.10,
+        help="a median slower by more than this fraction is a regression",
+        minimum=0,
+        maximum=100,
+        flag="--threshold",
     )
-    opened: list[Provider] = []
-    writer: RunWriter | None = None
-    budget: Budget | None = None
-    status = RunStatus.FAILED
-    main_task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    if main_task is not None:
-        loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
-    try:
-        if config.cluster:  # the iterations run on Dask workers (bench/cluster.py)
-            from bench.cluster import run_on_cluster
 
-            return await run_on_cluster(config, workloads, plan, seed, resume=resume)
-        for provider in providers.values():
-            await provider.open()
-            opened.append(provider)
-        capabilities = {pid: p.capabilities() for pid, p in providers.items()}
-        first_sample_id = 1
-        if resume is not None:
-            from bench.reap import reap_run
-            from bench.store import load_run
 
-            # What the crash left alive goes first; then only what was not completed runs.
-            await reap_run(resume, providers)
-            earlier = load_run(resume)
-            plan = remaining_plan(
-                plan, earlier.samples, workloads=workloads, capabilities=capabilities
+# -- run ---------------------------------------------------------------------------------------
+
+
+def _config_source(given: str | None) -> tuple[Path | None, str]:
+    """The config file to read and the line that says so."""
+    if given is None:
+        if DEFAULT_CONFIG.is_file():
+            return DEFAULT_CONFIG, (
+                f"config: {DEFAULT_CONFIG} (found in the current folder; --config none to run "
+                "without it)"
             )
-            first_sample_id = max((s.sample_id for s in earlier.samples), default=0) + 1
-        budget_planner, estimate = checked_estimate(config, plan, workloads, capabilities)
-        environments = {pid: p.environment() for pid, p in providers.items()}
-        network = await netprobe.measure(environments)
-        previous = load_manifest(resume) if resume is not None else None
-        run_id = previous["run_id"] if previous is not None else new_run_id()
-        manifest = new_manifest(
-            config,
-            run_id=run_id,
-            seed=seed,
-            client={**client_facts(config.location), "network": network},
-            workloads=workloads,
-            plan={"providers": list(providers), "scheduled_iterations": len(plan)},
-            providers={
-                pid: {
-                    "capabilities": capabilities[pid].to_dict(),
-                    "environment": environments[pid],
-                }
-                for pid in providers
-            },
-            estimate=estimate,
-        )
-        if previous is None:
-            writer = RunWriter(run_dir(config.output, run_id), manifest)
-        else:
-            resumes = [*previous.get("resumes", []), {
-                "at": utc_now_iso(),
-                "remaining_iterations": len(plan),
-                "reruns": sum(1 for item in plan if item.rerun),
-                "harness": manifest["harness"],
-                "client": manifest["client"],
-            }]  # fmt: skip
-            writer = RunWriter.reopen(
-                resume, status=str(RunStatus.RUNNING), finished_at=None, resumes=resumes
-            )
-        secrets_env = [name for p in providers.values() for name in p.required_env]
-        budget = budget_planner.budget(writer, config.max_cost_usd)
-        recorder = Recorder(
-            budget,
-            run_id=run_id,
-            concurrency=config.concurrency,
-            location=config.location,
-            scrub=SecretScrubber(secrets_env),
-            first_sample_id=first_sample_id,
-        )
-        with progress_bar() as progress:
-            task = progress.add_task(f"run {run_id}", total=len(plan))
-            runner = Runner(
-                providers=providers,
-                workloads=workloads,
-                spec=config.spec,
-                recorder=recorder,
-                timeout_s=config.timeout_s,
-                concurrency=config.concurrency,
-                on_item_done=lambda item: (budget.done(item), progress.advance(task)),
-                admit=budget.admit,
-            )
-            try:
-                await runner.run(plan)
-                status = (
-                    RunStatus.BUDGET_EXHAUSTED if runner.stopped_by_admit else RunStatus.COMPLETED
-                )
-            except asyncio.CancelledError:
-                status = RunStatus.INTERRUPTED
-                raise
-        return writer.folder, status
-    finally:
-        if writer is not None:
-            writer.update_manifest(
-                status=str(status),
-                finished_at=utc_now_iso(),
-                spent_usd=round(budget.spent_usd(), 6) if budget is not None else None,
-            )
-            writer.close()
-        for provider in opened:
-            with contextlib.suppress(Exception):
-                await provider.close()
-        if main_task is not None:
+        return None, "config: none (no ./bench.toml here; defaults and flags only)"
+    if given.strip().lower() == "none":
+        return None, "config: none (defaults and flags only)"
+    return Path(given), f"config: {given}"
+
+
+def _executor(config: RunConfig) -> Executor:
+    if config.cluster:  # the iterations run on Dask workers; Dask is imported only then
+        from bench.cluster import ClusterExecutor
+
+        return ClusterExecutor(config)
+    return LocalExecutor(config)
+
+
+def _execute(session: Session) -> int:
+    async def run() -> tuple[Path, RunStatus]:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is not None:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await session.run()
+        finally:
             loop.remove_signal_handler(signal.SIGTERM)
 
-
-def cmd_run(args: argparse.Namespace) -> int:
-    if args.resume is not None:
-        return _resume(args)
-    file_data = load_toml(args.config) if args.config else {}
-    overrides = {key: getattr(args, flag) for flag, key in RUN_FLAGS.items()}
-    config = build_config(file_data, overrides)
-    # On a cluster each worker opens its own providers, with its own credentials.
-    return _execute(config, {} if config.cluster else instantiate_providers(config))
-
-
-def _execute(config: RunConfig, providers: dict[str, Provider], resume: Path | None = None) -> int:
     try:
-        folder, status = asyncio.run(_run(config, providers, resume=resume))
+        folder, status = asyncio.run(run())
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM's cancellation
         err_console.print("interrupted: every sandbox this run created was destroyed")
         return EXIT_INTERRUPTED
     console.print(f"results: {folder}")
     return EXIT_OK if status is RunStatus.COMPLETED else EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        return _resume(args)
+    path, line = _config_source(args.config)
+    file_data = load_toml(path) if path is not None else {}
+    config = build_config(file_data, {name: getattr(args, name) for name in RUN_FLAGS})
+    session = Session(
+        config, _executor(config), config_file=path, announce=line, progress=RichProgress()
+    )
+    return _execute(session)
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -376,27 +239,19 @@ def _resume(args: argparse.Namespace) -> int:
     folder = resolve_run_ref(args.resume, Path("results"))
     manifest = load_manifest(folder)
     if manifest.get("status") in (str(RunStatus.COMPLETED), str(RunStatus.BUDGET_EXHAUSTED)):
-        raise UsageError(f"run {manifest['run_id']} is {manifest['status']}; nothing to resume")
-    config = config_from_manifest(manifest)
-    return _execute(config, instantiate_providers(config), resume=folder)
+        raise UsageError(f"run {manifest.get('run_id')} is {manifest['status']}; nothing to resume")
+    config = config_from_manifest(manifest, folder)
+    session = Session(
+        config,
+        _executor(config),
+        resume=folder,
+        announce=f"config: the manifest of run {manifest.get('run_id')} (resuming {folder})",
+        progress=RichProgress(),
+    )
+    return _execute(session)
 
 
-#: ``run`` flags that configure a new run -> the [run] key each overrides. None of them (nor
-#: --config) makes sense with --resume, which takes the run's own configuration.
-RUN_FLAGS = {
-    "providers": "providers",
-    "workloads": "workloads",
-    "iterations": "iterations",
-    "warmup": "warmup",
-    "concurrency": "concurrency",
-    "seed": "seed",
-    "output": "output",
-    "timeout": "timeout_s",
-    "location": "location",
-    "max_cost_usd": "max_cost_usd",
-    "cluster": "cluster",
-    "locations": "locations",
-}
+# -- the other commands ------------------------------------------------------------------------
 
 
 def cmd_providers(args: argparse.Namespace) -> int:
@@ -488,12 +343,44 @@ def resolve_run_ref(ref: str, results_root: Path) -> Path:
         raise UsageError(str(exc)) from None
 
 
+#: ``report`` flags for the session scenario: one per SessionScenario key.
+SCENARIO_FLAGS = [d.name for d in declared(SessionScenario)]
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import ReportSettings, write_report
 
+    check_output_folder(args.out, "--out")
+    settings: dict[str, Any] = {"include_warmups": args.include_warmups}
+    if args.seed is not None:
+        settings["seed"] = args.seed
+    if args.pricing is not None:
+        load_pricing_catalog(args.pricing)  # a bad catalog is refused in one line, now
+        settings["pricing_path"] = args.pricing
+    if args.local_usd_per_hour is not None:
+        settings["local_rate_usd_per_hour"] = args.local_usd_per_hour
+    if args.claims is not None:
+        check_input_file(args.claims, "claims file")
+        settings["claims_path"] = args.claims
+    scenario = {
+        name: getattr(args, f"scenario_{name}")
+        for name in SCENARIO_FLAGS
+        if getattr(args, f"scenario_{name}") is not None
+    }
+    if scenario:
+        settings["scenario"] = scenario
+    if args.sections is not None:
+        settings["sections"] = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    try:
+        report_settings = ReportSettings(**settings)
+    except TypeError as exc:  # a report module that does not take one of these settings
+        raise UsageError(
+            f"report: this version's reports do not take that setting ({exc})"
+        ) from None
+    except ValueError as exc:
+        raise UsageError(f"report: {exc}") from None
     folders = [resolve_run_ref(ref, args.results) for ref in args.runs]
-    settings = ReportSettings(include_warmups=args.include_warmups)
-    path = write_report(folders, args.out, settings=settings)
+    path = write_report(folders, args.out, settings=report_settings)
     console.print(f"report: {path}")
     return EXIT_OK
 
@@ -503,19 +390,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     a = resolve_run_ref(args.run_a, args.results)
     b = resolve_run_ref(args.run_b, args.results)
-    comparison = compare_runs(a, b, threshold=args.threshold)
+    threshold = args.threshold if args.threshold is not None else CompareSettings().threshold
+    comparison = compare_runs(a, b, threshold=threshold)
     comparison.render(console)
     if comparison.regressions:
-        err_console.print(
-            f"{len(comparison.regressions)} regression(s) beyond {args.threshold:.0%}"
-        )
+        err_console.print(f"{len(comparison.regressions)} regression(s) beyond {threshold:.0%}")
         return EXIT_REGRESSION
     return EXIT_OK
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
     from bench.reap import open_for_reaping, reap_run
-    from bench.store import load_manifest
 
     if args.all:
         folders = sorted(p.parent for p in args.results.glob("*/manifest.json"))
@@ -554,69 +439,163 @@ def cmd_reap(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(r.failed for r in results) else EXIT_OK
 
 
+# -- the parser --------------------------------------------------------------------------------
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors in one line with exit code 2 (argparse's own code)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        err_console.print(f"sandbox-bench: error: {message}", markup=False, highlight=False)
+        err_console.print(
+            f"sandbox-bench: error: {_one_line(message)}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise SystemExit(EXIT_USAGE)
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+RUN_EXAMPLES = """\
+examples:
+  sandbox-bench run                                  # ./bench.toml if present, else defaults
+  sandbox-bench run --config none --providers local --workloads lifecycle,exec \\
+      --iterations 50 --concurrency 4 --seed 1
+  sandbox-bench run --cluster local:2 --workloads burst
+  sandbox-bench run --resume latest                  # finish an interrupted run
+
+Every [run] key above can also be set in bench.toml; [spec], [pricing], [scenario],
+[workloads.<name>] and [providers.<id>] are TOML-only (see bench/config.py). Flags win.
+"""
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run a benchmark", RUN_EXAMPLES),
+    "providers": (
+        "list providers, their SDK versions, credentials and capabilities here",
+        "example:\n  sandbox-bench providers\n",
+    ),
+    "show": (
+        "print a run's latency table (n, failures, p50, p95, p99)",
+        "examples:\n  sandbox-bench show latest\n  sandbox-bench show 20261128T101500Z-a1b2c3 "
+        "--include-warmups\n",
+    ),
+    "report": (
+        "write HTML and Markdown reports, figures and a CSV for runs",
+        "examples:\n  sandbox-bench report latest\n  sandbox-bench report RUN_A RUN_B "
+        "--pricing my-prices.toml --scenario-hours 8\n\n"
+        "Prices and the session scenario come from each run's own [pricing] and [scenario]\n"
+        "tables; these flags override them for every run.\n",
+    ),
+    "reap": (
+        "destroy sandboxes that runs left alive",
+        "examples:\n  sandbox-bench reap latest\n  sandbox-bench reap --all --dry-run\n",
+    ),
+    "compare": (
+        "what got faster or slower between two runs (exit 3 on a regression)",
+        "example:\n  sandbox-bench compare RUN_A RUN_B --threshold 0.1\n",
+    ),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sandbox-bench", description=__doc__.split("\n")[0])
+    parser = _Parser(
+        prog="sandbox-bench",
+        description="Benchmark sandbox providers for AI agents: latency, failures and cost of "
+        "create, exec, files, checkpoint, restore, pause and resume, from raw records.",
+        epilog="Run 'sandbox-bench COMMAND --help' for a command's options and examples.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run a benchmark")
-    run.add_argument("--config", type=Path, help="bench.toml")
-    run.add_argument("--providers", help=f"comma-separated ({', '.join(sorted(REGISTRY))})")
-    run.add_argument("--workloads", help=f"comma-separated ({', '.join(WORKLOADS)})")
-    run.add_argument("--iterations", help="measured iterations per provider and workload")
-    run.add_argument("--warmup", help="warmup iterations first (recorded, flagged)")
-    run.add_argument("--concurrency", help="iterations in flight at once")
-    run.add_argument("--seed", help="seed of the iteration order")
-    run.add_argument("--output", type=Path, help="results folder (default results/)")
-    run.add_argument("--timeout", help="per-operation timeout in seconds")
-    run.add_argument("--location", help="label of where this client runs")
-    run.add_argument("--max-cost-usd", help="refuse or stop the run before it costs more")
-    run.add_argument("--resume", metavar="RUN", help="finish a crashed or interrupted run")
-    run.add_argument(
-        "--cluster",
-        metavar="tcp://HOST:PORT|local[:K]",
-        help="run on these Dask workers, or on K worker processes of this machine",
-    )
-    run.add_argument("--locations", help="with --cluster: the plan from each (comma-separated)")
-    run.set_defaults(func=cmd_run)
-
-    prov = sub.add_parser("providers", help="list providers and their capabilities here")
-    prov.set_defaults(func=cmd_providers)
-
-    for name, func, helptext in (("show", cmd_show, "print a run's latency table"),):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("run", help="run id, run folder, or 'latest'")
-        p.add_argument("--results", type=Path, default=Path("results"))
-        p.add_argument("--include-warmups", action="store_true")
+    def command(name: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        helptext, epilog = SUBCOMMANDS[name]
+        p = sub.add_parser(
+            name,
+            help=helptext,
+            description=helptext[0].upper() + helptext[1:] + ".",
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=func)
+        return p
 
-    report = sub.add_parser("report", help="write HTML and Markdown reports for runs")
+    run = command("run", cmd_run)
+    run.add_argument(
+        "--config",
+        metavar="FILE|none",
+        help="settings file (TOML); default ./bench.toml when it exists; 'none' for no file",
+    )
+    _add_setting_flags(run, RunConfig, flag=lambda d: d.info.flag, dest=lambda d: d.name)
+    run.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="finish a crashed or interrupted run (id, folder or 'latest') into its folder, "
+        "with its own configuration",
+    )
+
+    command("providers", cmd_providers)
+
+    show = command("show", cmd_show)
+    show.add_argument("run", help="run id, run folder, or 'latest'")
+    show.add_argument(
+        "--results", type=Path, default=Path("results"), metavar="DIR", help="results folder"
+    )
+    show.add_argument("--include-warmups", action="store_true", help="count warmup iterations")
+
+    report = command("report", cmd_report)
     report.add_argument("runs", nargs="+", help="run ids, run folders, or 'latest'")
-    report.add_argument("--results", type=Path, default=Path("results"))
-    report.add_argument("--out", type=Path, default=Path("reports"))
-    report.add_argument("--include-warmups", action="store_true")
-    report.set_defaults(func=cmd_report)
+    report.add_argument(
+        "--results", type=Path, default=Path("results"), metavar="DIR", help="results folder"
+    )
+    report.add_argument(
+        "--out", type=Path, default=Path("reports"), metavar="DIR", help="reports folder"
+    )
+    report.add_argument("--include-warmups", action="store_true", help="count warmup iterations")
+    report.add_argument(
+        "--seed", type=int, metavar="N", help="seed of the bootstrap intervals (default 0)"
+    )
+    pricing = {d.name: d for d in declared(PricingSettings)}
+    report.add_argument(
+        "--pricing",
+        metavar="FILE",
+        type=_setting_type(pricing["catalog"]),
+        help="pricing catalog for every run (default: each run's own [pricing] catalog)",
+    )
+    report.add_argument(
+        "--local-usd-per-hour",
+        metavar="USD",
+        type=_setting_type(pricing["local_usd_per_hour"]),
+        help=_help(pricing["local_usd_per_hour"], default="each run's own"),
+    )
+    report.add_argument("--claims", type=Path, metavar="FILE", help="vendor claims catalog")
+    _add_setting_flags(
+        report,
+        SessionScenario,
+        flag=lambda d: "--scenario-" + d.name.replace("_", "-"),
+        dest=lambda d: f"scenario_{d.name}",
+        default="each run's own [scenario] value",
+    )
+    report.add_argument(
+        "--sections", metavar="NAME,...", help="only these report sections (default: all)"
+    )
 
-    reap = sub.add_parser("reap", help="destroy sandboxes that runs left alive")
+    reap = command("reap", cmd_reap)
     reap.add_argument("runs", nargs="*", help="run ids, run folders, or 'latest'")
     reap.add_argument("--all", action="store_true", help="every run under --results")
-    reap.add_argument("--results", type=Path, default=Path("results"))
+    reap.add_argument(
+        "--results", type=Path, default=Path("results"), metavar="DIR", help="results folder"
+    )
     reap.add_argument("--dry-run", action="store_true", help="list, destroy nothing")
-    reap.set_defaults(func=cmd_reap)
 
-    compare = sub.add_parser("compare", help="what got faster or slower between two runs")
-    compare.add_argument("run_a")
-    compare.add_argument("run_b")
-    compare.add_argument("--results", type=Path, default=Path("results"))
-    compare.add_argument("--threshold", type=float, default=0.10, help="regression threshold")
-    compare.set_defaults(func=cmd_compare)
+    compare = command("compare", cmd_compare)
+    compare.add_argument("run_a", help="the baseline run (id, folder or 'latest')")
+    compare.add_argument("run_b", help="the run compared with it")
+    compare.add_argument(
+        "--results", type=Path, default=Path("results"), metavar="DIR", help="results folder"
+    )
+    _add_setting_flags(compare, CompareSettings, flag=lambda d: d.info.flag, dest=lambda d: d.name)
     return parser
 
 
@@ -624,9 +603,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, UsageError, SchemaError) as exc:
+    except (ConfigError, UsageError, SchemaError, SettingError) as exc:
         err_console.print(
-            f"sandbox-bench: error: {exc}", markup=False, highlight=False, soft_wrap=True
+            f"sandbox-bench: error: {_one_line(exc)}", markup=False, highlight=False, soft_wrap=True
         )
         return EXIT_USAGE
 

@@ -1,10 +1,12 @@
 """One benchmark run across many machines and regions, on Dask.
 
 ``sandbox-bench run --cluster tcp://HOST:PORT`` (or ``cluster`` in ``[run]``) makes this
-process the *driver*: it plans the run exactly as a single-machine run does
-(:func:`bench.runner.make_plan`), writes the one run folder (one manifest, one samples.jsonl,
-one ledger.jsonl) and sends the planned iterations to the Dask workers of that scheduler as
-tasks. Without ``--cluster`` this module is not imported, and neither is Dask.
+process the *driver*. The run's life is the same as on one machine (:mod:`bench.session`:
+plan, resume bookkeeping, estimate, manifest, one run folder with one manifest, one
+samples.jsonl, one ledger.jsonl, finalization); :class:`ClusterExecutor` is the session's
+executor and holds only what is cluster-specific: admitting workers, placing each planned
+iteration on one of them as a task, clock offsets, split shares, lost workers and the sweeps.
+Without ``--cluster`` this module is not imported, and neither is Dask.
 
 Workers and locations
 ---------------------
@@ -71,6 +73,10 @@ Faults
   sweep's listing by run label.
 * Ctrl-C or SIGTERM on the driver stops every worker's iterations as on one machine (the rest
   of each iteration recorded as skipped, everything destroyed), then sweeps.
+* ``run --resume RUN`` of a cluster run admits workers again, sweeps on each host what the
+  ledger shows the interrupted attempt left alive there (and what the providers list under the
+  run's label), then runs, per location, only the iterations without a complete set of
+  records (:func:`bench.runner.remaining_plan`); sample ids go on from the largest one.
 """
 
 from __future__ import annotations
@@ -96,7 +102,8 @@ from bench import netprobe
 from bench.config import RunConfig, local_cluster_workers
 from bench.records import RunStatus, Sample
 from bench.runner import CLEANUP_TIMEOUT_S, Recorder, Runner, SecretScrubber, WorkItem
-from bench.store import JsonlAppender, RunWriter, new_run_id, run_dir, utc_now_iso
+from bench.session import Execution, Executor, Opened, Plans, UsageError, instantiate_providers
+from bench.store import JsonlAppender, ledger_path, load_ledger, utc_now_iso
 from bench.workloads import WORKLOADS
 from bench.workloads.base import Share, Workload
 from providers.base import Provider, Sandbox
@@ -219,8 +226,6 @@ class _Runtime:
         return time.perf_counter_ns() + (driver_wall_ns + self.spec.offset_ns - time.time_ns())
 
     async def open(self) -> dict[str, Any]:
-        from bench.cli import instantiate_providers
-
         providers = instantiate_providers(self.spec.config)
         opened: list[Provider] = []
         try:
@@ -496,31 +501,25 @@ class _Attempt:
     watcher: asyncio.Task[None] | None = None
 
 
-class ClusterRun:
-    """The driver of one run on a Dask cluster."""
+class ClusterExecutor(Executor):
+    """The driver of one run on a Dask cluster: the session's executor for ``cluster``."""
 
-    def __init__(
-        self,
-        config: RunConfig,
-        workloads: Mapping[str, Workload],
-        plan: Sequence[WorkItem],
-        seed: int,
-    ) -> None:
+    def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.workloads = dict(workloads)
-        self.plan = list(plan)
-        self.seed = seed
+        self.workloads: dict[str, Workload] = {}
         self.client: Any = None
-        self.run_id = new_run_id()
-        self.topic = f"sandbox-bench/{self.run_id}"
+        self.run_id = ""
+        self.topic = ""
         self.origin_wall_ns = time.time_ns()
+        self.folder: Path | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._subscribed = False
         self.workers: dict[str, _Worker] = {}
         self.attempts: dict[str, _Attempt] = {}
         self.units: list[_Unit] = []
         self.queues: dict[str | None, deque[list[_Unit]]] = {}
         self.gang_left: dict[int, int] = {}
         self.stranded_since: dict[str | None, float] = {}
-        self.writer: RunWriter | None = None
         self.sink: Any = None
         self.budget: Any = None
         self.budget_stopped = False
@@ -538,6 +537,7 @@ class ClusterRun:
         self.membership_changed = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._progress: Any = None
+        self.opened = False
         self._membership: asyncio.Task[Any] | None = None
 
     # -- events from the scheduler ---------------------------------------------------------
@@ -696,12 +696,11 @@ class ClusterRun:
 
     # -- planning and placement --------------------------------------------------------------
 
-    def _build_units(self) -> None:
-        locations: list[str | None] = list(self.config.locations) or [None]
+    def _build_units(self, plans: Plans) -> None:
         gangs = itertools.count()
-        for location in locations:
+        for location, plan in plans.items():
             queue: deque[list[_Unit]] = deque()
-            for index, item in enumerate(self.plan):
+            for index, item in enumerate(plan):
                 base = f"{location or '*'}/{index}"
                 k = self.workloads[item.workload].clients()
                 gang = next(gangs)
@@ -838,7 +837,7 @@ class ClusterRun:
         if self.gang_left[unit.gang] == 0 and self.budget is not None:
             self.budget.done(unit.item)
         if self._progress is not None:
-            self._progress[0].advance(self._progress[1])
+            self._progress.advance()
 
     def _release(self, attempt: _Attempt) -> None:
         async def cancel() -> None:
@@ -857,9 +856,9 @@ class ClusterRun:
             attempt.watcher.cancel()
         self._release(attempt)
         unit = attempt.unit
-        if attempt.streamed and self.writer is not None:
+        if attempt.streamed and self.folder is not None:
             if self.abandoned is None:
-                self.abandoned = JsonlAppender(self.writer.folder / ABANDONED)
+                self.abandoned = JsonlAppender(self.folder / ABANDONED)
             for record in attempt.streamed:
                 extra = {
                     **(record.get("extra") or {}),
@@ -944,8 +943,6 @@ class ClusterRun:
                 async with asyncio.timeout(0.2):
                     await self.wake.wait()
             self.wake.clear()
-        from bench.cli import UsageError
-
         ready_workers = [w for w in self.workers.values() if w.state == "ready"]
         why = "; ".join(f"{w.name}: {w.error}" for w in self.workers.values() if w.error)
         if not ready_workers:
@@ -1001,48 +998,6 @@ class ClusterRun:
             "split_starts": self.split_starts,
         }
 
-    async def _begin(self) -> None:
-        from bench.cli import checked_estimate, client_facts, new_manifest
-
-        config = self.config
-        capabilities = self._capabilities()
-        plan_all = self.plan * max(1, len(config.locations))
-        planner, estimate = checked_estimate(config, plan_all, self.workloads, capabilities)
-        first = next(w for w in self.workers.values() if w.state == "ready")
-        manifest = new_manifest(
-            config,
-            run_id=self.run_id,
-            seed=self.seed,
-            client={**client_facts(config.location), "role": "cluster driver"},
-            workloads=self.workloads,
-            plan={
-                "providers": list(config.providers),
-                "scheduled_iterations": len(plan_all),
-                "scheduled_tasks": len(self.units),
-                "locations": list(config.locations),
-            },
-            providers={
-                pid: {
-                    "capabilities": cap.to_dict(),
-                    "environment": first.environments.get(pid, {}),
-                }
-                for pid, cap in capabilities.items()
-            },
-            estimate=estimate,
-        )
-        manifest.update(
-            {
-                "cluster": self._cluster_facts(),
-                "warnings": list(self.warnings),
-            }
-        )
-        self.writer = RunWriter(run_dir(config.output, self.run_id), manifest)
-        self.budget = planner.budget(self.writer, config.max_cost_usd)
-        self.sink = self.budget
-        for entry in self.pending_ledger:
-            self.sink.add_ledger(entry)
-        self.pending_ledger = []
-
     async def _loop(self) -> None:
         while not self._finished():
             if self._membership is not None and self._membership.done():
@@ -1079,14 +1034,16 @@ class ClusterRun:
             for attempt in list(worker.in_flight.values()):
                 self._abandon(attempt, "the run was interrupted and the worker did not answer")
 
-    async def _sweep(self) -> None:
+    async def _sweep(self, alive_on: Mapping[tuple[str, str], str | None]) -> None:
+        """On one ready worker per host: destroy what ``alive_on`` shows alive on that host,
+        then what the providers list under the run's label."""
         sweepers: dict[str | None, _Worker] = {}
         for worker in self.workers.values():
             if worker.state == "ready":
                 sweepers.setdefault(worker.hostname, worker)
         futures = []
         for host, worker in sweepers.items():
-            alive = [[p, s] for (p, s), h in self.alive.items() if h == host]
+            alive = [[p, s] for (p, s), h in alive_on.items() if h == host]
             futures.append(
                 self.client.submit(
                     _sweep_task,
@@ -1103,13 +1060,7 @@ class ClusterRun:
                 async with asyncio.timeout(CLEANUP_TIMEOUT_S * 2):
                     await future
             except Exception as exc:  # noqa: BLE001 - reported; reap can finish the job
-                self.warnings.append(f"the end-of-run sweep failed on a worker: {exc!r}")
-        if self.alive:
-            hosts = sorted({str(h) for h in self.alive.values()})
-            self.warnings.append(
-                f"{len(self.alive)} sandbox(es) the ledger shows alive were not destroyed "
-                f"(created on {', '.join(hosts)}): run `sandbox-bench reap {self.run_id}` there"
-            )
+                self.warnings.append(f"a sweep failed on a worker: {exc!r}")
 
     async def _close_runtimes(self) -> None:
         addresses = [w.address for w in self.workers.values() if w.state in ("ready", "joining")]
@@ -1121,100 +1072,142 @@ class ClusterRun:
                     _close_runtime, self.run_id, workers=addresses, on_error="ignore"
                 )
 
-    async def execute(self) -> tuple[Path, RunStatus]:
-        from bench.cli import progress_bar
+    # -- the executor ------------------------------------------------------------------------
 
-        self.client.subscribe_topic(self.topic, self._on_event)
-        self.client.subscribe_topic("all", self._on_scheduler_event)
-        status = RunStatus.FAILED
-        membership: asyncio.Task[Any] | None = None
+    def locations(self) -> tuple[str | None, ...]:
+        return tuple(self.config.locations) or (None,)
+
+    def check(self) -> None:
         try:
-            self._build_units()
-            await self._wait_for_workers()
-            await self._begin()
-            assert self.writer is not None
-            membership = self._membership = self._spawn(self._membership_loop())
-            with progress_bar() as progress:
-                task = progress.add_task(
-                    f"run {self.run_id} on {self.config.cluster}", total=len(self.units)
-                )
-                self._progress = (progress, task)
-                try:
-                    await self._loop()
-                except asyncio.CancelledError:
-                    status = RunStatus.INTERRUPTED
-                    await self._stop_and_drain()
-                    raise
-            failed = [u for u in self.units if u.failed]
-            if self.budget_stopped:
-                status = RunStatus.BUDGET_EXHAUSTED
-            elif failed:
-                status = RunStatus.FAILED
-            else:
-                status = RunStatus.COMPLETED
-            return self.writer.folder, status
-        finally:
-            if membership is not None:
-                membership.cancel()
-            if self.writer is not None:
-                self.stopping = True
-                await self._sweep()
-                self.writer.update_manifest(
-                    status=str(status),
-                    finished_at=utc_now_iso(),
-                    spent_usd=round(self.budget.spent_usd(), 6),
-                    cluster=self._cluster_facts(),
-                    warnings=list(self.warnings),
-                )
-                self.writer.close()
-            if self.abandoned is not None:
-                self.abandoned.close()
-            await self._close_runtimes()
-            for task in list(self._background):
-                task.cancel()
+            import distributed  # noqa: F401
+        except ImportError:
+            raise UsageError("--cluster needs Dask: pip install 'sandbox-bench[cluster]'") from None
+        # [providers.<id>] tables refused here, not as every worker left out.
+        instantiate_providers(self.config, here=False)
 
-
-async def run_on_cluster(
-    config: RunConfig,
-    workloads: Mapping[str, Workload],
-    plan: Sequence[WorkItem],
-    seed: int,
-    *,
-    resume: Path | None = None,
-) -> tuple[Path, RunStatus]:
-    """Run ``plan`` on the Dask workers of ``config.cluster``; one run folder, as ``_run``."""
-    from bench.cli import UsageError
-
-    if resume is not None:
-        raise UsageError("--resume does not work with --cluster yet")
-    try:
+    async def open(self, *, run_id: str, workloads: Mapping[str, Workload]) -> Opened:
+        """Connect to the scheduler (or start ``local:K``), admit the workers that join."""
         from distributed import Client
-    except ImportError:
-        raise UsageError("--cluster needs Dask: pip install 'sandbox-bench[cluster]'") from None
-    async with contextlib.AsyncExitStack() as stack:
-        workers = local_cluster_workers(config.cluster)
+
+        self.run_id = run_id
+        self.topic = f"sandbox-bench/{run_id}"
+        self.workloads = dict(workloads)
+        self.origin_wall_ns = time.time_ns()
+        workers = local_cluster_workers(self.config.cluster)
         if workers is not None:
-            address: Any = await stack.enter_async_context(
-                local_cluster(workers, threads=max(1, config.concurrency))
+            address: Any = await self._stack.enter_async_context(
+                local_cluster(workers, threads=max(1, self.config.concurrency))
             )
         else:
-            address = config.cluster
+            address = self.config.cluster
         try:
-            client = await Client(address, asynchronous=True, timeout=CONNECT_TIMEOUT_S)
+            self.client = await Client(address, asynchronous=True, timeout=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             raise UsageError(
-                f"cannot reach the Dask scheduler at {config.cluster}: {exc}"
+                f"cannot reach the Dask scheduler at {self.config.cluster}: {exc}"
             ) from None
-        run = ClusterRun(config, workloads, plan, seed)
-        run.client = client
+        self.client.subscribe_topic(self.topic, self._on_event)
+        self.client.subscribe_topic("all", self._on_scheduler_event)
+        self._subscribed = True
+        self.opened = True
+        await self._wait_for_workers()
+        capabilities = self._capabilities()
+        first = next(w for w in self.workers.values() if w.state == "ready")
+        return Opened(
+            capabilities=capabilities,
+            environments={pid: first.environments.get(pid, {}) for pid in capabilities},
+            client={"role": "cluster driver"},
+        )
+
+    async def reap(self, folder: Path) -> None:
+        """What the interrupted attempt left alive, on each host it was created on, and what
+        the providers list under the run's label; written to the run's ledger now."""
+        entries, _ = load_ledger(folder)
+        earlier: dict[tuple[str, str], str | None] = {}
+        for entry in entries:
+            key = (str(entry.get("provider")), str(entry.get("sandbox_id")))
+            if entry.get("event") == "created":
+                earlier[key] = entry.get("host")
+            elif entry.get("event") == "destroyed":
+                earlier.pop(key, None)
+        await self._sweep(earlier)
+        hosts = {w.hostname for w in self.workers.values() if w.state == "ready"}
+        stranded = sorted({str(h) for h in earlier.values() if h not in hosts})
+        if stranded:
+            self.warnings.append(
+                "the interrupted attempt left sandbox(es) on host(s) without a worker now "
+                f"({', '.join(stranded)}): run `sandbox-bench reap {self.run_id}` there"
+            )
+        # The sweep's ledger entries, written before the run folder is reopened.
+        ledger = JsonlAppender(ledger_path(folder))
         try:
-            return await run.execute()
+            for entry in self.pending_ledger:
+                ledger.append({"at": utc_now_iso(), **entry})
         finally:
-            for topic in (run.topic, "all"):
+            ledger.close()
+        self.pending_ledger = []
+
+    def plan_facts(self, plans: Plans, workloads: Mapping[str, Workload]) -> dict[str, Any]:
+        tasks = sum(workloads[i.workload].clients() for items in plans.values() for i in items)
+        return {"scheduled_tasks": tasks, "locations": list(self.config.locations)}
+
+    def manifest_facts(self) -> dict[str, Any]:
+        return {"cluster": self._cluster_facts(), "warnings": list(self.warnings)}
+
+    async def execute(self, plans: Plans, run: Execution) -> RunStatus:
+        self.folder = run.folder
+        self.budget = run.budget
+        self.sink = run.sink
+        self.ids = itertools.count(run.first_sample_id)
+        for entry in self.pending_ledger:
+            self.sink.add_ledger(entry)
+        self.pending_ledger = []
+        self._build_units(plans)
+        self._membership = self._spawn(self._membership_loop())
+        self._progress = run.progress
+        run.progress.start(f"run {self.run_id} on {self.config.cluster}", len(self.units))
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            await self._stop_and_drain()
+            raise
+        if self.budget_stopped:
+            return RunStatus.BUDGET_EXHAUSTED
+        if any(u.failed for u in self.units):
+            return RunStatus.FAILED
+        return RunStatus.COMPLETED
+
+    async def finish(self) -> None:
+        """The end-of-run sweep (one worker per host), recorded in the run's ledger."""
+        if self._membership is not None:
+            self._membership.cancel()
+        self.stopping = True
+        await self._sweep(self.alive)
+        if self.alive:
+            hosts = sorted({str(h) for h in self.alive.values()})
+            self.warnings.append(
+                f"{len(self.alive)} sandbox(es) the ledger shows alive were not destroyed "
+                f"(created on {', '.join(hosts)}): run `sandbox-bench reap {self.run_id}` there"
+            )
+
+    async def close(self) -> None:
+        if self._membership is not None:
+            self._membership.cancel()
+        if self.abandoned is not None:
+            self.abandoned.close()
+        if self.client is not None:
+            await self._close_runtimes()
+        for task in list(self._background):
+            task.cancel()
+        if self._subscribed:
+            for topic in (self.topic, "all"):
                 with contextlib.suppress(Exception):
-                    client.unsubscribe_topic(topic)
+                    self.client.unsubscribe_topic(topic)
+        if self.client is not None:
             with contextlib.suppress(Exception):
-                await client.close()
+                await self.client.close()
+        with contextlib.suppress(Exception):
+            await self._stack.aclose()
 
 
 @contextlib.asynccontextmanager

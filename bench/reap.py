@@ -101,5 +101,8 @@ def open_for_reaping(provider_ids: set[str], settings: dict[str, dict]) -> dict[
             continue
         if any(not os.environ.get(name) for name in cls.required_env):
             continue
-        providers[provider_id] = cls(settings.get(provider_id, {}))
+        try:
+            providers[provider_id] = cls(settings.get(provider_id, {}))
+        except (ValueError, TypeError):  # settings this adapter refuses: reported as not reaped
+            continue
     return providers

@@ -277,12 +277,16 @@ class IterationContext:
             error_message=reason,
         )
 
-    def record_missing_as_skipped(self, reason: str) -> None:
+    def record_missing_as_skipped(self, reason: str, *, error_type: str | None = None) -> None:
         """Give every planned operation that has no record yet a ``skipped`` record."""
         for operation, wanted in self._planned.items():
             for _ in range(wanted - self._recorded[operation]):
                 self._record(
-                    operation, status=Status.SKIPPED, started_at=utc_now_iso(), error_message=reason
+                    operation,
+                    status=Status.SKIPPED,
+                    started_at=utc_now_iso(),
+                    error_type=error_type,
+                    error_message=reason,
                 )
 
     # -- sandboxes -----------------------------------------------------------------------------
@@ -515,7 +519,11 @@ class Runner:
         except StepFailed as exc:
             ctx.record_missing_as_skipped(f"not attempted: {exc} failed earlier in the iteration")
         except asyncio.CancelledError:
-            ctx.record_missing_as_skipped("not attempted: the run was interrupted")
+            # "Interrupted" also when no call was in flight (a hold, an idle wait): a resume
+            # runs such an iteration again (remaining_plan).
+            ctx.record_missing_as_skipped(
+                "not attempted: the run was interrupted", error_type="Interrupted"
+            )
             raise
         else:
             ctx.record_missing_as_skipped("not attempted")

@@ -188,6 +188,10 @@ def load_manifest(folder: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise SchemaError(f"{path}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise SchemaError(f"{path}: not UTF-8 text") from None
+    if not isinstance(manifest, dict):
+        raise SchemaError(f"{path}: not a JSON object but {type(manifest).__name__}")
     check_schema_version(manifest.get("schema_version"), str(path))
     return manifest
 

@@ -46,10 +46,11 @@ import numpy as np
 import pytest
 
 from bench.calibration import LatencyModel
-from bench.cli import _run
+from bench.cluster import ClusterExecutor
 from bench.config import build_config
 from bench.records import RunStatus
 from bench.runner import MemorySink, Recorder, Runner, WorkItem
+from bench.session import run_session
 from bench.store import load_run
 from bench.workloads import WORKLOADS
 from providers.base import Capabilities, Op, Sandbox, SandboxSpec
@@ -314,7 +315,7 @@ def test_burst_split(benchmark, env):
 
     def whole_run() -> None:
         env.run(env.emulator.clear_calls())
-        folder, status = env.run(_run(config, {}))
+        folder, status = env.run(run_session(config, ClusterExecutor(config)))
         assert status is RunStatus.COMPLETED
         runs.append(folder)
 

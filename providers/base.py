@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from providers.errors import Unsupported
+from providers.settings import setting
 
 #: Label key carrying the run id on every sandbox the harness creates, so leftovers of a run
 #: can be listed and reaped (PerfKit tags every resource with its run URI for the same reason).
@@ -119,17 +120,31 @@ class Capabilities:
 
 @dataclass(frozen=True, kw_only=True)
 class SandboxSpec:
-    """The sandbox a workload asks for. Providers that cannot honour a field say so in notes."""
+    """The sandbox a workload asks for (``[spec]`` in bench.toml; each key declared below with
+    its unit and sane range). Providers that cannot honour a field say so in notes."""
 
-    cpus: float = 1.0
-    memory_mb: int = 512
-    disk_mb: int | None = None
+    cpus: float = setting(1.0, help="vCPUs per sandbox", unit="vCPU", minimum=0.1, maximum=256)
+    memory_mb: int = setting(
+        512, help="memory per sandbox", unit="MiB", minimum=16, maximum=262_144
+    )
+    disk_mb: int | None = setting(
+        None, help="disk per sandbox (provider default when unset)", unit="MiB", minimum=1,
+        maximum=1_000_000,
+    )  # fmt: skip
     #: Provider-specific image, template or snapshot name; None means the provider's default.
-    template: str | None = None
+    template: str | None = setting(
+        None, help="provider image, template or snapshot name (provider default when unset)"
+    )
     #: How long the provider may keep the sandbox alive if the harness dies (where supported).
-    lifetime_s: int = 900
+    lifetime_s: int = setting(
+        900, help="how long a sandbox may outlive a dead harness, where the provider has a "
+        "TTL", unit="s", minimum=10, maximum=604_800,
+    )  # fmt: skip
     #: Max processes inside the sandbox (local provider; pids cgroup).
-    max_pids: int | None = 512
+    max_pids: int | None = setting(
+        512, help="max processes inside a sandbox (local provider)", minimum=1, maximum=100_000
+    )
+    #: Set by the runner (run id, expiry), never by configuration.
     labels: Mapping[str, str] = field(default_factory=dict)
 
 

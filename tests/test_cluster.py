@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,11 +24,12 @@ from typing import Any
 
 import pytest
 
-from bench.cli import UsageError, _run, instantiate_providers
+from bench.cluster import ClusterExecutor
 from bench.config import RunConfig, build_config
 from bench.reap import alive_in_ledger
 from bench.records import RunStatus
 from bench.report import write_report
+from bench.session import LocalExecutor, UsageError, run_session
 from bench.stats import summarize
 from bench.store import load_ledger, load_run
 from bench.workloads import WORKLOADS
@@ -86,6 +88,12 @@ async def e2b(tmp_path: Path, latency_ms: float = 0.0) -> AsyncIterator[Emulator
         yield emu
 
 
+async def _run(config: RunConfig, *, resume: Path | None = None) -> tuple[Path, RunStatus]:
+    """One session of ``config``: on its cluster, or in this process."""
+    executor = ClusterExecutor(config) if config.cluster else LocalExecutor(config)
+    return await run_session(config, executor, resume=resume)
+
+
 def make_config(tmp_path: Path, **run: Any) -> RunConfig:
     data = {
         "providers": {"local": {"state_dir": str(tmp_path / "local-state")}},
@@ -141,16 +149,14 @@ async def test_a_run_from_two_locations_is_one_complete_folder_reported_by_locat
         env = e2b_emulator.client_env(emu)
         async with labelled_cluster({"w-fra": "fra", "w-iad": "iad"}, env) as (cluster, _):
             config = make_config(tmp_path, cluster=cluster.scheduler_address, locations="fra,iad")
-            folder, status = await _run(config, {})
+            folder, status = await _run(config)
         cluster_live = await emu.live_sandboxes()
 
         # The same plan on this machine alone, for comparison.
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         single_config = make_config(tmp_path, location="here")
-        single_folder, single_status = await _run(
-            single_config, instantiate_providers(single_config)
-        )
+        single_folder, single_status = await _run(single_config)
         single_live = await emu.live_sandboxes()
 
     assert status is RunStatus.COMPLETED and single_status is RunStatus.COMPLETED
@@ -244,7 +250,7 @@ async def test_a_worker_killed_mid_run_loses_nothing_and_its_iterations_run_agai
                 workloads="lifecycle,burst",
                 iterations=4,
             )
-            run_task = asyncio.create_task(_run(config, {}))
+            run_task = asyncio.create_task(_run(config))
             await _wait_for_live_sandbox(tmp_path / "results", victim, "e2b", timeout_s=60)
             os.kill(pids[victim], signal.SIGKILL)
             folder, status = await asyncio.wait_for(run_task, timeout=120)
@@ -314,12 +320,11 @@ async def test_a_worker_without_credentials_is_left_out_and_says_why(tmp_path):
             {"w-fra": "fra", "w-iad": "iad"}, env, worker_env={"w-iad": {"E2B_API_KEY": ""}}
         ) as (cluster, _):
             config = make_config(tmp_path, cluster=cluster.scheduler_address, iterations=2)
-            folder, status = await _run(config, {})
+            folder, status = await _run(config)
             # A location whose only worker cannot run the providers is refused up front.
             with pytest.raises(UsageError, match="no usable worker at location"):
                 await _run(
-                    make_config(tmp_path, cluster=cluster.scheduler_address, locations="iad"),
-                    {},
+                    make_config(tmp_path, cluster=cluster.scheduler_address, locations="iad")
                 )
         live = await emu.live_sandboxes()
 
@@ -360,7 +365,7 @@ def test_without_cluster_dask_is_never_imported(tmp_path):
         ({"cluster": "http://x:1"}, "cluster must be a scheduler address"),
         ({"cluster": "127.0.0.1"}, "cluster must be a scheduler address"),
         ({"locations": "fra"}, "locations needs cluster"),
-        ({"cluster": "127.0.0.1:8786", "locations": "fra,fra"}, "lists a name twice"),
+        ({"cluster": "127.0.0.1:8786", "locations": "fra,fra"}, "lists a value twice"),
     ],
 )
 def test_bad_cluster_settings_are_refused(tmp_path, overrides, message):
@@ -376,7 +381,7 @@ async def test_local_k_splits_a_burst_over_k_worker_processes_of_this_machine(tm
     config = make_config(
         tmp_path, providers="local", workloads="burst", iterations=2, cluster="local:2"
     )
-    folder, status = await asyncio.wait_for(_run(config, {}), timeout=150)
+    folder, status = await asyncio.wait_for(_run(config), timeout=150)
     assert status is RunStatus.COMPLETED
     run = load_run(folder)
     facts = run.manifest["cluster"]
@@ -421,7 +426,7 @@ async def test_an_unreachable_scheduler_is_a_usage_error(tmp_path, monkeypatch):
     monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 2.0)
     config = make_config(tmp_path, cluster="tcp://127.0.0.1:9")
     with pytest.raises(UsageError, match="cannot reach the Dask scheduler"):
-        await asyncio.wait_for(_run(config, {}), timeout=60)
+        await asyncio.wait_for(_run(config), timeout=60)
     assert not (tmp_path / "results").exists()
 
 
@@ -489,3 +494,78 @@ def test_the_location_table_compares_each_location_with_the_first():
     assert "fra: host-fra" in table.caption and "iad: host-iad" in table.caption
     unlabelled = [s for s in samples if s.location is None]
     assert location_table(samples_frame(unlabelled), include_warmups=False, seed=0) is None
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+    )
+
+
+@pytest.mark.timeout(300)
+def test_an_interrupted_cluster_run_resumed_has_one_record_per_planned_operation(tmp_path):
+    needs_root()
+    state = tmp_path / "local-state"
+    config = tmp_path / "bench.toml"
+    config.write_text(
+        '[run]\nproviders = ["local"]\nworkloads = ["pause_resume", "lifecycle"]\n'
+        f'iterations = 8\nwarmup = 1\nconcurrency = 2\nseed = 3\ncluster = "local:2"\n'
+        f'output = "{tmp_path / "results"}"\n'
+        f'[workloads.pause_resume]\nhold_s = 0.5\n[providers.local]\nstate_dir = "{state}"\n'
+    )
+    first = _cli("run", cwd=tmp_path)  # reads ./bench.toml
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # a few iterations written, more in flight
+            found = list((tmp_path / "results").glob("*/samples.jsonl"))
+            if found and len(found[0].read_text().splitlines()) >= 12:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the cluster run never recorded anything")
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, stderr
+    assert stderr.splitlines()[0].startswith("config: bench.toml (found in the current folder")
+    [folder] = list((tmp_path / "results").iterdir())
+    before = load_run(folder)
+    assert before.manifest["status"] == "interrupted"
+    assert before.manifest["config_file"] == str(config)
+    done_before = {(s.workload, s.iteration, s.warmup) for s in before.samples}
+    assert 0 < len(done_before) < 18
+
+    resumed = _cli("run", "--resume", str(folder), cwd=tmp_path)
+    _, stderr = resumed.communicate(timeout=150)
+    assert resumed.returncode == 0, stderr
+    after = load_run(folder)
+    manifest = after.manifest
+    assert manifest["status"] == "completed"
+    assert len(manifest["resumes"]) == 1 and "previous_cluster" in manifest["resumes"][0]
+    assert manifest["cluster"]["scheduler"] == "local:2"
+    ids = [s.sample_id for s in after.samples]
+    assert len(ids) == len(set(ids)), "sample ids must stay unique across the resume"
+    # One complete set of records per planned iteration: its last attempt's.
+    per_item: dict = {}
+    for s in after.samples:
+        per_item.setdefault((s.workload, s.iteration, s.warmup), []).append(s)
+    assert len(per_item) == 2 * 9
+    want = {
+        name: len(WORKLOADS[name](params).planned_ops(None))
+        for name, params in (("pause_resume", {"hold_s": 0.5}), ("lifecycle", {}))
+    }
+    for (workload, _, _), samples in per_item.items():
+        rerun = [s for s in samples if s.extra.get("rerun")]
+        complete = rerun or samples
+        assert len(complete) == want[workload], (workload, [s.operation for s in complete])
+        assert all(s.status == "ok" for s in complete)
+        assert all(s.extra["host"] for s in complete)
+    assert any(s.extra.get("rerun") for s in after.samples), "no iteration was cut short"
+    assert_nothing_left(folder, after.run_id, state, [])

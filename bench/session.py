@@ -1,0 +1,595 @@
+"""One run's life, from a validated configuration to a finished run folder.
+
+A :class:`Session` owns the lifecycle; an :class:`Executor` runs the plan, here
+(:class:`LocalExecutor`, :class:`bench.runner.Runner` in this process) or on Dask workers
+(:class:`bench.cluster.ClusterExecutor`). The phases, in order::
+
+    check      executor: load adapters, check credentials (nothing is created)
+    prepare    plan (seeded), run id; on --resume: the earlier manifest and records
+    open       executor: providers opened here (and the network probed), or workers
+               admitted; their capabilities and environments
+    reap       on --resume only: what the interrupted attempt left alive is destroyed
+    plan       on --resume: only the iterations without a complete set of records,
+               per location (an iteration cut short runs again, marked ``rerun``)
+    estimate   the plan's cost; refused before anything is created when over the cap
+    manifest   written (a new run folder), or reopened with a ``resumes`` entry
+    execute    executor: every iteration, records to the writer through the budget,
+               which may stop scheduling before the cap
+    finalize   executor's end-of-run sweep; manifest status, finished_at, spent_usd
+               and the executor's facts; writer closed; executor closed
+
+Bad input met on the way raises :class:`UsageError` (one line, exit code 2) before anything
+is created. A cancellation (Ctrl-C, SIGTERM) ends the run ``interrupted`` once everything it
+created is destroyed. Nothing here prints: what a person should read goes to a
+:class:`Progress` the caller supplies (the CLI prints it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import socket
+import subprocess
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench import netprobe
+from bench.budget import Budget, Estimate, Planner
+from bench.config import RunConfig
+from bench.cost import spec_shape
+from bench.records import RunStatus
+from bench.runner import (
+    Recorder,
+    Runner,
+    SampleSink,
+    SecretScrubber,
+    WorkItem,
+    make_plan,
+    remaining_plan,
+)
+from bench.store import (
+    LoadedRun,
+    RunWriter,
+    load_manifest,
+    load_run,
+    new_run_id,
+    run_dir,
+    utc_now_iso,
+)
+from bench.workloads import WORKLOADS
+from bench.workloads.base import Workload
+from providers import UnknownProvider, provider_class
+from providers.base import Capabilities, Provider
+
+
+class UsageError(Exception):
+    """Bad input found while preparing a run; one line for the user (exit code 2). Raised
+    before the run creates anything."""
+
+
+#: What the manifest says about retries: the harness never retries a measured call.
+RETRY_POLICY = {
+    "measured_operations": "none: each call is attempted once and recorded once, failed or not",
+    "readiness": "first_exec and first_exec_after_* retry `true` every 50 ms until it exits 0 "
+    "or the operation times out; the attempts are in extra.attempts",
+    "sdk": "per provider in providers.<id>.environment.sdk_retries",
+}
+
+#: Planned iterations per location; the key None means "wherever the executor likes".
+Plans = Mapping[str | None, Sequence[WorkItem]]
+
+
+class Progress(Protocol):
+    """Where a run tells a person what it does (the CLI prints; tests may stay quiet)."""
+
+    def note(self, text: str) -> None:
+        """One line for the reader (which config, the cost estimate)."""
+
+    def start(self, description: str, total: int) -> None:
+        """The plan starts: ``total`` units of work."""
+
+    def advance(self) -> None:
+        """One unit of work finished."""
+
+    def stop(self) -> None:
+        """The run ended (called once, also after errors)."""
+
+
+class QuietProgress:
+    """A Progress that says nothing."""
+
+    def note(self, text: str) -> None:
+        pass
+
+    def start(self, description: str, total: int) -> None:
+        pass
+
+    def advance(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def harness_version() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("sandbox-bench")
+    except PackageNotFoundError:
+        ver = None
+    root = Path(__file__).resolve().parents[1]
+    sha = dirty = None
+    if (root / ".git").exists():
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            sha = subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+            dirty = bool(
+                subprocess.run(
+                    ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                    check=True,
+                ).stdout.strip()
+            )
+    return {"version": ver, "git_sha": sha, "git_dirty": dirty}
+
+
+def client_facts(location: str) -> dict[str, Any]:
+    memory_mb = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_mb = int(line.split()[1]) // 1024
+    return {
+        "hostname": socket.gethostname(),
+        "location": location or None,
+        "platform": platform.platform(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "memory_mb": memory_mb,
+    }
+
+
+def instantiate_providers(config: RunConfig, *, here: bool = True) -> dict[str, Provider]:
+    """Load adapters and check credentials and provider settings; creates nothing.
+
+    ``here=False`` (a cluster driver, whose workers run the providers): only the settings
+    are checked, by the adapters this machine has; SDKs and credentials are the workers'."""
+    providers: dict[str, Provider] = {}
+    for provider_id in config.providers:
+        try:
+            cls = provider_class(provider_id)
+        except UnknownProvider as exc:
+            raise UsageError(str(exc)) from None
+        except ImportError as exc:
+            if not here:
+                continue
+            raise UsageError(
+                f"provider {provider_id!r} needs its SDK ({exc.name or exc}): "
+                f"pip install 'sandbox-bench[{provider_id}]'"
+            ) from None
+        missing = [name for name in cls.required_env if not os.environ.get(name)]
+        if missing and here:
+            raise UsageError(
+                f"provider {provider_id!r} needs credentials: set {', '.join(missing)}"
+            )
+        try:
+            providers[provider_id] = cls(config.provider_settings.get(provider_id, {}))
+        except ValueError as exc:  # the adapter refused its [providers.<id>] table
+            raise UsageError(f"[providers.{provider_id}]: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a constructor creates nothing: its failure
+            # on a value of a surprising type (Path(5), "~nobody") is a refusal of that table
+            raise UsageError(f"[providers.{provider_id}]: {type(exc).__name__}: {exc}") from None
+    return providers
+
+
+def checked_estimate(
+    config: RunConfig,
+    plan: Sequence[WorkItem],
+    workloads: Mapping[str, Workload],
+    capabilities: Mapping[str, Capabilities],
+    progress: Progress,
+) -> tuple[Planner, Estimate]:
+    """The plan's cost estimate, told when it is priced or capped; UsageError (before
+    anything is created) when it is over ``max_cost_usd``."""
+    planner = Planner(
+        catalog=config.pricing.load(),
+        shape=spec_shape(asdict(config.spec)),
+        assumed_op_s=config.assumed_op_s,
+    )
+    estimate = planner.estimate(plan, workloads, capabilities)
+    if estimate.total_usd > 0 or config.max_cost_usd is not None:
+        progress.note(estimate.describe())
+    if config.max_cost_usd is not None and estimate.total_usd > config.max_cost_usd:
+        raise UsageError(
+            f"the plan's estimated cost ${estimate.total_usd:.4f} exceeds --max-cost-usd "
+            f"${config.max_cost_usd:g}; nothing was created"
+        )
+    return planner, estimate
+
+
+def new_manifest(
+    config: RunConfig,
+    *,
+    run_id: str,
+    seed: int,
+    config_file: Path | None,
+    client: Mapping[str, Any],
+    workloads: Mapping[str, Workload],
+    plan: Mapping[str, Any],
+    providers: Mapping[str, Any],
+    estimate: Estimate,
+) -> dict[str, Any]:
+    """A new run's manifest; ``plan`` holds the plan's own facts (its providers and
+    scheduled iterations, at least)."""
+    return {
+        "run_id": run_id,
+        "status": str(RunStatus.RUNNING),
+        "started_at": utc_now_iso(),
+        "finished_at": None,
+        "harness": harness_version(),
+        "client": dict(client),
+        "seed": seed,
+        "config_file": str(config_file.absolute()) if config_file is not None else None,
+        "config": config.to_dict(),
+        "spec": {k: v for k, v in asdict(config.spec).items() if k != "labels"},
+        "plan": {
+            "workloads": list(workloads),
+            "iterations": config.iterations,
+            "warmup": config.warmup,
+            "concurrency": config.concurrency,
+            **plan,
+            "workload_params": {n: w.params for n, w in workloads.items()},
+        },
+        "providers": dict(providers),
+        "retry_policy": RETRY_POLICY,
+        "budget": {
+            "max_cost_usd": config.max_cost_usd,
+            "estimate_usd": round(estimate.total_usd, 6),
+            "estimate": estimate.describe(),
+        },
+    }
+
+
+# -- executors ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Opened:
+    """What an executor found when it opened: per provider, the capabilities and environment
+    the manifest records, and facts about this client (the network probe, its role)."""
+
+    capabilities: Mapping[str, Capabilities]
+    environments: Mapping[str, Mapping[str, Any]]
+    client: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Execution:
+    """What an executor runs the plan with: where records go and the budget's hooks."""
+
+    run_id: str
+    folder: Path
+    #: Every sample and ledger entry goes here (the budget, which passes them to the writer).
+    sink: SampleSink
+    budget: Budget
+    first_sample_id: int
+    progress: Progress
+
+
+class Executor(ABC):
+    """Runs a session's plan somewhere. The session calls, in order: :meth:`check`,
+    :meth:`open`, :meth:`reap` (resume only), :meth:`execute`, :meth:`finish` (when a run
+    folder exists), :meth:`close` (always)."""
+
+    def locations(self) -> tuple[str | None, ...]:
+        """Where the whole plan runs once each (None: one plan, anywhere)."""
+        return (None,)
+
+    @abstractmethod
+    def check(self) -> None:
+        """Refuse (UsageError) what cannot run, creating nothing."""
+
+    @abstractmethod
+    async def open(self, *, run_id: str, workloads: Mapping[str, Workload]) -> Opened:
+        """Open providers (or admit workers) for run ``run_id``."""
+
+    @abstractmethod
+    async def reap(self, folder: Path) -> None:
+        """``run --resume``: destroy what the earlier attempt of the run left alive."""
+
+    def plan_facts(self, plans: Plans, workloads: Mapping[str, Workload]) -> dict[str, Any]:
+        """More facts about the plan for the manifest's ``plan``."""
+        return {}
+
+    @abstractmethod
+    async def execute(self, plans: Plans, run: Execution) -> RunStatus:
+        """Run every planned iteration; the status the run ends with (raises
+        CancelledError when interrupted, after destroying what it created)."""
+
+    async def finish(self) -> None:  # noqa: B027 - optional hook, nothing by default
+        """End-of-run cleanup that still records into the run folder (sweeps)."""
+
+    def manifest_facts(self) -> dict[str, Any]:
+        """Top-level manifest keys of this executor (written at the start and the end)."""
+        return {}
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release providers, workers and connections; never raises."""
+
+
+class LocalExecutor(Executor):
+    """The plan runs in this process: :class:`bench.runner.Runner`, as it is."""
+
+    def __init__(self, config: RunConfig, providers: Mapping[str, Provider] | None = None):
+        self.config = config
+        #: Given ones are used as they are (tests); otherwise :meth:`check` instantiates them.
+        self.providers: dict[str, Provider] = dict(providers or {})
+        self.workloads: dict[str, Workload] = {}
+        self._opened: list[Provider] = []
+
+    def check(self) -> None:
+        if not self.providers:
+            self.providers = instantiate_providers(self.config)
+
+    async def open(self, *, run_id: str, workloads: Mapping[str, Workload]) -> Opened:
+        self.workloads = dict(workloads)
+        for provider in self.providers.values():
+            await provider.open()
+            self._opened.append(provider)
+        environments = {pid: p.environment() for pid, p in self.providers.items()}
+        return Opened(
+            capabilities={pid: p.capabilities() for pid, p in self.providers.items()},
+            environments=environments,
+            client={"network": await netprobe.measure(environments)},
+        )
+
+    async def reap(self, folder: Path) -> None:
+        from bench.reap import reap_run
+
+        await reap_run(folder, self.providers)
+
+    async def execute(self, plans: Plans, run: Execution) -> RunStatus:
+        (plan,) = plans.values()
+        config = self.config
+        recorder = Recorder(
+            run.sink,
+            run_id=run.run_id,
+            concurrency=config.concurrency,
+            location=config.location,
+            scrub=SecretScrubber([n for p in self.providers.values() for n in p.required_env]),
+            first_sample_id=run.first_sample_id,
+        )
+
+        def done(item: WorkItem) -> None:
+            run.budget.done(item)
+            run.progress.advance()
+
+        runner = Runner(
+            providers=self.providers,
+            workloads=self.workloads,
+            spec=config.spec,
+            recorder=recorder,
+            timeout_s=config.timeout_s,
+            concurrency=config.concurrency,
+            on_item_done=done,
+            admit=run.budget.admit,
+        )
+        run.progress.start(f"run {run.run_id}", len(plan))
+        await runner.run(plan)
+        return RunStatus.BUDGET_EXHAUSTED if runner.stopped_by_admit else RunStatus.COMPLETED
+
+    async def close(self) -> None:
+        for provider in self._opened:
+            with contextlib.suppress(Exception):
+                await provider.close()
+        self._opened = []
+
+
+# -- the session -------------------------------------------------------------------------------
+
+
+def _samples_at(earlier: LoadedRun, location: str | None, locations: Sequence[str | None]):
+    if locations == (None,):
+        return earlier.samples
+    return [s for s in earlier.samples if s.location == location]
+
+
+class Session:
+    """One run (or the resume of one) of ``config`` through ``executor``."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        executor: Executor,
+        *,
+        resume: Path | None = None,
+        config_file: Path | None = None,
+        announce: str | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.config = config
+        self.executor = executor
+        self.resume = resume
+        self.config_file = config_file
+        #: The first line told once the run passed every check that creates nothing.
+        self.announce = announce
+        self.progress: Progress = progress or QuietProgress()
+        self.writer: RunWriter | None = None
+        self.budget: Budget | None = None
+        self.status = RunStatus.FAILED
+
+    async def run(self) -> tuple[Path, RunStatus]:
+        """Prepare, open, execute, finalize; the run folder and its final status."""
+        try:
+            return await self._run()
+        finally:
+            try:
+                await self._finalize()
+            finally:
+                with contextlib.suppress(Exception):
+                    await self.executor.close()
+                self.progress.stop()
+
+    async def _run(self) -> tuple[Path, RunStatus]:
+        config, executor = self.config, self.executor
+        executor.check()
+        previous = load_manifest(self.resume) if self.resume is not None else None
+        run_id = str(previous["run_id"]) if previous is not None else new_run_id()
+        seed = config.resolved_seed()
+        workloads = {
+            name: WORKLOADS[name](config.workload_params.get(name, {}))
+            for name in config.workload_names
+        }
+        plan = make_plan(
+            list(config.providers), list(workloads), iterations=config.iterations,
+            warmup=config.warmup, seed=seed,
+        )  # fmt: skip
+        if self.announce:
+            self.progress.note(self.announce)
+
+        opened = await executor.open(run_id=run_id, workloads=workloads)
+        capabilities = dict(opened.capabilities)
+        locations = executor.locations()
+        first_sample_id = 1
+        if self.resume is None:
+            plans: dict[str | None, list[WorkItem]] = {loc: list(plan) for loc in locations}
+        else:
+            # What the interruption left alive goes first; then only what was not completed.
+            await executor.reap(self.resume)
+            earlier = load_run(self.resume)
+            plans = {
+                loc: remaining_plan(
+                    plan,
+                    _samples_at(earlier, loc, locations),
+                    workloads=workloads,
+                    capabilities=capabilities,
+                )
+                for loc in locations
+            }
+            first_sample_id = max((s.sample_id for s in earlier.samples), default=0) + 1
+        every_item = [item for items in plans.values() for item in items]
+        planner, estimate = checked_estimate(
+            config, every_item, workloads, capabilities, self.progress
+        )
+
+        manifest = new_manifest(
+            config,
+            run_id=run_id,
+            seed=seed,
+            config_file=self.config_file,
+            client={**client_facts(config.location), **opened.client},
+            workloads=workloads,
+            plan={
+                "providers": list(config.providers),
+                "scheduled_iterations": len(every_item),
+                **executor.plan_facts(plans, workloads),
+            },
+            providers={
+                pid: {
+                    "capabilities": cap.to_dict(),
+                    "environment": dict(opened.environments.get(pid, {})),
+                }
+                for pid, cap in capabilities.items()
+            },
+            estimate=estimate,
+        )
+        manifest.update(executor.manifest_facts())
+        if previous is None:
+            self.writer = RunWriter(run_dir(config.output, run_id), manifest)
+        else:
+            assert self.resume is not None
+            resumes = [*previous.get("resumes", []), {
+                "at": utc_now_iso(),
+                "remaining_iterations": len(every_item),
+                "reruns": sum(1 for item in every_item if item.rerun),
+                "harness": manifest["harness"],
+                "client": manifest["client"],
+                **({"previous_cluster": previous["cluster"]} if "cluster" in previous else {}),
+            }]  # fmt: skip
+            self.writer = RunWriter.reopen(
+                self.resume,
+                status=str(RunStatus.RUNNING),
+                finished_at=None,
+                resumes=resumes,
+                **executor.manifest_facts(),
+            )
+        self.budget = planner.budget(self.writer, config.max_cost_usd)
+        execution = Execution(
+            run_id=run_id,
+            folder=self.writer.folder,
+            sink=self.budget,
+            budget=self.budget,
+            first_sample_id=first_sample_id,
+            progress=self.progress,
+        )
+        try:
+            self.status = await executor.execute(plans, execution)
+        except asyncio.CancelledError:
+            self.status = RunStatus.INTERRUPTED
+            raise
+        return self.writer.folder, self.status
+
+    async def _finalize(self) -> None:
+        writer = self.writer
+        if writer is None:
+            return
+        try:
+            await self.executor.finish()
+        finally:
+            writer.update_manifest(
+                status=str(self.status),
+                finished_at=utc_now_iso(),
+                spent_usd=round(self.budget.spent_usd(), 6) if self.budget is not None else None,
+                **self.executor.manifest_facts(),
+            )
+            writer.close()
+
+
+async def run_session(
+    config: RunConfig,
+    executor: Executor | None = None,
+    *,
+    resume: Path | None = None,
+    config_file: Path | None = None,
+    progress: Progress | None = None,
+) -> tuple[Path, RunStatus]:
+    """Run ``config`` through ``executor`` (default: this process) and return the run folder
+    and its status."""
+    session = Session(
+        config,
+        executor or LocalExecutor(config),
+        resume=resume,
+        config_file=config_file,
+        progress=progress,
+    )
+    return await session.run()
+
+
+__all__ = [
+    "Execution",
+    "Executor",
+    "LocalExecutor",
+    "Opened",
+    "Plans",
+    "Progress",
+    "QuietProgress",
+    "Session",
+    "UsageError",
+    "instantiate_providers",
+    "run_session",
+]
