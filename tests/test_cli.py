@@ -56,7 +56,7 @@ state_dir = "{state}"
         ([], "[run]\niteratons = 3\n", "unknown key(s) iteratons"),
         ([], "[spec]\ncpu = 3\n", "unknown key(s) cpu"),
         ([], "[workloads.exec]\nrepeat = 3\n", "unknown key(s) repeat"),
-        ([], "[workloads.checkpoint]\nstate_mb = -1\n", "state_mb must be a number > 0"),
+        ([], "[workloads.checkpoint]\nstate_mb = -1\n", "state_mb must be at least 1 MiB"),
         ([], "[workloads.burst]\nfirst_exec = 1\n", "first_exec must be true or false"),
         (["--cluster", "local:0"], None, "cluster local:K needs 1 <= K <= 64"),
         (["--output", "afile/results"], None, "is not a directory"),

@@ -9,15 +9,14 @@
   individual outliers are plotted). Groups with fewer than 5 samples are left out.
 * Session cost per provider, stacked by compute, storage and snapshots.
 * Cost of one workload iteration (p50) per provider.
-* For the scaling workloads, p50 (with its interval) and p95 against state size or
-  concurrency, read from operation names such as ``checkpoint_64mb`` and ``create_c10``.
+* Latency against a scale (state size, concurrency): p50 with its interval and p95, for
+  workloads that declare scaled operations (their report parts call it).
 """
 
 from __future__ import annotations
 
 import io
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,46 +340,24 @@ def workload_cost_figure(
         )
 
 
-#: Operation names that carry a scale: ``checkpoint_64mb`` (state size) or ``create_c10``
-#: (concurrent tasks), as the scaling workloads record them.
-SCALED_OPERATION = re.compile(r"^(?P<base>.+?)_(?:(?P<mb>\d+)mb|c(?P<c>\d+))$")
-
-
-def scaled_operations(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list]]:
-    """base operation -> provider -> [(scale, p50, ci_low, ci_high, p95)] sorted by scale."""
-    out: dict[str, dict[str, list]] = {}
-    for r in rows:
-        match = SCALED_OPERATION.match(str(r["operation"]))
-        if match is None or not math.isfinite(r["p50_s"]):
-            continue
-        scale = float(match["mb"] or match["c"])
-        out.setdefault(match["base"], {}).setdefault(r["provider"], []).append(
-            (scale, r["p50_s"], r["p50_ci_low_s"], r["p50_ci_high_s"], r["p95_s"])
-        )
-    for by_provider in out.values():
-        for points in by_provider.values():
-            points.sort()
-    # Only operations measured at two or more scales say anything about scaling.
-    return {
-        base: by_provider
-        for base, by_provider in out.items()
-        if any(len(points) >= 2 for points in by_provider.values())
-    }
+#: One point of a scaling curve: (scale, p50, p50 interval low, high, p95), in seconds.
+ScalePoint = tuple[float, float, float, float, float]
 
 
 def scaling_figure(
     folder: Path,
     workload: str,
-    rows: Sequence[Mapping[str, Any]],
+    scaled: Mapping[str, Mapping[str, Sequence[ScalePoint]]],
     colors: Mapping[str, str],
+    *,
+    axis: str,
+    noun: str,
 ) -> FigureFile | None:
-    """p50 (with its 95 % interval) and p95 against state size or concurrency."""
-    scaled = scaled_operations(rows)
+    """p50 (with its 95 % interval) and p95 against a scale (state size, concurrency):
+    ``scaled`` is operation -> provider -> points sorted by scale; ``axis`` labels the x axis
+    and ``noun`` names the scale in the title."""
     if not scaled:
         return None
-    unit_is_mb = any(
-        (m := SCALED_OPERATION.match(str(r["operation"]))) is not None and m["mb"] for r in rows
-    )
     bases = list(scaled)[:6]
     with plt.rc_context(RC):
         fig, axes, height = _panel_grid(
@@ -414,13 +391,13 @@ def scaling_figure(
             _seconds_axis(ax.yaxis)
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: f"{v:g}"))
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            ax.set_xlabel("state size (MB)" if unit_is_mb else "concurrent tasks")
+            ax.set_xlabel(axis)
         _finish_grid(fig, axes, len(bases), colors, height)
         return _save(
             fig,
             folder,
             f"scaling-{workload}",
-            f"{workload}: latency against " + ("state size" if unit_is_mb else "concurrency"),
+            f"{workload}: latency against {noun}",
             "Solid line: p50 with its 95 % interval; dashed: p95 where n supports it (log "
             "scales). A line that rises faster than the x axis means the cost grows faster "
             "than the work.",
