@@ -185,7 +185,7 @@ def test_samples_frame_keeps_one_row_per_sample_with_nan_for_failures():
     assert pd.isna(frame.loc[0, "verified"])
 
 
-def test_samples_frame_reads_schedule_lag_and_probe_extras():
+def test_samples_frame_reads_schedule_lag_and_declared_extras():
     samples = [
         _sample(0, 0.5, intended_start_s=10.0, actual_start_s=10.25),
         _sample(1, 0.4, extra={"idle_s": 45.0}),

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import jinja2
 import markupsafe
@@ -115,7 +114,7 @@ def render_markdown(report: Report) -> str:
     return _environment(False).get_template("report.md.j2").render(r=report)
 
 
-__all__: list[Any] = [
+__all__ = [
     "SCHEDULE_LAG_WARN_S",
     "Report",
     "RunInfo",

@@ -71,7 +71,10 @@ def provider_colors(providers: Sequence[str]) -> dict[str, str]:
     return {p: PALETTE[i % len(PALETTE)] for i, p in enumerate(sorted(providers))}
 
 
-def _save(fig: Figure, folder: Path, name: str, title: str, caption: str) -> FigureFile:
+def save(fig: Figure, folder: Path, name: str, title: str, caption: str) -> FigureFile:
+    """Write ``fig`` as ``<folder>/<name>.svg`` and close it; ``name`` is also its HTML id
+    (``fig-<name>``), so it must be unique in the report. Draw inside
+    ``plt.rc_context(RC)`` to match the report's other figures."""
     buffer = io.BytesIO()
     # Fixed margins (set per figure) rather than constrained layout or bbox_inches="tight":
     # both lay the figure out again and double the time a million-sample report spends here.
@@ -178,7 +181,7 @@ def ecdf_figure(
             _seconds_axis(ax.xaxis)
             ax.set_ylabel("fraction ≤ x")
         _finish_grid(fig, axes, len(ops), colors, height)
-        return _save(
+        return save(
             fig,
             folder,
             f"ecdf-{workload}",
@@ -252,7 +255,7 @@ def box_figure(
             matplotlib.patches.Patch(facecolor=colors[p], alpha=0.75, label=p) for p in providers
         ]
         ax.legend(handles=handles, loc="upper left", ncols=len(providers), fontsize=8)
-        return _save(
+        return save(
             fig,
             folder,
             f"box-{workload}",
@@ -295,7 +298,7 @@ def session_cost_figure(
         ax.set_xlim(0, max(float(totals.max()) * 1.35, 0.01))
         ax.grid(axis="y", visible=False)
         ax.legend(loc="lower right", fontsize=8)
-        return _save(
+        return save(
             fig,
             folder,
             "cost-session",
@@ -330,7 +333,7 @@ def workload_cost_figure(
         ax.set_xticks(range(len(workloads)), workloads)
         ax.set_ylabel("USD per iteration (p50)")
         ax.legend(loc="upper left", ncols=len(providers), fontsize=8)
-        return _save(
+        return save(
             fig,
             folder,
             "cost-workload",
@@ -393,7 +396,7 @@ def scaling_figure(
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel(axis)
         _finish_grid(fig, axes, len(bases), colors, height)
-        return _save(
+        return save(
             fig,
             folder,
             f"scaling-{workload}",

@@ -6,7 +6,7 @@ built, or the :class:`WorkloadReport` itself. What it holds:
 
 * ``sections``: functions ``(data, workload) -> View | None`` drawn in the workload's own
   part of the Latency section, after its latency table and before its ECDF and box figures
-  (the probe's findings, the open-loop schedule lag, the scaling curves);
+  (what new sandboxes turned out to be, the open-loop schedule lag, the scaling curves);
 * ``checks``: functions ``(data) -> iterable of ReportWarning`` added to the Warnings section
   (a check shared by several workloads runs once);
 * ``flags``: what those checks flag, in a few words each, for the Method section's list.

@@ -244,21 +244,26 @@ def declared_extras() -> tuple[Extra, ...]:
 
 
 def capability_needs(workload: str | None, operation: str) -> tuple[str, ...]:
-    """Capabilities (``providers.base.Op`` values) without which ``operation`` of
-    ``workload`` (None: of any workload declaring it) is not measured: the one it exercises,
-    then what its workload requires."""
-    needs: list[str] = []
-    names = [workload] if workload is not None else list(WORKLOADS)
-    for name in names:
-        cls = WORKLOADS.get(name)
-        found = find_operation(name, operation)
-        if cls is None or found is None:
-            continue
-        ops = cls.capability_ops if isinstance(cls.capability_ops, Mapping) else {}
-        if found.operation.name in ops:
-            needs.append(str(ops[found.operation.name]))
-        needs += [str(op) for op in ops.values()]
-        needs += sorted(str(op) for op in cls.requires)
+    """Capabilities (``providers.base.Op`` values) without which ``operation`` of ``workload``
+    is not measured: the one it exercises, then what its workload requires. Without a
+    workload: those that every workload declaring ``operation`` needs."""
+    if workload is None:
+        per_workload = [
+            capability_needs(name, operation)
+            for name in WORKLOADS
+            if find_operation(name, operation) is not None
+        ]
+        if not per_workload:
+            return ()
+        return tuple(n for n in per_workload[0] if all(n in other for other in per_workload))
+    cls = WORKLOADS.get(workload)
+    found = find_operation(workload, operation)
+    if cls is None or found is None:
+        return ()
+    ops = cls.capability_ops if isinstance(cls.capability_ops, Mapping) else {}
+    needs = [str(ops[found.operation.name])] if found.operation.name in ops else []
+    needs += [str(op) for op in ops.values()]
+    needs += sorted(str(op) for op in cls.requires)
     return tuple(dict.fromkeys(needs))
 
 

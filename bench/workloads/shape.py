@@ -24,7 +24,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 
 class Role(StrEnum):
@@ -155,13 +154,6 @@ COMMON_EXTRAS: tuple[Extra, ...] = (
     Extra("rerun", bool, help="the iteration ran again after an earlier attempt was cut short"),
     Extra("host", str, help="the machine that measured it (cluster runs)"),
 )
-
-
-def describe_value(value: Any) -> str:
-    """A declared default as written in README tables and ``--help``."""
-    if isinstance(value, tuple | list):
-        return ", ".join(str(v) for v in value)
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 __all__ = ["COMMON_EXTRAS", "EXTRA_TYPES", "Extra", "Operation", "Role", "Scale"]

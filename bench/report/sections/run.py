@@ -170,8 +170,8 @@ def network_table(data: ReportData) -> Table:
             clients.append((where, client.get("network")))
         for where, network in clients:
             for pid in sorted(set(planned) | set(network or {})):
-                probe = (network or {}).get(pid)
-                if probe is None:
+                measured = (network or {}).get(pid)
+                if measured is None:
                     # Every provider whose environment names an endpoint is measured
                     # (bench/netprobe.py); a measured run without one for pid had none.
                     note = (
@@ -181,9 +181,9 @@ def network_table(data: ReportData) -> Table:
                     )
                     rows.append([run.run_id, where, pid, "–", "–", "–", note])
                     continue
-                rounds = [x for x in probe.get("tcp_connect_s") or [] if x is not None]
-                endpoint = str(probe.get("endpoint") or "?")
-                median = probe.get("median_s")
+                rounds = [x for x in measured.get("tcp_connect_s") or [] if x is not None]
+                endpoint = str(measured.get("endpoint") or "?")
+                median = measured.get("median_s")
                 note = "loopback: an emulator on this machine" if is_loopback(endpoint) else ""
                 rows.append(
                     [
