@@ -270,3 +270,29 @@ def test_a_report_shows_only_the_sections_asked_for_in_report_order(toy_run, reg
     html = report.read_text(encoding="utf-8")
     assert '<a href="#latency">' not in html and '<a href="#glance">' in html
     assert (report.parent / "summary.csv").is_file()  # the CSV is written whatever is shown
+
+
+def test_a_plugin_section_goes_where_it_is_registered_and_can_be_chosen(toy_run, tmp_path):
+    from bench.report import register_section, section_names
+    from bench.report.registry import SECTIONS
+
+    def runs_counted(data: ReportData) -> View:
+        return View(id="counted", title="Runs counted", nav="Counted",
+                    intro=(f"{len(data.run_ids)} run(s).",))  # fmt: skip
+
+    saved = dict(SECTIONS)
+    try:
+        register_section("counted", runs_counted, before="warnings")
+        assert section_names().index("counted") == section_names().index("warnings") - 1
+        with pytest.raises(ValueError, match="already registered"):
+            register_section("counted", runs_counted)
+        settings = ReportSettings(sections=("counted", "run"))
+        md = write_report([toy_run], tmp_path / "r", settings=settings).parent / "report.md"
+        headings = [line for line in md.read_text().splitlines() if line.startswith("## ")]
+        assert headings == ["## Where, when and how", "## Runs counted"]
+        assert "1 run(s)." in md.read_text()
+    finally:
+        SECTIONS.clear()
+        SECTIONS.update(saved)
+    with pytest.raises(ValueError, match="unknown report section"):
+        ReportSettings(sections=("counted",))
