@@ -12,8 +12,10 @@ Verdict rule:
    (``range``) is [X, Y].
 2. **not measured** when the run has fewer samples than the median needs (5, the stats
    rule), including none at all or an operation the provider does not support; the reason
-   says which. A wake claim (``min_idle_s``) counts only samples taken after at least that
-   much idle time, since a shorter idle never let the sandbox sleep.
+   says which (an operation's capabilities are the ones its workload declares). A wake claim
+   (``min_idle_s``) counts only samples taken after at least that much idle time (read from
+   the extra the operation declares as ``after_idle``), since a shorter idle never let the
+   sandbox sleep.
 3. **slower** when the whole interval of the median lies above the band; **faster** when it
    lies wholly below the band; otherwise **within** (the interval overlaps the band).
 
@@ -35,18 +37,10 @@ import numpy as np
 import pandas as pd
 
 from bench import stats
+from bench.workloads import registry
 
 DEFAULT_CLAIMS = Path(__file__).resolve().parent.parent / "providers" / "claims.toml"
 CLAIMS_SCHEMA_VERSION = 1
-#: Operations measured only when the provider has these capabilities.
-NEEDS: dict[str, tuple[str, ...]] = {
-    "checkpoint": ("checkpoint",),
-    "restore": ("restore", "checkpoint"),
-    "first_exec_after_restore": ("restore", "checkpoint"),
-    "pause": ("pause",),
-    "resume": ("resume", "pause"),
-    "first_exec_after_resume": ("resume", "pause"),
-}
 #: "About X" means within this factor of X either way.
 APPROX_FACTOR = 1.25
 
@@ -221,9 +215,11 @@ def evaluate_claims(
         if not stats.supports(n, 50):
             reason = _not_measured_reason(claim, matching, n, unsupported_reasons)
             if claim.min_idle_s is not None and matching and n == 0:
+                idle = _idle_extra(claim) or "idle"
+                where = claim.workload or "its"
                 reason = (
                     f"no {claim.operation} samples after {claim.min_idle_s:g} s or more of idle "
-                    "(set the idle_wake workload's idle_s that high)"
+                    f"(set the {where} workload's {idle} that high)"
                 )
             results.append(
                 ClaimResult(
@@ -260,14 +256,25 @@ def evaluate_claims(
     return results
 
 
+def _idle_extra(claim: Claim) -> str | None:
+    """The extra holding the idle time before ``claim``'s operation, as its workload declares."""
+    names = [claim.workload] if claim.workload is not None else list(registry.WORKLOADS)
+    for name in names:
+        found = registry.find_operation(name, claim.operation)
+        if found is not None and found.operation.after_idle is not None:
+            return found.operation.after_idle
+    return None
+
+
 def _after_idle(claim: Claim, frame: pd.DataFrame | None, include_warmups: bool) -> np.ndarray:
-    if frame is None or frame.empty or "idle_s" not in frame.columns:
+    column = _idle_extra(claim)
+    if frame is None or frame.empty or column is None or column not in frame.columns:
         return np.empty(0)
     mask = (
         (frame["provider"] == claim.provider)
         & (frame["operation"] == claim.operation)
         & (frame["status"] == "ok")
-        & (frame["idle_s"] >= claim.min_idle_s)
+        & (frame[column] >= claim.min_idle_s)
     )
     if claim.workload is not None:
         mask &= frame["workload"] == claim.workload
@@ -283,7 +290,7 @@ def _not_measured_reason(
     unsupported_reasons: Mapping[str, Mapping[str, str]],
 ) -> str:
     reasons = unsupported_reasons.get(claim.provider, {})
-    for key in (claim.operation, *NEEDS.get(claim.operation, ())):
+    for key in (claim.operation, *registry.capability_needs(claim.workload, claim.operation)):
         if key in reasons:
             return f"unsupported: {key}: {reasons[key]}"
     if not matching:

@@ -373,14 +373,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         settings["sections"] = tuple(s.strip() for s in args.sections.split(",") if s.strip())
     try:
         report_settings = ReportSettings(**settings)
-    except TypeError as exc:  # a report module that does not take one of these settings
-        raise UsageError(
-            f"report: this version's reports do not take that setting ({exc})"
-        ) from None
     except ValueError as exc:
         raise UsageError(f"report: {exc}") from None
     folders = [resolve_run_ref(ref, args.results) for ref in args.runs]
-    path = write_report(folders, args.out, settings=report_settings)
+    try:
+        path = write_report(folders, args.out, settings=report_settings)
+    except SchemaError:
+        raise
+    except ValueError as exc:  # a run's own catalog or scenario that cannot be used
+        raise UsageError(f"report: {exc}") from None
     console.print(f"report: {path}")
     return EXIT_OK
 

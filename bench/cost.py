@@ -36,8 +36,13 @@ Assumptions (the report prints them next to the numbers):
     says so;
   - the user-visible wait is checkpoints × p50(checkpoint) + resumes × (p50(resume) +
     p50(first_exec_after_resume)), from the run's measurements where it has them; for a
-    provider that sleeps on idle, "resume" is the wake measured by the ``idle_wake`` workload
-    after an idle at least as long as the provider's published sleep threshold.
+    provider that sleeps on idle, "resume" is its wake: the operation declared with the
+    ``wake`` role, counted only after an idle at least as long as the provider's published
+    sleep threshold.
+
+  Which operation is "checkpoint", "pause", "resume", "first_exec_after_resume" and "wake" is
+  declared by the workloads (:class:`bench.workloads.shape.Role`); the first registered
+  workload that declares the role and measured it wins.
 
 A month is 730 hours (365 × 24 / 12).
 """
@@ -55,7 +60,9 @@ import numpy as np
 import pandas as pd
 
 from bench.records import Status
-from bench.stats import format_duration, is_derived, percentile, sort_key, supports
+from bench.stats import format_duration, percentile, sort_key, supports
+from bench.workloads import registry
+from bench.workloads.shape import Role
 from providers.settings import setting
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "providers" / "pricing.toml"
@@ -314,10 +321,14 @@ def _parse_provider(pid: str, entry: Mapping[str, Any], hours_per_month: float) 
 
 
 def load_catalog(
-    path: Path | None = None, *, local_rate_usd_per_hour: float | None = None
+    path: Path | None = None,
+    *,
+    local_rate_usd_per_hour: float | None = None,
+    local_rate_source: str = "set for this report (local_rate_usd_per_hour)",
 ) -> Catalog:
     """Read and validate the pricing catalog; ``local_rate_usd_per_hour`` overrides the
-    self-hosted ``local`` rate (a price per sandbox-hour)."""
+    self-hosted ``local`` rate (a price per sandbox-hour), and ``local_rate_source`` says
+    where that rate came from (shown as the price's source)."""
     path = Path(path) if path is not None else DEFAULT_CATALOG
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -353,7 +364,7 @@ def load_catalog(
                 ("sandbox", f"{_money(local_rate_usd_per_hour)} per sandbox-hour"),
                 *(r for r in base.rate_rows if not r[0].startswith(("sandbox", "cpu", "mem"))),
             ),
-            source="set for this report (local_rate_usd_per_hour)",
+            source=local_rate_source,
         )
     return Catalog(
         providers=providers,
@@ -432,6 +443,16 @@ def operation_costs(summary: pd.DataFrame, catalog: Catalog, spec: Shape) -> pd.
     )
 
 
+def _derived_mask(frame: pd.DataFrame) -> np.ndarray:
+    """True for rows of declared derived spans (looked up once per distinct pair)."""
+    pairs = frame.groupby(["workload", "operation"], observed=True, sort=False).indices
+    mask = np.zeros(len(frame), dtype=bool)
+    for (workload, operation), idx in pairs.items():
+        if registry.is_derived(str(operation), str(workload)):
+            mask[idx] = True
+    return mask
+
+
 def workload_costs(
     frame: pd.DataFrame, catalog: Catalog, spec: Shape, *, include_warmups: bool = False
 ) -> pd.DataFrame:
@@ -453,8 +474,7 @@ def workload_costs(
     mask = (frame["status"] == str(Status.OK)).to_numpy(dtype=bool, copy=True)
     if not include_warmups:
         mask &= ~frame["warmup"].to_numpy(dtype=bool)
-    operations = frame["operation"].astype(str)
-    mask &= ~operations.map(is_derived).to_numpy(dtype=bool)
+    mask &= ~_derived_mask(frame)
     ok = frame.loc[mask, ["run_id", "provider", "workload", "iteration", "duration_s"]]
     if ok.empty:
         return pd.DataFrame([], columns=columns)
@@ -549,26 +569,25 @@ class SessionCost:
     assumptions: tuple[str, ...]
 
 
-#: Operations whose measured p50 the scenario uses, in (workload, operation) order of
-#: preference; the first one measured wins.
-SCENARIO_OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
-    "checkpoint": (("checkpoint", "checkpoint"),),
-    "pause": (("pause_resume", "pause"),),
-    "resume": (("pause_resume", "resume"),),
-    "first_exec_after_resume": (("pause_resume", "first_exec_after_resume"),),
-}
+#: The roles whose measured p50 the scenario uses, under the names :func:`session_cost` reads.
+SCENARIO_ROLES: tuple[Role, ...] = (
+    Role.CHECKPOINT,
+    Role.PAUSE,
+    Role.RESUME,
+    Role.FIRST_EXEC_AFTER_RESUME,
+)
 
 
 def scenario_latencies(summary: pd.DataFrame, provider: str) -> dict[str, float]:
     """p50 seconds of the operations the scenario needs, for one provider (missing if not
-    measured or withheld)."""
+    measured or withheld), keyed by role: the first declaring workload that measured it."""
     result: dict[str, float] = {}
     rows = summary[summary["provider"] == provider]
-    for name, candidates in SCENARIO_OPERATIONS.items():
-        for workload, operation in candidates:
-            match = rows[(rows["workload"] == workload) & (rows["operation"] == operation)]
+    for role in SCENARIO_ROLES:
+        for workload, op in registry.with_role(role):
+            match = rows[(rows["workload"] == workload) & (rows["operation"] == op.name)]
             if not match.empty and np.isfinite(match["p50_s"].iloc[0]):
-                result[name] = float(match["p50_s"].iloc[0])
+                result[str(role)] = float(match["p50_s"].iloc[0])
                 break
     return result
 
@@ -576,23 +595,27 @@ def scenario_latencies(summary: pd.DataFrame, provider: str) -> dict[str, float]
 def wake_latency_s(
     frame: pd.DataFrame, provider: str, min_idle_s: float, *, include_warmups: bool = False
 ) -> float | None:
-    """p50 of ``idle_wake``'s ``exec_after_idle`` after at least ``min_idle_s`` of idle time:
-    the wake of a provider that sleeps on idle. None below the median's minimum n."""
-    if frame.empty or "idle_s" not in frame.columns:
+    """p50 of the wake (the operation declared with the ``wake`` role) after at least
+    ``min_idle_s`` of idle time: the wake of a provider that sleeps on idle. None below the
+    median's minimum n."""
+    if frame.empty:
         return None
-    mask = (
-        (frame["provider"] == provider)
-        & (frame["workload"] == "idle_wake")
-        & (frame["operation"] == "exec_after_idle")
-        & (frame["status"] == str(Status.OK))
-        & (frame["idle_s"] >= min_idle_s)
-    )
-    if not include_warmups:
-        mask &= ~frame["warmup"].astype(bool)
-    values = np.sort(frame.loc[mask, "duration_s"].to_numpy(dtype=np.float64))
-    if not supports(values.size, 50):
-        return None
-    return percentile(values, 50)
+    for workload, op in registry.with_role(Role.WAKE):
+        if op.after_idle not in frame.columns:
+            continue
+        mask = (
+            (frame["provider"] == provider)
+            & (frame["workload"] == workload)
+            & (frame["operation"] == op.name)
+            & (frame["status"] == str(Status.OK))
+            & (frame[op.after_idle] >= min_idle_s)
+        )
+        if not include_warmups:
+            mask &= ~frame["warmup"].astype(bool)
+        values = np.sort(frame.loc[mask, "duration_s"].to_numpy(dtype=np.float64))
+        if supports(values.size, 50):
+            return percentile(values, 50)
+    return None
 
 
 def session_cost(
@@ -699,8 +722,8 @@ def session_costs(
 ) -> list[SessionCost]:
     """The scenario on every provider of the run that the catalog prices.
 
-    For a provider that sleeps on idle, its "resume" is the wake measured by ``idle_wake``
-    after at least the provider's ``sleeps_after_s`` of idle (shorter idles never slept).
+    For a provider that sleeps on idle, its "resume" is its measured wake after at least the
+    provider's ``sleeps_after_s`` of idle (shorter idles never slept).
     """
     result = []
     for provider in providers:

@@ -46,7 +46,12 @@ Rules (each one is what the report's "how to read this" note summarises):
 * **Warnings.** failure rate above :data:`HIGH_FAILURE_RATE` (5 %) with at least
   :data:`HIGH_FAILURE_MIN` (2) failures (a single failure is shown in the table but is not
   called a high rate); coefficient of variation (std/mean) at or above :data:`HIGH_CV` (1.0:
-  the spread is as large as the typical value).
+  the spread is as large as the typical value); an open-loop client that started a scheduled
+  operation more than :data:`SCHEDULE_LAG_WARN_S` (10 ms) after its intended start, or whose
+  event loop kept ready answers waiting that long (latencies then include the client's delay).
+* **Order and columns.** Workloads are listed in the registry's order and each workload's
+  operations in the order it declares them (bench/workloads/shape.py); the frame has a column
+  per declared extra. Nothing here names a workload or an operation.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ import pandas as pd
 from scipy import stats as sp_stats
 
 from bench.records import Sample, Status
+from bench.workloads import registry
+from bench.workloads.shape import Extra
 
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 #: Percentiles that get a bootstrap interval.
@@ -76,58 +83,15 @@ HIGH_CV = 1.0
 KEYS: tuple[str, str, str] = ("provider", "workload", "operation")
 FAILED_STATUSES = frozenset({Status.ERROR, Status.TIMEOUT})
 
-#: Display order of workloads and of each workload's operations (as the runner records them).
-WORKLOAD_ORDER: tuple[str, ...] = (
-    "lifecycle",
-    "exec",
-    "files",
-    "checkpoint",
-    "pause_resume",
-    "idle_wake",
-    "probe",
-    "burst",
-    "ramp",
-    "checkpoint_scaling",
-    "concurrency_scaling",
-)
-OPERATION_ORDER: tuple[str, ...] = (
-    "create",
-    "first_exec",
-    "ready",
-    "exec_true",
-    "exec_64k",
-    "write_1k",
-    "read_1k",
-    "write_4m",
-    "read_4m",
-    "write_state",
-    "checkpoint",
-    "mutate",
-    "restore",
-    "first_exec_after_restore",
-    "start_counter",
-    "read_counter",
-    "pause",
-    "resume",
-    "first_exec_after_resume",
-    "exec_after_idle",
-    "probe",
-    "verify",
-    "delete_checkpoint",
-    "destroy",
-    "destroy_restored",
-)
-#: Spans the runner derives from other operations (``ready`` = create start to first
-#: successful exec end); they overlap other samples and are never summed into a total.
-DERIVED_OPERATIONS = frozenset({"ready"})
-#: Prefixes of derived spans with a suffix (``round_c10``: the wall time of a whole round of
-#: concurrent tasks, overlapping each task's own samples).
-DERIVED_PREFIXES: tuple[str, ...] = ("round_c",)
+#: Open-loop schedule lag (actual minus intended start) above which the client is flagged as
+#: unable to keep its schedule: latencies then include the client's own delay.
+SCHEDULE_LAG_WARN_S = 0.010
 
 
-def is_derived(operation: str) -> bool:
-    """True for spans that overlap other samples and must never be summed into a total."""
-    return operation in DERIVED_OPERATIONS or operation.startswith(DERIVED_PREFIXES)
+def is_derived(operation: str, workload: str | None = None) -> bool:
+    """True for spans that overlap other samples and must never be summed into a total
+    (declared ``derived``: ``ready``, ``round_c10``)."""
+    return registry.is_derived(operation, workload)
 
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -155,7 +119,9 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "withheld",
 )
 
-FRAME_COLUMNS: tuple[str, ...] = (
+#: Columns of :func:`samples_frame` that every frame has, in order; the declared extras
+#: (:func:`frame_columns`) come between ``schedule_lag_s`` and ``location``.
+BASE_FRAME_COLUMNS: tuple[str, ...] = (
     "run_id",
     "sample_id",
     "provider",
@@ -167,20 +133,15 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "status",
     "duration_s",
     "error_type",
-    "verified",
     "schedule_lag_s",
-    "client_loop_delay_s",
-    "idle_s",
-    "state_mb",
-    "recycled",
-    "spec_mismatch",
-    "effective_cpus",
-    "effective_memory_mb",
-    "disk_mb",
-    "boot_id",
     "location",
-    "host",
 )
+
+
+def frame_columns() -> tuple[str, ...]:
+    """The columns of :func:`samples_frame`: the base ones and one per declared extra."""
+    extras = [e.name for e in registry.declared_extras() if e.column]
+    return (*BASE_FRAME_COLUMNS[:-1], *extras, BASE_FRAME_COLUMNS[-1])
 
 
 # -- rules ------------------------------------------------------------------------------------
@@ -364,21 +325,22 @@ def compare_samples(
 
 
 def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
-    """One row per sample with the columns in :data:`FRAME_COLUMNS`.
+    """One row per sample with the columns of :func:`frame_columns`.
 
     Strings are categoricals (a million samples hold a handful of distinct names);
     ``duration_s`` is NaN unless the status is ok. From the open-loop fields,
-    ``schedule_lag_s`` = actual minus intended start (NaN for closed-loop samples). From
-    ``extra``: ``verified`` and ``recycled`` (nullable booleans), ``idle_s``, ``state_mb`` and
-    ``client_loop_delay_s`` (NaN when absent), ``spec_mismatch`` (the probe's list joined with
-    "; ", or missing), what the probe saw (``effective_cpus``, ``effective_memory_mb``,
-    ``disk_mb``: NaN when absent; ``boot_id``) and ``host`` (the machine that measured it, on
-    cluster runs).
-    ``location`` is the sample's own.
+    ``schedule_lag_s`` = actual minus intended start (NaN for closed-loop samples).
+    ``location`` is the sample's own. Each declared extra is a column by its type: numbers as
+    floats (NaN when absent or not a number), booleans as nullable booleans, strings as
+    categoricals, lists joined with "; " (missing when absent or empty).
     """
     samples = list(samples)
     n = len(samples)
     extras = [s.extra or {} for s in samples]
+    present: set[str] = set()
+    for e in extras:
+        if e:
+            present.update(e)
 
     def floats(values: Iterable[Any]) -> np.ndarray:
         return np.fromiter(
@@ -388,9 +350,30 @@ def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
             n,
         )  # fmt: skip
 
-    def booleans(key: str) -> pd.arrays.BooleanArray:
-        return pd.array(
-            [v if isinstance(v := e.get(key), bool) else None for e in extras], dtype="boolean"
+    def extra_column(extra: Extra) -> Any:
+        key = extra.name
+        kind = extra.type
+        # A key no sample carries costs no pass over a million extras.
+        if key not in present:
+            if kind in (int, float):
+                return np.full(n, np.nan)
+            if kind is bool:
+                return pd.arrays.BooleanArray(np.zeros(n, bool), np.ones(n, bool))
+            return pd.Categorical.from_codes(np.full(n, -1, np.int8), categories=[])
+        if kind in (int, float):
+            return floats(e.get(key) for e in extras)
+        if kind is bool:
+            return pd.array(
+                [v if isinstance(v := e.get(key), bool) else None for e in extras],
+                dtype="boolean",
+            )
+        if kind is list:
+            return pd.Categorical(
+                ["; ".join(map(str, v)) if isinstance(v := e.get(key), list) and v else None
+                 for e in extras]
+            )  # fmt: skip
+        return pd.Categorical(
+            [v if (v := e.get(key)) is None or isinstance(v, str) else str(v) for e in extras]
         )
 
     lag = floats(
@@ -399,39 +382,27 @@ def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
         else None
         for s in samples
     )
-    mismatch = [e.get("spec_mismatch") for e in extras]
-    return pd.DataFrame(
-        {
-            "run_id": pd.Categorical([s.run_id for s in samples]),
-            "sample_id": np.fromiter((s.sample_id for s in samples), np.int64, n),
-            "provider": pd.Categorical([s.provider for s in samples]),
-            "workload": pd.Categorical([s.workload for s in samples]),
-            "operation": pd.Categorical([s.operation for s in samples]),
-            "iteration": np.fromiter((s.iteration for s in samples), np.int64, n),
-            "warmup": np.fromiter((bool(s.warmup) for s in samples), np.bool_, n),
-            "concurrency": np.fromiter((s.concurrency for s in samples), np.int64, n),
-            "status": pd.Categorical(
-                [str(s.status) for s in samples], categories=[str(s) for s in Status]
-            ),
-            "duration_s": floats(s.duration_s for s in samples),
-            "error_type": pd.Categorical([s.error_type for s in samples]),
-            "verified": booleans("verified"),
-            "schedule_lag_s": lag,
-            "client_loop_delay_s": floats(e.get("client_loop_delay_s") for e in extras),
-            "idle_s": floats(e.get("idle_s") for e in extras),
-            "state_mb": floats(e.get("state_mb") for e in extras),
-            "recycled": booleans("recycled"),
-            "spec_mismatch": pd.Categorical(
-                ["; ".join(map(str, m)) if isinstance(m, list) and m else None for m in mismatch]
-            ),
-            "effective_cpus": floats(e.get("effective_cpus") for e in extras),
-            "effective_memory_mb": floats(e.get("effective_memory_mb") for e in extras),
-            "disk_mb": floats(e.get("disk_mb") for e in extras),
-            "boot_id": pd.Categorical([e.get("boot_id") for e in extras]),
-            "location": pd.Categorical([s.location for s in samples]),
-            "host": pd.Categorical([e.get("host") for e in extras]),
-        }
-    )
+    columns: dict[str, Any] = {
+        "run_id": pd.Categorical([s.run_id for s in samples]),
+        "sample_id": np.fromiter((s.sample_id for s in samples), np.int64, n),
+        "provider": pd.Categorical([s.provider for s in samples]),
+        "workload": pd.Categorical([s.workload for s in samples]),
+        "operation": pd.Categorical([s.operation for s in samples]),
+        "iteration": np.fromiter((s.iteration for s in samples), np.int64, n),
+        "warmup": np.fromiter((bool(s.warmup) for s in samples), np.bool_, n),
+        "concurrency": np.fromiter((s.concurrency for s in samples), np.int64, n),
+        "status": pd.Categorical(
+            [str(s.status) for s in samples], categories=[str(s) for s in Status]
+        ),
+        "duration_s": floats(s.duration_s for s in samples),
+        "error_type": pd.Categorical([s.error_type for s in samples]),
+        "schedule_lag_s": lag,
+    }
+    for extra in registry.declared_extras():
+        if extra.column:
+            columns[extra.name] = extra_column(extra)
+    columns["location"] = pd.Categorical([s.location for s in samples])
+    return pd.DataFrame(columns)
 
 
 def _as_frame(samples: pd.DataFrame | Sequence[Sample]) -> pd.DataFrame:
@@ -445,16 +416,14 @@ def _as_frame(samples: pd.DataFrame | Sequence[Sample]) -> pd.DataFrame:
     return samples_frame(samples)
 
 
-def _rank(order: Sequence[str], name: str) -> tuple[int, str]:
-    try:
-        return (order.index(name), name)
-    except ValueError:
-        return (len(order), name)
-
-
 def sort_key(provider: str, workload: str, operation: str) -> tuple[Any, ...]:
-    """Display order: provider by name, workloads and operations in the runner's order."""
-    return (provider, _rank(WORKLOAD_ORDER, workload), _rank(OPERATION_ORDER, operation))
+    """Display order: provider by name, then workloads in the registry's order and each
+    workload's operations in the order it declares them (scaled families by value)."""
+    return (
+        provider,
+        registry.workload_rank(workload),
+        registry.operation_rank(workload, operation),
+    )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

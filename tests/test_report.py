@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from bench import records
 from bench.records import SchemaError
 from bench.report import ReportSettings, report_dir_name, write_report
 from bench.stats import SUMMARY_COLUMNS
+from tests.report_parsing import html_tables, markdown_tables
 from tests.synthetic import EXTRA_WORKLOADS, make_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,78 +37,6 @@ def report(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report")
     run = make_run(root / "results", iterations=20, seed=7)
     return write_report([run], root / "reports")
-
-
-# -- parsing the outputs -----------------------------------------------------------------------
-
-
-class _Tables(HTMLParser):
-    """Every <table class="data"> as (id, rows of cell texts), header row first."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tables: list[tuple[str, list[list[str]]]] = []
-        self._cell: list[str] | None = None
-        self._row: list[str] | None = None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "table" and "data" in (attrs.get("class") or ""):
-            self.tables.append((attrs.get("id") or "", []))
-        elif tag == "tr" and self.tables:
-            self._row = []
-        elif tag in ("td", "th") and self._row is not None:
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self._row.append("".join(self._cell).strip())
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            self.tables[-1][1].append(self._row)
-            self._row = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def html_tables(html: str) -> list[tuple[str, list[list[str]]]]:
-    parser = _Tables()
-    parser.feed(html)
-    return parser.tables
-
-
-def _md_cells(line: str) -> list[str]:
-    cells, current, i = [], [], 1  # skip the leading pipe
-    while i < len(line):
-        ch = line[i]
-        if ch == "\\" and i + 1 < len(line):
-            current.append(line[i + 1])
-            i += 2
-            continue
-        if ch == "|":
-            cells.append("".join(current).strip().replace("<br>", "\n"))
-            current = []
-        else:
-            current.append(ch)
-        i += 1
-    return cells
-
-
-def markdown_tables(text: str) -> list[list[list[str]]]:
-    tables, current = [], None
-    for line in text.splitlines():
-        if line.startswith("|"):
-            if current is None:
-                current = []
-                tables.append(current)
-            if re.fullmatch(r"\|(?:-{3,}:?\|)+", line):
-                continue
-            current.append(_md_cells(line))
-        else:
-            current = None
-    return tables
 
 
 # -- the report files -----------------------------------------------------------------------
@@ -282,10 +210,23 @@ def test_bad_input_is_refused_with_one_line_messages(tmp_path):
     run = make_run(tmp_path, "A-twice", providers=("e2b",), workloads=("lifecycle",), iterations=5)
     with pytest.raises(ValueError, match="given twice"):
         write_report([run, run], tmp_path / "reports")
-    for bad in ({"active_fraction": 2.0}, {"seed": -1}, {"local_rate_usd_per_hour": -3.0}):
+    for bad in (
+        {"scenario": {"active_fraction": 2.0}},
+        {"scenario": {"hourz": 4}},
+        {"scenario": {"checkpoints": 1.5}},
+        {"seed": -1},
+        {"seed": True},
+        {"local_rate_usd_per_hour": -3.0},
+        {"local_rate_usd_per_hour": float("nan")},
+        {"pricing_path": tmp_path / "no-such-catalog.toml"},
+        {"claims_path": tmp_path},
+        {"sections": ("glance", "latencies")},
+        {"sections": "glance"},
+        {"include_warmups": "yes"},
+    ):
         with pytest.raises(ValueError) as info:
             ReportSettings(**bad)
-        assert "\n" not in str(info.value)
+        assert "\n" not in str(info.value), bad
 
 
 def test_settings_change_warmups_scenario_and_local_rate(tmp_path):
@@ -293,10 +234,13 @@ def test_settings_change_warmups_scenario_and_local_rate(tmp_path):
         tmp_path, "A-settings", providers=("local",), workloads=("lifecycle",), iterations=6
     )
     settings = ReportSettings(
-        include_warmups=True, hours=8, active_fraction=0.5, local_rate_usd_per_hour=0.5
+        include_warmups=True,
+        scenario={"hours": 8, "active_fraction": 0.5},
+        local_rate_usd_per_hour=0.5,
     )
     md = (write_report([run], tmp_path / "out", settings=settings).parent / "report.md").read_text()
     assert "Scenario: 8 h session, active 50% of the time" in md
+    assert "with active_fraction, hours set for this report" in md
     # Local cannot sleep, so the whole 8 hours are billed at $0.50 per hour: $4.00.
     assert "| local | 2 vCPU / 1 GiB | 8.00 h (idle billed) | $4.00 |" in md
     assert "warmup samples (included)" in md
@@ -465,8 +409,8 @@ def test_a_short_idle_never_counts_as_a_wake(tmp_path):
 
 def test_the_concurrency_table_divides_each_level_by_its_median_round_time():
     from bench.records import Sample
-    from bench.report.build import _throughput_table
     from bench.stats import summarize
+    from bench.workloads.scaling_report import throughput_table
 
     samples = []
     for i in range(10):
@@ -480,15 +424,13 @@ def test_the_concurrency_table_divides_each_level_by_its_median_round_time():
                 )
             )  # fmt: skip
     rows = summarize(samples).to_dict("records")
-    table = _throughput_table("concurrency_scaling", rows)
+    table = throughput_table("concurrency_scaling", rows)
     assert table is not None
     cells = [list(row.cells) for row in table.rows]
     assert [c[1] for c in cells] == ["1", "4"]
     assert cells[0][3] == "10.0/s" and cells[1][3] == "20.0/s"
     assert cells[1][5] == "n too small"  # p99 of 10 creates is not claimed
-    assert (
-        _throughput_table("lifecycle", [r for r in rows if "round" not in r["operation"]]) is None
-    )
+    assert throughput_table("lifecycle", [r for r in rows if "round" not in r["operation"]]) is None
 
 
 def test_a_provider_measured_on_a_loopback_emulator_is_never_passed_off_as_the_real_one(tmp_path):

@@ -110,11 +110,11 @@ async def test_every_sandbox_carries_the_run_label(open_provider):
 
 
 async def test_cleanup_retries_passing_failures_but_not_bad_credentials(monkeypatch):
-    import bench.runner as runner_module
+    import bench.iteration as iteration_module
     from bench.runner import retry_cleanup
     from providers.errors import AuthError, QuotaOrRateLimited, Unavailable
 
-    monkeypatch.setattr(runner_module, "CLEANUP_BACKOFF_S", (0.0,))
+    monkeypatch.setattr(iteration_module, "CLEANUP_BACKOFF_S", (0.0,))
     calls = []
 
     async def flaky():

@@ -178,14 +178,14 @@ def test_samples_frame_keeps_one_row_per_sample_with_nan_for_failures():
     samples = [_sample(0, 0.5), _sample(1, None, status="error"), _sample(2, 0.7)]
     samples.append(_sample(3, 0.2, operation="verify", extra={"verified": True}))
     frame = stats.samples_frame(samples)
-    assert list(frame.columns) == list(stats.FRAME_COLUMNS)
+    assert list(frame.columns) == list(stats.frame_columns())
     assert len(frame) == 4
     assert math.isnan(frame.loc[1, "duration_s"])
     assert frame.loc[3, "verified"] is True or bool(frame.loc[3, "verified"])
     assert pd.isna(frame.loc[0, "verified"])
 
 
-def test_samples_frame_reads_schedule_lag_and_probe_extras():
+def test_samples_frame_reads_schedule_lag_and_declared_extras():
     samples = [
         _sample(0, 0.5, intended_start_s=10.0, actual_start_s=10.25),
         _sample(1, 0.4, extra={"idle_s": 45.0}),

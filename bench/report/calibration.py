@@ -21,9 +21,11 @@ import pandas as pd
 from bench import calibration as calib
 from bench import stats
 from bench.report.tables import Table, make_table
+from bench.report.views import View
 
 if TYPE_CHECKING:
-    from bench.report.build import RunInfo
+    from bench.report.data import ReportData
+    from bench.report.runs import RunInfo
 
 PERCENTILES = (50, 95, 99)
 
@@ -134,3 +136,13 @@ def calibration_table(
         ),
         align="l" * (len(columns) - 3 * len(PERCENTILES) - 1) + "r" * (1 + 3 * len(PERCENTILES)),
     )
+
+
+def calibration(data: ReportData) -> View | None:
+    """The section: None unless a run folder holds a calibration."""
+    table = calibration_table(
+        data.runset.runs, data.frame, include_warmups=data.include_warmups, seed=data.seed
+    )
+    if table is None:
+        return None
+    return View(id="calibration", title=table.title, nav="Calibration", blocks=(table,))

@@ -9,15 +9,14 @@
   individual outliers are plotted). Groups with fewer than 5 samples are left out.
 * Session cost per provider, stacked by compute, storage and snapshots.
 * Cost of one workload iteration (p50) per provider.
-* For the scaling workloads, p50 (with its interval) and p95 against state size or
-  concurrency, read from operation names such as ``checkpoint_64mb`` and ``create_c10``.
+* Latency against a scale (state size, concurrency): p50 with its interval and p95, for
+  workloads that declare scaled operations (their report parts call it).
 """
 
 from __future__ import annotations
 
 import io
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +71,10 @@ def provider_colors(providers: Sequence[str]) -> dict[str, str]:
     return {p: PALETTE[i % len(PALETTE)] for i, p in enumerate(sorted(providers))}
 
 
-def _save(fig: Figure, folder: Path, name: str, title: str, caption: str) -> FigureFile:
+def save(fig: Figure, folder: Path, name: str, title: str, caption: str) -> FigureFile:
+    """Write ``fig`` as ``<folder>/<name>.svg`` and close it; ``name`` is also its HTML id
+    (``fig-<name>``), so it must be unique in the report. Draw inside
+    ``plt.rc_context(RC)`` to match the report's other figures."""
     buffer = io.BytesIO()
     # Fixed margins (set per figure) rather than constrained layout or bbox_inches="tight":
     # both lay the figure out again and double the time a million-sample report spends here.
@@ -179,7 +181,7 @@ def ecdf_figure(
             _seconds_axis(ax.xaxis)
             ax.set_ylabel("fraction ≤ x")
         _finish_grid(fig, axes, len(ops), colors, height)
-        return _save(
+        return save(
             fig,
             folder,
             f"ecdf-{workload}",
@@ -253,7 +255,7 @@ def box_figure(
             matplotlib.patches.Patch(facecolor=colors[p], alpha=0.75, label=p) for p in providers
         ]
         ax.legend(handles=handles, loc="upper left", ncols=len(providers), fontsize=8)
-        return _save(
+        return save(
             fig,
             folder,
             f"box-{workload}",
@@ -296,7 +298,7 @@ def session_cost_figure(
         ax.set_xlim(0, max(float(totals.max()) * 1.35, 0.01))
         ax.grid(axis="y", visible=False)
         ax.legend(loc="lower right", fontsize=8)
-        return _save(
+        return save(
             fig,
             folder,
             "cost-session",
@@ -331,7 +333,7 @@ def workload_cost_figure(
         ax.set_xticks(range(len(workloads)), workloads)
         ax.set_ylabel("USD per iteration (p50)")
         ax.legend(loc="upper left", ncols=len(providers), fontsize=8)
-        return _save(
+        return save(
             fig,
             folder,
             "cost-workload",
@@ -341,46 +343,24 @@ def workload_cost_figure(
         )
 
 
-#: Operation names that carry a scale: ``checkpoint_64mb`` (state size) or ``create_c10``
-#: (concurrent tasks), as the scaling workloads record them.
-SCALED_OPERATION = re.compile(r"^(?P<base>.+?)_(?:(?P<mb>\d+)mb|c(?P<c>\d+))$")
-
-
-def scaled_operations(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list]]:
-    """base operation -> provider -> [(scale, p50, ci_low, ci_high, p95)] sorted by scale."""
-    out: dict[str, dict[str, list]] = {}
-    for r in rows:
-        match = SCALED_OPERATION.match(str(r["operation"]))
-        if match is None or not math.isfinite(r["p50_s"]):
-            continue
-        scale = float(match["mb"] or match["c"])
-        out.setdefault(match["base"], {}).setdefault(r["provider"], []).append(
-            (scale, r["p50_s"], r["p50_ci_low_s"], r["p50_ci_high_s"], r["p95_s"])
-        )
-    for by_provider in out.values():
-        for points in by_provider.values():
-            points.sort()
-    # Only operations measured at two or more scales say anything about scaling.
-    return {
-        base: by_provider
-        for base, by_provider in out.items()
-        if any(len(points) >= 2 for points in by_provider.values())
-    }
+#: One point of a scaling curve: (scale, p50, p50 interval low, high, p95), in seconds.
+ScalePoint = tuple[float, float, float, float, float]
 
 
 def scaling_figure(
     folder: Path,
     workload: str,
-    rows: Sequence[Mapping[str, Any]],
+    scaled: Mapping[str, Mapping[str, Sequence[ScalePoint]]],
     colors: Mapping[str, str],
+    *,
+    axis: str,
+    noun: str,
 ) -> FigureFile | None:
-    """p50 (with its 95 % interval) and p95 against state size or concurrency."""
-    scaled = scaled_operations(rows)
+    """p50 (with its 95 % interval) and p95 against a scale (state size, concurrency):
+    ``scaled`` is operation -> provider -> points sorted by scale; ``axis`` labels the x axis
+    and ``noun`` names the scale in the title."""
     if not scaled:
         return None
-    unit_is_mb = any(
-        (m := SCALED_OPERATION.match(str(r["operation"]))) is not None and m["mb"] for r in rows
-    )
     bases = list(scaled)[:6]
     with plt.rc_context(RC):
         fig, axes, height = _panel_grid(
@@ -414,13 +394,13 @@ def scaling_figure(
             _seconds_axis(ax.yaxis)
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: f"{v:g}"))
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            ax.set_xlabel("state size (MB)" if unit_is_mb else "concurrent tasks")
+            ax.set_xlabel(axis)
         _finish_grid(fig, axes, len(bases), colors, height)
-        return _save(
+        return save(
             fig,
             folder,
             f"scaling-{workload}",
-            f"{workload}: latency against " + ("state size" if unit_is_mb else "concurrency"),
+            f"{workload}: latency against {noun}",
             "Solid line: p50 with its 95 % interval; dashed: p95 where n supports it (log "
             "scales). A line that rises faster than the x axis means the cost grows faster "
             "than the work.",

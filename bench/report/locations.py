@@ -11,12 +11,17 @@ location; samples without one are shown as "unlabelled".
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from bench import stats
 from bench.report.tables import Table, make_table
+from bench.report.views import View
+
+if TYPE_CHECKING:
+    from bench.report.data import ReportData
 
 UNLABELLED = "unlabelled"
 
@@ -105,3 +110,11 @@ def _ratio_cell(
         text += f" ({result.ci_low:.2f}–{result.ci_high:.2f})"
     p = result.p_value
     return text + (f", p {'<0.001' if p < 0.001 else f'{p:.3f}'}" if np.isfinite(p) else "")
+
+
+def locations(data: ReportData) -> View | None:
+    """The section: None when no sample names a location."""
+    table = location_table(data.frame, include_warmups=data.include_warmups, seed=data.seed)
+    if table is None:
+        return None
+    return View(id="locations", title=table.title, nav="By location", blocks=(table,))

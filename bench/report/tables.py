@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -22,6 +23,8 @@ class Row:
 
 @dataclass(frozen=True, kw_only=True)
 class Table:
+    #: What a template draws it as (see bench/report/views.py).
+    kind: ClassVar[str] = "table"
     id: str
     columns: tuple[str, ...]
     rows: tuple[Row, ...]

@@ -1,9 +1,24 @@
 """What every workload is: a named sequence of provider calls, run once per iteration.
 
-A workload declares the operations one iteration records (``planned_ops``), which optional
-capabilities it needs (``requires``) and which of its operations depend on which capability
-(``capability_ops``), so that on a provider lacking one the runner records those operations as
-``unsupported`` instead of faking or silently skipping them.
+A workload declares, on its class:
+
+* for the runner: the operations one iteration records (``planned_ops``), which optional
+  capabilities it needs (``requires``) and which of its operations depend on which capability
+  (``capability_ops``), so that on a provider lacking one the runner records those operations
+  as ``unsupported`` instead of faking or silently skipping them;
+* its parameters: ``Settings``, a frozen dataclass whose fields are declared with
+  :func:`providers.settings.setting` (type, default, help, unit, range); ``[workloads.<name>]``
+  in bench.toml is parsed and refused in one line from that declaration;
+* its shape (bench/workloads/shape.py): ``operations`` in timeline order (derived spans,
+  scaled families, throughput rounds and roles marked) and the ``extras`` it records, with
+  type and unit; stats, costs, claims and the report derive order, columns and tables from
+  them;
+* ``report``: where its own report parts live (sections in its latency section, warning
+  checks), as ``"module"`` or ``"module:attribute"`` naming a
+  :class:`bench.report.WorkloadReport`, imported only when a report is built so that a run
+  never loads pandas or matplotlib for it; or the :class:`~bench.report.WorkloadReport` itself.
+
+:func:`bench.workloads.register_workload` adds a workload to the registry, built-in or plugin.
 """
 
 from __future__ import annotations
@@ -14,39 +29,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from bench.iteration import CheckFailed, Share, StepFailed
+from bench.workloads.shape import Extra, Operation
 from providers.base import Capabilities, ExecResult, Op
+from providers.settings import parse, to_table
 
 if TYPE_CHECKING:
-    from bench.runner import IterationContext
+    from bench.iteration import IterationContext
 
 
 @dataclass(frozen=True, kw_only=True)
-class Share:
-    """One client's part of an iteration split across ``count`` clients (open-loop workloads
-    on a cluster, bench/cluster.py): slots ``index``, ``index + count``, ... of the schedule,
-    which starts at ``start_ns`` (this client's ``time.perf_counter_ns``, translated from the
-    driver's common start instant)."""
-
-    index: int
-    count: int
-    start_ns: int | None = None
-
-
-class StepFailed(Exception):
-    """Raised by ``IterationContext.timed`` after a failed call has been recorded."""
-
-
-class CheckFailed(Exception):
-    """A call returned, but not what the workload needed (e.g. ``true`` exiting non-zero).
-
-    The runner records it as an error under ``error_type`` and discards the duration, because
-    the operation did not do its job.
-    """
-
-    def __init__(self, error_type: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.extra = extra
+class NoSettings:
+    """The parameters of a workload that has none."""
 
 
 class Workload(ABC):
@@ -55,42 +49,47 @@ class Workload(ABC):
     requires: ClassVar[frozenset[Op]] = frozenset()
     #: Operation name -> capability it exercises (for ``unsupported`` records).
     capability_ops: ClassVar[Mapping[str, Op]] = {}
-    #: Parameters and their defaults; ``[workloads.<name>]`` in bench.toml overrides them.
-    defaults: ClassVar[Mapping[str, Any]] = {}
+    #: Its parameters: a frozen, keyword-only dataclass of ``setting(...)`` fields.
+    Settings: ClassVar[type] = NoSettings
+    #: Every operation it records, in timeline order (see bench/workloads/shape.py).
+    operations: ClassVar[tuple[Operation, ...]] = ()
+    #: The keys it writes into ``Sample.extra`` (besides ``shape.COMMON_EXTRAS``).
+    extras: ClassVar[tuple[Extra, ...]] = ()
+    #: Its own report parts: "module" or "module:attribute" naming a WorkloadReport (imported
+    #: only by the report), the WorkloadReport itself, or None.
+    report: ClassVar[Any] = None
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        self.validate_params(params or {})
-        self.params: dict[str, Any] = {**self.defaults, **(params or {})}
+        #: The parsed parameters (an instance of ``Settings``).
+        self.settings: Any = self.parse_settings(params or {})
+        #: The same as a plain table (defaults filled in), as the manifest records it.
+        self.params: dict[str, Any] = to_table(self.settings)
+
+    @classmethod
+    def parse_settings(cls, params: Mapping[str, Any]) -> Any:
+        """``params`` (a ``[workloads.<name>]`` table) as a ``Settings`` instance; raises
+        :class:`providers.settings.SettingError` (a ValueError) with a one-line message."""
+        return parse(cls.Settings, params, where=f"workloads.{cls.name}")
 
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> None:
         """Raise ValueError with a one-line message for unknown or ill-typed parameters."""
-        unknown = sorted(set(params) - set(cls.defaults))
-        if unknown:
-            raise ValueError(f"[workloads.{cls.name}]: unknown key(s) {', '.join(unknown)}")
-        for key, value in params.items():
-            default = cls.defaults[key]
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise ValueError(
-                        f"[workloads.{cls.name}] {key} must be true or false, got {value!r}"
-                    )
-                continue
-            if isinstance(default, int | float) and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-            ):
-                raise ValueError(
-                    f"[workloads.{cls.name}] {key} must be a number > 0, got {value!r}"
-                )
+        cls.parse_settings(params)
 
     def waits_s(self) -> float:
         """Seconds an iteration deliberately waits with a sandbox alive (holds, idles); the
         budget estimate adds them to the time its operations take."""
         return 0.0
 
-    @abstractmethod
     def planned_ops(self, caps: Capabilities) -> list[str]:
-        """Every operation one iteration records on a provider with ``caps`` (with repeats)."""
+        """Every operation one iteration records on a provider with ``caps`` (with repeats).
+
+        By default each declared operation once, in order; workloads with repeats, scaled
+        families or provider-dependent steps say exactly what they record.
+        """
+        if any(op.scale is not None for op in self.operations):
+            raise NotImplementedError(f"workload {self.name} must list its scaled operations")
+        return [op.name for op in self.operations]
 
     def clients(self) -> int:
         """How many cluster workers share one iteration (open-loop workloads split theirs)."""
@@ -126,3 +125,15 @@ def sha256_of_output(result: ExecResult) -> str:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+__all__ = [
+    "CheckFailed",
+    "NoSettings",
+    "Share",
+    "StepFailed",
+    "Workload",
+    "exit_zero",
+    "sha256_hex",
+    "sha256_of_output",
+]

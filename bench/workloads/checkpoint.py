@@ -21,41 +21,61 @@ One iteration::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from bench.workloads.base import CheckFailed, Workload, sha256_of_output
-from bench.workloads.lifecycle import timed_first_exec
+from bench.workloads.lifecycle import ATTEMPTS, timed_first_exec
+from bench.workloads.shape import Extra, Operation, Role
 from providers.base import Capabilities, ExecResult, Op, RestoreTarget
+from providers.settings import setting
+
+#: The size of the state a checkpoint holds, on the records of the operations that handle it.
+STATE_MB = Extra("state_mb", int, unit="MiB", help="size of the state written and checkpointed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointSettings:
+    state_mb: int = setting(
+        16, help="random data written before the checkpoint", unit="MiB", minimum=1,
+        maximum=65_536,
+    )  # fmt: skip
+
 
 if TYPE_CHECKING:
-    from bench.runner import IterationContext
+    from bench.iteration import IterationContext
 
 
 class Checkpoint(Workload):
     name: ClassVar[str] = "checkpoint"
     requires: ClassVar[frozenset[Op]] = frozenset({Op.CHECKPOINT, Op.RESTORE})
     capability_ops: ClassVar[dict[str, Op]] = {"checkpoint": Op.CHECKPOINT, "restore": Op.RESTORE}
-    defaults: ClassVar[dict[str, Any]] = {"state_mb": 16}
+    Settings: ClassVar[type] = CheckpointSettings
+    operations: ClassVar[tuple[Operation, ...]] = (
+        Operation("create", help="the provider's create call"),
+        Operation("write_state", help="write state_mb MiB of random data, print its sha256"),
+        Operation("checkpoint", help="the provider's checkpoint call", roles=(Role.CHECKPOINT,)),
+        Operation("mutate", help="append to the state, so a restore of nothing is caught"),
+        Operation("restore", help="the provider's restore call", roles=(Role.RESTORE,)),
+        Operation("first_exec_after_restore", help="restore's return to the first `true`"),
+        Operation("verify", help="sha256 of the restored state against the checkpointed one"),
+        Operation("delete_checkpoint", help="the provider's call freeing the checkpoint"),
+        Operation("destroy", help="the provider's destroy call"),
+        Operation(
+            "destroy_restored", help="destroy of the restored sandbox (new-sandbox restores)"
+        ),
+    )
+    extras: ClassVar[tuple[Extra, ...]] = (STATE_MB, ATTEMPTS)
 
     def planned_ops(self, caps: Capabilities) -> list[str]:
-        ops = [
-            "create",
-            "write_state",
-            "checkpoint",
-            "mutate",
-            "restore",
-            "first_exec_after_restore",
-            "verify",
-            "delete_checkpoint",
-            "destroy",
-        ]
-        if caps.restore_target is not RestoreTarget.IN_PLACE:
-            ops.append("destroy_restored")
+        ops = [op.name for op in self.operations]
+        if caps.restore_target is RestoreTarget.IN_PLACE:
+            ops.remove("destroy_restored")
         return ops
 
     async def run(self, ctx: IterationContext) -> None:
         provider = ctx.provider
-        state_mb = int(self.params["state_mb"])
+        state_mb = self.settings.state_mb
         path = f"{ctx.capabilities.scratch_dir.rstrip('/')}/sandbox-bench-state.bin"
         sandbox = await ctx.create()
         digest: dict[str, str] = {}

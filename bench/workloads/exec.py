@@ -13,14 +13,17 @@ The ``repeats`` parameter (default 10) sets how many of each an iteration record
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from bench.workloads.base import CheckFailed, Workload, exit_zero
-from bench.workloads.lifecycle import timed_first_exec
+from bench.workloads.lifecycle import ATTEMPTS, timed_first_exec
+from bench.workloads.shape import Extra, Operation, Role
 from providers.base import Capabilities, ExecResult
+from providers.settings import setting
 
 if TYPE_CHECKING:
-    from bench.runner import IterationContext
+    from bench.iteration import IterationContext
 
 OUTPUT_BYTES = 64 * 1024
 PRINT_64K = f"head -c {OUTPUT_BYTES} /dev/zero | tr '\\0' x"
@@ -36,12 +39,31 @@ def _exactly_64k(result: ExecResult) -> None:
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExecSettings:
+    repeats: int = setting(
+        10, help="how many of each command one iteration records", minimum=1, maximum=10_000
+    )
+
+
 class Exec(Workload):
     name: ClassVar[str] = "exec"
-    defaults: ClassVar[dict[str, Any]] = {"repeats": 10}
+    Settings: ClassVar[type] = ExecSettings
+    operations: ClassVar[tuple[Operation, ...]] = (
+        Operation("create", help="the provider's create call"),
+        Operation("first_exec", help="create's return to the first `true` that exits 0"),
+        Operation("exec_true", help="`true` on the warm sandbox", roles=(Role.EXEC,)),
+        Operation("exec_64k", help="a command printing exactly 65,536 bytes, verified"),
+        Operation("destroy", help="the provider's destroy call"),
+    )
+    extras: ClassVar[tuple[Extra, ...]] = (
+        ATTEMPTS,
+        Extra("repeat", int, help="which of the iteration's repeats (from 0)"),
+        Extra("bytes", int, unit="bytes", help="bytes the command printed (or was to print)"),
+    )
 
     def planned_ops(self, caps: Capabilities) -> list[str]:
-        repeats = int(self.params["repeats"])
+        repeats = self.settings.repeats
         return [
             "create",
             "first_exec",
@@ -53,7 +75,7 @@ class Exec(Workload):
     async def run(self, ctx: IterationContext) -> None:
         sandbox = await ctx.create()
         await timed_first_exec(ctx, sandbox)
-        repeats = int(self.params["repeats"])
+        repeats = self.settings.repeats
         for repeat in range(repeats):
             await ctx.timed(
                 "exec_true",

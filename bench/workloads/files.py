@@ -15,10 +15,10 @@ import os
 from typing import TYPE_CHECKING, ClassVar
 
 from bench.workloads.base import CheckFailed, Workload, sha256_hex
-from providers.base import Capabilities
+from bench.workloads.shape import Extra, Operation
 
 if TYPE_CHECKING:
-    from bench.runner import IterationContext
+    from bench.iteration import IterationContext
 
 SIZES = (("1k", 1024), ("4m", 4 * 1024 * 1024))
 
@@ -38,12 +38,21 @@ def _same_as(expected: bytes):
 
 class Files(Workload):
     name: ClassVar[str] = "files"
-
-    def planned_ops(self, caps: Capabilities) -> list[str]:
-        ops = ["create"]
-        for label, _ in SIZES:
-            ops += [f"write_{label}", f"read_{label}"]
-        return [*ops, "destroy"]
+    operations: ClassVar[tuple[Operation, ...]] = (
+        Operation("create", help="the provider's create call"),
+        *(
+            op
+            for label, size in SIZES
+            for op in (
+                Operation(f"write_{label}", help=f"write {size:,} random bytes"),
+                Operation(f"read_{label}", help="read them back, compared byte for byte"),
+            )
+        ),
+        Operation("destroy", help="the provider's destroy call"),
+    )
+    extras: ClassVar[tuple[Extra, ...]] = (
+        Extra("bytes", int, unit="bytes", help="size of the file written or read"),
+    )
 
     async def run(self, ctx: IterationContext) -> None:
         sandbox = await ctx.create()

@@ -14,30 +14,56 @@ pause_resume workload's resume is the comparable figure.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from bench.workloads.base import Workload, exit_zero
-from bench.workloads.lifecycle import timed_first_exec
-from providers.base import Capabilities
+from bench.workloads.lifecycle import ATTEMPTS, timed_first_exec
+from bench.workloads.shape import Extra, Operation, Role
+from providers.settings import setting
 
 if TYPE_CHECKING:
-    from bench.runner import IterationContext
+    from bench.iteration import IterationContext
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdleWakeSettings:
+    idle_s: float = setting(
+        2.0,
+        help="seconds the sandbox sits idle before exec_after_idle (past the provider's sleep "
+        "threshold to measure a wake)",
+        unit="s",
+        minimum=0.001,
+        maximum=86_400,
+    )
 
 
 class IdleWake(Workload):
     name: ClassVar[str] = "idle_wake"
-    defaults: ClassVar[dict[str, Any]] = {"idle_s": 2.0}
+    Settings: ClassVar[type] = IdleWakeSettings
+    operations: ClassVar[tuple[Operation, ...]] = (
+        Operation("create", help="the provider's create call"),
+        Operation("first_exec", help="create's return to the first `true` that exits 0"),
+        Operation(
+            "exec_after_idle",
+            help="`true` after idle_s without any call: the wake of a provider that slept",
+            roles=(Role.WAKE,),
+            after_idle="idle_s",
+        ),
+        Operation("destroy", help="the provider's destroy call"),
+    )
+    extras: ClassVar[tuple[Extra, ...]] = (
+        ATTEMPTS,
+        Extra("idle_s", float, unit="s", help="how long the sandbox sat idle before the exec"),
+    )
 
     def waits_s(self) -> float:
-        return float(self.params["idle_s"])
-
-    def planned_ops(self, caps: Capabilities) -> list[str]:
-        return ["create", "first_exec", "exec_after_idle", "destroy"]
+        return self.settings.idle_s
 
     async def run(self, ctx: IterationContext) -> None:
         sandbox = await ctx.create()
         await timed_first_exec(ctx, sandbox)
-        idle_s = float(self.params["idle_s"])
+        idle_s = self.settings.idle_s
         await asyncio.sleep(idle_s)
         await ctx.timed(
             "exec_after_idle",

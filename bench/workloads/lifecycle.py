@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.store import utc_now_iso
 from bench.workloads.base import Workload, exit_zero
-from providers.base import Capabilities, ExecResult, Provider, Sandbox
+from bench.workloads.shape import Extra, Operation, Role
+from providers.base import ExecResult, Provider, Sandbox
 from providers.errors import NotFound, SandboxCrashed, Unavailable
 
 if TYPE_CHECKING:
-    from bench.runner import IterationContext
+    from bench.iteration import IterationContext
 
 #: Errors that mean "not ready yet" while waiting for the first exec.
 _NOT_READY = (Unavailable, NotFound, SandboxCrashed)
@@ -70,11 +71,24 @@ async def timed_first_exec(
     )
 
 
+#: ``first_exec``'s extra: how many execs it took (``exec_until_ready``'s retries + 1).
+ATTEMPTS = Extra("attempts", int, help="execs of `true` until the first that exited 0")
+
+
 class Lifecycle(Workload):
     name: ClassVar[str] = "lifecycle"
-
-    def planned_ops(self, caps: Capabilities) -> list[str]:
-        return ["create", "first_exec", "ready", "destroy"]
+    operations: ClassVar[tuple[Operation, ...]] = (
+        Operation("create", help="the provider's create call", roles=(Role.CREATE,)),
+        Operation("first_exec", help="create's return to the first `true` that exits 0"),
+        Operation(
+            "ready",
+            help="create's start to the first successful exec's end",
+            derived=True,
+            roles=(Role.READY,),
+        ),
+        Operation("destroy", help="the provider's destroy call"),
+    )
+    extras: ClassVar[tuple[Extra, ...]] = (ATTEMPTS,)
 
     async def run(self, ctx: IterationContext) -> None:
         started_at = utc_now_iso()

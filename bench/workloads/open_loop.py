@@ -44,15 +44,17 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.workloads.base import Share, StepFailed, Workload, exit_zero
 from bench.workloads.lifecycle import exec_until_ready
+from bench.workloads.shape import Extra, Operation
 from providers.base import Capabilities, Sandbox
+from providers.settings import setting
 
 if TYPE_CHECKING:
-    from bench.runner import IterationContext
+    from bench.iteration import IterationContext
 
 #: Lead time between planning the schedule and its first instant, so every task is waiting.
 LEAD_S = 0.05
@@ -117,22 +119,58 @@ class _LoopDelay:
             self._handle.cancel()
 
 
+@dataclass(frozen=True, kw_only=True)
+class _OpenLoopSettings:
+    clients: int = setting(
+        1, help="cluster workers that share one iteration's schedule", minimum=1, maximum=4_096
+    )
+    first_exec: bool = setting(True, help="time each sandbox's first `true` after its create")
+    watch_loop: bool = setting(
+        False, help="record how long the client's event loop kept ready answers waiting"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BurstSettings(_OpenLoopSettings):
+    size: int = setting(10, help="creates released at one instant", minimum=1, maximum=100_000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RampSettings(_OpenLoopSettings):
+    rate_per_s: float = setting(
+        10.0, help="creates per second", unit="1/s", minimum=0.001, maximum=100_000
+    )
+    duration_s: float = setting(
+        2.0, help="how long the ramp releases creates", unit="s", minimum=0.001, maximum=86_400
+    )
+
+
 class _OpenLoop(Workload):
+    operations: ClassVar[tuple[Operation, ...]] = (
+        Operation("create", help="intended start (the schedule's instant) to create's return"),
+        Operation("first_exec", help="create's return to the first `true` that exits 0"),
+        Operation("destroy", help="the provider's destroy call, after the whole schedule"),
+    )
+    extras: ClassVar[tuple[Extra, ...]] = (
+        Extra("slot", int, help="the create's place in the schedule (from 0)"),
+        Extra(
+            "client_loop_delay_s",
+            float,
+            unit="s",
+            help="longest the client's event loop had kept ready work waiting (watch_loop)",
+        ),
+    )
+    #: The schedule-lag table and the lagging-client warnings.
+    report: ClassVar[Any] = "bench.workloads.open_loop_report"
+
     def _schedule(self, start_ns: int) -> list[int]:
         raise NotImplementedError
 
     def _count(self) -> int:
         raise NotImplementedError
 
-    @classmethod
-    def validate_params(cls, params: Mapping[str, Any]) -> None:
-        super().validate_params(params)
-        clients = params.get("clients", 1)
-        if isinstance(clients, float) and not clients.is_integer():
-            raise ValueError(f"[workloads.{cls.name}] clients must be a whole number >= 1")
-
     def clients(self) -> int:
-        return int(self.params["clients"])
+        return self.settings.clients
 
     def _slots(self, share: Share | None) -> range:
         if share is None:
@@ -140,7 +178,7 @@ class _OpenLoop(Workload):
         return range(share.index, self._count(), share.count)
 
     def _ops(self, n: int) -> list[str]:
-        execs = ["first_exec"] * n if self.params["first_exec"] else []
+        execs = ["first_exec"] * n if self.settings.first_exec else []
         return ["create"] * n + execs + ["destroy"] * n
 
     def planned_ops(self, caps: Capabilities) -> list[str]:
@@ -168,7 +206,7 @@ class _OpenLoop(Workload):
             start_ns = time.perf_counter_ns() + int(LEAD_S * 1e9)
         full = self._schedule(start_ns)
         schedule = {i: full[i] for i in self._slots(share)}
-        loop_delay = _LoopDelay() if self.params["watch_loop"] else None
+        loop_delay = _LoopDelay() if self.settings.watch_loop else None
 
         async def one(index: int, due_ns: int) -> Sandbox | None:
             await _sleep_until(due_ns)
@@ -191,7 +229,7 @@ class _OpenLoop(Workload):
             except StepFailed:
                 return None
             ctx.track(sandbox)
-            if not self.params["first_exec"]:
+            if not self.settings.first_exec:
                 return sandbox
             with contextlib.suppress(StepFailed):
                 await ctx.timed(
@@ -222,15 +260,10 @@ class _OpenLoop(Workload):
 
 class Burst(_OpenLoop):
     name: ClassVar[str] = "burst"
-    defaults: ClassVar[dict[str, Any]] = {
-        "size": 10,
-        "clients": 1,
-        "first_exec": True,
-        "watch_loop": False,
-    }
+    Settings: ClassVar[type] = BurstSettings
 
     def _count(self) -> int:
-        return int(self.params["size"])
+        return self.settings.size
 
     def _schedule(self, start_ns: int) -> list[int]:
         return [start_ns] * self._count()
@@ -238,17 +271,11 @@ class Burst(_OpenLoop):
 
 class Ramp(_OpenLoop):
     name: ClassVar[str] = "ramp"
-    defaults: ClassVar[dict[str, Any]] = {
-        "rate_per_s": 10.0,
-        "duration_s": 2.0,
-        "clients": 1,
-        "first_exec": True,
-        "watch_loop": False,
-    }
+    Settings: ClassVar[type] = RampSettings
 
     def _count(self) -> int:
-        return max(1, round(float(self.params["rate_per_s"]) * float(self.params["duration_s"])))
+        return max(1, round(self.settings.rate_per_s * self.settings.duration_s))
 
     def _schedule(self, start_ns: int) -> list[int]:
-        step_ns = 1e9 / float(self.params["rate_per_s"])
+        step_ns = 1e9 / self.settings.rate_per_s
         return [start_ns + round(i * step_ns) for i in range(self._count())]

@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.workloads.base import CheckFailed, Workload, exit_zero
+from bench.workloads.shape import Extra, Operation, Role
 from providers.base import Capabilities, ExecResult, Op, PauseKind
+from providers.settings import setting
 
 if TYPE_CHECKING:
-    from bench.runner import IterationContext
+    from bench.iteration import IterationContext
 
 RATE_GAP_S = 0.3
 
@@ -43,27 +46,53 @@ def _counter_value(result: ExecResult) -> int:
     return int(text)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PauseResumeSettings:
+    hold_s: float = setting(
+        1.0,
+        help="least time between pause and resume (3 x the pause latency if longer)",
+        unit="s",
+        minimum=0.001,
+        maximum=3_600,
+    )
+
+
 class PauseResume(Workload):
     name: ClassVar[str] = "pause_resume"
     requires: ClassVar[frozenset[Op]] = frozenset({Op.PAUSE, Op.RESUME})
     capability_ops: ClassVar[dict[str, Op]] = {"pause": Op.PAUSE, "resume": Op.RESUME}
-    defaults: ClassVar[dict[str, Any]] = {"hold_s": 1.0}
+    Settings: ClassVar[type] = PauseResumeSettings
+    operations: ClassVar[tuple[Operation, ...]] = (
+        Operation("create", help="the provider's create call"),
+        Operation("start_counter", help="start a loop that increments a counter file"),
+        Operation("read_counter", help="read the counter (twice, 0.3 s apart: its rate)"),
+        Operation("pause", help="the provider's pause call", roles=(Role.PAUSE,)),
+        Operation("resume", help="the provider's resume call", roles=(Role.RESUME,)),
+        Operation(
+            "first_exec_after_resume",
+            help="resume's return to the first successful read of the counter",
+            roles=(Role.FIRST_EXEC_AFTER_RESUME,),
+        ),
+        Operation("verify", help="what survived the pause, against the declared semantics"),
+        Operation("destroy", help="the provider's destroy call"),
+    )
+    extras: ClassVar[tuple[Extra, ...]] = (
+        Extra("rate_hz", float, unit="Hz", help="the counter's measured rate before the pause"),
+        Extra("hold_s", float, unit="s", help="time between pause's return and resume's call"),
+        Extra("advance_during_pause", int, help="counter ticks from before pause to after resume"),
+        Extra("bound_if_frozen", float, help="most ticks a frozen counter may show (calls' time)"),
+        Extra("advance_after_resume", int, help="ticks in the 0.3 s after the first read"),
+        Extra("stopped", bool, help="the counter did not advance while paused"),
+        Extra("advancing_after", bool, help="the counter ran again after the resume"),
+        Extra("pause_kind", str, help="the provider's declared pause semantics"),
+    )
 
     def waits_s(self) -> float:
-        return 2 * RATE_GAP_S + float(self.params["hold_s"])
+        return 2 * RATE_GAP_S + self.settings.hold_s
 
     def planned_ops(self, caps: Capabilities) -> list[str]:
-        return [
-            "create",
-            "start_counter",
-            "read_counter",
-            "read_counter",
-            "pause",
-            "resume",
-            "first_exec_after_resume",
-            "verify",
-            "destroy",
-        ]
+        names = [op.name for op in self.operations]
+        return [*names[:3], "read_counter", *names[3:]]  # the counter is read twice: its rate
 
     async def run(self, ctx: IterationContext) -> None:
         provider = ctx.provider
@@ -103,7 +132,7 @@ class PauseResume(Workload):
         t_pause = time.monotonic()
         await ctx.timed("pause", lambda: provider.pause(sandbox), sandbox=sandbox)
         t_paused = time.monotonic()
-        hold_s = max(float(self.params["hold_s"]), 3 * (t_paused - t_pause))
+        hold_s = max(self.settings.hold_s, 3 * (t_paused - t_pause))
         await asyncio.sleep(hold_s)
         t_resume = time.monotonic()
         resumed = ctx.track(

@@ -22,10 +22,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.workloads.base import CheckFailed, Workload, exit_zero
-from providers.base import Capabilities, ExecResult, SandboxSpec
+from bench.workloads.shape import Extra, Operation
+from providers.base import ExecResult, SandboxSpec
 
 if TYPE_CHECKING:
-    from bench.runner import IterationContext
+    from bench.iteration import IterationContext
 
 MARKER = ".sandbox-bench-marker"
 
@@ -75,9 +76,23 @@ def parse_probe(text: str, spec: SandboxSpec) -> dict[str, Any]:
 
 class Probe(Workload):
     name: ClassVar[str] = "probe"
-
-    def planned_ops(self, caps: Capabilities) -> list[str]:
-        return ["create", "probe", "destroy"]
+    operations: ClassVar[tuple[Operation, ...]] = (
+        Operation("create", help="the provider's create call"),
+        Operation("probe", help="one exec of the script that reads what the sandbox is"),
+        Operation("destroy", help="the provider's destroy call"),
+    )
+    extras: ClassVar[tuple[Extra, ...]] = (
+        Extra("boot_id", str, help="the kernel's boot id: one per kernel"),
+        Extra("nproc", int, help="CPUs the sandbox's processes see"),
+        Extra("effective_cpus", float, help="the cgroup CPU quota, else nproc"),
+        Extra("effective_memory_mb", int, unit="MiB", help="the cgroup limit, else MemTotal"),
+        Extra("disk_mb", int, unit="MiB", help="size of the root filesystem"),
+        Extra("recycled", bool, help="a marker of an earlier run was already there"),
+        Extra("previous_marker", str, help="the run id that marker names"),
+        Extra("spec_mismatch", list, help="spec fields the sandbox falls short of"),
+    )
+    #: Its findings table and the recycled / below-spec warnings.
+    report: ClassVar[Any] = "bench.workloads.probe_report"
 
     async def run(self, ctx: IterationContext) -> None:
         sandbox = await ctx.create()

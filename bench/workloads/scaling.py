@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.store import utc_now_iso
@@ -33,43 +33,79 @@ from bench.workloads.base import (
     exit_zero,
     sha256_of_output,
 )
+from bench.workloads.checkpoint import STATE_MB
+from bench.workloads.shape import Extra, Operation, Scale
 from providers.base import Capabilities, ExecResult, Op, RestoreTarget, Sandbox
+from providers.settings import setting
 
 if TYPE_CHECKING:
-    from bench.runner import IterationContext
+    from bench.iteration import IterationContext
+
+#: The scaling figures and the throughput table.
+REPORT = "bench.workloads.scaling_report"
 
 
-def _positive_ints(cls: type[Workload], key: str, value: Any) -> None:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        raise ValueError(f"[workloads.{cls.name}] {key} must be a list of whole numbers > 0")
+def _distinct(values: tuple[int, ...], key: str) -> None:
+    if not values:
+        raise ValueError(f"{key} needs at least one value")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{key} lists a value twice")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointScalingSettings:
+    sizes_mb: tuple[int, ...] = setting(
+        (1, 16, 64, 256), help="state sizes, one checkpoint and restore each", unit="MiB",
+        minimum=1, maximum=65_536,
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        _distinct(self.sizes_mb, "sizes_mb")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConcurrencyScalingSettings:
+    levels: tuple[int, ...] = setting(
+        (1, 10, 50, 100), help="tasks released together, one round each", minimum=1,
+        maximum=10_000,
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        _distinct(self.levels, "levels")
+
+
+def _scaled(name: str, help: str, **more: Any) -> Operation:
+    return Operation(name, help=help, scale=Scale.STATE_MB, **more)
 
 
 class CheckpointScaling(Workload):
     name: ClassVar[str] = "checkpoint_scaling"
     requires: ClassVar[frozenset[Op]] = frozenset({Op.CHECKPOINT, Op.RESTORE})
-    defaults: ClassVar[dict[str, Any]] = {"sizes_mb": [1, 16, 64, 256]}
-
-    @classmethod
-    def validate_params(cls, params: Mapping[str, Any]) -> None:
-        super().validate_params({k: v for k, v in params.items() if k != "sizes_mb"})
-        if "sizes_mb" in params:
-            _positive_ints(cls, "sizes_mb", params["sizes_mb"])
+    Settings: ClassVar[type] = CheckpointScalingSettings
+    operations: ClassVar[tuple[Operation, ...]] = (
+        Operation("create", help="the provider's create call"),
+        _scaled("write_state", "write S MiB of random data, print its sha256"),
+        _scaled("checkpoint", "the provider's checkpoint call with S MiB of state"),
+        _scaled("restore", "the provider's restore call of that checkpoint"),
+        _scaled("verify", "sha256 of the restored state against the checkpointed one"),
+        _scaled("delete_checkpoint", "the provider's call freeing the checkpoint"),
+        _scaled("destroy_restored", "destroy of the restored sandbox (new-sandbox restores)"),
+        Operation("destroy", help="the provider's destroy call"),
+    )
+    extras: ClassVar[tuple[Extra, ...]] = (STATE_MB,)
+    report: ClassVar[Any] = REPORT
 
     @property
     def capability_ops(self) -> dict[str, Op]:  # type: ignore[override]
         ops: dict[str, Op] = {}
-        for size in self.params["sizes_mb"]:
+        for size in self.settings.sizes_mb:
             ops[f"checkpoint_{size}mb"] = Op.CHECKPOINT
             ops[f"restore_{size}mb"] = Op.RESTORE
         return ops
 
     def planned_ops(self, caps: Capabilities) -> list[str]:
         ops = ["create"]
-        for size in self.params["sizes_mb"]:
+        for size in self.settings.sizes_mb:
             steps = ("write_state", "checkpoint", "restore", "verify", "delete_checkpoint")
             ops += [f"{step}_{size}mb" for step in steps]
             if caps.restore_target is not RestoreTarget.IN_PLACE:
@@ -80,7 +116,7 @@ class CheckpointScaling(Workload):
         provider = ctx.provider
         path = f"{ctx.capabilities.scratch_dir.rstrip('/')}/sandbox-bench-scaling.bin"
         sandbox = await ctx.create()
-        for size in self.params["sizes_mb"]:
+        for size in self.settings.sizes_mb:
             digest: dict[str, str] = {}
 
             def remember(result: ExecResult, digest: dict[str, str] = digest) -> None:
@@ -134,23 +170,36 @@ class CheckpointScaling(Workload):
 
 class ConcurrencyScaling(Workload):
     name: ClassVar[str] = "concurrency_scaling"
-    defaults: ClassVar[dict[str, Any]] = {"levels": [1, 10, 50, 100]}
-
-    @classmethod
-    def validate_params(cls, params: Mapping[str, Any]) -> None:
-        super().validate_params({k: v for k, v in params.items() if k != "levels"})
-        if "levels" in params:
-            _positive_ints(cls, "levels", params["levels"])
+    Settings: ClassVar[type] = ConcurrencyScalingSettings
+    operations: ClassVar[tuple[Operation, ...]] = (
+        Operation("create", help="create of one of C sandboxes released together",
+                  scale=Scale.CONCURRENCY),
+        Operation("exec", help="`true` in that sandbox", scale=Scale.CONCURRENCY),
+        Operation("destroy", help="its destroy", scale=Scale.CONCURRENCY),
+        Operation(
+            "round",
+            help="the wall time of the whole round of C tasks",
+            scale=Scale.CONCURRENCY,
+            derived=True,
+            throughput=True,
+        ),
+    )  # fmt: skip
+    extras: ClassVar[tuple[Extra, ...]] = (
+        # The Sample has its own ``concurrency`` field (the runner's); this one is the round's.
+        Extra("concurrency", int, help="C, the tasks released together", column=False),
+        Extra("slot", int, help="the task's place in its round (from 0)"),
+    )
+    report: ClassVar[Any] = REPORT
 
     def planned_ops(self, caps: Capabilities) -> list[str]:
         ops = []
-        for level in self.params["levels"]:
+        for level in self.settings.levels:
             ops += [f"create_c{level}", f"exec_c{level}", f"destroy_c{level}"] * level
             ops.append(f"round_c{level}")
         return ops
 
     async def run(self, ctx: IterationContext) -> None:
-        for level in self.params["levels"]:
+        for level in self.settings.levels:
 
             async def one(slot: int, level: int = level) -> None:
                 extra = {"concurrency": level, "slot": slot}

@@ -1,0 +1,212 @@
+"""Warnings: a list of small checks, each returning zero or more warnings.
+
+A check is ``(data: ReportData) -> Iterable[ReportWarning]``. The Warnings section runs
+:data:`CHECKS_BEFORE`, then every registered workload's own checks (``Workload.report``, each
+function once), then :data:`CHECKS_AFTER`, and lists what they found most severe first (the
+order of the checks within a severity). Adding a check: write the function and add it to one
+of the two lists.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from bench import stats
+from bench.report.data import ReportData
+from bench.report.views import ReportWarning, Severity, Text, View, Warnings, limited
+from bench.report.workload import workload_checks
+
+
+def emulated(data: ReportData) -> Iterable[ReportWarning]:
+    for pid in sorted(data.emulated):
+        yield ReportWarning(
+            kind="emulated",
+            text=f"{pid} ran against a loopback endpoint (an emulator on this machine): its "
+            "latencies and costs describe the emulator and the harness, not the provider's "
+            "service; claims are not judged",
+        )
+
+
+def runs(data: ReportData) -> Iterable[ReportWarning]:
+    """Per run: a status other than completed, load warnings, re-runs, failed cleanups."""
+    for run in data.runset.runs:
+        status = run.manifest.get("status")
+        if status != "completed":
+            yield ReportWarning(
+                kind="run status",
+                text=f"run {run.run_id} is '{status}', not completed: its samples stop "
+                "where the run stopped",
+            )
+        for w in run.warnings:
+            yield ReportWarning(kind="load", text=f"{run.run_id}: {w}")
+        for key in ("warnings", "load_warnings"):
+            for w in run.manifest.get(key) or []:
+                yield ReportWarning(kind="load", text=f"{run.run_id}: {w}")
+        cluster = run.manifest.get("cluster") or {}
+        reruns = cluster.get("reruns") or []
+        if reruns:
+            kept = int(cluster.get("abandoned_samples") or 0)
+            yield ReportWarning(
+                kind="rerun",
+                text=f"{run.run_id}: {len(reruns)} iteration(s) ran again after a worker "
+                f"was lost (their records are marked extra.rerun); the {kept} record(s) "
+                "the lost attempts had made are kept apart in "
+                f"{cluster.get('abandoned_file') or 'abandoned.jsonl'}, not in these figures",
+            )
+        events = Counter(str(e.get("event")) for e in run.ledger)
+        for event in sorted(events):
+            if "fail" in event or "leak" in event:
+                yield ReportWarning(
+                    kind="cleanup",
+                    text=f"{run.run_id}: ledger records {events[event]} '{event}' event(s); "
+                    "see ledger.jsonl and `sandbox-bench reap`",
+                )
+
+
+def merged(data: ReportData) -> Iterable[ReportWarning]:
+    for w in data.runset.merge_warnings:
+        yield ReportWarning(kind="merge", text=w)
+
+
+def configuration(data: ReportData) -> Iterable[ReportWarning]:
+    """Runs priced with different catalogs or made with different session scenarios."""
+    for w in (*data.pricing.warnings, *data.scenario_choice.warnings):
+        yield ReportWarning(kind="merge", text=w)
+
+
+def no_data(data: ReportData) -> Iterable[ReportWarning]:
+    for run in data.runset.runs:
+        if run.samples == 0:
+            yield ReportWarning(kind="no data", text=f"run {run.run_id} recorded no samples")
+
+
+def small_n(data: ReportData) -> Iterable[ReportWarning]:
+    rows = data.summary_rows
+    small = [
+        f"{r['provider']}/{r['workload']}/{r['operation']}: n={r['n']}, no percentiles"
+        for r in rows
+        if 0 < r["n"] < stats.min_n_for(50)
+    ]
+    yield from limited("small n", small)
+    for p in (95, 99):
+        need = stats.min_n_for(p)
+        count = sum(1 for r in rows if stats.min_n_for(50) <= r["n"] < need)
+        if count:
+            yield ReportWarning(
+                kind="small n",
+                text=f"p{p} withheld for {count} of {len(rows)} rows with n < {need}",
+            )
+
+
+def failures(data: ReportData) -> Iterable[ReportWarning]:
+    frame = data.frame
+    failed_mask = frame["status"].isin(["error", "timeout"]).to_numpy(dtype=bool, copy=True)
+    if not data.include_warmups:
+        failed_mask &= ~frame["warmup"].to_numpy(dtype=bool)
+    failed = frame.loc[failed_mask, ["provider", "workload", "operation", "error_type"]]
+    error_kinds: dict[tuple[str, str, str], Counter] = {}
+    for key, error_type in zip(
+        zip(
+            failed["provider"].astype(str),
+            failed["workload"].astype(str),
+            failed["operation"].astype(str),
+            strict=True,
+        ),
+        failed["error_type"].astype(str),
+        strict=True,
+    ):
+        error_kinds.setdefault(key, Counter())[error_type] += 1
+    failing = []
+    for r in data.summary_rows:
+        if stats.high_failure_rate(r):
+            top = error_kinds.get((r["provider"], r["workload"], r["operation"]), Counter())
+            kinds = ", ".join(f"{k} ×{v}" for k, v in top.most_common(2))
+            failing.append(
+                f"{r['provider']}/{r['workload']}/{r['operation']}: {r['failures']} of "
+                f"{r['attempts']} failed ({stats.format_percent(r['failure_rate'])}; {kinds})"
+            )
+    yield from limited("failures", failing)
+
+
+def high_variance(data: ReportData) -> Iterable[ReportWarning]:
+    variable = []
+    for r in data.summary_rows:
+        if r["n"] >= stats.MIN_N_ANY and r["mean_s"] > 0:
+            cv = r["std_s"] / r["mean_s"]
+            if cv >= stats.HIGH_CV:
+                variable.append(
+                    f"{r['provider']}/{r['workload']}/{r['operation']}: coefficient of "
+                    f"variation {cv:.2f} (p50 {stats.format_cell(r, 'p50')}, max "
+                    f"{stats.format_cell(r, 'max')})"
+                )
+    yield from limited("high variance", variable)
+
+
+def fidelity(data: ReportData) -> Iterable[ReportWarning]:
+    """State checks that failed (``extra.verified`` false), per provider and workload."""
+    frame = data.frame
+    if "verified" not in frame.columns:
+        return
+    bad = frame["verified"].eq(False).fillna(False).to_numpy(dtype=bool)
+    if not bad.any():
+        return
+    sub = frame[bad]
+    keys = Counter(zip(sub["provider"].astype(str), sub["workload"].astype(str), strict=True))
+    yield from limited(
+        "fidelity",
+        [
+            f"{p}/{w}: {n} state check(s) failed (restored or resumed state differed)"
+            for (p, w), n in sorted(keys.items())
+        ],
+    )
+
+
+def unsupported(data: ReportData) -> Iterable[ReportWarning]:
+    items = [
+        f"{p}: {op} unsupported — {why}"
+        for p, c in sorted(data.capabilities.items())
+        for op, why in (c.get("unsupported") or {}).items()
+    ]
+    yield from limited("unsupported", items)
+
+
+Check = Callable[[ReportData], Iterable[ReportWarning]]
+
+#: Checks before the workloads' own, in the order their warnings are listed.
+CHECKS_BEFORE: tuple[Check, ...] = (
+    emulated,
+    runs,
+    merged,
+    configuration,
+    no_data,
+    small_n,
+    failures,
+    high_variance,
+    fidelity,
+)
+#: Checks after the workloads' own.
+CHECKS_AFTER: tuple[Check, ...] = (unsupported,)
+
+
+def all_checks() -> list[Check]:
+    return [*CHECKS_BEFORE, *workload_checks(), *CHECKS_AFTER]
+
+
+def collect(data: ReportData) -> list[ReportWarning]:
+    """Every check's warnings, most severe first (stable within a severity)."""
+    found = [w for check in all_checks() for w in check(data)]
+    return sorted(found, key=lambda w: w.severity.rank)
+
+
+def warnings(data: ReportData) -> View:
+    found = collect(data)
+    return View(
+        id="warnings",
+        title="Warnings",
+        nav="Warnings",
+        blocks=(Warnings(items=tuple(found)) if found else Text(text="None."),),
+    )
+
+
+__all__ = ["CHECKS_AFTER", "CHECKS_BEFORE", "Severity", "all_checks", "collect", "warnings"]

@@ -1,0 +1,168 @@
+"""At a glance, how to read the report, and what each provider can do."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from bench import cost, stats
+from bench.report.data import ReportData
+from bench.report.tables import Table, make_table
+from bench.report.views import Notes, View
+from bench.workloads import registry
+from bench.workloads.shape import Role
+
+#: The at-a-glance columns: the p50 of the operation each role names (the first registered
+#: workload that declares it and measured it).
+GLANCE_ROLES: tuple[tuple[Role, str], ...] = (
+    (Role.CREATE, "Create p50"),
+    (Role.READY, "Ready p50"),
+    (Role.EXEC, "Exec p50"),
+    (Role.CHECKPOINT, "Checkpoint p50"),
+    (Role.RESTORE, "Restore p50"),
+    (Role.RESUME, "Resume p50"),
+)
+
+CAPTURES_TEXT = {
+    "filesystem": "filesystem only (running processes and memory are lost)",
+    "filesystem+memory": "filesystem and memory (running processes survive)",
+}
+RESTORE_TEXT = {
+    "in_place": "in place: the same sandbox is rewound",
+    "new_sandbox": "a new sandbox starts from the checkpoint",
+}
+PAUSE_TEXT = {
+    "freeze": "explicit pause; processes and memory survive",
+    "stop_start": "stop and start; only the filesystem survives",
+    "auto_sleep": "no pause API; sleeps when idle and wakes on use",
+    "none": "none",
+}
+
+
+def _pick(rows: Mapping[tuple[str, str, str], dict], provider: str, role: Role) -> str:
+    for workload, op in registry.with_role(role):
+        row = rows.get((provider, workload, op.name))
+        if row is None:
+            continue
+        if row["n"] == 0 and row["unsupported"]:
+            return "unsupported"
+        return stats.format_cell(row, "p50")
+    return "–"
+
+
+def glance_table(data: ReportData) -> Table:
+    rows_by_key = {(r["provider"], r["workload"], r["operation"]): r for r in data.summary_rows}
+    by_provider = {s.provider: s for s in data.sessions}
+    summary = data.summary
+    rows = []
+    for p in data.providers:
+        sub = summary[summary["provider"] == p]
+        attempts = int(sub["attempts"].sum())
+        failures = int(sub["failures"].sum())
+        session = by_provider.get(p)
+        rows.append(
+            [
+                f"{p} (emulated)" if p in data.emulated else p,
+                *(_pick(rows_by_key, p, role) for role, _ in GLANCE_ROLES),
+                stats.format_percent(failures / attempts) if attempts else "–",
+                cost.format_usd(session.total_usd) if session else "–",
+            ]
+        )
+    sources = list(
+        dict.fromkeys(w for role, _ in GLANCE_ROLES for w, _ in registry.with_role(role))
+    )
+    named = (
+        ", ".join(sources[:-1]) + f" and {sources[-1]}" if len(sources) > 1 else "".join(sources)
+    )
+    return make_table(
+        "glance",
+        ("Provider", *(label for _, label in GLANCE_ROLES), "Failure rate", "Session cost"),
+        rows,
+        title="At a glance",
+        caption=f"Medians from the {named} workloads; failure "
+        "rate over every attempted operation; session cost from the scenario in the cost section.",
+        align="l" + "r" * (len(GLANCE_ROLES) + 2),
+    )
+
+
+def glance(data: ReportData) -> View:
+    return View(id="glance", title="At a glance", nav="At a glance", blocks=(glance_table(data),))
+
+
+HOW_TO_READ = (
+    "**p50** is the typical (median) time; **p95** and **p99** are the slow tail: 1 in 20 and "
+    "1 in 100 operations took longer. Lower is better.",
+    "The **95% CI** beside a percentile is the range the true value most likely lies in given "
+    "this many samples. Intervals that do not overlap mean a real difference; for a direct test "
+    "of two providers see [Pairwise comparisons](#comparisons).",
+    "**n too small** means the run has too few successful samples to estimate that percentile "
+    "honestly (p99 needs at least 100); we say so rather than guess.",
+    "**Failures** are errors and timeouts; they are counted next to the timings, never averaged "
+    "into them. **Not run** lists operations the provider does not support or that were skipped "
+    "after an earlier step failed.",
+    "**Costs** are measured times × published prices, computed at report time; the session "
+    "scenario states its assumptions. Vendor **claims** are judged on the measured median with "
+    "its interval.",
+)
+
+
+def how_to_read(data: ReportData) -> View:
+    return View(
+        id="how-to-read",
+        title="How to read this",
+        nav="How to read this",
+        blocks=(Notes(items=HOW_TO_READ, markup=True, style="howto"),),
+    )
+
+
+def capability_table(data: ReportData) -> Table:
+    rows = []
+    for p in data.providers:
+        c = data.capabilities.get(p)
+        if c is None:
+            rows.append([p, "not recorded", "–", "–", "–", "–", "–"])
+            continue
+        ops = set(c.get("operations") or [])
+        optional = [o for o in ("checkpoint", "restore", "pause", "resume") if o in ops]
+        captures = c.get("checkpoint_captures")
+        target = c.get("restore_target")
+        unsupported = c.get("unsupported") or {}
+        notes = c.get("notes") or {}
+        rows.append(
+            [
+                p,
+                ", ".join(optional) or "none of the optional ones",
+                CAPTURES_TEXT.get(captures, captures or "no checkpoint"),
+                RESTORE_TEXT.get(target, target or "no restore"),
+                PAUSE_TEXT.get(c.get("pause_kind") or "none", c.get("pause_kind") or "none"),
+                c.get("isolation") or "–",
+                "\n".join(f"{op}: {why}" for op, why in unsupported.items())
+                + ("\n" if unsupported and notes else "")
+                + "\n".join(f"{k}: {v}" for k, v in notes.items())
+                or "–",
+            ]
+        )
+    return make_table(
+        "capabilities",
+        (
+            "Provider",
+            "Optional operations",
+            "A checkpoint captures",
+            "Restore lands",
+            "Pause",
+            "Isolation",
+            "Unsupported (why) and notes",
+        ),
+        rows,
+        title="Capabilities",
+        caption="As each adapter detected them at the start of the run (from the manifest).",
+        align="lllllll",
+    )
+
+
+def capabilities(data: ReportData) -> View:
+    return View(
+        id="capabilities",
+        title="Capabilities",
+        nav="Capabilities",
+        blocks=(capability_table(data),),
+    )
