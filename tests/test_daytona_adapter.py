@@ -349,7 +349,7 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(emulat
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         clients = {id(first.native.client), id(second.native.client)}
-        assert len(clients) == 2 and id(provider._client) not in clients
+        assert len(clients) == 2 and id(provider.clients.main) not in clients
         for sandbox in (first, second):
             assert (await provider.exec(sandbox, ["echo", "ok"], timeout_s=10)).stdout == b"ok\n"
         await check_stop_start(provider, first)
@@ -362,7 +362,7 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(emulat
         await provider.delete_checkpoint(ref)
         for sandbox in (first, second, restored):
             await provider.destroy(sandbox)
-        assert provider._owned == set()  # each client closed with its sandbox
+        assert provider.clients.owned == set()  # each client closed with its sandbox
     finally:
         await provider.close()
 
@@ -419,7 +419,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"templte": "x"}, "unknown daytona setting"),
+        ({"templte": "x"}, r"\[providers.daytona\]: unknown key\(s\) templte"),
         ({"connection": "sometimes"}, "connection must be one of"),
         ({"pause_mode": "sleep"}, "pause_mode must be one of"),
         ({"snapshot": "a", "image": "b"}, "not both"),

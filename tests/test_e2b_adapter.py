@@ -129,7 +129,7 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         try:
             assert first.native.client is not second.native.client
-            assert first.native.client is not provider._client
+            assert first.native.client is not provider.clients.main
             for sandbox in (first, second):
                 result = await provider.exec(sandbox, ["echo", sandbox.id], timeout_s=30)
                 assert result.stdout == f"{sandbox.id}\n".encode()
@@ -247,7 +247,7 @@ def test_settings_endpoints_capabilities_and_environment_without_secrets(
 ) -> None:
     monkeypatch.setenv("E2B_API_KEY", "e2b_secret_value")
     monkeypatch.setenv("E2B_API_URL", "http://env.example:1")
-    with pytest.raises(ValueError, match="unknown e2b setting"):
+    with pytest.raises(ValueError, match=r"\[providers.e2b\]: unknown key\(s\) bogus"):
         E2BProvider({"bogus": 1})
     with pytest.raises(ValueError, match="connection"):
         E2BProvider({"connection": "sometimes"})
@@ -259,7 +259,7 @@ def test_settings_endpoints_capabilities_and_environment_without_secrets(
     assert env["sandbox_endpoint"] == "http://127.0.0.1:9"
     assert env["connection"] == "reuse"
     assert "api_responses" in env["sdk_retries"]
-    if not e2b_adapter._SDK_IMPORTED_FIRST and e2b_adapter._CONNECTION_RETRIES_FROM_ENV is None:
+    if not e2b_adapter._SDK_IMPORTED_FIRST and e2b_adapter._RETRIES_FROM_ENV is None:
         assert env["sdk_retries"]["connection_retries_observed"] == 0
     dumped = json.dumps(env)
     assert "e2b_secret_value" not in dumped and "pw" not in dumped

@@ -393,14 +393,14 @@ async def test_per_iteration_connection_gives_each_sprite_its_own_client(emulato
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         clients = {id(first.native.client), id(second.native.client)}
-        assert len(clients) == 2 and id(provider._client) not in clients
+        assert len(clients) == 2 and id(provider.clients.main) not in clients
         for sandbox in (first, second):
             assert (await provider.exec(sandbox, ["echo", "ok"], timeout_s=10)).stdout == b"ok\n"
         await check_checkpoint_restore(provider, second)
         assert sorted(await provider.list_sandboxes(run_id)) == sorted([first.id, second.id])
         for sandbox in (first, second):
             await provider.destroy(sandbox)
-        assert provider._owned == set()  # each client closed with its sprite
+        assert provider.clients.owned == set()  # each client closed with its sprite
     finally:
         await provider.close()
 
@@ -429,7 +429,7 @@ async def test_the_spec_and_labels_reach_the_api(emulator):
             info = (await _raw(emulator, "GET", f"/v1/sprites/{sandbox.id}")).json()
             assert info["config"] == {"ram_mb": 768, "cpus": 2, "region": "ord", "storage_gb": 3}
             assert info["labels"] == [f"{RUN_LABEL}={run_id}", "team=x"]
-            assert sandbox.native.labels == info["labels"]
+            assert sandbox.native.sdk.labels == info["labels"]
         finally:
             await provider.destroy(sandbox)
     finally:
@@ -500,7 +500,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"templte": "x"}, "unknown sprites setting"),
+        ({"templte": "x"}, r"\[providers.sprites\]: unknown key\(s\) templte"),
         ({"connection": "sometimes"}, "connection must be one of"),
         ({"api_url": "ftp://x"}, "api_url must be"),
         ({"wait_for_capacity": "yes"}, "wait_for_capacity must be"),
