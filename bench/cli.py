@@ -30,6 +30,7 @@ from bench import netprobe
 from bench.budget import Budget, Estimate, Planner
 from bench.config import ConfigError, RunConfig, build_config, config_from_manifest, load_toml
 from bench.cost import load_catalog, spec_shape
+from bench.emulators import cli as emulators_cli
 from bench.records import RunStatus, SchemaError
 from bench.runner import (
     Recorder,
@@ -617,6 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--results", type=Path, default=Path("results"))
     compare.add_argument("--threshold", type=float, default=0.10, help="regression threshold")
     compare.set_defaults(func=cmd_compare)
+    emulators_cli.add_parser(sub)
     return parser
 
 

@@ -1,6 +1,6 @@
 """The daytona adapter, end to end through the real pinned SDK (daytona 0.226.1).
 
-Each test starts the loopback emulator (tests/emulators/daytona.py, backed by real local
+Each test starts the loopback emulator (bench/emulators/daytona.py, backed by real local
 sandboxes), points the SDK at it with the emulator's ``client_env`` and drives the adapter.
 ``TestLive`` runs the same checks against the real service (``pytest -m live``) when
 ``DAYTONA_API_KEY`` is set.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.emulators.control import Emulator
 from providers.base import (
     OPTIONAL_OPS,
     REQUIRED_OPS,
@@ -40,7 +41,6 @@ from providers.errors import (
     Unavailable,
 )
 from tests.conftest import emulator_env
-from tests.emulators.common import Emulator
 
 ENV_KEYS = ("DAYTONA_API_KEY", "DAYTONA_API_URL", "DAYTONA_USE_DEPRECATED_POLLING")
 

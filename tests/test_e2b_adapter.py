@@ -1,6 +1,6 @@
 """The e2b adapter, end to end through the real ``e2b`` SDK.
 
-Most tests point the pinned SDK at the loopback emulator (tests/emulators/e2b.py), whose
+Most tests point the pinned SDK at the loopback emulator (bench/emulators/e2b.py), whose
 sandboxes are real local sandboxes (root needed). :class:`TestLiveE2B` runs the same checks
 against E2B's cloud when ``E2B_API_KEY`` is set (``pytest -m live``).
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import providers.e2b as e2b_adapter
+from bench.emulators.control import Emulator
 from providers.base import RUN_LABEL, CheckpointCaptures, Op, PauseKind, RestoreTarget, SandboxSpec
 from providers.e2b import E2BProvider
 from providers.errors import (
@@ -28,7 +29,6 @@ from providers.errors import (
     Unavailable,
 )
 from tests.conftest import emulator_env
-from tests.emulators.common import Emulator
 
 ENV_VARS = ("E2B_API_KEY", "E2B_API_URL", "E2B_SANDBOX_URL", "E2B_DOMAIN", "E2B_DEBUG")
 

@@ -1,6 +1,6 @@
 """The sprites adapter, end to end through the real pinned SDK (sprites-py 0.7.2).
 
-Each test starts the loopback emulator (tests/emulators/sprites.py, backed by real local
+Each test starts the loopback emulator (bench/emulators/sprites.py, backed by real local
 sandboxes), points the SDK at it with the emulator's ``client_env`` and drives the adapter: REST
 over httpx, exec over the SDK's WebSocket framing, checkpoints as NDJSON streams. ``TestLive``
 runs the same checks against the real service (``pytest -m live``) when ``SPRITES_TOKEN`` is set.
@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.emulators.control import Emulator
 from providers.base import (
     REQUIRED_OPS,
     RUN_LABEL,
@@ -41,7 +42,6 @@ from providers.errors import (
 )
 from providers.sprites import SCRATCH_DIR, SpritesProvider, run_prefix, sprite_name
 from tests.conftest import emulator_env
-from tests.emulators.common import Emulator
 
 ENV_KEYS = ("SPRITES_TOKEN", "SPRITES_API_URL", "SPRITES_CLIENT_SIGNALS")
 DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
