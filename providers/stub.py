@@ -33,22 +33,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from providers.base import (
-    OPTIONAL_OPS,
-    REQUIRED_OPS,
-    RUN_LABEL,
-    Capabilities,
-    CheckpointCaptures,
-    CheckpointRef,
-    Command,
-    ExecResult,
-    Op,
-    PauseKind,
-    Provider,
-    RestoreTarget,
-    Sandbox,
-    SandboxSpec,
-)
+from providers import base
+from providers.base import CheckpointRef, Sandbox, SandboxSpec
 from providers.errors import NotFound
 from providers.settings import parse
 
@@ -65,7 +51,7 @@ class _Box:
     paused: bool = False
 
 
-class StubProvider(Provider):
+class StubProvider(base.Provider):
     """Sandboxes that are only names (see the module docstring)."""
 
     id: ClassVar[str] = "stub"
@@ -80,15 +66,15 @@ class StubProvider(Provider):
         self._boxes.clear()
         self._checkpoints.clear()
 
-    def capabilities(self) -> Capabilities:
-        return Capabilities(
-            operations=REQUIRED_OPS | (OPTIONAL_OPS - {Op.FORK}),
-            checkpoint_captures=CheckpointCaptures.FILESYSTEM,
-            restore_target=RestoreTarget.NEW_SANDBOX,
-            pause_kind=PauseKind.FREEZE,
+    def capabilities(self) -> base.Capabilities:
+        return base.Capabilities(
+            operations=base.REQUIRED_OPS | (base.OPTIONAL_OPS - {base.Op.FORK}),
+            checkpoint_captures=base.CheckpointCaptures.FILESYSTEM,
+            restore_target=base.RestoreTarget.NEW_SANDBOX,
+            pause_kind=base.PauseKind.FREEZE,
             isolation="none: a stub, nothing runs (for testing the harness)",
             scratch_dir="/tmp",
-            unsupported={str(Op.FORK): "the stub does not fork"},
+            unsupported={str(base.Op.FORK): "the stub does not fork"},
             notes={"exec": "nothing runs: every command exits 0 with no output"},
         )
 
@@ -110,9 +96,11 @@ class StubProvider(Provider):
     async def create(self, spec: SandboxSpec) -> Sandbox:
         return self._new(_Box(labels=dict(spec.labels)))
 
-    async def exec(self, sandbox: Sandbox, command: Command, *, timeout_s: float) -> ExecResult:
+    async def exec(
+        self, sandbox: Sandbox, command: base.Command, *, timeout_s: float
+    ) -> base.ExecResult:
         self._box(sandbox)
-        return ExecResult(exit_code=0, stdout=b"", stderr=b"")
+        return base.ExecResult(exit_code=0, stdout=b"", stderr=b"")
 
     async def write_file(self, sandbox: Sandbox, path: str, data: bytes) -> None:
         self._box(sandbox).files[path] = bytes(data)
@@ -120,14 +108,16 @@ class StubProvider(Provider):
     async def read_file(self, sandbox: Sandbox, path: str) -> bytes:
         files = self._box(sandbox).files
         if path not in files:
-            raise NotFound(f"no file {path}", provider=self.id, operation=Op.READ_FILE)
+            raise NotFound(f"no file {path}", provider=self.id, operation=base.Op.READ_FILE)
         return files[path]
 
     async def destroy(self, sandbox: Sandbox) -> None:
         self._boxes.pop(sandbox.id, None)
 
     async def list_sandboxes(self, run_id: str) -> list[str]:
-        return sorted(i for i, box in self._boxes.items() if box.labels.get(RUN_LABEL) == run_id)
+        return sorted(
+            i for i, box in self._boxes.items() if box.labels.get(base.RUN_LABEL) == run_id
+        )
 
     async def checkpoint(self, sandbox: Sandbox) -> CheckpointRef:
         ref_id = "stubcp-" + secrets.token_hex(6)

@@ -47,15 +47,13 @@ snapshot creation from images, pagination beyond one page, regions, quotas and b
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import io
 import json
 import posixpath
 import secrets
 import shlex
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -66,8 +64,10 @@ from aiohttp import web
 from bench.emulators.toolkit import (
     Box,
     Protocol,
+    Refused,
     Snapshot,
     broken_framing,
+    iso,
     json_object,
     truncated_json,
     undecodable_gzip,
@@ -128,14 +128,6 @@ class DaytonaBox(Box):
     memory: int
     disk: int
     body: dict[str, Any]
-    state: str = "creating"
-    error_reason: str | None = None
-    busy: Any = None  # the transition in progress (an asyncio.Task)
-    created_at: str = ""
-    updated_at: str = ""
-
-    def set_state(self, state: str) -> None:
-        self.state, self.updated_at = state, utc_now()
 
 
 class DaytonaEmulator(Protocol):
@@ -194,13 +186,13 @@ class DaytonaEmulator(Protocol):
             "public": bool(body.get("public") or False), "networkBlockAll": False,
             "target": body.get("target") or "us", "cpu": box.cpu, "gpu": 0,
             "memory": box.memory, "disk": box.disk, "state": box.state,
-            "errorReason": box.error_reason, "recoverable": False, "backupState": "None",
+            "errorReason": box.error, "recoverable": False, "backupState": "None",
             "autoStopInterval": body.get("autoStopInterval", 15),
             "autoPauseInterval": body.get("autoPauseInterval", 0),
             "autoArchiveInterval": body.get("autoArchiveInterval", 10080),
             "autoDeleteInterval": body.get("autoDeleteInterval", -1),
-            "createdAt": box.created_at, "updatedAt": box.updated_at,
-            "lastActivityAt": box.updated_at, "sandboxClass": box.sandbox_class,
+            "createdAt": iso(box.created), "updatedAt": iso(box.updated),
+            "lastActivityAt": iso(box.updated), "sandboxClass": box.sandbox_class,
             "daemonVersion": "emulated", "runnerId": "emulator-runner",
             "toolboxProxyUrl": self._toolbox_url(request),
         }  # fmt: skip
@@ -211,7 +203,7 @@ class DaytonaEmulator(Protocol):
                 dto["buildInfo"] = {
                     "dockerfileContent": build.get("dockerfileContent", ""),
                     "contextHashes": build.get("contextHashes") or [],
-                    "createdAt": box.created_at, "updatedAt": box.created_at,
+                    "createdAt": iso(box.created), "updatedAt": iso(box.created),
                     "snapshotRef": "emulated",
                 }  # fmt: skip
         return dto
@@ -234,54 +226,39 @@ class DaytonaEmulator(Protocol):
             box = next(found, None)
         return box if isinstance(box, DaytonaBox) else None
 
-    def _lookup(self, request: web.Request) -> DaytonaBox | web.Response:
+    def _lookup(self, request: web.Request) -> DaytonaBox:
         box = self._find(request.match_info["sid"])
-        return box if box is not None else api_error(404, "Sandbox not found", request.path)
+        if box is None:
+            raise Refused(api_error(404, "Sandbox not found", request.path))
+        return box
 
-    def _snapshot(self, request: web.Request) -> DaytonaSnapshot | web.Response:
+    def _snapshot(self, request: web.Request) -> DaytonaSnapshot:
         key = request.match_info["ref"]
         snap = self.sandboxes.find_snapshot(key)
-        if isinstance(snap, DaytonaSnapshot):
-            return snap
-        return api_error(404, f"Snapshot {key} not found", request.path)
+        if not isinstance(snap, DaytonaSnapshot):
+            raise Refused(api_error(404, f"Snapshot {key} not found", request.path))
+        return snap
 
-    # -- background transitions -------------------------------------------------------------
+    @staticmethod
+    async def _body(request: web.Request, invalid: Callable[[], web.Response]) -> dict[str, Any]:
+        return await json_object(request, invalid)
 
-    def _transition(
-        self, box: DaytonaBox, state: str, work: Callable[[], Awaitable[None]], done: str
-    ) -> None:
-        """``box`` goes to ``state`` now and to ``done`` when ``work`` has finished (to
-        ``error`` if it fails), while the client polls."""
+    # -- transitions (the toolkit's: they finish in the background while the SDK polls) -----
 
-        async def run() -> None:
-            try:
-                await work()
-                box.set_state(done)
-            except Exception as exc:  # noqa: BLE001 - any failure puts the sandbox in error
-                box.error_reason = f"{type(exc).__name__}: {exc}"
-                box.set_state("error")
-            finally:
-                box.busy = None
-
-        box.set_state(state)
-        box.busy = self.spawn(run())
-
-    def _refuse(self, box: DaytonaBox, request: web.Request, *states: str) -> web.Response | None:
+    @staticmethod
+    def _refuse(box: DaytonaBox, request: web.Request, *states: str) -> None:
         """409 while a transition runs; 400 unless ``box`` is in one of ``states``."""
         if box.busy is not None:
             message = f"Sandbox state change in progress (state: {box.state})"
-            return api_error(409, message, request.path)
+            raise Refused(api_error(409, message, request.path))
         if states and box.state not in states:
             message = f"Sandbox is not started (state: {box.state})"
-            return api_error(400, message, request.path)
-        return None
+            raise Refused(api_error(400, message, request.path))
 
     # -- control plane ----------------------------------------------------------------------
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await json_object(request)
-        if body is None:
-            return api_error(400, "invalid JSON body", request.path)
+        body = await self._body(request, lambda: api_error(400, "invalid JSON body", request.path))
         snapshot_name = body.get("snapshot") or None
         base: DaytonaSnapshot | None = None
         if snapshot_name and not snapshot_name.startswith(VM_SNAPSHOT_PREFIX):
@@ -292,7 +269,7 @@ class DaytonaEmulator(Protocol):
         name = body.get("name")
         if name and self._find(name) is not None:
             return api_error(409, f"Sandbox with name {name} already exists", request.path)
-        box_id, now = str(uuid.uuid4()), utc_now()
+        box_id = str(uuid.uuid4())
         sandbox_class = base.sandbox_class if base else "linux-vm" if snapshot_name else "container"
         box = DaytonaBox(
             id=box_id, name=name or box_id, body=body,
@@ -302,12 +279,11 @@ class DaytonaEmulator(Protocol):
             cpu=int(body.get("cpu") or (base.cpu if base else 1)),
             memory=int(body.get("memory") or (base.memory if base else 1)),
             disk=int(body.get("disk") or (base.disk if base else 3)),
-            created_at=now, updated_at=now,
         )  # fmt: skip
         self.sandboxes.add(box)
         spec = SandboxSpec(cpus=float(box.cpu), memory_mb=box.memory * 1024)
         source = base.ref if base else None
-        self._transition(
+        self.transition(
             box, "creating", lambda: self.sandboxes.boot(box, spec, home=HOME, source=source),
             "started",
         )  # fmt: skip
@@ -332,45 +308,33 @@ class DaytonaEmulator(Protocol):
 
     async def get(self, request: web.Request) -> web.Response:
         box = self._lookup(request)
-        return box if isinstance(box, web.Response) else web.json_response(self._dto(box, request))
+        return web.json_response(self._dto(box, request))
 
     async def toolbox_url(self, request: web.Request) -> web.Response:
-        box = self._lookup(request)
-        if isinstance(box, web.Response):
-            return box
+        self._lookup(request)
         return web.json_response({"url": self._toolbox_url(request)})
 
     async def delete(self, request: web.Request) -> web.Response:
         box = self._lookup(request)
-        if isinstance(box, web.Response):
-            return box
-        if box.busy is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(box.busy)
+        await self.settled(box)
         await self.sandboxes.destroy(box)
         box.set_state("destroyed")
         return web.json_response(self._dto(box, request))
 
     async def stop(self, request: web.Request) -> web.Response:
         box = self._lookup(request)
-        if isinstance(box, web.Response):
-            return box
         if box.state == "stopped" and box.busy is None:
             return web.json_response(self._dto(box, request))
-        if (refused := self._refuse(box, request, "started", "paused")) is not None:
-            return refused
+        self._refuse(box, request, "started", "paused")
         # Only the filesystem outlives a stop (a paused sandbox is thawed first).
-        self._transition(box, "stopping", lambda: self.sandboxes.stop(box), "stopped")
+        self.transition(box, "stopping", lambda: self.sandboxes.stop(box), "stopped")
         return web.json_response(self._dto(box, request))
 
     async def start(self, request: web.Request) -> web.Response:
         box = self._lookup(request)
-        if isinstance(box, web.Response):
-            return box
         if box.state == "started" and box.busy is None:
             return web.json_response(self._dto(box, request))
-        if (refused := self._refuse(box, request)) is not None:
-            return refused
+        self._refuse(box, request)
         if box.state == "stopped" and box.parked is not None:
             work = self.sandboxes.start
         elif box.state == "paused" and box.local is not None:
@@ -378,13 +342,11 @@ class DaytonaEmulator(Protocol):
         else:
             message = f"Sandbox cannot be started (state: {box.state})"
             return api_error(400, message, request.path)
-        self._transition(box, "starting", lambda: work(box), "started")
+        self.transition(box, "starting", lambda: work(box), "started")
         return web.json_response(self._dto(box, request))
 
     async def pause(self, request: web.Request) -> web.Response:
         box = self._lookup(request)
-        if isinstance(box, web.Response):
-            return box
         if box.sandbox_class != "linux-vm":
             message = (
                 f"Pause is not supported for sandbox class {box.sandbox_class}; use stop instead"
@@ -392,17 +354,13 @@ class DaytonaEmulator(Protocol):
             return api_error(400, message, request.path)
         if box.state == "paused" and box.busy is None:
             return web.json_response(self._dto(box, request))
-        if (refused := self._refuse(box, request, "started")) is not None:
-            return refused
-        self._transition(box, "pausing", lambda: self.sandboxes.freeze(box), "paused")
+        self._refuse(box, request, "started")
+        self.transition(box, "pausing", lambda: self.sandboxes.freeze(box), "paused")
         return web.json_response(self._dto(box, request))
 
     async def snapshot(self, request: web.Request) -> web.Response:
-        box, body = self._lookup(request), await json_object(request)
-        if isinstance(box, web.Response):
-            return box
-        if body is None:
-            return api_error(400, "invalid JSON body", request.path)
+        box = self._lookup(request)
+        body = await self._body(request, lambda: api_error(400, "invalid JSON body", request.path))
         name = body.get("name")
         if not name:
             return api_error(400, "name is required", request.path)
@@ -410,39 +368,36 @@ class DaytonaEmulator(Protocol):
             return api_error(400, "memory snapshots are not supported here", request.path)
         if self.sandboxes.find_snapshot(name) or name.startswith(VM_SNAPSHOT_PREFIX):
             return api_error(409, f"Snapshot {name} already exists", request.path)
-        if (refused := self._refuse(box, request, "started")) is not None:
-            return refused
+        self._refuse(box, request, "started")
         snap = self.sandboxes.add_snapshot(
             DaytonaSnapshot(
                 id=str(uuid.uuid4()), names=[name], source_id=box.id, cpu=box.cpu,
                 memory=box.memory, disk=box.disk, sandbox_class=box.sandbox_class,
             )
         )  # fmt: skip
-        self._transition(box, "snapshotting", lambda: self.sandboxes.take(snap, box), "started")
+        self.transition(box, "snapshotting", lambda: self.sandboxes.take(snap, box), "started")
         return web.json_response(self._dto(box, request))
 
     async def get_snapshot(self, request: web.Request) -> web.Response:
         snap = self._snapshot(request)
-        return (
-            snap if isinstance(snap, web.Response) else web.json_response(self._snapshot_dto(snap))
-        )
+        return web.json_response(self._snapshot_dto(snap))
 
     async def delete_snapshot(self, request: web.Request) -> web.Response:
         snap = self._snapshot(request)
-        if isinstance(snap, web.Response):
-            return snap
         await self.sandboxes.drop_snapshot(snap)
         return web.Response(status=200)
 
     # -- toolbox ----------------------------------------------------------------------------
 
-    def _running(self, request: web.Request) -> DaytonaBox | web.Response:
+    def _running(self, request: web.Request) -> DaytonaBox:
         box = self._find(request.match_info["sid"])
         if box is None:
-            return daemon_error(404, "sandbox not found", request.path, source="DAYTONA_PROXY")
+            raise Refused(
+                daemon_error(404, "sandbox not found", request.path, source="DAYTONA_PROXY")
+            )
         if box.state != "started" or box.local is None:
             message = f"sandbox is not started (state: {box.state})"
-            return daemon_error(400, message, request.path, source="DAYTONA_PROXY")
+            raise Refused(daemon_error(400, message, request.path, source="DAYTONA_PROXY"))
         return box
 
     async def _shell(self, box: DaytonaBox) -> str:
@@ -457,15 +412,15 @@ class DaytonaEmulator(Protocol):
         return path if path.startswith("/") else posixpath.join(HOME, path)
 
     async def execute(self, request: web.Request) -> web.Response:
-        box, body = self._running(request), await json_object(request)
-        if isinstance(box, web.Response):
-            return box
-        command = (body or {}).get("command")
+        box = self._running(request)
+        required = lambda: daemon_error(400, "command is required", request.path)  # noqa: E731
+        body = await self._body(request, required)
+        command = body.get("command")
         if not isinstance(command, str) or not command.strip():
-            return daemon_error(400, "command is required", request.path)
-        timeout = body.get("timeout")  # type: ignore[union-attr]
-        cwd = self._resolve(body.get("cwd") or HOME)  # type: ignore[union-attr]
-        env = {"HOME": HOME, **box.env, **(body.get("envs") or {})}  # type: ignore[union-attr]
+            return required()
+        timeout = body.get("timeout")
+        cwd = self._resolve(body.get("cwd") or HOME)
+        env = {"HOME": HOME, **box.env, **(body.get("envs") or {})}
         # The daemon runs the command in the shell with stdout and stderr on one pipe.
         script = f"exec 2>&1\ncd {shlex.quote(cwd)} || exit 1\n{command}"
         argv = ["env", *(f"{k}={v}" for k, v in env.items()), await self._shell(box), "-c", script]
@@ -486,8 +441,6 @@ class DaytonaEmulator(Protocol):
 
     async def upload(self, request: web.Request) -> web.Response:
         box = self._running(request)
-        if isinstance(box, web.Response):
-            return box
         try:
             reader = await request.multipart()
         except (AssertionError, ValueError):
@@ -520,13 +473,12 @@ class DaytonaEmulator(Protocol):
         return web.json_response({"files": files})
 
     async def download(self, request: web.Request) -> web.Response:
-        box, body = self._running(request), await json_object(request)
-        if isinstance(box, web.Response):
-            return box
-        paths = (body or {}).get("paths")
+        box = self._running(request)
+        message = 'request body must be {"paths": [ ... ]} and non-empty'
+        invalid = lambda: web.json_response({"error": message}, status=400)  # noqa: E731
+        paths = (await self._body(request, invalid)).get("paths")
         if not isinstance(paths, list) or not paths:
-            message = 'request body must be {"paths": [ ... ]} and non-empty'
-            return web.json_response({"error": message}, status=400)
+            return invalid()
         boundary = "DAYTONA-FILE-BOUNDARY-" + secrets.token_hex(8)
         out = io.BytesIO()
         for raw in map(str, paths):

@@ -70,8 +70,7 @@ import posixpath
 import re
 import secrets
 import struct
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -123,12 +122,7 @@ class E2BBox(Box):
     env_vars: dict[str, str]
     access_token: str
     auto_pause: bool
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    end_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     state: str = "running"  # running | paused
-
-    def extend(self, seconds: int) -> None:
-        self.end_at = datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 class E2BEmulator(Protocol):
@@ -139,15 +133,6 @@ class E2BEmulator(Protocol):
         return {"E2B_API_KEY": token, "E2B_API_URL": url, "E2B_SANDBOX_URL": url}
 
     next_pid = 1000
-
-    async def startup(self) -> None:
-        self.reaper = asyncio.get_running_loop().create_task(self._reap_expired())
-
-    async def shutdown(self) -> None:
-        self.reaper.cancel()
-        with contextlib.suppress(BaseException):
-            await self.reaper
-        await super().shutdown()
 
     def error(self, status: int, message: str) -> web.Response:
         return api_error(status, message)
@@ -200,7 +185,7 @@ class E2BEmulator(Protocol):
         if token:
             dto["envdAccessToken"] = box.access_token
         if listed:
-            dto.update(BASE, startedAt=iso(box.started_at), endAt=iso(box.end_at),
+            dto.update(BASE, startedAt=iso(box.created), endAt=iso(box.end_at or datetime.now(UTC)),
                        state=box.state, metadata=box.metadata)  # fmt: skip
         return dto
 
@@ -269,7 +254,7 @@ class E2BEmulator(Protocol):
                 and all(box.metadata.get(k) == v for k, v in wanted.items())
                 and (not template or box.template_id == template)
             ),
-            key=lambda b: (b.started_at, b.id),
+            key=lambda b: (b.created, b.id),
             reverse=request.query.get("order", "desc") != "asc",
         )
         response = web.json_response(
@@ -297,6 +282,7 @@ class E2BEmulator(Protocol):
         return web.Response(status=204)
 
     async def _pause(self, box: E2BBox, *, keep_memory: bool) -> None:
+        box.end_at = None  # a paused sandbox does not time out
         if keep_memory:
             await self.sandboxes.freeze(box)
         else:
@@ -311,9 +297,8 @@ class E2BEmulator(Protocol):
         async with box.lock:
             if box.state == "running":
                 # A running sandbox's timeout only ever grows on connect.
-                if timeout is not None and datetime.now(UTC) + timedelta(seconds=timeout) > (
-                    box.end_at
-                ):
+                wanted = datetime.now(UTC) + timedelta(seconds=timeout or 0)
+                if timeout is not None and (box.end_at is None or wanted > box.end_at):
                     box.extend(timeout)
                 return web.json_response(self._dto(box), status=200)
             await (self.sandboxes.start(box) if box.parked else self.sandboxes.thaw(box))
@@ -363,24 +348,12 @@ class E2BEmulator(Protocol):
         await self.sandboxes.drop_snapshot(snap)
         return web.Response(status=204)
 
-    async def _reap_expired(self) -> None:
-        """Kill (or pause, with ``autoPause``) running sandboxes whose timeout passed."""
-        while True:
-            await asyncio.sleep(0.5)
-            now = datetime.now(UTC)
-            for box in self.sandboxes.listed():
-                if not isinstance(box, E2BBox) or box.state != "running" or box.end_at > now:
-                    continue
-                if box.lock.locked():
-                    continue
-                try:
-                    async with box.lock:
-                        if box.auto_pause:
-                            await self._pause(box, keep_memory=True)
-                        else:
-                            await self.sandboxes.destroy(box)
-                except Exception as exc:  # noqa: BLE001 - one bad sandbox must not stop the reaper
-                    print(f"e2b emulator: expiring {box.id} failed: {exc}", file=sys.stderr)
+    async def expire(self, box: Box) -> None:
+        """A sandbox whose timeout passed is killed, or paused with ``autoPause``."""
+        if isinstance(box, E2BBox) and box.auto_pause:
+            await self._pause(box, keep_memory=True)
+        else:
+            await self.sandboxes.destroy(box)
 
     # -- envd -------------------------------------------------------------------------------
 
@@ -394,12 +367,13 @@ class E2BEmulator(Protocol):
             # What the edge proxy answers for a sandbox that is killed, timed out or paused.
             message = f"The sandbox {sandbox_id} was not found"
             body = {"code": 502, "message": message, "sandboxId": sandbox_id}
-            return web.json_response(body, status=502)
+            raise Refused(web.json_response(body, status=502))
         if request.headers.get("X-Access-Token") != box.access_token:
             message = "unauthorized access, please provide a valid access token"
-            return (
+            error = (
                 connect_error(401, "unauthenticated", message) if rpc else api_error(401, message)
             )
+            raise Refused(error)
         return box
 
     @staticmethod

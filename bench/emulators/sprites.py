@@ -58,7 +58,6 @@ import contextlib
 import json
 import posixpath
 import re
-import secrets
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +67,9 @@ from aiohttp import WSMsgType, web
 from bench.emulators.toolkit import (
     Box,
     Protocol,
+    Refused,
+    in_dir,
+    iso,
     json_object,
     truncated_json,
     undecodable_gzip,
@@ -85,13 +87,6 @@ CHUNK = 1024 * 1024
 NO_TIMEOUT_S = 24 * 3600.0
 STDOUT, STDERR, EXIT = 1, 2, 3
 CLOSED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
-#: Runs argv in the requested directory as a child of a shell whose pid (= its process group,
-#: the local agent starts each command in a new session) is written to $1, so the command can
-#: be killed when its client goes away.
-WRAPPER = (
-    'echo $$ > "$1"; p=$1; cd -- "$2" || { rm -f -- "$p"; exit 1; }; shift 2; '
-    '"$@"; rc=$?; rm -f -- "$p"; exit $rc'
-)
 
 
 def api_error(status: int, message: str) -> web.Response:
@@ -130,7 +125,6 @@ class SpriteBox(Box):
     checkpoints: list[Checkpoint] = field(default_factory=list)  # newest first
     versions: int = 0
     current: str | None = None
-    created_at: str = field(default_factory=utc_now)
     last_running_at: str | None = None
 
 
@@ -190,23 +184,23 @@ class SpritesEmulator(Protocol):
             "status": box.status, "url": f"{request.scheme}://{request.host}/_sprite/{box.name}",
             "url_settings": {"auth": "sprite"}, "labels": list(box.labels),
             "config": dict(box.config), "runtime": box.runtime, "version": "emulated",
-            "created_at": box.created_at, "updated_at": box.created_at,
+            "created_at": iso(box.created), "updated_at": iso(box.created),
             "last_running_at": box.last_running_at,
         }  # fmt: skip
 
-    def _box(self, request: web.Request) -> SpriteBox | web.Response:
+    def _box(self, request: web.Request) -> SpriteBox:
         box = self.sandboxes.get(request.match_info["name"])
-        return box if isinstance(box, SpriteBox) else api_error(404, "sprite not found")
+        if not isinstance(box, SpriteBox):
+            raise Refused(api_error(404, "sprite not found"))
+        return box
 
-    async def _ready(self, request: web.Request) -> SpriteBox | web.Response:
+    async def _ready(self, request: web.Request) -> SpriteBox:
         """The Sprite, after any restore in progress, marked running."""
         box = self._box(request)
-        if isinstance(box, web.Response):
-            return box
         async with box.lock:  # a restore holds the lock while it swaps the sandbox
             pass
         if box.local is None or self.sandboxes.get(box.id) is not box:
-            return api_error(404, "sprite not found")
+            raise Refused(api_error(404, "sprite not found"))
         box.status, box.last_running_at = "running", utc_now()
         return box
 
@@ -219,9 +213,9 @@ class SpritesEmulator(Protocol):
     # -- sprites ----------------------------------------------------------------------------
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await json_object(request)
-        if body is None:
-            return validation_error("request body must be a JSON object")
+        body = await json_object(
+            request, lambda: validation_error("request body must be a JSON object")
+        )
         name = body.get("name")
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             return validation_error(
@@ -281,12 +275,10 @@ class SpritesEmulator(Protocol):
 
     async def get(self, request: web.Request) -> web.Response:
         box = self._box(request)
-        return box if isinstance(box, web.Response) else web.json_response(self._info(box, request))
+        return web.json_response(self._info(box, request))
 
     async def delete(self, request: web.Request) -> web.Response:
         box = self._box(request)
-        if isinstance(box, web.Response):
-            return box
         async with box.lock:
             await self.sandboxes.destroy(box)
             for checkpoint in box.checkpoints:
@@ -299,8 +291,7 @@ class SpritesEmulator(Protocol):
 
     async def exec(self, request: web.Request) -> web.StreamResponse:
         argv, env = request.query.getall("cmd", []), request.query.getall("env", [])
-        if isinstance(refused := self._box(request), web.Response):
-            return refused
+        self._box(request)
         if not argv:
             return api_error(400, "cmd is required")
         if request.query.get("tty") == "true":
@@ -308,20 +299,19 @@ class SpritesEmulator(Protocol):
         if any("=" not in item or item.startswith("=") for item in env):
             return api_error(400, "env entries must be KEY=VALUE")
         box = await self._ready(request)
-        if isinstance(box, web.Response):
-            return box
         cwd = request.query.get("dir") or HOME
         ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)
-        pidfile = f"/tmp/.sprite-exec-{secrets.token_hex(6)}"
-        command = ["env", f"HOME={HOME}", *env, "/bin/sh", "-c", WRAPPER, "sprite-exec",
-                   pidfile, cwd, *argv]  # fmt: skip
-        run = asyncio.ensure_future(self.sandboxes.exec(box, command, timeout_s=NO_TIMEOUT_S))
+        env_pairs = dict(item.split("=", 1) for item in env)
+        command = in_dir(argv, cwd, {"HOME": HOME, **env_pairs})
+        run = asyncio.ensure_future(
+            self.sandboxes.exec(box, command, timeout_s=NO_TIMEOUT_S, kill_on_cancel=True)
+        )
         gone = asyncio.ensure_future(self._until_closed(ws))
         await asyncio.wait({run, gone}, return_when=asyncio.FIRST_COMPLETED)
         if not run.done():  # the client left first (its timeout): stop the command
-            await self._kill(box, pidfile)
-            with contextlib.suppress(Exception):
+            run.cancel()
+            with contextlib.suppress(BaseException):
                 await run
             return ws
         try:
@@ -352,15 +342,6 @@ class SpritesEmulator(Protocol):
         while (await ws.receive()).type not in CLOSED:
             pass
 
-    async def _kill(self, box: SpriteBox, pidfile: str) -> None:
-        script = (
-            f"for _ in $(seq 40); do [ -s {pidfile} ] && break; sleep 0.05; done; "
-            f'[ -s {pidfile} ] && kill -s KILL -- "-$(cat {pidfile})" 2>/dev/null; '
-            f"rm -f -- {pidfile}; true"
-        )
-        with contextlib.suppress(Exception):
-            await self.sandboxes.exec(box, ["/bin/sh", "-c", script], timeout_s=30)
-
     # -- files ------------------------------------------------------------------------------
 
     async def fs_write(self, request: web.Request) -> web.Response:
@@ -368,8 +349,6 @@ class SpritesEmulator(Protocol):
         if path is None:
             return fs_error(400, "path is required", "EINVAL")
         box = await self._ready(request)
-        if isinstance(box, web.Response):
-            return box
         data = await request.read()
         if request.query.get("mkdirParents", "true") != "true":
             parent = posixpath.dirname(path) or "/"
@@ -394,8 +373,6 @@ class SpritesEmulator(Protocol):
         if path is None:
             return fs_error(400, "path is required", "EINVAL")
         box = await self._ready(request)
-        if isinstance(box, web.Response):
-            return box
         try:
             data = await self.sandboxes.read_file(box, path)
         except NotFound:
@@ -439,11 +416,8 @@ class SpritesEmulator(Protocol):
         return response
 
     async def checkpoint(self, request: web.Request) -> web.StreamResponse:
-        box, body = self._box(request), await json_object(request)
-        if isinstance(box, web.Response):
-            return box
-        if body is None:
-            return validation_error("invalid JSON body")
+        box = self._box(request)
+        body = await json_object(request, lambda: validation_error("invalid JSON body"))
         comment = str(body.get("comment") or "")
 
         async def work(say: Any) -> None:
@@ -468,27 +442,21 @@ class SpritesEmulator(Protocol):
 
     async def list_checkpoints(self, request: web.Request) -> web.Response:
         box = self._box(request)
-        if isinstance(box, web.Response):
-            return box
         return web.json_response([c.to_json() for c in box.checkpoints])
 
-    def _checkpoint(self, request: web.Request) -> tuple[SpriteBox, Checkpoint] | web.Response:
+    def _checkpoint(self, request: web.Request) -> tuple[SpriteBox, Checkpoint]:
         box = self._box(request)
-        if isinstance(box, web.Response):
-            return box
         wanted = request.match_info["cid"]
         found = next((c for c in box.checkpoints if c.id == wanted), None)
-        return (box, found) if found is not None else api_error(404, "checkpoint not found")
+        if found is None:
+            raise Refused(api_error(404, "checkpoint not found"))
+        return box, found
 
     async def get_checkpoint(self, request: web.Request) -> web.Response:
-        found = self._checkpoint(request)
-        return found if isinstance(found, web.Response) else web.json_response(found[1].to_json())
+        return web.json_response(self._checkpoint(request)[1].to_json())
 
     async def restore(self, request: web.Request) -> web.StreamResponse:
-        found = self._checkpoint(request)
-        if isinstance(found, web.Response):
-            return found
-        box, checkpoint = found
+        box, checkpoint = self._checkpoint(request)
 
         async def work(say: Any) -> None:
             await say("info", f"Restoring to checkpoint {checkpoint.id}...")

@@ -85,14 +85,16 @@ import contextlib
 import dataclasses
 import os
 import random
+import secrets
 import shlex
 import signal
 import socket
 import struct
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -369,8 +371,23 @@ class Box:
     frozen: bool = False
     #: For the protocol: held around state changes that must not interleave.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    born_s: float = field(default_factory=time.monotonic)
+    #: The state as the provider's API names it, and the transition under way, if any
+    #: (:meth:`Protocol.transition`); ``error`` says why it is in an error state.
+    state: str = ""
+    busy: asyncio.Task[Any] | None = None
+    error: str | None = None
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    updated: datetime = field(default_factory=lambda: datetime.now(UTC))
     used_s: float = field(default_factory=time.monotonic)
+    #: When the provider ends it (its lifetime, :meth:`Protocol.expire`); None: never.
+    end_at: datetime | None = None
+
+    def set_state(self, state: str) -> None:
+        self.state, self.updated = state, datetime.now(UTC)
+
+    def extend(self, seconds: float) -> None:
+        """The sandbox now ends ``seconds`` from now."""
+        self.end_at = datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -432,7 +449,7 @@ class Sandboxes:
 
     def listed(self) -> list[Box]:
         """The sandboxes a listing shows, oldest first."""
-        return sorted(self._boxes.values(), key=lambda b: b.born_s)
+        return sorted(self._boxes.values(), key=lambda b: b.created)
 
     def live(self) -> list[str]:
         """Ids of every sandbox held (the admin API's answer: the truth, not a listing)."""
@@ -566,8 +583,26 @@ class Sandboxes:
         box.used_s = time.monotonic()
         return local
 
-    async def exec(self, box: Box, argv: Sequence[str], *, timeout_s: float) -> ExecResult:
-        return await self.backend.exec(await self.use(box), list(argv), timeout_s=timeout_s)
+    async def exec(
+        self, box: Box, argv: Sequence[str], *, timeout_s: float, kill_on_cancel: bool = False
+    ) -> ExecResult:
+        """Run ``argv``; with ``kill_on_cancel``, cancelling this call (its client went away)
+        kills the command's process group, else the command runs on to ``timeout_s``."""
+        local = await self.use(box)
+        if not kill_on_cancel:
+            return await self.backend.exec(local, list(argv), timeout_s=timeout_s)
+        pidfile = f"/tmp/.emulated-exec-{secrets.token_hex(6)}"
+        wrapped = ["/bin/sh", "-c", _PID_WRAPPER, "exec", pidfile, *argv]
+        command = asyncio.ensure_future(self.backend.exec(local, wrapped, timeout_s=timeout_s))
+        try:
+            return await asyncio.shield(command)
+        except asyncio.CancelledError:
+            # Kill it, then let the backend's call end as the command does (never cut short).
+            kill = ["/bin/sh", "-c", _KILL_GROUP.format(pidfile=pidfile)]
+            with contextlib.suppress(Exception):
+                await self.backend.exec(local, kill, timeout_s=30)
+                await command
+            raise
 
     async def read_file(self, box: Box, path: str) -> bytes:
         return await self.backend.read_file(await self.use(box), path)
@@ -579,6 +614,15 @@ class Sandboxes:
         if box.local is None:
             raise NotFound(f"sandbox {box.id} is not running", provider=self.backend.id)
         return box.local
+
+
+#: Runs argv as a child of a shell whose pid (= its process group: the backend starts each
+#: command in a new session) is written to $1, so the command can be killed when needed.
+_PID_WRAPPER = 'echo $$ > "$1"; p=$1; shift; "$@"; rc=$?; rm -f -- "$p"; exit $rc'
+_KILL_GROUP = (
+    "for _ in $(seq 40); do [ -s {pidfile} ] && break; sleep 0.05; done; "
+    '[ -s {pidfile} ] && kill -s KILL -- "-$(cat {pidfile})" 2>/dev/null; rm -f -- {pidfile}; true'
+)
 
 
 def make_backend(state_dir: Path, backend: str) -> Provider:
@@ -644,20 +688,70 @@ class Protocol:
         return self.error(401, "unauthorized")
 
     def spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
-        """Run ``work`` in the background (e.g. a transition the client polls); it is awaited,
-        not cancelled, when the emulator stops."""
+        """Run ``work`` in the background; it is awaited, not cancelled, when the emulator
+        stops."""
         task = asyncio.ensure_future(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
 
+    def transition(
+        self, box: Box, state: str, work: Callable[[], Awaitable[Any]], done: str
+    ) -> None:
+        """An API whose lifecycle calls answer at once and finish in the background, while the
+        client polls: ``box`` is in ``state`` now, in ``done`` once ``work()`` has finished,
+        in ``error`` (with ``box.error``) if it failed; ``box.busy`` meanwhile."""
+
+        async def run() -> None:
+            try:
+                await work()
+                box.set_state(done)
+            except Exception as exc:  # noqa: BLE001 - any failure puts the sandbox in error
+                box.error = f"{type(exc).__name__}: {exc}"
+                box.set_state("error")
+            finally:
+                box.busy = None
+
+        box.set_state(state)
+        box.busy = self.spawn(run())
+
+    @staticmethod
+    async def settled(box: Box) -> None:
+        """Wait for ``box``'s transition, if one runs (its outcome is in its state)."""
+        if box.busy is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(box.busy)
+
+    async def expire(self, box: Box) -> None:
+        """What the provider does to a sandbox whose lifetime (``box.end_at``) has passed,
+        under ``box.lock``; by default it is destroyed."""
+        await self.sandboxes.destroy(box)
+
     async def startup(self) -> None:
-        """Start background work of the protocol's own (after the sandboxes opened)."""
+        """Start background work (after the sandboxes opened): here, the lifetime reaper."""
+        self._reaper = asyncio.ensure_future(self._reap_expired())
 
     async def shutdown(self) -> None:
+        self._reaper.cancel()
+        with contextlib.suppress(BaseException):
+            await self._reaper
         for task in list(self.tasks):
             with contextlib.suppress(BaseException):
                 await task
+
+    async def _reap_expired(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            now = datetime.now(UTC)
+            for box in self.sandboxes.listed():
+                if box.end_at is None or box.end_at > now or box.lock.locked():
+                    continue
+                try:
+                    async with box.lock:
+                        box.end_at = None
+                        await self.expire(box)
+                except Exception as exc:  # noqa: BLE001 - one bad sandbox must not stop the reaper
+                    print(f"{self.name} emulator: expiring {box.id} failed: {exc}", file=sys.stderr)
 
 
 # -- the server ------------------------------------------------------------------------------------
