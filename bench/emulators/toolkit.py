@@ -758,8 +758,8 @@ class Protocol:
 
 STATE_KEY: web.AppKey[EmulatorState] = web.AppKey("emulator_state", EmulatorState)
 #: Per-request keys: the call's log entry, and (latency mode "total") when its answer may go.
-ENTRY_KEY = "sandbox_bench.log_entry"
-RELEASE_KEY = "sandbox_bench.release_at"
+ENTRY_KEY = web.RequestKey("sandbox_bench.log_entry", dict)
+RELEASE_KEY = web.RequestKey("sandbox_bench.release_at", float)
 
 
 def make_app(protocol: Protocol, state: EmulatorState) -> web.Application:
