@@ -758,8 +758,10 @@ class Protocol:
 
 STATE_KEY: web.AppKey[EmulatorState] = web.AppKey("emulator_state", EmulatorState)
 #: Per-request keys: the call's log entry, and (latency mode "total") when its answer may go.
-ENTRY_KEY = web.RequestKey("sandbox_bench.log_entry", dict)
-RELEASE_KEY = web.RequestKey("sandbox_bench.release_at", float)
+#: aiohttp 3.14 added typed request keys (and warns about plain ones); older ones take a str.
+_KEY: Any = getattr(web, "RequestKey", lambda name, kind: name)
+ENTRY_KEY = _KEY("sandbox_bench.log_entry", dict)
+RELEASE_KEY = _KEY("sandbox_bench.release_at", float)
 
 
 def make_app(protocol: Protocol, state: EmulatorState) -> web.Application:
