@@ -222,7 +222,7 @@ class DaytonaEmulator(Protocol):
     def _find(self, key: str) -> DaytonaBox | None:
         box = self.sandboxes.get(key)
         if not isinstance(box, DaytonaBox):
-            found = (b for b in self.sandboxes.listed() if getattr(b, "name", None) == key)
+            found = (b for b in self.sandboxes.held() if getattr(b, "name", None) == key)
             box = next(found, None)
         return box if isinstance(box, DaytonaBox) else None
 

@@ -128,11 +128,11 @@ class E2BBox(Box):
 class E2BEmulator(Protocol):
     name = "e2b"
 
+    next_pid = 1000
+
     @staticmethod
     def client_env(url: str, token: str) -> dict[str, str]:
         return {"E2B_API_KEY": token, "E2B_API_URL": url, "E2B_SANDBOX_URL": url}
-
-    next_pid = 1000
 
     def error(self, status: int, message: str) -> web.Response:
         return api_error(status, message)

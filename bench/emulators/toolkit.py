@@ -11,7 +11,7 @@ The parts, and who owns what:
   (:class:`Box`, which each protocol subclasses with its own fields) and every operation done
   on them (boot, exec, files, checkpoint, rewind in place, freeze/thaw, stop/start keeping the
   filesystem only, destroy). A protocol module never touches the backend provider or a box's
-  backend sandbox itself, and lists sandboxes only from :meth:`Sandboxes.listed`. Which class
+  backend sandbox itself, and its listing endpoints show :meth:`Sandboxes.listed`. Which class
   serves is decided in one place (:func:`make_sandboxes`), so a layer that makes the provider
   answer "ok" and do the wrong thing (a pause that does not freeze, a restore that comes back
   empty, a destroy that leaves the sandbox alive and listed, a listing that omits one, a
@@ -447,9 +447,13 @@ class Sandboxes:
     def get(self, box_id: str) -> Box | None:
         return self._boxes.get(box_id)
 
-    def listed(self) -> list[Box]:
-        """The sandboxes a listing shows, oldest first."""
+    def held(self) -> list[Box]:
+        """Every sandbox held, oldest first (for lookups; the reaper)."""
         return sorted(self._boxes.values(), key=lambda b: b.created)
+
+    def listed(self) -> list[Box]:
+        """The sandboxes a listing endpoint shows (every one held, unless a layer says not)."""
+        return self.held()
 
     def live(self) -> list[str]:
         """Ids of every sandbox held (the admin API's answer: the truth, not a listing)."""
@@ -743,7 +747,7 @@ class Protocol:
         while True:
             await asyncio.sleep(0.5)
             now = datetime.now(UTC)
-            for box in self.sandboxes.listed():
+            for box in self.sandboxes.held():
                 if box.end_at is None or box.end_at > now or box.lock.locked():
                     continue
                 try:
