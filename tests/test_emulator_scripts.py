@@ -136,6 +136,21 @@ async def test_when_one_emulator_dies_the_others_are_stopped_and_the_exit_is_1(t
         await _stopped(proc, signal.SIGTERM)
 
 
+async def test_emulators_whose_starter_is_killed_stop_by_themselves(tmp_path):
+    proc = await _emulate("e2b,daytona", "--backend", "stub", "--state-dir", str(tmp_path))
+    try:
+        pids = [b["pid"] for b in (await _blocks(proc, ["e2b", "daytona"])).values()]
+        proc.kill()  # SIGKILL: the starter cleans nothing up itself
+        await proc.wait()
+        for _ in range(100):
+            if not any(_alive(pid) for pid in pids):
+                break
+            await asyncio.sleep(0.1)
+        assert not any(_alive(pid) for pid in pids)
+    finally:
+        await _stopped(proc, signal.SIGTERM)
+
+
 async def test_a_stop_destroys_every_sandbox_the_emulators_hold(tmp_path):
     needs_root()
     proc = await _emulate("all", "--token", "tok", "--state-dir", str(tmp_path))

@@ -255,6 +255,9 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m bench.emulators PROVIDER[,...]|all [options]``."""
+    from bench.emulators.control import terminate_with_parent
+
+    terminate_with_parent()
     parser = _Parser(prog="python -m bench.emulators", description=__doc__.split("\n")[0])
     add_arguments(parser)
     return cmd_emulate(parser.parse_args(argv))

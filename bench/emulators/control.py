@@ -28,6 +28,8 @@ from bench.emulators import protocol_class
 from bench.emulators.toolkit import ADMIN_PREFIX
 
 PR_SET_PDEATHSIG = 1
+#: Set by :func:`start_process`: the pid of the process the emulator must not outlive.
+PARENT_ENV = "SANDBOX_BENCH_EMULATOR_PARENT"
 #: How a header line (``toolkit.HEADER``) names the provider and the URL.
 HEADER_RE = re.compile(r"^# (?P<name>\S+) emulator on (?P<url>http://\S+)")
 
@@ -165,11 +167,18 @@ async def read_header(stdout: asyncio.StreamReader, name: str, *, timeout_s: flo
     return found["url"]
 
 
-def _terminate_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``), so
-    an emulator whose starter was killed still destroys its sandboxes."""
+def terminate_with_parent() -> None:
+    """In an emulator started by :func:`start_process`: SIGTERM when the process that started
+    it dies (Linux ``PR_SET_PDEATHSIG``), so an emulator whose starter was killed still
+    destroys its sandboxes. Done by the child itself, not in a ``preexec_fn`` (unsafe in a
+    parent with threads); a parent already gone by then counts as gone."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None:
+        return
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if str(os.getppid()) != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def start_process(
@@ -180,11 +189,11 @@ async def start_process(
     terminal's foreground group (Ctrl-C) do not reach it."""
     root = Path(__file__).resolve().parents[2]
     path = os.environ.get("PYTHONPATH")
-    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else str(root)}
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else str(root),
+           PARENT_ENV: str(os.getpid())}  # fmt: skip
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.emulators", name, *argv,
         stdout=asyncio.subprocess.PIPE, env=env, start_new_session=new_session,
-        preexec_fn=_terminate_with_parent,
     )  # fmt: skip
 
 
