@@ -1,6 +1,6 @@
 """Ground truth for calibration runs: a latency we configured, and what the harness measured.
 
-A calibration run points the harness at a loopback emulator (tests/emulators/) that adds a
+A calibration run points the harness at a loopback emulator (``sandbox-bench emulate``) that adds a
 known, seeded latency to every provider call. The harness itself cannot know that latency (an
 adapter only sees its SDK), so **whoever starts the emulator writes the truth into the run
 folder** as ``calibration.json`` (:func:`save`), next to ``manifest.json``; the report finds it

@@ -38,6 +38,7 @@ from bench.config import (
     load_toml,
 )
 from bench.cost import SessionScenario
+from bench.emulators import cli as emulators_cli
 from bench.records import RunStatus, SchemaError
 from bench.session import Executor, LocalExecutor, Session, UsageError
 from bench.store import load_manifest, resolve_run
@@ -597,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--results", type=Path, default=Path("results"), metavar="DIR", help="results folder"
     )
     _add_setting_flags(compare, CompareSettings, flag=lambda d: d.info.flag, dest=lambda d: d.name)
+    emulators_cli.add_parser(sub)
     return parser
 
 

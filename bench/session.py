@@ -189,7 +189,11 @@ def instantiate_providers(config: RunConfig, *, here: bool = True) -> dict[str, 
         try:
             providers[provider_id] = cls(config.provider_settings.get(provider_id, {}))
         except ValueError as exc:  # the adapter refused its [providers.<id>] table
-            raise UsageError(f"[providers.{provider_id}]: {exc}") from None
+            message = str(exc)
+            where = f"[providers.{provider_id}]"
+            raise UsageError(
+                message if message.startswith(where) else f"{where}: {message}"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - a constructor creates nothing: its failure
             # on a value of a surprising type (Path(5), "~nobody") is a refusal of that table
             raise UsageError(f"[providers.{provider_id}]: {type(exc).__name__}: {exc}") from None

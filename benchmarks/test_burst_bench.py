@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -48,18 +47,13 @@ import pytest
 from bench.calibration import LatencyModel
 from bench.cluster import ClusterExecutor
 from bench.config import build_config
+from bench.emulators.control import emulator_args, running
 from bench.records import RunStatus
 from bench.runner import MemorySink, Recorder, Runner, WorkItem
 from bench.session import run_session
 from bench.store import load_run
 from bench.workloads import WORKLOADS
 from providers.base import Capabilities, Op, Sandbox, SandboxSpec
-
-# benchmarks/ is not a package, so pytest puts only benchmarks/ itself on sys.path; the
-# emulators live in the tests package at the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.emulators.common import emulator_args, running
-from tests.emulators.e2b import client_env
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the emulators need root"),
@@ -138,8 +132,8 @@ def env(tmp_path_factory):
         "e2b", tmp_path_factory.mktemp("e2b-emu"), extra_args=[*options, "--loop", "uvloop"]
     )
     emulator = loop.run_until_complete(context.__aenter__())
-    saved = {k: os.environ.get(k) for k in client_env(emulator)}
-    os.environ.update(client_env(emulator))
+    saved = {k: os.environ.get(k) for k in emulator.client_env()}
+    os.environ.update(emulator.client_env())
     sdk = E2BProvider({})
     raw = RawHTTP(emulator.url, emulator.token)
     loop.run_until_complete(sdk.open())

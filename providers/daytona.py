@@ -53,204 +53,135 @@ the SDK's aiohttp session directly (no retry); but the SDK's shared aiohttp sess
 connection-level failures up to twice and cannot be switched off (see
 :data:`SDK_RETRIES`, recorded in ``environment()``).
 
-Settings (unknown keys are refused): ``api_url``, ``connection`` (``"reuse"``: one SDK client
-per provider; ``"per_iteration"``: a fresh client per created or restored sandbox, used for
-every operation on it and closed when it is destroyed), ``snapshot``, ``image``, ``target``
-(region), ``pause_mode`` (``"stop_start"`` or ``"pause"``), ``sdk_timeout_s`` (the bound the
-SDK itself puts on a lifecycle call; the runner's own timeout usually fires first).
+Settings: :class:`DaytonaSettings` (each key declared with its help; unknown keys refused).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import os
-import shlex
 import time
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import aiohttp
+import daytona
 from aiohttp.http_exceptions import HttpProcessingError
-from daytona import (
-    AsyncDaytona,
-    CreateSandboxFromImageParams,
-    CreateSandboxFromSnapshotParams,
-    DaytonaAuthenticationError,
-    DaytonaConnectionError,
-    DaytonaError,
-    DaytonaForbiddenError,
-    DaytonaNotFoundError,
-    DaytonaRateLimitError,
-    DaytonaTimeoutError,
-    ListSandboxesQuery,
-    Resources,
-)
-from daytona import DaytonaConfig as _DaytonaConfig
+from daytona import AsyncDaytona, CreateSandboxFromSnapshotParams
 from pydantic import ValidationError
 
-from providers.base import (
-    OPTIONAL_OPS,
-    REQUIRED_OPS,
-    RUN_LABEL,
-    Capabilities,
-    CheckpointCaptures,
-    CheckpointRef,
-    Command,
-    ExecResult,
-    Op,
-    PauseKind,
-    Provider,
-    RestoreTarget,
-    Sandbox,
-    SandboxSpec,
-    optional_str,
-    sdk_versions,
-    url_without_secrets,
-)
-from providers.errors import (
-    AuthError,
-    NotFound,
-    OperationTimeout,
-    ProtocolError,
-    ProviderError,
-    QuotaOrRateLimited,
-    SandboxCrashed,
-    Unavailable,
-    exception_chain,
-    from_http_status,
-)
-
-T = TypeVar("T")
+from providers import base, errors
+from providers.base import Op, Sandbox, SandboxSpec
+from providers.sdk import HTTP_STATUS, SDKProvider, SDKSettings, on, sdk_timeout
+from providers.settings import setting
 
 API_KEY_ENV = "DAYTONA_API_KEY"
 API_URL_ENV = "DAYTONA_API_URL"
 DEFAULT_API_URL = "https://app.daytona.io/api"
+NO_FORK = "not wired in this adapter yet (the SDK has sandbox.fork(name))"
 #: The default user's home in Daytona's sandbox images: writable, and part of the filesystem
 #: a snapshot captures.
-NO_FORK = "not wired in this adapter yet (the SDK has sandbox.fork(name))"
 SCRATCH_DIR = "/home/daytona"
-
-CONNECTION_MODES = ("reuse", "per_iteration")
-PAUSE_MODES = ("stop_start", "pause")
-SETTINGS = frozenset(
-    {"api_url", "connection", "snapshot", "image", "target", "pause_mode", "sdk_timeout_s"}
-)
 GONE_STATES = frozenset({"destroyed", "destroying"})
 
-#: What stays on or off inside the SDK (daytona 0.226.1), for the manifest.
-SDK_RETRIES: dict[str, str] = {
-    "generated_api_clients": "off: Configuration.retries is None (the async client never sets it)",
-    "file_transfers": "off: upload/download use the shared aiohttp session directly",
-    "connection_level": (
-        "ON, not configurable: daytona.internal.shared_session retries "
-        "aiohttp.ClientConnectorError on every method, and ServerDisconnectedError, "
-        "ClientOSError, ConnectionResetError, BrokenPipeError on GET/HEAD/OPTIONS/TRACE/PUT/"
-        "DELETE, up to 2 times with 0.25 s x attempt + up to 0.1 s jitter backoff; applies to "
-        "calls through the generated clients (create, exec, lifecycle, state polling, list, "
-        "destroy)"
-    ),
-    "http_status": "none: no retry on 429 or 5xx",
-}
+
+@dataclass(frozen=True, kw_only=True)
+class DaytonaSettings(SDKSettings):
+    snapshot: str | None = setting(None, help="snapshot to create from (else Daytona's default)")
+    image: str | None = setting(None, help="image to create from instead; sends the spec's sizes")
+    target: str | None = setting(None, help="region (DaytonaConfig target)")
+    pause_mode: str = setting(
+        "stop_start", help="stop_start: stop()/start(); pause: pause()/start() (VM-class only)",
+        choices=("stop_start", "pause"),
+    )  # fmt: skip
+    sdk_timeout_s: float = sdk_timeout(300.0, "the SDK's own bound on a lifecycle call")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.snapshot and self.image:
+            raise ValueError("set snapshot or image, not both")
 
 
-@dataclass
-class _Native:
-    """What the adapter keeps per sandbox: the SDK object, its client, its labels."""
-
-    sdk: Any  # daytona.AsyncSandbox
-    client: AsyncDaytona
-    owns_client: bool
-    labels: dict[str, str] = field(default_factory=dict)
-    ttl_minutes: int | None = None
-
-
-class DaytonaProvider(Provider):
+class DaytonaProvider(SDKProvider[AsyncDaytona]):
     id = "daytona"
     sdk_packages = ("daytona",)
     required_env = (API_KEY_ENV,)
+    Settings = DaytonaSettings
+    config: DaytonaSettings
+    endpoint_env = API_URL_ENV
+    default_endpoint = DEFAULT_API_URL
+    #: What stays on or off inside the SDK (daytona 0.226.1), for the manifest.
+    SDK_RETRIES: ClassVar[dict[str, str]] = {
+        "generated_api_clients": (
+            "off: Configuration.retries is None (the async client never sets it)"
+        ),
+        "file_transfers": "off: upload/download use the shared aiohttp session directly",
+        "connection_level": (
+            "ON, not configurable: daytona.internal.shared_session retries "
+            "aiohttp.ClientConnectorError on every method, and ServerDisconnectedError, "
+            "ClientOSError, ConnectionResetError, BrokenPipeError on GET/HEAD/OPTIONS/TRACE/PUT/"
+            "DELETE, up to 2 times with 0.25 s x attempt + up to 0.1 s jitter backoff; applies to "
+            "calls through the generated clients (create, exec, lifecycle, state polling, list, "
+            "destroy)"
+        ),
+        "http_status": "none: no retry on 429 or 5xx",
+    }
+    ERRORS = (
+        # aiohttp could not parse the answer's status line or headers; it reports that as a
+        # ClientResponseError with its own status 400, which is not the provider's.
+        on(HttpProcessingError, error=errors.ProtocolError),
+        HTTP_STATUS,
+        on(
+            daytona.DaytonaAuthenticationError,
+            daytona.DaytonaForbiddenError,
+            error=errors.AuthError,
+        ),
+        on(daytona.DaytonaNotFoundError, error=errors.NotFound),
+        on(daytona.DaytonaRateLimitError, error=errors.QuotaOrRateLimited),
+        on(daytona.DaytonaTimeoutError, asyncio.TimeoutError, error=errors.OperationTimeout),
+        on(
+            daytona.DaytonaConnectionError,
+            aiohttp.ClientConnectionError,
+            ConnectionError,
+            error=errors.Unavailable,
+        ),
+        on(
+            ValidationError,
+            json.JSONDecodeError,
+            aiohttp.ContentTypeError,
+            error=errors.ProtocolError,
+        ),
+        on(error=errors.ProtocolError, message="Unexpected Content-Type"),
+        on(error=errors.SandboxCrashed, message="entered error state"),
+    )
 
-    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
-        super().__init__(settings)
-        unknown = sorted(set(self.settings) - SETTINGS)
-        if unknown:
-            raise ValueError(
-                f"unknown daytona setting(s) {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(SETTINGS))})"
-            )
-        self._connection = str(self.settings.get("connection", "reuse"))
-        if self._connection not in CONNECTION_MODES:
-            raise ValueError(f"connection must be one of {', '.join(CONNECTION_MODES)}")
-        self._pause_mode = str(self.settings.get("pause_mode", "stop_start"))
-        if self._pause_mode not in PAUSE_MODES:
-            raise ValueError(f"pause_mode must be one of {', '.join(PAUSE_MODES)}")
-        self._snapshot = optional_str(self.settings, "snapshot")
-        self._image = optional_str(self.settings, "image")
-        if self._snapshot and self._image:
-            raise ValueError("set snapshot or image, not both")
-        self._target = optional_str(self.settings, "target")
-        self._api_url_setting = optional_str(self.settings, "api_url")
-        try:
-            self._sdk_timeout_s = float(self.settings.get("sdk_timeout_s", 300))
-        except (TypeError, ValueError):
-            raise ValueError("sdk_timeout_s must be a number of seconds > 0") from None
-        if not self._sdk_timeout_s > 0:
-            raise ValueError("sdk_timeout_s must be a number of seconds > 0")
-        self._client: AsyncDaytona | None = None
-        self._owned: set[AsyncDaytona] = set()
-        self._observed_retries: Any = "not opened yet"
-
-    # -- set-up and description -----------------------------------------------------------
-
-    @property
-    def _endpoint(self) -> str:
-        return self._api_url_setting or os.environ.get(API_URL_ENV) or DEFAULT_API_URL
-
-    async def open(self) -> None:
-        if not os.environ.get(API_KEY_ENV):
-            raise AuthError(f"set {API_KEY_ENV} to use daytona", provider=self.id, operation="open")
-        if self._client is None:
-            self._client = self._new_client()
-            # Read back what the SDK really configured, for the manifest (never changed here).
-            config = getattr(getattr(self._client, "_api_client", None), "configuration", None)
-            self._observed_retries = getattr(config, "retries", "unknown")
-
-    async def close(self) -> None:
-        clients = [*self._owned, *([self._client] if self._client else [])]
-        self._owned.clear()
-        self._client = None
-        for client in clients:
-            with contextlib.suppress(Exception):
-                await client.close()
-
-    def _new_client(self) -> AsyncDaytona:
-        config = _DaytonaConfig(
+    def new_client(self) -> AsyncDaytona:
+        config = daytona.DaytonaConfig(
             api_key=os.environ.get(API_KEY_ENV),
-            api_url=self._endpoint,
-            target=self._target,
+            api_url=self.endpoint,
+            target=self.config.target,
             # No socket.io event stream: state changes are observed by polling (see notes).
             use_deprecated_polling=True,
         )
         with warnings.catch_warnings():
             # The SDK warns that polling mode is deprecated on every client it builds.
             warnings.simplefilter("ignore", DeprecationWarning)
-            try:
-                return AsyncDaytona(config)
-            except Exception as exc:
-                raise _translate(exc, self.id, "open") from exc
+            return AsyncDaytona(config)
 
-    def capabilities(self) -> Capabilities:
-        freeze = self._pause_mode == "pause"
-        return Capabilities(
-            operations=REQUIRED_OPS | (OPTIONAL_OPS - {Op.FORK}),
-            checkpoint_captures=CheckpointCaptures.FILESYSTEM,
-            restore_target=RestoreTarget.NEW_SANDBOX,
-            pause_kind=PauseKind.FREEZE if freeze else PauseKind.STOP_START,
+    async def close_client(self, client: AsyncDaytona) -> None:
+        await client.close()
+
+    def capabilities(self) -> base.Capabilities:
+        freeze = self.config.pause_mode == "pause"
+        return base.Capabilities(
+            operations=base.REQUIRED_OPS | (base.OPTIONAL_OPS - {Op.FORK}),
+            checkpoint_captures=base.CheckpointCaptures.FILESYSTEM,
+            restore_target=base.RestoreTarget.NEW_SANDBOX,
+            pause_kind=base.PauseKind.FREEZE if freeze else base.PauseKind.STOP_START,
             isolation=(
                 "Daytona sandbox: an OCI container on a Daytona runner (default class); "
                 "a VM for linux-vm snapshots"
@@ -258,218 +189,128 @@ class DaytonaProvider(Provider):
             scratch_dir=SCRATCH_DIR,
             unsupported={str(Op.FORK): NO_FORK},
             notes={
-                "stderr": (
-                    "not separate: the daemon returns stdout and stderr combined in one "
-                    "'result'; ExecResult.stdout holds both, stderr is always empty"
-                ),
-                "exec": (
-                    "string commands are sent as sh -c '<cmd>', argv lists as shlex.join(argv), "
-                    "run by the sandbox shell; output is decoded as UTF-8 by the daemon "
-                    "(invalid bytes become U+FFFD); timeout sent in whole seconds (ceil, >= 1)"
-                ),
-                "resources": (
-                    "cpus/memory_mb/disk_mb apply only with the image setting (whole vCPU, "
-                    "whole GiB, rounded up); on the snapshot path (default) the snapshot's "
-                    "resources apply"
-                ),
-                "checkpoint": (
-                    "create_snapshot(name): filesystem only (SDK sends includeMemory=false), "
-                    "the sandbox keeps running; returns once the snapshot is active"
-                ),
+                "stderr": "not separate: the daemon returns stdout and stderr combined in one "
+                "'result'; ExecResult.stdout holds both, stderr is always empty",
+                "exec": "strings sent as sh -c '<cmd>', argv as shlex.join(argv), run by the "
+                "sandbox shell; output decoded as UTF-8 by the daemon (invalid bytes become "
+                "U+FFFD); timeout sent in whole seconds (ceil, >= 1)",
+                "resources": "cpus/memory_mb/disk_mb apply only with the image setting (whole "
+                "vCPU, whole GiB, rounded up); on the snapshot path (default) the snapshot's "
+                "resources apply",
+                "checkpoint": "create_snapshot(name): filesystem only (SDK sends "
+                "includeMemory=false), the sandbox keeps running; returns once the snapshot is "
+                "active",
                 "restore": "create(snapshot=name): a new sandbox; no in-place restore",
-                "pause": (
-                    "pause_mode=pause: sandbox.pause()/start(), processes and memory kept, "
-                    "VM-class (linux-vm) snapshots only"
-                    if freeze
-                    else "pause_mode=stop_start: sandbox.stop()/start(), only the filesystem "
-                    "survives (container sandboxes have no pause)"
-                ),
+                "pause": "pause_mode=pause: sandbox.pause()/start(), processes and memory kept, "
+                "VM-class (linux-vm) snapshots only"
+                if freeze
+                else "pause_mode=stop_start: sandbox.stop()/start(), only the filesystem "
+                "survives (container sandboxes have no pause)",
                 "destroy": "sandbox.delete(wait=False): returns when the API accepted it",
                 "lifetime": "ttl_minutes=ceil(lifetime_s/60); auto_stop_interval=0",
-                "state_updates": (
-                    "use_deprecated_polling=True: no socket.io websocket; waits poll "
-                    "GET /sandbox/{id} every 0.1 s (up to 1 s after 5 s)"
-                ),
-                "connection": self._connection,
+                "state_updates": "use_deprecated_polling=True: no socket.io websocket; waits "
+                "poll GET /sandbox/{id} every 0.1 s (up to 1 s after 5 s)",
+                "connection": str(self.connection),
                 "retries": "SDK connection-level retries stay on (see environment sdk_retries)",
             },
         )
 
-    def environment(self) -> dict[str, Any]:
+    def sdk_retries(self) -> dict[str, Any]:
+        # Read back what the SDK really configured (never changed here).
+        config = getattr(getattr(self.clients.main, "_api_client", None), "configuration", None)
+        observed = getattr(config, "retries", "unknown") if self.clients.main else "not opened yet"
+        return {**self.SDK_RETRIES, "observed_configuration_retries": repr(observed)}
+
+    def sdk_environment(self) -> dict[str, Any]:
+        image, snapshot = self.config.image, self.config.snapshot
         return {
-            "sdk_versions": sdk_versions(self.sdk_packages),
-            "endpoint": url_without_secrets(self._endpoint),
-            "connection": self._connection,
-            "sdk_retries": {
-                **SDK_RETRIES,
-                "observed_configuration_retries": repr(self._observed_retries),
-            },
             "state_updates": "polling (use_deprecated_polling=True)",
-            "pause_mode": self._pause_mode,
-            "create_from": (
-                f"image {self._image}" if self._image else f"snapshot {self._snapshot or 'default'}"
-            ),
-            "target": self._target,
-            "sdk_timeout_s": self._sdk_timeout_s,
+            "create_from": f"image {image}" if image else f"snapshot {snapshot or 'default'}",
         }
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- operations -------------------------------------------------------------------------
 
-    def _main_client(self, operation: str) -> AsyncDaytona:
-        if self._client is None:
-            raise ProviderError("provider is not open", provider=self.id, operation=operation)
-        return self._client
+    async def attach(self, client: AsyncDaytona, sandbox_id: str) -> Any:
+        return await client.get(sandbox_id)
 
-    def _client_for_new_sandbox(self, operation: str) -> tuple[AsyncDaytona, bool]:
-        if self._connection == "per_iteration":
-            client = self._new_client()
-            self._owned.add(client)
-            return client, True
-        return self._main_client(operation), False
-
-    async def _release(self, native: _Native) -> None:
-        if native.owns_client and native.client in self._owned:
-            self._owned.discard(native.client)
-            with contextlib.suppress(Exception):
-                await native.client.close()
-
-    async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """The one boundary where SDK exceptions become :mod:`providers.errors`."""
-        try:
-            return await fn()
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise _translate(exc, self.id, operation) from exc
-
-    async def _native(self, sandbox: Sandbox, operation: str) -> _Native:
-        if isinstance(sandbox.native, _Native):
-            return sandbox.native
-        # A bare id (leak sweep, reaper): look the sandbox up on the main client.
-        client = self._main_client(operation)
-        sdk = await self._call(operation, lambda: client.get(sandbox.id))
-        return _Native(sdk=sdk, client=client, owns_client=False, labels=dict(sdk.labels or {}))
-
-    async def _create(
-        self, params: Any, labels: dict[str, str], ttl_minutes: int, operation: str
-    ) -> Sandbox:
-        client, owned = self._client_for_new_sandbox(operation)
-        try:
-            sdk = await self._call(
-                operation, lambda: client.create(params, timeout=self._sdk_timeout_s)
-            )
-        except BaseException:
-            if owned:
-                await self._release(_Native(sdk=None, client=client, owns_client=True))
-            raise
-        native = _Native(
-            sdk=sdk, client=client, owns_client=owned, labels=labels, ttl_minutes=ttl_minutes
-        )
-        return Sandbox(id=sdk.id, provider=self.id, native=native)
-
-    @staticmethod
-    def _common_params(labels: dict[str, str], ttl_minutes: int) -> dict[str, Any]:
+    async def _start(self, op: str, labels: dict[str, str], lifetime_s: int, **params: Any):
+        ttl_minutes = max(1, math.ceil(lifetime_s / 60))
         # auto_stop_interval=0: no sandbox stops on its own under a measurement; the TTL
         # destroys one the harness lost.
-        return {"labels": dict(labels), "auto_stop_interval": 0, "ttl_minutes": ttl_minutes}
-
-    # -- required operations ----------------------------------------------------------------
+        common = {"labels": dict(labels), "auto_stop_interval": 0, "ttl_minutes": ttl_minutes}
+        if "image" in params:
+            request: Any = daytona.CreateSandboxFromImageParams(**params, **common)
+        else:
+            request = CreateSandboxFromSnapshotParams(**params, **common)
+        timeout = self.config.sdk_timeout_s
+        return await self.started(
+            op, lambda c: c.create(request, timeout=timeout), labels=labels, lifetime_s=lifetime_s
+        )
 
     async def create(self, spec: SandboxSpec) -> Sandbox:
-        labels = dict(spec.labels)
-        ttl_minutes = max(1, math.ceil(spec.lifetime_s / 60))
-        common = self._common_params(labels, ttl_minutes)
-        params: Any
-        if self._image:
-            resources = Resources(
-                cpu=max(1, math.ceil(spec.cpus)),
-                memory=max(1, math.ceil(spec.memory_mb / 1024)),
-                disk=math.ceil(spec.disk_mb / 1024) if spec.disk_mb else None,
-            )
-            params = CreateSandboxFromImageParams(
-                image=spec.template or self._image, resources=resources, **common
-            )
-        else:
-            params = CreateSandboxFromSnapshotParams(
-                snapshot=spec.template or self._snapshot, **common
-            )
-        return await self._create(params, labels, ttl_minutes, Op.CREATE)
+        labels, lifetime_s = dict(spec.labels), int(spec.lifetime_s)
+        if not self.config.image:
+            snapshot = spec.template or self.config.snapshot
+            return await self._start(Op.CREATE, labels, lifetime_s, snapshot=snapshot)
+        resources = daytona.Resources(
+            cpu=max(1, math.ceil(spec.cpus)),
+            memory=max(1, math.ceil(spec.memory_mb / 1024)),
+            disk=math.ceil(spec.disk_mb / 1024) if spec.disk_mb else None,
+        )
+        image = spec.template or self.config.image
+        return await self._start(Op.CREATE, labels, lifetime_s, image=image, resources=resources)
 
-    async def exec(self, sandbox: Sandbox, command: Command, *, timeout_s: float) -> ExecResult:
-        native = await self._native(sandbox, Op.EXEC)
-        # A string is run by sh -c on every provider; an argv list is quoted for the shell
-        # the daemon hands the line to.
-        line = f"sh -c {shlex.quote(command)}" if isinstance(command, str) else shlex.join(command)
-        seconds = max(1, math.ceil(timeout_s))
-        response = await self._call(Op.EXEC, lambda: native.sdk.process.exec(line, timeout=seconds))
-        exit_code = getattr(response, "exit_code", None)
-        if not isinstance(exit_code, int):
-            raise ProtocolError(
-                f"exec answer carries no exit code ({exit_code!r})",
-                provider=self.id,
-                operation=Op.EXEC,
-            )
-        result = response.result or ""
-        return ExecResult(exit_code=exit_code, stdout=result.encode("utf-8"), stderr=b"")
+    async def exec(
+        self, sandbox: Sandbox, command: base.Command, *, timeout_s: float
+    ) -> base.ExecResult:
+        handle = await self.handle(sandbox, Op.EXEC)
+        seconds = max(1, math.ceil(timeout_s))  # whole seconds, always sent
+        async with self.translating(Op.EXEC):
+            response = await handle.sdk.process.exec(self.shell_line(command), timeout=seconds)
+        result = (getattr(response, "result", None) or "").encode()
+        return self.exec_result(getattr(response, "exit_code", None), result, b"")
 
     async def write_file(self, sandbox: Sandbox, path: str, data: bytes) -> None:
-        native = await self._native(sandbox, Op.WRITE_FILE)
-        payload = bytes(data)  # never a str: the SDK reads a str as a local file path
-        timeout = max(1, math.ceil(self._sdk_timeout_s))
-        await self._call(Op.WRITE_FILE, lambda: native.sdk.fs.upload_file(payload, path, timeout))
+        handle = await self.handle(sandbox, Op.WRITE_FILE)
+        timeout = max(1, math.ceil(self.config.sdk_timeout_s))
+        async with self.translating(Op.WRITE_FILE):
+            # Never a str: the SDK reads a str as a local file path.
+            await handle.sdk.fs.upload_file(bytes(data), path, timeout)
 
     async def read_file(self, sandbox: Sandbox, path: str) -> bytes:
-        native = await self._native(sandbox, Op.READ_FILE)
-        timeout = max(1, math.ceil(self._sdk_timeout_s))
-        data = await self._call(Op.READ_FILE, lambda: native.sdk.fs.download_file(path, timeout))
-        if not isinstance(data, bytes | bytearray):
-            raise ProtocolError(
-                f"download returned {type(data).__name__}, not bytes",
-                provider=self.id,
-                operation=Op.READ_FILE,
-            )
-        return bytes(data)
+        handle = await self.handle(sandbox, Op.READ_FILE)
+        timeout = max(1, math.ceil(self.config.sdk_timeout_s))
+        async with self.translating(Op.READ_FILE):
+            return self.file_bytes(await handle.sdk.fs.download_file(path, timeout))
 
     async def destroy(self, sandbox: Sandbox) -> None:
         try:
-            native = await self._native(sandbox, Op.DESTROY)
-        except NotFound:
+            handle = await self.handle(sandbox, Op.DESTROY)
+        except errors.NotFound:
             return
-        with contextlib.suppress(NotFound):  # already gone: destroy is idempotent
-            await self._call(Op.DESTROY, lambda: native.sdk.delete(timeout=self._sdk_timeout_s))
-        await self._release(native)
+        async with self.idempotent(Op.DESTROY, release=handle.client):
+            await handle.sdk.delete(timeout=self.config.sdk_timeout_s)
 
     async def list_sandboxes(self, run_id: str) -> list[str]:
-        client = self._main_client(Op.LIST)
+        client = self.clients.shared(Op.LIST)
+        query = daytona.ListSandboxesQuery(labels={base.RUN_LABEL: run_id})
+        async with self.translating(Op.LIST):
+            return [
+                item.id
+                async for item in client.list(query)
+                if _state_name(item.state) not in GONE_STATES
+            ]
 
-        async def collect() -> list[str]:
-            found: list[str] = []
-            async for item in client.list(ListSandboxesQuery(labels={RUN_LABEL: run_id})):
-                if _state_name(item.state) not in GONE_STATES:
-                    found.append(item.id)
-            return found
-
-        return await self._call(Op.LIST, collect)
-
-    # -- optional operations ----------------------------------------------------------------
-
-    async def checkpoint(self, sandbox: Sandbox) -> CheckpointRef:
-        native = await self._native(sandbox, Op.CHECKPOINT)
+    async def checkpoint(self, sandbox: Sandbox) -> base.CheckpointRef:
+        handle = await self.handle(sandbox, Op.CHECKPOINT)
         name = f"sandbox-bench-{uuid.uuid4().hex[:20]}"
-        await self._call(
-            Op.CHECKPOINT,
-            lambda: native.sdk.create_snapshot(name, timeout=self._sdk_timeout_s),
-        )
-        await self._call(Op.CHECKPOINT, lambda: self._until_snapshot_active(native.client, name))
-        return CheckpointRef(
-            id=name,
-            provider=self.id,
-            sandbox_id=sandbox.id,
-            native={"labels": dict(native.labels), "ttl_minutes": native.ttl_minutes},
-        )
+        async with self.translating(Op.CHECKPOINT):
+            await handle.sdk.create_snapshot(name, timeout=self.config.sdk_timeout_s)
+            await self._until_snapshot_active(handle.client, name)
+        return self.checkpoint_ref(name, sandbox, handle)
 
     async def _until_snapshot_active(self, client: AsyncDaytona, name: str) -> None:
-        deadline = time.monotonic() + self._sdk_timeout_s
+        deadline = time.monotonic() + self.config.sdk_timeout_s
         interval = 0.1
         while True:
             snapshot = await client.snapshot.get(name)
@@ -477,119 +318,46 @@ class DaytonaProvider(Provider):
             if state == "active":
                 return
             if state in ("error", "build_failed"):
-                raise ProviderError(
+                raise errors.ProviderError(
                     f"snapshot {name} ended in state {state}: {snapshot.error_reason or ''}",
                     provider=self.id,
                     operation=Op.CHECKPOINT,
                 )
             if time.monotonic() >= deadline:
-                raise OperationTimeout(
-                    f"snapshot {name} not active after {self._sdk_timeout_s:g} s (state {state})",
+                raise errors.OperationTimeout(
+                    f"snapshot {name} not active after {self.config.sdk_timeout_s:g} s "
+                    f"(state {state})",
                     provider=self.id,
                     operation=Op.CHECKPOINT,
                 )
             await asyncio.sleep(interval)
             interval = min(interval * 1.5, 1.0)
 
-    async def restore(self, ref: CheckpointRef) -> Sandbox:
-        # The restored sandbox carries the original's labels (the run label above all).
-        saved = ref.native if isinstance(ref.native, dict) else {}
-        labels = dict(saved.get("labels") or {})
-        ttl_minutes = saved.get("ttl_minutes") or max(1, math.ceil(SandboxSpec().lifetime_s / 60))
-        params = CreateSandboxFromSnapshotParams(
-            snapshot=ref.id, **self._common_params(labels, ttl_minutes)
-        )
-        return await self._create(params, labels, ttl_minutes, Op.RESTORE)
+    async def restore(self, ref: base.CheckpointRef) -> Sandbox:
+        labels, lifetime_s = self.saved_labels(ref)
+        return await self._start(Op.RESTORE, labels, lifetime_s, snapshot=ref.id)
 
-    async def delete_checkpoint(self, ref: CheckpointRef) -> None:
-        client = self._main_client("delete_checkpoint")
-        with contextlib.suppress(NotFound):
-            await self._call("delete_checkpoint", lambda: client.snapshot.delete(ref.id))
+    async def delete_checkpoint(self, ref: base.CheckpointRef) -> None:
+        async with self.idempotent("delete_checkpoint"):
+            await self.clients.shared("delete_checkpoint").snapshot.delete(ref.id)
 
     async def pause(self, sandbox: Sandbox) -> None:
-        native = await self._native(sandbox, Op.PAUSE)
-        if self._pause_mode == "pause":
-            await self._call(Op.PAUSE, lambda: native.sdk.pause(timeout=self._sdk_timeout_s))
-        else:
-            await self._call(Op.PAUSE, lambda: native.sdk.stop(timeout=self._sdk_timeout_s))
+        handle = await self.handle(sandbox, Op.PAUSE)
+        freeze = self.config.pause_mode == "pause"
+        async with self.translating(Op.PAUSE):
+            pause = handle.sdk.pause if freeze else handle.sdk.stop
+            await pause(timeout=self.config.sdk_timeout_s)
 
     async def resume(self, sandbox: Sandbox) -> Sandbox:
-        native = await self._native(sandbox, Op.RESUME)
+        handle = await self.handle(sandbox, Op.RESUME)
         # Daytona resumes both a paused and a stopped sandbox with start().
-        await self._call(Op.RESUME, lambda: native.sdk.start(timeout=self._sdk_timeout_s))
-        if sandbox.native is native:
-            return sandbox
-        return Sandbox(id=sandbox.id, provider=self.id, native=native)
-
-
-# -- error translation ------------------------------------------------------------------------
-
-
-def _status_and_headers(chain: list[BaseException]) -> tuple[int | None, Mapping[str, Any]]:
-    for exc in chain:
-        if isinstance(exc, DaytonaError) and exc.status_code:
-            return exc.status_code, exc.headers or {}
-        if isinstance(exc, aiohttp.ClientResponseError) and exc.status:
-            return exc.status, dict(exc.headers or {})
-        status = getattr(exc, "status", None)
-        if isinstance(status, int) and status >= 400:
-            return status, dict(getattr(exc, "headers", None) or {})
-    return None, {}
-
-
-def _retry_after(headers: Mapping[str, Any]) -> float | None:
-    for key, value in headers.items():
-        if str(key).lower() == "retry-after":
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                return None
-    return None
-
-
-def _translate(exc: BaseException, provider: str, operation: str) -> ProviderError:
-    """Map an SDK (or transport) exception to the most specific error of our tree."""
-    chain = exception_chain(exc)
-    message = str(exc) or type(exc).__name__
-    kwargs = {"provider": provider, "operation": str(operation)}
-    if any(isinstance(e, HttpProcessingError) for e in chain):
-        # aiohttp could not parse the answer's status line or headers; it reports that as a
-        # ClientResponseError with its own status 400, which is not the provider's.
-        return ProtocolError(message, **kwargs)
-    status, headers = _status_and_headers(chain)
-    if status is not None:
-        return from_http_status(status, message, retry_after_s=_retry_after(headers), **kwargs)
-    if any(isinstance(e, DaytonaAuthenticationError | DaytonaForbiddenError) for e in chain):
-        return AuthError(message, **kwargs)
-    if any(isinstance(e, DaytonaNotFoundError) for e in chain):
-        return NotFound(message, **kwargs)
-    if any(isinstance(e, DaytonaRateLimitError) for e in chain):
-        return QuotaOrRateLimited(message, **kwargs)
-    if any(isinstance(e, DaytonaTimeoutError | asyncio.TimeoutError) for e in chain):
-        return OperationTimeout(message, **kwargs)
-    if any(
-        isinstance(e, DaytonaConnectionError | aiohttp.ClientConnectionError | ConnectionError)
-        for e in chain
-    ):
-        return Unavailable(message, **kwargs)
-    if (
-        any(
-            isinstance(e, ValidationError | json.JSONDecodeError | aiohttp.ContentTypeError)
-            for e in chain
-        )
-        or "Unexpected Content-Type" in message
-    ):
-        return ProtocolError(message, **kwargs)
-    if "entered error state" in message:
-        return SandboxCrashed(message, **kwargs)
-    return ProviderError(message, **kwargs)
-
-
-# -- small helpers ----------------------------------------------------------------------------
+        async with self.translating(Op.RESUME):
+            await handle.sdk.start(timeout=self.config.sdk_timeout_s)
+        return self.holding(sandbox, handle)
 
 
 def _state_name(state: Any) -> str:
     return str(getattr(state, "value", state) or "")
 
 
-__all__ = ["DaytonaProvider"]
+__all__ = ["DaytonaProvider", "DaytonaSettings"]

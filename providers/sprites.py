@@ -52,90 +52,55 @@ What each interface operation means on Sprites:
   workload measures the wake.
 * ``destroy``: ``sprite.destroy()`` (``DELETE /v1/sprites/{name}``); 404 counts as destroyed.
 
-Client settings: the token only from ``SPRITES_TOKEN``; the endpoint from the ``api_url`` setting,
-else ``SPRITES_API_URL``, else ``https://api.sprites.dev``. The SDK reads no environment variable
-for either; both go to the ``AsyncSpritesClient`` constructor. Retries: sprites-py has **no retry
-logic** anywhere (httpx's default transport, ``retries=0``; the exec WebSocket is opened once), so
-nothing is retried inside a measurement. Client signals: unless ``SPRITES_CLIENT_SIGNALS`` is
-``off`` (or ``0``/``false``/``no``/``disabled``) in the environment, the SDK adds ``Fly-Client-*``
-attribution headers to every request; the adapter does not change the process environment, it
-records the effective state in ``environment()``. The SDK detects them once per process, when the
-first client is built, which ``open()`` does, outside any measurement.
+Client: the token only from ``SPRITES_TOKEN``; the endpoint from the ``api_url`` setting, else
+``SPRITES_API_URL``, else ``https://api.sprites.dev``, both given to the ``AsyncSpritesClient``
+constructor (the SDK reads no variable for either). Retries: none; sprites-py has **no retry
+logic** (httpx's default transport; the exec WebSocket is opened once). Client signals: unless
+``SPRITES_CLIENT_SIGNALS`` is ``off`` (or ``0``/``false``/``no``/``disabled``), the SDK adds
+``Fly-Client-*`` attribution headers to every request, decided once per process when the first
+client is built (in ``open()``, outside any measurement); the adapter records the effective
+state in ``environment()`` and does not change the process environment.
 
-Errors: every SDK call goes through one boundary (:meth:`SpritesProvider._call`). The SDK drops
-the HTTP status from some exceptions (filesystem errors keep only the body, REST errors keep it
-only in the message), so the adapter reads each response's status and ``Retry-After`` through an
-httpx response hook added to the SDK's own httpx client (observation only: the requests are not
-changed). 401/403 -> AuthError, 404 -> NotFound, 429 -> QuotaOrRateLimited (``retry_after_s``
-from ``Retry-After`` or the body's ``retry_after_seconds``), 408/504 and client-side timeouts ->
-OperationTimeout, 5xx and transport failures -> Unavailable, unreadable answers -> ProtocolError.
+Errors: the SDK drops the HTTP status from some exceptions (filesystem errors keep only the
+body, REST errors keep it only in the message), so an httpx response hook added to the SDK's own
+httpx client notes each response's status and ``Retry-After`` for the translating boundary
+(observation only: requests are not changed); a 429's ``retry_after_s`` may also come from the
+body's ``retry_after_seconds``. Client-side timeouts are OperationTimeout, transport failures
+Unavailable, unreadable answers ProtocolError.
 
-Settings (unknown keys are refused): ``api_url``; ``connection`` (``"reuse"``: one SDK client per
-provider; ``"per_iteration"``: a fresh client, hence fresh HTTP connections, per created Sandbox,
-used for every operation on it and closed when it is destroyed); ``region``; ``runtime``;
-``wait_for_capacity`` (bool, default false: the API refuses rather than queues when full);
-``send_spec`` (bool, default true); ``sdk_timeout_s`` (the SDK's REST timeout, default 30; its
-create call always uses 120 s); ``checkpoint_timeout_s`` (checkpoint and restore, default 300).
+Settings: :class:`SpritesSettings` (each key declared with its help; unknown keys refused).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextvars import ContextVar
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 import httpx
 from sprites import AsyncSprite, AsyncSpritesClient, ListOptions, SpriteConfig
-from sprites.exceptions import (
-    APIError,
-    AuthenticationError,
-    FileNotFoundError_,
-    NetworkError,
-    NotFoundError,
-)
-from sprites.exceptions import TimeoutError as SpritesTimeoutError
+from sprites import exceptions as sx
 from websockets.exceptions import InvalidStatus, WebSocketException
 
-from providers.base import (
-    REQUIRED_OPS,
-    RUN_LABEL,
-    Capabilities,
-    CheckpointCaptures,
-    CheckpointRef,
-    Command,
-    ExecResult,
-    Op,
-    PauseKind,
-    Provider,
-    RestoreTarget,
-    Sandbox,
-    SandboxSpec,
-    optional_str,
-    sdk_versions,
-    url_without_secrets,
+from providers import base, errors
+from providers.base import RUN_LABEL, Op, Sandbox, SandboxSpec
+from providers.sdk import (
+    HTTP_STATUS,
+    Observed,
+    SDKProvider,
+    SDKSettings,
+    observe_httpx,
+    on,
+    retry_after_s,
+    sdk_timeout,
 )
-from providers.errors import (
-    AuthError,
-    NotFound,
-    OperationTimeout,
-    ProtocolError,
-    ProviderError,
-    Unavailable,
-    Unsupported,
-    exception_chain,
-    from_http_status,
-)
-
-T = TypeVar("T")
+from providers.settings import setting
 
 TOKEN_ENV = "SPRITES_TOKEN"
 API_URL_ENV = "SPRITES_API_URL"
@@ -147,67 +112,19 @@ NAME_PREFIX = "sb"
 FRAGMENT_MAX = 40
 SUFFIX_HEX = 8
 LIST_PAGE = 50  # the API's maximum page size
-
-CONNECTION_MODES = ("reuse", "per_iteration")
-SETTINGS = frozenset(
-    {
-        "api_url",
-        "connection",
-        "region",
-        "runtime",
-        "wait_for_capacity",
-        "send_spec",
-        "sdk_timeout_s",
-        "checkpoint_timeout_s",
-    }
-)
 NO_PAUSE = "sprites sleep when idle and wake on the next request; no pause API"
 
-#: What sprites-py 0.7.2 retries, for the manifest: nothing.
-SDK_RETRIES = (
-    "none: sprites-py 0.7.2 has no retry logic; its httpx clients use the default transport "
-    "(retries=0) and each exec opens its WebSocket once"
-)
 
-
-# -- observing HTTP statuses the SDK drops --------------------------------------------------
-
-
-@dataclass
-class _Seen:
-    """The last HTTP response of one adapter call, as the response hook saw it."""
-
-    status: int | None = None
-    retry_after: str | None = None
-
-
-_SEEN: ContextVar[_Seen | None] = ContextVar("sprites_adapter_seen", default=None)
-
-
-async def _forget_response(request: httpx.Request) -> None:
-    seen = _SEEN.get()
-    if seen is not None:
-        seen.status, seen.retry_after = None, None
-
-
-async def _remember_response(response: httpx.Response) -> None:
-    seen = _SEEN.get()
-    if seen is not None:
-        seen.status = response.status_code
-        seen.retry_after = response.headers.get("retry-after")
-
-
-def _observe(client: AsyncSpritesClient) -> bool:
-    """Add the status-recording hooks to the SDK client's httpx client; False if it has none."""
-    http = getattr(client, "_client", None)  # the SDK exposes no public handle on it
-    if not isinstance(http, httpx.AsyncClient):
-        return False
-    hooks = http.event_hooks
-    http.event_hooks = {
-        "request": [*hooks.get("request", []), _forget_response],
-        "response": [*hooks.get("response", []), _remember_response],
-    }
-    return True
+@dataclass(frozen=True, kw_only=True)
+class SpritesSettings(SDKSettings):
+    region: str | None = setting(None, help="region sent in SpriteConfig")
+    runtime: str | None = setting(None, help="runtime when the spec names no template")
+    wait_for_capacity: bool = setting(
+        False, help="queue when the API is full instead of refusing at once"
+    )
+    send_spec: bool = setting(True, help="send the spec's ram/cpus/storage in SpriteConfig")
+    sdk_timeout_s: float = sdk_timeout(30.0, "the SDK's REST timeout (its create always uses 120)")
+    checkpoint_timeout_s: float = sdk_timeout(300.0, "timeout of checkpoint and restore")
 
 
 # -- names ----------------------------------------------------------------------------------
@@ -231,76 +148,64 @@ def sprite_name(run_id: str) -> str:
 # -- the adapter ----------------------------------------------------------------------------
 
 
-class SpritesProvider(Provider):
+class SpritesProvider(SDKProvider[AsyncSpritesClient]):
     id = "sprites"
     sdk_packages = ("sprites-py",)
     required_env = (TOKEN_ENV,)
+    Settings = SpritesSettings
+    config: SpritesSettings
+    endpoint_env = API_URL_ENV
+    default_endpoint = DEFAULT_API_URL
+    #: What sprites-py 0.7.2 retries, for the manifest: nothing.
+    SDK_RETRIES = (
+        "none: sprites-py 0.7.2 has no retry logic; its httpx clients use the default transport "
+        "(retries=0) and each exec opens its WebSocket once"
+    )
+    ERRORS = (
+        HTTP_STATUS,
+        # A body httpx cannot decode, or a non-error answer instead of the WebSocket upgrade:
+        # the SDK wraps both in NetworkError, but the provider answered, unreadably.
+        on(httpx.DecodingError, error=errors.ProtocolError),
+        on(InvalidStatus, error=errors.ProtocolError, when=lambda e: e.response.status_code < 400),
+        on(sx.AuthenticationError, error=errors.AuthError),
+        on(sx.NotFoundError, sx.FileNotFoundError_, error=errors.NotFound),
+        on(sx.TimeoutError, httpx.TimeoutException, TimeoutError, error=errors.OperationTimeout),
+        on(
+            sx.NetworkError,
+            httpx.TransportError,
+            WebSocketException,
+            OSError,
+            error=errors.Unavailable,
+        ),
+        # json.JSONDecodeError is a ValueError; a missing key in an answer is a KeyError.
+        on(ValueError, KeyError, TypeError, error=errors.ProtocolError),
+    )
 
-    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
-        super().__init__(settings)
-        unknown = sorted(set(self.settings) - SETTINGS)
-        if unknown:
-            raise ValueError(
-                f"unknown sprites setting(s) {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(SETTINGS))})"
-            )
-        self._connection = str(self.settings.get("connection", "reuse"))
-        if self._connection not in CONNECTION_MODES:
-            raise ValueError(f"connection must be one of {', '.join(CONNECTION_MODES)}")
-        self._api_url_setting = optional_str(self.settings, "api_url")
-        if self._api_url_setting and urlsplit(self._api_url_setting).scheme not in (
-            "http",
-            "https",
-        ):
-            raise ValueError("api_url must be an http:// or https:// URL")
-        self._region = optional_str(self.settings, "region")
-        self._runtime = optional_str(self.settings, "runtime")
-        self._wait_for_capacity = _bool(self.settings, "wait_for_capacity", False)
-        self._send_spec = _bool(self.settings, "send_spec", True)
-        self._sdk_timeout_s = _seconds(self.settings, "sdk_timeout_s", 30.0)
-        self._checkpoint_timeout_s = _seconds(self.settings, "checkpoint_timeout_s", 300.0)
-        self._client: AsyncSpritesClient | None = None
-        self._owned: set[AsyncSpritesClient] = set()
-        self._status_hook = "not opened yet"
+    _status_hook = "not opened yet"
 
-    # -- set-up and description -----------------------------------------------------------
-
-    @property
-    def _endpoint(self) -> str:
-        return self._api_url_setting or os.environ.get(API_URL_ENV) or DEFAULT_API_URL
-
-    async def open(self) -> None:
-        if not os.environ.get(TOKEN_ENV):
-            raise AuthError(f"set {TOKEN_ENV} to use sprites", provider=self.id, operation="open")
-        if self._client is None:
-            # Building the first client also runs the SDK's one-off client-signals detection,
-            # here rather than inside the first measured call.
-            self._client = self._new_client()
-
-    async def close(self) -> None:
-        clients = [*self._owned, *([self._client] if self._client else [])]
-        self._owned.clear()
-        self._client = None
-        for client in clients:
-            with contextlib.suppress(Exception):
-                await client.aclose()
-
-    def _new_client(self) -> AsyncSpritesClient:
+    def new_client(self) -> AsyncSpritesClient:
+        # Building the first client (in open()) also runs the SDK's one-off client-signals
+        # detection, there rather than inside the first measured call.
         client = AsyncSpritesClient(
             token=os.environ.get(TOKEN_ENV, ""),
-            base_url=self._endpoint,
-            timeout=self._sdk_timeout_s,
+            base_url=self.endpoint,
+            timeout=self.config.sdk_timeout_s,
             control_mode=False,
         )
-        self._status_hook = "on" if _observe(client) else "unavailable (statuses from messages)"
+        # The SDK exposes no public handle on its httpx client.
+        observed = observe_httpx(getattr(client, "_client", None))
+        self._status_hook = "on" if observed else "unavailable (statuses from messages)"
         return client
 
-    def capabilities(self) -> Capabilities:
-        return Capabilities(
-            operations=REQUIRED_OPS | {Op.CHECKPOINT, Op.RESTORE},
-            checkpoint_captures=CheckpointCaptures.FILESYSTEM,
-            restore_target=RestoreTarget.IN_PLACE,
-            pause_kind=PauseKind.AUTO_SLEEP,
+    async def close_client(self, client: AsyncSpritesClient) -> None:
+        await client.aclose()
+
+    def capabilities(self) -> base.Capabilities:
+        return base.Capabilities(
+            operations=base.REQUIRED_OPS | {Op.CHECKPOINT, Op.RESTORE},
+            checkpoint_captures=base.CheckpointCaptures.FILESYSTEM,
+            restore_target=base.RestoreTarget.IN_PLACE,
+            pause_kind=base.PauseKind.AUTO_SLEEP,
             isolation="Fly.io Sprite: a dedicated microVM per Sprite (hardware isolation)",
             scratch_dir=SCRATCH_DIR,
             unsupported={
@@ -310,178 +215,116 @@ class SpritesProvider(Provider):
             },
             notes={
                 "stderr": "separate from stdout (WebSocket stream ids 1 and 2)",
-                "exec": (
-                    "one WebSocket per command (control_mode off): each exec includes a "
-                    "TCP/TLS/WebSocket handshake; strings run as /bin/sh -c <cmd>, argv as "
-                    "given; exit code is one byte (0-255); timeout enforced client-side by "
-                    "the SDK"
-                ),
-                "resources": (
-                    "SpriteConfig(ram_mb, cpus, storage_gb) is sent (send_spec), but the "
-                    "billing docs describe a fixed 8 vCPU / 4 GB shape: the spec may be ignored"
-                ),
-                "checkpoint": (
-                    "create_checkpoint(comment): filesystem only, live; the SDK returns "
-                    "progress messages, so the id is read with list_checkpoints() in the same "
-                    "measured call"
-                ),
-                "restore": (
-                    "restore_checkpoint(id): in place, same Sprite; running processes stop; "
-                    "the environment restarts after the call returns (first exec waits)"
-                ),
+                "exec": "one WebSocket per command (control_mode off): each exec includes a "
+                "TCP/TLS/WebSocket handshake; strings run as /bin/sh -c <cmd>, argv as given; "
+                "exit code is one byte (0-255); timeout enforced client-side by the SDK",
+                "resources": "SpriteConfig(ram_mb, cpus, storage_gb) is sent (send_spec), but "
+                "the billing docs describe a fixed 8 vCPU / 4 GB shape: the spec may be ignored",
+                "checkpoint": "create_checkpoint(comment): filesystem only, live; the SDK "
+                "returns progress messages, so the id is read with list_checkpoints() in the "
+                "same measured call",
+                "restore": "restore_checkpoint(id): in place, same Sprite; running processes "
+                "stop; the environment restarts after the call returns (first exec waits)",
                 "delete_checkpoint": "no SDK call: checkpoints go with the Sprite",
                 "pause": NO_PAUSE,
                 "lifetime": "no TTL: a Sprite lives until destroyed (it hibernates when idle)",
                 "template": "SandboxSpec.template is sent as the SDK's runtime",
                 "labels": f'"key=value" strings; the run label is "{RUN_LABEL}=<run id>"',
-                "list": (
-                    "server-side name-prefix filter sb-<run fragment>-, then the run label "
-                    "(the API has no label filter)"
-                ),
-                "connection": self._connection,
+                "list": "server-side name-prefix filter sb-<run fragment>-, then the run label "
+                "(the API has no label filter)",
+                "connection": str(self.connection),
                 "retries": "none in the SDK",
             },
         )
 
-    def environment(self) -> dict[str, Any]:
+    def sdk_environment(self) -> dict[str, Any]:
         return {
-            "sdk_versions": sdk_versions(self.sdk_packages),
-            "endpoint": url_without_secrets(self._endpoint),
-            "connection": self._connection,
-            "sdk_retries": SDK_RETRIES,
             "exec_transport": "one WebSocket per command (control_mode=False)",
             "client_signals": _client_signals(),
             "status_hook": self._status_hook,
-            "region": self._region,
-            "runtime": self._runtime,
-            "wait_for_capacity": self._wait_for_capacity,
-            "send_spec": self._send_spec,
-            "sdk_timeout_s": self._sdk_timeout_s,
-            "checkpoint_timeout_s": self._checkpoint_timeout_s,
         }
 
-    # -- helpers ----------------------------------------------------------------------------
+    def http_status(
+        self, chain: Sequence[BaseException], observed: Observed
+    ) -> tuple[int | None, float | None]:
+        for exc in chain:
+            if isinstance(exc, sx.APIError) and exc.status_code:
+                retry = exc.get_retry_after_seconds()
+                return exc.status_code, float(retry) if retry else retry_after_s(
+                    observed.retry_after
+                )
+        if observed.status is not None and observed.status >= 400:
+            return observed.status, retry_after_s(observed.retry_after) or _body_retry_after(chain)
+        for exc in chain:
+            found = re.search(r"\(status (\d{3})\)", str(exc))
+            if found:
+                return int(found.group(1)), _body_retry_after(chain)
+        return None, None
 
-    def _main_client(self, operation: str) -> AsyncSpritesClient:
-        if self._client is None:
-            raise ProviderError("provider is not open", provider=self.id, operation=operation)
-        return self._client
+    # -- operations -------------------------------------------------------------------------
 
-    def _sprite(self, sandbox: Sandbox, operation: str) -> AsyncSprite:
-        if isinstance(sandbox.native, AsyncSprite):
-            return sandbox.native
-        # A bare id (leak sweep, reaper): a handle on the main client; no I/O.
-        return self._main_client(operation).sprite(sandbox.id)
+    async def attach(self, client: AsyncSpritesClient, sandbox_id: str) -> AsyncSprite:
+        return client.sprite(sandbox_id)  # a handle only; no I/O
 
-    async def _release(self, sprite: AsyncSprite) -> None:
-        client = sprite.client
-        if client in self._owned:
-            self._owned.discard(client)
-            with contextlib.suppress(Exception):
-                await client.aclose()
-
-    async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """The one boundary where SDK exceptions become :mod:`providers.errors`."""
-        seen = _Seen()
-        token = _SEEN.set(seen)
-        try:
-            return await fn()
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise _translate(exc, seen, self.id, operation) from exc
-        finally:
-            _SEEN.reset(token)
-
-    # -- required operations ----------------------------------------------------------------
+    def sandbox_id(self, sdk: AsyncSprite) -> str:
+        return sdk.name
 
     async def create(self, spec: SandboxSpec) -> Sandbox:
         name = sprite_name(str(spec.labels.get(RUN_LABEL, "")))
         labels = [f"{key}={value}" for key, value in spec.labels.items()]
         config: SpriteConfig | None = None
-        if self._send_spec:
+        if self.config.send_spec:
             config = SpriteConfig(
                 ram_mb=int(spec.memory_mb),
                 cpus=max(1, math.ceil(spec.cpus)),
-                region=self._region,
+                region=self.config.region,
                 storage_gb=math.ceil(spec.disk_mb / 1024) if spec.disk_mb else None,
             )
-        elif self._region:
-            config = SpriteConfig(region=self._region)
-        runtime = spec.template or self._runtime
-        if self._connection == "per_iteration":
-            client = self._new_client()
-            self._owned.add(client)
-        else:
-            client = self._main_client(Op.CREATE)
-        try:
-            sprite = await self._call(
-                Op.CREATE,
-                lambda: client.create_sprite(
-                    name,
-                    config=config,
-                    labels=labels,
-                    wait_for_capacity=self._wait_for_capacity,
-                    runtime=runtime,
-                ),
-            )
-        except BaseException:
-            if client in self._owned:
-                self._owned.discard(client)
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-            raise
-        return Sandbox(id=sprite.name, provider=self.id, native=sprite)
+        elif self.config.region:
+            config = SpriteConfig(region=self.config.region)
+        runtime, wait = spec.template or self.config.runtime, self.config.wait_for_capacity
+        return await self.started(
+            Op.CREATE,
+            lambda c: c.create_sprite(
+                name, config=config, labels=labels, wait_for_capacity=wait, runtime=runtime
+            ),
+            labels=spec.labels,
+            lifetime_s=spec.lifetime_s,
+        )
 
-    async def exec(self, sandbox: Sandbox, command: Command, *, timeout_s: float) -> ExecResult:
-        sprite = self._sprite(sandbox, Op.EXEC)
+    async def exec(
+        self, sandbox: Sandbox, command: base.Command, *, timeout_s: float
+    ) -> base.ExecResult:
+        sprite = (await self.handle(sandbox, Op.EXEC)).sdk
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else [str(a) for a in command]
         if not argv:
             raise ValueError("exec needs a command")
-        done = await self._call(
-            Op.EXEC, lambda: sprite.run(*argv, capture_output=True, timeout=timeout_s)
-        )
-        if not isinstance(done.returncode, int):
-            raise ProtocolError(
-                f"exec answer carries no exit code ({done.returncode!r})",
-                provider=self.id,
-                operation=Op.EXEC,
-            )
-        return ExecResult(
-            exit_code=done.returncode, stdout=done.stdout or b"", stderr=done.stderr or b""
-        )
+        async with self.translating(Op.EXEC):
+            done = await sprite.run(*argv, capture_output=True, timeout=timeout_s)
+        return self.exec_result(done.returncode, done.stdout or b"", done.stderr or b"")
 
     async def write_file(self, sandbox: Sandbox, path: str, data: bytes) -> None:
-        target = self._sprite(sandbox, Op.WRITE_FILE).filesystem().path(path)
-        payload = bytes(data)
-        await self._call(Op.WRITE_FILE, lambda: target.write_bytes(payload))
+        target = (await self.handle(sandbox, Op.WRITE_FILE)).sdk.filesystem().path(path)
+        async with self.translating(Op.WRITE_FILE):
+            await target.write_bytes(bytes(data))
 
     async def read_file(self, sandbox: Sandbox, path: str) -> bytes:
-        source = self._sprite(sandbox, Op.READ_FILE).filesystem().path(path)
-        data = await self._call(Op.READ_FILE, source.read_bytes)
-        if not isinstance(data, bytes | bytearray):
-            raise ProtocolError(
-                f"read returned {type(data).__name__}, not bytes",
-                provider=self.id,
-                operation=Op.READ_FILE,
-            )
-        return bytes(data)
+        source = (await self.handle(sandbox, Op.READ_FILE)).sdk.filesystem().path(path)
+        async with self.translating(Op.READ_FILE):
+            return self.file_bytes(await source.read_bytes())
 
     async def destroy(self, sandbox: Sandbox) -> None:
-        sprite = self._sprite(sandbox, Op.DESTROY)
-        with contextlib.suppress(NotFound):  # already gone: destroy is idempotent
-            await self._call(Op.DESTROY, sprite.destroy)
-        await self._release(sprite)
+        handle = await self.handle(sandbox, Op.DESTROY)
+        async with self.idempotent(Op.DESTROY, release=handle.client):
+            await handle.sdk.destroy()
 
     async def list_sandboxes(self, run_id: str) -> list[str]:
-        client = self._main_client(Op.LIST)
-        prefix = run_prefix(run_id)
-        wanted = f"{RUN_LABEL}={run_id}"
+        client = self.clients.shared(Op.LIST)
+        prefix, wanted = run_prefix(run_id), f"{RUN_LABEL}={run_id}"
         bare = re.compile(re.escape(prefix) + f"[0-9a-f]{{{SUFFIX_HEX}}}")
-
-        async def collect() -> list[str]:
-            found: list[str] = []
-            token: str | None = None
+        found: list[str] = []
+        token: str | None = None
+        async with self.translating(Op.LIST):
             while True:
                 page = await client.list_sprites(
                     ListOptions(prefix=prefix, max_results=LIST_PAGE, continuation_token=token)
@@ -494,23 +337,16 @@ class SpritesProvider(Provider):
                     return sorted(found)
                 token = page.next_continuation_token
 
-        return await self._call(Op.LIST, collect)
-
-    # -- optional operations ----------------------------------------------------------------
-
-    async def checkpoint(self, sandbox: Sandbox) -> CheckpointRef:
-        sprite = self._sprite(sandbox, Op.CHECKPOINT)
+    async def checkpoint(self, sandbox: Sandbox) -> base.CheckpointRef:
+        sprite = (await self.handle(sandbox, Op.CHECKPOINT)).sdk
         comment = f"sandbox-bench {uuid.uuid4().hex[:20]}"
-
-        async def take() -> str:
-            stream = await sprite.create_checkpoint(comment, timeout=self._checkpoint_timeout_s)
-            messages = list(stream)
+        timeout = self.config.checkpoint_timeout_s
+        async with self.translating(Op.CHECKPOINT):
+            messages = list(await sprite.create_checkpoint(comment, timeout=timeout))
             self._raise_stream_error(messages, Op.CHECKPOINT)
             listed = await sprite.list_checkpoints()
-            return self._pick_checkpoint(listed, comment, messages)
-
-        checkpoint_id = await self._call(Op.CHECKPOINT, take)
-        return CheckpointRef(
+        checkpoint_id = self._pick_checkpoint(listed, comment, messages)
+        return base.CheckpointRef(
             id=checkpoint_id, provider=self.id, sandbox_id=sandbox.id, native=sandbox
         )
 
@@ -530,7 +366,7 @@ class SpritesProvider(Provider):
                 return str(checkpoint.id)
         if listed:
             return str(max(listed, key=lambda c: c.create_time).id)
-        raise ProtocolError(
+        raise errors.ProtocolError(
             "checkpoint reported no error but list_checkpoints() is empty",
             provider=self.id,
             operation=Op.CHECKPOINT,
@@ -540,130 +376,47 @@ class SpritesProvider(Provider):
         for message in messages:
             if getattr(message, "type", "") == "error":
                 detail = getattr(message, "error", None) or getattr(message, "data", None)
-                raise ProviderError(
+                raise errors.ProviderError(
                     f"{operation} failed: {detail or 'error event without detail'}",
                     provider=self.id,
                     operation=operation,
                 )
 
-    async def restore(self, ref: CheckpointRef) -> Sandbox:
-        if isinstance(ref.native, Sandbox):
-            sandbox = ref.native
-        else:
-            sandbox = Sandbox(id=ref.sandbox_id, provider=self.id)
-        sprite = self._sprite(sandbox, Op.RESTORE)
-
-        async def rewind() -> None:
-            stream = await sprite.restore_checkpoint(ref.id, timeout=self._checkpoint_timeout_s)
+    async def restore(self, ref: base.CheckpointRef) -> Sandbox:
+        sandbox = ref.native if isinstance(ref.native, Sandbox) else None
+        sandbox = sandbox or Sandbox(id=ref.sandbox_id, provider=self.id)
+        handle = await self.handle(sandbox, Op.RESTORE)
+        async with self.translating(Op.RESTORE):
+            stream = await handle.sdk.restore_checkpoint(
+                ref.id, timeout=self.config.checkpoint_timeout_s
+            )
             self._raise_stream_error(list(stream), Op.RESTORE)
+        return self.holding(sandbox, handle)  # in place: the same Sprite, the same handle
 
-        await self._call(Op.RESTORE, rewind)
-        # In place: the same Sprite, so the same handle.
-        if sandbox.native is None:
-            return Sandbox(id=sandbox.id, provider=self.id, native=sprite)
-        return sandbox
-
-    async def delete_checkpoint(self, ref: CheckpointRef) -> None:
+    async def delete_checkpoint(self, ref: base.CheckpointRef) -> None:
         """Nothing to do: sprites-py 0.7.2 cannot delete a checkpoint (see module docstring)."""
 
     async def pause(self, sandbox: Sandbox) -> None:
-        raise Unsupported(NO_PAUSE, provider=self.id, operation=Op.PAUSE)
+        raise errors.Unsupported(NO_PAUSE, provider=self.id, operation=Op.PAUSE)
 
     async def resume(self, sandbox: Sandbox) -> Sandbox:
-        raise Unsupported(NO_PAUSE, provider=self.id, operation=Op.RESUME)
+        raise errors.Unsupported(NO_PAUSE, provider=self.id, operation=Op.RESUME)
 
 
-# -- error translation ------------------------------------------------------------------------
-
-_STATUS_IN_MESSAGE = re.compile(r"\(status (\d{3})\)")
-
-
-def _status(chain: list[BaseException], seen: _Seen) -> tuple[int | None, float | None]:
-    """The HTTP status behind a failure, and the retry delay the provider asked for."""
-    for exc in chain:
-        if isinstance(exc, APIError) and exc.status_code:
-            retry = exc.get_retry_after_seconds()
-            return exc.status_code, float(retry) if retry else _retry_after(seen.retry_after)
-    if seen.status is not None and seen.status >= 400:
-        return seen.status, _retry_after(seen.retry_after) or _body_retry_after(chain)
-    for exc in chain:
-        found = _STATUS_IN_MESSAGE.search(str(exc))
-        if found:
-            return int(found.group(1)), _body_retry_after(chain)
-    return None, None
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-def _body_retry_after(chain: list[BaseException]) -> float | None:
+def _body_retry_after(chain: Sequence[BaseException]) -> float | None:
     """``retry_after_seconds`` from a JSON error body the SDK put into its message."""
     for exc in chain:
         text = str(exc)
         start = text.find("{")
         if start < 0:
             continue
-        with contextlib.suppress(ValueError):
+        try:
             body = json.loads(text[start:])
-            if isinstance(body, dict) and isinstance(body.get("retry_after_seconds"), int | float):
-                return float(body["retry_after_seconds"])
+        except ValueError:
+            continue
+        if isinstance(body, dict) and isinstance(body.get("retry_after_seconds"), int | float):
+            return float(body["retry_after_seconds"])
     return None
-
-
-def _translate(exc: BaseException, seen: _Seen, provider: str, operation: str) -> ProviderError:
-    """Map an SDK (or transport) exception to the most specific error of our tree."""
-    chain = exception_chain(exc)
-    message = str(exc) or type(exc).__name__
-    kwargs = {"provider": provider, "operation": str(operation)}
-    status, retry_after = _status(chain, seen)
-    if status is not None:
-        return from_http_status(status, message, retry_after_s=retry_after, **kwargs)
-    if any(isinstance(e, httpx.DecodingError) for e in chain) or any(
-        isinstance(e, InvalidStatus) and e.response.status_code < 400 for e in chain
-    ):
-        # A body httpx cannot decode, or a non-error answer instead of the WebSocket upgrade:
-        # the SDK wraps both in NetworkError, but the provider answered, unreadably.
-        return ProtocolError(message, **kwargs)
-    if any(isinstance(e, AuthenticationError) for e in chain):
-        return AuthError(message, **kwargs)
-    if any(isinstance(e, NotFoundError | FileNotFoundError_) for e in chain):
-        return NotFound(message, **kwargs)
-    if any(
-        isinstance(e, SpritesTimeoutError | httpx.TimeoutException | TimeoutError) for e in chain
-    ):
-        return OperationTimeout(message, **kwargs)
-    if any(
-        isinstance(e, NetworkError | httpx.TransportError | WebSocketException | OSError)
-        for e in chain
-    ):
-        return Unavailable(message, **kwargs)
-    if any(isinstance(e, ValueError | KeyError | TypeError) for e in chain):
-        # json.JSONDecodeError is a ValueError; a missing key in an answer is a KeyError.
-        return ProtocolError(message, **kwargs)
-    return ProviderError(message, **kwargs)
-
-
-# -- small helpers ----------------------------------------------------------------------------
-
-
-def _bool(settings: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = settings.get(key, default)
-    if not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false")
-    return value
-
-
-def _seconds(settings: Mapping[str, Any], key: str, default: float) -> float:
-    value = settings.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{key} must be a number of seconds > 0")
-    return float(value)
 
 
 def _client_signals() -> str:
@@ -679,4 +432,4 @@ def _client_signals() -> str:
     return f"on: {', '.join(names)} (set {SIGNALS_ENV}=off to disable)"
 
 
-__all__ = ["SCRATCH_DIR", "SpritesProvider", "run_prefix", "sprite_name"]
+__all__ = ["SCRATCH_DIR", "SpritesProvider", "SpritesSettings", "run_prefix", "sprite_name"]

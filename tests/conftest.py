@@ -2,22 +2,21 @@
 
 ``local`` is the real local provider (root needed for the full capability set); the cloud
 providers are their real adapters and pinned SDKs pointed at loopback emulators
-(tests/emulators/), each emulator a separate process stopped by pid when the test ends.
+(bench/emulators/), each emulator a separate process stopped by pid when the test ends.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from bench.emulators.control import Emulator, running
 from providers import provider_class
 from providers.base import Provider
-from tests.emulators.common import Emulator, running
 
 #: Every provider the contract suite covers.
 PROVIDER_IDS = ("local", "e2b", "daytona", "sprites")
@@ -44,9 +43,8 @@ async def emulator_env(
     needs_root()
     for key in clear:
         monkeypatch.delenv(key, raising=False)
-    module = importlib.import_module(f"tests.emulators.{provider_id}")
     async with running(provider_id, folder, latency_ms=latency_ms, extra_args=extra_args) as emu:
-        for key, value in module.client_env(emu).items():
+        for key, value in emu.client_env().items():
             monkeypatch.setenv(key, value)
         yield emu
         assert await emu.live_sandboxes() == [], "the emulator still holds sandboxes"
@@ -57,7 +55,7 @@ async def open_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """An async context factory: ``async with open_provider("e2b") as (provider, emulator)``.
 
     ``emulator_args`` are more emulator options (latency model, faults, seed, backend: see
-    :func:`tests.emulators.common.emulator_args`)."""
+    :func:`bench.emulators.control.emulator_args`)."""
 
     @contextlib.asynccontextmanager
     async def factory(

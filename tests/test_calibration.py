@@ -1,6 +1,6 @@
 """Ground-truth calibration: the harness measured against a latency we know.
 
-The e2b emulator (tests/emulators/e2b.py), on its stub backend (no sandboxes, so its own work
+The e2b emulator (bench/emulators/e2b.py), on its stub backend (no sandboxes, so its own work
 per call is a fraction of a millisecond), adds a seeded latency drawn from a known model
 (bench/calibration.py) to every create (``POST /v2/sandboxes``, exactly one call per create)
 and to nothing else. Then:
@@ -63,6 +63,7 @@ import pytest
 from bench import calibration as calib
 from bench import stats
 from bench.calibration import Calibration, LatencyModel, StallSchedule
+from bench.emulators.control import emulator_args, running
 from bench.records import Status
 from bench.report.build import SCHEDULE_LAG_WARN_S
 from bench.runner import MemorySink, Recorder, Runner, make_plan
@@ -70,8 +71,6 @@ from bench.store import RunWriter
 from bench.workloads import WORKLOADS
 from providers.base import SandboxSpec
 from tests import synthetic
-from tests.emulators.common import emulator_args, running
-from tests.emulators.e2b import client_env
 
 CREATE = "POST /v2/sandboxes"
 ACCURACY = LatencyModel(median_s=0.100, p99_s=0.300)
@@ -214,7 +213,7 @@ async def e2b(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     options = emulator_args(latency_match=CREATE, backend="stub", seed=11)
     async with running("e2b", tmp_path / "e2b-emu", extra_args=options) as emu:
-        for key, value in client_env(emu).items():
+        for key, value in emu.client_env().items():
             monkeypatch.setenv(key, value)
         provider = E2BProvider({})
         await provider.open()

@@ -26,6 +26,7 @@ import pytest
 
 from bench.cluster import ClusterExecutor
 from bench.config import RunConfig, build_config
+from bench.emulators.control import Emulator, running
 from bench.reap import alive_in_ledger
 from bench.records import RunStatus
 from bench.report import write_report
@@ -35,8 +36,6 @@ from bench.store import load_ledger, load_run
 from bench.workloads import WORKLOADS
 from providers.local.provider import list_sandboxes
 from tests.conftest import needs_root
-from tests.emulators import e2b as e2b_emulator
-from tests.emulators.common import Emulator, running
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -146,7 +145,7 @@ async def test_a_run_from_two_locations_is_one_complete_folder_reported_by_locat
 ):
     needs_root()
     async with e2b(tmp_path) as emu:
-        env = e2b_emulator.client_env(emu)
+        env = emu.client_env()
         async with labelled_cluster({"w-fra": "fra", "w-iad": "iad"}, env) as (cluster, _):
             config = make_config(tmp_path, cluster=cluster.scheduler_address, locations="fra,iad")
             folder, status = await _run(config)
@@ -239,7 +238,7 @@ async def _wait_for_live_sandbox(
 async def test_a_worker_killed_mid_run_loses_nothing_and_its_iterations_run_again(tmp_path):
     needs_root()
     async with e2b(tmp_path, latency_ms=100) as emu:
-        env = e2b_emulator.client_env(emu)
+        env = emu.client_env()
         async with labelled_cluster({"w-fra": "fra", "w-iad": "iad"}, env) as (cluster, client):
             pids = await client.run(os.getpid)
             info = (await client.scheduler.identity())["workers"]
@@ -315,7 +314,7 @@ async def test_a_worker_killed_mid_run_loses_nothing_and_its_iterations_run_agai
 async def test_a_worker_without_credentials_is_left_out_and_says_why(tmp_path):
     needs_root()
     async with e2b(tmp_path) as emu:
-        env = e2b_emulator.client_env(emu)
+        env = emu.client_env()
         async with labelled_cluster(
             {"w-fra": "fra", "w-iad": "iad"}, env, worker_env={"w-iad": {"E2B_API_KEY": ""}}
         ) as (cluster, _):

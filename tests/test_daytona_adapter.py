@@ -1,6 +1,6 @@
 """The daytona adapter, end to end through the real pinned SDK (daytona 0.226.1).
 
-Each test starts the loopback emulator (tests/emulators/daytona.py, backed by real local
+Each test starts the loopback emulator (bench/emulators/daytona.py, backed by real local
 sandboxes), points the SDK at it with the emulator's ``client_env`` and drives the adapter.
 ``TestLive`` runs the same checks against the real service (``pytest -m live``) when
 ``DAYTONA_API_KEY`` is set.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.emulators.control import Emulator
 from providers.base import (
     OPTIONAL_OPS,
     REQUIRED_OPS,
@@ -40,7 +41,6 @@ from providers.errors import (
     Unavailable,
 )
 from tests.conftest import emulator_env
-from tests.emulators.common import Emulator
 
 ENV_KEYS = ("DAYTONA_API_KEY", "DAYTONA_API_URL", "DAYTONA_USE_DEPRECATED_POLLING")
 
@@ -349,7 +349,7 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(emulat
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         clients = {id(first.native.client), id(second.native.client)}
-        assert len(clients) == 2 and id(provider._client) not in clients
+        assert len(clients) == 2 and id(provider.clients.main) not in clients
         for sandbox in (first, second):
             assert (await provider.exec(sandbox, ["echo", "ok"], timeout_s=10)).stdout == b"ok\n"
         await check_stop_start(provider, first)
@@ -362,7 +362,7 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(emulat
         await provider.delete_checkpoint(ref)
         for sandbox in (first, second, restored):
             await provider.destroy(sandbox)
-        assert provider._owned == set()  # each client closed with its sandbox
+        assert provider.clients.owned == set()  # each client closed with its sandbox
     finally:
         await provider.close()
 
@@ -419,7 +419,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"templte": "x"}, "unknown daytona setting"),
+        ({"templte": "x"}, r"\[providers.daytona\]: unknown key\(s\) templte"),
         ({"connection": "sometimes"}, "connection must be one of"),
         ({"pause_mode": "sleep"}, "pause_mode must be one of"),
         ({"snapshot": "a", "image": "b"}, "not both"),

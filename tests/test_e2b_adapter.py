@@ -1,6 +1,6 @@
 """The e2b adapter, end to end through the real ``e2b`` SDK.
 
-Most tests point the pinned SDK at the loopback emulator (tests/emulators/e2b.py), whose
+Most tests point the pinned SDK at the loopback emulator (bench/emulators/e2b.py), whose
 sandboxes are real local sandboxes (root needed). :class:`TestLiveE2B` runs the same checks
 against E2B's cloud when ``E2B_API_KEY`` is set (``pytest -m live``).
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import providers.e2b as e2b_adapter
+from bench.emulators.control import Emulator
 from providers.base import RUN_LABEL, CheckpointCaptures, Op, PauseKind, RestoreTarget, SandboxSpec
 from providers.e2b import E2BProvider
 from providers.errors import (
@@ -28,7 +29,6 @@ from providers.errors import (
     Unavailable,
 )
 from tests.conftest import emulator_env
-from tests.emulators.common import Emulator
 
 ENV_VARS = ("E2B_API_KEY", "E2B_API_URL", "E2B_SANDBOX_URL", "E2B_DOMAIN", "E2B_DEBUG")
 
@@ -129,7 +129,7 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         try:
             assert first.native.client is not second.native.client
-            assert first.native.client is not provider._client
+            assert first.native.client is not provider.clients.main
             for sandbox in (first, second):
                 result = await provider.exec(sandbox, ["echo", sandbox.id], timeout_s=30)
                 assert result.stdout == f"{sandbox.id}\n".encode()
@@ -247,7 +247,7 @@ def test_settings_endpoints_capabilities_and_environment_without_secrets(
 ) -> None:
     monkeypatch.setenv("E2B_API_KEY", "e2b_secret_value")
     monkeypatch.setenv("E2B_API_URL", "http://env.example:1")
-    with pytest.raises(ValueError, match="unknown e2b setting"):
+    with pytest.raises(ValueError, match=r"\[providers.e2b\]: unknown key\(s\) bogus"):
         E2BProvider({"bogus": 1})
     with pytest.raises(ValueError, match="connection"):
         E2BProvider({"connection": "sometimes"})
@@ -259,7 +259,7 @@ def test_settings_endpoints_capabilities_and_environment_without_secrets(
     assert env["sandbox_endpoint"] == "http://127.0.0.1:9"
     assert env["connection"] == "reuse"
     assert "api_responses" in env["sdk_retries"]
-    if not e2b_adapter._SDK_IMPORTED_FIRST and e2b_adapter._CONNECTION_RETRIES_FROM_ENV is None:
+    if not e2b_adapter._SDK_IMPORTED_FIRST and e2b_adapter._RETRIES_FROM_ENV is None:
         assert env["sdk_retries"]["connection_retries_observed"] == 0
     dumped = json.dumps(env)
     assert "e2b_secret_value" not in dumped and "pw" not in dumped

@@ -1,6 +1,6 @@
 """Faults are data: injected failures become records of the right class, and nothing leaks.
 
-Each cloud adapter runs its real SDK against its loopback emulator (tests/emulators/), which
+Each cloud adapter runs its real SDK against its loopback emulator (bench/emulators/), which
 injects faults before the call reaches the emulated provider (the operation is never
 performed): 500 and 503, 429 with Retry-After, a reset connection, a hang longer than the
 client's timeout, and a 200 whose body the SDK cannot read.
@@ -25,11 +25,13 @@ from collections import Counter
 import pytest
 
 import bench.runner as runner_module
+from bench.emulators import FAULT_KINDS
+from bench.emulators.control import emulator_args
 from bench.records import Status
 from bench.runner import IterationContext, MemorySink, Recorder, Runner, WorkItem, make_plan
 from bench.workloads import WORKLOADS
 from providers.base import RUN_LABEL, Sandbox, SandboxSpec
-from tests.emulators.common import FAULT_KINDS, emulator_args
+from tests.conftest import EMULATED, PROVIDER_IDS
 
 #: The class each fault kind must be recorded as.
 EXPECTED = {
@@ -81,7 +83,8 @@ SETTINGS = {
     "sprites": {"sdk_timeout_s": 2.0},
 }
 HANG_S = 5.0
-CLOUDS = ("e2b", "daytona", "sprites")
+#: Every emulated provider: each needs its MATCH and SETTINGS rows above.
+CLOUDS = tuple(p for p in PROVIDER_IDS if p in EMULATED)
 
 
 def _context(provider, sink: MemorySink, timeout_s: float) -> IterationContext:

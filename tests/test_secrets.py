@@ -4,14 +4,13 @@ the provider fails and SDK errors could echo what they sent."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from bench.emulators.control import running
 from tests.conftest import needs_root
-from tests.emulators.common import running
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANTED = "sk_planted_0123456789abcdef_SECRET"
@@ -26,8 +25,7 @@ async def test_a_planted_key_is_found_nowhere(tmp_path):
         running("sprites", tmp_path / "sprites", token=PLANTED) as sprites,
     ):
         for emulator in (e2b, daytona, sprites):
-            module = importlib.import_module(f"tests.emulators.{emulator.name}")
-            env.update(module.client_env(emulator))
+            env.update(emulator.client_env())
             # failures whose messages an SDK might fill with request details
             await emulator.inject(401, count=2)
             await emulator.inject(500, count=2)

@@ -1,6 +1,6 @@
 """The sprites adapter, end to end through the real pinned SDK (sprites-py 0.7.2).
 
-Each test starts the loopback emulator (tests/emulators/sprites.py, backed by real local
+Each test starts the loopback emulator (bench/emulators/sprites.py, backed by real local
 sandboxes), points the SDK at it with the emulator's ``client_env`` and drives the adapter: REST
 over httpx, exec over the SDK's WebSocket framing, checkpoints as NDJSON streams. ``TestLive``
 runs the same checks against the real service (``pytest -m live``) when ``SPRITES_TOKEN`` is set.
@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.emulators.control import Emulator
 from providers.base import (
     REQUIRED_OPS,
     RUN_LABEL,
@@ -41,7 +42,6 @@ from providers.errors import (
 )
 from providers.sprites import SCRATCH_DIR, SpritesProvider, run_prefix, sprite_name
 from tests.conftest import emulator_env
-from tests.emulators.common import Emulator
 
 ENV_KEYS = ("SPRITES_TOKEN", "SPRITES_API_URL", "SPRITES_CLIENT_SIGNALS")
 DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -393,14 +393,14 @@ async def test_per_iteration_connection_gives_each_sprite_its_own_client(emulato
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         clients = {id(first.native.client), id(second.native.client)}
-        assert len(clients) == 2 and id(provider._client) not in clients
+        assert len(clients) == 2 and id(provider.clients.main) not in clients
         for sandbox in (first, second):
             assert (await provider.exec(sandbox, ["echo", "ok"], timeout_s=10)).stdout == b"ok\n"
         await check_checkpoint_restore(provider, second)
         assert sorted(await provider.list_sandboxes(run_id)) == sorted([first.id, second.id])
         for sandbox in (first, second):
             await provider.destroy(sandbox)
-        assert provider._owned == set()  # each client closed with its sprite
+        assert provider.clients.owned == set()  # each client closed with its sprite
     finally:
         await provider.close()
 
@@ -429,7 +429,7 @@ async def test_the_spec_and_labels_reach_the_api(emulator):
             info = (await _raw(emulator, "GET", f"/v1/sprites/{sandbox.id}")).json()
             assert info["config"] == {"ram_mb": 768, "cpus": 2, "region": "ord", "storage_gb": 3}
             assert info["labels"] == [f"{RUN_LABEL}={run_id}", "team=x"]
-            assert sandbox.native.labels == info["labels"]
+            assert sandbox.native.sdk.labels == info["labels"]
         finally:
             await provider.destroy(sandbox)
     finally:
@@ -500,7 +500,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"templte": "x"}, "unknown sprites setting"),
+        ({"templte": "x"}, r"\[providers.sprites\]: unknown key\(s\) templte"),
         ({"connection": "sometimes"}, "connection must be one of"),
         ({"api_url": "ftp://x"}, "api_url must be"),
         ({"wait_for_capacity": "yes"}, "wait_for_capacity must be"),

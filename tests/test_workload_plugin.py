@@ -48,7 +48,7 @@ from bench.workloads import (
 from bench.workloads.base import exit_zero
 from providers.base import SandboxSpec
 from providers.settings import setting
-from tests.emulators.common import StubBackend
+from providers.stub import StubProvider
 from tests.report_parsing import html_tables, markdown_tables
 from tests.synthetic import manifest
 
@@ -156,7 +156,7 @@ def toy_run(tmp_path_factory) -> Iterator[Path]:
     register_workload(Toy)
     try:
         folder = tmp_path_factory.mktemp("results") / "20261128T130000Z-toytoy"
-        provider = StubBackend()
+        provider = StubProvider()
         meta = manifest(
             folder.name, providers=("stub",), workloads=("toy",), iterations=ITERATIONS,
             warmup=0, seed=1,

@@ -1,0 +1,1043 @@
+"""What every loopback provider emulator shares; a provider's module adds only its wire protocol.
+
+An emulator is an aiohttp server on 127.0.0.1 speaking one provider's wire protocol, exactly as
+that provider's pinned SDK expects it. Its sandboxes are real ``local`` provider sandboxes (or,
+with ``--backend stub``, :class:`providers.stub.StubProvider` names that run nothing and need no
+root), so commands really run and checkpoints really restore.
+
+The parts, and who owns what:
+
+* :class:`Sandboxes`, the **one backend object**: the registry of the emulated sandboxes
+  (:class:`Box`, which each protocol subclasses with its own fields) and every operation done
+  on them (boot, exec, files, checkpoint, rewind in place, freeze/thaw, stop/start keeping the
+  filesystem only, destroy). A protocol module never touches the backend provider or a box's
+  backend sandbox itself, and its listing endpoints show :meth:`Sandboxes.listed`. Which class
+  serves is decided in one place (:func:`make_sandboxes`), so a layer that makes the provider
+  answer "ok" and do the wrong thing (a pause that does not freeze, a restore that comes back
+  empty, a destroy that leaves the sandbox alive and listed, a listing that omits one, a
+  recycled or smaller sandbox on create, a slow wake through :meth:`Sandboxes.use`) is one
+  subclass there, for every emulator at once.
+* :class:`Protocol`, subclassed once per provider: its routes, its error body (also what an
+  injected fault answers), its malformed answers, its authentication and ``client_env`` (the
+  variables that point the provider's adapter at the emulator).
+* :func:`make_app`: the latency and fault middleware, the call log and the admin API; and
+  :func:`serve_emulator`, the process: serve until SIGTERM/SIGINT, then destroy everything.
+
+Every emulator (started by ``sandbox-bench emulate PROVIDER``, see :mod:`bench.emulators.cli`):
+
+* prints ``# <provider> emulator on http://127.0.0.1:<port> (...)`` once it listens, then the
+  ``export K=V`` lines of its ``client_env``, then ``# ready ...``;
+* adds latency to every provider call (not to the admin endpoints below): ``--latency-ms``
+  (constant), plus a seeded lognormal draw (``--latency-median-ms``, ``--latency-p99-ms``),
+  plus server-wide stalls (``--stall-prob``: the share of time the server is frozen,
+  ``--stall-ms``: the length of one freeze). The model and its true percentiles are defined once,
+  in :mod:`bench.calibration`. ``--latency-match "POST /v2/sandboxes"`` limits all of it to the
+  calls with that method and exactly that path (``*`` at the end: that prefix), e.g. to give a
+  known latency to creates only. ``--latency-mode added`` (the default) holds a call for its
+  latency and then handles it, so the server's time is the latency plus its own work;
+  ``--latency-mode total`` handles the call at once and holds its answer (the moment its
+  headers would be sent) until arrival + latency, so the server's time from arrival to answer
+  is the latency itself whenever its own work fits inside it: a ground truth that does not
+  move with the emulator's load. A faulted call is always held first, as in ``added``;
+* injects faults on a seeded share of provider calls: ``--fault-rate R`` (0..1) and
+  ``--fault-kinds 500,503,429,reset,hang,malformed`` (the default: all of them, drawn with equal
+  probability). The kinds, each **before** the call reaches the emulated provider (so the
+  operation is never performed, whatever the client concludes):
+
+  - ``500``, ``503``, ``429``: that status with the provider's own error body (429 carries
+    ``Retry-After: 1``);
+  - ``reset``: the TCP connection is reset (RST) without an answer;
+  - ``hang``: no answer for ``--hang-s`` (default 30 s, meant to be longer than the client's
+    timeout), then a reset; a hang ends early when the emulator shuts down, so it always stops;
+  - ``malformed``: 200 with a body the provider's SDK cannot read for that endpoint
+    (:meth:`Protocol.malformed`; the default is truncated JSON).
+
+  ``--seed S`` seeds the fault draws, the latency draws and the stall schedule (three separate
+  generators), so the same sequence of calls meets the same faults and latencies; with
+  concurrent clients, which call comes first is up to the scheduler;
+* answers admin endpoints under ``/_emulator/`` (never delayed, never faulted, no credentials):
+  ``GET /_emulator/sandboxes`` -> ``{"sandboxes": [ids of live sandboxes]}``;
+  ``POST /_emulator/faults`` ``{"status": 429, "count": 1, "match": "/sandboxes"}`` (or
+  ``{"kind": "reset", ...}``) -> the next ``count`` provider calls whose path contains
+  ``match`` get that fault (before any random one);
+  ``GET /_emulator/config`` -> ``{"latency": {...}, "latency_match", "latency_mode",
+  "faults": {"rate", "kinds", "hang_s"}, "seed", "backend"}``; ``POST /_emulator/config`` with
+  any of ``latency`` (a whole :class:`bench.calibration.LatencyModel`), ``latency_match``,
+  ``latency_mode``, ``faults`` (``rate``, ``kinds``, ``hang_s``) and
+  ``seed`` (re-seeds all three generators) changes them at run time;
+  ``GET /_emulator/log`` -> ``{"calls": [{"t", "at", "method", "path", "added_s", "fault",
+  "handled_s", "answered_s"}]}``, every provider call since start (or since
+  ``DELETE /_emulator/log``): its arrival (``t``: seconds since the emulator started;
+  ``at``: the host's monotonic clock, which ``time.perf_counter`` in another process on Linux
+  reads too), the latency it was given (draw plus any stall), its fault if any, when the
+  handler returned (``handled_s``, seconds after arrival; for a streamed answer, when the
+  stream ended) and when its answer's headers went out (``answered_s``, seconds after
+  arrival; absent when no answer was sent);
+* destroys every sandbox and checkpoint it holds when it gets SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import os
+import random
+import secrets
+import shlex
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from aiohttp import web
+
+from bench.calibration import LatencyModel, StallSchedule
+from bench.emulators.registry import (
+    BACKENDS,
+    FAULT_KINDS,
+    LATENCY_MODES,
+    fault_kind,
+    protocol_class,
+)
+from providers import provider_class
+from providers.base import CheckpointRef, ExecResult, Provider, Sandbox, SandboxSpec
+from providers.errors import NotFound, ProviderError
+
+ADMIN_PREFIX = "/_emulator/"
+#: How many provider calls ``GET /_emulator/log`` keeps (oldest dropped first).
+LOG_LIMIT = 200_000
+#: The first line an emulator prints, and how :mod:`bench.emulators.control` finds its URL.
+HEADER = "# {name} emulator on {url} (pid {pid}, backend {backend}, state {state})"
+READY = "# ready; Ctrl-C or SIGTERM stops {what} and destroys every sandbox {who} hold{s}"
+
+B = TypeVar("B", bound="Box")
+S = TypeVar("S", bound="Snapshot")
+
+
+# -- latency, faults and the call log ------------------------------------------------------------
+
+
+@dataclass
+class Fault:
+    kind: str
+    count: int
+    match: str = ""
+
+
+def _seeded(seed: int, stream: str) -> random.Random:
+    return random.Random(f"{stream}:{seed}")
+
+
+@dataclass
+class EmulatorState:
+    """Per-process latency, fault and log state shared by an emulator's middleware."""
+
+    token: str = "test-token"
+    faults: list[Fault] = field(default_factory=list)
+    latency: LatencyModel = field(default_factory=LatencyModel)
+    #: ``"METHOD /path"`` (``*`` at the end for a prefix): only those calls get latency.
+    latency_match: str = ""
+    #: ``"added"``: a call is held for its draw, then handled, so the server's time is the draw
+    #: plus its own work. ``"total"``: the call is handled at once and its answer held until
+    #: arrival + draw, so the server's time is exactly the draw (when its own work fits in it).
+    latency_mode: str = "added"
+    fault_rate: float = 0.0
+    fault_kinds: tuple[str, ...] = FAULT_KINDS
+    hang_s: float = 30.0
+    seed: int = 0
+    backend: str = "local"
+    origin_s: float = field(default_factory=time.monotonic)
+    log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LOG_LIMIT))
+    #: Per connection (transport), when the bytes of its current request began to arrive.
+    wire_arrivals: dict[Any, float] = field(default_factory=dict)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        if self.latency_mode not in LATENCY_MODES:
+            raise ValueError(f"latency mode must be one of {', '.join(LATENCY_MODES)}")
+        self.set_faults(rate=self.fault_rate, kinds=self.fault_kinds, hang_s=self.hang_s)
+        self.reseed(self.seed)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EmulatorState:
+        """The state the ``emulate`` options describe (ValueError for a bad combination)."""
+        latency = LatencyModel(
+            fixed_s=args.latency_ms / 1000.0,
+            median_s=args.latency_median_ms / 1000.0 if args.latency_median_ms else None,
+            p99_s=args.latency_p99_ms / 1000.0 if args.latency_p99_ms else None,
+            stall_probability=args.stall_prob,
+            stall_s=args.stall_ms / 1000.0,
+        )
+        return cls(
+            token=args.token,
+            latency=latency,
+            latency_match=args.latency_match,
+            latency_mode=args.latency_mode,
+            fault_rate=args.fault_rate,
+            fault_kinds=tuple(args.fault_kinds),
+            hang_s=args.hang_s,
+            seed=args.seed,
+            backend=args.backend,
+        )
+
+    def reseed(self, seed: int) -> None:
+        self.seed = int(seed)
+        self._fault_rng = _seeded(self.seed, "faults")
+        self._latency_rng = _seeded(self.seed, "latency")
+        self.set_latency(self.latency)
+
+    def set_latency(self, model: LatencyModel) -> None:
+        self.latency = model
+        self.stalls = StallSchedule(model, _seeded(self.seed, "stalls"), time.monotonic())
+
+    def set_faults(
+        self,
+        *,
+        rate: float | None = None,
+        kinds: Sequence[str] | None = None,
+        hang_s: float | None = None,
+    ) -> None:
+        if rate is not None:
+            if not 0 <= float(rate) <= 1:
+                raise ValueError("the fault rate must be in [0, 1]")
+            self.fault_rate = float(rate)
+        if kinds is not None:
+            chosen = tuple(fault_kind(k) for k in kinds)
+            if not chosen:
+                raise ValueError("name at least one fault kind")
+            self.fault_kinds = chosen
+        if hang_s is not None:
+            if not float(hang_s) > 0:
+                raise ValueError("hang_s must be > 0")
+            self.hang_s = float(hang_s)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "latency": self.latency.to_dict(),
+            "latency_match": self.latency_match,
+            "latency_mode": self.latency_mode,
+            "faults": {
+                "rate": self.fault_rate,
+                "kinds": list(self.fault_kinds),
+                "hang_s": self.hang_s,
+            },
+            "seed": self.seed,
+            "backend": self.backend,
+        }
+
+    def take_fault(self, path: str) -> Fault | None:
+        """The fault for a provider call on ``path``: a queued one first, else a random one."""
+        for fault in self.faults:
+            if fault.match in path and fault.count > 0:
+                fault.count -= 1
+                if fault.count == 0:
+                    self.faults.remove(fault)
+                return fault
+        if self.fault_rate > 0 and self._fault_rng.random() < self.fault_rate:
+            return Fault(kind=self._fault_rng.choice(self.fault_kinds), count=1)
+        return None
+
+    def latency_applies(self, method: str, path: str) -> bool:
+        if not self.latency_match:
+            return True
+        want_method, _, want_path = self.latency_match.partition(" ")
+        if want_method.upper() != method.upper():
+            return False
+        if want_path.endswith("*"):
+            return path.startswith(want_path[:-1])
+        return path == want_path
+
+    def delay_for(self, arrival_s: float) -> float:
+        """Seconds to hold a call that arrived at ``arrival_s`` (monotonic): its draw, then
+        until the end of any stall its answer would fall in."""
+        if self.latency.is_zero():
+            return 0.0
+        ready = arrival_s + self.latency.draw(self._latency_rng)
+        return self.stalls.release_at(ready) - arrival_s
+
+
+# -- answers no SDK can read -----------------------------------------------------------------------
+
+
+async def truncated_json(request: web.Request) -> web.StreamResponse:
+    """The default malformed answer: 200, ``application/json``, a body that is not JSON."""
+    return web.Response(
+        status=200, body=b'{"injected": "malformed', content_type="application/json"
+    )
+
+
+async def undecodable_gzip(request: web.Request) -> web.StreamResponse:
+    """A malformed answer for endpoints whose body is raw bytes (any bytes would be "valid"):
+    the body claims ``Content-Encoding: gzip`` and is not gzip, so no client can decode it."""
+    response = web.Response(status=200, body=b"this is not gzip", content_type="application/json")
+    response.headers["Content-Encoding"] = "gzip"
+    return response
+
+
+async def broken_framing(request: web.Request) -> web.StreamResponse:
+    """A malformed answer for endpoints whose success body the SDK never reads (so no body,
+    however broken, would be noticed): a 200 status line whose header block cannot be parsed
+    (``Content-Length: x``), then the connection closes. Every HTTP client rejects it before
+    returning the response. The request body is read first, so the client is not cut off
+    while it is still sending (that would be a reset, not a malformed answer).
+    """
+    await request.read()
+    transport = request.transport
+    if transport is not None:
+        transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: x\r\n\r\n"
+        )
+        transport.close()
+    return web.Response(status=500)  # never sent: the transport is closed
+
+
+def reset_connection(request: web.Request) -> web.Response:
+    """Reset the TCP connection (RST, not FIN) and answer nothing.
+
+    The returned response is never sent: aiohttp finds the transport closed and drops it.
+    """
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    return web.Response(status=500)
+
+
+# -- small parts every protocol needs -------------------------------------------------------------
+
+
+class Refused(Exception):
+    """Raised by a handler, or by a helper it calls, to answer ``response`` at once (the
+    protocol's own refusals: 404 for an unknown sandbox, 400 for a bad body, ...)."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+async def json_object(
+    request: web.Request, invalid: Callable[[], web.Response] | None = None
+) -> dict[str, Any]:
+    """The request's JSON object body (``{}`` when it has no body); when it is not one,
+    :class:`Refused` with ``invalid()`` (by default a plain 400)."""
+    body: Any = {}
+    if request.can_read_body:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+    if not isinstance(body, dict):
+        raise Refused(
+            invalid() if invalid else web.json_response({"error": "bad body"}, status=400)
+        )
+    return body
+
+
+def in_dir(argv: Sequence[str], cwd: str, env: dict[str, str] | None = None) -> list[str]:
+    """``argv`` run in ``cwd`` (exit 1 if it cannot go there) with ``env`` added: the backend's
+    exec has neither, every provider's API has both."""
+    pairs = [f"{k}={v}" for k, v in (env or {}).items()]
+    return ["/bin/sh", "-c", 'cd -- "$0" || exit 1; exec "$@"', cwd, "env", *pairs, *argv]
+
+
+def utc_now() -> str:
+    """Now as the APIs write it: ISO 8601, milliseconds, ``Z``."""
+    return iso(datetime.now(UTC))
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- the sandboxes ---------------------------------------------------------------------------------
+
+
+@dataclass(eq=False, kw_only=True)
+class Box:
+    """One emulated sandbox as :class:`Sandboxes` keeps it; a protocol subclasses it with the
+    fields its API has (state names, labels as the API spells them, ...)."""
+
+    id: str
+    #: The backend sandbox while it runs (None while stopped, or before it booted).
+    local: Sandbox | None = None
+    #: Its filesystem while stopped (:meth:`Sandboxes.stop`).
+    parked: CheckpointRef | None = None
+    frozen: bool = False
+    #: For the protocol: held around state changes that must not interleave.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The state as the provider's API names it, and the transition under way, if any
+    #: (:meth:`Protocol.transition`); ``error`` says why it is in an error state.
+    state: str = ""
+    busy: asyncio.Task[Any] | None = None
+    error: str | None = None
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    updated: datetime = field(default_factory=lambda: datetime.now(UTC))
+    used_s: float = field(default_factory=time.monotonic)
+    #: When the provider ends it (its lifetime, :meth:`Protocol.expire`); None: never.
+    end_at: datetime | None = None
+
+    def set_state(self, state: str) -> None:
+        self.state, self.updated = state, datetime.now(UTC)
+
+    def extend(self, seconds: float) -> None:
+        """The sandbox now ends ``seconds`` from now."""
+        self.end_at = datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+@dataclass(eq=False, kw_only=True)
+class Snapshot:
+    """A checkpoint the emulated provider names (a snapshot, a template): the filesystem of
+    its source sandbox (:meth:`Sandboxes.take`). A protocol may subclass it."""
+
+    id: str
+    source_id: str
+    names: list[str] = field(default_factory=list)
+    #: The backend checkpoint; None until taken.
+    ref: CheckpointRef | None = None
+    error: str | None = None
+    created_at: str = field(default_factory=lambda: utc_now())
+    updated_at: str = field(default_factory=lambda: utc_now())
+
+    @property
+    def state(self) -> str:
+        return "active" if self.ref is not None else "error" if self.error else "pending"
+
+
+class Sandboxes:
+    """The emulated sandboxes and every operation on them (see the module docstring).
+
+    Errors are the backend provider's own (:mod:`providers.errors`); each protocol turns them
+    into its API's answers.
+    """
+
+    def __init__(self, backend: Provider) -> None:
+        self.backend = backend
+        self._boxes: dict[str, Box] = {}
+        self._checkpoints: dict[str, CheckpointRef] = {}
+        self._snapshots: dict[str, Snapshot] = {}
+
+    async def open(self) -> None:
+        await self.backend.open()
+
+    async def close(self) -> None:
+        """Destroy every sandbox and checkpoint (shutdown), then close the backend."""
+        for box in list(self._boxes.values()):
+            self._boxes.pop(box.id, None)
+            with contextlib.suppress(Exception):
+                await self._teardown(box)
+        self._snapshots.clear()
+        for ref in list(self._checkpoints.values()):
+            with contextlib.suppress(Exception):
+                await self.delete_checkpoint(ref)
+        await self.backend.close()
+
+    # -- the registry -------------------------------------------------------------------------
+
+    def add(self, box: B) -> B:
+        """Register ``box``: from now on it is listed and found."""
+        self._boxes[box.id] = box
+        return box
+
+    def get(self, box_id: str) -> Box | None:
+        return self._boxes.get(box_id)
+
+    def held(self) -> list[Box]:
+        """Every sandbox held, oldest first (for lookups; the reaper)."""
+        return sorted(self._boxes.values(), key=lambda b: b.created)
+
+    def listed(self) -> list[Box]:
+        """The sandboxes a listing endpoint shows (every one held, unless a layer says not)."""
+        return self.held()
+
+    def live(self) -> list[str]:
+        """Ids of every sandbox held (the admin API's answer: the truth, not a listing)."""
+        return sorted(self._boxes)
+
+    # -- life -------------------------------------------------------------------------------
+
+    async def boot(
+        self,
+        box: Box,
+        spec: SandboxSpec | None = None,
+        *,
+        home: str | None = None,
+        source: CheckpointRef | None = None,
+    ) -> None:
+        """Start ``box``'s backend sandbox: new (``spec``) or from the checkpoint ``source``;
+        ``home`` is created in it. Nothing is left behind when it fails."""
+        spec = spec or SandboxSpec()
+        spec = dataclasses.replace(spec, labels={**spec.labels, "emulated-box": box.id})
+        local = await (self.backend.restore(source) if source else self.backend.create(spec))
+        try:
+            if home:
+                made = await self.backend.exec(local, ["mkdir", "-p", home], timeout_s=30)
+                if made.exit_code != 0:
+                    raise ProviderError(f"mkdir {home} failed: {made.stderr!r}")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.backend.destroy(local)
+            raise
+        box.local = local
+
+    async def destroy(self, box: Box) -> None:
+        """Forget ``box`` and destroy what it holds (idempotent)."""
+        self._boxes.pop(box.id, None)
+        await self._teardown(box)
+
+    async def _teardown(self, box: Box) -> None:
+        local, box.local = box.local, None
+        parked, box.parked = box.parked, None
+        if local is not None:
+            await self.backend.destroy(local)
+        if parked is not None:
+            await self.delete_checkpoint(parked)
+
+    async def freeze(self, box: Box) -> None:
+        """Pause keeping processes and memory."""
+        await self.backend.pause(self._local(box))
+        box.frozen = True
+
+    async def thaw(self, box: Box) -> None:
+        await self.backend.resume(self._local(box))
+        box.frozen = False
+
+    async def stop(self, box: Box) -> None:
+        """Keep only the filesystem: checkpoint it, then destroy the backend sandbox (every
+        process goes)."""
+        if box.frozen:
+            await self.thaw(box)
+        ref = await self.checkpoint(box)
+        local, box.local, box.parked = box.local, None, ref
+        if local is not None:
+            await self.backend.destroy(local)
+
+    async def start(self, box: Box) -> None:
+        """Start a stopped ``box`` from its filesystem, in a new backend sandbox."""
+        if box.parked is None:
+            raise ProviderError(f"sandbox {box.id} is not stopped")
+        ref = box.parked
+        box.local = await self.backend.restore(ref)
+        box.parked = None
+        await self.delete_checkpoint(ref)
+
+    # -- state ------------------------------------------------------------------------------
+
+    async def checkpoint(self, box: Box) -> CheckpointRef:
+        """The filesystem of ``box`` (the backend's checkpoint; held until deleted)."""
+        ref = await self.backend.checkpoint(self._local(box))
+        self._checkpoints[ref.id] = ref
+        return ref
+
+    async def delete_checkpoint(self, ref: CheckpointRef) -> None:
+        self._checkpoints.pop(ref.id, None)
+        await self.backend.delete_checkpoint(ref)
+
+    def add_snapshot(self, snapshot: S) -> S:
+        """Register ``snapshot`` (pending until :meth:`take` fills it)."""
+        self._snapshots[snapshot.id] = snapshot
+        return snapshot
+
+    def find_snapshot(self, key: str) -> Snapshot | None:
+        """The snapshot with that id, else the one with that name."""
+        found = self._snapshots.get(key)
+        return found or next((s for s in self._snapshots.values() if key in s.names), None)
+
+    def snapshots(self) -> list[Snapshot]:
+        return list(self._snapshots.values())
+
+    async def take(self, snapshot: Snapshot, box: Box) -> None:
+        """Fill ``snapshot`` with ``box``'s filesystem now (a name taken again gets a new
+        build: the old checkpoint goes)."""
+        try:
+            ref = await self.checkpoint(box)
+        except Exception as exc:
+            snapshot.error = f"{type(exc).__name__}: {exc}"
+            raise
+        old, snapshot.ref, snapshot.source_id = snapshot.ref, ref, box.id
+        snapshot.updated_at = utc_now()
+        if old is not None:
+            await self.delete_checkpoint(old)
+
+    async def drop_snapshot(self, snapshot: Snapshot) -> None:
+        self._snapshots.pop(snapshot.id, None)
+        if snapshot.ref is not None:
+            await self.delete_checkpoint(snapshot.ref)
+
+    async def rewind(self, box: Box, ref: CheckpointRef) -> None:
+        """Restore ``ref`` in place: a new backend sandbox from it takes over ``box`` and the
+        old one is destroyed, so no process of before goes on."""
+        new = await self.backend.restore(ref)
+        old, box.local = box.local, new
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await self.backend.destroy(old)
+
+    # -- work -------------------------------------------------------------------------------
+
+    async def use(self, box: Box) -> Sandbox:
+        """The backend sandbox for a command or file call, noting the use (where a sandbox
+        that slept would wake)."""
+        local = self._local(box)
+        box.used_s = time.monotonic()
+        return local
+
+    async def exec(
+        self, box: Box, argv: Sequence[str], *, timeout_s: float, kill_on_cancel: bool = False
+    ) -> ExecResult:
+        """Run ``argv``; with ``kill_on_cancel``, cancelling this call (its client went away)
+        kills the command's process group, else the command runs on to ``timeout_s``."""
+        local = await self.use(box)
+        if not kill_on_cancel:
+            return await self.backend.exec(local, list(argv), timeout_s=timeout_s)
+        pidfile = f"/tmp/.emulated-exec-{secrets.token_hex(6)}"
+        wrapped = ["/bin/sh", "-c", _PID_WRAPPER, "exec", pidfile, *argv]
+        command = asyncio.ensure_future(self.backend.exec(local, wrapped, timeout_s=timeout_s))
+        try:
+            return await asyncio.shield(command)
+        except asyncio.CancelledError:
+            # Kill it, then let the backend's call end as the command does (never cut short).
+            kill = ["/bin/sh", "-c", _KILL_GROUP.format(pidfile=pidfile)]
+            with contextlib.suppress(Exception):
+                await self.backend.exec(local, kill, timeout_s=30)
+                await command
+            raise
+
+    async def read_file(self, box: Box, path: str) -> bytes:
+        return await self.backend.read_file(await self.use(box), path)
+
+    async def write_file(self, box: Box, path: str, data: bytes) -> None:
+        await self.backend.write_file(await self.use(box), path, data)
+
+    def _local(self, box: Box) -> Sandbox:
+        if box.local is None:
+            raise NotFound(f"sandbox {box.id} is not running", provider=self.backend.id)
+        return box.local
+
+
+#: Runs argv as a child of a shell whose pid (= its process group: the backend starts each
+#: command in a new session) is written to $1, so the command can be killed when needed.
+_PID_WRAPPER = 'echo $$ > "$1"; p=$1; shift; "$@"; rc=$?; rm -f -- "$p"; exit $rc'
+_KILL_GROUP = (
+    "for _ in $(seq 40); do [ -s {pidfile} ] && break; sleep 0.05; done; "
+    '[ -s {pidfile} ] && kill -s KILL -- "-$(cat {pidfile})" 2>/dev/null; rm -f -- {pidfile}; true'
+)
+
+
+def make_backend(state_dir: Path, backend: str) -> Provider:
+    """What the sandboxes run on: real ``local`` sandboxes (state in ``state_dir/local``) or
+    ``stub`` names; both come from the provider registry."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    if backend == "stub":
+        return provider_class("stub")({})
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return provider_class("local")({"state_dir": str(state_dir / "local")})
+
+
+def make_sandboxes(state_dir: Path, backend: str) -> Sandboxes:
+    """The one backend object of an emulator: the single place to choose a :class:`Sandboxes`
+    subclass (e.g. one that misbehaves on purpose) for every protocol at once."""
+    return Sandboxes(make_backend(state_dir, backend))
+
+
+# -- the protocol ----------------------------------------------------------------------------------
+
+
+class Protocol:
+    """One provider's wire protocol on the toolkit; subclass it in ``bench/emulators/<id>.py``.
+
+    A subclass sets ``name``, implements :meth:`client_env`, :meth:`routes` and :meth:`error`,
+    and overrides :meth:`malformed` and :meth:`authenticate` where its API differs from the
+    defaults. Its handlers do every sandbox operation through ``self.sandboxes``, and may
+    raise :class:`Refused` (from any depth) to answer with an API error at once.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, sandboxes: Sandboxes, token: str) -> None:
+        self.sandboxes = sandboxes
+        self.token = token
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    @staticmethod
+    def client_env(url: str, token: str) -> dict[str, str]:
+        """The environment that points this provider's adapter (and SDK) at ``url``."""
+        raise NotImplementedError
+
+    def routes(self, router: web.UrlDispatcher) -> None:
+        raise NotImplementedError
+
+    def error(self, status: int, message: str) -> web.Response:
+        """The API's error answer; injected faults answer with it too."""
+        raise NotImplementedError
+
+    async def malformed(self, request: web.Request) -> web.StreamResponse:
+        """A 200 the SDK cannot read for ``request``'s endpoint (the ``malformed`` fault)."""
+        return await truncated_json(request)
+
+    def authenticate(self, request: web.Request) -> web.Response | None:
+        """None when the call may go on, else the API's refusal; by default the call needs
+        ``Authorization: Bearer <token>``."""
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return self.unauthorized(request)
+        return None
+
+    def unauthorized(self, request: web.Request) -> web.Response:
+        return self.error(401, "unauthorized")
+
+    def spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run ``work`` in the background; it is awaited, not cancelled, when the emulator
+        stops."""
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def transition(
+        self, box: Box, state: str, work: Callable[[], Awaitable[Any]], done: str
+    ) -> None:
+        """An API whose lifecycle calls answer at once and finish in the background, while the
+        client polls: ``box`` is in ``state`` now, in ``done`` once ``work()`` has finished,
+        in ``error`` (with ``box.error``) if it failed; ``box.busy`` meanwhile."""
+
+        async def run() -> None:
+            try:
+                await work()
+                box.set_state(done)
+            except Exception as exc:  # noqa: BLE001 - any failure puts the sandbox in error
+                box.error = f"{type(exc).__name__}: {exc}"
+                box.set_state("error")
+            finally:
+                box.busy = None
+
+        box.set_state(state)
+        box.busy = self.spawn(run())
+
+    @staticmethod
+    async def settled(box: Box) -> None:
+        """Wait for ``box``'s transition, if one runs (its outcome is in its state)."""
+        if box.busy is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(box.busy)
+
+    async def expire(self, box: Box) -> None:
+        """What the provider does to a sandbox whose lifetime (``box.end_at``) has passed,
+        under ``box.lock``; by default it is destroyed."""
+        await self.sandboxes.destroy(box)
+
+    async def startup(self) -> None:
+        """Start background work (after the sandboxes opened): here, the lifetime reaper."""
+        self._reaper = asyncio.ensure_future(self._reap_expired())
+
+    async def shutdown(self) -> None:
+        self._reaper.cancel()
+        with contextlib.suppress(BaseException):
+            await self._reaper
+        for task in list(self.tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def _reap_expired(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            now = datetime.now(UTC)
+            for box in self.sandboxes.held():
+                if box.end_at is None or box.end_at > now or box.lock.locked():
+                    continue
+                try:
+                    async with box.lock:
+                        box.end_at = None
+                        await self.expire(box)
+                except Exception as exc:  # noqa: BLE001 - one bad sandbox must not stop the reaper
+                    print(f"{self.name} emulator: expiring {box.id} failed: {exc}", file=sys.stderr)
+
+
+# -- the server ------------------------------------------------------------------------------------
+
+STATE_KEY: web.AppKey[EmulatorState] = web.AppKey("emulator_state", EmulatorState)
+#: Per-request keys: the call's log entry, and (latency mode "total") when its answer may go.
+#: aiohttp 3.14 added typed request keys (and warns about plain ones); older ones take a str.
+_KEY: Any = getattr(web, "RequestKey", lambda name, kind: name)
+ENTRY_KEY = _KEY("sandbox_bench.log_entry", dict)
+RELEASE_KEY = _KEY("sandbox_bench.release_at", float)
+
+
+def make_app(protocol: Protocol, state: EmulatorState) -> web.Application:
+    """An aiohttp app: the latency/fault middleware, the protocol's authentication and routes,
+    and the admin endpoints."""
+
+    @web.middleware
+    async def emulate(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]):
+        read_at = state.wire_arrivals.pop(request.transport, None)
+        if request.path.startswith(ADMIN_PREFIX):
+            return await handler(request)
+        arrival = time.monotonic()
+        if state.latency_mode == "total" and read_at is not None:
+            arrival = read_at  # when its first bytes were read (see _WireArrival)
+        applies = state.latency_applies(request.method, request.path)
+        delay = state.delay_for(arrival) if applies else 0.0
+        fault = state.take_fault(request.path)
+        entry = {
+            "t": arrival - state.origin_s,
+            "at": arrival,
+            "method": request.method,
+            "path": request.path,
+            "added_s": delay,
+            "fault": fault.kind if fault is not None else None,
+            "handled_s": None,
+        }
+        state.log.append(entry)
+        request[ENTRY_KEY] = entry
+        if delay > 0:
+            if fault is None and state.latency_mode == "total":
+                request[RELEASE_KEY] = arrival + delay  # held in hold_answer, not here
+                # Let every request that came in with this one be stamped before any handler
+                # runs: the handlers' work belongs inside the latency, not before arrival.
+                await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(delay)
+        if fault is None:
+            try:
+                return await handler(request)
+            finally:
+                entry["handled_s"] = time.monotonic() - arrival
+        if fault.kind == "reset":
+            return reset_connection(request)
+        if fault.kind == "hang":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.stopping.wait(), state.hang_s)
+            return reset_connection(request)
+        if fault.kind == "malformed":
+            return await protocol.malformed(request)
+        status = int(fault.kind)
+        response = protocol.error(status, f"injected fault {status}")
+        if status == 429:
+            response.headers["Retry-After"] = "1"
+        return response
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]):
+        if not request.path.startswith(ADMIN_PREFIX):
+            refused = protocol.authenticate(request)
+            if refused is not None:
+                return refused
+        try:
+            return await handler(request)
+        except Refused as refusal:
+            return refusal.response
+
+    async def hold_answer(request: web.Request, response: web.StreamResponse) -> None:
+        # Runs as the answer's headers are about to be sent (plain and streamed answers alike).
+        release = request.get(RELEASE_KEY)
+        if release is not None:
+            delay = release - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        entry = request.get(ENTRY_KEY)
+        if entry is not None:
+            entry["answered_s"] = time.monotonic() - entry["at"]
+
+    async def list_live(request: web.Request) -> web.Response:
+        return web.json_response({"sandboxes": protocol.sandboxes.live()})
+
+    async def add_fault(request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            kind = fault_kind(body["kind"] if "kind" in body else body["status"])
+        except (KeyError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        state.faults.append(
+            Fault(kind=kind, count=int(body.get("count", 1)), match=body.get("match", ""))
+        )
+        return web.json_response({"ok": True})
+
+    async def get_config(request: web.Request) -> web.Response:
+        return web.json_response(state.config())
+
+    async def set_config(request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            if "seed" in body:
+                state.reseed(int(body["seed"]))
+            if "latency" in body:
+                state.set_latency(LatencyModel.from_dict(body["latency"]))
+            if "latency_match" in body:
+                state.latency_match = str(body["latency_match"] or "")
+            if "latency_mode" in body:
+                if body["latency_mode"] not in LATENCY_MODES:
+                    raise ValueError(f"latency_mode must be one of {', '.join(LATENCY_MODES)}")
+                state.latency_mode = str(body["latency_mode"])
+            faults = body.get("faults") or {}
+            state.set_faults(
+                rate=faults.get("rate"), kinds=faults.get("kinds"), hang_s=faults.get("hang_s")
+            )
+        except (TypeError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(state.config())
+
+    async def get_log(request: web.Request) -> web.Response:
+        return web.json_response({"calls": list(state.log)})
+
+    async def clear_log(request: web.Request) -> web.Response:
+        state.log.clear()
+        return web.json_response({"ok": True})
+
+    app = web.Application(middlewares=[emulate, authenticate], client_max_size=64 * 1024 * 1024)
+    app.on_response_prepare.append(hold_answer)
+    app[STATE_KEY] = state
+    app.router.add_get(ADMIN_PREFIX + "sandboxes", list_live)
+    app.router.add_post(ADMIN_PREFIX + "faults", add_fault)
+    app.router.add_get(ADMIN_PREFIX + "config", get_config)
+    app.router.add_post(ADMIN_PREFIX + "config", set_config)
+    app.router.add_get(ADMIN_PREFIX + "log", get_log)
+    app.router.add_delete(ADMIN_PREFIX + "log", clear_log)
+    protocol.routes(app.router)
+    return app
+
+
+def announce(
+    name: str, url: str, token: str, *, backend: str, state_dir: Path, pid: int | None = None
+) -> list[str]:
+    """The lines an emulator (process ``pid``, default this one) prints once it listens:
+    where, then what to export."""
+    pid = os.getpid() if pid is None else pid
+    head = HEADER.format(name=name, url=url, pid=pid, backend=backend, state=state_dir)
+    env = protocol_class(name).client_env(url, token)
+    return [head, *(f"export {key}={shlex.quote(value)}" for key, value in env.items())]
+
+
+async def serve_emulator(
+    protocol_type: type[Protocol], args: argparse.Namespace, *, say: Callable[[str], None]
+) -> None:
+    """Serve one emulator (the ``emulate`` options in ``args``) until SIGTERM/SIGINT, then
+    destroy every sandbox and checkpoint it holds. ``say`` prints a line."""
+    state = EmulatorState.from_args(args)
+    state_dir = Path(args.state_dir) / protocol_type.name
+    sandboxes = make_sandboxes(state_dir, args.backend)
+    protocol = protocol_type(sandboxes, state.token)
+    await sandboxes.open()
+    try:
+        await protocol.startup()
+        app = make_app(protocol, state)
+
+        def ready(url: str) -> None:
+            lines = announce(
+                protocol_type.name, url, state.token, backend=args.backend, state_dir=state_dir
+            )
+            for line in lines:
+                say(line)
+            say(READY.format(what="the emulator", who="it", s="s"))
+
+        await serve(app, args.port, ready)
+    finally:
+        try:
+            await protocol.shutdown()
+        finally:
+            await sandboxes.close()
+
+
+async def serve(app: web.Application, port: int, ready: Callable[[str], None]) -> None:
+    """Serve ``app`` on 127.0.0.1 until SIGTERM/SIGINT; ``ready(url)`` once it listens."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    handler_factory = runner.server
+    assert handler_factory is not None
+    arrivals = app[STATE_KEY].wire_arrivals
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        # aiohttp's own TCPSite does this same create_server with the runner's handler factory;
+        # each connection's handler is wrapped to note when a request's first bytes were read.
+        server = await loop.create_server(
+            lambda: _WireArrival(handler_factory(), arrivals), "127.0.0.1", port, backlog=1024
+        )
+    except BaseException:
+        await runner.cleanup()
+        raise
+    try:
+        bound = server.sockets[0].getsockname()[1] if server.sockets else port
+        ready(f"http://127.0.0.1:{bound}")
+        await stop.wait()
+    finally:
+        app[STATE_KEY].stopping.set()  # ends every injected hang, so the server can stop
+        server.close()  # as TCPSite.stop: no new connections; cleanup closes the others
+        await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+class _WireArrival(asyncio.Protocol):
+    """aiohttp's per-connection handler, plus the instant each request's first bytes were read.
+
+    The server's own ingest of many requests at once (parsing, routing, the handlers of the
+    requests before it) comes after this instant, so in latency mode ``total`` the answer is
+    due at this arrival + the draw and that ingest is inside the emulated latency, as a real
+    server's would be. A chunk that begins with an HTTP method starts a request (the SDKs here
+    send one request at a time per connection, never pipelined); later chunks of its body do
+    not move the stamp, and the emulator takes it when the request reaches its middleware.
+    """
+
+    METHODS = (b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ", b"OPTIONS ")
+
+    def __init__(self, inner: asyncio.Protocol, arrivals: dict[Any, float]) -> None:
+        self.inner = inner
+        self.arrivals = arrivals
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if data.startswith(self.METHODS):
+            self.arrivals[self.transport] = time.monotonic()
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.arrivals.pop(self.transport, None)
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+__all__ = [
+    "ADMIN_PREFIX",
+    "Box",
+    "EmulatorState",
+    "Protocol",
+    "Refused",
+    "Sandboxes",
+    "Snapshot",
+    "broken_framing",
+    "in_dir",
+    "iso",
+    "json_object",
+    "make_app",
+    "make_backend",
+    "make_sandboxes",
+    "serve_emulator",
+    "truncated_json",
+    "undecodable_gzip",
+    "utc_now",
+]
