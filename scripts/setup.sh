@@ -34,6 +34,12 @@ if [[ ! -x .venv/bin/python ]]; then
     fi
 fi
 
+# The local provider's syscall filter needs libseccomp (Debian's apt already depends on it;
+# without it the filter is declared absent, not an error).
+if ! ldconfig -p 2>/dev/null | grep 'libseccomp\.so\.2' >/dev/null; then
+    apt_install libseccomp2 || echo "setup: no libseccomp2: local sandboxes run without a syscall filter" >&2
+fi
+
 stamp=.venv/.installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints.txt -nt $stamp ]]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
