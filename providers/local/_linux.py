@@ -123,7 +123,7 @@ def load_seccomp(bpf: bytes) -> None:
     )  # fmt: skip
 
 
-def set_cmdline(title: str) -> None:
+def set_cmdline(title: str, stat: str | None = None) -> None:
     """Make ``/proc/self/cmdline`` read ``title`` and ``/proc/self/environ`` empty, so that a
     sandbox's processes do not show the host's interpreter, paths and environment.
 
@@ -131,9 +131,10 @@ def set_cmdline(title: str) -> None:
     (their addresses are fields 48-51 of /proc/self/stat), as the setproctitle package does:
     the clean way, prctl(PR_SET_MM_ARG_START), needs CAP_SYS_RESOURCE, which hosts such as
     this VM withhold. Python keeps its own copies of argv and environ, so nothing reads the
-    old strings afterwards."""
-    with open("/proc/self/stat") as f:
-        stat = f.read()
+    old strings afterwards. ``stat``: the text of /proc/self/stat if already read."""
+    if stat is None:
+        with open("/proc/self/stat") as f:
+            stat = f.read()
     fields = stat[stat.rindex(")") + 2 :].split()
     arg_start, arg_end, env_start, env_end = (int(x) for x in fields[45:49])
     raw = title.encode()[: max(0, arg_end - arg_start - 1)]

@@ -37,6 +37,7 @@ import select
 import signal
 import socket
 import time
+from collections.abc import Callable
 
 #: Environment of every command (the exec request may add to it).
 BASE_ENV = {
@@ -62,12 +63,45 @@ def encode(header: dict, body: bytes = b"") -> bytes:
     return json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
 
 
-def serve(listener: socket.socket, identity: dict, first: int | None = None) -> None:
+class Gate:
+    """Holds the first connection's requests until PID 1 writes "go" on a pipe (the
+    sandbox's root is ready), so that the agent can start, take its connection and read the
+    queued ping while PID 1 is still mounting."""
+
+    def __init__(self, fd: int, then: Callable[[], None]) -> None:
+        self.fd = fd
+        self.then = then
+        self.lock = _thread.allocate_lock()
+        self.lock.acquire()
+        self.ok = False
+
+    def open(self) -> bool:
+        """Wait for the go (in the agent's main thread); runs ``then`` before letting the
+        requests through. False when PID 1 failed instead."""
+        try:
+            self.ok = os.read(self.fd, 1) == b"g"
+            os.close(self.fd)
+            if self.ok:
+                self.then()
+        finally:
+            self.lock.release()
+        return self.ok
+
+    def wait(self) -> bool:
+        with self.lock:
+            return self.ok
+
+
+def serve(
+    listener: socket.socket, identity: dict, first: int | None = None, gate: Gate | None = None
+) -> None:
     """Serve ``first`` (a connected socket's descriptor) and every accepted connection, one
-    thread each."""
+    thread each; with a ``gate``, nothing is answered before it opens."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     if first is not None:
-        _thread.start_new_thread(_connection, (socket.socket(fileno=first), identity))
+        _thread.start_new_thread(_connection, (socket.socket(fileno=first), identity, gate))
+    if gate is not None and not gate.open():
+        os._exit(1)
     while True:
         try:
             conn, _ = listener.accept()
@@ -80,7 +114,7 @@ def serve(listener: socket.socket, identity: dict, first: int | None = None) -> 
             time.sleep(0.01)
 
 
-def _connection(conn: socket.socket, identity: dict) -> None:
+def _connection(conn: socket.socket, identity: dict, gate: Gate | None = None) -> None:
     with conn, conn.makefile("rb") as stream:
         while True:
             line = stream.readline()
@@ -89,6 +123,10 @@ def _connection(conn: socket.socket, identity: dict) -> None:
             try:
                 header = json.loads(line)
                 body = stream.read(header.get("len", 0)) if header.get("len") else b""
+                if gate is not None:
+                    if not gate.wait():
+                        return
+                    gate = None
                 reply = _dispatch(header, body, identity)
             except OSError as exc:
                 reply = encode({"error": exc.strerror or str(exc), "errno": exc.errno or 0})

@@ -969,7 +969,7 @@ class LocalProvider(Provider):
             if populate is not None or self.checkpoint_method == "btrfs":
                 # The layer must exist before the sandbox starts: made here, on threads (a
                 # busy disk must not stall the event loop and the schedule of other creates).
-                await _off_loop(_write_meta, d, meta, labels)
+                await _off_loop(_write_meta, d, meta)
                 fs = d / "fs"
                 if populate is not None:
                     await populate(fs)
@@ -980,7 +980,6 @@ class LocalProvider(Provider):
                 # PID 1 makes the directory (meta.json first) and the cgroups itself: no
                 # thread hop and no round trip on the way to a ready sandbox.
                 init_spec["meta"] = json.dumps(meta)
-                init_spec["labels"] = json.dumps(labels)
             # The sandbox's first agent connection exists before the sandbox does: the ping
             # below waits in it, and the agent's answer is the readiness signal (no relay
             # through the zygote, no connect after the fact).
@@ -1308,10 +1307,9 @@ async def _off_loop(fn: Any, *args: Any) -> Any:
         raise
 
 
-def _write_meta(d: Path, meta: dict[str, Any], labels: dict[str, str]) -> None:
+def _write_meta(d: Path, meta: dict[str, Any]) -> None:
     d.mkdir()
     (d / "meta.json").write_text(json.dumps(meta))
-    (d / "labels.json").write_text(json.dumps(labels))
     (d / "merged").mkdir()
 
 

@@ -67,17 +67,17 @@ def run(spec: dict, ready_fd: int, lifeline_fd: int, conn_fd: int) -> None:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         _close_fds(keep={ready_fd, conn_fd})
-        L.set_cmdline(TITLE)
+        host_pid, starttime = own_host_identity()
         L.set_comm(TITLE)
         os.setsid()
-        host_pid, starttime = own_host_identity()
         d = spec["dir"]
         if spec.get("meta") is not None:
-            _make_dir(d, spec["meta"], spec["labels"])
+            _make_dir(d, spec["meta"])
         _make_layers(d, spec["layers"])
-        with open(f"{d}/pid", "w") as f:
-            f.write(f"{host_pid} {starttime}\n")
         cgroup = spec.get("cgroup")
+        if not cgroup:  # without cgroups a reaper finds PID 1 by pid and start time
+            with open(f"{d}/pid", "w") as f:
+                f.write(f"{host_pid} {starttime}\n")
         if cgroup:
             run_steps(cgroup["create"])
             for procs in cgroup["procs"]:
@@ -112,19 +112,19 @@ def run(spec: dict, ready_fd: int, lifeline_fd: int, conn_fd: int) -> None:
 def own_host_identity() -> tuple[int, int]:
     """This process's pid as the host sees it and its start time (clock ticks since boot),
     read from the host's /proc, which is still mounted: together they name it without
-    ambiguity even after the pid is reused."""
+    ambiguity even after the pid is reused. Blanks the cmdline and environ on the way
+    (one read of /proc/self/stat serves both)."""
     with open("/proc/self/stat") as f:
         stat = f.read()
+    L.set_cmdline(TITLE, stat)
     fields = stat[stat.rindex(")") + 2 :].split()
     return int(stat.split()[0]), int(fields[19])
 
 
-def _make_dir(d: str, meta: str, labels: str) -> None:
+def _make_dir(d: str, meta: str) -> None:
     os.mkdir(d)
     with open(f"{d}/meta.json", "w") as f:
         f.write(meta)
-    with open(f"{d}/labels.json", "w") as f:
-        f.write(labels)
     os.mkdir(f"{d}/merged")
     os.mkdir(f"{d}/fs")
 
@@ -215,7 +215,7 @@ def harden(spec: dict) -> None:
     # read their /proc files. Commands they start are dumpable again after execve.
     L.prctl(L.PR_SET_DUMPABLE, 0)
     if spec.get("seccomp"):
-        L.load_seccomp(bytes.fromhex(spec["seccomp"]))
+        L.load_seccomp(spec["seccomp"])
 
 
 def _build_dev(dev: str, userns: bool) -> None:
@@ -264,17 +264,23 @@ def _fork_agent(
                 os.close(fd)
             L.set_cmdline("sb-agent")
             L.set_comm("sb-agent")
+            gate = None
             if go_fd is not None:
                 assert spec is not None
                 harden(spec)
-                if os.read(go_fd, 1) != b"g":  # PID 1 failed before the root was ready
-                    os._exit(1)
-                os.close(go_fd)
-            os.chdir(agent.DEFAULT_CWD if os.path.isdir(agent.DEFAULT_CWD) else "/")
-            agent.serve(listener, identity, first=conn_fd)
+                # Everything up to the ping's answer is done now, in parallel with PID 1's
+                # mounts; the answer itself waits for the go (the root is ready then).
+                gate = agent.Gate(go_fd, then=_enter_cwd)
+            else:
+                _enter_cwd()
+            agent.serve(listener, identity, first=conn_fd, gate=gate)
         finally:
             os._exit(1)
     return pid
+
+
+def _enter_cwd() -> None:
+    os.chdir(agent.DEFAULT_CWD if os.path.isdir(agent.DEFAULT_CWD) else "/")
 
 
 def _reap_forever(listener: socket.socket, agent_pid: int, identity: dict) -> None:

@@ -93,6 +93,7 @@ class Zygote:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.requests = socket.socket(fileno=0)
+        self.seccomp = bytes.fromhex(config["seccomp"]) if config.get("seccomp") else None
         self.terminate = False
         self.records: dict[str, _Record] = {}
         self.by_pid: dict[int, _Record] = {}
@@ -191,7 +192,7 @@ class Zygote:
     def _spawn(self, req: dict, conn_fd: int) -> None:
         spec = req["spec"]
         spec["cap_last_cap"] = self.config["cap_last_cap"]
-        spec["seccomp"] = self.config.get("seccomp")
+        spec["seccomp"] = self.seccomp
         ready_r, ready_w = os.pipe()
         L.unshare(L.CLONE_NEWPID)
         try:
