@@ -1,14 +1,18 @@
-"""``local``: real sandboxes on this Linux machine (namespaces, overlayfs, cgroups).
+"""``local``: real sandboxes on this Linux machine (namespaces, overlayfs, cgroups, seccomp).
 
 What each operation means on this provider
 -------------------------------------------
 
-* **create**: asks the zygote (zygote.py, one pre-imported Python process per provider)
-  to fork the sandbox's PID 1 into new pid, mount, uts, ipc and net namespaces. PID 1 joins
-  the sandbox's cgroups (memory, pids and cpu limits from the spec), mounts its root inside
-  its private mount namespace and ``pivot_root``\\ s into it (sandbox_init.py lists the
-  mounts), then forks the exec agent (agent.py). create returns once the agent has answered
-  a ping over its unix socket: the sandbox is ready to exec.
+* **create**: sends the zygote (zygote.py, one small pre-imported Python process per
+  provider) a spawn request carrying one end of a fresh socket pair, and queues a ping on
+  the other end. The zygote forks the sandbox's PID 1 into a new pid namespace; PID 1 makes
+  the sandbox's directory (``meta.json`` first) and cgroups (memory, pids and cpu limits
+  from the spec) and joins them, binds the agent's socket, enters new mount, uts, ipc and
+  net namespaces, forks the exec agent (agent.py) and, while the agent starts and reads the
+  ping, mounts the root and ``pivot_root``\\ s into it (sandbox_init.py lists the steps),
+  then hardens itself and the agent (capability bounding set, no_new_privs, not dumpable,
+  seccomp). create returns when the agent has answered the ping: the sandbox is ready to
+  exec (the runner still measures readiness as the first exec).
 
   The root is an allow-list: an overlay of a skeleton (the host's top-level layout, with
   empty root, home, tmp, var, srv, opt, mnt...) plus, per host system directory (usr, etc,
@@ -20,13 +24,16 @@ What each operation means on this provider
   hostname (``<id>``) are its own; its network namespace has only ``lo``. A mask layer over
   the host's /etc locks every password hash (shadow, gshadow) and hides the SSH host keys and
   /etc/ssl/private. With the ``rootfs`` setting, that directory (e.g. made by debootstrap)
-  is the single lower layer instead.
+  is the single lower layer instead. PID 1 and the agent show as ``sb-init`` and
+  ``sb-agent`` with an empty environment (the zygote starts with a minimal one, and PID 1
+  blanks its argument and environment strings).
 * **exec**: the agent runs the argv (or ``/bin/sh -c`` for a string) as root, cwd /root,
-  env PATH/HOME=/root/LANG=C.UTF-8, stdin /dev/null, in its own session; returns exit code
-  (128+N when killed by signal N; 127/126 when the program is missing/not executable, as a
-  shell would), stdout and stderr separately. When the command exits, output still written by
-  background processes it left holding its pipes is awaited 50 ms, then dropped (they keep
-  running). At ``timeout_s`` its whole process group is SIGKILLed and OperationTimeout raised.
+  env PATH/HOME=/root/LANG=C.UTF-8, stdin /dev/null, in its own session (``posix_spawn``);
+  returns exit code (128+N when killed by signal N; 127/126 when the program is missing/not
+  executable, as a shell would), stdout and stderr separately. When the command exits,
+  output still written by background processes it left holding its pipes is awaited 50 ms,
+  then dropped (they keep running). At ``timeout_s`` its whole process group is SIGKILLed
+  and OperationTimeout raised.
 * **write_file / read_file**: through the agent, so they see the sandbox's merged view
   (lower layers, whiteouts, /tmp). Parents are created on write. A missing file is NotFound.
 * **pause / resume**: the cgroup freezer (v1 ``freezer.state`` or v2 ``cgroup.freeze``),
@@ -36,15 +43,27 @@ What each operation means on this provider
   handle.
 * **checkpoint**: freezes the sandbox, copies its writable layer (every write outside /tmp,
   /dev, /proc, /sys) with the fastest method the state directory's filesystem allows
-  (btrfs snapshot, ``cp --reflink`` on XFS/btrfs, else tar with xattrs so overlay whiteouts
-  survive), then thaws it (a sandbox paused beforehand stays paused). Memory and processes
-  are not captured. Without cgroups (user-namespace mode) the copy is taken without freezing.
-* **restore**: a new sandbox (same spec and labels) whose writable layer starts as the
-  checkpoint's; the checkpoint stays usable. **delete_checkpoint** removes it.
+  (layers.py: btrfs snapshot; ``cp -a --reflink=always`` on XFS/btrfs; else ``cp -a``, an
+  in-kernel copy of each file; whiteouts and opaque directories survive), then thaws it (a
+  sandbox paused beforehand stays paused). Memory and processes are not captured. Without
+  cgroups (user-namespace mode) the copy is taken without freezing. The method is in the
+  capability notes (``checkpoint_method``).
+* **restore**: a new sandbox (same spec and labels) whose writable layer starts as a copy of
+  the checkpoint's (same method); the checkpoint stays usable. **delete_checkpoint** removes
+  it.
+* **fork**: ``count`` new sandboxes (same spec and labels) whose writable layers start as
+  copies of the parent's: the parent is frozen while its layer is copied once, further
+  children copy that copy while the parent runs on, then all children start at once.
+  Filesystem only (``fork_keeps``), copy-on-write where the filesystem has reflinks or
+  snapshots, else a copy (``fork_method``). Children and parent are independent afterwards.
 * **destroy**: kills PID 1 through the zygote (the kernel then kills everything in its pid
   namespace and the mounts vanish with the mount namespace), thaws it if frozen, waits for the
-  exit, removes the cgroups and the directory. Idempotent; an unknown id is a no-op; works by
-  id for sandboxes of other (dead) harness processes (``destroy_by_id``).
+  exit, removes the cgroups and the directory, and returns only then. What the kernel still
+  does afterwards, in its own workers, is freeing the dead network and IPC namespaces
+  (``cleanup_net``, ``free_ipc``: measured 10-40 ms each of mostly RCU waiting, per
+  sandbox) and the cgroups' last references (``css_free``, well under 1 ms). Idempotent; an
+  unknown id is a no-op; works by id for sandboxes of other (dead) harness processes
+  (``destroy_by_id``).
 * **list_sandboxes**: every sandbox directory in the state directory labelled with the run,
   whichever process made it, alive or left behind, so that a reaper can destroy them.
 * **close**: ends the zygote; sandboxes still alive then die with it (none outlives the
@@ -52,12 +71,15 @@ What each operation means on this provider
 
 Modes: as root, everything above. Without root, a user-namespace mode (the caller mapped to
 root of a user namespace): same isolation and filesystem, but no cgroups, so no pause/resume
-(declared unsupported with the reason), no spec limits, checkpoint not frozen; the sandbox's
-root cannot modify files of the host's system directories (they belong to an unmapped user).
+(declared unsupported with the reason), no spec limits, checkpoint and fork not frozen; the
+sandbox's root cannot modify files of the host's system directories (they belong to an
+unmapped user).
 
 Isolation is container-grade (shared kernel). In root mode the sandbox's root is real root
 with a reduced capability bounding set (Docker's default set minus CAP_MKNOD), /proc/sys and
-friends read-only; no seccomp filter and no user namespace: do not run hostile code here.
+friends read-only, and the seccomp filter of seccomp.py (Docker's default profile: no user
+or other namespaces, no mount, bpf, perf_event_open, keyctl...). No user namespace: a kernel
+bug is a host compromise; treat it as Docker's default, not as a VM.
 
 Design notes (deviations from the first design, and why):
 
@@ -67,16 +89,26 @@ Design notes (deviations from the first design, and why):
 * The writable layer is ``fs/upper/{top,usr,etc,...}`` (one sub-layer per overlay mount) and
   the work dirs ``fs/work/...`` beside it, so that no overlay's upper or work dir lies
   inside another overlay's layer, and a btrfs snapshot of ``fs`` holds upper and work
-  together (btrfs refuses overlay upper and work in different subvolumes).
+  together (btrfs refuses overlay upper and work in different subvolumes). One overlay of
+  ``skeleton:/`` would save two mounts, but overlayfs refuses a lower layer that contains
+  the upper (ELOOP), and the state directory lives on the root filesystem.
 * The agent listens on a unix socket (``<dir>/agent.sock``, bound before ``pivot_root``), one
   thread per connection; the provider keeps a pool of connections per sandbox, so concurrent
-  execs on one sandbox run in parallel.
-* Attaching to the four v1 cgroups costs ~0.4 ms on this host (measured; the research notes
-  saw 10-15 ms with a freshly started interpreter, not with a forked one), so PID 1 attaches
-  itself, first thing, before it allocates or forks anything.
-* Measured p50 on the 2-core dev VM (benchmarks/test_local_bench.py): create to ready
-  ~9 ms, exec ``true`` ~0.8 ms, pause ~0.05-0.15 ms, resume ~0.03-0.13 ms, checkpoint of
-  50 MiB (tar, ext4) ~40 ms, restore of 50 MiB + first exec ~73 ms.
+  execs on one sandbox run in parallel. Its first connection is the create's socket pair.
+* Where create's time goes (issue 17; measured on this 2-core PVM-virtualised VM): forking
+  a Python process costs in proportion to the memory it has written (page tables and
+  copy-on-write faults are slow under PVM: 20 MiB, 1.0 ms to the child running; 1 MiB,
+  0.23 ms, in C), hence the small zygote (~5 MiB written: ``-I -S``, no package
+  ``__init__``, no threading/subprocess/dataclasses imports, frozen GC); each ext4 metadata
+  operation (mkdir, create) costs ~150 us here against 4 us on tmpfs, so PID 1 makes only
+  the directories overlayfs needs (no labels.json; pid file only without cgroups); joining
+  a v1 cgroup after an idle gap waited for an RCU grace period (p90 13.8 ms, the old
+  bimodal create), hence the favordynmods hierarchy (zygote.py); the agent's start-up
+  (fork, thread, first request) overlaps PID 1's mounts; the readiness answer comes straight
+  from the agent, not relayed by the zygote. The kernel's own floor, measured in C with the
+  same system calls as PID 1 (namespaces, three overlays, proc, dev, tmpfs, lo,
+  pivot_root): 2.6 ms p50.
+* MEASURED
 """
 
 from __future__ import annotations
