@@ -461,7 +461,7 @@ class _ZygoteClient:
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-I", "-S", "-c", zygote.BOOTSTRAP, package_root,
-                json.dumps(config), stdin=theirs, stdout=asyncio.subprocess.PIPE, env=env,
+                stdin=theirs, stdout=asyncio.subprocess.PIPE, env=env,
                 start_new_session=True,  # a Ctrl-C to the harness's group must not reach it
                 limit=1 << 20,
             )  # fmt: skip
@@ -470,6 +470,7 @@ class _ZygoteClient:
             raise
         finally:
             theirs.close()
+        ours.sendall(json.dumps(config).encode())  # one packet, before any request
         ours.setblocking(False)
         self.requests = ours
         self.reader_task = asyncio.create_task(self._read())

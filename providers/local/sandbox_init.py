@@ -24,10 +24,10 @@ leaves no mount, interface or process behind on the host:
    read-only), sysfs read-only, a tmpfs ``/dev`` with the host's null, zero, full, random,
    urandom and tty bind-mounted in, devpts, ``/dev/shm`` and a private tmpfs ``/tmp``; brings
    ``lo`` up; sets the hostname; ``pivot_root`` into ``merged`` (which moves the agent too)
-   and detaches the old root;
-6. hardens itself: capability bounding set cut to Docker's default set minus CAP_MKNOD,
-   no_new_privs, not dumpable (no sandbox process may ptrace it or read its memory), and the
-   seccomp filter (seccomp.py) when the provider has one;
+   and detaches the old root (the capability bounding set, Docker's default set minus
+   CAP_MKNOD, was already cut in the zygote and is inherited);
+6. hardens itself: no_new_privs, not dumpable (no sandbox process may ptrace it or read
+   its memory), and the seccomp filter (seccomp.py) when the provider has one;
 7. tells the agent "go" and the zygote "ready"; then reaps every process orphaned in the
    sandbox, and restarts the agent if it dies (e.g. OOM-killed).
 
@@ -206,8 +206,8 @@ def _build(spec: dict) -> None:
 
 def harden(spec: dict) -> None:
     """Limit what this process, and everything it starts from now on, may do (step 6)."""
-    L.drop_bounding_caps(L.CAPS_KEPT, spec["cap_last_cap"])
-    # Inherited by the agent and every command: setuid binaries and file capabilities can no
+    # The capability bounding set was cut by the zygote (zygote.main). no_new_privs,
+    # inherited by the agent and every command: setuid binaries and file capabilities can no
     # longer raise what a process holds (and seccomp filters need it without CAP_SYS_ADMIN).
     L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
     # PID 1 and the agent keep the full capability sets they were forked with; being not

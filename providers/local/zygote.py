@@ -191,7 +191,6 @@ class Zygote:
 
     def _spawn(self, req: dict, conn_fd: int) -> None:
         spec = req["spec"]
-        spec["cap_last_cap"] = self.config["cap_last_cap"]
         spec["seccomp"] = self.seccomp
         ready_r, ready_w = os.pipe()
         L.unshare(L.CLONE_NEWPID)
@@ -355,8 +354,20 @@ def _enter_userns(uid: int, gid: int) -> None:
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
-def main(config: dict) -> None:
+def _read_config() -> dict:
+    """The provider's first message on the request socket (not argv: argv shows in every
+    sandbox's PID 1 until blanked, and a small one is cheaper to blank)."""
+    requests = socket.socket(fileno=0)
+    data = requests.recv(1 << 20)
+    requests.detach()  # fd 0 stays open for the Zygote's own socket object
+    if not data:
+        sys.exit(0)
+    return json.loads(data)
+
+
+def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    config = _read_config()
     if config["mode"] == "userns":
         try:
             _enter_userns(os.getuid(), os.getgid())
@@ -367,7 +378,11 @@ def main(config: dict) -> None:
     if config.get("dynmods_dir"):
         hello["favordynmods"] = _favor_dynmods(config["dynmods_dir"])
     with open("/proc/sys/kernel/cap_last_cap") as f:
-        config["cap_last_cap"] = int(f.read())
+        last_cap = int(f.read())
+    # The bounding set only limits what an execve may grant, and neither this process nor
+    # a sandbox's PID 1 or agent ever execs: dropped once here, it is inherited by every
+    # sandbox and every command they start (Docker's default set minus CAP_MKNOD).
+    L.drop_bounding_caps(L.CAPS_KEPT, last_cap)
     os.umask(0o022)
     L.set_comm("sb-zygote")
     zygote = Zygote(config)
@@ -377,7 +392,8 @@ def main(config: dict) -> None:
     zygote.loop(hello)
 
 
-#: The zygote's entry (``python -I -S -c BOOTSTRAP <package root> <json config>``). It
+#: The zygote's entry (``python -I -S -c BOOTSTRAP <package root>``; the configuration
+#: follows as the first message on standard input). It
 #: registers ``providers`` and ``providers.local`` as bare packages so that importing this
 #: module runs neither package's ``__init__``.
 BOOTSTRAP = """\
@@ -388,7 +404,6 @@ for name in ("providers", "providers.local"):
     module.__path__ = [root + "/" + name.replace(".", "/")]
     sys.modules[name] = module
 sys.path.insert(0, root)
-import json
 from providers.local.zygote import main
-main(json.loads(sys.argv[2]))
+main()
 """
