@@ -2,7 +2,8 @@
 # Creates .venv and installs sandbox-bench with its pinned dependencies.
 # Usage: scripts/setup.sh [--system-test-deps]
 #   --system-test-deps  also installs what the tests need from Debian (chromium for the
-#                       browser test of the HTML report); needs root.
+#                       browser test of the HTML report, xfsprogs and btrfs-progs for the
+#                       local provider's reflink and snapshot tests); needs root.
 # Idempotent: a second call with nothing changed does (almost) nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,4 +50,7 @@ fi
 
 if [[ $want_system_test_deps -eq 1 ]]; then
     command -v chromium >/dev/null || apt_install chromium
+    # The local provider's copy-on-write layer copies are tested on XFS and btrfs images.
+    command -v mkfs.xfs >/dev/null || apt_install xfsprogs
+    command -v mkfs.btrfs >/dev/null || apt_install btrfs-progs
 fi

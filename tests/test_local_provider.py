@@ -1017,3 +1017,64 @@ async def test_fork_of_a_paused_parent_leaves_it_paused_and_bad_counts_are_refus
             await provider.fork(sandbox, count=count)
     with pytest.raises(NotFound):
         await provider.fork(type(sandbox)(id="sb-000000000000", provider="local"))
+
+
+# -- copy-on-write filesystems --------------------------------------------------------------
+
+
+@pytest.fixture
+def cow_state_dir(request, tmp_path):
+    """A state directory on a fresh XFS (reflinks) or btrfs (snapshots) loop filesystem."""
+    fstype = request.param
+    mkfs = shutil.which(f"mkfs.{fstype}")
+    if mkfs is None or (fstype == "btrfs" and shutil.which("btrfs") is None):
+        pytest.skip(f"mkfs.{fstype} is not installed (scripts/setup.sh --system-test-deps)")
+    image, mount_point = tmp_path / f"{fstype}.img", tmp_path / fstype
+    with open(image, "wb") as f:
+        f.truncate(320 * 1024 * 1024)
+    subprocess.run([mkfs, "-q", str(image)], check=True, capture_output=True)
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot loop-mount a {fstype} image here: {mounted.stderr.strip()}")
+    try:
+        yield fstype, mount_point / "state"
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.mark.parametrize("cow_state_dir", ["xfs", "btrfs"], indirect=True)
+async def test_copy_on_write_filesystems_are_detected_and_used(cow_state_dir):
+    fstype, state = cow_state_dir
+    p = LocalProvider({"state_dir": str(state)})
+    await p.open()
+    try:
+        caps = p.capabilities()
+        expected = {"xfs": "reflink", "btrfs": "btrfs"}[fstype]
+        assert caps.notes["checkpoint_method"] == expected
+        assert caps.fork_method == "copy-on-write"
+        assert p.environment()["state_fs"] == fstype
+        sb = await p.create(SandboxSpec())
+        write = (
+            "head -c 4194304 /dev/urandom > /root/data && rm /etc/os-release && mkdir /root/d"
+            " && touch /root/d/x && rm -rf /root/d && mkdir /root/d && touch /root/d/y"
+            " && sha256sum /root/data"
+        )
+        digest = (await sh(p, sb, write)).stdout.split()[0]
+        check = "sha256sum /root/data; ls /root/d; test -e /etc/os-release; echo $?"
+        ref = await p.checkpoint(sb)
+        restored = await p.restore(ref)
+        children = await p.fork(sb, count=2)
+        for other in [restored, *children]:
+            assert (await sh(p, other, check)).stdout.split() == [digest, b"/root/data", b"y",
+                                                                  b"1"]  # fmt: skip
+        await sh(p, children[0], "echo changed > /root/data")
+        assert (await sh(p, children[1], "sha256sum /root/data")).stdout.split()[0] == digest
+        for box in [sb, restored, *children]:
+            await p.destroy(box)
+        await p.delete_checkpoint(ref)
+        assert list((state / "sandboxes").iterdir()) == []
+        assert list((state / "checkpoints").iterdir()) == []
+    finally:
+        await p.close()
