@@ -31,6 +31,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import errno
+import io
 import json
 import os
 import select
@@ -64,32 +65,21 @@ def encode(header: dict, body: bytes = b"") -> bytes:
 
 
 class Gate:
-    """Holds the first connection's requests until PID 1 writes "go" on a pipe (the
-    sandbox's root is ready), so that the agent can start, take its connection and read the
-    queued ping while PID 1 is still mounting."""
+    """PID 1's "go" on a pipe: the sandbox's root is ready. The agent starts, takes its
+    first connection and reads the queued ping while PID 1 is still mounting, and answers
+    only once the gate has opened."""
 
     def __init__(self, fd: int, then: Callable[[], None]) -> None:
         self.fd = fd
         self.then = then
-        self.lock = _thread.allocate_lock()
-        self.lock.acquire()
-        self.ok = False
 
     def open(self) -> bool:
-        """Wait for the go (in the agent's main thread); runs ``then`` before letting the
-        requests through. False when PID 1 failed instead."""
-        try:
-            self.ok = os.read(self.fd, 1) == b"g"
-            os.close(self.fd)
-            if self.ok:
-                self.then()
-        finally:
-            self.lock.release()
-        return self.ok
-
-    def wait(self) -> bool:
-        with self.lock:
-            return self.ok
+        """Wait for the go; run ``then``. False when PID 1 failed instead."""
+        ok = os.read(self.fd, 1) == b"g"
+        os.close(self.fd)
+        if ok:
+            self.then()
+        return ok
 
 
 def serve(
@@ -99,8 +89,20 @@ def serve(
     thread each; with a ``gate``, nothing is answered before it opens."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     if first is not None:
-        _thread.start_new_thread(_connection, (socket.socket(fileno=first), identity, gate))
-    if gate is not None and not gate.open():
+        conn = socket.socket(fileno=first)
+        stream = conn.makefile("rb")
+        # The create's ping is read and answered by this thread: a thread started this soon
+        # after the fork takes about a millisecond to run here (every page it touches is
+        # copied), so the connection's own thread starts after the answer has gone out.
+        request = _receive(stream)
+        if gate is not None and not gate.open():
+            os._exit(1)
+        if request is not None and _respond(conn, request, identity):
+            _thread.start_new_thread(_connection, (conn, identity, stream))
+        else:
+            stream.close()
+            conn.close()
+    elif gate is not None and not gate.open():
         os._exit(1)
     while True:
         try:
@@ -114,28 +116,44 @@ def serve(
             time.sleep(0.01)
 
 
-def _connection(conn: socket.socket, identity: dict, gate: Gate | None = None) -> None:
-    with conn, conn.makefile("rb") as stream:
+def _connection(
+    conn: socket.socket, identity: dict, stream: io.BufferedReader | None = None
+) -> None:
+    with conn, stream or conn.makefile("rb") as reader:
         while True:
-            line = stream.readline()
-            if not line:
+            request = _receive(reader)
+            if request is None or not _respond(conn, request, identity):
                 return
-            try:
-                header = json.loads(line)
-                body = stream.read(header.get("len", 0)) if header.get("len") else b""
-                if gate is not None:
-                    if not gate.wait():
-                        return
-                    gate = None
-                reply = _dispatch(header, body, identity)
-            except OSError as exc:
-                reply = encode({"error": exc.strerror or str(exc), "errno": exc.errno or 0})
-            except Exception as exc:  # noqa: BLE001 - the agent must answer, not die
-                reply = encode({"error": f"{type(exc).__name__}: {exc}", "errno": 0})
-            try:
-                conn.sendall(reply)
-            except OSError:
-                return
+
+
+def _receive(stream: io.BufferedReader) -> tuple[dict, bytes] | Exception | None:
+    """The next request (header, body); the exception if it cannot be read or parsed (it
+    is answered as an error); None at the end of the connection."""
+    try:
+        line = stream.readline()
+        if not line:
+            return None
+        header = json.loads(line)
+        return header, stream.read(header.get("len", 0)) if header.get("len") else b""
+    except Exception as exc:  # noqa: BLE001 - answered, not fatal
+        return exc
+
+
+def _respond(conn: socket.socket, request: tuple[dict, bytes] | Exception, identity: dict) -> bool:
+    """Answer one request; False when the connection is gone."""
+    try:
+        if isinstance(request, Exception):
+            raise request
+        reply = _dispatch(request[0], request[1], identity)
+    except OSError as exc:
+        reply = encode({"error": exc.strerror or str(exc), "errno": exc.errno or 0})
+    except Exception as exc:  # noqa: BLE001 - the agent must answer, not die
+        reply = encode({"error": f"{type(exc).__name__}: {exc}", "errno": 0})
+    try:
+        conn.sendall(reply)
+    except OSError:
+        return False
+    return True
 
 
 def _dispatch(header: dict, body: bytes, identity: dict) -> bytes:
