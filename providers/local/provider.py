@@ -5,9 +5,10 @@ What each operation means on this provider
 
 * **create**: sends the zygote (zygote.py, one small pre-imported Python process per
   provider) a spawn request carrying one end of a fresh socket pair, and queues a ping on
-  the other end. The zygote forks the sandbox's PID 1 into a new pid namespace; PID 1 makes
-  the sandbox's directory (``meta.json`` first) and cgroups (memory, pids and cpu limits
-  from the spec) and joins them, binds the agent's socket, enters new mount, uts, ipc and
+  the other end, then makes the sandbox's directory (``meta.json`` first) on a thread while
+  the zygote forks the sandbox's PID 1 into a new pid namespace. PID 1 waits for the
+  directory, makes the cgroups (memory, pids and cpu limits from the spec) and joins them,
+  binds the agent's socket, enters new mount, uts, ipc and
   net namespaces, forks the exec agent (agent.py) and, while the agent starts and reads the
   ping, mounts the root and ``pivot_root``\\ s into it (sandbox_init.py lists the steps),
   then hardens itself and the agent (capability bounding set, no_new_privs, not dumpable,
@@ -100,8 +101,9 @@ Design notes (deviations from the first design, and why):
   copy-on-write faults are slow under PVM: 20 MiB, 1.0 ms to the child running; 1 MiB,
   0.23 ms, in C), hence the small zygote (~5 MiB written: ``-I -S``, no package
   ``__init__``, no threading/subprocess/dataclasses imports, frozen GC); each ext4 metadata
-  operation (mkdir, create) costs ~150 us here against 4 us on tmpfs, so PID 1 makes only
-  the directories overlayfs needs (no labels.json; pid file only without cgroups); joining
+  operation (mkdir, create) costs ~150 us here against 4 us on tmpfs, so only the
+  directories overlayfs needs are made (no labels.json; pid file only without cgroups), on
+  a thread of the provider while the zygote forks; joining
   a v1 cgroup after an idle gap waited for an RCU grace period (p90 13.8 ms, the old
   bimodal create), hence the favordynmods hierarchy (zygote.py); the agent's start-up
   (fork, thread, first request) overlaps PID 1's mounts; the readiness answer comes straight
@@ -997,9 +999,11 @@ class LocalProvider(Provider):
             }
         spawned = False
         ours: socket.socket | None = None
+        dirs_w: int | None = None
         handle: _Handle | None = None
         try:
-            if populate is not None or self.checkpoint_method == "btrfs":
+            made_first = populate is not None or self.checkpoint_method == "btrfs"
+            if made_first:
                 # The layer must exist before the sandbox starts: made here, on threads (a
                 # busy disk must not stall the event loop and the schedule of other creates).
                 await _off_loop(_write_meta, d, meta)
@@ -1009,20 +1013,33 @@ class LocalProvider(Provider):
                 else:
                     await layers.run(["btrfs", "subvolume", "create", str(fs)],
                                      self._error(operation))  # fmt: skip
-            else:
-                # PID 1 makes the directory (meta.json first) and the cgroups itself: no
-                # thread hop and no round trip on the way to a ready sandbox.
-                init_spec["meta"] = json.dumps(meta)
             # The sandbox's first agent connection exists before the sandbox does: the ping
             # below waits in it, and the agent's answer is the readiness signal (no relay
             # through the zygote, no connect after the fact).
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            fds = [theirs.fileno()]
+            if not made_first:
+                # The directory is made on a thread here while the zygote forks PID 1; PID 1
+                # waits for this pipe's byte before it makes the cgroups (meta.json, which
+                # names them, comes first) and mounts.
+                dirs_r, dirs_w = os.pipe()
+                fds.append(dirs_r)
             try:
                 spawned = True  # from here a cancelled create must ask the zygote to kill
-                answer_fut = zygote.request("spawn", fds=[theirs.fileno()], sid=sid,
-                                            spec=init_spec)  # fmt: skip
+                answer_fut = zygote.request("spawn", fds=fds, sid=sid, spec=init_spec)
             finally:
                 theirs.close()
+                if len(fds) > 1:
+                    os.close(fds[1])
+            if dirs_w is not None:
+                made = b"x"
+                try:
+                    await _off_loop(_write_tree, d, meta, init_spec["layers"])
+                    made = b"d"
+                finally:
+                    os.write(dirs_w, made)  # "x": PID 1 gives up
+                    os.close(dirs_w)
+                    dirs_w = None
             answer_fut.add_done_callback(_consume)
             handle = _Handle(sid=sid, dir=d, group=group, spec=meta)
             self._sandboxes[sid] = handle
@@ -1049,6 +1066,8 @@ class LocalProvider(Provider):
         except BaseException:
             if ours is not None:
                 ours.close()
+            if dirs_w is not None:
+                os.close(dirs_w)
             self._sandboxes.pop(sid, None)
             if handle is not None:
                 handle.close()
@@ -1344,6 +1363,14 @@ def _write_meta(d: Path, meta: dict[str, Any]) -> None:
     d.mkdir()
     (d / "meta.json").write_text(json.dumps(meta))
     (d / "merged").mkdir()
+
+
+def _write_tree(d: Path, meta: dict[str, Any], names: list[str]) -> None:
+    """The sandbox directory, ``meta.json`` first, and its overlay layer directories."""
+    _write_meta(d, meta)
+    for kind in ("upper", "work"):
+        for name in names:
+            (d / "fs" / kind / name).mkdir(parents=True)
 
 
 def lock_passwords(text: str) -> str:

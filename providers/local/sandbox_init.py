@@ -8,10 +8,11 @@ leaves no mount, interface or process behind on the host:
 
 1. stdio to /dev/null, every inherited descriptor closed but its own; cmdline and environ
    blanked (``sb-init``);
-2. unless the provider already made it (restore, fork): the sandbox directory with
-   ``meta.json`` first (it names the cgroups before they exist, so a reaper can always find
-   what an interrupted create left), then the writable layer's directories; the cgroups with
-   the spec's limits, and it joins them (before it allocates or forks anything);
+2. waits until the provider has made the sandbox directory (``meta.json`` first: it names the
+   cgroups before they exist, so a reaper can always find what an interrupted create left)
+   and the writable layer's directories, which it does on a thread while the zygote forks
+   (for restore and fork they were made before); makes the cgroups with the spec's limits
+   and joins them (before it allocates or forks anything);
 3. binds the agent's unix socket at ``<dir>/agent.sock`` (a host path, reachable from the
    host although the sandbox is in its own network namespace);
 4. ``unshare(NEWNS | NEWUTS | NEWIPC | NEWNET)`` and forks the exec agent (agent.py) at once,
@@ -56,7 +57,7 @@ AGENT_RESTARTS_PER_MINUTE = 10
 TITLE = "sb-init"
 
 
-def run(spec: dict, ready_fd: int, lifeline_fd: int, conn_fd: int) -> None:
+def run(spec: dict, ready_fd: int, lifeline_fd: int, conn_fd: int, dirs_fd: int | None) -> None:
     """Become the sandbox's PID 1. Never returns; reports failures on ``ready_fd``."""
     try:
         L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -66,14 +67,18 @@ def run(spec: dict, ready_fd: int, lifeline_fd: int, conn_fd: int) -> None:
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        _close_fds(keep={ready_fd, conn_fd})
+        _close_fds(keep={ready_fd, conn_fd} | ({dirs_fd} if dirs_fd is not None else set()))
         host_pid, starttime = own_host_identity()
         L.set_comm(TITLE)
         os.setsid()
         d = spec["dir"]
-        if spec.get("meta") is not None:
-            _make_dir(d, spec["meta"])
-        _make_layers(d, spec["layers"])
+        if dirs_fd is not None:  # the provider is making the directory meanwhile
+            made = os.read(dirs_fd, 1)
+            os.close(dirs_fd)
+            if made != b"d":
+                raise RuntimeError("the provider could not make the sandbox directory")
+        else:  # restore or fork: the layer came first; overlay needs the work directories
+            _make_layers(d, spec["layers"])
         cgroup = spec.get("cgroup")
         if not cgroup:  # without cgroups a reaper finds PID 1 by pid and start time
             with open(f"{d}/pid", "w") as f:
@@ -119,14 +124,6 @@ def own_host_identity() -> tuple[int, int]:
     L.set_cmdline(TITLE, stat)
     fields = stat[stat.rindex(")") + 2 :].split()
     return int(stat.split()[0]), int(fields[19])
-
-
-def _make_dir(d: str, meta: str) -> None:
-    os.mkdir(d)
-    with open(f"{d}/meta.json", "w") as f:
-        f.write(meta)
-    os.mkdir(f"{d}/merged")
-    os.mkdir(f"{d}/fs")
 
 
 def _make_layers(d: str, layers: list[str]) -> None:

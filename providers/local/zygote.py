@@ -15,7 +15,9 @@ SOCK_SEQPACKET socket: one JSON request per packet, possibly carrying a file des
 (SCM_RIGHTS). Its standard output is a pipe: JSON lines. Requests carry ``rid`` and get
 exactly one answer with the same ``rid``:
 
-* ``spawn {sid, spec}`` + the sandbox's end of a socket pair -> ``{ok, pid, host_pid,
+* ``spawn {sid, spec}`` + the sandbox's end of a socket pair (and, when the provider makes
+  the sandbox's directory meanwhile, the read end of a pipe that says when it is made: "d",
+  or "x" if that failed) -> ``{ok, pid, host_pid,
   starttime}`` once the sandbox's root is built and its agent told to serve, or
   ``{ok: false, error}``. The provider does not wait for this answer to know the sandbox is
   ready: the agent answers a ping the provider queued on the socket pair;
@@ -169,9 +171,9 @@ class Zygote:
     def _handle(self, req: dict, fds: list[int]) -> None:
         op = req.get("op")
         if op == "spawn":
-            if len(fds) != 1:
-                raise ValueError("spawn needs exactly one descriptor")
-            self._spawn(req, fds[0])
+            if len(fds) not in (1, 2):
+                raise ValueError("spawn needs one or two descriptors")
+            self._spawn(req, fds[0], fds[1] if len(fds) > 1 else None)
         elif op == "kill":
             rec = self.records.get(req["sid"])
             if rec is None or rec.status is not None:
@@ -189,7 +191,7 @@ class Zygote:
         elif "rid" in req:
             self.send({"rid": req["rid"], "ok": False, "error": f"unknown op {op!r}"})
 
-    def _spawn(self, req: dict, conn_fd: int) -> None:
+    def _spawn(self, req: dict, conn_fd: int, dirs_fd: int | None) -> None:
         spec = req["spec"]
         spec["seccomp"] = self.seccomp
         ready_r, ready_w = os.pipe()
@@ -207,7 +209,7 @@ class Zygote:
                 signal.set_wakeup_fd(-1)
                 for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
-                sandbox_init.run(spec, ready_w, self.lifeline_r, conn_fd)
+                sandbox_init.run(spec, ready_w, self.lifeline_r, conn_fd, dirs_fd)
             finally:
                 os._exit(1)
         L.setns(self.pidns_fd, L.CLONE_NEWPID)
