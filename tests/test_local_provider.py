@@ -1078,3 +1078,29 @@ async def test_copy_on_write_filesystems_are_detected_and_used(cow_state_dir):
         assert list((state / "checkpoints").iterdir()) == []
     finally:
         await p.close()
+
+
+async def test_requests_wait_in_order_when_the_zygote_socket_is_full(provider, monkeypatch):
+    from providers.local import provider as module
+
+    real = module._send
+    refused = []
+
+    def full_once(sock, data, fds):
+        if not refused:  # the first send finds no room: queued, sent when writable
+            refused.append(data)
+            raise BlockingIOError
+        real(sock, data, fds)
+
+    monkeypatch.setattr(module, "_send", full_once)
+    first, second = await asyncio.gather(
+        provider.create(SandboxSpec()), provider.create(SandboxSpec())
+    )
+    try:
+        assert refused and b'"spawn"' in refused[0]
+        for sb in (first, second):
+            assert (await sh(provider, sb, ["hostname"])).stdout.strip() == sb.id.encode()
+        assert provider._zygote.outbox == []
+    finally:
+        await provider.destroy(first)
+        await provider.destroy(second)
