@@ -16,9 +16,11 @@ The goals are reported, not asserted: other processes on a shared machine move t
 and a failed speed goal is a finding, not a broken build.
 
 The kernel's own floor on this VM, measured with a C program doing the same system calls as
-a sandbox's PID 1 (namespaces, three overlays, proc, dev, tmpfs, lo, pivot_root): 2.6 ms
-p50; a fork of a 20 MiB process: 1.0 ms to the child running; ``posix_spawn`` of ``true``
-with two pipes and a wait: 0.55 ms (see the provider's module docstring).
+a sandbox (directory, four cgroups joined, namespaces, the agent's fork, three overlays,
+proc, dev, tmpfs, lo, pivot_root, bounding set): 2.2 ms p50 (1.7-2.6 ms without the
+directory and cgroups, by the load); a fork of a 20 MiB process: 1.0 ms to the child
+running, of a 1 MiB one 0.23 ms; ``posix_spawn`` of ``true`` with two pipes and a wait:
+0.53-0.55 ms. The provider's module docstring says where the rest goes.
 """
 
 from __future__ import annotations
