@@ -110,19 +110,20 @@ Design notes (deviations from the first design, and why):
   from the agent, not relayed by the zygote. The kernel's own floor, measured in C with the
   same system calls as PID 1 (namespaces, three overlays, proc, dev, tmpfs, lo,
   pivot_root): 2.6 ms p50.
-* Measured p50 (p90) on the 2-core dev VM, benchmarks/test_local_bench.py, median of three
-  runs while other sessions kept the load average at 1.9-2.9 (2026-11-29): create 9.9 ms
-  (best run 7.0, p90 8.3), create + first exec 13.9, exec ``true`` 0.92 (best 0.87),
-  destroy 5.9, pause 0.14, resume 0.12, checkpoint of 50 MiB (ext4, ``copy``) 36.7,
-  restore of 50 MiB + first exec 36.0, fork of 1 MiB to 1 child 12.9, to 4 children 50.4.
-  Same conditions, the version before: create + first exec 16.4, exec 1.01, checkpoint of
-  50 MiB (tar) 51.8, restore 69.6. On XFS (reflink) and btrfs (snapshot) image files the
-  checkpoint of 50 MiB took 6.0 and 5.2 ms, restore + first exec 15.4 and 16.1. The create
-  goal of 5 ms is not met: the same system calls in C take 2.2 ms p50 at that load; the rest
-  is CPython's share (its fork and first-touch copy-on-write faults, ~1.7 ms for the zygote's
-  fork against 0.18 ms in C; interpreting PID 1's and the agent's steps) and the hand-offs
-  between the harness, the zygote, PID 1 and the agent. A native PID 1 and agent would be
-  the next step.
+* Measured p50 on the 2-core dev VM (benchmarks/test_local_bench.py), median of three runs
+  alternating with the version before, load average 0.7-1.8 (2026-11-29; before -> now):
+  create + first exec 13.3 -> 9.5 ms; create alone 7.9 (p90 8.7-15.0); exec ``true`` 0.94
+  -> 0.83; checkpoint of 50 MiB on ext4 52.3 (tar) -> 33.1 (``cp -a``); restore of 50 MiB +
+  first exec 68.5 -> 29.2; destroy 5.0; fork of a 1 MiB layer to 1 child 12.0, to 4 children
+  42.2; pause 0.15, resume 0.12 (unchanged). At load 1.9-2.9 the same runs gave create 9.9,
+  exec 0.92, checkpoint 36.7, restore 36.0. On XFS (reflink) and btrfs (snapshot) image
+  files a checkpoint of 50 MiB took 6.0 and 5.2 ms, restore + first exec 15.4 and 16.1.
+  The create goal of 5 ms is not met: the same system calls in C take 2.6 ms p50 in the
+  same conditions; the rest is CPython's share (a fork of the 5 MiB zygote reaches its
+  child in 1.2 ms against 0.36 ms for a 6 MiB C process: its after-fork work and the
+  copy-on-write faults of every object it touches, slow under PVM; then interpreting PID 1's
+  and the agent's steps) and the hand-offs between the harness, the zygote, PID 1 and the
+  agent (each a wake-up on the other vCPU). A native PID 1 and agent would be the next step.
 """
 
 from __future__ import annotations
