@@ -2,7 +2,8 @@
 # Creates .venv and installs sandbox-bench with its pinned dependencies.
 # Usage: scripts/setup.sh [--system-test-deps]
 #   --system-test-deps  also installs what the tests need from Debian (chromium for the
-#                       browser test of the HTML report); needs root.
+#                       browser test of the HTML report, xfsprogs and btrfs-progs for the
+#                       local provider's reflink and snapshot tests); needs root.
 # Idempotent: a second call with nothing changed does (almost) nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,12 @@ if [[ ! -x .venv/bin/python ]]; then
     fi
 fi
 
+# The local provider's syscall filter needs libseccomp (Debian's apt already depends on it;
+# without it the filter is declared absent, not an error).
+if ! ldconfig -p 2>/dev/null | grep 'libseccomp\.so\.2' >/dev/null; then
+    apt_install libseccomp2 || echo "setup: no libseccomp2: local sandboxes run without a syscall filter" >&2
+fi
+
 stamp=.venv/.installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints.txt -nt $stamp ]]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
@@ -43,4 +50,7 @@ fi
 
 if [[ $want_system_test_deps -eq 1 ]]; then
     command -v chromium >/dev/null || apt_install chromium
+    # The local provider's copy-on-write layer copies are tested on XFS and btrfs images.
+    command -v mkfs.xfs >/dev/null || apt_install xfsprogs
+    command -v mkfs.btrfs >/dev/null || apt_install btrfs-progs
 fi

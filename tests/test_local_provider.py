@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -22,11 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from providers.base import RUN_LABEL, Op, SandboxSpec
+from providers.base import RUN_LABEL, CheckpointCaptures, Op, SandboxSpec
 from providers.errors import NotFound, OperationTimeout, ProviderError, SandboxCrashed
 from providers.local import LocalProvider, destroy_by_id, list_sandboxes
 from providers.local import cgroups as cg
+from providers.local import seccomp as seccomp_module
 from providers.local.provider import _mount_of, lock_passwords
+from providers.settings import declared
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -614,7 +617,12 @@ async def test_capabilities_describe_this_host(provider):
     for op in (Op.CHECKPOINT, Op.RESTORE, Op.PAUSE, Op.RESUME, Op.EXEC, Op.CREATE):
         assert caps.supports(op)
     assert caps.scratch_dir == "/root"
-    assert caps.notes["checkpoint_method"] in ("tar", "reflink", "btrfs")
+    assert caps.notes["checkpoint_method"] in ("copy", "tar", "reflink", "btrfs")
+    assert caps.supports(Op.FORK) and caps.fork_keeps == CheckpointCaptures.FILESYSTEM
+    expected = {"copy": "copy", "tar": "copy", "reflink": "copy-on-write", "btrfs": "copy-on-write"}
+    assert caps.fork_method == expected[caps.notes["checkpoint_method"]]
+    assert caps.notes["seccomp"].startswith("Docker's default seccomp profile")
+    assert caps.notes["favordynmods"] == "on"
     assert "/tmp" in caps.notes["not_captured"]
     env = provider.environment()
     assert env["mode"] == "root" and env["kernel"] == os.uname().release
@@ -634,12 +642,35 @@ async def test_a_state_dir_longer_than_a_unix_socket_path_works(tmp_path):
         await p.close()
 
 
-def test_unknown_settings_are_refused_in_one_line():
-    with pytest.raises(ValueError, match="unknown setting") as info:
-        LocalProvider({"state_dir": "/tmp/x", "colour": "blue"})
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"state_dir": "/tmp/x", "colour": "blue"}, "unknown key(s) colour"),
+        ({"checkpoint_method": "magic"}, "checkpoint_method must be one of auto, btrfs"),
+        ({"state_dir": 5}, "providers.local.state_dir must be a string, got 5"),
+        ({"state_dir": "/proc/sandboxes"}, "state_dir must not be under /proc"),
+        ({"state_dir": "/proc"}, "state_dir must not be under /proc"),
+        ({"state_dir": "/sys/fs/x"}, "state_dir must not be under /sys"),
+        ({"rootfs": "/proc/1/root"}, "rootfs must not be under /proc"),
+        ({"state_dir": "/tmp/a,b"}, "state_dir must not contain"),
+        ({"state_dir": "/tmp/a\nb"}, "state_dir must not contain"),
+        ({"seccomp": "yes"}, "providers.local.seccomp must be true or false"),
+        ({"favordynmods": 1}, "providers.local.favordynmods must be true or false"),
+    ],
+)
+def test_bad_settings_are_refused_in_one_line_at_construction(settings, message, tmp_path):
+    with pytest.raises(ValueError) as info:
+        LocalProvider(settings)
+    assert message in str(info.value)
     assert "\n" not in str(info.value)
-    with pytest.raises(ValueError, match="checkpoint_method"):
-        LocalProvider({"checkpoint_method": "magic"})
+
+
+def test_settings_are_declared_once_with_help():
+    names = [d.name for d in declared(LocalProvider.settings_class)]
+    assert names == ["state_dir", "rootfs", "checkpoint_method", "seccomp", "favordynmods"]
+    p = LocalProvider({"state_dir": "~/x/../y", "seccomp": False})
+    assert p.state_dir == Path(os.path.expanduser("~/y"))
+    assert p.config.seccomp is False and p.config.favordynmods is True
 
 
 async def test_an_explicit_reflink_method_is_refused_where_the_filesystem_lacks_it(state_dir):
@@ -772,3 +803,304 @@ def test_without_root_a_user_namespace_mode_works(tmp_path):
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(base)
+
+
+# -- syscall filter and process titles --------------------------------------------------------
+
+#: Run inside a sandbox by python3: each escape attempt's errno (0 when it succeeded).
+ESCAPES = """
+import ctypes, errno, json, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+NR = {"keyctl": 250, "bpf": 321, "perf_event_open": 298, "ptrace": 101}
+
+def syscall(name, *args):
+    ctypes.set_errno(0)
+    result = libc.syscall(ctypes.c_long(NR[name]), *(ctypes.c_long(a) for a in args))
+    return 0 if result >= 0 else ctypes.get_errno()
+
+out = {}
+out["keyctl"] = syscall("keyctl", 0, -3, 1)  # KEYCTL_GET_KEYRING_ID of the session keyring
+attr = ctypes.create_string_buffer(72)  # BPF_MAP_CREATE: array map, 4-byte keys and values
+ctypes.memmove(attr, (ctypes.c_uint32 * 4)(2, 4, 4, 1), 16)
+out["bpf"] = syscall("bpf", 0, ctypes.addressof(attr), 72)
+perf = ctypes.create_string_buffer(128)  # PERF_TYPE_SOFTWARE, CPU clock, this process only
+ctypes.memmove(perf, (ctypes.c_uint32 * 4)(1, 128, 0, 0), 16)
+perf[40] = 0x60  # exclude_kernel | exclude_hv
+out["perf_event_open"] = syscall("perf_event_open", ctypes.addressof(perf), 0, -1, -1, 0)
+outside = int(sys.argv[1])
+out["ptrace_outside"] = syscall("ptrace", 16, outside, 0, 0)  # PTRACE_ATTACH
+out["ptrace_pid1"] = syscall("ptrace", 16, 1, 0, 0)
+child = os.fork()
+if child == 0:
+    time.sleep(5)
+    os._exit(0)
+out["ptrace_own_child"] = syscall("ptrace", 16, child, 0, 0)
+os.kill(child, 9)
+os.waitpid(child, 0)
+print(json.dumps(out))
+"""
+
+
+async def escape_attempts(provider, sandbox) -> dict:
+    probe = await sh(provider, sandbox, ["python3", "-c", ESCAPES, str(os.getpid())])
+    assert probe.exit_code == 0, probe.stderr
+    result = json.loads(probe.stdout)
+    for name in ("unshare -U true", "mount -t tmpfs none /mnt", "unshare -n true"):
+        run = await sh(provider, sandbox, name)
+        result[name] = run.exit_code
+    return result
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers of x86-64")
+async def test_the_syscall_filter_refuses_escapes_that_work_without_it(provider, sandbox, tmp_path):
+    refused = await escape_attempts(provider, sandbox)
+    assert refused["keyctl"] == errno.EPERM
+    assert refused["bpf"] == errno.EPERM
+    assert refused["perf_event_open"] == errno.EPERM
+    # A process outside is not even visible (its pid names nothing in the sandbox's pid
+    # namespace), and PID 1 is not dumpable; tracing one's own child works, as in Docker.
+    assert refused["ptrace_outside"] in (errno.ESRCH, errno.EPERM)
+    assert refused["ptrace_pid1"] == errno.EPERM
+    assert refused["ptrace_own_child"] == 0
+    assert refused["unshare -U true"] != 0
+    assert refused["unshare -n true"] != 0
+    assert refused["mount -t tmpfs none /mnt"] != 0
+    status = await sh(provider, sandbox, "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status")
+    assert status.stdout.split() == [b"NoNewPrivs:", b"1", b"Seccomp:", b"2"]
+    # The control: the same probes in a sandbox without the filter find what the issue found.
+    bare = LocalProvider({"state_dir": str(tmp_path / "bare"), "seccomp": False})
+    await bare.open()
+    try:
+        assert bare.capabilities().notes["seccomp"] == "off (setting seccomp = false)"
+        sb = await bare.create(SandboxSpec())
+        allowed = await escape_attempts(bare, sb)
+        await bare.destroy(sb)
+    finally:
+        await bare.close()
+    assert allowed["unshare -U true"] == 0
+    assert allowed["keyctl"] == 0
+    assert allowed["ptrace_own_child"] == 0
+
+
+async def test_everyday_programs_still_work_under_the_filter(provider, sandbox):
+    script = (
+        "set -e; python3 -c 'import threading, subprocess, socket, multiprocessing as m; "
+        't = threading.Thread(target=print, args=("thread",)); t.start(); t.join(); '
+        'print(subprocess.run(["echo", "child"], capture_output=True, text=True).stdout, '
+        'end=""); p = m.Pool(2); print(sum(p.map(abs, [-1, -2]))); p.close(); p.join()\'; '
+        "tar -C /usr/share -cf /root/t.tar doc/bash 2>/dev/null || true; "
+        "sort /etc/passwd | head -c 0; chroot / true; echo done"
+    )
+    result = await sh(provider, sandbox, script)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == b"thread\nchild\n3\ndone\n"
+
+
+async def test_pid_1_and_the_agent_show_neutral_titles_and_no_environment(provider, sandbox):
+    result = await sh(provider, sandbox, "cat /proc/1/cmdline; echo; cat /proc/2/cmdline")
+    lines = result.stdout.split(b"\n")
+    assert lines[0].rstrip(b"\0") == b"sb-init", result.stdout[:200]
+    assert lines[1].rstrip(b"\0") == b"sb-agent", result.stdout[:200]
+    assert b"venv" not in result.stdout and b"python" not in result.stdout
+    # not dumpable: their environ cannot be read at all from inside
+    environ = await sh(provider, sandbox, "cat /proc/1/environ /proc/2/environ")
+    assert environ.exit_code != 0 and environ.stdout == b""
+    # and on the host side (root may read it) it holds nothing of the harness's
+    handle = provider._sandboxes[sandbox.id]
+    assert Path(f"/proc/{handle.host_pid}/environ").read_bytes().strip(b"\0") == b""
+
+
+async def test_without_libseccomp_the_sandbox_runs_unfiltered_and_says_so(state_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyseccomp", None)  # import fails as if not installed
+    assert seccomp_module.compile_filter() == (
+        None,
+        "no seccomp filter: the pyseccomp package is not installed",
+    )
+    p = LocalProvider({"state_dir": str(state_dir)})
+    assert "not installed" in p.capabilities().notes["seccomp"]
+    await p.open()
+    try:
+        caps = p.capabilities()
+        assert caps.notes["seccomp"] == "no seccomp filter: the pyseccomp package is not installed"
+        assert "no seccomp filter" in caps.isolation
+        sb = await p.create(SandboxSpec())
+        status = await sh(p, sb, "grep '^Seccomp:' /proc/self/status")
+        assert status.stdout.split() == [b"Seccomp:", b"0"]
+        await p.destroy(sb)
+    finally:
+        await p.close()
+
+
+async def test_the_favordynmods_hierarchy_stays_private_and_dies_with_the_provider(state_dir):
+    p = LocalProvider({"state_dir": str(state_dir)})
+    await p.open()
+    zygote_pid = p._zygote.proc.pid
+    try:
+        assert p.favordynmods == "on"
+        assert "sandbox-bench-dynmods" not in Path("/proc/self/mountinfo").read_text()
+        assert "sandbox-bench-dynmods" in Path(f"/proc/{zygote_pid}/mountinfo").read_text()
+    finally:
+        await p.close()
+    assert not pid_alive(zygote_pid)
+    off = LocalProvider({"state_dir": str(state_dir), "favordynmods": False})
+    await off.open()
+    try:
+        assert off.capabilities().notes["favordynmods"] == "off (setting favordynmods = false)"
+        sb = await off.create(SandboxSpec())
+        assert (await sh(off, sb, "echo ok")).stdout == b"ok\n"
+        await off.destroy(sb)
+    finally:
+        await off.close()
+
+
+# -- fork ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [1, 4])
+async def test_fork_children_start_from_the_parent_and_are_independent(
+    provider, sandbox, state_dir, count
+):
+    setup = (
+        "head -c 1048576 /dev/urandom > /root/big && sha256sum /root/big > /root/big.sum && "
+        "echo parent > /etc/forked && rm /etc/os-release && mkdir -p /root/d && touch /root/d/x"
+        " && rm -rf /root/d && mkdir /root/d && touch /root/d/y && echo tmp > /tmp/scratch"
+    )
+    assert (await sh(provider, sandbox, setup)).exit_code == 0
+    await sh(provider, sandbox, "sleep 1000 >/dev/null 2>&1 &")
+    children = await provider.fork(sandbox, count=count)
+    try:
+        assert len(children) == count
+        assert len({c.id for c in children} | {sandbox.id}) == count + 1
+        check = (
+            "sha256sum -c --quiet /root/big.sum && cat /etc/forked && ls /root/d && "
+            "! test -e /etc/os-release && ! test -e /tmp/scratch && ! pgrep sleep && hostname"
+        )
+        for child in children:
+            result = await sh(provider, child, check)
+            assert result.exit_code == 0, result.stderr
+            assert result.stdout.split() == [b"parent", b"y", child.id.encode()]
+        # a write in one child reaches neither the others nor the parent
+        await sh(provider, children[0], "echo child0 > /etc/forked && touch /root/only0")
+        for other in [sandbox, *children[1:]]:
+            seen = await sh(provider, other, "cat /etc/forked; test -e /root/only0; echo $?")
+            assert seen.stdout == b"parent\n1\n"
+        # and the parent goes on with its own state
+        await sh(provider, sandbox, "echo later > /root/later")
+        for child in children:
+            assert (await sh(provider, child, "test -e /root/later; echo $?")).stdout == b"1\n"
+        # children carry the parent's spec and labels
+        assert await provider.list_sandboxes("test-run") == sorted(
+            [sandbox.id, *(c.id for c in children)]
+        )
+    finally:
+        pids = set().union(*(host_pids(provider, c) for c in children))
+        for child in children:
+            await provider.destroy(child)
+    assert not any(pid_alive(p) for p in pids)
+    assert sorted(p.name for p in (state_dir / "sandboxes").iterdir()) == [sandbox.id]
+    assert list((state_dir / "checkpoints").iterdir()) == []  # no staging copy left
+
+
+async def test_fork_of_a_paused_parent_leaves_it_paused_and_bad_counts_are_refused(
+    provider, sandbox
+):
+    await provider.pause(sandbox)
+    (child,) = await provider.fork(sandbox)
+    try:
+        assert cg.is_frozen(provider._sandboxes[sandbox.id].group)
+        assert (await sh(provider, child, "echo awake")).stdout == b"awake\n"
+    finally:
+        await provider.destroy(child)
+        await provider.resume(sandbox)
+    for count in (0, -1, 1.5, True, 1001):
+        with pytest.raises(ValueError, match="count"):
+            await provider.fork(sandbox, count=count)
+    with pytest.raises(NotFound):
+        await provider.fork(type(sandbox)(id="sb-000000000000", provider="local"))
+
+
+# -- copy-on-write filesystems --------------------------------------------------------------
+
+
+@pytest.fixture
+def cow_state_dir(request, tmp_path):
+    """A state directory on a fresh XFS (reflinks) or btrfs (snapshots) loop filesystem."""
+    fstype = request.param
+    mkfs = shutil.which(f"mkfs.{fstype}")
+    if mkfs is None or (fstype == "btrfs" and shutil.which("btrfs") is None):
+        pytest.skip(f"mkfs.{fstype} is not installed (scripts/setup.sh --system-test-deps)")
+    image, mount_point = tmp_path / f"{fstype}.img", tmp_path / fstype
+    with open(image, "wb") as f:
+        f.truncate(320 * 1024 * 1024)
+    subprocess.run([mkfs, "-q", str(image)], check=True, capture_output=True)
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot loop-mount a {fstype} image here: {mounted.stderr.strip()}")
+    try:
+        yield fstype, mount_point / "state"
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.mark.parametrize("cow_state_dir", ["xfs", "btrfs"], indirect=True)
+async def test_copy_on_write_filesystems_are_detected_and_used(cow_state_dir):
+    fstype, state = cow_state_dir
+    p = LocalProvider({"state_dir": str(state)})
+    await p.open()
+    try:
+        caps = p.capabilities()
+        expected = {"xfs": "reflink", "btrfs": "btrfs"}[fstype]
+        assert caps.notes["checkpoint_method"] == expected
+        assert caps.fork_method == "copy-on-write"
+        assert p.environment()["state_fs"] == fstype
+        sb = await p.create(SandboxSpec())
+        write = (
+            "head -c 4194304 /dev/urandom > /root/data && rm /etc/os-release && mkdir /root/d"
+            " && touch /root/d/x && rm -rf /root/d && mkdir /root/d && touch /root/d/y"
+            " && sha256sum /root/data"
+        )
+        digest = (await sh(p, sb, write)).stdout.split()[0]
+        check = "sha256sum /root/data; ls /root/d; test -e /etc/os-release; echo $?"
+        ref = await p.checkpoint(sb)
+        restored = await p.restore(ref)
+        children = await p.fork(sb, count=2)
+        for other in [restored, *children]:
+            assert (await sh(p, other, check)).stdout.split() == [digest, b"/root/data", b"y",
+                                                                  b"1"]  # fmt: skip
+        await sh(p, children[0], "echo changed > /root/data")
+        assert (await sh(p, children[1], "sha256sum /root/data")).stdout.split()[0] == digest
+        for box in [sb, restored, *children]:
+            await p.destroy(box)
+        await p.delete_checkpoint(ref)
+        assert list((state / "sandboxes").iterdir()) == []
+        assert list((state / "checkpoints").iterdir()) == []
+    finally:
+        await p.close()
+
+
+async def test_requests_wait_in_order_when_the_zygote_socket_is_full(provider, monkeypatch):
+    from providers.local import provider as module
+
+    real = module._send
+    refused = []
+
+    def full_once(sock, data, fds):
+        if not refused:  # the first send finds no room: queued, sent when writable
+            refused.append(data)
+            raise BlockingIOError
+        real(sock, data, fds)
+
+    monkeypatch.setattr(module, "_send", full_once)
+    first, second = await asyncio.gather(
+        provider.create(SandboxSpec()), provider.create(SandboxSpec())
+    )
+    try:
+        assert refused and b'"spawn"' in refused[0]
+        for sb in (first, second):
+            assert (await sh(provider, sb, ["hostname"])).stdout.strip() == sb.id.encode()
+        assert provider._zygote.outbox == []
+    finally:
+        await provider.destroy(first)
+        await provider.destroy(second)

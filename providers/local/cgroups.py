@@ -145,62 +145,61 @@ def plan(layout: Layout, sandbox_id: str) -> Group:
     return Group(dirs=dirs, versions=versions)
 
 
-def create(
+def create_steps(
     layout: Layout, group: Group, *, memory_mb: int | None, max_pids: int | None,
     cpus: float | None,
-) -> dict[str, str]:  # fmt: skip
-    """Create the groups planned by :func:`plan` and apply the limits; returns, per limit,
-    what was set where. On failure, removes what it created and raises."""
+) -> list[list]:  # fmt: skip
+    """The file operations that create the groups planned by :func:`plan` and apply the
+    limits, as plain data: ``["mkdirs", path]``, ``["mkdir", path]``,
+    ``["write", path, value, optional]``. The sandbox's PID 1 runs them itself
+    (sandbox_init.run_steps), with no module of this one, right before it joins the groups."""
     dirs, versions = group.dirs, group.versions
-    applied: dict[str, str] = {}
-    try:
-        for d in group.all_dirs:
-            parent = os.path.dirname(d)
-            if not os.path.isdir(parent):
-                os.makedirs(parent, exist_ok=True)
-            if versions[next(r for r, x in dirs.items() if x == d)] == "v2":
-                _enable_v2_controllers(layout, parent)
-            os.mkdir(d)
-        if "memory" in dirs and memory_mb:
-            limit = str(memory_mb * 1024 * 1024)
-            if versions["memory"] == "v1":
-                _write(f"{dirs['memory']}/memory.limit_in_bytes", limit)
-                applied["memory"] = f"memory.limit_in_bytes={limit}"
-                with contextlib.suppress(OSError):  # absent without swap accounting
-                    _write(f"{dirs['memory']}/memory.memsw.limit_in_bytes", limit)
-                    applied["memory"] += " (+memsw)"
-            else:
-                _write(f"{dirs['memory']}/memory.max", limit)
-                with contextlib.suppress(OSError):
-                    _write(f"{dirs['memory']}/memory.swap.max", "0")
-                applied["memory"] = f"memory.max={limit}"
-        if "pids" in dirs and max_pids:
-            _write(f"{dirs['pids']}/pids.max", str(max_pids))
-            applied["pids"] = f"pids.max={max_pids}"
-        if "cpu" in dirs and cpus and cpus > 0:
-            quota = max(1000, int(cpus * CPU_PERIOD_US))
-            if versions["cpu"] == "v1":
-                _write(f"{dirs['cpu']}/cpu.cfs_period_us", str(CPU_PERIOD_US))
-                _write(f"{dirs['cpu']}/cpu.cfs_quota_us", str(quota))
-                applied["cpu"] = f"cpu.cfs_quota_us={quota}/{CPU_PERIOD_US}"
-            else:
-                _write(f"{dirs['cpu']}/cpu.max", f"{quota} {CPU_PERIOD_US}")
-                applied["cpu"] = f"cpu.max={quota} {CPU_PERIOD_US}"
-    except BaseException:
-        remove(group, timeout_s=1.0)
-        raise
-    return applied
+    steps: list[list] = []
+    for d in group.all_dirs:
+        parent = os.path.dirname(d)
+        steps.append(["mkdirs", parent])
+        if versions[next(r for r, x in dirs.items() if x == d)] == "v2":
+            steps += _enable_v2_controllers(layout, parent)
+        steps.append(["mkdir", d])
+    if "memory" in dirs and memory_mb:
+        limit = str(memory_mb * 1024 * 1024)
+        if versions["memory"] == "v1":
+            steps.append(["write", f"{dirs['memory']}/memory.limit_in_bytes", limit, False])
+            # absent without swap accounting
+            steps.append(["write", f"{dirs['memory']}/memory.memsw.limit_in_bytes", limit, True])
+        else:
+            steps.append(["write", f"{dirs['memory']}/memory.max", limit, False])
+            steps.append(["write", f"{dirs['memory']}/memory.swap.max", "0", True])
+    if "pids" in dirs and max_pids:
+        steps.append(["write", f"{dirs['pids']}/pids.max", str(max_pids), False])
+    if "cpu" in dirs and cpus and cpus > 0:
+        quota = max(1000, int(cpus * CPU_PERIOD_US))
+        if versions["cpu"] == "v1":
+            steps.append(["write", f"{dirs['cpu']}/cpu.cfs_period_us", str(CPU_PERIOD_US), False])
+            steps.append(["write", f"{dirs['cpu']}/cpu.cfs_quota_us", str(quota), False])
+        else:
+            steps.append(["write", f"{dirs['cpu']}/cpu.max", f"{quota} {CPU_PERIOD_US}", False])
+    return steps
 
 
-def _enable_v2_controllers(layout: Layout, parent: str) -> None:
+def thaw_step(group: Group) -> list[str] | None:
+    """``[path, value]`` that thaws the group (for processes without this module)."""
+    d = group.dirs.get("freezer")
+    if d is None:
+        return None
+    if group.versions["freezer"] == "v1":
+        return [f"{d}/freezer.state", "THAWED"]
+    return [f"{d}/cgroup.freeze", "0"]
+
+
+def _enable_v2_controllers(layout: Layout, parent: str) -> list[list]:
     wanted = [r for r, (v, _) in layout.roles.items() if v == "v2" and r != "freezer"]
     if not wanted:
-        return
+        return []
     mount_point = layout.v2_mount or ""
     chain = [mount_point, parent] if parent != mount_point else [mount_point]
-    for d in chain:
-        with contextlib.suppress(OSError):
-            _write(f"{d}/cgroup.subtree_control", " ".join(f"+{r}" for r in wanted))
+    return [["write", f"{d}/cgroup.subtree_control", " ".join(f"+{r}" for r in wanted), True]
+            for d in chain]  # fmt: skip
 
 
 def freeze(group: Group, timeout_s: float = 5.0) -> None:

@@ -1,14 +1,19 @@
-"""``local``: real sandboxes on this Linux machine (namespaces, overlayfs, cgroups).
+"""``local``: real sandboxes on this Linux machine (namespaces, overlayfs, cgroups, seccomp).
 
 What each operation means on this provider
 -------------------------------------------
 
-* **create**: asks the zygote (zygote.py, one pre-imported Python process per provider)
-  to fork the sandbox's PID 1 into new pid, mount, uts, ipc and net namespaces. PID 1 joins
-  the sandbox's cgroups (memory, pids and cpu limits from the spec), mounts its root inside
-  its private mount namespace and ``pivot_root``\\ s into it (sandbox_init.py lists the
-  mounts), then forks the exec agent (agent.py). create returns once the agent has answered
-  a ping over its unix socket: the sandbox is ready to exec.
+* **create**: sends the zygote (zygote.py, one small pre-imported Python process per
+  provider) a spawn request carrying one end of a fresh socket pair, and queues a ping on
+  the other end, then makes the sandbox's directory (``meta.json`` first) on a thread while
+  the zygote forks the sandbox's PID 1 into a new pid namespace. PID 1 waits for the
+  directory, makes the cgroups (memory, pids and cpu limits from the spec) and joins them,
+  binds the agent's socket, enters new mount, uts, ipc and
+  net namespaces, forks the exec agent (agent.py) and, while the agent starts and reads the
+  ping, mounts the root and ``pivot_root``\\ s into it (sandbox_init.py lists the steps),
+  then hardens itself and the agent (capability bounding set, no_new_privs, not dumpable,
+  seccomp). create returns when the agent has answered the ping: the sandbox is ready to
+  exec (the runner still measures readiness as the first exec).
 
   The root is an allow-list: an overlay of a skeleton (the host's top-level layout, with
   empty root, home, tmp, var, srv, opt, mnt...) plus, per host system directory (usr, etc,
@@ -20,13 +25,16 @@ What each operation means on this provider
   hostname (``<id>``) are its own; its network namespace has only ``lo``. A mask layer over
   the host's /etc locks every password hash (shadow, gshadow) and hides the SSH host keys and
   /etc/ssl/private. With the ``rootfs`` setting, that directory (e.g. made by debootstrap)
-  is the single lower layer instead.
+  is the single lower layer instead. PID 1 and the agent show as ``sb-init`` and
+  ``sb-agent`` with an empty environment (the zygote starts with a minimal one, and PID 1
+  blanks its argument and environment strings).
 * **exec**: the agent runs the argv (or ``/bin/sh -c`` for a string) as root, cwd /root,
-  env PATH/HOME=/root/LANG=C.UTF-8, stdin /dev/null, in its own session; returns exit code
-  (128+N when killed by signal N; 127/126 when the program is missing/not executable, as a
-  shell would), stdout and stderr separately. When the command exits, output still written by
-  background processes it left holding its pipes is awaited 50 ms, then dropped (they keep
-  running). At ``timeout_s`` its whole process group is SIGKILLed and OperationTimeout raised.
+  env PATH/HOME=/root/LANG=C.UTF-8, stdin /dev/null, in its own session (``posix_spawn``);
+  returns exit code (128+N when killed by signal N; 127/126 when the program is missing/not
+  executable, as a shell would), stdout and stderr separately. When the command exits,
+  output still written by background processes it left holding its pipes is awaited 50 ms,
+  then dropped (they keep running). At ``timeout_s`` its whole process group is SIGKILLed
+  and OperationTimeout raised.
 * **write_file / read_file**: through the agent, so they see the sandbox's merged view
   (lower layers, whiteouts, /tmp). Parents are created on write. A missing file is NotFound.
 * **pause / resume**: the cgroup freezer (v1 ``freezer.state`` or v2 ``cgroup.freeze``),
@@ -36,15 +44,27 @@ What each operation means on this provider
   handle.
 * **checkpoint**: freezes the sandbox, copies its writable layer (every write outside /tmp,
   /dev, /proc, /sys) with the fastest method the state directory's filesystem allows
-  (btrfs snapshot, ``cp --reflink`` on XFS/btrfs, else tar with xattrs so overlay whiteouts
-  survive), then thaws it (a sandbox paused beforehand stays paused). Memory and processes
-  are not captured. Without cgroups (user-namespace mode) the copy is taken without freezing.
-* **restore**: a new sandbox (same spec and labels) whose writable layer starts as the
-  checkpoint's; the checkpoint stays usable. **delete_checkpoint** removes it.
+  (layers.py: btrfs snapshot; ``cp -a --reflink=always`` on XFS/btrfs; else ``cp -a``, an
+  in-kernel copy of each file; whiteouts and opaque directories survive), then thaws it (a
+  sandbox paused beforehand stays paused). Memory and processes are not captured. Without
+  cgroups (user-namespace mode) the copy is taken without freezing. The method is in the
+  capability notes (``checkpoint_method``).
+* **restore**: a new sandbox (same spec and labels) whose writable layer starts as a copy of
+  the checkpoint's (same method); the checkpoint stays usable. **delete_checkpoint** removes
+  it.
+* **fork**: ``count`` new sandboxes (same spec and labels) whose writable layers start as
+  copies of the parent's: the parent is frozen while its layer is copied once, further
+  children copy that copy while the parent runs on, then all children start at once.
+  Filesystem only (``fork_keeps``), copy-on-write where the filesystem has reflinks or
+  snapshots, else a copy (``fork_method``). Children and parent are independent afterwards.
 * **destroy**: kills PID 1 through the zygote (the kernel then kills everything in its pid
   namespace and the mounts vanish with the mount namespace), thaws it if frozen, waits for the
-  exit, removes the cgroups and the directory. Idempotent; an unknown id is a no-op; works by
-  id for sandboxes of other (dead) harness processes (``destroy_by_id``).
+  exit, removes the cgroups and the directory, and returns only then. What the kernel still
+  does afterwards, in its own workers, is freeing the dead network and IPC namespaces
+  (``cleanup_net``, ``free_ipc``: measured 10-40 ms each of mostly RCU waiting, per
+  sandbox) and the cgroups' last references (``css_free``, well under 1 ms). Idempotent; an
+  unknown id is a no-op; works by id for sandboxes of other (dead) harness processes
+  (``destroy_by_id``).
 * **list_sandboxes**: every sandbox directory in the state directory labelled with the run,
   whichever process made it, alive or left behind, so that a reaper can destroy them.
 * **close**: ends the zygote; sandboxes still alive then die with it (none outlives the
@@ -52,12 +72,15 @@ What each operation means on this provider
 
 Modes: as root, everything above. Without root, a user-namespace mode (the caller mapped to
 root of a user namespace): same isolation and filesystem, but no cgroups, so no pause/resume
-(declared unsupported with the reason), no spec limits, checkpoint not frozen; the sandbox's
-root cannot modify files of the host's system directories (they belong to an unmapped user).
+(declared unsupported with the reason), no spec limits, checkpoint and fork not frozen; the
+sandbox's root cannot modify files of the host's system directories (they belong to an
+unmapped user).
 
 Isolation is container-grade (shared kernel). In root mode the sandbox's root is real root
 with a reduced capability bounding set (Docker's default set minus CAP_MKNOD), /proc/sys and
-friends read-only; no seccomp filter and no user namespace: do not run hostile code here.
+friends read-only, and the seccomp filter of seccomp.py (Docker's default profile: no user
+or other namespaces, no mount, bpf, perf_event_open, keyctl...). No user namespace: a kernel
+bug is a host compromise; treat it as Docker's default, not as a VM.
 
 Design notes (deviations from the first design, and why):
 
@@ -67,16 +90,40 @@ Design notes (deviations from the first design, and why):
 * The writable layer is ``fs/upper/{top,usr,etc,...}`` (one sub-layer per overlay mount) and
   the work dirs ``fs/work/...`` beside it, so that no overlay's upper or work dir lies
   inside another overlay's layer, and a btrfs snapshot of ``fs`` holds upper and work
-  together (btrfs refuses overlay upper and work in different subvolumes).
+  together (btrfs refuses overlay upper and work in different subvolumes). One overlay of
+  ``skeleton:/`` would save two mounts, but overlayfs refuses a lower layer that contains
+  the upper (ELOOP), and the state directory lives on the root filesystem.
 * The agent listens on a unix socket (``<dir>/agent.sock``, bound before ``pivot_root``), one
   thread per connection; the provider keeps a pool of connections per sandbox, so concurrent
-  execs on one sandbox run in parallel.
-* Attaching to the four v1 cgroups costs ~0.4 ms on this host (measured; the research notes
-  saw 10-15 ms with a freshly started interpreter, not with a forked one), so PID 1 attaches
-  itself, first thing, before it allocates or forks anything.
-* Measured p50 on the 2-core dev VM (benchmarks/test_local_bench.py): create to ready
-  ~9 ms, exec ``true`` ~0.8 ms, pause ~0.05-0.15 ms, resume ~0.03-0.13 ms, checkpoint of
-  50 MiB (tar, ext4) ~40 ms, restore of 50 MiB + first exec ~73 ms.
+  execs on one sandbox run in parallel. Its first connection is the create's socket pair.
+* Where create's time goes (issue 17; measured on this 2-core PVM-virtualised VM): forking
+  a Python process costs in proportion to the memory it has written (page tables and
+  copy-on-write faults are slow under PVM: 20 MiB, 1.0 ms to the child running; 1 MiB,
+  0.23 ms, in C), hence the small zygote (~5 MiB written: ``-I -S``, no package
+  ``__init__``, no threading/subprocess/dataclasses imports, frozen GC); each ext4 metadata
+  operation (mkdir, create) costs ~150 us here against 4 us on tmpfs, so only the
+  directories overlayfs needs are made (no labels.json; pid file only without cgroups), on
+  a thread of the provider while the zygote forks; joining
+  a v1 cgroup after an idle gap waited for an RCU grace period (p90 13.8 ms, the old
+  bimodal create), hence the favordynmods hierarchy (zygote.py); the agent's start-up
+  (fork, thread, first request) overlaps PID 1's mounts; the readiness answer comes straight
+  from the agent, not relayed by the zygote. The kernel's own floor, measured in C with the
+  same system calls as PID 1 (namespaces, three overlays, proc, dev, tmpfs, lo,
+  pivot_root): 2.6 ms p50.
+* Measured p50 on the 2-core dev VM (benchmarks/test_local_bench.py), median of three runs
+  alternating with the version before, load average 0.7-1.8 (2026-11-29; before -> now):
+  create + first exec 13.3 -> 9.5 ms; create alone 7.9 (p90 8.7-15.0); exec ``true`` 0.94
+  -> 0.83; checkpoint of 50 MiB on ext4 52.3 (tar) -> 33.1 (``cp -a``); restore of 50 MiB +
+  first exec 68.5 -> 29.2; destroy 5.0; fork of a 1 MiB layer to 1 child 12.0, to 4 children
+  42.2; pause 0.15, resume 0.12 (unchanged). At load 1.9-2.9 the same runs gave create 9.9,
+  exec 0.92, checkpoint 36.7, restore 36.0. On XFS (reflink) and btrfs (snapshot) image
+  files a checkpoint of 50 MiB took 6.0 and 5.2 ms, restore + first exec 15.4 and 16.1.
+  The create goal of 5 ms is not met: the same system calls in C take 2.6 ms p50 in the
+  same conditions; the rest is CPython's share (a fork of the 5 MiB zygote reaches its
+  child in 1.2 ms against 0.36 ms for a 6 MiB C process: its after-fork work and the
+  copy-on-write faults of every object it touches, slow under PVM; then interpreting PID 1's
+  and the agent's steps) and the hand-offs between the harness, the zygote, PID 1 and the
+  agent (each a wake-up on the other vCPU). A native PID 1 and agent would be the next step.
 """
 
 from __future__ import annotations
@@ -92,6 +139,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import stat as stat_module
 import subprocess
 import sys
@@ -125,12 +173,14 @@ from providers.errors import (
     Unavailable,
     Unsupported,
 )
-from providers.local import agent, cgroups
-from providers.local.zygote import remove_tree
+from providers.local import agent, cgroups, layers, seccomp, zygote
+from providers.local.layers import remove_tree
+from providers.settings import SettingError, parse, setting
 
 PROVIDER_ID = "local"
-SETTINGS = frozenset({"state_dir", "rootfs", "checkpoint_method"})
-CHECKPOINT_METHODS = ("auto", "tar", "reflink", "btrfs")
+CHECKPOINT_METHODS = ("auto", *layers.METHODS)
+#: Where no state directory or root may live: kernel interfaces, not storage.
+FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
 #: Host top-level directories that are overlaid (read-only lower) when they are real dirs.
 SYSTEM_DIRS = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 #: Empty directories of the skeleton (mode), beside the host's top-level symlinks.
@@ -155,6 +205,69 @@ READY_TIMEOUT_S = 30.0
 FILE_TIMEOUT_S = 120.0
 #: Extra time the provider waits beyond an exec's own timeout for the agent's answer.
 EXEC_GRACE_S = 0.5
+
+
+#: What each layer-copy method means, for the capability notes.
+METHOD_NOTES = {
+    "btrfs": "btrfs subvolume snapshot of the writable layer (constant time, copy-on-write)",
+    "reflink": "cp -a --reflink=always: files share their blocks, copy-on-write",
+    "copy": "cp -a (in-kernel copy_file_range of every byte; the filesystem has no reflinks)",
+    "tar": "tar archive of the writable layer, with xattrs",
+}
+FORK_METHODS = {"btrfs": "copy-on-write", "reflink": "copy-on-write", "copy": "copy",
+                "tar": "copy"}  # fmt: skip
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalSettings:
+    """``[providers.local]``: each key declared once (providers/settings.py)."""
+
+    state_dir: Path | None = setting(
+        None,
+        help="directory for sandboxes, checkpoints and layers (default "
+        "/var/lib/sandbox-bench/local as root, else ~/.local/state/sandbox-bench/local)",
+        example="/var/lib/sandbox-bench/local",
+    )
+    rootfs: Path | None = setting(
+        None,
+        help="a root directory (e.g. made by debootstrap) used as the sandboxes' only lower "
+        "layer instead of the host's own /usr and /etc",
+    )
+    checkpoint_method: str = setting(
+        "auto",
+        help="how a writable layer is copied (checkpoint, restore, fork); auto picks the "
+        "fastest the state directory's filesystem allows",
+        choices=CHECKPOINT_METHODS,
+    )
+    seccomp: bool = setting(
+        True,
+        help="apply the syscall filter modelled on Docker's default seccomp profile to every "
+        "sandbox process (needs libseccomp; its absence is declared, not an error)",
+    )
+    favordynmods: bool = setting(
+        True,
+        help="while open, hold a private cgroup v1 hierarchy mounted with favordynmods so "
+        "that joining a sandbox's cgroups skips an RCU grace period (root with cgroups only)",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("state_dir", "rootfs"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            path = Path(os.path.abspath(value.expanduser()))
+            object.__setattr__(self, name, path)
+            if re.search(r"[,:\n\\]", str(path)):
+                raise SettingError(f"{name} must not contain , : \\ or a newline: {str(path)!r}")
+            try:
+                real = os.path.realpath(path)
+            except OSError:  # e.g. /proc/1/root: unreadable links are refused below anyway
+                real = str(path)
+            for forbidden in FORBIDDEN_ROOTS:
+                if any(p == forbidden or p.startswith(forbidden + "/") for p in (str(path), real)):
+                    raise SettingError(f"{name} must not be under {forbidden}: {str(path)!r}")
 
 
 # -- host detection ---------------------------------------------------------------------------
@@ -341,6 +454,8 @@ class _Handle:
 class _ZygoteClient:
     def __init__(self, on_exit) -> None:
         self.proc: asyncio.subprocess.Process | None = None
+        self.requests: socket.socket | None = None  # SOCK_SEQPACKET, the zygote's stdin
+        self.outbox: list[tuple[bytes, list[int]]] = []  # waiting for room in the socket
         self.pending: dict[int, asyncio.Future] = {}
         self.next_rid = 0
         self.hello: asyncio.Future | None = None
@@ -351,23 +466,28 @@ class _ZygoteClient:
 
     async def start(self, config: dict) -> dict:
         package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [package_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-        )
+        # A minimal environment: the sandboxes are forked from this process, and nothing of
+        # the harness's (credentials, paths) may show in their /proc/<pid>/environ.
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "LANG": "C.UTF-8"}  # fmt: skip
         loop = asyncio.get_running_loop()
         self.hello = loop.create_future()
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "providers.local.zygote",
-            json.dumps(config),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-            start_new_session=True,  # a Ctrl-C to the harness's group must not reach it
-            limit=1 << 20,
-        )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-S", "-c", zygote.BOOTSTRAP, package_root,
+                stdin=theirs, stdout=asyncio.subprocess.PIPE, env=env,
+                start_new_session=True,  # a Ctrl-C to the harness's group must not reach it
+                limit=1 << 20,
+            )  # fmt: skip
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.sendall(json.dumps(config).encode())  # one packet, before any request
+        ours.setblocking(False)
+        self.requests = ours
         self.reader_task = asyncio.create_task(self._read())
         try:
             async with asyncio.timeout(ZYGOTE_START_TIMEOUT_S):
@@ -411,22 +531,47 @@ class _ZygoteClient:
             self.pending.clear()
             self.on_exit(None, None)
 
-    def _write(self, message: dict) -> None:
-        if self.dead or self.proc is None or self.proc.stdin is None:
+    def _write(self, message: dict, fds: list[int] = ()) -> None:
+        if self.dead or self.requests is None:
             raise Unavailable("the zygote is not running", provider=PROVIDER_ID)
+        data = json.dumps(message, separators=(",", ":")).encode()
+        if self.outbox:
+            self.outbox.append((data, [os.dup(fd) for fd in fds]))
+            return
         try:
-            self.proc.stdin.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
-        except (ConnectionError, RuntimeError) as exc:
+            _send(self.requests, data, fds)
+        except BlockingIOError:
+            # The zygote is behind by a socket buffer's worth of requests: queue in order,
+            # keeping our own copies of the descriptors, and send when there is room.
+            self.outbox.append((data, [os.dup(fd) for fd in fds]))
+            asyncio.get_running_loop().add_writer(self.requests, self._flush)
+        except OSError as exc:
             raise Unavailable(f"the zygote is not running: {exc}", provider=PROVIDER_ID) from exc
 
-    def request(self, op: str, **fields: Any) -> asyncio.Future:
-        """Send a request now; the future resolves with the answer."""
+    def _flush(self) -> None:
+        assert self.requests is not None
+        while self.outbox:
+            data, fds = self.outbox[0]
+            try:
+                _send(self.requests, data, fds)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.outbox.clear()  # the zygote is gone; _read reports it
+            else:
+                self.outbox.pop(0)
+            for fd in fds:
+                os.close(fd)
+        asyncio.get_running_loop().remove_writer(self.requests)
+
+    def request(self, op: str, fds: list[int] = (), **fields: Any) -> asyncio.Future:
+        """Send a request now (with ``fds`` attached); the future resolves with the answer."""
         self.next_rid += 1
         rid = self.next_rid
         fut = asyncio.get_running_loop().create_future()
         self.pending[rid] = fut
         try:
-            self._write({"rid": rid, "op": op, **fields})
+            self._write({"rid": rid, "op": op, **fields}, fds)
         except BaseException:
             self.pending.pop(rid, None)
             raise
@@ -442,8 +587,11 @@ class _ZygoteClient:
     async def close(self) -> None:
         if self.proc is None:
             return
-        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
-            self.proc.stdin.close()
+        if self.requests is not None:
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_writer(self.requests)
+            self.requests.close()  # the zygote reads EOF: it cleans up and exits
+            self.requests = None
         try:
             async with asyncio.timeout(30):
                 await self.proc.wait()
@@ -464,34 +612,25 @@ class LocalProvider(Provider):
 
     id: ClassVar[str] = PROVIDER_ID
 
+    #: The ``[providers.local]`` keys, declared once (help, types, checks).
+    settings_class: ClassVar[type] = LocalSettings
+
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(settings)
-        unknown = sorted(set(self.settings) - SETTINGS)
-        if unknown:
-            raise ValueError(
-                f"local provider: unknown setting(s) {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(SETTINGS))})"
-            )
-        state = self.settings.get("state_dir")
-        self.state_dir = Path(state).expanduser().absolute() if state else _default_state_dir()
-        rootfs = self.settings.get("rootfs")
-        self.rootfs = Path(rootfs).expanduser().absolute() if rootfs else None
-        method = self.settings.get("checkpoint_method", "auto")
-        if method not in CHECKPOINT_METHODS:
-            raise ValueError(
-                f"local provider: checkpoint_method must be one of "
-                f"{', '.join(CHECKPOINT_METHODS)}, not {method!r}"
-            )
-        self.requested_method: str = method
-        for label, path in (("state_dir", self.state_dir), ("rootfs", self.rootfs)):
-            if path is not None and re.search(r"[,:\n\\]", str(path)):
-                raise ValueError(f"local provider: {label} must not contain , : or \\: {path}")
+        self.config = parse(LocalSettings, dict(self.settings), where="providers.local")
+        self.state_dir = self.config.state_dir or _default_state_dir()
+        self.rootfs = self.config.rootfs
+        self.requested_method: str = self.config.checkpoint_method
         self.host = detect_host()
         self.checkpoint_method: str | None = None
         self.state_fs = ""
         self.lower: str | None = None
         self.etc_mask: str | None = None
         self.system_dirs: list[str] = []
+        #: The compiled seccomp filter (None: none) and what it is, or why it is missing.
+        self.seccomp_bpf: bytes | None = None
+        self.seccomp_note = "not yet detected (the provider is not open)"
+        self.favordynmods = "not yet detected (the provider is not open)"
         self._sandboxes: dict[str, _Handle] = {}
         self._zygote: _ZygoteClient | None = None
 
@@ -529,34 +668,54 @@ class LocalProvider(Provider):
             self.lower, self.system_dirs = self._prepare_skeleton()
             if self.host.root and "etc" in self.system_dirs:
                 self.etc_mask = self._prepare_etc_mask()
-        zygote = _ZygoteClient(self._on_exit)
-        await zygote.start({"mode": self.host.mode})
-        self._zygote = zygote
+        config: dict[str, Any] = {"mode": self.host.mode}
+        if self.config.seccomp:
+            self.seccomp_bpf, self.seccomp_note = await asyncio.to_thread(seccomp.compile_filter)
+        else:
+            self.seccomp_bpf, self.seccomp_note = None, "off (setting seccomp = false)"
+        if self.seccomp_bpf:
+            config["seccomp"] = self.seccomp_bpf.hex()
+        dynmods = self.state_dir / ".favordynmods"
+        if not self.config.favordynmods:
+            self.favordynmods = "off (setting favordynmods = false)"
+        elif not self.host.cgroups.roles:
+            self.favordynmods = "off: no cgroups"
+        else:
+            dynmods.mkdir(exist_ok=True)
+            config["dynmods_dir"] = str(dynmods)
+        client = _ZygoteClient(self._on_exit)
+        hello = await client.start(config)
+        if "favordynmods" in hello:
+            self.favordynmods = hello["favordynmods"]
+        self._zygote = client
 
     def _choose_checkpoint_method(self) -> str | None:
-        if shutil.which("tar") is None and self.requested_method in ("auto", "tar"):
-            return None
+        """The layer-copy method (layers.py): the one asked for, refused in one line where
+        this state directory cannot do it; for ``auto`` the fastest it can do."""
         btrfs = self.state_fs == "btrfs" and shutil.which("btrfs") is not None
-        if self.requested_method == "btrfs":
-            if not btrfs:
-                raise ValueError(
-                    f"local provider: checkpoint_method btrfs needs a btrfs state_dir and the "
-                    f"btrfs tool; {self.state_dir} is on {self.state_fs or 'unknown'}"
-                )
-            return "btrfs"
-        if self.requested_method == "tar":
-            return "tar"
+        method = self.requested_method
+        where = f"{self.state_dir} is on {self.state_fs or 'an unknown filesystem'}"
+        if method == "btrfs" and not btrfs:
+            raise ValueError(f"local provider: checkpoint_method btrfs needs a btrfs state_dir "
+                             f"and the btrfs tool; {where}")  # fmt: skip
+        if method in ("tar", "copy") and shutil.which(method.replace("copy", "cp")) is None:
+            raise ValueError(f"local provider: checkpoint_method {method}: the program is missing")
+        if method in ("btrfs", "tar", "copy"):
+            return method
         reflink = _probe_reflink(self.state_dir)
-        if self.requested_method == "reflink":
+        if method == "reflink":
             if not reflink:
                 raise ValueError(
-                    f"local provider: checkpoint_method reflink: cp --reflink=always fails on "
-                    f"{self.state_dir} ({self.state_fs or 'unknown'} filesystem)"
+                    f"local provider: checkpoint_method reflink: cp --reflink=always fails; {where}"
                 )
             return "reflink"
         if btrfs and self.host.root:
             return "btrfs"
-        return "reflink" if reflink else "tar"
+        if reflink:
+            return "reflink"
+        if shutil.which("cp"):
+            return "copy"
+        return "tar" if shutil.which("tar") else None
 
     def _prepare_skeleton(self) -> tuple[str, list[str]]:
         """The skeleton lower: the host's top-level symlinks and empty directories, built once
@@ -655,14 +814,14 @@ class LocalProvider(Provider):
 
     def capabilities(self) -> Capabilities:
         ops = set(REQUIRED_OPS)
-        unsupported: dict[str, str] = {str(Op.FORK): "not implemented by the local provider yet"}
+        unsupported: dict[str, str] = {}
         layout = self.host.cgroups
         method = self.checkpoint_method if self._zygote else self._peek_checkpoint_method()
         if method:
-            ops |= {Op.CHECKPOINT, Op.RESTORE}
+            ops |= {Op.CHECKPOINT, Op.RESTORE, Op.FORK}
         else:
-            reason = "no checkpoint method: tar is not installed"
-            unsupported |= {str(Op.CHECKPOINT): reason, str(Op.RESTORE): reason}
+            reason = "no layer-copy method: neither cp nor tar is installed"
+            unsupported |= {str(o): reason for o in (Op.CHECKPOINT, Op.RESTORE, Op.FORK)}
         if layout.freezer:
             ops |= {Op.PAUSE, Op.RESUME}
         else:
@@ -673,6 +832,12 @@ class LocalProvider(Provider):
         notes = {
             "mode": self.host.mode,
             "checkpoint_method": method or "none",
+            "checkpoint_method_detail": METHOD_NOTES.get(method or "", "none"),
+            "fork": "each child is a new sandbox (same spec and labels) whose writable layer "
+            "starts as a copy of the parent's, taken while the parent is frozen; memory and "
+            "processes are not inherited; children and parent are independent afterwards",
+            "seccomp": self._seccomp_state()[1],
+            "favordynmods": self.favordynmods,
             "checkpoint_consistency": (
                 "frozen (cgroup freezer) while the layer is copied"
                 if layout.freezer
@@ -698,6 +863,8 @@ class LocalProvider(Provider):
                     else "user namespace: sandbox root is the calling user"
                 )
             ),
+            "process_titles": "PID 1 and the agent show as sb-init and sb-agent, with an "
+            "empty environment",
             "exec": "argv or /bin/sh -c; cwd /root; exit 128+N on signal N; output of "
             "background processes after the command exits is dropped after 50 ms",
             "paused": "exec and file operations sent to a paused sandbox complete after "
@@ -712,7 +879,11 @@ class LocalProvider(Provider):
             checkpoint_captures=CheckpointCaptures.FILESYSTEM if method else None,
             restore_target=RestoreTarget.NEW_SANDBOX if method else None,
             pause_kind=PauseKind.FREEZE if layout.freezer else PauseKind.NONE,
-            isolation="linux namespaces + overlayfs (shared kernel)",
+            fork_keeps=CheckpointCaptures.FILESYSTEM if method else None,
+            fork_method=FORK_METHODS.get(method or "", ""),
+            isolation="linux namespaces + overlayfs + seccomp (shared kernel)"
+            if self._seccomp_state()[0]
+            else "linux namespaces + overlayfs (shared kernel; no seccomp filter)",
             scratch_dir="/root",
             unsupported=unsupported,
             notes=notes,
@@ -722,7 +893,17 @@ class LocalProvider(Provider):
         """The method open() would choose, without touching the state directory."""
         if self.requested_method != "auto":
             return self.requested_method
-        return "tar" if shutil.which("tar") else None
+        return "copy" if shutil.which("cp") else "tar" if shutil.which("tar") else None
+
+    def _seccomp_state(self) -> tuple[bool, str]:
+        """(whether sandboxes get the filter, what it is or why not); before open() the
+        filter is compiled here once to find out."""
+        if self._zygote is None and self.seccomp_bpf is None and self.config.seccomp:
+            if not hasattr(self, "_seccomp_probe"):
+                self._seccomp_probe = seccomp.compile_filter()
+            bpf, note = self._seccomp_probe
+            return bpf is not None, note
+        return self.seccomp_bpf is not None, self.seccomp_note
 
     def environment(self) -> dict[str, Any]:
         env = super().environment()
@@ -736,6 +917,8 @@ class LocalProvider(Provider):
             rootfs=str(self.rootfs) if self.rootfs else None,
             system_dirs=self.system_dirs,
             python=platform.python_version(),
+            seccomp=self._seccomp_state()[1],
+            favordynmods=self.favordynmods,
             overlay="listed in /proc/filesystems"
             if self.host.overlay
             else "not listed (may be a module loaded on first mount)",
@@ -779,80 +962,134 @@ class LocalProvider(Provider):
         return await self._create(spec, dict(spec.labels), populate=None)
 
     async def _create(
-        self, spec: SandboxSpec, labels: dict[str, str], populate: Any, operation: str = "create"
+        self,
+        spec: SandboxSpec,
+        labels: dict[str, str],
+        populate: layers.Populate | None,
+        operation: str = "create",
     ) -> Sandbox:
+        """Create a sandbox; ``populate(fs)``, when given, fills its ``fs`` directory (the
+        writable layer) before it starts (restore, fork)."""
         zygote = self._require_open(operation)
         sid = f"sb-{secrets.token_hex(6)}"
         d = self.sandboxes_dir / sid
-        group: cgroups.Group | None = None
-        spawned = False
-        try:
-            # meta.json first: it names the cgroups before they exist, so that a reaper can
-            # always find what a create interrupted at any point left behind.
-            if self.host.cgroups.roles:
-                group = cgroups.plan(self.host.cgroups, sid)
-            meta = {
-                "format": META_FORMAT,
-                "id": sid,
-                "created_at": time.time(),
-                "mode": self.host.mode,
-                "lower": self.lower,
-                "system_dirs": self.system_dirs,
-                "rootfs": str(self.rootfs) if self.rootfs else None,
-                "group": group.to_json() if group else None,
-                "spec": {"cpus": spec.cpus, "memory_mb": spec.memory_mb,
-                         "max_pids": spec.max_pids, "disk_mb": spec.disk_mb,
-                         "lifetime_s": spec.lifetime_s},
-                "labels": labels,
-            }  # fmt: skip
-            # Directory and cgroup work blocks for milliseconds when the disk is busy: it runs
-            # on a thread, so the harness's event loop (and every other create's schedule,
-            # issue 6) never waits for it.
-            await _off_loop(_write_meta, d, meta, labels)
-            fs = d / "fs"
-            if populate is not None:
-                await populate(fs)
-            elif self.checkpoint_method == "btrfs":
-                await _run(["btrfs", "subvolume", "create", str(fs)], operation)
-            else:
-                await _off_loop(fs.mkdir)
-            await _off_loop(_make_layers, fs, self.system_dirs, self.host.cgroups, group, spec)
-            init_spec = {
-                "dir": str(d),
-                "lower": self.lower,
-                "system_dirs": self.system_dirs,
-                "etc_mask": self.etc_mask,
-                "hostname": sid,
-                "userns": self.host.mode == "userns",
-                "cgroup_procs": group.procs_files if group else [],
-                "group": group.to_json() if group else None,
+        group = cgroups.plan(self.host.cgroups, sid) if self.host.cgroups.roles else None
+        meta = {
+            "format": META_FORMAT,
+            "id": sid,
+            "created_at": time.time(),
+            "mode": self.host.mode,
+            "lower": self.lower,
+            "system_dirs": self.system_dirs,
+            "rootfs": str(self.rootfs) if self.rootfs else None,
+            "group": group.to_json() if group else None,
+            "spec": {"cpus": spec.cpus, "memory_mb": spec.memory_mb, "max_pids": spec.max_pids,
+                     "disk_mb": spec.disk_mb, "lifetime_s": spec.lifetime_s},
+            "labels": labels,
+        }  # fmt: skip
+        init_spec: dict[str, Any] = {
+            "dir": str(d),
+            "layers": ["top", *self.system_dirs],
+            "lower": self.lower,
+            "system_dirs": self.system_dirs,
+            "etc_mask": self.etc_mask,
+            "hostname": sid,
+            "userns": self.host.mode == "userns",
+            "cgroup": None,
+        }
+        if group is not None:
+            init_spec["cgroup"] = {
+                "create": cgroups.create_steps(
+                    self.host.cgroups,
+                    group,
+                    memory_mb=spec.memory_mb,
+                    max_pids=spec.max_pids,
+                    cpus=spec.cpus,
+                ),
+                "procs": group.procs_files,
+                "dirs": group.all_dirs,
+                "thaw": cgroups.thaw_step(group),
             }
-            spawned = True  # from here a cancelled create must ask the zygote to kill
-            answer = await zygote.call("spawn", sid=sid, spec=init_spec)
-            if not answer.get("ok"):
-                raise SandboxCrashed(
-                    f"sandbox {sid} failed to start: {answer.get('error')}",
-                    provider=PROVIDER_ID,
-                    operation=operation,
-                )
-            (d / "pid").write_text(f"{answer['host_pid']} {answer['starttime']}\n")
-            handle = _Handle(
-                sid=sid,
-                dir=d,
-                group=group,
-                spec=meta,
-                host_pid=answer["host_pid"],
-                starttime=answer["starttime"],
-            )
+        spawned = False
+        ours: socket.socket | None = None
+        dirs_w: int | None = None
+        handle: _Handle | None = None
+        try:
+            made_first = populate is not None or self.checkpoint_method == "btrfs"
+            if made_first:
+                # The layer must exist before the sandbox starts: made here, on threads (a
+                # busy disk must not stall the event loop and the schedule of other creates).
+                await _off_loop(_write_meta, d, meta)
+                fs = d / "fs"
+                if populate is not None:
+                    await populate(fs)
+                else:
+                    await layers.run(["btrfs", "subvolume", "create", str(fs)],
+                                     self._error(operation))  # fmt: skip
+            # The sandbox's first agent connection exists before the sandbox does: the ping
+            # below waits in it, and the agent's answer is the readiness signal (no relay
+            # through the zygote, no connect after the fact).
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            fds = [theirs.fileno()]
+            if not made_first:
+                # The directory is made on a thread here while the zygote forks PID 1; PID 1
+                # waits for this pipe's byte before it makes the cgroups (meta.json, which
+                # names them, comes first) and mounts.
+                dirs_r, dirs_w = os.pipe()
+                fds.append(dirs_r)
+            try:
+                spawned = True  # from here a cancelled create must ask the zygote to kill
+                answer_fut = zygote.request("spawn", fds=fds, sid=sid, spec=init_spec)
+            finally:
+                theirs.close()
+                if len(fds) > 1:
+                    os.close(fds[1])
+            if dirs_w is not None:
+                made = b"x"
+                try:
+                    await _off_loop(_write_tree, d, meta, init_spec["layers"])
+                    made = b"d"
+                finally:
+                    os.write(dirs_w, made)  # "x": PID 1 gives up
+                    os.close(dirs_w)
+                    dirs_w = None
+            answer_fut.add_done_callback(_consume)
+            handle = _Handle(sid=sid, dir=d, group=group, spec=meta)
             self._sandboxes[sid] = handle
-            await handle.request({"op": "ping"}, timeout_s=READY_TIMEOUT_S, operation=operation)
+            ours.setblocking(False)
+            handle.idle.append(await asyncio.open_unix_connection(sock=ours))
+            ours = None
+            try:
+                answer, _ = await handle.request(
+                    {"op": "ping"}, timeout_s=READY_TIMEOUT_S, operation=operation
+                )
+            except ProviderError as exc:
+                # The connection closed: PID 1 failed and the zygote says why.
+                why = str(exc)
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(5):
+                        failure = await asyncio.shield(answer_fut)
+                    why = failure.get("error") or why
+                raise SandboxCrashed(
+                    f"sandbox {sid} failed to start: {why}", provider=PROVIDER_ID,
+                    operation=operation,
+                ) from exc  # fmt: skip
+            handle.host_pid = answer.get("host_pid")
+            handle.starttime = answer.get("starttime")
         except BaseException:
-            handle = self._sandboxes.pop(sid, None)
+            if ours is not None:
+                ours.close()
+            if dirs_w is not None:
+                os.close(dirs_w)
+            self._sandboxes.pop(sid, None)
             if handle is not None:
                 handle.close()
             await asyncio.shield(self._teardown(sid, d, group, spawned))
             raise
         return Sandbox(id=sid, provider=PROVIDER_ID, native=handle)
+
+    def _error(self, operation: str):
+        return lambda message: ProviderError(message, provider=PROVIDER_ID, operation=operation)
 
     async def _teardown(
         self, sid: str, d: Path, group: cgroups.Group | None, spawned: bool
@@ -975,53 +1212,79 @@ class LocalProvider(Provider):
                            operation="resume") from exc  # fmt: skip
         return sandbox
 
-    async def checkpoint(self, sandbox: Sandbox) -> CheckpointRef:
-        self._require_open("checkpoint")
-        handle = self._handle(sandbox, "checkpoint")
-        method = self.checkpoint_method
-        if method is None:
-            raise Unsupported("no checkpoint method", provider=PROVIDER_ID,
-                              operation="checkpoint")  # fmt: skip
+    @contextlib.asynccontextmanager
+    async def _frozen(self, handle: _Handle, operation: str):
+        """Hold the sandbox frozen (when it has a freezer) while a copy of its layer is
+        taken; a sandbox paused beforehand stays paused."""
+        group = handle.group if handle.group and "freezer" in handle.group.dirs else None
+        was_frozen = group is not None and cgroups.is_frozen(group)
+        if group is not None and not was_frozen:
+            try:
+                cgroups.freeze(group)
+            except TimeoutError as exc:
+                with contextlib.suppress(OSError):
+                    cgroups.thaw(group)
+                raise OperationTimeout(str(exc), provider=PROVIDER_ID,
+                                       operation=operation) from exc  # fmt: skip
+        try:
+            yield
+        finally:
+            if group is not None and not was_frozen:
+                with contextlib.suppress(FileNotFoundError):
+                    cgroups.thaw(group)
+
+    def _copyable(self, sandbox: Sandbox, operation: str) -> tuple[_Handle, str]:
+        self._require_open(operation)
+        handle = self._handle(sandbox, operation)
+        if self.checkpoint_method is None:
+            raise Unsupported("no layer-copy method (neither cp nor tar)", provider=PROVIDER_ID,
+                              operation=operation)  # fmt: skip
         if handle.exited:
-            raise handle.crashed("checkpoint")
+            raise handle.crashed(operation)
+        return handle, self.checkpoint_method
+
+    async def checkpoint(self, sandbox: Sandbox) -> CheckpointRef:
+        handle, method = self._copyable(sandbox, "checkpoint")
         ck = f"ck-{secrets.token_hex(6)}"
         target = self.checkpoints_dir / ck
         partial = self.checkpoints_dir / f".{ck}.partial"
         partial.mkdir()
-        group = handle.group if handle.group and "freezer" in handle.group.dirs else None
-        was_frozen = group is not None and cgroups.is_frozen(group)
-        fs = handle.dir / "fs"
         try:
-            if group is not None and not was_frozen:
-                cgroups.freeze(group)
-            try:
-                if method == "tar":
-                    await _run(["tar", "-C", str(fs / "upper"), *TAR_FLAGS, "-cf",
-                                str(partial / "upper.tar"), "."], "checkpoint")  # fmt: skip
-                elif method == "reflink":
-                    await _run(["cp", "-a", "--reflink=always", str(fs / "upper"),
-                                str(partial / "upper")], "checkpoint")  # fmt: skip
-                else:
-                    await _run(["btrfs", "subvolume", "snapshot", "-r", str(fs),
-                                str(partial / "fs")], "checkpoint")  # fmt: skip
-            finally:
-                if group is not None and not was_frozen:
-                    cgroups.thaw(group)
+            async with self._frozen(handle, "checkpoint"):
+                await layers.save(method, handle.dir / "fs", partial, self._error("checkpoint"))
             meta = {
                 "format": META_FORMAT,
                 "id": ck,
                 "sandbox_id": sandbox.id,
                 "method": method,
                 "created_at": time.time(),
-                "frozen": group is not None,
+                "frozen": handle.group is not None and "freezer" in handle.group.dirs,
                 "sandbox": handle.spec,
             }
             (partial / "meta.json").write_text(json.dumps(meta))
             os.rename(partial, target)
         except BaseException:
-            await asyncio.to_thread(remove_tree, str(partial))
+            await asyncio.shield(asyncio.to_thread(remove_tree, str(partial)))
             raise
         return CheckpointRef(id=ck, provider=PROVIDER_ID, sandbox_id=sandbox.id, native=target)
+
+    def _check_same_root(self, sandbox_meta: dict, what: str, operation: str) -> None:
+        if sandbox_meta.get("lower") != self.lower or sandbox_meta.get("system_dirs") != (
+            self.system_dirs
+        ):
+            raise ProviderError(
+                f"{what} was taken with another root (lower {sandbox_meta.get('lower')}); "
+                f"open the provider with the same rootfs",
+                provider=PROVIDER_ID,
+                operation=operation,
+            )
+
+    @staticmethod
+    def _spec_of(sandbox_meta: dict) -> SandboxSpec:
+        s = sandbox_meta["spec"]
+        return SandboxSpec(cpus=s["cpus"], memory_mb=s["memory_mb"], max_pids=s["max_pids"],
+                           disk_mb=s.get("disk_mb"), lifetime_s=s.get("lifetime_s", 900),
+                           labels=sandbox_meta.get("labels", {}))  # fmt: skip
 
     async def restore(self, ref: CheckpointRef) -> Sandbox:
         self._require_open("restore")
@@ -1030,38 +1293,58 @@ class LocalProvider(Provider):
         if meta is None:
             raise NotFound(f"checkpoint {ref.id} does not exist", provider=PROVIDER_ID,
                            operation="restore")  # fmt: skip
-        sandbox_meta = meta["sandbox"]
-        if sandbox_meta.get("lower") != self.lower or sandbox_meta.get("system_dirs") != (
-            self.system_dirs
-        ):
-            raise ProviderError(
-                f"checkpoint {ref.id} was taken with another root (lower "
-                f"{sandbox_meta.get('lower')}); open the provider with the same rootfs",
-                provider=PROVIDER_ID,
-                operation="restore",
-            )
+        self._check_same_root(meta["sandbox"], f"checkpoint {ref.id}", "restore")
         method = meta["method"]
 
         async def populate(fs: Path) -> None:
-            if method == "btrfs":
-                await _run(["btrfs", "subvolume", "snapshot", str(src / "fs"), str(fs)],
-                           "restore")  # fmt: skip
-                for work in (fs / "work").glob("*/work"):
-                    shutil.rmtree(work, ignore_errors=True)
-            elif method == "reflink":
-                fs.mkdir()
-                await _run(["cp", "-a", "--reflink=always", str(src / "upper"), str(fs)],
-                           "restore")  # fmt: skip
-            else:
-                (fs / "upper").mkdir(parents=True)
-                await _run(["tar", "-C", str(fs / "upper"), *TAR_FLAGS, "-xpf",
-                            str(src / "upper.tar")], "restore")  # fmt: skip
+            await layers.load(method, src, fs, self._error("restore"))
 
-        s = sandbox_meta["spec"]
-        spec = SandboxSpec(cpus=s["cpus"], memory_mb=s["memory_mb"], max_pids=s["max_pids"],
-                           disk_mb=s.get("disk_mb"), lifetime_s=s.get("lifetime_s", 900),
-                           labels=sandbox_meta.get("labels", {}))  # fmt: skip
+        spec = self._spec_of(meta["sandbox"])
         return await self._create(spec, dict(spec.labels), populate, operation="restore")
+
+    async def fork(self, sandbox: Sandbox, *, count: int = 1) -> list[Sandbox]:
+        """``count`` children of ``sandbox``: the parent is frozen while its layer is copied
+        once; further children copy that copy (the parent runs on meanwhile); then all
+        children start at once."""
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1000:
+            raise ValueError(f"fork: count must be a whole number from 1 to 1000, got {count!r}")
+        handle, method = self._copyable(sandbox, "fork")
+        self._check_same_root(handle.spec, f"sandbox {sandbox.id}", "fork")
+        error = self._error("fork")
+        token = secrets.token_hex(6)
+        copies = [self.checkpoints_dir / f".fork-{token}-{i}.partial" for i in range(count)]
+        children: list[Sandbox] = []
+        try:
+            async with self._frozen(handle, "fork"):
+                await layers.clone_fs(method, handle.dir / "fs", copies[0], error)
+            await asyncio.gather(*(layers.clone_fs(method, copies[0], c, error)
+                                   for c in copies[1:]))  # fmt: skip
+            spec = self._spec_of(handle.spec)
+
+            def taking(copy: Path) -> layers.Populate:
+                async def populate(fs: Path) -> None:
+                    os.rename(copy, fs)
+
+                return populate
+
+            made = await asyncio.gather(
+                *(self._create(spec, dict(spec.labels), taking(c), operation="fork")
+                  for c in copies),
+                return_exceptions=True,
+            )  # fmt: skip
+            children = [m for m in made if isinstance(m, Sandbox)]
+            failures = [m for m in made if not isinstance(m, Sandbox)]
+            if failures:
+                raise failures[0]
+        except BaseException:
+            for child in children:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.destroy(child))
+            raise
+        finally:
+            for c in copies:
+                await asyncio.shield(asyncio.to_thread(remove_tree, str(c)))
+        return children
 
     async def delete_checkpoint(self, ref: CheckpointRef) -> None:
         if not CHECKPOINT_ID.match(ref.id):
@@ -1069,7 +1352,19 @@ class LocalProvider(Provider):
         await asyncio.to_thread(remove_tree, str(self.checkpoints_dir / ref.id))
 
 
-TAR_FLAGS = ("--xattrs", "--xattrs-include=*", "--numeric-owner")
+def _send(sock: socket.socket, data: bytes, fds: Any) -> None:
+    """One request packet, with ``fds`` attached when there are any."""
+    if fds:
+        socket.send_fds(sock, [data], list(fds))
+    else:
+        sock.send(data)
+
+
+def _consume(fut: asyncio.Future) -> None:
+    """Retrieve a future's outcome nobody awaits (the zygote's answer to a spawn whose
+    readiness came from the agent), so that asyncio does not log it as lost."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def _off_loop(fn: Any, *args: Any) -> Any:
@@ -1085,42 +1380,18 @@ async def _off_loop(fn: Any, *args: Any) -> Any:
         raise
 
 
-def _write_meta(d: Path, meta: dict[str, Any], labels: dict[str, str]) -> None:
+def _write_meta(d: Path, meta: dict[str, Any]) -> None:
     d.mkdir()
     (d / "meta.json").write_text(json.dumps(meta))
-    (d / "labels.json").write_text(json.dumps(labels))
     (d / "merged").mkdir()
 
 
-def _make_layers(
-    fs: Path,
-    system_dirs: list[str],
-    host_cgroups: Any,
-    group: cgroups.Group | None,
-    spec: SandboxSpec,
-) -> None:
-    for layer in ("top", *system_dirs):
-        (fs / "upper" / layer).mkdir(parents=True, exist_ok=True)
-        (fs / "work" / layer).mkdir(parents=True, exist_ok=True)
-    if group is not None:
-        cgroups.create(
-            host_cgroups, group, memory_mb=spec.memory_mb, max_pids=spec.max_pids,
-            cpus=spec.cpus,
-        )  # fmt: skip
-
-
-async def _run(argv: list[str], operation: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise ProviderError(
-            f"{argv[0]} failed ({proc.returncode}): {err.decode(errors='replace').strip()}",
-            provider=PROVIDER_ID,
-            operation=operation,
-        )
+def _write_tree(d: Path, meta: dict[str, Any], names: list[str]) -> None:
+    """The sandbox directory, ``meta.json`` first, and its overlay layer directories."""
+    _write_meta(d, meta)
+    for kind in ("upper", "work"):
+        for name in names:
+            (d / "fs" / kind / name).mkdir(parents=True)
 
 
 def lock_passwords(text: str) -> str:

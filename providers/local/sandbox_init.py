@@ -1,24 +1,40 @@
-"""PID 1 of a sandbox: builds its root inside a private mount namespace, then reaps.
+"""PID 1 of a sandbox: prepares its directory and cgroups, builds its root inside a private
+mount namespace, starts the exec agent, then reaps.
 
-Runs in a process the zygote has just forked into a new pid namespace (it is PID 1 there).
-Steps, all inside namespaces that die with this process, so killing it leaves no mount,
-interface or process behind on the host:
+Runs in a process the zygote has just forked into a new pid namespace (it is PID 1 there),
+holding one end of a socket pair whose other end the provider keeps (the sandbox's first
+agent connection). Steps, all inside namespaces that die with this process, so killing it
+leaves no mount, interface or process behind on the host:
 
-1. attach itself to the sandbox's cgroups (before anything that allocates memory or forks);
-2. ``unshare(NEWNS | NEWUTS | NEWIPC | NEWNET)``, make every mount private;
-3. mount the root (``merged``): an overlay of the skeleton lower (the host's top-level layout,
+1. stdio to /dev/null, every inherited descriptor closed but its own; cmdline and environ
+   blanked (``sb-init``);
+2. waits until the provider has made the sandbox directory (``meta.json`` first: it names the
+   cgroups before they exist, so a reaper can always find what an interrupted create left)
+   and the writable layer's directories, which it does on a thread while the zygote forks
+   (for restore and fork they were made before); makes the cgroups with the spec's limits
+   and joins them (before it allocates or forks anything);
+3. binds the agent's unix socket at ``<dir>/agent.sock`` (a host path, reachable from the
+   host although the sandbox is in its own network namespace);
+4. ``unshare(NEWNS | NEWUTS | NEWIPC | NEWNET)`` and forks the exec agent (agent.py) at once,
+   so that the agent's start-up runs on the other core while this process mounts; the agent
+   hardens itself (below) and waits for a "go" on a pipe;
+5. mounts the root (``merged``): an overlay of the skeleton lower (the host's top-level layout,
    empty) or of the ``rootfs`` setting, with ``fs/upper/top`` as its writable layer; then for
    each allowed host system directory (usr, etc, and real lib*/bin/sbin) an overlay of that
-   directory with its own writable layer ``fs/upper/<dir>``;
-4. mount proc (its sensitive files read-only), sysfs read-only, a tmpfs ``/dev`` with the
-   host's null, zero, full, random, urandom and tty bind-mounted in, devpts, ``/dev/shm``
-   and a private tmpfs ``/tmp``; bring ``lo`` up; set the hostname;
-5. bind the agent's unix socket at ``<dir>/agent.sock`` (a host path, reachable from the
-   host although the sandbox is in its own network namespace), ``pivot_root`` into
-   ``merged`` and detach the old root;
-6. drop capabilities from the bounding set, close every inherited file descriptor;
-7. fork the exec agent (agent.py) and tell the zygote "ready"; then reap every process that
-   is orphaned in the sandbox, and restart the agent if it dies (e.g. OOM-killed).
+   directory with its own writable layer ``fs/upper/<dir>``; proc (its sensitive files
+   read-only), sysfs read-only, a tmpfs ``/dev`` with the host's null, zero, full, random,
+   urandom and tty bind-mounted in, devpts, ``/dev/shm`` and a private tmpfs ``/tmp``; brings
+   ``lo`` up; sets the hostname; ``pivot_root`` into ``merged`` (which moves the agent too)
+   and detaches the old root (the capability bounding set, Docker's default set minus
+   CAP_MKNOD, was already cut in the zygote and is inherited);
+6. hardens itself: no_new_privs, not dumpable (no sandbox process may ptrace it or read
+   its memory), and the seccomp filter (seccomp.py) when the provider has one;
+7. tells the agent "go" and the zygote "ready"; then reaps every process orphaned in the
+   sandbox, and restarts the agent if it dies (e.g. OOM-killed).
+
+Only the standard library's lightest modules are imported here (see zygote.py: every module
+the zygote holds makes each sandbox's fork slower); nothing can be imported after
+``pivot_root``, where the host's Python library is no longer visible.
 """
 
 from __future__ import annotations
@@ -30,7 +46,6 @@ import signal
 import socket
 import sys
 import time
-import traceback
 
 from providers.local import _linux as L
 from providers.local import agent
@@ -39,51 +54,111 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 #: /proc entries that would let the sandbox's root change the host kernel: made read-only.
 PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 AGENT_RESTARTS_PER_MINUTE = 10
+TITLE = "sb-init"
 
 
-def run(spec: dict, ready_fd: int, lifeline_fd: int) -> None:
+def run(spec: dict, ready_fd: int, lifeline_fd: int, conn_fd: int, dirs_fd: int | None) -> None:
     """Become the sandbox's PID 1. Never returns; reports failures on ``ready_fd``."""
     try:
         L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
         # If the zygote died before the line above, nothing would ever kill us: check.
         if select.select([lifeline_fd], [], [], 0)[0]:
             os._exit(1)
-        os.close(lifeline_fd)
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        _close_fds(keep={ready_fd, conn_fd} | ({dirs_fd} if dirs_fd is not None else set()))
         host_pid, starttime = own_host_identity()
-        for procs in spec["cgroup_procs"]:
-            with open(procs, "w") as f:
-                f.write("0")
-        listener = _build(spec)
-        L.set_comm("sb-init")
+        L.set_comm(TITLE)
         os.setsid()
-        _close_fds(keep={ready_fd, listener.fileno()})
-        agent_pid = _fork_agent(listener, close_fd=ready_fd)
+        d = spec["dir"]
+        if dirs_fd is not None:  # the provider is making the directory meanwhile
+            made = os.read(dirs_fd, 1)
+            os.close(dirs_fd)
+            if made != b"d":
+                raise RuntimeError("the provider could not make the sandbox directory")
+        else:  # restore or fork: the layer came first; overlay needs the work directories
+            _make_layers(d, spec["layers"])
+        cgroup = spec.get("cgroup")
+        if not cgroup:  # without cgroups a reaper finds PID 1 by pid and start time
+            with open(f"{d}/pid", "w") as f:
+                f.write(f"{host_pid} {starttime}\n")
+        if cgroup:
+            run_steps(cgroup["create"])
+            for procs in cgroup["procs"]:
+                with open(procs, "w") as f:
+                    f.write("0")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        os.chdir(d)  # bind relative: the absolute path may exceed sun_path's 108 bytes
+        listener.bind("agent.sock")
+        listener.listen(128)
+        os.chdir("/")
+        L.unshare(L.CLONE_NEWNS | L.CLONE_NEWUTS | L.CLONE_NEWIPC | L.CLONE_NEWNET)
+        identity = {"host_pid": host_pid, "starttime": starttime}
+        go_r, go_w = os.pipe()
+        agent_pid = _fork_agent(listener, identity, conn_fd=conn_fd, go_fd=go_r, spec=spec,
+                                close=(go_w, ready_fd))  # fmt: skip
+        os.close(go_r)
+        os.close(conn_fd)
+        _build(spec)
+        harden(spec)
+        os.write(go_w, b"g")
+        os.close(go_w)
         os.write(ready_fd, f"ok {host_pid} {starttime}\n".encode())
         os.close(ready_fd)
     except BaseException as exc:  # noqa: BLE001 - reported to the provider, then exit
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        detail = f"{type(exc).__name__}: {exc}".replace("\n", " ")
         with contextlib.suppress(OSError):
             os.write(ready_fd, f"error {detail}\n".encode())
         os._exit(1)
-    _reap_forever(listener, agent_pid)
+    _reap_forever(listener, agent_pid, identity)
 
 
 def own_host_identity() -> tuple[int, int]:
     """This process's pid as the host sees it and its start time (clock ticks since boot),
     read from the host's /proc, which is still mounted: together they name it without
-    ambiguity even after the pid is reused."""
+    ambiguity even after the pid is reused. Blanks the cmdline and environ on the way
+    (one read of /proc/self/stat serves both)."""
     with open("/proc/self/stat") as f:
         stat = f.read()
+    L.set_cmdline(TITLE, stat)
     fields = stat[stat.rindex(")") + 2 :].split()
     return int(stat.split()[0]), int(fields[19])
 
 
-def _build(spec: dict) -> socket.socket:
+def _make_layers(d: str, layers: list[str]) -> None:
+    for kind in ("upper", "work"):
+        base = f"{d}/fs/{kind}"
+        if not os.path.isdir(base):
+            os.mkdir(base)
+        for layer in layers:
+            if not os.path.isdir(f"{base}/{layer}"):
+                os.mkdir(f"{base}/{layer}")
+
+
+def run_steps(steps: list[list]) -> None:
+    """Run the file steps cgroups.create_steps planned: ``["mkdirs", path]``,
+    ``["mkdir", path]``, ``["write", path, value, optional]``."""
+    for step in steps:
+        if step[0] == "mkdirs":
+            if not os.path.isdir(step[1]):
+                os.makedirs(step[1], exist_ok=True)
+        elif step[0] == "mkdir":
+            os.mkdir(step[1])
+        else:
+            try:
+                with open(step[1], "w") as f:
+                    f.write(step[2])
+            except OSError:
+                if not step[3]:
+                    raise
+
+
+def _build(spec: dict) -> None:
     d = spec["dir"]
     fs = f"{d}/fs"
     merged = f"{d}/merged"
     userns = spec["userns"]
-    L.unshare(L.CLONE_NEWNS | L.CLONE_NEWUTS | L.CLONE_NEWIPC | L.CLONE_NEWNET)
     L.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE)
     extra = ",userxattr" if userns else ""
     L.mount(
@@ -120,27 +195,24 @@ def _build(spec: dict) -> socket.socket:
     L.mount("tmpfs", f"{merged}/tmp", "tmpfs", L.MS_NOSUID | L.MS_NODEV, "mode=1777")
     L.sethostname(spec["hostname"])
     L.loopback_up()
-
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    os.chdir(d)  # bind relative: the absolute path may exceed sun_path's 108 bytes
-    listener.bind("agent.sock")
-    listener.listen(128)
-
     os.chdir(merged)
     L.pivot_root(".", ".")
     L.umount2(".", L.MNT_DETACH)
-    os.chdir("/root" if os.path.isdir("/root") else "/")
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        last_cap = int(f.read())
-    L.drop_bounding_caps(L.CAPS_KEPT, last_cap)
-    # Inherited by the agent and every command: setuid binaries and file capabilities can no
-    # longer raise what a process holds.
+    os.chdir("/")
+
+
+def harden(spec: dict) -> None:
+    """Limit what this process, and everything it starts from now on, may do (step 6)."""
+    # The capability bounding set was cut by the zygote (zygote.main). no_new_privs,
+    # inherited by the agent and every command: setuid binaries and file capabilities can no
+    # longer raise what a process holds (and seccomp filters need it without CAP_SYS_ADMIN).
     L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
-    null = os.open("/dev/null", os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
-    return listener
+    # PID 1 and the agent keep the full capability sets they were forked with; being not
+    # dumpable, no process of the sandbox (which lacks CAP_SYS_PTRACE) can ptrace them or
+    # read their /proc files. Commands they start are dumpable again after execve.
+    L.prctl(L.PR_SET_DUMPABLE, 0)
+    if spec.get("seccomp"):
+        L.load_seccomp(spec["seccomp"])
 
 
 def _build_dev(dev: str, userns: bool) -> None:
@@ -171,20 +243,44 @@ def _close_fds(keep: set[int]) -> None:
     os.closerange(low, 1 << 16)
 
 
-def _fork_agent(listener: socket.socket, close_fd: int | None = None) -> int:
+def _fork_agent(
+    listener: socket.socket,
+    identity: dict,
+    *,
+    conn_fd: int | None = None,
+    go_fd: int | None = None,
+    spec: dict | None = None,
+    close: tuple[int, ...] = (),
+) -> int:
+    """Fork the agent. The first one (``go_fd`` given) hardens itself and waits for PID 1's
+    go; a restarted one inherits PID 1's hardening and its root at once."""
     pid = os.fork()
     if pid == 0:
         try:
-            if close_fd is not None:
-                os.close(close_fd)
+            for fd in close:
+                os.close(fd)
+            L.set_cmdline("sb-agent")
             L.set_comm("sb-agent")
-            agent.serve(listener)
+            gate = None
+            if go_fd is not None:
+                assert spec is not None
+                harden(spec)
+                # Everything up to the ping's answer is done now, in parallel with PID 1's
+                # mounts; the answer itself waits for the go (the root is ready then).
+                gate = agent.Gate(go_fd, then=_enter_cwd)
+            else:
+                _enter_cwd()
+            agent.serve(listener, identity, first=conn_fd, gate=gate)
         finally:
             os._exit(1)
     return pid
 
 
-def _reap_forever(listener: socket.socket, agent_pid: int) -> None:
+def _enter_cwd() -> None:
+    os.chdir(agent.DEFAULT_CWD if os.path.isdir(agent.DEFAULT_CWD) else "/")
+
+
+def _reap_forever(listener: socket.socket, agent_pid: int, identity: dict) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     restarts: list[float] = []
     while True:
@@ -202,7 +298,7 @@ def _reap_forever(listener: socket.socket, agent_pid: int) -> None:
             sys.exit(1)  # the sandbox is broken: PID 1 exits and the provider sees it
         while True:
             try:
-                agent_pid = _fork_agent(listener)
+                agent_pid = _fork_agent(listener, identity)
                 break
             except OSError:  # pids.max reached (e.g. a fork bomb): wait for room
                 time.sleep(0.05)
