@@ -178,8 +178,8 @@ class RunloopProvider(SDKProvider[rl.AsyncRunloop]):
             checkpoint_captures=base.CheckpointCaptures.FILESYSTEM,
             restore_target=base.RestoreTarget.NEW_SANDBOX,
             pause_kind=base.PauseKind.STOP_START,
-            isolation="Runloop devbox: a Linux machine of its own per devbox (the isolation "
-            "technology is not stated in the sources read)",
+            isolation="Runloop devbox: a VM of its own (a microVM, say third-party harnesses; "
+            "the Runloop docs read do not say)",
             scratch_dir=SCRATCH_DIR,
             unsupported={str(Op.FORK): NO_FORK},
             notes={
@@ -273,11 +273,8 @@ class RunloopProvider(SDKProvider[rl.AsyncRunloop]):
                         await handle.client.devboxes.executions.kill(
                             execution, devbox_id=sandbox.id, kill_process_group=True
                         )
-                raise errors.OperationTimeout(
-                    f"command not done after {timeout_s:g} s (killed)",
-                    provider=self.id,
-                    operation=Op.EXEC,
-                ) from exc
+                late = f"command not done after {timeout_s:g} s (killed)"
+                raise errors.OperationTimeout(late, provider=self.id, operation=Op.EXEC) from exc
             stdout, stderr = await done.stdout(), await done.stderr()
         return self.exec_result(done.exit_code, stdout.encode(), stderr.encode())
 
