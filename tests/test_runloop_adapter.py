@@ -16,11 +16,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
 import providers.runloop as runloop_adapter
 from bench.emulators.control import Emulator
+from bench.emulators.runloop import RunloopEmulator
+from bench.emulators.toolkit import EmulatorState, Sandboxes, make_app
 from providers.base import (
     RUN_LABEL,
     CheckpointCaptures,
@@ -41,6 +44,7 @@ from providers.errors import (
 )
 from providers.runloop import RunloopProvider, custom_size
 from providers.settings import SettingError
+from providers.stub import StubProvider
 from tests.conftest import emulator_env
 
 ENV_VARS = ("RUNLOOP_API_KEY", "RUNLOOP_BASE_URL", "RUNLOOP_CUSTOM_HEADERS", "RUNLOOP_LOG")
@@ -398,6 +402,48 @@ async def test_client_has_retries_off_and_its_own_unsharded_pool(
         assert "rl_secret_value" not in dumped and "pw" not in dumped
     finally:
         await provider.close()
+
+
+class _SlowStub(StubProvider):
+    """The stub backend with a create that takes a while, and a count of what it holds."""
+
+    async def create(self, spec: SandboxSpec) -> Sandbox:
+        await asyncio.sleep(0.3)
+        return await super().create(spec)
+
+
+@pytest.mark.parametrize("client_gives_up", [False, True])
+async def test_a_shutdown_during_the_boot_leaves_nothing(client_gives_up: bool) -> None:
+    """No root: the emulator on the stub backend, driven over HTTP. A devbox shut down while it
+    boots (the runner's sweep after its create timed out) is gone once the boot ends, whether
+    or not its create's client is still waiting."""
+    backend = _SlowStub()
+    protocol = RunloopEmulator(Sandboxes(backend), "tok")
+    await protocol.sandboxes.open()
+    await protocol.startup()
+    app = make_app(protocol, EmulatorState(token="tok", backend="stub"))
+    auth = {"Authorization": "Bearer tok"}
+    try:
+        async with TestClient(TestServer(app)) as client:
+            create = asyncio.ensure_future(
+                client.post("/v1/devboxes/create_and_await_running", json={}, headers=auth)
+            )
+            await asyncio.sleep(0.1)
+            listed = await (await client.get("/v1/devboxes", headers=auth)).json()
+            (booting,) = listed["devboxes"]
+            assert booting["status"] == "provisioning"
+            if client_gives_up:
+                create.cancel()
+            gone = await client.post(f"/v1/devboxes/{booting['id']}/shutdown", headers=auth)
+            assert (await gone.json())["status"] == "shutdown"
+            await asyncio.gather(create, return_exceptions=True)
+            await asyncio.sleep(0.4)
+            assert protocol.sandboxes.live() == [] and backend._boxes == {}
+            again = await client.get(f"/v1/devboxes/{booting['id']}", headers=auth)
+            assert (await again.json())["status"] == "shutdown"
+    finally:
+        await protocol.shutdown()
+        await protocol.sandboxes.close()
 
 
 def test_capabilities_declare_disk_snapshots_new_devboxes_and_stop_start_pause() -> None:

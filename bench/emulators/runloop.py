@@ -226,14 +226,13 @@ class RunloopEmulator(Protocol):
         )  # fmt: skip
         box.extend(float(launch.get("keep_alive_time_seconds") or KEEP_ALIVE_S))
         self.sandboxes.add(box)
-        box.set_state("provisioning")
-        try:
-            await self.sandboxes.boot(box, spec, home=HOME, source=source)
-        except ProviderError:
+        # A transition, so that a shutdown (or the client giving up) meanwhile waits for it.
+        boot = lambda: self.sandboxes.boot(box, spec, home=HOME, source=source)  # noqa: E731
+        self.transition(box, "provisioning", boot, "running")
+        await self.settled(box)
+        if box.state == "failure" and box.id not in self.gone:
             await self._end(box, None)
             box.set_state("failure")
-        else:
-            box.set_state("running")
         return web.json_response(self._view(box))
 
     async def get(self, request: web.Request) -> web.Response:
