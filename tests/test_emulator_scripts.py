@@ -42,6 +42,7 @@ EXPORTS = {
         "export SPRITES_API_URL={url}",
         "export SPRITES_CLIENT_SIGNALS=off",
     ],
+    "runloop": ["export RUNLOOP_API_KEY=tok", "export RUNLOOP_BASE_URL={url}"],
 }
 
 
@@ -166,6 +167,8 @@ async def test_a_stop_destroys_every_sandbox_the_emulators_hold(tmp_path):
                              headers={"Authorization": "Bearer tok"}),
                 session.post(f"{urls['daytona']}/api/sandbox", json={},
                              headers={"Authorization": "Bearer tok"}),
+                session.post(f"{urls['runloop']}/v1/devboxes/create_and_await_running",
+                             json={}, headers={"Authorization": "Bearer tok"}),
             ]  # fmt: skip
             for call in made:
                 async with call as answer:
