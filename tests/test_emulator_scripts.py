@@ -42,6 +42,10 @@ EXPORTS = {
         "export SPRITES_API_URL={url}",
         "export SPRITES_CLIENT_SIGNALS=off",
     ],
+    "codesandbox": [
+        "export TOGETHER_API_KEY=tok",
+        "export TOGETHER_BASE_URL={url}",
+    ],
 }
 
 
@@ -166,6 +170,9 @@ async def test_a_stop_destroys_every_sandbox_the_emulators_hold(tmp_path):
                              headers={"Authorization": "Bearer tok"}),
                 session.post(f"{urls['daytona']}/api/sandbox", json={},
                              headers={"Authorization": "Bearer tok"}),
+                session.post(f"{urls['codesandbox']}/v1/sandboxes", headers={"Authorization":
+                             "Bearer tok"}, json={"snapshot_alias": "sandbox-bench@base",
+                             "cpu": 1, "memory_bytes": 2**30}),
             ]  # fmt: skip
             for call in made:
                 async with call as answer:
