@@ -18,6 +18,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "daytona": ("providers.daytona", "DaytonaProvider"),
     "sprites": ("providers.sprites", "SpritesProvider"),
     "runloop": ("providers.runloop", "RunloopProvider"),
+    "codesandbox": ("providers.codesandbox", "CodeSandboxProvider"),
     # Not a sandbox: sandboxes that are only names, so tests of the harness (runner, report,
     # cluster workers, which build providers by id) run without root. See providers/stub.py.
     "stub": ("providers.stub", "StubProvider"),

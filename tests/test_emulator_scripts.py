@@ -43,6 +43,10 @@ EXPORTS = {
         "export SPRITES_CLIENT_SIGNALS=off",
     ],
     "runloop": ["export RUNLOOP_API_KEY=tok", "export RUNLOOP_BASE_URL={url}"],
+    "codesandbox": [
+        "export TOGETHER_API_KEY=tok",
+        "export TOGETHER_BASE_URL={url}",
+    ],
 }
 
 
@@ -169,6 +173,9 @@ async def test_a_stop_destroys_every_sandbox_the_emulators_hold(tmp_path):
                              headers={"Authorization": "Bearer tok"}),
                 session.post(f"{urls['runloop']}/v1/devboxes/create_and_await_running",
                              json={}, headers={"Authorization": "Bearer tok"}),
+                session.post(f"{urls['codesandbox']}/v1/sandboxes", headers={"Authorization":
+                             "Bearer tok"}, json={"snapshot_alias": "sandbox-bench@base",
+                             "cpu": 1, "memory_bytes": 2**30}),
             ]  # fmt: skip
             for call in made:
                 async with call as answer:

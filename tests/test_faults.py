@@ -79,6 +79,14 @@ MATCH = {
         "destroy": "/v1/devboxes/",
         "list": "/v1/devboxes",
     },
+    "codesandbox": {
+        "create": "/v1/sandboxes",
+        "exec": "/api/v1/execs",
+        "write": "/api/v1/files",
+        "read": "/api/v1/files",
+        "destroy": "/v1/sandboxes/",
+        "list": "/v1/sandboxes",
+    },
 }
 #: Calls the SDK itself retries after a reset (daytona's shared aiohttp session retries
 #: connection errors on GET and DELETE, and cannot be told not to): a single reset there is
@@ -90,6 +98,7 @@ SETTINGS = {
     "daytona": {"sdk_timeout_s": 2.0},
     "sprites": {"sdk_timeout_s": 2.0},
     "runloop": {"request_timeout_s": 2.0, "wait_timeout_s": 2.0},
+    "codesandbox": {"call_timeout_s": 2.0},
 }
 HANG_S = 5.0
 #: Every emulated provider: each needs its MATCH and SETTINGS rows above.

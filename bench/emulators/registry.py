@@ -30,6 +30,7 @@ PROTOCOLS: dict[str, tuple[str, str]] = {
     "daytona": ("bench.emulators.daytona", "DaytonaEmulator"),
     "sprites": ("bench.emulators.sprites", "SpritesEmulator"),
     "runloop": ("bench.emulators.runloop", "RunloopEmulator"),
+    "codesandbox": ("bench.emulators.codesandbox", "TogetherEmulator"),
 }
 
 
