@@ -42,6 +42,12 @@ EXPORTS = {
         "export SPRITES_API_URL={url}",
         "export SPRITES_CLIENT_SIGNALS=off",
     ],
+    "vercel": [
+        "export VERCEL_TOKEN=tok",
+        "export VERCEL_TEAM_ID=team_emulated",
+        "export VERCEL_PROJECT_ID=prj_emulated",
+        "export VERCEL_SANDBOX_API_URL={url}/api",
+    ],
 }
 
 
@@ -166,12 +172,15 @@ async def test_a_stop_destroys_every_sandbox_the_emulators_hold(tmp_path):
                              headers={"Authorization": "Bearer tok"}),
                 session.post(f"{urls['daytona']}/api/sandbox", json={},
                              headers={"Authorization": "Bearer tok"}),
+                session.post(f"{urls['vercel']}/api/v3/sandboxes?teamId=team_emulated",
+                             json={"projectId": "prj_emulated"},
+                             headers={"Authorization": "Bearer tok"}),
             ]  # fmt: skip
             for call in made:
                 async with call as answer:
                     assert answer.status in (200, 201), await answer.text()
         for name, url in urls.items():
-            for _ in range(100):  # daytona boots in the background
+            for _ in range(100):  # daytona and vercel boot in the background
                 if len(_local_sandboxes(tmp_path / name)) == 1:
                     break
                 await asyncio.sleep(0.1)

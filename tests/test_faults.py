@@ -71,6 +71,14 @@ MATCH = {
         "destroy": "/v1/sprites/",
         "list": "/v1/sprites",
     },
+    "vercel": {
+        "create": "/v3/sandboxes",
+        "exec": "/cmd",
+        "write": "/fs/write",
+        "read": "/fs/read",
+        "destroy": "/v2/sandboxes/",
+        "list": "/v2/sandboxes",
+    },
 }
 #: Calls the SDK itself retries after a reset (daytona's shared aiohttp session retries
 #: connection errors on GET and DELETE, and cannot be told not to): a single reset there is
@@ -81,6 +89,7 @@ SETTINGS = {
     "e2b": {"request_timeout_s": 2.0},
     "daytona": {"sdk_timeout_s": 2.0},
     "sprites": {"sdk_timeout_s": 2.0},
+    "vercel": {"request_timeout_s": 2.0, "file_timeout_s": 2.0},
 }
 HANG_S = 5.0
 #: Every emulated provider: each needs its MATCH and SETTINGS rows above.
