@@ -1,61 +1,51 @@
 """The Vercel Sandbox API, as ``vercel-sandbox`` 0.10.0 speaks it, on the toolkit.
 
-``client_env`` sets ``VERCEL_TOKEN``, ``VERCEL_TEAM_ID``, ``VERCEL_PROJECT_ID`` and the
-adapter's ``VERCEL_SANDBOX_API_URL=http://127.0.0.1:PORT/api`` (the SDK itself reads no
-endpoint variable; the adapter passes it as ``SandboxServiceOptions(base_url=)``).
+``client_env`` sets ``VERCEL_TOKEN``, ``VERCEL_TEAM_ID``, ``VERCEL_PROJECT_ID`` and the adapter's
+``VERCEL_SANDBOX_API_URL=http://127.0.0.1:PORT/api`` (the SDK reads no endpoint variable).
 
-Wire protocol (research/sdk-vercel-northflank.md §2.3). Every call needs ``Authorization:
-Bearer <token>`` (else 401) and ``?teamId=`` of the emulated team (else 403); a project other
-than the emulated one (``projectId`` in the create body, ``?projectId=`` or ``?project=``) is
-404. Error bodies are ``{"error": {"code", "message"}}``, injected faults included.
+Wire protocol (research/sdk-vercel-northflank.md §2.3). Every call needs ``Authorization: Bearer
+<token>`` (else 401) and the emulated ``?teamId=`` (else 403); another project (``projectId`` in
+a create body, ``?projectId=``, ``?project=``) is 404. Errors are ``{"error": {"code",
+"message"}}``, injected faults included.
 
-* ``POST /api/v3/sandboxes`` ``{"name", "projectId", "tags", "persistent", "timeout" (ms),
-  "resources": {"vcpus"}, "env", "source": {"type": "snapshot", "snapshotId"}?, ...}`` ->
-  ``{"sandbox", "session", "routes": []}`` with status ``pending``; the sandbox boots in the
-  background and ``GET`` says ``running`` once it has, so the SDK's 0.5 s poll runs as against
-  the real API (every emulated create and fork pays at least one 0.5 s sleep in the SDK).
-  A taken name is 409; sources other than a snapshot are 400.
-* ``GET /api/v2/sandboxes/{name}?projectId=&resume=`` -> the same envelope; ``resume=true`` on
-  a stopped sandbox starts a new session (a new session id) before answering, ``"resumed":
-  true``. ``DELETE`` (``deleteOrphanSnapshots=true`` also drops the snapshots it took) ->
-  ``{"sandbox"}``; afterwards the name and its sessions are unknown (404).
-* ``GET /api/v2/sandboxes?project=&limit=&cursor=&namePrefix=&tags=k:v&sortOrder=`` ->
-  ``{"sandboxes", "pagination": {"count", "next", "prev"}}``, by name.
-* ``POST /api/v2/sandboxes/{name}/fork?projectId=`` ``{"name", "tags", ...}`` -> as create.
-* Session calls, ``/api/v2/sandboxes/sessions/{sid}/...`` (404 for an unknown session, 410
-  ``sandbox_stopped`` for one that is not the sandbox's current running session):
-  ``cmd?wait=true&logs=true`` (NDJSON: ``{"command": {... "exitCode": null}}``, then
-  ``{"stream": "stdout"|"stderr", "data": text}``, then ``{"command": {... "exitCode": N}}``),
-  ``fs/write`` (a gzip tar body; each file written at ``/<member name>``, parents created),
-  ``fs/read`` ``{"path", "cwd"?}`` (raw bytes; 404 ``file_not_found``), ``snapshot``
-  ``{"expiration"?}`` -> ``{"snapshot", "session"}``, ``stop`` -> ``{"session", "sandbox"}``.
-* ``GET|DELETE /api/v2/sandboxes/snapshots/{id}`` -> ``{"snapshot"}`` (404 when unknown).
+* ``POST /api/v3/sandboxes`` (``name, projectId, tags, persistent, timeout`` ms, ``resources.
+  vcpus, env, source: {type: snapshot, snapshotId}``) -> ``{"sandbox", "session", "routes"}``
+  with status ``pending``; the sandbox boots in the background and ``GET`` says ``running`` once
+  it has, so the SDK's 0.5 s poll runs as against the real API (every emulated create and fork
+  pays at least one 0.5 s sleep in the SDK). A taken name is 409; other sources are 400.
+* ``GET /api/v2/sandboxes/{name}?resume=`` -> the same; ``resume=true`` on a stopped sandbox
+  starts a new session (new id) first. ``DELETE`` (``deleteOrphanSnapshots=true`` also drops the
+  snapshots it took) -> ``{"sandbox"}``; then the name and its sessions are unknown (404).
+* ``GET /api/v2/sandboxes?namePrefix=&tags=k:v&limit=&cursor=&sortOrder=`` -> ``{"sandboxes",
+  "pagination": {"count", "next", "prev"}}`` by name; ``POST .../{name}/fork`` -> as create.
+* Session calls ``/api/v2/sandboxes/sessions/{sid}/...`` (404 for an unknown session, 410
+  ``sandbox_stopped`` unless it is the sandbox's current running one): ``cmd?wait=true`` (NDJSON
+  ``{"command": {.. "exitCode": null}}``, ``{"stream": "stdout"|"stderr", "data": text}``, then
+  ``{"command": {.. "exitCode": N}}``), ``fs/write`` (a gzip tar; each file written at
+  ``/<member>``, parents created), ``fs/read`` ``{"path", "cwd"?}`` (raw bytes; 404
+  ``file_not_found``), ``snapshot`` -> ``{"snapshot", "session"}``, ``stop`` -> ``{"session",
+  "sandbox"}``. ``GET|DELETE /api/v2/sandboxes/snapshots/{id}`` -> ``{"snapshot"}``.
 
-Semantics, each sandbox being a toolkit sandbox (a real ``local`` one by default) with
-``/vercel/sandbox`` (the working directory) created at boot:
+Semantics, each sandbox a toolkit sandbox (a real ``local`` one by default), with
+``/vercel/sandbox`` (the working directory) made at boot:
 
-* Commands run as root (Vercel: the ``vercel-sandbox`` user) through the toolkit, argv as sent,
-  in ``cwd`` (default ``/vercel/sandbox``) with the sandbox's and the command's ``env``. Output
-  is sent when the command ends (not streamed), stdout then stderr, decoded as UTF-8 with
-  replacement, as JSON text. ``timeout`` (the SDK's ``kill_after``) kills the command; its final
-  record then says exit code 137, a choice of this emulator (Vercel does not document it).
-  Detached commands (no ``wait``) are refused (501).
-* A snapshot is a toolkit (filesystem-only) checkpoint and becomes the sandbox's
-  ``currentSnapshotId``. As Vercel's docs say, the session then stops (status ``stopped``):
-  a persistent sandbox keeps its filesystem for the next session, a non-persistent one does not.
-* ``stop`` ends the session: a persistent sandbox's filesystem is first snapshotted
-  (``creationMethod`` ``automatic``, the new ``currentSnapshotId``) and kept for the next
-  session; processes never survive. The session's ``timeout`` does the same when it passes
-  (the sandbox is stopped, not deleted).
-* A fork starts from the source's ``currentSnapshotId`` (else from the image: an empty
-  ``/vercel/sandbox``), never from its live files, and inherits its tags, persistence, size,
-  timeout and env unless the body overrides them.
+* Commands run as root (Vercel: ``vercel-sandbox``), argv as sent, in ``cwd`` with the sandbox's
+  and the command's ``env``. Output goes out when the command ends, stdout then stderr, decoded
+  as UTF-8 with replacement. ``timeout`` (the SDK's ``kill_after``) kills the command; its final
+  record then says 137, this emulator's choice (Vercel does not document it). Detached commands
+  are refused (501).
+* A snapshot (filesystem only) becomes the ``currentSnapshotId`` and, as Vercel's docs say, the
+  session then stops. ``stop`` (and a session's ``timeout``) ends the session: a persistent
+  sandbox is snapshotted first (``creationMethod`` ``automatic``) and keeps its files for the
+  next session, a non-persistent one loses them; processes never survive; the sandbox stays.
+* A fork starts from the source's ``currentSnapshotId`` (else the image: an empty
+  ``/vercel/sandbox``), never its live files, inheriting tags, persistence, size, timeout and
+  env unless the body overrides them.
 
-Not emulated faithfully: boot time (the local sandbox's, not a Firecracker VM's), active-CPU
-metering, snapshot sizes (``sizeBytes`` is 0: not measured) and expiry, images (any ``image``
-is accepted; the backend's root filesystem is used), Git and tarball sources, detached
-commands, logs and wait endpoints, stdin, kill, PTY, mkdir/extend-timeout/update/network
-policy, Drives, ports and routes, regions, the sudo user, quotas and billing.
+Not emulated faithfully: boot time (a local sandbox's, not a Firecracker VM's), active-CPU
+metering, snapshot sizes (``sizeBytes`` 0: not measured) and expiry, images (accepted; the
+backend's root filesystem is used), Git and tarball sources, detached commands, logs, wait,
+stdin, kill, PTY, mkdir, extend-timeout, update, network policy, Drives, routes, regions, sudo.
 """
 
 from __future__ import annotations
@@ -71,17 +61,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bench.emulators.toolkit import (
-    Box,
-    Protocol,
-    Refused,
-    Snapshot,
-    broken_framing,
-    in_dir,
-    json_object,
-    truncated_json,
-    undecodable_gzip,
-)
+from bench.emulators import toolkit as tk
+from bench.emulators.toolkit import Box, Protocol, Refused, Snapshot
 from providers.base import CheckpointRef, SandboxSpec
 from providers.errors import NotFound, OperationTimeout, ProviderError
 
@@ -91,6 +72,7 @@ CWD = "/vercel/sandbox"
 DEFAULT_TIMEOUT_MS = 300_000
 NO_TIMEOUT_S = 24 * 3600.0
 KILLED = 137
+CLOSED = "sandbox_stream_closed"
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
          409: "conflict", 410: "sandbox_stopped", 429: "rate_limited"}  # fmt: skip
 
@@ -98,6 +80,10 @@ CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_fo
 def api_error(status: int, message: str, code: str | None = None) -> web.Response:
     code = code or CODES.get(status, "internal_server_error")
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _ndjson(records: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(record).encode() + b"\n" for record in records)
 
 
 def ms(moment: datetime | None = None) -> int:
@@ -151,10 +137,10 @@ class VercelEmulator(Protocol):
         """Raw bytes the SDK cannot decode for file reads; an unparseable header block for file
         writes (the SDK never reads that body); truncated JSON (or NDJSON) else."""
         if request.path.endswith("/fs/read"):
-            return await undecodable_gzip(request)
+            return await tk.undecodable_gzip(request)
         if request.path.endswith("/fs/write"):
-            return await broken_framing(request)
-        return await truncated_json(request)
+            return await tk.broken_framing(request)
+        return await tk.truncated_json(request)
 
     def routes(self, router: web.UrlDispatcher) -> None:
         sandboxes, sessions = f"{API}/v2/sandboxes", f"{API}/v2/sandboxes/sessions/{{sid}}"
@@ -230,7 +216,7 @@ class VercelEmulator(Protocol):
 
     @staticmethod
     async def _body(request: web.Request) -> dict[str, Any]:
-        return await json_object(request, lambda: api_error(400, "invalid JSON body"))
+        return await tk.json_object(request, lambda: api_error(400, "invalid JSON body"))
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -417,23 +403,20 @@ class VercelEmulator(Protocol):
         await response.prepare(request)
         lines: list[dict[str, Any]] = []
         try:
-            await response.write(json.dumps({"command": record}).encode() + b"\n")
+            await response.write(_ndjson([{"command": record}]))
+            argv = tk.in_dir([command, *record["args"]], cwd, env)
             try:
-                argv = in_dir([command, *record["args"]], cwd, env)
-                result = await self.sandboxes.exec(box, argv, timeout_s=limit_s)
-                code = result.exit_code if result.exit_code >= 0 else 128 - result.exit_code
-                outputs = (("stdout", result.stdout), ("stderr", result.stderr))
-            except OperationTimeout:  # the service's kill at `timeout`
-                code, outputs = KILLED, ()
-            except ProviderError as exc:
-                error = {"code": "sandbox_stream_closed", "message": str(exc)}
-                lines, outputs, code = [{"stream": "error", "data": error}], (), None
-            for stream, data in outputs:
-                if data:
-                    lines.append({"stream": stream, "data": data.decode("utf-8", "replace")})
-            if code is not None:
+                done = await self.sandboxes.exec(box, argv, timeout_s=limit_s)
+                for stream, data in (("stdout", done.stdout), ("stderr", done.stderr)):
+                    if data:
+                        lines.append({"stream": stream, "data": data.decode("utf-8", "replace")})
+                code = done.exit_code if done.exit_code >= 0 else 128 - done.exit_code
                 lines.append({"command": {**record, "exitCode": code}})
-            await response.write(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+            except OperationTimeout:  # the service's kill at `timeout`
+                lines.append({"command": {**record, "exitCode": KILLED}})
+            except ProviderError as exc:
+                lines.append({"stream": "error", "data": {"code": CLOSED, "message": str(exc)}})
+            await response.write(_ndjson(lines))
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client went away (its own deadline): the command ran on to `timeout`
@@ -441,18 +424,16 @@ class VercelEmulator(Protocol):
 
     async def fs_write(self, request: web.Request) -> web.Response:
         box, _ = await self._live(request)
-        raw = await request.read()
-        cwd = request.headers.get("x-cwd") or "/"
+        cwd, raw = request.headers.get("x-cwd") or "/", await request.read()
         try:
             with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as archive:
                 files = [(m.name, archive.extractfile(m)) for m in archive if m.isfile()]
-                contents = [(name, handle.read()) for name, handle in files if handle]
+                contents = [(posixpath.join(cwd, n), f.read()) for n, f in files if f]
         except (tarfile.TarError, OSError, EOFError) as exc:
             return api_error(400, f"the body is not a gzip tar archive: {exc}")
-        for name, data in contents:
-            path = posixpath.normpath(posixpath.join(cwd, name))
+        for path, data in contents:
             try:
-                await self.sandboxes.write_file(box, path, data)
+                await self.sandboxes.write_file(box, posixpath.normpath(path), data)
             except ProviderError as exc:
                 return api_error(400, f"cannot write {path}: {exc}", "write_failed")
         return web.json_response({})
