@@ -32,8 +32,8 @@ Semantics, each sandbox a toolkit sandbox (a real ``local`` one by default), wit
 * Commands run as root (Vercel: ``vercel-sandbox``), argv as sent, in ``cwd`` with the sandbox's
   and the command's ``env``. Output goes out when the command ends, stdout then stderr, decoded
   as UTF-8 with replacement. ``timeout`` (the SDK's ``kill_after``) kills the command; its final
-  record then says 137, this emulator's choice (Vercel does not document it). Detached commands
-  are refused (501).
+  record then says 137, this emulator's choice (Vercel does not document it). A command cut
+  short by a stop ends with an in-band ``sandbox_stopped`` error. Detached commands are 501.
 * A snapshot (filesystem only) becomes the ``currentSnapshotId`` and, as Vercel's docs say, the
   session then stops. ``stop`` (and a session's ``timeout``) ends the session: a persistent
   sandbox is snapshotted first (``creationMethod`` ``automatic``) and keeps its files for the
@@ -72,7 +72,6 @@ CWD = "/vercel/sandbox"
 DEFAULT_TIMEOUT_MS = 300_000
 NO_TIMEOUT_S = 24 * 3600.0
 KILLED = 137
-CLOSED = "sandbox_stream_closed"
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
          409: "conflict", 410: "sandbox_stopped", 429: "rate_limited"}  # fmt: skip
 
@@ -238,9 +237,14 @@ class VercelEmulator(Protocol):
     async def _stop(self, box: VercelBox, *, automatic: bool) -> None:
         """End the session (under ``box.lock``): a persistent sandbox keeps its filesystem
         (after an automatic snapshot when ``automatic``), a non-persistent one loses it."""
-        if box.persistent and automatic:
-            await self._take(box, "automatic", None)
-        await self.sandboxes.stop(box)
+        box.set_state("stopping")  # session calls get 410 from now on
+        try:
+            if box.persistent and automatic:
+                await self._take(box, "automatic", None)
+            await self.sandboxes.stop(box)
+        except Exception:
+            box.set_state("error")
+            raise
         if not box.persistent and box.parked is not None:
             parked, box.parked = box.parked, None
             await self.sandboxes.delete_checkpoint(parked)
@@ -414,8 +418,10 @@ class VercelEmulator(Protocol):
                 lines.append({"command": {**record, "exitCode": code}})
             except OperationTimeout:  # the service's kill at `timeout`
                 lines.append({"command": {**record, "exitCode": KILLED}})
-            except ProviderError as exc:
-                lines.append({"stream": "error", "data": {"code": CLOSED, "message": str(exc)}})
+            except ProviderError as exc:  # an in-band error: never "sandbox_stream_closed",
+                # which would send the SDK to the logs and wait endpoints (not emulated)
+                code = "sandbox_stopped" if box.state != "running" else "internal_error"
+                lines.append({"stream": "error", "data": {"code": code, "message": str(exc)}})
             await response.write(_ndjson(lines))
             await response.write_eof()
         except ConnectionResetError:
