@@ -77,6 +77,7 @@ BAD_INPUT = {
     "credentials e2b": (["--providers", "e2b"], {}, "set E2B_API_KEY"),
     "credentials daytona": (["--providers", "daytona"], {}, "set DAYTONA_API_KEY"),
     "credentials sprites": (["--providers", "sprites"], {}, "set SPRITES_TOKEN"),
+    "credentials vercel": (["--providers", "vercel"], {}, "set VERCEL_TOKEN"),
     # the config file
     "config missing": (["--config", "{tmp}/nope.toml"], {}, "config file"),
     "config a device": (["--config", "/dev/zero"], {}, "/dev/zero is not a regular file"),
@@ -308,7 +309,7 @@ def test_a_results_folder_of_an_unknown_schema_is_refused(tmp_path):
 def test_providers_lists_every_provider_with_its_capabilities(tmp_path):
     result = cli("providers", cwd=tmp_path, env={"COLUMNS": "250"})
     assert result.returncode == 0, result.stderr
-    for provider_id in ("local", "e2b", "daytona", "sprites"):
+    for provider_id in ("local", "e2b", "daytona", "sprites", "vercel"):
         assert provider_id in result.stdout
     assert "checkpoint" in result.stdout
 

@@ -47,6 +47,12 @@ EXPORTS = {
         "export TOGETHER_API_KEY=tok",
         "export TOGETHER_BASE_URL={url}",
     ],
+    "vercel": [
+        "export VERCEL_TOKEN=tok",
+        "export VERCEL_TEAM_ID=team_emulated",
+        "export VERCEL_PROJECT_ID=prj_emulated",
+        "export VERCEL_SANDBOX_API_URL={url}/api",
+    ],
 }
 
 
@@ -176,12 +182,15 @@ async def test_a_stop_destroys_every_sandbox_the_emulators_hold(tmp_path):
                 session.post(f"{urls['codesandbox']}/v1/sandboxes", headers={"Authorization":
                              "Bearer tok"}, json={"snapshot_alias": "sandbox-bench@base",
                              "cpu": 1, "memory_bytes": 2**30}),
+                session.post(f"{urls['vercel']}/api/v3/sandboxes?teamId=team_emulated",
+                             json={"projectId": "prj_emulated"},
+                             headers={"Authorization": "Bearer tok"}),
             ]  # fmt: skip
             for call in made:
                 async with call as answer:
                     assert answer.status in (200, 201), await answer.text()
         for name, url in urls.items():
-            for _ in range(100):  # daytona boots in the background
+            for _ in range(100):  # daytona and vercel boot in the background
                 if len(_local_sandboxes(tmp_path / name)) == 1:
                     break
                 await asyncio.sleep(0.1)

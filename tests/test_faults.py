@@ -87,6 +87,14 @@ MATCH = {
         "destroy": "/v1/sandboxes/",
         "list": "/v1/sandboxes",
     },
+    "vercel": {
+        "create": "/v3/sandboxes",
+        "exec": "/cmd",
+        "write": "/fs/write",
+        "read": "/fs/read",
+        "destroy": "/v2/sandboxes/",
+        "list": "/v2/sandboxes",
+    },
 }
 #: Calls the SDK itself retries after a reset (daytona's shared aiohttp session retries
 #: connection errors on GET and DELETE, and cannot be told not to): a single reset there is
@@ -99,6 +107,7 @@ SETTINGS = {
     "sprites": {"sdk_timeout_s": 2.0},
     "runloop": {"request_timeout_s": 2.0, "wait_timeout_s": 2.0},
     "codesandbox": {"call_timeout_s": 2.0},
+    "vercel": {"request_timeout_s": 2.0, "file_timeout_s": 2.0},
 }
 HANG_S = 5.0
 #: Every emulated provider: each needs its MATCH and SETTINGS rows above.

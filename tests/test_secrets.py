@@ -23,8 +23,9 @@ async def test_a_planted_key_is_found_nowhere(tmp_path):
         running("e2b", tmp_path / "e2b", token=PLANTED) as e2b,
         running("daytona", tmp_path / "daytona", token=PLANTED) as daytona,
         running("sprites", tmp_path / "sprites", token=PLANTED) as sprites,
+        running("vercel", tmp_path / "vercel", token=PLANTED) as vercel,
     ):
-        for emulator in (e2b, daytona, sprites):
+        for emulator in (e2b, daytona, sprites, vercel):
             env.update(emulator.client_env())
             # failures whose messages an SDK might fill with request details
             await emulator.inject(401, count=2)
@@ -33,7 +34,7 @@ async def test_a_planted_key_is_found_nowhere(tmp_path):
         results, reports = tmp_path / "results", tmp_path / "reports"
         logs = []
         for argv in (
-            ["run", "--providers", "e2b,daytona,sprites", "--workloads", "lifecycle,files",
+            ["run", "--providers", "e2b,daytona,sprites,vercel", "--workloads", "lifecycle,files",
              "--iterations", "2", "--warmup", "0", "--output", str(results)],
             ["report", "latest", "--results", str(results), "--out", str(reports)],
             ["show", "latest", "--results", str(results)],
