@@ -7,6 +7,8 @@ Every key is declared once, as a field of a settings dataclass (:mod:`providers.
 (type and sane range of every number), the manifest's ``config`` and every ``--help`` line
 derive from those declarations. ``[workloads.<name>]`` tables are validated by each
 workload (``validate_params``), ``[providers.<id>]`` tables by each adapter's constructor.
+``[workloads.task.<NAME>]`` tables are tasks (bench/workloads/task.py): each is checked, its
+files hashed, and registered as the workload ``task_<NAME>`` before ``[run]`` is read.
 
 Everything is checked before anything is created: an unknown provider or workload, a bad or
 out-of-range number, malformed TOML, an unknown key, a plan too large to run or an output
@@ -46,6 +48,11 @@ Example ``bench.toml``::
 
     [workloads.checkpoint]
     state_mb = 16
+
+    [workloads.task.unit_tests]       # a task of your own: the workload task_unit_tests
+    requires = ["python3"]            # (bench/workloads/task.py; README "Tasks")
+    uploads = [{ source = "my-project" }]
+    steps = [{ name = "test", run = "python3 -m unittest", cwd = "my-project" }]
 
     [providers.local]
     state_dir = "/var/lib/sandbox-bench/local"

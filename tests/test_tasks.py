@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -502,3 +503,21 @@ def test_a_file_changed_after_the_config_was_read_fails_the_upload(details):
     assert ops["upload"].error_type == "LocalFileChanged"
     assert "hello.py has sha256" in ops["upload"].error_message
     assert ops["never"].status == Status.SKIPPED
+
+
+def test_the_readmes_task_example_is_a_valid_task(monkeypatch):
+    """The README's example (the "Tasks" section) reads as it says, from the repository root."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Tasks", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(root)
+    data = tomllib.loads(example)
+    config = build_config({**data, "run": {**data["run"], "providers": ["local"]}})
+    assert config.workload_names == ("lifecycle", "task_unit_tests")
+    steps = WORKLOADS["task_unit_tests"].task.steps
+    assert [s.name for s in steps] == ["unit_tests", "count_words"]
+    # The same task runs in bench-full.toml.
+    full = build_config(tomllib.loads((root / "bench-full.toml").read_text(encoding="utf-8")))
+    assert "task_demo" in full.workload_names
+    assert WORKLOADS["task_demo"].task.steps == steps

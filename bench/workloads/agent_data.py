@@ -14,7 +14,8 @@ ones have none). ``scripts/setup.sh`` runs ``python -m bench.workloads.fetch_age
   the project's own history: its upstream repository is on GitHub, which the setup may not
   reach; PyPI it may.
 
-What it pins (all permissively licensed, pure Python; 2.5 MB of wheels, 360 kB of sdists):
+What it pins (pure Python, under MIT, BSD, Apache-2.0 and MPL-2.0 licences; 2.3 MB of wheels,
+360 kB of sdists):
 
 * ``pip_install``: pip 24.2 (run from its wheel, so every provider installs with the same pip)
   and requests 2.32.3 with its four dependencies (urllib3, idna, certifi, charset-normalizer),

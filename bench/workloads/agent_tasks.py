@@ -9,7 +9,7 @@ derived; a failed step keeps its output's tail; a sandbox lacking a tool records
 bench/workloads/agent_data.py and fetched into the harness's cache by ``scripts/setup.sh``
 (never during a run). Their folder in the sandbox is ``<scratch>/sandbox-bench/<workload>``.
 
-``pip_install`` (needs ``python3``; uploads 2.5 MB: pip 24.2 and requests 2.32.3 with its four
+``pip_install`` (needs ``python3``; uploads 2.3 MB: pip 24.2 and requests 2.32.3 with its four
 dependencies, as wheels)::
 
     create | first_exec | tools | upload | venv | install | import | total | destroy
@@ -26,7 +26,7 @@ dependencies, as wheels)::
 
     create | first_exec | tools | upload | clone | verify | total | destroy
 
-* ``clone``: ``git clone`` of the uploaded bundle (object transfer, index, checkout of 50 files).
+* ``clone``: ``git clone`` of the uploaded bundle (object transfer, index, checkout of 38 files).
 * ``verify``: the clone's head is the pinned commit, its history has 3 commits, and
   ``git status`` finds the checkout clean (every file read back and compared).
 
