@@ -312,6 +312,7 @@ def test_a_failing_step_is_an_error_with_its_output_and_the_rest_is_skipped(fail
         assert failed.extra["stdout_tail"] == "out-line"
         assert failed.extra["stderr_tail"] == "boom: it broke"
         assert failed.extra["exit_code"] == 3
+        assert failed.extra["verified"] is None  # passing steps say true; no verdict here
         assert "fails failed earlier" in ops["after"].error_message
     # Every sandbox was destroyed (by the untimed cleanup, since destroy was skipped).
     ledger, _ = load_ledger(failing_run)
@@ -521,3 +522,36 @@ def test_the_readmes_task_example_is_a_valid_task(monkeypatch):
     full = build_config(tomllib.loads((root / "bench-full.toml").read_text(encoding="utf-8")))
     assert "task_demo" in full.workload_names
     assert WORKLOADS["task_demo"].task.steps == steps
+
+
+def test_a_task_runs_on_cluster_workers_too(tmp_path, monkeypatch):
+    """A worker process registers the driver's tasks from the config it is sent."""
+    needs_root()
+    project = make_project(tmp_path / "proj")
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "cluster.toml"
+    config.write_text(
+        f"""
+[run]
+providers = ["local"]
+workloads = ["task_hello"]
+iterations = 1
+warmup = 0
+output = "{tmp_path / "results"}"
+
+[providers.local]
+state_dir = "{tmp_path / "state"}"
+
+[workloads.task.hello]
+uploads = [{{ source = "{project}" }}]
+steps = [{{ name = "hello", run = "python3 proj/hello.py", output = "^hello$" }}]
+"""
+    )
+    assert main(["run", "--config", str(config), "--cluster", "local:1"]) == 0
+    [folder] = (tmp_path / "results").iterdir()
+    samples = load_run(folder).samples
+    assert [(s.operation, str(s.status)) for s in samples] == [
+        ("create", "ok"), ("first_exec", "ok"), ("upload", "ok"), ("hello", "ok"),
+        ("total", "ok"), ("destroy", "ok"),
+    ]  # fmt: skip
+    assert all(s.extra.get("host") for s in samples)  # measured by a worker

@@ -598,6 +598,8 @@ class TaskWorkload(Workload):
                 error,
                 f"step {step.name}: {why}{excerpt}",
                 exit_code=result.exit_code,
+                # No verdict on the state (a failed step is no fidelity failure), so not false.
+                verified=None,
                 stdout_tail=out,
                 stderr_tail=err,
             )
