@@ -218,7 +218,7 @@ def test_recorded_digests_refuse_changed_added_or_removed_files(tmp_path):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    value=st.text(st.characters(blacklist_characters="\x00", codec="utf-8"), max_size=40),
+    value=st.text(st.characters(exclude_characters="\x00", codec="utf-8"), max_size=40),
     cwd=st.sampled_from(["", "a b", "it's", "$HOME", "x;y"]),
 )
 def test_a_steps_script_exports_its_env_and_changes_to_its_folder_exactly(value, cwd):
@@ -466,7 +466,7 @@ def test_a_tool_the_sandbox_lacks_makes_the_rest_unsupported_with_the_reason(det
     for name in ("upload", "never", "total"):
         assert ops[name].status == Status.UNSUPPORTED
         assert ops[name].error_message.startswith(
-            "the sandbox has no sandbox-bench-no-such-tool (`command -v` found none)"
+            "the sandbox has no sandbox-bench-no-such-tool (not found by `command -v`)"
         )
     assert ops["destroy"].status == Status.OK
 

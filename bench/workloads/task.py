@@ -635,7 +635,7 @@ class TaskWorkload(Workload):
             missing = await self._tools(ctx, sandbox)
             if missing:
                 reason = (
-                    f"the sandbox has no {', '.join(missing)} (`command -v` found none); "
+                    f"the sandbox has no {', '.join(missing)} (not found by `command -v`); "
                     f"{self.name} needs {', '.join(spec.requires)}"
                 )
                 for op in operations_for(spec):
