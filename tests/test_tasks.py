@@ -358,7 +358,7 @@ def test_the_report_shows_each_steps_outcome_rebuilt_from_the_manifest(failing_r
                        "after", "total", "destroy"]  # fmt: skip
     header, *rows = tables["table-steps-task_demo"]
     assert header == ["Provider", "Step", "Passed", "Failed", "Skipped", "Unsupported",
-                      "Latest failure"]  # fmt: skip
+                      "Latest failure, or why unsupported"]  # fmt: skip
     n = str(ITERATIONS)
     assert rows == [
         ["local", "tools", n, "0", "0", "0", ""],

@@ -96,7 +96,15 @@ def steps(data: ReportData, workload: str) -> View | None:
         return None
     outcome = make_table(
         f"steps-{workload}",
-        ("Provider", "Step", "Passed", "Failed", "Skipped", "Unsupported", "Latest failure"),
+        (
+            "Provider",
+            "Step",
+            "Passed",
+            "Failed",
+            "Skipped",
+            "Unsupported",
+            "Latest failure, or why unsupported",
+        ),
         rows,
         title=f"{workload}: each step's outcome",
         caption="Iterations per step (warmups excluded unless asked for). A step passes when "
