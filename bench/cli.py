@@ -303,6 +303,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     folder = resolve_run_ref(args.run, args.results)
     run = load_run(folder)
     from bench.stats import format_cell, summarize  # after the load: a bad folder fails fast
+    from bench.workloads.task import register_from_manifest
+
+    register_from_manifest(run.manifest)  # its configured tasks' steps, in their order
 
     for warning in run.warnings:
         err_console.print(f"warning: {warning}", markup=False)

@@ -106,6 +106,7 @@ from bench.session import Execution, Executor, Opened, Plans, UsageError, instan
 from bench.store import JsonlAppender, ledger_path, load_ledger, utc_now_iso
 from bench.workloads import WORKLOADS
 from bench.workloads.base import Share, Workload
+from bench.workloads.task import TABLE, register_tasks
 from providers.base import Provider, Sandbox
 
 #: A worker's location is the name of its Dask resource with this prefix, minus the prefix.
@@ -239,6 +240,9 @@ class _Runtime:
             raise
         self.providers = providers
         params = self.spec.config.workload_params
+        # The driver's configured tasks (task_NAME), as its config resolved them: their files
+        # are read at upload from the same paths, checked against the recorded sha256.
+        register_tasks(params.get(TABLE, {}), check_files=False)
         self.workloads = {n: WORKLOADS[n](params.get(n, {})) for n in self.spec.workloads}
         self.scrub = SecretScrubber([n for p in providers.values() for n in p.required_env])
         self.origin_ns = self.perf_at(self.spec.origin_wall_ns)

@@ -31,6 +31,7 @@ from rich.table import Table
 
 from bench import stats
 from bench.store import load_run
+from bench.workloads.task import register_from_manifest
 
 VERDICTS = ("slower", "faster", "unchanged", "n too small", "only in a", "only in b")
 
@@ -151,6 +152,8 @@ def compare_runs(a: Path, b: Path, *, threshold: float = 0.10, seed: int = 0) ->
     if not math.isfinite(threshold) or threshold < 0:
         raise ValueError(f"threshold must be a non-negative fraction, got {threshold}")
     run_a, run_b = load_run(Path(a)), load_run(Path(b))
+    for run in (run_a, run_b):
+        register_from_manifest(run.manifest)  # configured tasks: their steps' order, spans
     groups_a = stats.groups(stats.samples_frame(run_a.samples))
     groups_b = stats.groups(stats.samples_frame(run_b.samples))
     nan = float("nan")

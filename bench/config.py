@@ -7,6 +7,8 @@ Every key is declared once, as a field of a settings dataclass (:mod:`providers.
 (type and sane range of every number), the manifest's ``config`` and every ``--help`` line
 derive from those declarations. ``[workloads.<name>]`` tables are validated by each
 workload (``validate_params``), ``[providers.<id>]`` tables by each adapter's constructor.
+``[workloads.task.<NAME>]`` tables are tasks (bench/workloads/task.py): each is checked, its
+files hashed, and registered as the workload ``task_<NAME>`` before ``[run]`` is read.
 
 Everything is checked before anything is created: an unknown provider or workload, a bad or
 out-of-range number, malformed TOML, an unknown key, a plan too large to run or an output
@@ -47,6 +49,11 @@ Example ``bench.toml``::
     [workloads.checkpoint]
     state_mb = 16
 
+    [workloads.task.unit_tests]       # a task of your own: the workload task_unit_tests
+    requires = ["python3"]            # (bench/workloads/task.py; README "Tasks")
+    uploads = [{ source = "my-project" }]
+    steps = [{ name = "test", run = "python3 -m unittest", cwd = "my-project" }]
+
     [providers.local]
     state_dir = "/var/lib/sandbox-bench/local"
 """
@@ -66,6 +73,7 @@ from typing import Any
 
 from bench.cost import Catalog, CatalogError, SessionScenario, load_catalog
 from bench.workloads import DEFAULT_SUITE, WORKLOADS
+from bench.workloads import task as tasks
 from providers import REGISTRY
 from providers.base import (
     Capabilities,
@@ -384,6 +392,9 @@ def _table(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 def _workload_params(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     params: dict[str, dict[str, Any]] = {}
     for name, table in _table(data, "workloads").items():
+        if name == tasks.TABLE:
+            params[name] = _task_tables(table)
+            continue
         if name not in WORKLOADS:
             known = ", ".join(WORKLOADS)
             raise ConfigError(f"[workloads.{name}]: unknown workload (known: {known})")
@@ -397,6 +408,28 @@ def _workload_params(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             raise ConfigError(str(exc) or f"[workloads.{name}]: invalid parameters") from None
         params[name] = dict(table)
     return params
+
+
+def _task_tables(tables: Any) -> dict[str, Any]:
+    """``[workloads.task.NAME]`` tables: each task checked (its files read and hashed) and
+    registered as the workload ``task_NAME``; kept resolved (absolute sources, every file's
+    sha256) so the manifest holds the whole definition and a resume refuses changed files."""
+    try:
+        return tasks.register_tasks(tables)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ConfigError(str(exc) or f"[workloads.{tasks.TABLE}]: invalid tasks") from None
+
+
+def _check_task_files(config: RunConfig) -> None:
+    """Refuse a run naming a task whose files are missing or not as pinned (the built-in
+    agent tasks' cache), creating nothing."""
+    for name in config.workload_names:
+        cls = WORKLOADS[name]
+        if issubclass(cls, tasks.TaskWorkload):
+            try:
+                cls.check_files()
+            except (ValueError, OSError) as exc:
+                raise ConfigError(str(exc)) from None
 
 
 def _provider_settings(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -463,6 +496,8 @@ def build_config(
             f"config: unknown key(s) {', '.join(unknown)} (known: {', '.join(TOP_KEYS)})"
         )
     try:
+        # First: [workloads.task.NAME] registers task_NAME, which [run] workloads may name.
+        workload_params = _workload_params(data)
         run = dict(_table(data, "run"))
         for name, value in (overrides or {}).items():
             if value is not None:
@@ -473,7 +508,7 @@ def build_config(
             spec=parse(SandboxSpec, _table(data, "spec"), where="spec"),
             pricing=parse(PricingSettings, _table(data, "pricing"), where="pricing"),
             scenario=parse(SessionScenario, _table(data, "scenario"), where="scenario"),
-            workload_params=_workload_params(data),
+            workload_params=workload_params,
             provider_settings=_provider_settings(data),
         )
     except ConfigError:
@@ -488,6 +523,7 @@ def build_config(
             config, pricing=replace(config.pricing, catalog=config.pricing.catalog.absolute())
         )
     config.pricing.load()  # parsed now: a bad catalog is refused before anything is created
+    _check_task_files(config)
     _check_plan_size(config)
     check_output_folder(config.output, "output")
     return config

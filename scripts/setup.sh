@@ -48,6 +48,13 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints.txt -nt $stamp ]];
     touch $stamp
 fi
 
+# The built-in agent tasks' files (pip_install, git_clone, build_test): pinned wheels and sdists
+# downloaded from PyPI with pip, and a git bundle built from them, into ~/.cache/sandbox-bench
+# (or $SANDBOX_BENCH_CACHE); nothing is fetched while a benchmark runs. Idempotent: files
+# already there as pinned are kept. Building the bundle needs git.
+command -v git >/dev/null || apt_install git || echo "setup: no git: git_clone's bundle cannot be built" >&2
+.venv/bin/python -m bench.workloads.fetch_agent_data --quiet
+
 if [[ $want_system_test_deps -eq 1 ]]; then
     command -v chromium >/dev/null || apt_install chromium
     # The local provider's copy-on-write layer copies are tested on XFS and btrfs images.

@@ -18,6 +18,7 @@ from bench import stats
 from bench.netprobe import is_loopback
 from bench.records import SchemaError
 from bench.store import load_ledger, load_run
+from bench.workloads.task import register_from_manifest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +49,9 @@ def load_runs(folders: Sequence[Path]) -> RunSet:
     warnings: list[str] = []
     for folder in folders:
         run = load_run(Path(folder))
+        # The run's configured tasks (task_NAME), so their steps report in order, their span
+        # as derived, their extras as columns.
+        register_from_manifest(run.manifest)
         frame = stats.samples_frame(run.samples)
         run_id = run.run_id
         if not frame.empty:

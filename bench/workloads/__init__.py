@@ -4,11 +4,13 @@ The list is explicit: a workload runs unchanged on every provider. The registry'
 order reports list workloads in. A workload outside this package (a plugin, a test's toy) is
 added with :func:`register_workload`; nothing else needs to change for stats, costs, claims,
 ``show``, the report and summary.csv to include it (bench/workloads/base.py says what a
-workload declares).
+workload declares). Each ``[workloads.task.NAME]`` table of a config becomes a registered
+workload ``task_NAME`` when the config is read (bench/workloads/task.py).
 """
 
 from __future__ import annotations
 
+from bench.workloads.agent_tasks import BuildTest, GitClone, PipInstall
 from bench.workloads.base import CheckFailed, Workload
 from bench.workloads.checkpoint import Checkpoint
 from bench.workloads.exec import Exec
@@ -34,6 +36,9 @@ for _cls in (
     Ramp,
     CheckpointScaling,
     ConcurrencyScaling,
+    PipInstall,
+    GitClone,
+    BuildTest,
 ):
     register_workload(_cls)
 
