@@ -17,6 +17,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "e2b": ("providers.e2b", "E2BProvider"),
     "daytona": ("providers.daytona", "DaytonaProvider"),
     "sprites": ("providers.sprites", "SpritesProvider"),
+    "modal": ("providers.modal", "ModalProvider"),
     # Not a sandbox: sandboxes that are only names, so tests of the harness (runner, report,
     # cluster workers, which build providers by id) run without root. See providers/stub.py.
     "stub": ("providers.stub", "StubProvider"),

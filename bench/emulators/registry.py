@@ -29,6 +29,7 @@ PROTOCOLS: dict[str, tuple[str, str]] = {
     "e2b": ("bench.emulators.e2b", "E2BEmulator"),
     "daytona": ("bench.emulators.daytona", "DaytonaEmulator"),
     "sprites": ("bench.emulators.sprites", "SpritesEmulator"),
+    "modal": ("bench.emulators.modal", "ModalEmulator"),
 }
 
 
