@@ -714,7 +714,8 @@ class ModalEmulator(Protocol):
         everything held is destroyed."""
         state = EmulatorState.from_args(args)
         state_dir = Path(args.state_dir) / protocol_type.name
-        sandboxes = make_sandboxes(state_dir, args.backend)
+        backend = state.config()["backend"]  # (the one backend object is self.sandboxes)
+        sandboxes = make_sandboxes(state_dir, backend)
         protocol = protocol_type(sandboxes, state.token)
         protocol.state = state
         await sandboxes.open()
@@ -726,7 +727,7 @@ class ModalEmulator(Protocol):
                 [protocol], codec=_Codec(), status_details_codec=ProtoStatusDetailsCodec()
             )
             try:
-                await protocol._listen(grpc, runner, args, state_dir, say)
+                await protocol._listen(grpc, runner, args.port, backend, state_dir, say)
             finally:
                 state.stopping.set()  # ends every injected hang
                 handlers = list(grpc._handlers)  # grpclib's, as its own close() does
@@ -740,22 +741,22 @@ class ModalEmulator(Protocol):
             finally:
                 await sandboxes.close()
 
-    async def _listen(self, grpc: Server, runner: web.AppRunner, args: Any, state_dir: Path, say):
+    async def _listen(
+        self, grpc: Server, runner: web.AppRunner, port: int, backend: str, state_dir: Path, say
+    ) -> None:
         loop, stop = asyncio.get_running_loop(), asyncio.Event()
         http = runner.server
         assert http is not None
         # grpclib's own start() would listen on a port of its own; its per-connection
         # protocol factory is what one shared port needs (grpclib is pinned by modal's cap).
         listener = await loop.create_server(
-            lambda: _Sniffer(grpc._protocol_factory, http), "127.0.0.1", args.port, backlog=1024
+            lambda: _Sniffer(grpc._protocol_factory, http), "127.0.0.1", port, backlog=1024
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
             self.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-            lines = announce(
-                self.name, self.url, self.token, backend=args.backend, state_dir=state_dir
-            )
+            lines = announce(self.name, self.url, self.token, backend=backend, state_dir=state_dir)
             for line in lines:
                 say(line)
             say(READY.format(what="the emulator", who="it", s="s"))
