@@ -278,6 +278,15 @@ def test_the_spec_maps_to_physical_cores_and_limits(monkeypatch: pytest.MonkeyPa
     assert ModalProvider({})._shape(SandboxSpec(cpus=0.1))["cpu"] == (0.125, 0.125)
 
 
+def test_the_catalog_prices_a_physical_core_as_two_vcpus() -> None:
+    from bench.cost import Shape, load_catalog
+
+    pricing = load_catalog().get("modal")
+    assert pricing is not None and pricing.billing_basis == "allocated"
+    # 1 physical core (the spec's 2 vCPU) and 1 GiB for one second, at the per-core rate.
+    assert pricing.usd_per_s(Shape(cpus=2, memory_gib=1)) == pytest.approx(0.00003942 + 0.00000667)
+
+
 def test_settings_capabilities_and_environment_without_secrets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
