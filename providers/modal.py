@@ -149,9 +149,10 @@ class Connection:
         return f"Connection(open={self.client is not None})"
 
     async def get(self) -> Any:
-        async with self._lock:
-            if self.client is None:
-                self.client = await modal.Client.from_credentials.aio(*self._credentials)
+        if self.client is None:
+            async with self._lock:
+                if self.client is None:
+                    self.client = await modal.Client.from_credentials.aio(*self._credentials)
         return self.client
 
     async def close(self) -> None:
@@ -178,26 +179,17 @@ class ModalProvider(SDKProvider[Connection]):
     config: ModalSettings
     endpoint_env = SERVER_URL_ENV
     SDK_RETRIES: ClassVar[dict[str, str]] = {
-        "control_plane": (
-            "ON, not switchable through the public API: each control-plane RPC is retried up "
-            "to 3 times (0.1, 0.2, 0.4 s) on UNAVAILABLE, INTERNAL, UNKNOWN, CANCELLED, "
-            "DEADLINE_EXCEEDED, reset streams and connection errors, with one x-idempotency-key "
-            "and a rising x-retry-attempt header (the emulator logs it as retry_attempt)"
-        ),
-        "task_command_router": (
-            "ON, not configurable: exec, stdio, stdin and snapshot RPCs are retried up to 10 "
-            "times (10 ms doubling) on the same failures; TaskExecWait is re-issued every 60 s; "
-            "stdio resumes at its byte offset; UNAUTHENTICATED refreshes the router JWT once"
-        ),
-        "server_throttling": (
-            "off when max_throttle_wait is 0: a RESOURCE_EXHAUSTED carrying an RPCRetryPolicy "
-            "fails at once instead of sleeping and retrying without limit"
-        ),
-        "connects": (
-            "control-plane connect retried up to 18 times (63 s), router connect up to 34 "
-            "times (310 s); every call is bounded here by asyncio.timeout (call_timeout_s, exec "
-            "timeout + 5 s, checkpoint_timeout_s + 5 s)"
-        ),
+        "control_plane": "ON, not switchable publicly: up to 3 retries (0.1, 0.2, 0.4 s) on "
+        "UNAVAILABLE, INTERNAL, UNKNOWN, CANCELLED, DEADLINE_EXCEEDED, stream resets and "
+        "connection errors; x-retry-attempt counts them (the emulator logs retry_attempt)",
+        "task_command_router": "ON, not configurable: exec, stdio, stdin and snapshot RPCs up to "
+        "10 retries (10 ms doubling) on the same; TaskExecWait re-issued every 60 s; stdio "
+        "resumes at its byte offset; UNAUTHENTICATED refreshes the router JWT once",
+        "server_throttling": "off while max_throttle_wait is 0: a RESOURCE_EXHAUSTED with an "
+        "RPCRetryPolicy fails at once instead of sleeping and retrying without limit",
+        "connects": "control plane up to 18 tries (63 s), router up to 34 (310 s); every call "
+        "is bounded here by asyncio.timeout (call_timeout_s, exec timeout + 5 s, "
+        "checkpoint_timeout_s + 5 s)",
         "measured_calls": "bounded, not retry-free: a retried call's delays are in its duration",
     }
     ERRORS = (
@@ -209,6 +201,8 @@ class ModalProvider(SDKProvider[Connection]):
         # (a NotFoundError) but keeps them in the exception's context.
         on(*_UNAVAILABLE, error=errors.Unavailable),
         on(*_GONE, error=errors.NotFound),
+        # The SDK's answer for a sandbox that already ended, found by id.
+        on(mx.ConflictError, error=errors.NotFound, message="(?i)already finished"),
         # Raised by a handle this adapter detached in destroy(): the sandbox is gone.
         on(mx.ClientClosed, error=errors.NotFound, when=lambda e: "detached" in str(e)),
     )

@@ -249,6 +249,8 @@ async def test_unknown_or_ended_sandboxes(emulator: Emulator) -> None:
         assert await provider.list_sandboxes("short") == []
         with pytest.raises(NotFound):
             await provider.exec(short, "true", timeout_s=5)
+        with pytest.raises(NotFound):  # also found by id only: Modal says "already finished"
+            await provider.exec(Sandbox(id=short.id, provider="modal"), "true", timeout_s=5)
         await provider.destroy(short)
     finally:
         await provider.close()
