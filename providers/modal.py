@@ -15,7 +15,8 @@ What each interface operation means on Modal (default runtime: gVisor containers
   ``image`` setting from a registry), never Modal's process-wide default image; a
   ``SandboxSpec.template`` is an image id (``im-...``) or a registry tag, resolved on first use
   (inside that first create).
-* Labels are Modal **tags** (``tags=`` at create); ``list_sandboxes(run_id)`` is
+* Labels are Modal **tags**, given at create (not ``set_tags`` after it: one RPC, and a
+  sandbox is never unlabelled, so a leak sweep finds it); ``list_sandboxes(run_id)`` is
   ``Sandbox.list.aio(app_id=, tags={RUN_LABEL: run_id})``: running sandboxes of this app
   carrying at least that tag (every page).
 * ``exec``: ``sandbox.exec.aio(*argv, timeout=N, text=False)`` through the task command router

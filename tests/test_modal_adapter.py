@@ -17,9 +17,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from modal._resources import convert_fn_config_to_resources_config
 
 import providers.modal as modal_adapter
+from bench.calibration import LatencyModel
 from bench.emulators.control import Emulator
 from providers.base import (
     RUN_LABEL,
@@ -222,6 +225,27 @@ async def test_faults_the_sdk_does_not_retry_arrive_as_our_error_tree(emulator: 
         await provider.close()
 
 
+async def test_the_toolkit_latency_applies_per_rpc_in_both_modes(emulator: Emulator) -> None:
+    """The emulator's latency model acts on the gRPC calls its --latency-match names."""
+    provider = await _opened()
+    try:
+        listing = "/modal.client.ModalClient/SandboxListV2"
+        for mode in ("added", "total"):
+            await emulator.configure(
+                latency=LatencyModel(fixed_s=0.2), latency_match=f"POST {listing}",
+                latency_mode=mode,
+            )  # fmt: skip
+            await emulator.clear_calls()
+            assert await provider.list_sandboxes(f"latency-{mode}") == []
+            calls = await emulator.calls()
+            lists = [c for c in calls if c["path"] == listing]
+            assert lists and all(c["added_s"] == pytest.approx(0.2) for c in lists)
+            assert all(c["answered_s"] >= 0.2 for c in lists), mode
+            assert all(c["added_s"] == 0 for c in calls if c["path"] != listing)
+    finally:
+        await provider.close()
+
+
 async def test_wrong_token_is_an_auth_error_at_open(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -278,6 +302,17 @@ def test_the_spec_maps_to_physical_cores_and_limits(monkeypatch: pytest.MonkeyPa
     )  # fmt: skip
     assert ModalProvider({"burst": True})._shape(spec) == {"cpu": 1.0, "memory": 1024}
     assert ModalProvider({})._shape(SandboxSpec(cpus=0.1))["cpu"] == (0.125, 0.125)
+
+
+@given(
+    cpus=st.floats(min_value=0.1, max_value=256),
+    memory=st.integers(min_value=16, max_value=262_144),
+)
+def test_every_spec_is_sent_as_half_as_many_cores_with_equal_limits(cpus: float, memory: int):
+    shape = ModalProvider({})._shape(SandboxSpec(cpus=cpus, memory_mb=memory))
+    wire = convert_fn_config_to_resources_config(gpu=None, **shape)
+    assert wire.milli_cpu == wire.milli_cpu_max == int(1000 * max(0.125, cpus / 2))
+    assert wire.memory_mb == wire.memory_mb_max == memory
 
 
 def test_the_catalog_prices_a_physical_core_as_two_vcpus() -> None:
