@@ -37,15 +37,17 @@ Wire protocol and semantics (each sandbox a toolkit sandbox, a real ``local`` on
   ``ImageDelete`` (deletes a filesystem snapshot; unknown ids are NOT_FOUND).
 * ``SandboxCreateV2`` answers at once with the task id and router access, and boots the
   sandbox in the background, as Modal's create is asynchronous; a router call on it waits for
-  the boot, so the first exec carries the boot, as on Modal. CPU is requested in physical cores
+  the boot, so the first exec carries the boot, as on Modal (assumed: whether Modal's answer
+  carries the task id is not known; without it the SDK polls ``SandboxGetTaskIdV2`` every
+  0.5 s). CPU is requested in physical cores
   (``milli_cpu``; the backend gets 2 vCPU per core, the limit ``milli_cpu_max`` when set, else
   request + 4 cores, Modal's default soft limit); memory in MiB (the limit when set, else the
   request: Modal would let it grow). ``timeout_secs`` (default 300) ends it as TIMEOUT.
   ``SandboxGetTaskIdV2``, ``SandboxGetCommandRouterAccess``, ``SandboxWaitV2`` (long poll up to
-  its ``timeout``), ``SandboxTerminateV2`` (exit 137; execs killed; the backend sandbox
-  destroyed at once; the result stays readable), ``SandboxTagsSetV2/GetV2``, ``SandboxListV2``
-  (running only, newest first, pages of 100 before ``before_timestamp``; tags filter "at
-  least these").
+  its ``timeout``), ``SandboxTerminateV2`` (exit 137; execs killed; answered once the backend
+  sandbox is destroyed, an upper bound of Modal's; the result stays readable),
+  ``SandboxTagsSetV2/GetV2``, ``SandboxListV2`` (running only, newest first, pages of 100
+  before ``before_timestamp``; tags filter "at least these").
 * Router (``authorization: Bearer <JWT>`` minted here, else UNAUTHENTICATED):
   ``TaskExecStart`` (idempotent by ``exec_id``; ``timeout_secs`` kills the command, reported as
   signal 9), ``TaskExecStdioRead`` (from ``offset``), ``TaskExecWait``, ``TaskExecPoll``,
@@ -58,12 +60,13 @@ Wire protocol and semantics (each sandbox a toolkit sandbox, a real ``local`` on
 
 Not faithful, and why: command output is delivered when the command ends, not streamed; an
 ordinary command's stdin is not delivered (the backend's exec has none; only fs-tools consumes
-stdin); other fs-tools commands (ListFiles, Stat, ...) exit 2; memory snapshots
-(``TaskSnapshotMemory``, ``SandboxRestoreV2``) are not served: the backend cannot capture a
-gVisor sandbox's memory; no scheduling delay, image pull or TLS (Modal's channels use TLS, and
-the router connection is re-made after 30 s idle); the exit code of a missing binary is the
-backend's (127); throttling, billing (``SandboxGetStats``), tunnels, volumes, names, sidecars,
-readiness probes, persistent sandboxes and the V1 backend's RPCs are not served.
+stdin, and ``process.stdin``'s ``TaskExecStdinWrite`` is not served); other fs-tools commands
+(ListFiles, Stat, ...) exit 2; memory snapshots (``TaskSnapshotMemory``, ``SandboxRestoreV2``)
+are not served: the backend cannot capture a gVisor sandbox's memory; no scheduling delay, image
+pull or TLS (Modal's channels use TLS, and the router connection is re-made after 30 s idle);
+the exit code of a missing binary is the backend's (127); throttling, billing
+(``SandboxGetStats``), tunnels, volumes, names, sidecars, readiness probes, persistent sandboxes
+and the V1 backend's RPCs are not served.
 
 Size: about 790 lines (70 of them this docstring) against the platform's 400. About 210 do for
 gRPC what the toolkit does only for aiohttp: one port for both protocols, and its latency,
@@ -402,7 +405,7 @@ class ModalEmulator(Protocol):
         box.result = GR(status=status, exitcode=exitcode, exception=why)
         self.ended[box.id] = box
         while len(self.ended) > ENDED_KEPT:
-            self.ended.popitem(last=False)
+            self.task_ids.pop(self.ended.popitem(last=False)[1].task_id, None)
         for job in box.execs.values():
             if job.task is not None:
                 job.task.cancel()
