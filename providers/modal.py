@@ -70,7 +70,7 @@ from typing import Any, ClassVar
 
 from providers import base, errors
 from providers.base import RUN_LABEL, Op, Sandbox, SandboxSpec
-from providers.sdk import Observed, SDKProvider, SDKSettings, on, sdk_timeout
+from providers.sdk import SDKProvider, SDKSettings, on, sdk_timeout
 from providers.settings import setting
 
 TOKEN_ID_ENV = "MODAL_TOKEN_ID"
@@ -193,6 +193,7 @@ class ModalProvider(SDKProvider[Connection]):
         "checkpoint_timeout_s + 5 s)",
         "measured_calls": "bounded, not retry-free: a retried call's delays are in its duration",
     }
+    #: No HTTP_STATUS row: gRPC has no HTTP status; the SDK's exception classes carry it.
     ERRORS = (
         on(DecodeError, error=errors.ProtocolError),  # an answer that is no protobuf message
         on(mx.AuthError, mx.PermissionDeniedError, error=errors.AuthError),
@@ -288,9 +289,6 @@ class ModalProvider(SDKProvider[Connection]):
             "image": self.config.image or "debian_slim (Modal's default definition)",
             "python_for_default_image": f"{sys.version_info.major}.{sys.version_info.minor}",
         }
-
-    def http_status(self, chain: Any, observed: Observed) -> tuple[int | None, float | None]:
-        return None, None  # gRPC: the error classes say it (and .status warns as deprecated)
 
     def translate(self, exc: BaseException, operation: str) -> errors.ProviderError:
         error = super().translate(exc, operation)
