@@ -32,6 +32,7 @@ PROTOCOLS: dict[str, tuple[str, str]] = {
     "runloop": ("bench.emulators.runloop", "RunloopEmulator"),
     "codesandbox": ("bench.emulators.codesandbox", "TogetherEmulator"),
     "vercel": ("bench.emulators.vercel", "VercelEmulator"),
+    "modal": ("bench.emulators.modal", "ModalEmulator"),
 }
 
 
