@@ -328,6 +328,10 @@ class E2BEmulator(Protocol):
                 id=secrets.token_hex(10), source_id=box.id, names=[name] * bool(name)
             )
             await self.sandboxes.take(snap, box)
+            try:  # E2B answers once the snapshot can be used: it has no pending state
+                await self.sandboxes.built(snap, box)
+            except ProviderError as exc:
+                return api_error(500, f"snapshot failed: {exc}")
         self.sandboxes.add_snapshot(snap)
         return web.json_response({"snapshotID": snap.id, "names": snap.names}, status=201)
 
