@@ -46,7 +46,9 @@ Semantics, each emulated sandbox being a toolkit sandbox (a real ``local`` one b
   and /dev); the source sandbox keeps running. E2B's snapshots also hold memory and running
   processes; this emulator **cannot restore memory**: a sandbox created from a snapshot starts
   with the snapshot's files and no processes. It is here to prove the protocol, not the
-  fidelity of memory. Snapshotting a paused sandbox is refused (409).
+  fidelity of memory. Snapshotting a paused sandbox is refused (409). The snapshot call answers
+  once the snapshot is built (there is no pending state), so under the ``snapshot-pending``
+  semantic fault it never answers (toolkit ``Misbehaving``).
 * ``pause`` freezes the sandbox (processes and memory kept) and ``connect`` thaws it;
   ``{"memory": false}`` (filesystem-only pause) stops it (filesystem kept, processes gone) and
   ``connect`` starts it again behind the same id.

@@ -35,7 +35,8 @@ Semantics, each Sprite being a toolkit sandbox (a real ``local`` one by default)
 * exec runs the command with ``HOME=/home/sprite`` in ``dir`` (default ``/home/sprite``), as
   root (a real Sprite runs it as the ``sprite`` user).
 * A checkpoint is a toolkit (filesystem-only) checkpoint, taken live; ids are ``v1``, ``v2``...
-  per Sprite (no ``v0`` and no automatic ``auto-`` checkpoints are made).
+  per Sprite (no ``v0`` and no automatic ``auto-`` checkpoints are made). Under the
+  ``snapshot-pending`` semantic fault (toolkit ``Misbehaving``) the stream never completes.
 * A restore is in place (the toolkit's rewind): a new sandbox from the checkpoint takes over
   the same Sprite name and the old one is destroyed, so every process stops, as on Sprites.
   Requests arriving during a restore wait for it. (The local sandbox's /tmp is a private

@@ -863,7 +863,12 @@ class Misbehaving(Sandboxes):
         self._spared.discard(box.id)
         if box.parked is not None and box.parked.id.startswith(KEPT_RUNNING):
             box.parked = None
-        if self._on("create-recycled") and not self._closing and box.local and not frozen:
+        if (
+            self._on("create-recycled")
+            and not self._closing
+            and box.local is not None
+            and not frozen
+        ):
             local, box.local = box.local, None
             await self._drain_pool()
             self._pool.append(local)
