@@ -329,6 +329,7 @@ def test_a_destroy_the_sweep_later_found_alive_is_a_leak_and_a_lost_sandbox_is_a
     texts = [w.text for w in fidelity_warnings(data)]
     assert any("spec 6 of 6, destroyed 1 of 3" in t for t in texts)
     assert any("found 1 sandbox(es) the harness never destroyed (e.g. lost)" in t for t in texts)
+    assert any(t.startswith("e2b: 1 sandbox(es) were still listed") for t in texts)
 
 
 # -- every fault, through each emulator --------------------------------------------------------
@@ -473,6 +474,7 @@ async def test_each_semantic_fault_is_recorded_as_what_it_is(emulators, tmp_path
                      and e.get("by") != "sweep"}  # fmt: skip
         swept = {e["sandbox_id"] for e in ledger if e.get("by") == "sweep"}
         assert destroyed and swept == destroyed, "the sweep found every sandbox destroy kept"
+        assert f"**leak**: {provider}: {len(destroyed)} sandbox(es) were still listed" in markdown
 
     failing = {kind for kind, t in tallies.items() if t.failed}
     assert failing == ({expect.kind} if expect.kind else set())

@@ -293,6 +293,14 @@ def fidelity_warnings(data: ReportData) -> list[ReportWarning]:
             "something else; see [Fidelity](#fidelity)"
         )
     out = limited("fidelity", items)
+    leaks = [
+        f"{t.provider}: {t.failed} sandbox(es) were still listed at the end of the run after "
+        "their destroy had answered ok: leaked by the provider (the end-of-run sweep "
+        "destroyed them; a cleanup that trusts destroy would not)"
+        for t in results(data)
+        if t.kind is Fidelity.DESTROYED and t.failed
+    ]
+    out += limited("leak", leaks)
     lost = [
         f"{provider}: the end-of-run sweep found {len(ids)} sandbox(es) the harness never "
         f"destroyed (e.g. {ids[0]}): created but lost track of, and destroyed by the sweep"
