@@ -177,6 +177,14 @@ def test_fault_names_are_checked_once_and_a_bad_one_is_refused_in_one_line():
     assert done.stderr.count("\n") == 1 and "unknown semantic fault 'nosuch'" in done.stderr
 
 
+async def test_the_emulate_option_starts_an_emulator_with_its_faults_on(tmp_path):
+    options = ["--backend", "stub", "--wake-s", "0.5"]
+    async with running("sprites", tmp_path, misbehave=("wake-slow", "list-omits"),
+                       extra_args=options) as emu:  # fmt: skip
+        config = await emu.config()
+        assert config["misbehave"] == ["list-omits", "wake-slow"] and config["wake_s"] == 0.5
+
+
 async def test_with_no_fault_on_the_sandboxes_are_faithful():
     async with stub_sandboxes() as sandboxes:
         box = await booted(sandboxes, "a")
@@ -234,7 +242,7 @@ async def test_pause_runs_and_stop_keeps_answer_without_touching_the_processes()
         await sandboxes.thaw(box)
         await sandboxes.stop(box)
         assert box.local == local and box.parked is not None, "stopped, still running"
-        await sandboxes.apply(modes=())  # what the fault did is undone by the fault's rules
+        await sandboxes.apply(modes=())  # switched off: a stop it kept is still taken back
         await sandboxes.start(box)
         assert box.local == local and box.parked is None
         await sandboxes.destroy(box)
