@@ -30,14 +30,16 @@ def method_notes(data: ReportData) -> list[str]:
         "A percentile is shown only when n supports it: at least 5 samples and at least one "
         "expected sample above it (p50 needs 5, p90 10, p95 20, p99 100); otherwise the cell "
         "says 'n too small'.",
-        "95 % intervals: the distribution-free order-statistic (binomial) interval, whose "
-        "coverage is at least 95 % for any continuous distribution, wherever n allows one "
-        "(p50 from 6 samples, p95 from 72); below that a percentile bootstrap with "
-        f"{stats.BOOTSTRAP_RESAMPLES:,} resamples, seed {seed}. Bootstrap p95 intervals are "
-        "optimistic: measured over 1,000 seeded repetitions they covered the truth only about "
-        "87 % of the time at n = 50.",
-        "Provider comparisons: ratio of medians with a bootstrap interval, and a two-sided "
-        "Mann-Whitney U p-value (scipy).",
+        "95 % intervals of p50 and p95 come from order statistics: the distribution-free "
+        "binomial interval, or, where its coverage would exceed 97.5 % (the binomial's "
+        "discreteness), each end interpolated between two neighbouring order statistics "
+        "(Hettmansperger-Sheather, Nyblom). A seeded simulation over lognormal and bimodal "
+        "samples measured their coverage at 94-98 %. An interval is shown only where one can "
+        f"exist inside the sample: p50 from {stats.min_n_for_interval(50)} samples, p95 from "
+        f"{stats.min_n_for_interval(95)}; below that the cell says 'n too small'.",
+        "Provider comparisons: ratio of medians with a percentile-bootstrap interval "
+        f"({stats.BOOTSTRAP_RESAMPLES:,} resamples, seed {seed}; measured coverage 95-97 %), "
+        "and a two-sided Mann-Whitney U p-value (scipy).",
         f"Warnings flag {_joined(flagged)}.",
         "Costs are computed now from the raw durations and the pricing catalog "
         f"{data.pricing.label}; nothing derived is stored in the results.",
