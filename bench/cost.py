@@ -872,20 +872,29 @@ def provider_shapes(
     return result
 
 
-def operation_costs(summary: pd.DataFrame, catalog: Catalog, spec: Shape) -> pd.DataFrame:
-    """Cost of one operation at its measured p50 and p95, per summary row.
+def operation_costs(
+    summary: pd.DataFrame,
+    catalog: Catalog,
+    spec: Shape,
+    sizes: Mapping[str, Shape] | None = None,
+) -> pd.DataFrame:
+    """Cost of one operation at its measured p50 and p95, per summary row, at the catalog's
+    primary rates; ``sizes`` gives a provider's sandbox size where it is not the spec.
 
     Columns: provider, workload, operation, shape, usd_per_hour, p50_usd, p95_usd, mean_usd,
-    priced (False when the catalog has no entry for the provider).
+    priced (False when the catalog has no entry for the provider, or it is self-hosted and
+    nobody gave a host price: its costs are then NaN, never $0).
     """
+    sizes = sizes or {}
     rows = []
     for row in summary.to_dict("records"):
         pricing = catalog.get(row["provider"])
-        if pricing is None:
+        own = sizes.get(row["provider"], spec)
+        if pricing is None or not pricing.priced:
             rate = float("nan")
-            shape = spec
+            shape = own
         else:
-            shape = pricing.shape_for(spec)
+            shape = pricing.shape_for(own)
             rate = pricing.usd_per_s(shape)
         rows.append(
             {
@@ -897,7 +906,7 @@ def operation_costs(summary: pd.DataFrame, catalog: Catalog, spec: Shape) -> pd.
                 "p50_usd": row["p50_s"] * rate,
                 "p95_usd": row["p95_s"] * rate,
                 "mean_usd": row["mean_s"] * rate,
-                "priced": pricing is not None,
+                "priced": pricing is not None and pricing.priced,
             }
         )
     return pd.DataFrame(
@@ -927,7 +936,12 @@ def _derived_mask(frame: pd.DataFrame) -> np.ndarray:
 
 
 def workload_costs(
-    frame: pd.DataFrame, catalog: Catalog, spec: Shape, *, include_warmups: bool = False
+    frame: pd.DataFrame,
+    catalog: Catalog,
+    spec: Shape,
+    *,
+    include_warmups: bool = False,
+    sizes: Mapping[str, Shape] | None = None,
 ) -> pd.DataFrame:
     """Cost of one workload iteration per provider (see the module docstring).
 
@@ -960,12 +974,12 @@ def workload_costs(
     ):
         pricing = catalog.get(str(provider))
         values = seconds.to_numpy(dtype=np.float64)
-        if pricing is None:
+        if pricing is None or not pricing.priced:
             billed = values
             rate = float("nan")
         else:
             billed = np.array([pricing.billed_seconds(v) for v in values])
-            rate = pricing.usd_per_s(pricing.shape_for(spec))
+            rate = pricing.usd_per_s(pricing.shape_for((sizes or {}).get(str(provider), spec)))
         usd = billed * rate
         rows.append(
             {
@@ -1003,6 +1017,18 @@ class SessionScenario:
     snapshot_gib: float = setting(
         1.0, help="size of one checkpoint", unit="GiB", minimum=0, maximum=100_000
     )
+    sessions_per_day: float = setting(
+        6.0,
+        help="agent sessions a day (for the daily and monthly cost)",
+        minimum=0.001,
+        maximum=10_000_000,
+    )
+    concurrency: int = setting(
+        1,
+        help="agent sessions running at once (checked against plan limits)",
+        minimum=1,
+        maximum=1_000_000,
+    )
 
     def __post_init__(self) -> None:
         checks = {
@@ -1021,7 +1047,8 @@ class SessionScenario:
         return (
             f"{self.hours:g} h session, active {self.active_fraction:.0%} of the time, "
             f"{self.checkpoints} checkpoint(s), {self.resumes} resume(s), "
-            f"{self.disk_gib:g} GiB on disk, {self.snapshot_gib:g} GiB per checkpoint"
+            f"{self.disk_gib:g} GiB on disk, {self.snapshot_gib:g} GiB per checkpoint; "
+            f"{self.sessions_per_day:g} session(s) a day, {self.concurrency} at once"
         )
 
 
@@ -1035,6 +1062,10 @@ class SessionCost:
     compute_h: float
     compute_usd: float
     storage_usd: float
+    #: compute_usd split by what is priced: vCPUs, memory, a flat per-sandbox rate.
+    cpu_usd: float = 0.0
+    memory_usd: float = 0.0
+    sandbox_usd: float = 0.0
     #: None when the provider publishes no snapshot price (left out of total_usd).
     snapshot_usd: float | None
     total_usd: float
@@ -1096,15 +1127,21 @@ def session_cost(
     scenario: SessionScenario,
     spec: Shape,
     latencies_s: Mapping[str, float] | None = None,
+    *,
+    size_source: str = "the run's spec",
 ) -> SessionCost:
-    """One provider's cost of ``scenario`` (see the module docstring for the rules)."""
+    """One provider's cost of ``scenario`` (see the module docstring for the rules).
+
+    ``spec`` is the sandbox's own size and ``size_source`` where it came from (the run's
+    spec, the provider's declared template, the probe's measurement); a provider that bills
+    a fixed shape is billed at that instead."""
     latencies_s = dict(latencies_s or {})
     shape = pricing.shape_for(spec)
     notes = []
     if pricing.billed_shape is not None:
         notes.append(f"billed at the fixed {shape.describe()} shape ({pricing.shape_note})")
     else:
-        notes.append(f"billed at the run's spec, {shape.describe()}")
+        notes.append(f"billed at {size_source}, {shape.describe()}")
 
     def p50(name: str) -> float:
         if name in latencies_s:
@@ -1141,7 +1178,11 @@ def session_cost(
     if missing:
         notes.append("not measured in this run, so billed as 0 s: " + ", ".join(missing))
     compute_h = active_h + (idle_h if idle_billed else 0.0) + transitions_s / 3600.0
-    compute_usd = compute_h * 3600.0 * pricing.usd_per_s(shape)
+    compute_s = compute_h * 3600.0
+    cpu_usd = compute_s * pricing.cpu_usd_per_vcpu_s * shape.cpus
+    memory_usd = compute_s * pricing.memory_usd_per_gib_s * shape.memory_gib
+    sandbox_usd = compute_s * pricing.sandbox_usd_per_s
+    compute_usd = cpu_usd + memory_usd + sandbox_usd
     storage_usd = 0.0
     for tier in pricing.storage:
         billable_gib = max(0.0, scenario.disk_gib - tier.free_gib)
@@ -1176,6 +1217,9 @@ def session_cost(
         compute_h=compute_h,
         compute_usd=compute_usd,
         storage_usd=storage_usd,
+        cpu_usd=cpu_usd,
+        memory_usd=memory_usd,
+        sandbox_usd=sandbox_usd,
         snapshot_usd=snapshot_usd,
         total_usd=total,
         wait_s=wait_s,
@@ -1232,6 +1276,14 @@ def format_usd(value: float | None) -> str:
     # Three significant figures for small amounts, e.g. $0.0000123.
     digits = -math.floor(math.log10(magnitude)) + 2
     return f"${value:.{digits}f}"
+
+
+def format_usd_range(low: float, high: float) -> str:
+    """ "$0.043–$0.44", or one amount when both ends print the same."""
+    if not math.isfinite(high):
+        return f"at least {format_usd(low)}"
+    a, b = format_usd(low), format_usd(high)
+    return a if a == b else f"{a}–{b}"
 
 
 def describe_latency(seconds: float | None) -> str:
