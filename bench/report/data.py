@@ -187,13 +187,19 @@ def choose_scenarios(run_ids: Sequence[str], manifests: Sequence[Mapping[str, An
         sources[name] = text
     warnings = []
     tables = [scenarios_mod.to_tables(s) for s, _ in per_run]
-    if any(t != tables[0] for t in tables[1:]):
-        differing = sorted(
-            {n for t in tables for n in t if any(o.get(n) != t.get(n) for o in tables)}
+    differing = sorted({n for t in tables for n in t if any(o.get(n) != t.get(n) for o in tables)})
+    if differing:
+        detail = "; ".join(
+            f"{name}: "
+            + ", ".join(
+                f"{r}: {s[name].describe() if name in s else 'not set'}"
+                for r, (s, _) in zip(run_ids, per_run, strict=True)
+            )
+            for name in differing
         )
         warnings.append(
-            f"the runs were made with different scenarios ({', '.join(differing)}); the report "
-            f"uses {run_ids[0]}'s" + (" with this report's overrides" if overrides else "")
+            f"the runs were made with different session scenarios ({detail}); the session "
+            f"costs use {run_ids[0]}'s" + (" with this report's overrides" if overrides else "")
         )
     return ScenarioSet(scenarios=chosen, sources=sources, warnings=tuple(warnings))
 

@@ -37,6 +37,8 @@ def _checked(pricing: cost.ProviderPricing, as_of: date) -> str:
 
 
 def _rates_text(pricing: cost.ProviderPricing) -> str:
+    if not pricing.priced:
+        return "a host price you give (local_usd_per_hour): none given"
     lines = []
     for rate in pricing.rates():
         if len(rate.values) == 1:
@@ -322,7 +324,7 @@ def scenario_assumptions(d: ScenarioDecision) -> list[str]:
         if c.price is None:
             continue
         notes = list(c.price.notes)
-        notes.insert(0, f"size: {c.price.size.source}")
+        notes.insert(1, f"the sandbox's own size: {c.price.size.source}")
         if len(c.price.by_alternative) > 1:
             notes.append(
                 "billing readings: "
