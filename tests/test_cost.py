@@ -433,7 +433,8 @@ checked = 2026-11-28
         ),
         ('alternatives = [{ name = "a", billed_shape = 3, source = "s" }]', "billed_shape"),
         (
-            'plan_limits = [{ name = "p", max_concurrent = 0, source = "s", checked = 2026-01-01 }]',
+            'plan_limits = [{ name = "p", max_concurrent = 0, source = "s", '
+            "checked = 2026-01-01 }]",
             "max_concurrent must be a whole number",
         ),
         (
