@@ -296,3 +296,29 @@ def test_settings_refuse_a_scenarios_table_that_is_not_one():
             ReportSettings(scenarios=bad)
         assert "\n" not in str(info.value)
     assert not math.isnan(sc.BatchScenario().task_s)
+
+
+def test_report_scenario_flags_set_and_add_scenarios_and_refuse_bad_ones(tmp_path, capsys):
+    import json
+
+    from bench.cli import main
+
+    make_run(tmp_path / "results", "F", providers=("e2b",), workloads=("lifecycle",), iterations=6)
+    argv = ["report", "F", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "out")]
+    flags = ["nightly.kind=batch", "nightly.task_s=30", "batch_evaluation.concurrency=5"]
+    code = main([*argv, *(f for x in flags for f in ("--scenario", x)), "--scenario-hours", "2"])
+    assert code == 0
+    decision = json.loads((tmp_path / "out" / "F" / "decision.json").read_text(encoding="utf-8"))
+    params = {s["name"]: s["parameters"] for s in decision["scenarios"]}
+    assert params["nightly"]["task_s"] == 30.0 and params["nightly"]["kind"] == "batch"
+    assert params["batch_evaluation"]["concurrency"] == 5
+    assert params["persistent_agent"]["hours"] == 2.0
+    capsys.readouterr()
+    for bad, message in (
+        ("nightly=batch", "--scenario wants NAME.KEY=VALUE"),
+        ("nightly.task_s=30", "needs kind"),
+        ("interactive.session_minutes=soon", "session_minutes must be a number"),
+    ):
+        assert main([*argv, "--scenario", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err

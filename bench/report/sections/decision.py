@@ -31,7 +31,10 @@ def _latency_cell(d: ScenarioDecision, provider: str) -> str:
             return "vendor claim, not measured: " + "; ".join(c.split(" (")[0] for c in lat.claims)
         return "not measured"
     if not math.isfinite(lat.p50_s):
-        return f"{stats.NOT_ENOUGH} (n={lat.n})" if lat.n else "no successful samples"
+        text = f"{stats.NOT_ENOUGH} (n={lat.n})" if lat.n else "no successful samples"
+        if not lat.attempts and lat.measured_as:
+            text = f"no samples of {lat.measured_as}"
+        return text + ("\nemulated, not the provider" if lat.origin == "emulated" else "")
     ci = stats.format_interval(lat.p50_low_s, lat.p50_high_s)
     text = stats.format_duration(lat.p50_s) + (f" ({ci})" if ci else "")
     if lat.origin == "emulated":
