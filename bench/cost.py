@@ -8,8 +8,16 @@ again. Every amount is in US dollars (``_usd``); durations are seconds (``_s``) 
 Assumptions (the report prints them next to the numbers):
 
 * **Size.** A sandbox's billed size is the provider's fixed ``billed_shape`` when the catalog
-  has one (Sprites bill 8 vCPU / 4 GB whenever active), else the run's spec (``cpus``,
-  ``memory_mb`` read as MiB). Vendors' "GB" of RAM is read as GiB.
+  has one (Sprites bill 8 vCPU / 4 GB whenever active, per its billing page), else the
+  sandbox's own size: measured by the probe workload, else declared by the catalog's
+  ``sandbox_size`` for the template the run used (E2B: the template's 2 vCPU / 512 MiB, the
+  spec is ignored), else the run's spec (``cpus``, ``memory_mb`` read as MiB)
+  (:func:`bench.scenarios.sandbox_size`). Vendors' "GB" of RAM is read as GiB.
+* **Prices that are not one number.** A rate may carry several sourced, dated values and the
+  billing basis several readings (:class:`BillingAlternative`); the float rates of a
+  :class:`ProviderPricing` are the first-listed (primary) values, :meth:`ProviderPricing.at`
+  gives the lowest or highest of each, and the scenarios (bench/scenarios.py) report costs as
+  ranges over them.
 * **Operation cost** = measured duration × the per-second rate of that size: the marginal
   cost of the time the operation keeps one sandbox running. No granularity or minimum is
   applied to a single operation (billing increments apply to a sandbox's whole life).

@@ -60,6 +60,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from bench import cost
 from bench.decide import Span
 from bench.workloads.shape import Role
@@ -547,6 +550,30 @@ def sandbox_size(
     return SizeChoice(shape=spec_shape, origin="spec", source="the run's spec", note=note)
 
 
+def probe_size(
+    frame: pd.DataFrame, provider: str, *, emulated: bool
+) -> tuple[cost.Shape | None, str]:
+    """The median size the probe workload saw inside ``provider``'s sandboxes (``frame``: the
+    samples the statistics count), or None with why not: it did not run, or it ran against an
+    emulator, whose sandboxes are not the provider's."""
+    if frame.empty or "effective_cpus" not in frame.columns:
+        return None, ""
+    seen = frame.loc[frame["effective_cpus"].notna().to_numpy(dtype=bool)]
+    sub = seen.loc[(seen["provider"].astype(str) == provider).to_numpy(dtype=bool)]
+    if sub.empty:
+        return None, ""
+    if emulated:
+        return None, (
+            "the probe's findings describe the emulator's sandboxes, not the provider's, so "
+            "they are not used"
+        )
+    cpus = float(np.nanmedian(sub["effective_cpus"].to_numpy(dtype=np.float64)))
+    memory = sub["effective_memory_mb"].to_numpy(dtype=np.float64)
+    if not np.isfinite(memory).any():
+        return None, ""
+    return cost.Shape(cpus=cpus, memory_gib=float(np.nanmedian(memory)) / 1024.0), ""
+
+
 @dataclass(frozen=True, kw_only=True)
 class AlternativeCost:
     name: str
@@ -761,6 +788,7 @@ __all__ = [
     "parse_scenario",
     "parse_scenarios",
     "price",
+    "probe_size",
     "register_kind",
     "sandbox_size",
     "split_table",

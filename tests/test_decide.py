@@ -17,6 +17,7 @@ from bench import decide
 from bench.decide import Span
 from bench.report import ReportSettings, write_report
 from bench.report.data import ReportData
+from bench.report.decision import decision_of
 from bench.report.runs import load_runs
 from tests.report_parsing import html_tables
 from tests.synthetic import capabilities, make_run
@@ -124,7 +125,7 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path]:
 
 def _decision(folder: Path, **settings):
     data = ReportData(load_runs([folder]), ReportSettings(**settings), folder / "fig")
-    return data, {d.scenario.name: d for d in data.decision.scenarios}
+    return data, {d.scenario.name: d for d in decision_of(data).scenarios}
 
 
 def test_the_report_ties_alike_providers_and_ranks_apart_ones_with_the_ratio(two_runs):

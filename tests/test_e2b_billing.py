@@ -10,6 +10,7 @@ from bench.config import build_config
 from bench.cost import Shape
 from bench.report import ReportSettings, write_report
 from bench.report.data import ReportData
+from bench.report.decision import decision_of
 from bench.report.runs import load_runs
 from bench.session import run_session
 from providers.base import RUN_LABEL, SandboxSpec
@@ -66,7 +67,7 @@ async def test_e2b_is_billed_at_its_templates_two_vcpus_not_the_runs_spec(tmp_pa
     assert (size.origin, size.shape) == ("declared", reported)
     assert "template 'base'" in size.source
     assert "describe the emulator's sandboxes" in size.note
-    agent = next(d for d in data.decision.scenarios if d.scenario.name == "persistent_agent")
+    agent = next(d for d in decision_of(data).scenarios if d.scenario.name == "persistent_agent")
     price = agent.costs["e2b"].price
     assert price.billed_shape == reported
     assert any("billed at the declared size of its template, 2 vCPU / 0.5 GiB" in n

@@ -14,6 +14,7 @@ from bench.config import ConfigError, build_config, config_from_manifest
 from bench.decide import Span
 from bench.report import ReportSettings
 from bench.report.data import ReportData
+from bench.report.decision import decision_of
 from bench.report.runs import load_runs
 from providers.settings import SettingError, declared
 from tests.synthetic import make_run
@@ -162,7 +163,7 @@ def test_the_batch_scenario_at_50_leaves_a_provider_no_plan_fits_out_of_the_cost
     run = make_run(tmp_path, "P", providers=("e2b",), workloads=("lifecycle",), iterations=6)
     settings = ReportSettings(scenarios={"batch_evaluation": {"concurrency": 50}})
     data = ReportData(load_runs([run]), settings, tmp_path / "f")
-    batch = next(d for d in data.decision.scenarios if d.scenario.name == "batch_evaluation")
+    batch = next(d for d in decision_of(data).scenarios if d.scenario.name == "batch_evaluation")
     assert "no published plan allows it" in batch.cost_ranking.withheld["sprites"]
     e2b = batch.costs["e2b"].price
     assert e2b.plan.name == "Pro" and e2b.month_with_plan.low == pytest.approx(
@@ -170,7 +171,7 @@ def test_the_batch_scenario_at_50_leaves_a_provider_no_plan_fits_out_of_the_cost
     )
     settings = ReportSettings(scenarios={"batch_evaluation": {"concurrency": 3}})
     data = ReportData(load_runs([run]), settings, tmp_path / "g")
-    batch = next(d for d in data.decision.scenarios if d.scenario.name == "batch_evaluation")
+    batch = next(d for d in decision_of(data).scenarios if d.scenario.name == "batch_evaluation")
     assert "sprites" in batch.cost_ranking.ranks
     assert batch.costs["sprites"].price.plan.name == "Pay as you go"
 

@@ -33,7 +33,7 @@ import pandas as pd
 
 from bench.report.build import build_report, render_html, render_markdown
 from bench.report.data import ReportData
-from bench.report.decision import Decision, decide_runs
+from bench.report.decision import Decision, decide_runs, decision_of
 from bench.report.registry import register_section, section_names
 from bench.report.runs import RunSet, load_runs
 from bench.report.settings import ReportSettings
@@ -111,7 +111,7 @@ def write_report(
         shutil.rmtree(figures_dir)
     figures_dir.mkdir(parents=True)
     report = build_report(runset, settings, figures_dir, data=data)
-    write_tables(report.summary_csv, data.decision, out)
+    write_tables(report.summary_csv, decision_of(data), out)
     (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
     html_path = out / "report.html"
     html_path.write_text(render_html(report), encoding="utf-8")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 
 from bench import stats
 from bench.report.data import ReportData
+from bench.report.decision import decision_of
 from bench.report.views import ReportWarning, Severity, Text, View, Warnings, limited
 from bench.report.workload import workload_checks
 
@@ -173,13 +174,13 @@ def unsupported(data: ReportData) -> Iterable[ReportWarning]:
 
 def stale_prices(data: ReportData) -> Iterable[ReportWarning]:
     """Prices of the providers the report costs, last read more than 90 days before it."""
-    for text in data.decision.price_warnings:
+    for text in decision_of(data).price_warnings:
         yield ReportWarning(kind="stale price", text=text)
 
 
 def plan_limits(data: ReportData) -> Iterable[ReportWarning]:
     """Scenarios no published plan of a provider allows (concurrency, session length)."""
-    for d in data.decision.scenarios:
+    for d in decision_of(data).scenarios:
         for provider, c in d.costs.items():
             if c.price is not None and c.price.no_plan_fits:
                 yield ReportWarning(

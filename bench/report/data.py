@@ -15,12 +15,12 @@ them, and the claims file.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -32,6 +32,8 @@ from bench.report.runs import RunSet, capabilities_of, emulated_providers, plan_
 from bench.report.settings import ReportSettings
 from bench.report.views import Figure
 from providers.settings import SettingError
+
+T = TypeVar("T")
 
 #: How a report names the catalog shipped with the harness.
 DEFAULT_CATALOG_LABEL = "providers/pricing.toml"
@@ -231,6 +233,7 @@ class ReportData:
         self.claim_list = claims_mod.load_claims(settings.claims_path)
         #: The report's date: prices read more than 90 days before it are flagged.
         self.as_of: date = settings.as_of or date.today()
+        self._derived: dict[str, Any] = {}
 
     # -- statistics ---------------------------------------------------------------------------
 
@@ -304,22 +307,27 @@ class ReportData:
     def scenario(self) -> cost.SessionScenario:
         return self.scenario_choice.scenario
 
+    def derived(self, key: str, build: Callable[[ReportData], T]) -> T:
+        """What a module this one does not import computes from this data (the decision,
+        bench/report/decision.py), built once per report and kept under ``key``."""
+        if key not in self._derived:
+            self._derived[key] = build(self)
+        return self._derived[key]
+
     @cached_property
-    def decision(self) -> Any:
-        """Per scenario: every provider's latency and cost, and the ranks
-        (:class:`bench.report.decision.Decision`)."""
-        from bench.report.decision import decide
-
-        return decide(self)
-
-    @cached_property
-    def sizes(self) -> dict[str, Any]:
-        """provider -> the size its sandboxes are costed at, and where that came from
-        (:class:`bench.scenarios.SizeChoice`), for every provider measured or priced."""
-        from bench.report.decision import sandbox_size_of
-
-        names = sorted(set(self.providers) | set(self.catalog.providers))
-        return {p: sandbox_size_of(self, p, self.catalog.get(p)) for p in names}
+    def sizes(self) -> dict[str, scenarios_mod.SizeChoice]:
+        """provider -> the size its sandboxes are costed at, and where that came from: measured
+        by the probe, else declared, else the spec (:func:`bench.scenarios.sandbox_size`),
+        for every provider measured or priced."""
+        frame = self.measured_frame()
+        out = {}
+        for p in sorted(set(self.providers) | set(self.catalog.providers)):
+            env = ((self.last.get("providers") or {}).get(p) or {}).get("environment")
+            probe, note = scenarios_mod.probe_size(frame, p, emulated=p in self.emulated)
+            out[p] = scenarios_mod.sandbox_size(
+                self.catalog.get(p), self.spec_table, env, probe=probe, probe_note=note
+            )
+        return out
 
     @cached_property
     def operation_costs(self) -> pd.DataFrame:

@@ -302,20 +302,38 @@ def _measured_frame(data: ReportData) -> pd.DataFrame:
     return data.measured_frame()
 
 
+class FrameIndex:
+    """A samples frame's rows by (provider, workload), found once: the decision reads them per
+    scenario and provider, and a million-sample frame is not scanned each time."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self._rows: dict[tuple[str, str], np.ndarray] = {}
+        if not frame.empty:
+            groups = frame.groupby(["provider", "workload"], observed=True, sort=False).indices
+            self._rows = {(str(p), str(w)): idx for (p, w), idx in groups.items()}
+
+    def providers(self) -> set[str]:
+        """The providers with any record in the frame."""
+        return {p for p, _ in self._rows}
+
+    def rows(self, provider: str, workload: str) -> pd.DataFrame:
+        idx = self._rows.get((provider, workload))
+        return self.frame.iloc[idx] if idx is not None else self.frame.iloc[0:0]
+
+
+def _index(frame: pd.DataFrame | FrameIndex) -> FrameIndex:
+    return frame if isinstance(frame, FrameIndex) else FrameIndex(frame)
+
+
 def iteration_sums(
-    frame: pd.DataFrame, provider: str, workload: str, ops: Sequence[str]
+    frame: pd.DataFrame | FrameIndex, provider: str, workload: str, ops: Sequence[str]
 ) -> MetricSamples:
     """Per iteration of ``workload`` on ``provider``: the sum of ``ops`` when every one of
     them succeeded; an iteration where one failed (error, timeout) is a failure."""
-    mask = (
-        (frame["provider"].astype(str) == provider)
-        & (frame["workload"].astype(str) == workload)
-        & frame["operation"].astype(str).isin(list(ops))
-    )
-    sub = frame.loc[
-        mask.to_numpy(dtype=bool),
-        ["run_id", "location", "iteration", "operation", "status", "duration_s"],
-    ]
+    rows = _index(frame).rows(provider, workload)
+    mask = rows["operation"].astype(str).isin(list(ops)).to_numpy(dtype=bool)
+    sub = rows.loc[mask, ["run_id", "location", "iteration", "operation", "status", "duration_s"]]
     what = f"{workload}: {' + '.join(ops)}"
     if sub.empty:
         return MetricSamples(values=np.empty(0), attempts=0, failures=0, measured_as=what)
@@ -352,17 +370,16 @@ def iteration_sums(
     )
 
 
-def wake_samples(frame: pd.DataFrame, provider: str, min_idle_s: float) -> MetricSamples | None:
+def wake_samples(
+    frame: pd.DataFrame | FrameIndex, provider: str, min_idle_s: float
+) -> MetricSamples | None:
     """The wake (Role.WAKE) of a provider that sleeps on idle, after at least ``min_idle_s``."""
+    index = _index(frame)
     for workload, op in registry.with_role(Role.WAKE):
-        if op.after_idle not in frame.columns:
+        if op.after_idle not in index.frame.columns:
             continue
-        mask = (
-            (frame["provider"].astype(str) == provider)
-            & (frame["workload"].astype(str) == workload)
-            & (frame["operation"].astype(str) == op.name)
-        ).to_numpy(dtype=bool)
-        sub = frame.loc[mask]
+        rows = index.rows(provider, workload)
+        sub = rows.loc[(rows["operation"].astype(str) == op.name).to_numpy(dtype=bool)]
         if sub.empty:
             continue
         status = sub["status"].astype(str)
@@ -380,13 +397,14 @@ def wake_samples(frame: pd.DataFrame, provider: str, min_idle_s: float) -> Metri
 
 
 def metric_samples(
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | FrameIndex,
     provider: str,
     metric: sc.LatencyMetric,
     *,
     sleeps_after_s: float | None = None,
 ) -> MetricSamples:
     """The scenario's latency samples for one provider (see the module docstring)."""
+    frame = _index(frame)
     if metric.wake_when_sleeping and sleeps_after_s is not None:
         found = wake_samples(frame, provider, sleeps_after_s)
         if found is not None:
@@ -495,12 +513,10 @@ class _Builder:
     def __init__(self, data: ReportData) -> None:
         self.data = data
         self.frame = _measured_frame(data)
+        self.index = FrameIndex(self.frame)
         self.catalog = data.catalog
         self.claims = data.claim_list
-        measured = (
-            {str(p) for p in self.frame["provider"].unique()} if not self.frame.empty else set()
-        )
-        self.measured = measured
+        self.measured = self.index.providers()
         self.providers = sorted(
             set(data.providers) | {p for p, pr in self.catalog.providers.items()}
         )
@@ -523,7 +539,7 @@ class _Builder:
     def latency(self, scenario: sc.Scenario, provider: str) -> ProviderLatency:
         metric = scenario.kind.latency
         sleeps = self._sleeps(provider) if metric.wake_when_sleeping else None
-        samples = metric_samples(self.frame, provider, metric, sleeps_after_s=sleeps)
+        samples = metric_samples(self.index, provider, metric, sleeps_after_s=sleeps)
         caps = self.data.capabilities.get(provider) or {}
         semantics = ""
         if metric.wake_when_sleeping:
@@ -597,7 +613,7 @@ class _Builder:
                 if key == "resume" and sleeps is not None:
                     ops = _role_ops(Role.WAKE)
                     if real:
-                        found = wake_samples(self.frame, provider, sleeps)
+                        found = wake_samples(self.index, provider, sleeps)
                         span = measured_span(found.values) if found is not None else None
                 elif real:
                     for workload, op in ops:
@@ -627,7 +643,7 @@ class _Builder:
     # -- sizes
 
     def size(self, provider: str, pricing: cost.ProviderPricing) -> sc.SizeChoice:
-        return self.data.sizes.get(provider) or sandbox_size_of(self.data, provider, pricing)
+        return self.data.sizes[provider]
 
     # -- costs
 
@@ -692,40 +708,6 @@ class _Builder:
         )
 
 
-def _probe(data: ReportData, provider: str) -> tuple[cost.Shape | None, str]:
-    """The median size the probe workload saw inside the provider's sandboxes (None when it
-    did not run, or ran against an emulator, whose sandboxes are not the provider's)."""
-    frame = data.measured_frame()
-    if frame.empty or "effective_cpus" not in frame.columns:
-        return None, ""
-    mask = ((frame["provider"].astype(str) == provider) & frame["effective_cpus"].notna()).to_numpy(
-        dtype=bool
-    )
-    sub = frame.loc[mask]
-    if sub.empty:
-        return None, ""
-    if provider in data.emulated:
-        return None, (
-            "the probe's findings describe the emulator's sandboxes, not the provider's, so "
-            "they are not used"
-        )
-    cpus = float(np.nanmedian(sub["effective_cpus"].to_numpy(dtype=np.float64)))
-    memory = sub["effective_memory_mb"].to_numpy(dtype=np.float64)
-    if not np.isfinite(memory).any():
-        return None, ""
-    return cost.Shape(cpus=cpus, memory_gib=float(np.nanmedian(memory)) / 1024.0), ""
-
-
-def sandbox_size_of(
-    data: ReportData, provider: str, pricing: cost.ProviderPricing | None
-) -> sc.SizeChoice:
-    """The size a provider's sandboxes are costed at: measured by the probe, else declared,
-    else the run's spec (:func:`bench.scenarios.sandbox_size`)."""
-    env = ((data.last.get("providers") or {}).get(provider) or {}).get("environment")
-    probe, note = _probe(data, provider)
-    return sc.sandbox_size(pricing, data.spec_table, env, probe=probe, probe_note=note)
-
-
 def stale_prices(catalog: cost.Catalog, providers: Iterable[str], as_of: date) -> list[str]:
     """One line per provider whose prices were last read more than 90 days before ``as_of``."""
     out = []
@@ -743,6 +725,11 @@ def stale_prices(catalog: cost.Catalog, providers: Iterable[str], as_of: date) -
                 f"report: {items}; check them again before buying"
             )
     return out
+
+
+def decision_of(data: ReportData) -> Decision:
+    """The decision of a report's data, computed once per report."""
+    return data.derived("decision", decide)
 
 
 def decide(data: ReportData) -> Decision:
@@ -863,8 +850,8 @@ __all__ = [
     "ScenarioDecision",
     "decide",
     "decide_runs",
+    "decision_of",
     "iteration_sums",
     "metric_samples",
-    "sandbox_size_of",
     "stale_prices",
 ]

@@ -18,7 +18,7 @@ from bench import cost, stats
 from bench import scenarios as sc
 from bench.report import figures
 from bench.report.data import ReportData
-from bench.report.decision import STALE_AFTER, ScenarioDecision
+from bench.report.decision import STALE_AFTER, ScenarioDecision, decision_of
 from bench.report.tables import Row, Table, make_table
 from bench.report.views import Notes, Text, View
 
@@ -412,7 +412,7 @@ def cost_section(data: ReportData) -> View:
             )
             if examples
             else None,
-            *(scenario_view(data, d) for d in data.decision.scenarios),
+            *(scenario_view(data, d) for d in decision_of(data).scenarios),
             View(id="cost-workload", title=workload.title, blocks=(workload, workload_fig)),
             View(id="cost-operation", title=operation.title, blocks=(operation,)),
         ),

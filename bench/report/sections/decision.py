@@ -11,7 +11,7 @@ import math
 
 from bench import cost, stats
 from bench.report.data import ReportData
-from bench.report.decision import RULES, Decision, ScenarioDecision
+from bench.report.decision import RULES, Decision, ScenarioDecision, decision_of
 from bench.report.tables import Row, Table, make_table
 from bench.report.views import Notes, ReportWarning, Text, View, Warnings
 
@@ -178,4 +178,4 @@ def decision_view(decision: Decision) -> View:
 
 
 def decision(data: ReportData) -> View:
-    return decision_view(data.decision)
+    return decision_view(decision_of(data))

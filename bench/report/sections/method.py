@@ -42,7 +42,14 @@ def method_notes(data: ReportData) -> list[str]:
         "and a two-sided Mann-Whitney U p-value (scipy).",
         f"Warnings flag {_joined(flagged)}.",
         "Costs are computed now from the raw durations and the pricing catalog "
-        f"{data.pricing.label}; nothing derived is stored in the results.",
+        f"{data.pricing.label}; nothing derived is stored in the results. Where a price has "
+        "several sourced values or the billing basis several readings, costs are ranges over "
+        "them, with measured times at the ends of their intervals.",
+        "Decision ranks: latency on the median, two providers tied unless the 95 % interval of "
+        "the ratio of their medians excludes 1; cost on the monthly range, tied unless one "
+        "range lies wholly below the other; a rank is 1 + the number of providers clearly "
+        "better. No latency rank from fewer than 10 samples, an emulator or a vendor claim; no "
+        "cost rank without a price or a plan that allows the scenario.",
     ]
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from bench import cost, stats
 from bench.report.data import ReportData
+from bench.report.decision import decision_of
 from bench.report.sections.cost import NOT_COSTED
 from bench.report.tables import Table, make_table
 from bench.report.views import Notes, View
@@ -87,7 +88,7 @@ def _mark(data: ReportData, provider: str, role: Role) -> str:
 def _session_cell(data: ReportData, provider: str) -> tuple[str, bool]:
     """The persistent agent's cost per session, as a range, and whether its snapshot price is
     unknown."""
-    agent = next((d for d in data.decision.scenarios if d.scenario.name == SESSION), None)
+    agent = next((d for d in decision_of(data).scenarios if d.scenario.name == SESSION), None)
     c = agent.costs.get(provider) if agent is not None else None
     if c is None:
         return "–", False
