@@ -271,7 +271,7 @@ def scenario_cost_table(d: ScenarioDecision) -> Table:
         )
         per_unit = cost.format_usd_range(price.per_unit.low, price.per_unit.high)
         if price.snapshot_unknown:
-            per_unit += " (+ snapshots: price not published; high end at the dearest rate)"
+            per_unit += " + snapshots†"
         plan = (
             "none fits: " + "; ".join(price.plans_too_small)
             if price.no_plan_fits
@@ -313,8 +313,10 @@ def scenario_cost_table(d: ScenarioDecision) -> Table:
         "first-listed rates, first billing reading and the median times; the ranges span every "
         "sourced rate, every billing reading and the times' 95 % intervals. A month is "
         "hours_per_month / 24 days. Times: where the operation times came from (measured here, "
-        "or the vendor's claims for providers not measured or measured on an emulator).",
-        align="llrrrrrrrll",
+        "or the vendor's claims for providers not measured or measured on an emulator). "
+        "† snapshot storage price not published: the range counts $0 at its low end and the "
+        "dearest storage rate in the catalog at its high end.",
+        align="llrrrrlrrll",
     )
 
 

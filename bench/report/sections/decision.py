@@ -22,6 +22,13 @@ INTRO = (
 )
 
 
+SNAPSHOT_MARK = "†"
+SNAPSHOT_NOTE = (
+    f"{SNAPSHOT_MARK} snapshot storage price not published: the range counts $0 to the dearest "
+    "storage rate in the catalog"
+)
+
+
 def _latency_cell(d: ScenarioDecision, provider: str) -> str:
     lat = d.latency.get(provider)
     if lat is None:
@@ -55,7 +62,7 @@ def _cost_cell(d: ScenarioDecision, provider: str) -> str:
     month = c.price.month_with_plan
     text = cost.format_usd_range(month.low, month.high)
     if c.price.snapshot_unknown:
-        text += "\n(snapshot price not published: high end assumes the dearest storage rate)"
+        text += f" + snapshots{SNAPSHOT_MARK}"
     return text
 
 
@@ -86,6 +93,8 @@ def _notes_cell(d: ScenarioDecision, provider: str) -> str:
     elif reason:
         out.append("latency not ranked: not measured here")
     c = d.costs.get(provider)
+    if c is not None and c.price is not None and c.price.snapshot_unknown:
+        out.append(SNAPSHOT_NOTE)
     if c is not None:
         if c.reason:
             out.append(("not costed: " if c.price is None else "cost not ranked: ") + c.reason)
@@ -144,7 +153,7 @@ def scenario_table(d: ScenarioDecision) -> Table:
         "iterations with a failed step. Cost a month: the range over every sourced rate and "
         "billing reading, with the measured times at their interval's ends and the fee of the "
         "cheapest plan that allows the scenario; details in the Cost section.",
-        align="lrrrlrllll",
+        align="llrrlllll",
     )
 
 
