@@ -617,8 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME.KEY=VALUE",
         help="a scenario key for this report, as in [scenario.NAME]: a built-in's "
-        "(batch_evaluation, persistent_agent, interactive) or a new scenario's, whose kind "
-        "comes first (--scenario nightly.kind=batch --scenario nightly.task_s=30); repeatable",
+        "(batch_evaluation, persistent_agent, interactive) or a new scenario's, which needs "
+        "its kind too (--scenario nightly.kind=batch --scenario nightly.task_s=30); repeatable",
     )
     report.add_argument(
         "--sections", metavar="NAME,...", help="only these report sections (default: all)"
