@@ -235,6 +235,14 @@ def _shape_cell(c_price: sc.ScenarioPrice) -> str:
     return c_price.billed_shape.describe() if len(shapes) == 1 else " or ".join(sorted(shapes))
 
 
+def _split(unit: sc.UnitCost) -> str:
+    """The compute cost by what is priced: vCPUs, memory (and a flat per-sandbox rate)."""
+    text = f"{cost.format_usd(unit.cpu_usd)} / {cost.format_usd(unit.memory_usd)}"
+    if unit.sandbox_usd:
+        text += f" + {cost.format_usd(unit.sandbox_usd)} per sandbox"
+    return text
+
+
 def scenario_cost_table(d: ScenarioDecision) -> Table:
     """Every provider's cost of one scenario (the persistent agent's keeps the id
     ``session-costs`` it has had since before scenarios)."""
@@ -246,20 +254,8 @@ def scenario_cost_table(d: ScenarioDecision) -> Table:
     for p in order:
         c = d.costs[p]
         if c.price is None:
-            cells = [
-                p,
-                NOT_COSTED,
-                "–",
-                "–",
-                "–",
-                "–",
-                f"{NOT_COSTED}: {c.reason}",
-                "–",
-                "–",
-                "–",
-                "–",
-            ]
-            rows.append(Row(cells=tuple(cells), classes=("",) * 6 + ("muted",)))
+            cells = [p, NOT_COSTED, *("–",) * 5, f"{NOT_COSTED}: {c.reason}", *("–",) * 4]
+            rows.append(Row(cells=tuple(cells), classes=("",) * 7 + ("muted",)))
             continue
         price = c.price
         primary = price.primary
@@ -283,6 +279,7 @@ def scenario_cost_table(d: ScenarioDecision) -> Table:
             _shape_cell(price),
             f"{primary.billed_h:.2f} h{idle}",
             cost.format_usd(primary.compute_usd),
+            _split(primary),
             cost.format_usd(primary.storage_usd),
             snapshots,
             per_unit,
@@ -299,6 +296,7 @@ def scenario_cost_table(d: ScenarioDecision) -> Table:
             "Billed size",
             "Billed compute",
             "Compute",
+            "CPU / memory",
             "Storage",
             "Snapshots",
             f"Per {unit}",
@@ -309,14 +307,15 @@ def scenario_cost_table(d: ScenarioDecision) -> Table:
         ),
         rows,
         title=f"Cost: {d.scenario.title}",
-        caption=f"Billed compute, compute, storage and snapshots per {unit} at the catalog's "
+        caption=f"Billed compute, compute (split into vCPUs and memory), storage and snapshots "
+        f"per {unit} at the catalog's "
         "first-listed rates, first billing reading and the median times; the ranges span every "
         "sourced rate, every billing reading and the times' 95 % intervals. A month is "
         "hours_per_month / 24 days. Times: where the operation times came from (measured here, "
         "or the vendor's claims for providers not measured or measured on an emulator). "
         "† snapshot storage price not published: the range counts $0 at its low end and the "
         "dearest storage rate in the catalog at its high end.",
-        align="llrrrrlrrll",
+        align="llrrrrrlrrll",
     )
 
 
