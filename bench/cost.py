@@ -120,6 +120,9 @@ def spec_shape(spec: Mapping[str, Any] | None) -> Shape:
     return Shape(cpus=cpus, memory_gib=memory_gib)
 
 
+#: The ``checked`` of an entry whose date is free text, not a date: its age is unknown.
+UNKNOWN_DATE = date.min
+
 #: Which of a rate's sourced values a priced copy of the catalog uses (:meth:`ProviderPricing.at`).
 ENDS = ("primary", "low", "high")
 
@@ -681,12 +684,13 @@ def _parse_provider(pid: str, entry: Mapping[str, Any], hours_per_month: float) 
     compute = entry.get("compute")
     if not isinstance(compute, Mapping) or not compute:
         raise CatalogError(f"{where}: needs a compute table")
-    # A value without its own source and date inherits the entry's; the entry's date is
-    # checked below, after the rates and the closed choices (the likelier mistakes).
+    # A value without its own source and date inherits the entry's. The entry's ``checked``
+    # has always been free text (entries written before dates were read stay valid); one that
+    # is not a date makes the price's age unknown (UNKNOWN_DATE), which the report says.
     try:
         inherited = _date(entry.get("checked", ""), where)
     except CatalogError:
-        inherited = date.min
+        inherited = UNKNOWN_DATE
     defaults = _Defaults(source=str(entry.get("source", "")), checked=inherited, where=where)
 
     def compute_unit(usd: float, per: Any, w: str) -> float:
@@ -747,7 +751,6 @@ def _parse_provider(pid: str, entry: Mapping[str, Any], hours_per_month: float) 
     for key in ("source", "checked"):
         if not str(entry.get(key, "")).strip():
             raise CatalogError(f"{where}: missing {key!r}")
-    _date(entry["checked"], where)
     self_hosted = entry.get("self_hosted", False)
     if not isinstance(self_hosted, bool):
         raise CatalogError(f"{where}: self_hosted must be true or false")

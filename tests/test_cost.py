@@ -486,3 +486,14 @@ def test_a_price_read_more_than_90_days_before_the_report_is_flagged(catalog):
     sprites = next(w for w in late if w.startswith("sprites"))
     assert "cpu" not in sprites.split(":", 1)[1].split("(")[0]  # re-read 2026-11-28
     assert "hot NVMe cache (2026-08-07, 114 days)" in sprites
+
+
+def test_an_entrys_free_text_checked_date_stays_valid_and_its_age_is_said_unknown(tmp_path):
+    from datetime import date
+
+    from bench.report.decision import stale_prices
+
+    body = ENTRY.replace('checked = "2026-11-01"', 'checked = "late 2026, from the docs"')
+    catalog = cost.load_catalog(_catalog_file(tmp_path, body.replace("compute.cpu.per", "#")))
+    [warning] = stale_prices(catalog, ["x"], date(2026, 11, 29))
+    assert "'late 2026, from the docs' is not a date" in warning

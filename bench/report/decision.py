@@ -715,7 +715,17 @@ def stale_prices(catalog: cost.Catalog, providers: Iterable[str], as_of: date) -
         pricing = catalog.get(provider)
         if pricing is None or not pricing.priced:
             continue
-        old = [(item, when) for item, when in pricing.last_checked() if as_of - when > STALE_AFTER]
+        checks = pricing.last_checked()
+        if any(when == cost.UNKNOWN_DATE for _, when in checks):
+            out.append(
+                f"{provider}: the catalog's checked date {pricing.checked!r} is not a date, so "
+                "the age of its prices is unknown; check them again before buying"
+            )
+        old = [
+            (item, when)
+            for item, when in checks
+            if when != cost.UNKNOWN_DATE and as_of - when > STALE_AFTER
+        ]
         if old:
             items = ", ".join(
                 f"{item} ({when.isoformat()}, {(as_of - when).days} days)" for item, when in old

@@ -26,7 +26,7 @@ NOT_COSTED = "not costed"
 
 
 def _checked(pricing: cost.ProviderPricing, as_of: date) -> str:
-    dates = [when for _, when in pricing.last_checked()]
+    dates = [when for _, when in pricing.last_checked() if when != cost.UNKNOWN_DATE]
     if not dates:
         return pricing.checked
     oldest = min(dates)
