@@ -50,10 +50,11 @@ Rules (each one is what the report's "how to read this" note summarises):
   which tests check, at O(B) instead of O(B·n) per sample), and a two-sided Mann-Whitney U
   p-value (``scipy.stats.mannwhitneyu``, exact for small samples without ties, else the normal
   approximation with tie correction). Both sides need :data:`MIN_N_RATIO` (10) samples:
-  measured over 4,000 seeded repetitions (same benchmark), the ratio's interval covered the
-  true ratio in 93-97 % of samples from n = 10 per side (equal distributions, one twice as slow,
-  lognormal against bimodal, bimodal at its steep edge against lognormal), but only 90-91 % at
-  n = 6-8 in the last case.
+  measured over 2,000-4,000 seeded repetitions (same benchmark), the ratio's interval covered
+  the true ratio in 95-98 % of samples from n = 10 per side for equal distributions, one twice
+  as slow, and lognormal against bimodal; in the hardest case (a bimodal median at the steep
+  edge of its fast mode, against lognormal) 93-96 % from n = 10 (92.9 % at n = 12), but only
+  90-91 % at n = 6-8, hence the minimum.
 * **Warnings.** failure rate above :data:`HIGH_FAILURE_RATE` (5 %) with at least
   :data:`HIGH_FAILURE_MIN` (2) failures (a single failure is shown in the table but is not
   called a high rate); coefficient of variation (std/mean) at or above :data:`HIGH_CV` (1.0:
