@@ -5,8 +5,8 @@ tests/test_intervals.py): 4,000 seeded repetitions per case, the ratio with the 
 Run: ``.venv/bin/pytest benchmarks/test_interval_coverage_bench.py --benchmark-only
 -p no:cacheprovider -o addopts="" -s``. Each case prints its coverage per n and keeps it in
 ``extra_info``; a case fails when any coverage leaves 93-98 % (92-98 % for the ratio; the Monte
-Carlo error at 4,000 repetitions is about ±0.7 points; the ratio, at 2,000, about ±1). The figures are quoted in
-bench/stats.py's docstring.
+Carlo error at 4,000 repetitions is about ±0.7 points; the ratio, at 2,000, about ±1). The
+figures are quoted in bench/stats.py's docstring.
 """
 
 from __future__ import annotations
