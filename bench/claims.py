@@ -10,8 +10,8 @@ Verdict rule:
 1. The claim becomes a band of durations: "about X" (``approx``) is [X / 1.25, X × 1.25]
    (a quarter either way, on a ratio scale); "under X" (``at_most``) is [0, X]; "X to Y"
    (``range``) is [X, Y].
-2. **not measured** when the run has fewer samples than the median needs (5, the stats
-   rule), including none at all or an operation the provider does not support; the reason
+2. **not measured** when the run has fewer samples than the median's interval needs (6, the
+   stats rule), including none at all or an operation the provider does not support; the reason
    says which (an operation's capabilities are the ones its workload declares). A wake claim
    (``min_idle_s``) counts only samples taken after at least that much idle time (read from
    the extra the operation declares as ``after_idle``), since a shorter idle never let the
@@ -212,7 +212,7 @@ def evaluate_claims(
         n = int(values.size)
         p50 = stats.percentile(values, 50) if stats.supports(n, 50) else nan
         p95 = stats.percentile(values, 95) if stats.supports(n, 95) else nan
-        if not stats.supports(n, 50):
+        if n < stats.min_n_for_interval(50):
             reason = _not_measured_reason(claim, matching, n, unsupported_reasons)
             if claim.min_idle_s is not None and matching and n == 0:
                 idle = _idle_extra(claim) or "idle"
@@ -234,8 +234,7 @@ def evaluate_claims(
                 )
             )
             continue
-        seq = stats.group_seed(seed, "claim", claim.provider, claim.workload, claim.operation)
-        ci = stats.quantile_ci(values, 50, np.random.default_rng(seq))
+        ci = stats.quantile_ci(values, 50)
         verdict = verdict_for(claim.band_s, ci)
         band = claim.band_s
         results.append(
@@ -301,4 +300,4 @@ def _not_measured_reason(
     if n == 0:
         failures = sum(g.failures for g in matching)
         return f"no successful samples ({failures} failed)"
-    return f"n too small (n={n}, the median needs {stats.min_n_for(50)})"
+    return f"n too small (n={n}; the median's interval needs {stats.min_n_for_interval(50)})"

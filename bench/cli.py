@@ -351,6 +351,34 @@ def resolve_run_ref(ref: str, results_root: Path) -> Path:
 SCENARIO_FLAGS = [d.name for d in declared(SessionScenario)]
 
 
+def _named_scenarios(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``--scenario NAME.KEY=VALUE`` items as ``[scenario.NAME]`` tables, each value parsed
+    by its key's declaration (bench/scenarios.py); UsageError for a malformed one."""
+    from bench import scenarios
+
+    tables: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name, dot, field = key.strip().partition(".")
+        if not sep or not dot or not name or not field:
+            raise UsageError(f"report: --scenario wants NAME.KEY=VALUE, got {item!r}")
+        tables.setdefault(name, {})[field] = value.strip()
+    out = {}
+    for name, table in tables.items():
+        try:
+            scenarios.parse_scenario(name, table, where=f"scenario.{name}", from_text=True)
+        except SettingError as exc:
+            raise UsageError(f"report: --scenario {exc}") from None
+        # Typed values for the report's settings (they are parsed again there, as TOML).
+        kind = scenarios.KINDS[table.get("kind") or scenarios.BUILTINS[name]]
+        decls = {d.name: d for d in declared(kind.params)}
+        out[name] = {
+            k: (v if k == "kind" else parse_value(decls[k], v, from_text=True))
+            for k, v in table.items()
+        }
+    return out
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import ReportSettings, write_report
 
@@ -373,6 +401,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     }
     if scenario:
         settings["scenario"] = scenario
+    if args.scenario:
+        settings["scenarios"] = _named_scenarios(args.scenario)
     if args.sections is not None:
         settings["sections"] = tuple(s.strip() for s in args.sections.split(",") if s.strip())
     try:
@@ -490,9 +520,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": (
         "write HTML and Markdown reports, figures and a CSV for runs",
         "examples:\n  sandbox-bench report latest\n  sandbox-bench report RUN_A RUN_B "
-        "--pricing my-prices.toml --scenario-hours 8\n\n"
-        "Prices and the session scenario come from each run's own [pricing] and [scenario]\n"
-        "tables; these flags override them for every run.\n",
+        "--pricing my-prices.toml --scenario-hours 8\n"
+        "  sandbox-bench report latest --scenario batch_evaluation.concurrency=200 \\\n"
+        "      --scenario nightly.kind=batch --scenario nightly.sandboxes_per_day=20000\n\n"
+        "Prices and scenarios come from each run's own [pricing] and [scenario] tables; these\n"
+        "flags override them for every run.\n",
     ),
     "reap": (
         "destroy sandboxes that runs left alive",
@@ -581,6 +613,15 @@ def build_parser() -> argparse.ArgumentParser:
         flag=lambda d: "--scenario-" + d.name.replace("_", "-"),
         dest=lambda d: f"scenario_{d.name}",
         default="each run's own [scenario] value",
+    )
+    report.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME.KEY=VALUE",
+        help="a scenario key for this report, as in [scenario.NAME]: a built-in's "
+        "(batch_evaluation, persistent_agent, interactive) or a new scenario's, which needs "
+        "its kind too (--scenario nightly.kind=batch --scenario nightly.task_s=30); repeatable",
     )
     report.add_argument(
         "--sections", metavar="NAME,...", help="only these report sections (default: all)"

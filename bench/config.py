@@ -2,8 +2,10 @@
 
 Every key is declared once, as a field of a settings dataclass (:mod:`providers.settings`):
 ``[run]`` is :class:`RunConfig`, ``[spec]`` is :class:`providers.base.SandboxSpec`,
-``[pricing]`` is :class:`PricingSettings`, ``[scenario]`` is
-:class:`bench.cost.SessionScenario`. The ``run`` command's flags, TOML parsing, validation
+``[pricing]`` is :class:`PricingSettings`, ``[scenario]`` holds the scenarios the report
+decides for (:mod:`bench.scenarios`: its flat keys are the persistent-agent session's,
+:class:`bench.cost.SessionScenario`; ``[scenario.NAME]`` tables set a built-in's keys or add a
+scenario of a declared kind). The ``run`` command's flags, TOML parsing, validation
 (type and sane range of every number), the manifest's ``config`` and every ``--help`` line
 derive from those declarations. ``[workloads.<name>]`` tables are validated by each
 workload (``validate_params``), ``[providers.<id>]`` tables by each adapter's constructor.
@@ -43,6 +45,14 @@ Example ``bench.toml``::
     hours = 4
     active_fraction = 0.15
 
+    [scenario.batch_evaluation]       # a built-in scenario's keys (bench/scenarios.py)
+    concurrency = 200
+
+    [scenario.nightly]                # a scenario of your own: its kind and keys
+    kind = "batch"
+    sandboxes_per_day = 20000
+    task_s = 30
+
     [workloads.exec]
     repeats = 20
 
@@ -71,6 +81,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench import scenarios as scenarios_mod
 from bench.cost import Catalog, CatalogError, SessionScenario, load_catalog
 from bench.workloads import DEFAULT_SUITE, WORKLOADS
 from bench.workloads import task as tasks
@@ -295,6 +306,11 @@ class RunConfig:
     spec: SandboxSpec = field(default_factory=SandboxSpec)
     pricing: PricingSettings = field(default_factory=PricingSettings)
     scenario: SessionScenario = field(default_factory=SessionScenario)
+    #: Every scenario the report decides for: the built-ins and ``[scenario.NAME]`` tables;
+    #: ``scenarios["persistent_agent"]`` has the keys of ``scenario``.
+    scenarios: Mapping[str, scenarios_mod.Scenario] = field(
+        default_factory=scenarios_mod.builtin_scenarios
+    )
     #: Per-workload parameters, e.g. {"exec": {"repeats": 20}}; validated by each workload.
     workload_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Per-provider settings tables, handed to the adapter (its constructor validates them).
@@ -346,6 +362,7 @@ class RunConfig:
             "spec": to_table(self.spec),
             "pricing": to_table(self.pricing),
             "scenario": to_table(self.scenario),
+            "scenarios": scenarios_mod.to_tables(self.scenarios),
             "workload_params": {k: dict(v) for k, v in self.workload_params.items()},
             "provider_settings": {k: dict(v) for k, v in self.provider_settings.items()},
         }
@@ -387,6 +404,13 @@ def _table(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
             f"[{name}.<name>] settings; to choose the {name} to run, set {name} under [run]"
         )
     raise ConfigError(f"[{name}] must be a table, got {type(value).__name__} {value!r}")
+
+
+def _scenarios(table: Mapping[str, Any]) -> dict[str, Any]:
+    """``[scenario]``: flat keys (the persistent agent's) and ``[scenario.NAME]`` tables, as
+    RunConfig's ``scenario`` and ``scenarios`` (SettingError for a bad one)."""
+    parsed = scenarios_mod.parse_scenarios(table, where="scenario")
+    return {"scenario": parsed[scenarios_mod.SESSION].params, "scenarios": parsed}
 
 
 def _workload_params(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -507,7 +531,7 @@ def build_config(
             config,
             spec=parse(SandboxSpec, _table(data, "spec"), where="spec"),
             pricing=parse(PricingSettings, _table(data, "pricing"), where="pricing"),
-            scenario=parse(SessionScenario, _table(data, "scenario"), where="scenario"),
+            **_scenarios(_table(data, "scenario")),
             workload_params=workload_params,
             provider_settings=_provider_settings(data),
         )
@@ -592,11 +616,17 @@ def config_from_manifest(manifest: Any, folder: Path) -> RunConfig:
             else value
         )
 
+    named = saved.get("scenarios")
+    scenario = (
+        {k: table(v) for k, v in named.items()}
+        if isinstance(named, Mapping)
+        else table(saved.get("scenario", {}))
+    )
     data = {
         "run": run,
         "spec": table(manifest.get("spec", {})),
         "pricing": table(saved.get("pricing", {})),
-        "scenario": table(saved.get("scenario", {})),
+        "scenario": scenario,
         "workloads": saved.get("workload_params", {}),
         "providers": saved.get("provider_settings", {}),
     }

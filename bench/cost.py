@@ -8,8 +8,16 @@ again. Every amount is in US dollars (``_usd``); durations are seconds (``_s``) 
 Assumptions (the report prints them next to the numbers):
 
 * **Size.** A sandbox's billed size is the provider's fixed ``billed_shape`` when the catalog
-  has one (Sprites bill 8 vCPU / 4 GB whenever active), else the run's spec (``cpus``,
-  ``memory_mb`` read as MiB). Vendors' "GB" of RAM is read as GiB.
+  has one (Sprites bill 8 vCPU / 4 GB whenever active, per its billing page), else the
+  sandbox's own size: measured by the probe workload, else declared by the catalog's
+  ``sandbox_size`` for the template the run used (E2B: the template's 2 vCPU / 512 MiB, the
+  spec is ignored), else the run's spec (``cpus``, ``memory_mb`` read as MiB)
+  (:func:`bench.scenarios.sandbox_size`). Vendors' "GB" of RAM is read as GiB.
+* **Prices that are not one number.** A rate may carry several sourced, dated values and the
+  billing basis several readings (:class:`BillingAlternative`); the float rates of a
+  :class:`ProviderPricing` are the first-listed (primary) values, :meth:`ProviderPricing.at`
+  gives the lowest or highest of each, and the scenarios (bench/scenarios.py) report costs as
+  ranges over them.
 * **Operation cost** = measured duration × the per-second rate of that size: the marginal
   cost of the time the operation keeps one sandbox running. No granularity or minimum is
   applied to a single operation (billing increments apply to a sandbox's whole life).
@@ -53,6 +61,7 @@ import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +72,7 @@ from bench.records import Status
 from bench.stats import format_duration, percentile, sort_key, supports
 from bench.workloads import registry
 from bench.workloads.shape import Role
-from providers.settings import setting
+from providers.settings import SettingError, parse, setting
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "providers" / "pricing.toml"
 CATALOG_SCHEMA_VERSION = 1
@@ -111,20 +120,163 @@ def spec_shape(spec: Mapping[str, Any] | None) -> Shape:
     return Shape(cpus=cpus, memory_gib=memory_gib)
 
 
+#: The ``checked`` of an entry whose date is free text, not a date: its age is unknown.
+UNKNOWN_DATE = date.min
+
+#: Which of a rate's sourced values a priced copy of the catalog uses (:meth:`ProviderPricing.at`).
+ENDS = ("primary", "low", "high")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SourcedValue:
+    """One published figure for a rate, with where it was read and when."""
+
+    #: Normalised: USD per second of a vCPU, GiB or sandbox (compute), or per GiB-hour (storage).
+    usd: float
+    #: As the vendor writes it, e.g. "$0.07 per vCPU-hour".
+    display: str
+    source: str
+    #: When the source was read (ISO date).
+    checked: date
+    note: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Rate:
+    """A priced item (compute cpu, memory, a storage tier, snapshot storage) and every sourced
+    value the catalog has for it; the first is the catalog's preferred (primary) one."""
+
+    item: str
+    values: tuple[SourcedValue, ...]
+
+    @property
+    def primary(self) -> float:
+        return self.values[0].usd
+
+    @property
+    def low(self) -> float:
+        return min(v.usd for v in self.values)
+
+    @property
+    def high(self) -> float:
+        return max(v.usd for v in self.values)
+
+    def at(self, end: str) -> float:
+        return {"primary": self.primary, "low": self.low, "high": self.high}[end]
+
+    @property
+    def uncertain(self) -> bool:
+        return len({v.usd for v in self.values}) > 1
+
+    @property
+    def last_checked(self) -> date:
+        """The most recent reading of this price, by any of its sources."""
+        return max(v.checked for v in self.values)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StorageTier:
     name: str
     usd_per_gib_h: float
     billed: str
     free_gib: float
-    #: The rate as the vendor writes it, e.g. "$0.50 per GB-month".
+    #: The rate as the vendor writes it, e.g. "$0.50 per GB-month" (the primary value).
     display: str
+    note: str = ""
+    rate: Rate | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BillingAlternative:
+    """One reading of how a provider bills compute, where its sources disagree (Sprites:
+    a fixed 8 vCPU / 4 GB while active per the billing page, self-reported use per the
+    vendor's staff). Costs are computed under each and shown as a range."""
+
+    name: str
+    #: The size billed whatever the sandbox is; None bills the sandbox's own size.
+    billed_shape: Shape | None
+    source: str
+    checked: date | None
+    note: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PlanLimit:
+    """A plan's limits that decide whether a scenario can run on it at all."""
+
+    name: str
+    usd_per_month: float
+    #: Sandboxes running at once; None when the plan publishes no cap.
+    max_concurrent: int | None
+    #: Longest a sandbox may run continuously, in hours; None when not capped.
+    max_session_h: float | None
+    source: str
+    checked: date
+    note: str = ""
+
+    def describe(self) -> str:
+        fee = f"${self.usd_per_month:,.0f}/month" if self.usd_per_month else "no fee"
+        caps = []
+        if self.max_concurrent is not None:
+            caps.append(f"{self.max_concurrent:,} concurrent")
+        if self.max_session_h is not None:
+            caps.append(f"sessions up to {self.max_session_h:g} h")
+        return f"{self.name} ({fee}" + (", " + ", ".join(caps) if caps else "") + ")"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SandboxSize:
+    """Where a provider's sandbox size comes from when it is not the run's spec (E2B: the
+    template's, set when the template is built)."""
+
+    #: False when the provider ignores the spec's cpus and memory.
+    from_spec: bool
+    #: Template name -> its size, as published.
+    templates: Mapping[str, Shape]
+    default_template: str
+    source: str
+    checked: date
+    note: str = ""
+    #: The provider setting (in the manifest's environment) naming the template.
+    template_setting: str = "template"
+    #: A provider setting that, when set, makes the spec apply again (Daytona's ``image``).
+    spec_when_setting: str = ""
+
+    def declared(
+        self, spec: Mapping[str, Any] | None, environment: Mapping[str, Any] | None
+    ) -> tuple[Shape | None, str]:
+        """The size a run's sandboxes had by declaration, and why: (None, reason) when the
+        spec applies or the template's size is not in the catalog."""
+        spec, environment = spec or {}, environment or {}
+        if self.from_spec or (self.spec_when_setting and environment.get(self.spec_when_setting)):
+            return None, "the provider applies the spec"
+        name = spec.get("template") or environment.get(self.template_setting)
+        name = str(name or self.default_template)
+        shape = self.templates.get(name)
+        if shape is None:
+            return None, f"template {name!r}'s size is not in the pricing catalog"
+        return shape, f"template {name!r}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PublishedExample:
+    """A vendor's or a brief's own cost example, shown against the catalog's range."""
+
+    what: str
+    usd: float
+    #: Persistent-agent session keys (:class:`SessionScenario`) that reproduce the example.
+    scenario: Mapping[str, Any]
+    source: str
     note: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
 class ProviderPricing:
-    """One provider's catalog entry, normalised to per-second and per-GiB-hour rates."""
+    """One provider's catalog entry, normalised to per-second and per-GiB-hour rates.
+
+    The float rates are the catalog's primary (first-listed) values; :meth:`at` gives a copy
+    at the lowest or highest of every rate's sourced values, and :attr:`alternatives` the
+    readings of the billing basis where sources disagree."""
 
     provider: str
     display_name: str
@@ -152,6 +304,15 @@ class ProviderPricing:
     superseded: str
     #: (item, "$0.07 per vCPU-hour") rows as the vendor writes them, for the report.
     rate_rows: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    #: Compute rates by resource ("cpu", "memory", "sandbox"), each item with its values.
+    compute_rates: Mapping[str, tuple[Rate, ...]] = field(default_factory=dict)
+    snapshot_rate: Rate | None = None
+    alternatives: tuple[BillingAlternative, ...] = ()
+    plan_limits: tuple[PlanLimit, ...] = ()
+    sandbox_size: SandboxSize | None = None
+    #: Self-hosted (the local provider): costed only when the user gives a host price.
+    self_hosted: bool = False
+    examples: tuple[PublishedExample, ...] = ()
 
     def shape_for(self, spec: Shape) -> Shape:
         return self.billed_shape or spec
@@ -172,6 +333,61 @@ class ProviderPricing:
         billed = math.ceil(duration_s / g - 1e-9) * g if g > 0 else duration_s
         return max(billed, self.minimum_s)
 
+    @property
+    def priced(self) -> bool:
+        """False for a self-hosted entry nobody gave a price: it is left out of costs (never
+        shown as $0)."""
+        if not self.self_hosted:
+            return True
+        return any(r.high > 0 for rates in self.compute_rates.values() for r in rates)
+
+    @property
+    def uncertain(self) -> bool:
+        """True when a rate has sourced values that disagree or the billing has alternatives."""
+        return len(self.alternatives) > 1 or any(r.uncertain for r in self.rates())
+
+    def rates(self) -> list[Rate]:
+        """Every rate of the entry: compute, storage tiers, snapshot storage."""
+        out = [r for rates in self.compute_rates.values() for r in rates]
+        out += [t.rate for t in self.storage if t.rate is not None]
+        if self.snapshot_rate is not None:
+            out.append(self.snapshot_rate)
+        return out
+
+    def at(self, end: str) -> ProviderPricing:
+        """A copy whose float rates are every rate's ``end`` value ("primary", "low", "high").
+
+        Costs grow with every rate, so the cost at "low" and at "high" bound every mix of the
+        sourced values."""
+        if end not in ENDS:
+            raise ValueError(f"end must be one of {', '.join(ENDS)}, got {end!r}")
+        per_s = {
+            resource: sum(r.at(end) for r in self.compute_rates.get(resource, ()))
+            for resource in ("cpu", "memory", "sandbox")
+        }
+        tiers = tuple(
+            replace(t, usd_per_gib_h=t.rate.at(end)) if t.rate is not None else t
+            for t in self.storage
+        )
+        return replace(
+            self,
+            cpu_usd_per_vcpu_s=per_s["cpu"],
+            memory_usd_per_gib_s=per_s["memory"],
+            sandbox_usd_per_s=per_s["sandbox"],
+            storage=tiers,
+            snapshot_usd_per_gib_h=(
+                self.snapshot_rate.at(end) if self.snapshot_rate is not None else None
+            ),
+        )
+
+    def with_alternative(self, alternative: BillingAlternative) -> ProviderPricing:
+        """A copy billing compute as ``alternative`` reads it."""
+        return replace(self, billed_shape=alternative.billed_shape)
+
+    def last_checked(self) -> list[tuple[str, date]]:
+        """(item, the most recent reading of its price) for every rate."""
+        return [(r.item, r.last_checked) for r in self.rates()]
+
 
 @dataclass(frozen=True, kw_only=True)
 class Catalog:
@@ -182,6 +398,17 @@ class Catalog:
 
     def get(self, provider: str) -> ProviderPricing | None:
         return self.providers.get(provider)
+
+    def dearest_storage_usd_per_gib_h(self) -> float:
+        """The highest storage or snapshot rate any entry publishes: the upper bound the
+        scenarios assume for a snapshot price a provider does not publish."""
+        rates = [
+            r.high
+            for p in self.providers.values()
+            for r in p.rates()
+            if r.item.startswith(("storage", "snapshot"))
+        ]
+        return max(rates, default=0.0)
 
 
 def _money(value: float) -> str:
@@ -231,85 +458,322 @@ def _choice(entry: Mapping[str, Any], key: str, allowed: frozenset[str], where: 
     return str(value)
 
 
+def _text(entry: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> str:
+    value = entry.get(key, "")
+    if not isinstance(value, str):
+        raise CatalogError(f"{where}: {key} must be text, got {value!r}")
+    if required and not value.strip():
+        raise CatalogError(f"{where}: missing {key!r}")
+    return value
+
+
+def _date(value: Any, where: str) -> date:
+    """A ``checked`` date: a TOML date or an ISO ``YYYY-MM-DD`` string."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise CatalogError(f"{where}: checked must be a date (YYYY-MM-DD), got {value!r}") from None
+
+
 def _storage_per_gib_h(usd: float, per: str, hours_per_month: float, where: str) -> float:
     if per not in _STORAGE_UNITS:
         raise CatalogError(f"{where}: unknown storage unit {per!r}")
     return usd / hours_per_month if per.endswith("_month") else usd
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Defaults:
+    """What a value without its own source and date inherits: the entry's."""
+
+    source: str
+    checked: Any
+    where: str
+
+
+def _rate(
+    item: str,
+    entry: Mapping[str, Any],
+    where: str,
+    normalise: Any,
+    defaults: _Defaults,
+) -> tuple[Rate, str]:
+    """A rate from ``{usd, per}`` (one value, the entry's source and date) or ``{per, values =
+    [{usd, per?, source, checked, note?}, ...]}`` (several sourced values); ``normalise(usd,
+    per, where)`` gives the value in the catalog's units. Returns the rate and the unit."""
+    if not isinstance(entry, Mapping):
+        raise CatalogError(f"{where} must be a table")
+    if "usd" in entry and "values" in entry:
+        raise CatalogError(f"{where}: give usd or values, not both")
+    per = entry.get("per")
+    if "values" not in entry:
+        usd = _number(entry, "usd", where)
+        value = SourcedValue(
+            usd=normalise(usd, per, where),
+            display=f"{_money(usd)} per {_unit_label(str(per))}",
+            source=defaults.source,
+            checked=_date(defaults.checked, defaults.where),
+            note=_text(entry, "note", where),
+        )
+        return Rate(item=item, values=(value,)), str(per)
+    raw = entry["values"]
+    if not isinstance(raw, list) or not raw:
+        raise CatalogError(f"{where}: values must be a non-empty array of tables")
+    values = []
+    for i, v in enumerate(raw):
+        vw = f"{where} values[{i}]"
+        if not isinstance(v, Mapping):
+            raise CatalogError(f"{vw} must be a table")
+        usd = _number(v, "usd", vw)
+        vper = v.get("per", per)
+        if "checked" not in v:
+            raise CatalogError(f"{vw}: missing 'checked'")
+        values.append(
+            SourcedValue(
+                usd=normalise(usd, vper, vw),
+                display=f"{_money(usd)} per {_unit_label(str(vper))}",
+                source=_text(v, "source", vw, required=True),
+                checked=_date(v["checked"], vw),
+                note=_text(v, "note", vw),
+            )
+        )
+    return Rate(item=item, values=tuple(values)), str(per)
+
+
+def _shape_table(value: Any, where: str) -> Shape:
+    if not isinstance(value, Mapping):
+        raise CatalogError(f"{where} must be a table of cpus and memory_gib")
+    return Shape(cpus=_number(value, "cpus", where), memory_gib=_number(value, "memory_gib", where))
+
+
+def _alternatives(
+    entry: Mapping[str, Any], where: str, default_shape: Shape | None, defaults: _Defaults
+) -> tuple[BillingAlternative, ...]:
+    raw = entry.get("alternatives")
+    if raw is None:
+        return (
+            BillingAlternative(
+                name="as published",
+                billed_shape=default_shape,
+                source=defaults.source,
+                checked=None,
+            ),
+        )
+    if not isinstance(raw, list) or not raw:
+        raise CatalogError(f"{where}: alternatives must be a non-empty array of tables")
+    out = []
+    for i, alt in enumerate(raw):
+        aw = f"{where} alternatives[{i}]"
+        if not isinstance(alt, Mapping):
+            raise CatalogError(f"{aw} must be a table")
+        shape_value = alt.get("billed_shape", "sandbox")
+        if shape_value == "sandbox":
+            shape = None
+        else:
+            shape = _shape_table(shape_value, f"{aw} billed_shape")
+        out.append(
+            BillingAlternative(
+                name=_text(alt, "name", aw, required=True),
+                billed_shape=shape,
+                source=_text(alt, "source", aw, required=True),
+                checked=_date(alt["checked"], aw) if "checked" in alt else None,
+                note=_text(alt, "note", aw),
+            )
+        )
+    return tuple(out)
+
+
+def _plan_limits(entry: Mapping[str, Any], where: str) -> tuple[PlanLimit, ...]:
+    raw = entry.get("plan_limits", [])
+    if not isinstance(raw, list):
+        raise CatalogError(f"{where}: plan_limits must be an array of tables")
+    out = []
+    for i, plan in enumerate(raw):
+        pw = f"{where} plan_limits[{i}]"
+        if not isinstance(plan, Mapping):
+            raise CatalogError(f"{pw} must be a table")
+        concurrent = plan.get("max_concurrent")
+        if concurrent is not None and (
+            isinstance(concurrent, bool) or not isinstance(concurrent, int) or concurrent < 1
+        ):
+            raise CatalogError(f"{pw}: max_concurrent must be a whole number >= 1")
+        if "checked" not in plan:
+            raise CatalogError(f"{pw}: missing 'checked'")
+        out.append(
+            PlanLimit(
+                name=_text(plan, "name", pw, required=True),
+                usd_per_month=_number(plan, "usd_per_month", pw, default=0.0),
+                max_concurrent=concurrent,
+                max_session_h=(
+                    _number(plan, "max_session_h", pw) if "max_session_h" in plan else None
+                ),
+                source=_text(plan, "source", pw, required=True),
+                checked=_date(plan["checked"], pw),
+                note=_text(plan, "note", pw),
+            )
+        )
+    return tuple(out)
+
+
+def _sandbox_size(entry: Mapping[str, Any], where: str) -> SandboxSize | None:
+    raw = entry.get("sandbox_size")
+    if raw is None:
+        return None
+    sw = f"{where} sandbox_size"
+    if not isinstance(raw, Mapping):
+        raise CatalogError(f"{sw} must be a table")
+    templates = raw.get("templates", {})
+    if not isinstance(templates, Mapping):
+        raise CatalogError(f"{sw}: templates must be a table of name = {{cpus, memory_gib}}")
+    from_spec = raw.get("from_spec", True)
+    if not isinstance(from_spec, bool):
+        raise CatalogError(f"{sw}: from_spec must be true or false")
+    default = _text(raw, "default_template", sw)
+    shapes = {str(k): _shape_table(v, f"{sw} templates.{k}") for k, v in templates.items()}
+    if default and default not in shapes:
+        raise CatalogError(f"{sw}: default_template {default!r} is not in templates")
+    if "checked" not in raw:
+        raise CatalogError(f"{sw}: missing 'checked'")
+    return SandboxSize(
+        from_spec=from_spec,
+        templates=shapes,
+        default_template=default,
+        source=_text(raw, "source", sw, required=True),
+        checked=_date(raw["checked"], sw),
+        note=_text(raw, "note", sw),
+        template_setting=_text(raw, "template_setting", sw) or "template",
+        spec_when_setting=_text(raw, "spec_when_setting", sw),
+    )
+
+
+def _examples(entry: Mapping[str, Any], where: str) -> tuple[PublishedExample, ...]:
+    raw = entry.get("examples", [])
+    if not isinstance(raw, list):
+        raise CatalogError(f"{where}: examples must be an array of tables")
+    out = []
+    for i, ex in enumerate(raw):
+        ew = f"{where} examples[{i}]"
+        if not isinstance(ex, Mapping):
+            raise CatalogError(f"{ew} must be a table")
+        scenario = ex.get("scenario", {})
+        if not isinstance(scenario, Mapping):
+            raise CatalogError(f"{ew}: scenario must be a table of session keys")
+        try:
+            parse(SessionScenario, scenario, where=f"{ew} scenario")
+        except SettingError as exc:
+            raise CatalogError(str(exc)) from None
+        out.append(
+            PublishedExample(
+                what=_text(ex, "what", ew, required=True),
+                usd=_number(ex, "usd", ew),
+                scenario=dict(scenario),
+                source=_text(ex, "source", ew, required=True),
+                note=_text(ex, "note", ew),
+            )
+        )
+    return tuple(out)
+
+
 def _parse_provider(pid: str, entry: Mapping[str, Any], hours_per_month: float) -> ProviderPricing:
     where = f"pricing catalog [providers.{pid}]"
+    if not isinstance(entry, Mapping):
+        raise CatalogError(f"{where} must be a table")
     compute = entry.get("compute")
     if not isinstance(compute, Mapping) or not compute:
         raise CatalogError(f"{where}: needs a compute table")
-    per_s = {"cpu": 0.0, "memory": 0.0, "sandbox": 0.0}
+    # A value without its own source and date inherits the entry's. The entry's ``checked``
+    # has always been free text (entries written before dates were read stay valid); one that
+    # is not a date makes the price's age unknown (UNKNOWN_DATE), which the report says.
+    try:
+        inherited = _date(entry.get("checked", ""), where)
+    except CatalogError:
+        inherited = UNKNOWN_DATE
+    defaults = _Defaults(source=str(entry.get("source", "")), checked=inherited, where=where)
+
+    def compute_unit(usd: float, per: Any, w: str) -> float:
+        if per not in _COMPUTE_UNITS:
+            raise CatalogError(f"{w} has unknown unit {per!r}")
+        return usd / _COMPUTE_UNITS[per][1]
+
+    def storage_unit(usd: float, per: Any, w: str) -> float:
+        return _storage_per_gib_h(usd, str(per or ""), hours_per_month, w)
+
+    compute_rates: dict[str, list[Rate]] = {"cpu": [], "memory": [], "sandbox": []}
     rate_rows = []
-    for item, rate in compute.items():
-        if not isinstance(rate, Mapping):
+    for item, raw in compute.items():
+        iw = f"{where} compute.{item}"
+        if not isinstance(raw, Mapping):
             raise CatalogError(f"{where}: compute.{item} must be a table")
-        usd = _number(rate, "usd", f"{where} compute.{item}")
-        per = rate.get("per")
+        per = raw.get("per")
         if per not in _COMPUTE_UNITS:
             raise CatalogError(f"{where}: compute.{item} has unknown unit {per!r}")
-        resource, seconds = _COMPUTE_UNITS[per]
-        per_s[resource] += usd / seconds
-        rate_rows.append((item, f"{_money(usd)} per {_unit_label(per)}"))
+        rate, _ = _rate(str(item), raw, iw, compute_unit, defaults)
+        compute_rates[_COMPUTE_UNITS[per][0]].append(rate)
+        rate_rows.append((str(item), "; ".join(v.display for v in rate.values)))
     shape = entry.get("billed_shape")
-    billed_shape = None
-    if shape is not None:
-        billed_shape = Shape(
-            cpus=_number(shape, "cpus", f"{where} billed_shape"),
-            memory_gib=_number(shape, "memory_gib", f"{where} billed_shape"),
-        )
+    billed_shape = None if shape is None else _shape_table(shape, f"{where} billed_shape")
     tiers = []
     for i, tier in enumerate(entry.get("storage", [])):
         tw = f"{where} storage[{i}]"
-        usd = _number(tier, "usd", tw)
-        per = str(tier.get("per", ""))
+        if not isinstance(tier, Mapping):
+            raise CatalogError(f"{tw} must be a table")
+        name = str(tier.get("name", f"storage {i}"))
+        rate, _ = _rate(f"storage: {name}", tier, tw, storage_unit, defaults)
         tiers.append(
             StorageTier(
-                name=str(tier.get("name", f"storage {i}")),
-                usd_per_gib_h=_storage_per_gib_h(usd, per, hours_per_month, tw),
+                name=name,
+                usd_per_gib_h=rate.primary,
                 billed=_choice(tier, "billed", STORAGE_BILLED, tw),
                 free_gib=_number(tier, "free_gib", tw, default=0.0),
-                display=f"{_money(usd)} per {_unit_label(per)}",
+                display=rate.values[0].display,
                 note=str(tier.get("note", "")),
+                rate=rate,
             )
         )
-        rate_rows.append((f"storage: {tiers[-1].name}", tiers[-1].display))
+        rate_rows.append((f"storage: {name}", "; ".join(v.display for v in rate.values)))
     snap = entry.get("snapshot_storage") or {}
+    if not isinstance(snap, Mapping):
+        raise CatalogError(f"{where}: snapshot_storage must be a table")
     snapshot_rate = None
     snapshot_display = "not published"
-    if "usd" in snap:
-        sw = f"{where} snapshot_storage"
-        usd = _number(snap, "usd", sw)
-        per = str(snap.get("per", ""))
-        snapshot_rate = _storage_per_gib_h(usd, per, hours_per_month, sw)
-        snapshot_display = f"{_money(usd)} per {_unit_label(per)}"
+    if "usd" in snap or "values" in snap:
+        snapshot_rate, _ = _rate(
+            "snapshot storage", snap, f"{where} snapshot_storage", storage_unit, defaults
+        )
+        snapshot_display = "; ".join(v.display for v in snapshot_rate.values)
     rate_rows.append(("snapshot storage", snapshot_display))
+    basis = _choice(entry, "billing_basis", BILLING_BASES, where)
+    idle = _choice(entry, "idle", IDLE_MODES, where)
+    paused_pays = _choice(entry, "paused_pays", PAUSED_PAYS, where)
     for key in ("source", "checked"):
         if not str(entry.get(key, "")).strip():
             raise CatalogError(f"{where}: missing {key!r}")
-    return ProviderPricing(
+    self_hosted = entry.get("self_hosted", False)
+    if not isinstance(self_hosted, bool):
+        raise CatalogError(f"{where}: self_hosted must be true or false")
+    pricing = ProviderPricing(
         provider=pid,
         display_name=str(entry.get("display_name", pid)),
-        billing_basis=_choice(entry, "billing_basis", BILLING_BASES, where),
+        billing_basis=basis,
         basis_note=str(entry.get("basis_note", "")),
-        cpu_usd_per_vcpu_s=per_s["cpu"],
-        memory_usd_per_gib_s=per_s["memory"],
-        sandbox_usd_per_s=per_s["sandbox"],
+        cpu_usd_per_vcpu_s=sum(r.primary for r in compute_rates["cpu"]),
+        memory_usd_per_gib_s=sum(r.primary for r in compute_rates["memory"]),
+        sandbox_usd_per_s=sum(r.primary for r in compute_rates["sandbox"]),
         billed_shape=billed_shape,
         shape_note=str(entry.get("shape_note", "")),
         granularity_s=_number(entry, "granularity_s", where),
         minimum_s=_number(entry, "minimum_s", where),
-        idle=_choice(entry, "idle", IDLE_MODES, where),
-        paused_pays=_choice(entry, "paused_pays", PAUSED_PAYS, where),
+        idle=idle,
+        paused_pays=paused_pays,
         paused_note=str(entry.get("paused_note", "")),
         sleeps_after_s=(
             _number(entry, "sleeps_after_s", where) if "sleeps_after_s" in entry else None
         ),
         storage=tuple(tiers),
-        snapshot_usd_per_gib_h=snapshot_rate,
+        snapshot_usd_per_gib_h=snapshot_rate.primary if snapshot_rate is not None else None,
         snapshot_display=snapshot_display,
         snapshot_note=str(snap.get("note", "")),
         plans=str(entry.get("plans", "")),
@@ -317,7 +781,15 @@ def _parse_provider(pid: str, entry: Mapping[str, Any], hours_per_month: float) 
         checked=str(entry["checked"]),
         superseded=str(entry.get("superseded", "")),
         rate_rows=tuple(rate_rows),
+        compute_rates={k: tuple(v) for k, v in compute_rates.items()},
+        snapshot_rate=snapshot_rate,
+        alternatives=_alternatives(entry, where, billed_shape, defaults),
+        plan_limits=_plan_limits(entry, where),
+        sandbox_size=_sandbox_size(entry, where),
+        self_hosted=self_hosted,
+        examples=_examples(entry, where),
     )
+    return pricing
 
 
 def load_catalog(
@@ -355,13 +827,25 @@ def load_catalog(
         base = providers.get("local")
         if base is None:
             raise CatalogError(f"pricing catalog {path}: no local entry to override")
+        display = f"{_money(local_rate_usd_per_hour)} per sandbox-hour"
+        value = SourcedValue(
+            usd=local_rate_usd_per_hour / 3600.0,
+            display=display,
+            source=local_rate_source,
+            checked=date.today(),
+        )
         providers["local"] = replace(
             base,
             sandbox_usd_per_s=local_rate_usd_per_hour / 3600.0,
             cpu_usd_per_vcpu_s=0.0,
             memory_usd_per_gib_s=0.0,
+            compute_rates={
+                "cpu": (),
+                "memory": (),
+                "sandbox": (Rate(item="sandbox", values=(value,)),),
+            },
             rate_rows=(
-                ("sandbox", f"{_money(local_rate_usd_per_hour)} per sandbox-hour"),
+                ("sandbox", display),
                 *(r for r in base.rate_rows if not r[0].startswith(("sandbox", "cpu", "mem"))),
             ),
             source=local_rate_source,
@@ -399,20 +883,29 @@ def provider_shapes(
     return result
 
 
-def operation_costs(summary: pd.DataFrame, catalog: Catalog, spec: Shape) -> pd.DataFrame:
-    """Cost of one operation at its measured p50 and p95, per summary row.
+def operation_costs(
+    summary: pd.DataFrame,
+    catalog: Catalog,
+    spec: Shape,
+    sizes: Mapping[str, Shape] | None = None,
+) -> pd.DataFrame:
+    """Cost of one operation at its measured p50 and p95, per summary row, at the catalog's
+    primary rates; ``sizes`` gives a provider's sandbox size where it is not the spec.
 
     Columns: provider, workload, operation, shape, usd_per_hour, p50_usd, p95_usd, mean_usd,
-    priced (False when the catalog has no entry for the provider).
+    priced (False when the catalog has no entry for the provider, or it is self-hosted and
+    nobody gave a host price: its costs are then NaN, never $0).
     """
+    sizes = sizes or {}
     rows = []
     for row in summary.to_dict("records"):
         pricing = catalog.get(row["provider"])
-        if pricing is None:
+        own = sizes.get(row["provider"], spec)
+        if pricing is None or not pricing.priced:
             rate = float("nan")
-            shape = spec
+            shape = own
         else:
-            shape = pricing.shape_for(spec)
+            shape = pricing.shape_for(own)
             rate = pricing.usd_per_s(shape)
         rows.append(
             {
@@ -424,7 +917,7 @@ def operation_costs(summary: pd.DataFrame, catalog: Catalog, spec: Shape) -> pd.
                 "p50_usd": row["p50_s"] * rate,
                 "p95_usd": row["p95_s"] * rate,
                 "mean_usd": row["mean_s"] * rate,
-                "priced": pricing is not None,
+                "priced": pricing is not None and pricing.priced,
             }
         )
     return pd.DataFrame(
@@ -454,7 +947,12 @@ def _derived_mask(frame: pd.DataFrame) -> np.ndarray:
 
 
 def workload_costs(
-    frame: pd.DataFrame, catalog: Catalog, spec: Shape, *, include_warmups: bool = False
+    frame: pd.DataFrame,
+    catalog: Catalog,
+    spec: Shape,
+    *,
+    include_warmups: bool = False,
+    sizes: Mapping[str, Shape] | None = None,
 ) -> pd.DataFrame:
     """Cost of one workload iteration per provider (see the module docstring).
 
@@ -487,12 +985,12 @@ def workload_costs(
     ):
         pricing = catalog.get(str(provider))
         values = seconds.to_numpy(dtype=np.float64)
-        if pricing is None:
+        if pricing is None or not pricing.priced:
             billed = values
             rate = float("nan")
         else:
             billed = np.array([pricing.billed_seconds(v) for v in values])
-            rate = pricing.usd_per_s(pricing.shape_for(spec))
+            rate = pricing.usd_per_s(pricing.shape_for((sizes or {}).get(str(provider), spec)))
         usd = billed * rate
         rows.append(
             {
@@ -530,6 +1028,18 @@ class SessionScenario:
     snapshot_gib: float = setting(
         1.0, help="size of one checkpoint", unit="GiB", minimum=0, maximum=100_000
     )
+    sessions_per_day: float = setting(
+        6.0,
+        help="agent sessions a day (for the daily and monthly cost)",
+        minimum=0.001,
+        maximum=10_000_000,
+    )
+    concurrency: int = setting(
+        1,
+        help="agent sessions running at once (checked against plan limits)",
+        minimum=1,
+        maximum=1_000_000,
+    )
 
     def __post_init__(self) -> None:
         checks = {
@@ -548,7 +1058,8 @@ class SessionScenario:
         return (
             f"{self.hours:g} h session, active {self.active_fraction:.0%} of the time, "
             f"{self.checkpoints} checkpoint(s), {self.resumes} resume(s), "
-            f"{self.disk_gib:g} GiB on disk, {self.snapshot_gib:g} GiB per checkpoint"
+            f"{self.disk_gib:g} GiB on disk, {self.snapshot_gib:g} GiB per checkpoint; "
+            f"{self.sessions_per_day:g} session(s) a day, {self.concurrency} at once"
         )
 
 
@@ -562,6 +1073,10 @@ class SessionCost:
     compute_h: float
     compute_usd: float
     storage_usd: float
+    #: compute_usd split by what is priced: vCPUs, memory, a flat per-sandbox rate.
+    cpu_usd: float = 0.0
+    memory_usd: float = 0.0
+    sandbox_usd: float = 0.0
     #: None when the provider publishes no snapshot price (left out of total_usd).
     snapshot_usd: float | None
     total_usd: float
@@ -623,15 +1138,21 @@ def session_cost(
     scenario: SessionScenario,
     spec: Shape,
     latencies_s: Mapping[str, float] | None = None,
+    *,
+    size_source: str = "the run's spec",
 ) -> SessionCost:
-    """One provider's cost of ``scenario`` (see the module docstring for the rules)."""
+    """One provider's cost of ``scenario`` (see the module docstring for the rules).
+
+    ``spec`` is the sandbox's own size and ``size_source`` where it came from (the run's
+    spec, the provider's declared template, the probe's measurement); a provider that bills
+    a fixed shape is billed at that instead."""
     latencies_s = dict(latencies_s or {})
     shape = pricing.shape_for(spec)
     notes = []
     if pricing.billed_shape is not None:
         notes.append(f"billed at the fixed {shape.describe()} shape ({pricing.shape_note})")
     else:
-        notes.append(f"billed at the run's spec, {shape.describe()}")
+        notes.append(f"billed at {size_source}, {shape.describe()}")
 
     def p50(name: str) -> float:
         if name in latencies_s:
@@ -668,7 +1189,11 @@ def session_cost(
     if missing:
         notes.append("not measured in this run, so billed as 0 s: " + ", ".join(missing))
     compute_h = active_h + (idle_h if idle_billed else 0.0) + transitions_s / 3600.0
-    compute_usd = compute_h * 3600.0 * pricing.usd_per_s(shape)
+    compute_s = compute_h * 3600.0
+    cpu_usd = compute_s * pricing.cpu_usd_per_vcpu_s * shape.cpus
+    memory_usd = compute_s * pricing.memory_usd_per_gib_s * shape.memory_gib
+    sandbox_usd = compute_s * pricing.sandbox_usd_per_s
+    compute_usd = cpu_usd + memory_usd + sandbox_usd
     storage_usd = 0.0
     for tier in pricing.storage:
         billable_gib = max(0.0, scenario.disk_gib - tier.free_gib)
@@ -703,6 +1228,9 @@ def session_cost(
         compute_h=compute_h,
         compute_usd=compute_usd,
         storage_usd=storage_usd,
+        cpu_usd=cpu_usd,
+        memory_usd=memory_usd,
+        sandbox_usd=sandbox_usd,
         snapshot_usd=snapshot_usd,
         total_usd=total,
         wait_s=wait_s,
@@ -759,6 +1287,14 @@ def format_usd(value: float | None) -> str:
     # Three significant figures for small amounts, e.g. $0.0000123.
     digits = -math.floor(math.log10(magnitude)) + 2
     return f"${value:.{digits}f}"
+
+
+def format_usd_range(low: float, high: float) -> str:
+    """ "$0.043–$0.44", or one amount when both ends print the same."""
+    if not math.isfinite(high):
+        return f"at least {format_usd(low)}"
+    a, b = format_usd(low), format_usd(high)
+    return a if a == b else f"{a}–{b}"
 
 
 def describe_latency(seconds: float | None) -> str:

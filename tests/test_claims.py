@@ -122,7 +122,7 @@ def test_a_noisy_small_sample_near_the_claim_is_not_called_a_miss():
     ("groups", "reasons", "expected"),
     [
         ({}, {}, "no create samples for p in the lifecycle workload"),
-        (_groups([0.1, 0.2]), {}, "n too small (n=2, the median needs 5)"),
+        (_groups([0.1, 0.2]), {}, "n too small (n=2; the median's interval needs 6)"),
         (_groups([]), {"p": {"create": "no API"}}, "unsupported: create: no API"),
     ],
 )

@@ -336,3 +336,164 @@ def test_costs_are_computed_at_report_time_and_never_written_into_results(tmp_pa
     write_report([run], tmp_path / "reports")
     assert _tree_digest(run) == before
     assert "usd" not in (run / "samples.jsonl").read_text() + (run / "manifest.json").read_text()
+
+
+# -- prices that are not one number -----------------------------------------------------------
+
+ENTRY = """
+[providers.x]
+billing_basis = "active_usage"
+granularity_s = 1
+minimum_s = 0
+idle = "auto_sleep"
+paused_pays = "storage"
+source = "the entry's page"
+checked = "2026-11-01"
+compute.memory = { usd = 0.04, per = "gb_hour" }
+compute.cpu.per = "vcpu_hour"
+"""
+VALUES = """
+[[providers.x.compute.cpu.values]]
+usd = 0.07
+source = "the pricing page"
+checked = 2026-08-07
+
+[[providers.x.compute.cpu.values]]
+usd = 0.00000764
+per = "vcpu_second"
+source = "the billing page"
+checked = "2026-11-28"
+"""
+
+
+def test_a_rate_may_carry_several_sourced_values_and_costs_span_them(tmp_path):
+    x = cost.load_catalog(_catalog_file(tmp_path, ENTRY + VALUES)).get("x")
+    [cpu] = x.compute_rates["cpu"]
+    assert [v.source for v in cpu.values] == ["the pricing page", "the billing page"]
+    assert [v.checked.isoformat() for v in cpu.values] == ["2026-08-07", "2026-11-28"]
+    assert cpu.low * 3600 == pytest.approx(0.027504) and cpu.high * 3600 == pytest.approx(0.07)
+    assert x.cpu_usd_per_vcpu_s * 3600 == pytest.approx(0.07)  # the first listed is primary
+    assert x.at("low").cpu_usd_per_vcpu_s * 3600 == pytest.approx(0.027504)
+    assert x.uncertain and cpu.last_checked.isoformat() == "2026-11-28"
+    # A single number keeps the entry's source and date.
+    [memory] = x.compute_rates["memory"]
+    assert memory.values[0].source == "the entry's page" and not memory.uncertain
+    assert [a.name for a in x.alternatives] == ["as published"]
+
+
+def test_billing_alternatives_plan_limits_and_declared_sizes_parse(tmp_path):
+    more = """
+[[providers.x.alternatives]]
+name = "fixed"
+billed_shape = { cpus = 8, memory_gib = 4 }
+source = "billing page"
+checked = 2026-11-28
+
+[[providers.x.alternatives]]
+name = "used"
+billed_shape = "sandbox"
+source = "staff post"
+
+[[providers.x.plan_limits]]
+name = "Free"
+max_concurrent = 3
+max_session_h = 1
+source = "plans page"
+checked = 2026-11-28
+
+[providers.x.sandbox_size]
+from_spec = false
+templates = { base = { cpus = 2, memory_gib = 0.5 } }
+default_template = "base"
+source = "docs"
+checked = 2026-11-28
+"""
+    x = cost.load_catalog(_catalog_file(tmp_path, ENTRY + VALUES + more)).get("x")
+    fixed, used = x.alternatives
+    assert fixed.billed_shape == cost.Shape(cpus=8, memory_gib=4) and used.billed_shape is None
+    assert x.with_alternative(used).shape_for(SPEC) == SPEC
+    [free] = x.plan_limits
+    assert (free.max_concurrent, free.max_session_h, free.usd_per_month) == (3, 1.0, 0.0)
+    assert x.sandbox_size.declared({}, {})[0] == cost.Shape(cpus=2, memory_gib=0.5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('compute.sandbox = { usd = 1, values = [], per = "sandbox_hour" }', "not both"),
+        ('compute.sandbox = { values = [], per = "sandbox_hour" }', "non-empty array"),
+        (
+            'compute.sandbox = { per = "sandbox_hour", values = [{ usd = 1, source = "s" }] }',
+            "missing 'checked'",
+        ),
+        (
+            'compute.sandbox = { per = "sandbox_hour", values = [{ usd = 1, checked = "x", '
+            'source = "s" }] }',
+            "checked must be a date",
+        ),
+        ('alternatives = [{ name = "a", billed_shape = 3, source = "s" }]', "billed_shape"),
+        (
+            'plan_limits = [{ name = "p", max_concurrent = 0, source = "s", '
+            "checked = 2026-01-01 }]",
+            "max_concurrent must be a whole number",
+        ),
+        (
+            'sandbox_size = { templates = {}, default_template = "base", source = "s", '
+            "checked = 2026-01-01 }",
+            "default_template 'base' is not in templates",
+        ),
+        ("self_hosted = 1", "self_hosted must be true or false"),
+    ],
+)
+def test_a_bad_extended_entry_is_refused_with_a_one_line_message(tmp_path, extra, message):
+    body = ENTRY.replace('compute.cpu.per = "vcpu_hour"\n', "") + extra + "\n"
+    with pytest.raises(cost.CatalogError, match=message) as info:
+        cost.load_catalog(_catalog_file(tmp_path, body))
+    assert "\n" not in str(info.value)
+
+
+def test_the_shipped_catalog_keeps_sprites_disagreeing_sources_and_plan_limits(catalog):
+    sprites = catalog.get("sprites")
+    [cpu] = sprites.compute_rates["cpu"]
+    assert sorted(round(v.usd * 3600, 4) for v in cpu.values) == [0.0275, 0.07]
+    assert all(v.source and v.checked for v in cpu.values)
+    assert [a.billed_shape for a in sprites.alternatives] == [
+        cost.Shape(cpus=8, memory_gib=4),
+        None,
+    ]
+    assert {p.name: p.max_concurrent for p in sprites.plan_limits} == {
+        "Pay as you go": 3,
+        "Level 10": 10,
+    }
+    assert {p.name: p.max_concurrent for p in catalog.get("e2b").plan_limits} == {
+        "Hobby": 20,
+        "Pro": 100,
+    }
+    assert not catalog.get("local").priced and catalog.get("local").self_hosted
+
+
+def test_a_price_read_more_than_90_days_before_the_report_is_flagged(catalog):
+    from datetime import date
+
+    from bench.report.decision import stale_prices
+
+    fresh = stale_prices(catalog, ["sprites", "e2b", "local"], date(2026, 9, 1))
+    assert fresh == []
+    late = stale_prices(catalog, ["sprites", "e2b", "local"], date(2026, 11, 29))
+    assert len(late) == 2  # local is not costed, so not checked
+    e2b = next(w for w in late if w.startswith("e2b"))
+    assert "cpu (2026-08-08, 113 days)" in e2b
+    sprites = next(w for w in late if w.startswith("sprites"))
+    assert "cpu" not in sprites.split(":", 1)[1].split("(")[0]  # re-read 2026-11-28
+    assert "hot NVMe cache (2026-08-07, 114 days)" in sprites
+
+
+def test_an_entrys_free_text_checked_date_stays_valid_and_its_age_is_said_unknown(tmp_path):
+    from datetime import date
+
+    from bench.report.decision import stale_prices
+
+    body = ENTRY.replace('checked = "2026-11-01"', 'checked = "late 2026, from the docs"')
+    catalog = cost.load_catalog(_catalog_file(tmp_path, body.replace("compute.cpu.per", "#")))
+    [warning] = stale_prices(catalog, ["x"], date(2026, 11, 29))
+    assert "'late 2026, from the docs' is not a date" in warning

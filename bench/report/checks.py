@@ -16,6 +16,7 @@ import numpy as np
 
 from bench import stats
 from bench.report.data import ReportData
+from bench.report.decision import decision_of
 from bench.report.sections.fidelity import fidelity_warnings
 from bench.report.views import ReportWarning, Severity, Text, View, Warnings, limited
 from bench.report.workload import workload_checks
@@ -181,6 +182,26 @@ def unsupported(data: ReportData) -> Iterable[ReportWarning]:
     yield from limited("unsupported", items)
 
 
+def stale_prices(data: ReportData) -> Iterable[ReportWarning]:
+    """Prices of the providers the report costs, last read more than 90 days before it."""
+    for text in decision_of(data).price_warnings:
+        yield ReportWarning(kind="stale price", text=text)
+
+
+def plan_limits(data: ReportData) -> Iterable[ReportWarning]:
+    """Scenarios no published plan of a provider allows (concurrency, session length)."""
+    for d in decision_of(data).scenarios:
+        for provider, c in d.costs.items():
+            if c.price is not None and c.price.no_plan_fits:
+                yield ReportWarning(
+                    kind="plan limits",
+                    text=f"{d.scenario.name} on {provider}: no published plan allows it ("
+                    + "; ".join(c.price.plans_too_small)
+                    + ")",
+                    severity=Severity.NOTE,
+                )
+
+
 Check = Callable[[ReportData], Iterable[ReportWarning]]
 
 #: Checks before the workloads' own, in the order their warnings are listed.
@@ -196,7 +217,7 @@ CHECKS_BEFORE: tuple[Check, ...] = (
     fidelity,
 )
 #: Checks after the workloads' own.
-CHECKS_AFTER: tuple[Check, ...] = (unsupported,)
+CHECKS_AFTER: tuple[Check, ...] = (unsupported, stale_prices, plan_limits)
 
 
 def all_checks() -> list[Check]:

@@ -6,29 +6,34 @@ a section asks for it (pytest-benchmark's ``stats.py`` declares its statistics t
 so a report restricted to a few sections computes only what they show.
 
 What is checked when it is built, before anything is written: the pricing catalog and the
-session scenario each run was made with (its manifest's ``config.pricing`` and
-``config.scenario``; runs made before the scenario was recorded have the defaults), the
-report's overrides of them, and the claims file.
+scenarios each run was made with (its manifest's ``config.pricing``, ``config.scenarios`` and,
+for runs made before named scenarios existed, the flat ``config.scenario``: the persistent
+agent's keys; runs made before any was recorded have the defaults), the report's overrides of
+them, and the claims file.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from bench import claims as claims_mod
 from bench import cost, stats
+from bench import scenarios as scenarios_mod
 from bench.report import figures
 from bench.report.runs import RunSet, capabilities_of, emulated_providers, plan_providers
 from bench.report.settings import ReportSettings
 from bench.report.views import Figure
-from providers.settings import SettingError, parse, to_table
+from providers.settings import SettingError
+
+T = TypeVar("T")
 
 #: How a report names the catalog shipped with the harness.
 DEFAULT_CATALOG_LABEL = "providers/pricing.toml"
@@ -126,37 +131,79 @@ def choose_pricing(run_ids: Sequence[str], manifests: Sequence[Mapping[str, Any]
     return PricingChoice(catalog=catalog, label=label, source=source, warnings=tuple(warnings))
 
 
-def choose_scenario(run_ids: Sequence[str], manifests: Sequence[Mapping[str, Any]],
-                    settings: ReportSettings) -> ScenarioChoice:  # fmt: skip
-    """The first run's ``[scenario]`` with the report's overrides set over it; a warning when
-    the runs were made with different scenarios."""
-    tables: list[Mapping[str, Any] | None] = []
-    parsed = []
-    for run_id, manifest in zip(run_ids, manifests, strict=True):
-        table = (manifest.get("config") or {}).get("scenario")
-        if table is not None and not isinstance(table, Mapping):
-            raise ValueError(f"run {run_id}: config.scenario in its manifest is not a table")
-        tables.append(table)
-        try:
-            parsed.append(parse(cost.SessionScenario, table or {}, where=f"{run_id} scenario"))
-        except SettingError as exc:
-            raise ValueError(f"run {run_id}: {exc}") from None
-    overrides = dict(settings.scenario)
-    scenario = parse(cost.SessionScenario, {**to_table(parsed[0]), **overrides}, where="scenario")
-    if tables[0] is not None:
-        source = f"as run {run_ids[0]} set it"
-    else:
-        source = "the defaults: the run set no scenario"
-    if overrides:
-        source += f", with {', '.join(sorted(overrides))} set for this report"
+@dataclass(frozen=True, kw_only=True)
+class ScenarioSet:
+    """Every scenario the report decides for, and where each one's keys came from."""
+
+    scenarios: Mapping[str, scenarios_mod.Scenario]
+    sources: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def _run_scenarios(run_id: str, manifest: Mapping[str, Any]) -> tuple[dict, bool]:
+    """A run's scenarios (built-ins with what it set over them) and whether it set any."""
+    config = manifest.get("config") or {}
+    named = config.get("scenarios")
+    flat = config.get("scenario")
+    for key, value in (("scenarios", named), ("scenario", flat)):
+        if value is not None and not isinstance(value, Mapping):
+            raise ValueError(f"run {run_id}: config.{key} in its manifest is not a table")
+    try:
+        if named is not None:
+            return scenarios_mod.parse_scenarios(named, where=f"{run_id} scenario"), True
+        return scenarios_mod.parse_scenarios(
+            flat or {}, where=f"{run_id} scenario"
+        ), flat is not None
+    except SettingError as exc:
+        raise ValueError(f"run {run_id}: {exc}") from None
+
+
+def choose_scenarios(run_ids: Sequence[str], manifests: Sequence[Mapping[str, Any]],
+                     settings: ReportSettings) -> ScenarioSet:  # fmt: skip
+    """The first run's scenarios with the report's overrides set over them (its flat
+    ``scenario`` keys on the persistent agent, its ``scenarios`` tables by name); a warning
+    when the runs were made with different ones."""
+    per_run = [_run_scenarios(r, m) for r, m in zip(run_ids, manifests, strict=True)]
+    first, recorded = per_run[0]
+    overrides: dict[str, Any] = {
+        **{k: dict(v) for k, v in settings.scenarios.items()},
+        **dict(settings.scenario),
+    }
+    try:
+        chosen = scenarios_mod.parse_scenarios(overrides, where="scenario", base=first)
+    except SettingError as exc:
+        raise ValueError(str(exc)) from None
+    sources = {}
+    for name in chosen:
+        if name in first and recorded:
+            text = f"as run {run_ids[0]} set it"
+        elif name in first:
+            text = "the defaults: the run set no scenario"
+        else:
+            text = "set for this report"
+        set_here = sorted(settings.scenarios.get(name, {}))
+        if name == scenarios_mod.SESSION:
+            set_here += sorted(settings.scenario)
+        if set_here and name in first:
+            text += f", with {', '.join(set_here)} set for this report"
+        sources[name] = text
     warnings = []
-    if len(set(parsed)) > 1:
-        detail = "; ".join(f"{r}: {p.describe()}" for r, p in zip(run_ids, parsed, strict=True))
+    tables = [scenarios_mod.to_tables(s) for s, _ in per_run]
+    differing = sorted({n for t in tables for n in t if any(o.get(n) != t.get(n) for o in tables)})
+    if differing:
+        detail = "; ".join(
+            f"{name}: "
+            + ", ".join(
+                f"{r}: {s[name].describe() if name in s else 'not set'}"
+                for r, (s, _) in zip(run_ids, per_run, strict=True)
+            )
+            for name in differing
+        )
         warnings.append(
             f"the runs were made with different session scenarios ({detail}); the session "
             f"costs use {run_ids[0]}'s" + (" with this report's overrides" if overrides else "")
         )
-    return ScenarioChoice(scenario=scenario, source=source, warnings=tuple(warnings))
+    return ScenarioSet(scenarios=chosen, sources=sources, warnings=tuple(warnings))
 
 
 class ReportData:
@@ -175,8 +222,18 @@ class ReportData:
         self.last = self.manifests[-1]
         # Checked now, before a file is written: a bad catalog or scenario is a one-line error.
         self.pricing = choose_pricing(self.run_ids, self.manifests, settings)
-        self.scenario_choice = choose_scenario(self.run_ids, self.manifests, settings)
+        self.scenario_set = choose_scenarios(self.run_ids, self.manifests, settings)
+        session = scenarios_mod.SESSION
+        #: The persistent agent's session (the scenario of reports before named scenarios).
+        self.scenario_choice = ScenarioChoice(
+            scenario=self.scenario_set.scenarios[session].params,
+            source=self.scenario_set.sources.get(session, ""),
+            warnings=self.scenario_set.warnings,
+        )
         self.claim_list = claims_mod.load_claims(settings.claims_path)
+        #: The report's date: prices read more than 90 days before it are flagged.
+        self.as_of: date = settings.as_of or date.today()
+        self._derived: dict[str, Any] = {}
 
     # -- statistics ---------------------------------------------------------------------------
 
@@ -250,26 +307,41 @@ class ReportData:
     def scenario(self) -> cost.SessionScenario:
         return self.scenario_choice.scenario
 
+    def derived(self, key: str, build: Callable[[ReportData], T]) -> T:
+        """What a module this one does not import computes from this data (the decision,
+        bench/report/decision.py), built once per report and kept under ``key``."""
+        if key not in self._derived:
+            self._derived[key] = build(self)
+        return self._derived[key]
+
+    @cached_property
+    def sizes(self) -> dict[str, scenarios_mod.SizeChoice]:
+        """provider -> the size its sandboxes are costed at, and where that came from: measured
+        by the probe, else declared, else the spec (:func:`bench.scenarios.sandbox_size`),
+        for every provider measured or priced."""
+        frame = self.measured_frame()
+        out = {}
+        for p in sorted(set(self.providers) | set(self.catalog.providers)):
+            env = ((self.last.get("providers") or {}).get(p) or {}).get("environment")
+            probe, note = scenarios_mod.probe_size(frame, p, emulated=p in self.emulated)
+            out[p] = scenarios_mod.sandbox_size(
+                self.catalog.get(p), self.spec_table, env, probe=probe, probe_note=note
+            )
+        return out
+
     @cached_property
     def operation_costs(self) -> pd.DataFrame:
-        return cost.operation_costs(self.summary, self.catalog, self.spec)
+        shapes = {p: s.shape for p, s in self.sizes.items()}
+        return cost.operation_costs(self.summary, self.catalog, self.spec, shapes)
 
     @cached_property
     def workload_costs(self) -> pd.DataFrame:
         return cost.workload_costs(
-            self.frame, self.catalog, self.spec, include_warmups=self.include_warmups
-        )
-
-    @cached_property
-    def sessions(self) -> list[cost.SessionCost]:
-        return cost.session_costs(
-            self.catalog,
-            self.scenario,
-            self.spec,
-            self.providers,
-            self.summary,
             self.frame,
+            self.catalog,
+            self.spec,
             include_warmups=self.include_warmups,
+            sizes={p: s.shape for p, s in self.sizes.items()},
         )
 
     @cached_property
@@ -306,4 +378,11 @@ class ReportData:
         return Figure.of(fig)
 
 
-__all__ = ["DEFAULT_CATALOG_LABEL", "PricingChoice", "ReportData", "ScenarioChoice"]
+__all__ = [
+    "DEFAULT_CATALOG_LABEL",
+    "PricingChoice",
+    "ReportData",
+    "ScenarioChoice",
+    "ScenarioSet",
+    "choose_scenarios",
+]

@@ -18,6 +18,7 @@ from typing import Any
 
 #: name -> "module:function", in the order the report shows them.
 SECTIONS: dict[str, str] = {
+    "decision": "bench.report.sections.decision:decision",
     "glance": "bench.report.sections.overview:glance",
     "how-to-read": "bench.report.sections.overview:how_to_read",
     "run": "bench.report.sections.run:run",

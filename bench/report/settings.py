@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from bench import scenarios as scenarios_mod
 from bench.cost import SessionScenario
 from bench.report.registry import section_names
 from providers.settings import parse
@@ -33,8 +35,14 @@ class ReportSettings:
     local_rate_usd_per_hour: float | None = None
     #: Vendor claims file; None means providers/claims.toml.
     claims_path: Path | None = None
-    #: Session scenario keys (:class:`bench.cost.SessionScenario`) set over each run's own.
+    #: Session scenario keys (:class:`bench.cost.SessionScenario`) set over each run's own
+    #: (the persistent_agent scenario's).
     scenario: Mapping[str, Any] = field(default_factory=dict)
+    #: Named scenario tables (bench/scenarios.py) set over the runs' own, as in
+    #: ``[scenario.NAME]``: a built-in's keys, or a new scenario with its ``kind``.
+    scenarios: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: The report's date, for the 90-day price check (default: today).
+    as_of: date | None = None
     #: The sections to show (names from :func:`bench.report.registry.section_names`), in
     #: report order whatever the order given; None shows every section.
     sections: tuple[str, ...] | None = None
@@ -65,6 +73,27 @@ class ReportSettings:
             raise ValueError(f"scenario must be a table of scenario keys, got {self.scenario!r}")
         parse(SessionScenario, self.scenario, where="scenario")  # SettingError is a ValueError
         object.__setattr__(self, "scenario", MappingProxyType(dict(self.scenario)))
+        if not isinstance(self.scenarios, Mapping) or not all(
+            isinstance(v, Mapping) for v in self.scenarios.values()
+        ):
+            raise ValueError(
+                f"scenarios must be a table of scenario tables, got {self.scenarios!r}"
+            )
+        if self.scenario and scenarios_mod.SESSION in self.scenarios:
+            raise ValueError(
+                f"set the persistent agent's keys in scenario or in "
+                f"scenarios[{scenarios_mod.SESSION!r}], not both"
+            )
+        scenarios_mod.parse_scenarios(dict(self.scenarios), where="scenario")
+        object.__setattr__(
+            self,
+            "scenarios",
+            MappingProxyType(
+                {str(k): MappingProxyType(dict(v)) for k, v in self.scenarios.items()}
+            ),
+        )
+        if self.as_of is not None and not isinstance(self.as_of, date):
+            raise ValueError(f"as_of must be a date, got {self.as_of!r}")
         if self.sections is not None:
             if isinstance(self.sections, str) or not all(isinstance(s, str) for s in self.sections):
                 raise ValueError(f"sections must be a list of names, got {self.sections!r}")

@@ -57,7 +57,8 @@ def claims_table(results: Sequence[claims_mod.ClaimResult]) -> Table:
         title="Vendor claims against measurements",
         caption="Verdict on the median: 'about X' allows X/1.25 to X×1.25, 'under X' 0 to X, "
         "'X to Y' that range; slower or faster only when the median's whole 95 % interval is "
-        "outside, otherwise within; not measured below 5 successful samples.",
+        "outside, otherwise within; not measured below 6 successful samples (the fewest "
+        "the median's interval needs).",
         align="lllrrrrll",
     )
 

@@ -83,7 +83,8 @@ def ci_cell(row: Mapping[str, Any], p: int) -> str:
         return "–"
     if stats.is_withheld(row, f"p{p}"):
         return stats.NOT_ENOUGH
-    return stats.format_interval(row[f"p{p}_ci_low_s"], row[f"p{p}_ci_high_s"])
+    text = stats.format_interval(row[f"p{p}_ci_low_s"], row[f"p{p}_ci_high_s"])
+    return text or f"{stats.NOT_ENOUGH} (needs {stats.min_n_for_interval(p)})"
 
 
 def workload_view(data: ReportData, workload: str) -> View:

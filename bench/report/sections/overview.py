@@ -6,9 +6,12 @@ from collections.abc import Mapping
 
 from bench import cost, stats
 from bench.report.data import ReportData
+from bench.report.decision import decision_of
+from bench.report.sections.cost import NOT_COSTED
 from bench.report.sections.fidelity import failure_rate
 from bench.report.tables import Table, make_table
 from bench.report.views import Notes, View
+from bench.scenarios import SESSION
 from bench.workloads import registry
 from bench.workloads.shape import Role
 
@@ -39,6 +42,27 @@ PAUSE_TEXT = {
 }
 
 
+#: Footnote markers for what a checkpoint or a resume keeps: the at-a-glance table never puts
+#: a memory-keeping operation beside a filesystem-only one without saying so.
+MARKS: dict[tuple[Role, str], tuple[str, str]] = {
+    (Role.CHECKPOINT, "filesystem"): ("¹", "checkpoint keeps the filesystem only"),
+    (Role.CHECKPOINT, "filesystem+memory"): (
+        "²",
+        "checkpoint keeps the filesystem and memory (running processes)",
+    ),
+    (Role.RESUME, "freeze"): ("³", "resume of a paused sandbox: memory and processes kept"),
+    (Role.RESUME, "stop_start"): (
+        "⁴",
+        "start of a stopped sandbox: filesystem only, processes must restart",
+    ),
+}
+SNAPSHOT_MARK = (
+    "⁵",
+    "snapshot storage price not published: left out of the first figure; the range's high "
+    "end assumes the dearest storage rate in the catalog",
+)
+
+
 def _pick(rows: Mapping[tuple[str, str, str], dict], provider: str, role: Role) -> str:
     for workload, op in registry.with_role(role):
         row = rows.get((provider, workload, op.name))
@@ -50,26 +74,63 @@ def _pick(rows: Mapping[tuple[str, str, str], dict], provider: str, role: Role) 
     return "–"
 
 
-def glance_table(data: ReportData) -> Table:
+def _mark(data: ReportData, provider: str, role: Role) -> str:
+    caps = data.capabilities.get(provider) or {}
+    if role is Role.CHECKPOINT:
+        key = caps.get("checkpoint_captures")
+    elif role is Role.RESUME:
+        key = caps.get("pause_kind")
+    else:
+        return ""
+    found = MARKS.get((role, str(key)))
+    return found[0] if found else ""
+
+
+def _session_cell(data: ReportData, provider: str) -> tuple[str, bool]:
+    """The persistent agent's cost per session, as a range, and whether its snapshot price is
+    unknown."""
+    agent = next((d for d in decision_of(data).scenarios if d.scenario.name == SESSION), None)
+    c = agent.costs.get(provider) if agent is not None else None
+    if c is None:
+        return "–", False
+    if c.price is None:
+        return NOT_COSTED, False
+    p = c.price
+    text = cost.format_usd_range(p.per_unit.low, p.per_unit.high)
+    if p.snapshot_unknown:
+        text += f" + snapshots{SNAPSHOT_MARK[0]}"
+    return text, p.snapshot_unknown
+
+
+def glance_table(data: ReportData) -> tuple[Table, list[str]]:
     rows_by_key = {(r["provider"], r["workload"], r["operation"]): r for r in data.summary_rows}
-    by_provider = {s.provider: s for s in data.sessions}
     summary = data.summary
     rows = []
+    used: dict[str, str] = {}
     for p in data.providers:
         sub = summary[summary["provider"] == p]
         attempts = int(sub["attempts"].sum())
         failures = int(sub["failures"].sum())
-        session = by_provider.get(p)
+        cells = []
+        for role, _ in GLANCE_ROLES:
+            text = _pick(rows_by_key, p, role)
+            mark = _mark(data, p, role) if text not in ("–", "unsupported") else ""
+            if mark:
+                used[mark] = next(t for m, t in MARKS.values() if m == mark)
+            cells.append(text + mark)
+        session, unknown = _session_cell(data, p)
         wrong, checked = failure_rate(data, p)
+        if unknown:
+            used[SNAPSHOT_MARK[0]] = SNAPSHOT_MARK[1]
         rows.append(
             [
                 f"{p} (emulated)" if p in data.emulated else p,
-                *(_pick(rows_by_key, p, role) for role, _ in GLANCE_ROLES),
+                *cells,
                 stats.format_percent(failures / attempts) if attempts else "–",
                 f"{stats.format_percent(wrong / checked)} ({wrong} of {checked})"
                 if checked
                 else "–",
-                cost.format_usd(session.total_usd) if session else "–",
+                session,
             ]
         )
     sources = list(
@@ -78,27 +139,38 @@ def glance_table(data: ReportData) -> Table:
     named = (
         ", ".join(sources[:-1]) + f" and {sources[-1]}" if len(sources) > 1 else "".join(sources)
     )
-    return make_table(
+    table = make_table(
         "glance",
         (
             "Provider",
             *(label for _, label in GLANCE_ROLES),
             "Failure rate",
             "Fidelity failures",
-            "Session cost",
+            "Agent session cost",
         ),
         rows,
         title="At a glance",
-        caption=f"Medians from the {named} workloads; failure "
-        "rate over every attempted operation; fidelity failures over every fidelity check run "
-        "(see Fidelity: the provider answered ok and did something else); session cost from "
-        "the scenario in the cost section.",
+        caption=f"Medians from the {named} workloads; failure rate over every attempted "
+        "operation; fidelity failures over every fidelity check run (see Fidelity: the provider "
+        "answered ok and did something else); agent session cost: one session of the "
+        "persistent-agent scenario, as a range over every sourced price (the Cost section; not "
+        "costed: a self-hosted provider without a host price). Marked cells do not mean the same "
+        "on every provider (notes below the table): compare them only with that in mind.",
         align="l" + "r" * (len(GLANCE_ROLES) + 3),
     )
+    order = [m for m, _ in MARKS.values()] + [SNAPSHOT_MARK[0]]
+    notes = [f"{m} {used[m]}" for m in order if m in used]
+    return table, notes
 
 
 def glance(data: ReportData) -> View:
-    return View(id="glance", title="At a glance", nav="At a glance", blocks=(glance_table(data),))
+    table, notes = glance_table(data)
+    return View(
+        id="glance",
+        title="At a glance",
+        nav="At a glance",
+        blocks=(table, Notes(items=tuple(notes)) if notes else None),
+    )
 
 
 HOW_TO_READ = (
@@ -112,9 +184,10 @@ HOW_TO_READ = (
     "**Failures** are errors and timeouts; they are counted next to the timings, never averaged "
     "into them. **Not run** lists operations the provider does not support or that were skipped "
     "after an earlier step failed.",
-    "**Costs** are measured times × published prices, computed at report time; the session "
-    "scenario states its assumptions. Vendor **claims** are judged on the measured median with "
-    "its interval.",
+    "**Costs** are measured times × published prices, computed at report time, as ranges "
+    "where sources disagree; each scenario states its assumptions. The **Decision** section "
+    "ranks providers per scenario and ties them where the data cannot separate them. Vendor "
+    "**claims** are judged on the measured median with its interval.",
 )
 
 
