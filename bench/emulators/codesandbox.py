@@ -27,7 +27,12 @@ first create from it thaws it as the new sandbox (new id, ``restored``): process
 survive; later ones get its files (``cold_started``). A terminated sandbox stays readable and
 answers 200 to terminate; execs in flight are killed. ``ttl`` ends a sandbox (``autoterminated``,
 policy applied) or retires a snapshot holding a VM; retired snapshots are forgotten (404). The
-admin API lists VMs, named after their first sandbox. Not emulated: stdout/stderr interleaving
+admin API lists VMs, named after their first sandbox. Semantic faults (toolkit ``Misbehaving``):
+listings leave out the sandbox on a VM the toolkit does not list (``list-omits``); a terminate
+whose VM survives (``destroy-leaks``) answers ``terminated`` as usual, but the VM runs on and
+listings show its sandbox ``running`` (its agent is gone) until it is terminated again; the
+snapshot modes have nothing to act on (no checkpoint; a memory hibernate keeps the VM itself).
+Not emulated: stdout/stderr interleaving
 (output is sent when the exec ends, stdout first), stdin/PTY, users, ports, directories, other
 file calls, snapshot listing/aliasing, recovery, quotas.
 """
@@ -149,11 +154,12 @@ class TogetherEmulator(Protocol):
 
     # -- views --------------------------------------------------------------------------------
 
-    def _view(self, rec: Record, request: web.Request) -> dict[str, Any]:
+    def _view(self, rec: Record, request: web.Request, status: str = "") -> dict[str, Any]:
         up, body = rec.status == "running", rec.body
         url = f"{request.scheme}://{request.host}{AGENT}/{rec.id}"
         return {
-            "id": rec.id, "organization_id": None, "project_id": PROJECT, "status": rec.status,
+            "id": rec.id, "organization_id": None, "project_id": PROJECT,
+            "status": status or rec.status,
             "snapshot_id": rec.snapshot_id, "cpu": body["cpu"],
             "memory_bytes": body["memory_bytes"], "ttl": body.get("ttl"),
             "agent": {"version": "emulated", "token": rec.token if up else None,
@@ -219,19 +225,27 @@ class TogetherEmulator(Protocol):
         rec.started_at = utc_now()
         rec.set("running", reason)
 
+    @staticmethod
+    def _leaked(rec: Record) -> bool:
+        """Terminated, yet its VM runs on (a destroy that leaks, a semantic fault)."""
+        return rec.status == "terminated" and rec.vm is not None
+
     async def list(self, request: web.Request) -> web.Response:
         query = request.query
         states, cursor = set(query.getall("statuses[]", [])), query.get("cursor", "")
         tags = {k[5:-1]: v for k, v in query.items() if k.startswith("tags[") and k.endswith("]")}
+        hidden = set(self.sandboxes.live()) - {vm.id for vm in self.sandboxes.listed()}
+        shown = {r.id: "running" if self._leaked(r) else r.status for r in self.records.values()}
         items = [
             r for r in sorted(self.records.values(), key=lambda r: r.id)
-            if (not states or r.status in states) and r.id > cursor
+            if (not states or shown[r.id] in states) and r.id > cursor
             and all((r.body.get("tags") or {}).get(k) == v for k, v in tags.items())
             and query.get("snapshot_id", r.snapshot_id) == r.snapshot_id
+            and (r.vm is None or r.vm.id not in hidden)
         ]  # fmt: skip
         limit = int(query.get("limit", "20"))
         after = items[limit - 1].id if len(items) > limit else None
-        data = [self._view(r, request) for r in items[:limit]]
+        data = [self._view(r, request, shown[r.id]) for r in items[:limit]]
         return web.json_response({"data": data, "next_cursor": after})
 
     async def get(self, request: web.Request) -> web.Response:
@@ -246,7 +260,7 @@ class TogetherEmulator(Protocol):
     async def terminate(self, request: web.Request) -> web.Response:
         rec = self._record(request)
         body = await json_object(request, lambda: api_error(400, "invalid JSON body"))
-        if rec.status in ("starting", "running"):
+        if rec.status in ("starting", "running") or self._leaked(rec):
             policy = rec.body.get("termination_policy") or {}
             snapshot = body["snapshot"] if "snapshot" in body else policy.get("snapshot")
             if snapshot is not None and not isinstance(snapshot, dict):
@@ -271,6 +285,9 @@ class TogetherEmulator(Protocol):
                     await self._keep(rec, vm, snapshot)
                 except Exception:  # noqa: BLE001 - a failed snapshot still ends the sandbox
                     await self.sandboxes.destroy(vm)
+            kept = any(getattr(s, "vm", None) is vm for s in self.sandboxes.snapshots())
+            if self.sandboxes.get(vm.id) is vm and not kept:  # the destroy leaked: it runs on
+                rec.vm, vm.sandbox = vm, rec
         rec.terminated_at = utc_now()
         rec.set("terminated", reason)
 

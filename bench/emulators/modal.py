@@ -53,7 +53,12 @@ Wire protocol and semantics (each sandbox a toolkit sandbox, a real ``local`` on
   signal 9), ``TaskExecStdioRead`` (from ``offset``), ``TaskExecWait``, ``TaskExecPoll``,
   ``TaskExecStdinWriteStream``, ``TaskExecStdinStatus``,
   ``TaskSnapshotFilesystem`` (a toolkit snapshot: the filesystem; the source keeps running;
-  ``ttl_seconds`` honoured; idempotent by ``snapshot_id``).
+  ``ttl_seconds`` honoured; idempotent by ``snapshot_id``; answered once the image can be
+  used, so under the ``snapshot-pending`` semantic fault it never answers until a terminate
+  wants the sandbox, then INTERNAL).
+* Semantic faults (``--misbehave``, toolkit ``Misbehaving``) act as in every emulator; a
+  terminate that leaks (``destroy-leaks``) answers as usual and kills the commands, but the
+  sandbox runs on, listed, with no result, until it is terminated again.
 * Files: ``sandbox.filesystem`` execs ``/__modal/.bin/modal-sandbox-fs-tools '<json>'``; the
   emulator serves its ``ReadFile`` (bytes on stdout) and ``WriteFile`` (bytes from stdin,
   parents created) through the toolkit's file calls, errors as the tool's JSON on stderr.
@@ -68,7 +73,7 @@ the exit code of a missing binary is the backend's (127); throttling, billing
 (``SandboxGetStats``), tunnels, volumes, names, sidecars, readiness probes, persistent sandboxes
 and the V1 backend's RPCs are not served.
 
-Size: about 790 lines (70 of them this docstring) against the platform's 400. About 210 do for
+Size: about 810 lines (80 of them this docstring) against the platform's 400. About 210 do for
 gRPC what the toolkit does only for aiohttp: one port for both protocols, and its latency,
 faults and call log applied per RPC; the rest serve two services with three stream shapes
 (server stream, client stream, long poll), the fs-tools protocol, and ended sandboxes whose
@@ -415,7 +420,11 @@ class ModalEmulator(Protocol):
         try:
             await self.sandboxes.destroy(box)
         finally:
-            box.ended.set()
+            if self.sandboxes.get(box.id) is box:  # a destroy that leaks (a semantic fault)
+                box.result = None
+                self.ended.pop(box.id, None)
+            else:
+                box.ended.set()
 
     async def expire(self, box: Box) -> None:
         if isinstance(box, ModalBox):
@@ -533,7 +542,8 @@ class ModalEmulator(Protocol):
     async def SandboxTerminateV2(self, req: Any, call: _Answer) -> None:
         box = self._box(req.sandbox_id)
         existing = box.result
-        await self._end(box, GR.GENERIC_STATUS_TERMINATED, 137)
+        async with box.lock:  # a snapshot in progress gives way (snapshot-pending)
+            await self._end(box, GR.GENERIC_STATUS_TERMINATED, 137)
         await call.send_message(api_pb2.SandboxTerminateResponse(existing_result=existing))
 
     async def SandboxTagsSetV2(self, req: Any, call: _Answer) -> None:
@@ -683,7 +693,9 @@ class ModalEmulator(Protocol):
                 ModalImage(id=_new_id("im"), source_id=box.id, expires=expires)
             )
             try:
-                await self.sandboxes.take(image, box)
+                async with box.lock:
+                    await self.sandboxes.take(image, box)
+                    await self.sandboxes.built(image, box)  # answered once usable
             except BaseException:
                 await self.sandboxes.drop_snapshot(image)
                 raise
@@ -702,7 +714,8 @@ class ModalEmulator(Protocol):
         state = EmulatorState.from_args(args)
         state_dir = Path(args.state_dir) / protocol_type.name
         backend = state.config()["backend"]  # (the one backend object is self.sandboxes)
-        sandboxes = make_sandboxes(state_dir, backend)
+        sandboxes = make_sandboxes(state_dir, backend, state.semantics)  # --misbehave
+        sandboxes.stopping = state.stopping  # ends every stalled call when the emulator stops
         protocol = protocol_type(sandboxes, state.token)
         protocol.state = state
         await sandboxes.open()

@@ -33,6 +33,9 @@ checkpoint taken live; ``snapshot_id`` boots from one. Suspend kills every comma
 the filesystem only (the local sandbox's private /tmp does not survive; /home/user does);
 resume boots it again behind the same id. ``keep_alive_time_seconds`` (default 3600) shuts a
 devbox down. A shut-down devbox stays visible as ``shutdown``; calls needing it running get 400.
+The semantic faults (toolkit ``Misbehaving``) act here too: ``snapshot_disk`` answers only once
+the snapshot is taken, so under ``snapshot-pending`` it never answers (until a shutdown wants
+the devbox: then 500); a shutdown that leaks (``destroy-leaks``) leaves the devbox ``running``.
 
 Not emulated: ``POST /v1/devboxes`` (no wait), ``execute`` (optimistic), ``snapshot_disk_async``
 and its status, text ``read/write_file_contents``, stdin, live output of running commands,
@@ -231,7 +234,8 @@ class RunloopEmulator(Protocol):
         self.transition(box, "provisioning", boot, "running")
         await self.settled(box)
         if box.state == "failure" and box.id not in self.gone:
-            await self._end(box, None)
+            async with box.lock:
+                await self._end(box, None)
             box.set_state("failure")
         return web.json_response(self._view(box))
 
@@ -288,7 +292,8 @@ class RunloopEmulator(Protocol):
         if box.id not in self.gone:
             if box.snapshotting and request.query.get("force") != "true":
                 return api_error(409, "a snapshot of this devbox is in progress")
-            await self._end(box, "api_shutdown")
+            async with box.lock:  # a snapshot in progress gives way (snapshot-pending)
+                await self._end(box, "api_shutdown")
         return web.json_response(self._view(box))
 
     async def expire(self, box: Box) -> None:
@@ -296,10 +301,13 @@ class RunloopEmulator(Protocol):
             await self._end(box, "keep_alive_timeout")
 
     async def _end(self, box: RunloopBox, reason: str | None) -> None:
-        """Shut ``box`` down: its commands, its sandbox; it stays visible as ``shutdown``."""
+        """Shut ``box`` down (under ``box.lock``): its commands, its sandbox; it stays
+        visible as ``shutdown``."""
         await self._kill(box.executions.values())
         await self.settled(box)
         await self.sandboxes.destroy(box)
+        if self.sandboxes.get(box.id) is box:  # a destroy that leaks (a semantic fault)
+            return
         box.shutdown_reason = reason
         self.gone[box.id] = box
         box.set_state("shutdown")
@@ -390,7 +398,9 @@ class RunloopEmulator(Protocol):
         self.sandboxes.add_snapshot(snap)
         box.snapshotting += 1
         try:
-            await self.sandboxes.take(snap, box)
+            async with box.lock:
+                await self.sandboxes.take(snap, box)
+                await self.sandboxes.built(snap, box)  # the blocking call has no pending state
         except ProviderError as exc:
             await self.sandboxes.drop_snapshot(snap)
             return api_error(500, f"snapshot failed: {exc}")

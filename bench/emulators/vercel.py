@@ -41,6 +41,11 @@ Semantics, each sandbox a toolkit sandbox (a real ``local`` one by default), wit
 * A fork starts from the source's ``currentSnapshotId`` (else the image: an empty
   ``/vercel/sandbox``), never its live files, inheriting tags, persistence, size, timeout and
   env unless the body overrides them.
+* Semantic faults (toolkit ``Misbehaving``): the ``snapshot`` call answers once the snapshot is
+  usable (Vercel shows no pending one), so under ``snapshot-pending`` it never answers (until a
+  delete wants the sandbox: then 500, the sandbox still running); the automatic snapshot of a
+  stop is only recorded (the stop keeps the filesystem itself), so it is never waited for. A
+  delete that leaks (``destroy-leaks``) answers the sandbox as it is, still running and listed.
 
 Not emulated faithfully: boot time (a local sandbox's, not a Firecracker VM's), active-CPU
 metering, snapshot sizes (``sizeBytes`` 0: not measured) and expiry, images (accepted; the
@@ -251,13 +256,23 @@ class VercelEmulator(Protocol):
         box.set_state("stopped")
         box.stopped_ms, box.end_at = ms(), None
 
-    async def _take(self, box: VercelBox, method: str, expires_ms: int | None) -> VercelSnapshot:
+    async def _take(
+        self, box: VercelBox, method: str, expires_ms: int | None, *, usable: bool = False
+    ) -> VercelSnapshot:
+        """A snapshot of ``box`` (under ``box.lock``); ``usable``: answered only once it can
+        be used (else ProviderError, and it is dropped)."""
         snap = VercelSnapshot(
             id=f"snap_{secrets.token_hex(10)}", source_id=box.id, session_id=box.session,
             method=method, expires_ms=expires_ms,
         )  # fmt: skip
         self.sandboxes.add_snapshot(snap)
-        await self.sandboxes.take(snap, box)
+        try:
+            await self.sandboxes.take(snap, box)
+            if usable:
+                await self.sandboxes.built(snap, box)
+        except ProviderError:
+            await self.sandboxes.drop_snapshot(snap)
+            raise
         box.snapshot_id = snap.id
         return snap
 
@@ -349,6 +364,8 @@ class VercelEmulator(Protocol):
         await self.settled(box)
         async with box.lock:
             await self.sandboxes.destroy(box)
+            if self.sandboxes.get(box.id) is box:  # a destroy that leaks (a semantic fault)
+                return web.json_response({"sandbox": self._sandbox(box)})
             box.set_state("stopped")
         if request.query.get("deleteOrphanSnapshots") == "true":
             used = {getattr(b, "snapshot_id", None) for b in self.sandboxes.held()}
@@ -373,7 +390,10 @@ class VercelEmulator(Protocol):
         expiration = (await self._body(request)).get("expiration")
         expires = ms() + int(expiration) if isinstance(expiration, int) and expiration else None
         async with box.lock:
-            snap = await self._take(box, "snapshot", expires)
+            try:
+                snap = await self._take(box, "snapshot", expires, usable=True)
+            except ProviderError as exc:
+                return api_error(500, f"snapshot failed: {exc}", "internal_server_error")
             await self._stop(box, automatic=False)  # "the sandbox shuts down automatically"
         return web.json_response(
             {"snapshot": self._snapshot_dto(snap), "session": self._session(box, sid)}
