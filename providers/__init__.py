@@ -19,6 +19,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "sprites": ("providers.sprites", "SpritesProvider"),
     "runloop": ("providers.runloop", "RunloopProvider"),
     "codesandbox": ("providers.codesandbox", "CodeSandboxProvider"),
+    "northflank": ("providers.northflank", "NorthflankProvider"),
     # Not a sandbox: sandboxes that are only names, so tests of the harness (runner, report,
     # cluster workers, which build providers by id) run without root. See providers/stub.py.
     "stub": ("providers.stub", "StubProvider"),

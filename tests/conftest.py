@@ -19,7 +19,7 @@ from providers import provider_class
 from providers.base import Provider
 
 #: Every provider the contract suite covers.
-PROVIDER_IDS = ("local", "e2b", "daytona", "sprites", "runloop", "codesandbox")
+PROVIDER_IDS = ("local", "e2b", "daytona", "sprites", "runloop", "codesandbox", "northflank")
 EMULATED = frozenset(PROVIDER_IDS) - {"local"}
 
 

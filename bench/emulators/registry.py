@@ -31,6 +31,7 @@ PROTOCOLS: dict[str, tuple[str, str]] = {
     "sprites": ("bench.emulators.sprites", "SpritesEmulator"),
     "runloop": ("bench.emulators.runloop", "RunloopEmulator"),
     "codesandbox": ("bench.emulators.codesandbox", "TogetherEmulator"),
+    "northflank": ("bench.emulators.northflank", "NorthflankEmulator"),
 }
 
 
