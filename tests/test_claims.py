@@ -12,7 +12,7 @@ from bench import claims, stats
 from bench.claims import Claim, ClaimKind, Verdict
 from bench.workloads import WORKLOADS, registry
 
-KNOWN_PROVIDERS = {"sprites", "e2b", "daytona", "local", "runloop", "codesandbox"}
+KNOWN_PROVIDERS = {"sprites", "e2b", "daytona", "local", "runloop", "codesandbox", "northflank"}
 
 
 def _claim(kind: str, low: float, high: float | None = None, **kw) -> Claim:

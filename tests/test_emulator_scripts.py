@@ -47,6 +47,11 @@ EXPORTS = {
         "export TOGETHER_API_KEY=tok",
         "export TOGETHER_BASE_URL={url}",
     ],
+    "northflank": [
+        "export NORTHFLANK_API_TOKEN=tok",
+        "export NORTHFLANK_API_BASE_URL={url}",
+        "export NORTHFLANK_PROJECT_ID=sandbox-bench",
+    ],
 }
 
 
@@ -176,6 +181,10 @@ async def test_a_stop_destroys_every_sandbox_the_emulators_hold(tmp_path):
                 session.post(f"{urls['codesandbox']}/v1/sandboxes", headers={"Authorization":
                              "Bearer tok"}, json={"snapshot_alias": "sandbox-bench@base",
                              "cpu": 1, "memory_bytes": 2**30}),
+                session.post(f"{urls['northflank']}/v1/projects/p/services/deployment",
+                             headers={"Authorization": "Bearer tok"}, json={"name": "kept-alive",
+                             "billing": {"deploymentPlan": "nf-compute-20"}, "deployment":
+                             {"instances": 1, "external": {"imagePath": "ubuntu:24.04"}}}),
             ]  # fmt: skip
             for call in made:
                 async with call as answer:
