@@ -158,6 +158,12 @@ async def test_each_operation_makes_the_calls_its_docstring_says(emulator: Emula
         p, ws = "/v1/projects/sandbox-bench/services", "GET /v1/command-exec/projects/sandbox-bench"
         assert calls[0] == f"POST {p}/deployment"
         assert calls[1:] and set(calls[1:]) == {f"GET {p}/{sid}/containers"}
+        sdk_exec = provider.clients.main.exec.arun_service_command
+        for code, status in ((0, "Success"), (3, "Failure")):
+            raw = await sdk_exec(project_id="sandbox-bench", service_id=sid,
+                                 command=["sh", "-c", f"exit {code}"])  # fmt: skip
+            assert (raw.exit_code, raw.status) == (code, status)
+            assert raw.raw_frames[-1]["data"]["exitCode"] == str(code)  # a string on the wire
         for step in (
             lambda: provider.exec(made[0], "true", timeout_s=30),
             lambda: provider.write_file(made[0], f"{SCRATCH}/f", b"x"),
@@ -235,9 +241,8 @@ async def test_faults_arrive_as_our_error_tree_and_are_not_retried(emulator: Emu
         posts = [c for c in await emulator.calls() if c["path"].endswith("/deployment")]
         assert len(posts) == len(cases) + 2, "the SDK retried a failed create"
         await emulator.inject(429, match="/services")
-        with pytest.raises(QuotaOrRateLimited) as limited:
+        with pytest.raises(QuotaOrRateLimited):
             await provider.list_sandboxes("faults")
-        assert limited.value.retry_after_s == 1.0
         sandbox = await provider.create(spec)
         try:
             for status, error in cases:
@@ -296,7 +301,7 @@ async def test_an_exec_past_its_timeout_is_an_operation_timeout_at_its_deadline(
         sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: "timeout"}))
         try:
             started = time.monotonic()
-            with pytest.raises(OperationTimeout, match="no kill"):
+            with pytest.raises(OperationTimeout):
                 await provider.exec(sandbox, "sleep 5", timeout_s=0.5)
             assert time.monotonic() - started < 2.0  # not the SDK's 60 s per message
             assert (await provider.exec(sandbox, "true", timeout_s=30)).exit_code == 0

@@ -31,9 +31,9 @@ then given to the command as a file: a command never sees input before it ends, 
 is sent when it exits (stdout first), not as it comes. A snapshot is the toolkit's filesystem
 checkpoint; ``restoreFrom`` boots from it. Every image is the backend's root filesystem (nothing
 is pulled); the plan sizes the backend sandbox. ``expiryTime`` deletes the service when it
-passes (Northflank pauses it, then deletes it). A client that leaves kills its command. Not
-emulated: pause/resume/scale, volumes, jobs, logs, ports, TTY, several instances, rate limits
-and TLS.
+passes (Northflank pauses it, then deletes it). A client that leaves kills its command (not
+documented either way). Not emulated: pause/resume/scale, volumes, jobs, logs, ports, TTY,
+several instances, rate limits and TLS.
 """
 
 from __future__ import annotations
@@ -111,11 +111,8 @@ class NorthflankEmulator(Protocol):
 
     @staticmethod
     def client_env(url: str, token: str) -> dict[str, str]:
-        return {
-            "NORTHFLANK_API_TOKEN": token,
-            "NORTHFLANK_API_BASE_URL": url,
-            "NORTHFLANK_PROJECT_ID": PROJECT,
-        }
+        return {"NORTHFLANK_API_TOKEN": token, "NORTHFLANK_API_BASE_URL": url,
+                "NORTHFLANK_PROJECT_ID": PROJECT}  # fmt: skip
 
     def error(self, status: int, message: str) -> web.Response:
         return api_error(status, message)
@@ -152,8 +149,6 @@ class NorthflankEmulator(Protocol):
         router.add_get(EXEC + "/projects/{project}/services/{service}", self.exec)
         router.add_get(EXEC + "/teams/{team}/projects/{project}/services/{service}", self.exec)
 
-    # -- services -----------------------------------------------------------------------------
-
     def _service(self, request: web.Request) -> Service:
         box = self.sandboxes.get(request.match_info["service"])
         if not isinstance(box, Service) or box.project != request.match_info["project"]:
@@ -163,11 +158,8 @@ class NorthflankEmulator(Protocol):
     @staticmethod
     def _view(box: Service) -> dict[str, Any]:
         expiry = {"expiryTime": iso(box.end_at)} if box.end_at else {}
-        status = {
-            "status": box.state,
-            "reason": "DEPLOYING",
-            "lastTransitionTime": iso(box.updated),
-        }
+        status = {"status": box.state, "reason": "DEPLOYING",
+                  "lastTransitionTime": iso(box.updated)}  # fmt: skip
         return {"id": box.id, "appId": f"/{box.project}/{box.id}", "uid": box.uid,
                 "name": box.name, "projectId": box.project, "serviceType": "deployment",
                 "tags": box.tags, "billing": box.body["billing"],
@@ -259,8 +251,6 @@ class NorthflankEmulator(Protocol):
             await self.sandboxes.destroy(box)
         return ok({})
 
-    # -- container snapshots ------------------------------------------------------------------
-
     @staticmethod
     def _snapshot_view(snap: ContainerSnapshot) -> dict[str, Any]:
         view = {"id": snap.id, "trigger": "manual", "state": snap.state, "inUse": False,
@@ -306,8 +296,6 @@ class NorthflankEmulator(Protocol):
         await self.sandboxes.drop_snapshot(snap)
         return ok({})
 
-    # -- exec ---------------------------------------------------------------------------------
-
     async def exec(self, request: web.Request) -> web.StreamResponse:
         box = self._service(request)
         if box.state != "COMPLETED" or box.local is None:
@@ -322,11 +310,7 @@ class NorthflankEmulator(Protocol):
         except (TimeoutError, ValueError, AttributeError):
             init, auth, context = {}, None, {}
         if init.get("type") != "init" or auth != self.token:
-            await ws.send_str(
-                json.dumps({"type": "init", "data": {"auth": "failed", "message": "unauthorized"}})
-            )
-            await ws.close()
-            return ws
+            return await self._end(ws, "init", {"auth": "failed", "message": "unauthorized"})
         pod = {"instanceName": f"{box.id}-0", "containerName": box.id}
         await ws.send_str(json.dumps({"type": "init", "data": {"auth": "successful",
                                                                "context": pod}}))  # fmt: skip
@@ -336,9 +320,7 @@ class NorthflankEmulator(Protocol):
             return ws
         command, shell = context.get("command") or [], context.get("shell") or "none"
         if not command:
-            await ws.send_str(json.dumps({"type": "error", "data": {"message": "no command"}}))
-            await ws.close()
-            return ws
+            return await self._end(ws, "error", {"message": "no command"})
         if isinstance(command, str):
             command = shlex.split(command) if shell == "none" else [*shell.split(), command]
         argv = in_dir([str(a) for a in command], "/", {"HOME": "/root"})
@@ -359,26 +341,28 @@ class NorthflankEmulator(Protocol):
         try:
             result = run.result()
         except Exception as exc:  # noqa: BLE001 - the service went away under the command
-            await ws.send_str(json.dumps({"type": "error", "data": {"message": str(exc)}}))
-            await ws.close()
-            return ws
+            return await self._end(ws, "error", {"message": str(exc)})
         with contextlib.suppress(ConnectionError, RuntimeError):
             for kind, data in (("stdOut", result.stdout), ("stdErr", result.stderr)):
                 for chunk in self._frames(data, b64):
                     await ws.send_str(json.dumps({"type": kind, "data": chunk}))
-            code = result.exit_code if result.exit_code >= 0 else 128 - result.exit_code
-            done = {"exitCode": str(code), "status": "Success" if code == 0 else "Failure",
-                    "message": ""}  # fmt: skip
-            await ws.send_str(json.dumps({"type": "completion", "data": done}))
+        code = result.exit_code if result.exit_code >= 0 else 128 - result.exit_code
+        done = {"exitCode": str(code), "status": "Failure" if code else "Success", "message": ""}
+        return await self._end(ws, "completion", done)
+
+    @staticmethod
+    async def _end(ws: web.WebSocketResponse, kind: str, data: Any) -> web.WebSocketResponse:
+        """Send the frame ``{"type": kind, "data": data}``, then close."""
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_str(json.dumps({"type": kind, "data": data}))
             await ws.close()
         return ws
 
     @staticmethod
     def _frames(data: bytes, b64: bool) -> list[str]:
-        if b64:
-            return [
-                base64.b64encode(data[i : i + FRAME]).decode() for i in range(0, len(data), FRAME)
-            ]
+        if b64:  # each frame base64 on its own, as the SDK decodes them
+            return [base64.b64encode(data[i : i + FRAME]).decode()
+                    for i in range(0, len(data), FRAME)]  # fmt: skip
         text = data.decode("utf-8", errors="replace")
         return [text[i : i + FRAME] for i in range(0, len(text), FRAME)]
 
