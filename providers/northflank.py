@@ -32,10 +32,10 @@ Northflank has no sandbox object ("a sandbox is a service", its docs): a sandbox
 
 Client: the token only from ``NORTHFLANK_API_TOKEN``; the endpoint (exec too) from ``api_url``,
 else ``NORTHFLANK_API_BASE_URL``, else the SDK's default, passed explicitly (its ``NF_*`` aliases
-are not read); the project from ``project_id``, else ``NORTHFLANK_PROJECT_ID`` (required); a team
-(``team_id``, ``NORTHFLANK_TEAM_ID``) selects the team routes. One ``httpx.AsyncClient`` per SDK
-client (the SDK's default: one per call). The API allows 1,000 requests an hour by default, each
-poll one of them. Retries: ``SDK_RETRIES``; settings: :class:`NorthflankSettings`.
+are not read); the project only from ``NORTHFLANK_PROJECT_ID`` (required, as the token is); a
+team (``team_id``, ``NORTHFLANK_TEAM_ID``) selects the team routes. One ``httpx.AsyncClient``
+per SDK client (the SDK's default: one per call). The API allows 1,000 requests an hour by
+default, each poll one of them. Retries: ``SDK_RETRIES``; settings: :class:`NorthflankSettings`.
 """
 
 from __future__ import annotations
@@ -121,7 +121,6 @@ def sdk_retries_off() -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class NorthflankSettings(sdk.SDKSettings):
-    project_id: str | None = setting(None, help=f"project of the sandboxes; else {PROJECT_ENV}")
     team_id: str | None = setting(None, help=f"team (organisation tokens); else {TEAM_ENV}")
     plan: str = setting("auto", choices=("auto", *PLANS), help="deployment plan; auto: the "
                         "smallest covering the spec's cpus and memory_mb")  # fmt: skip
@@ -144,7 +143,7 @@ class NorthflankSettings(sdk.SDKSettings):
 class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
     id = "northflank"
     sdk_packages = ("northflank",)
-    required_env = (TOKEN_ENV,)
+    required_env = (TOKEN_ENV, PROJECT_ENV)
     Settings = NorthflankSettings
     config: NorthflankSettings
     endpoint_env = BASE_URL_ENV
@@ -170,7 +169,7 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
 
     def __init__(self, settings: Any = None) -> None:
         super().__init__(settings)
-        self.project = self.config.project_id or os.environ.get(PROJECT_ENV) or ""
+        self.project = os.environ.get(PROJECT_ENV, "")
         self.team = self.config.team_id or os.environ.get(TEAM_ENV) or None
 
     def _where(self, service: str | None = None) -> dict[str, Any]:
@@ -179,12 +178,6 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
 
     def _fail(self, kind: type[errors.ProviderError], op: str, message: str) -> Exception:
         return kind(message, provider=self.id, operation=str(op))
-
-    async def open(self) -> None:
-        if not self.project:
-            missing = f"set {PROJECT_ENV} (or providers.northflank.project_id) to use northflank"
-            raise self._fail(errors.AuthError, "open", missing)
-        await super().open()
 
     def new_client(self) -> AsyncApiClient:
         sdk_retries_off()
@@ -218,7 +211,7 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
 
     def sdk_environment(self) -> dict[str, Any]:
         patched = bool(getattr(nf_endpoint._aretry, "sandbox_bench", False))
-        return {"project": self.project, "team": self.team, "rest_retries_patched": patched,
+        return {"team": self.team, "rest_retries_patched": patched,  # the project: a credential
                 "plan_for_default_spec": plan_for(SandboxSpec())}  # fmt: skip
 
     def sandbox_id(self, sdk: Any) -> str:

@@ -12,6 +12,8 @@ import asyncio
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -56,6 +58,7 @@ ENV_VARS = (
     "NORTHFLANK_PROJECT_ID", "NORTHFLANK_TEAM_ID",
 )  # fmt: skip
 SCRATCH = "/root"
+ROOT = Path(__file__).resolve().parents[1]
 FAST = {"poll_interval_s": 0.05}
 
 
@@ -468,11 +471,32 @@ async def test_missing_credentials_are_auth_errors_naming_the_variable(
 ) -> None:
     for key in ENV_VARS:
         monkeypatch.delenv(key, raising=False)
+    assert NorthflankProvider.required_env == ("NORTHFLANK_API_TOKEN", "NORTHFLANK_PROJECT_ID")
+    monkeypatch.setenv("NORTHFLANK_API_TOKEN", "t")
     with pytest.raises(AuthError, match="NORTHFLANK_PROJECT_ID"):
         await NorthflankProvider({}).open()
+    monkeypatch.delenv("NORTHFLANK_API_TOKEN")
     monkeypatch.setenv("NORTHFLANK_PROJECT_ID", "p")
     with pytest.raises(AuthError, match="NORTHFLANK_API_TOKEN"):
         await NorthflankProvider({}).open()
+
+
+@pytest.mark.parametrize("missing", ["NORTHFLANK_API_TOKEN", "NORTHFLANK_PROJECT_ID"])
+def test_the_cli_refuses_a_run_without_credentials_in_one_line_with_exit_2(
+    tmp_path: Path, missing: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.update(NORTHFLANK_API_TOKEN="t", NORTHFLANK_PROJECT_ID="p", COLUMNS="400",
+               NORTHFLANK_API_BASE_URL="http://127.0.0.1:9", PYTHONPATH=str(ROOT))  # fmt: skip
+    del env[missing]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--config", "none", "--providers", "northflank",
+         "--workloads", "lifecycle", "--iterations", "1", "--output", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert missing in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert not any(tmp_path.iterdir())  # nothing created
 
 
 @pytest.mark.parametrize(
@@ -505,9 +529,9 @@ async def test_the_manifest_records_endpoint_plan_and_retries_without_secrets(
         assert env["endpoint"] == "http://127.0.0.1:9/x"
         assert env["sdk_versions"] == {"northflank": "2.1.0"}
         assert env["plan_for_default_spec"] == "nf-compute-100-1"
-        assert env["rest_retries_patched"] is True and env["project"] == "proj"
+        assert env["rest_retries_patched"] is True
         dumped = json.dumps(env)
-        assert "nf_secret_value" not in dumped and "pw" not in dumped
+        assert "nf_secret_value" not in dumped and "pw" not in dumped and "proj" not in dumped
     finally:
         await provider.close()
 
