@@ -21,6 +21,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "codesandbox": ("providers.codesandbox", "CodeSandboxProvider"),
     "vercel": ("providers.vercel", "VercelProvider"),
     "modal": ("providers.modal", "ModalProvider"),
+    "northflank": ("providers.northflank", "NorthflankProvider"),
     # Not a sandbox: sandboxes that are only names, so tests of the harness (runner, report,
     # cluster workers, which build providers by id) run without root. See providers/stub.py.
     "stub": ("providers.stub", "StubProvider"),

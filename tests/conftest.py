@@ -28,6 +28,7 @@ PROVIDER_IDS = (
     "codesandbox",
     "vercel",
     "modal",
+    "northflank",
 )
 EMULATED = frozenset(PROVIDER_IDS) - {"local"}
 

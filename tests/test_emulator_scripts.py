@@ -59,6 +59,11 @@ EXPORTS = {
         "export MODAL_TOKEN_SECRET=tok",
         "export MODAL_DISABLE_API_PROXY=1",
     ],
+    "northflank": [
+        "export NORTHFLANK_API_TOKEN=tok",
+        "export NORTHFLANK_API_BASE_URL={url}",
+        "export NORTHFLANK_PROJECT_ID=sandbox-bench",
+    ],
 }
 
 
@@ -191,6 +196,10 @@ async def test_a_stop_destroys_every_sandbox_the_emulators_hold(tmp_path):
                 session.post(f"{urls['vercel']}/api/v3/sandboxes?teamId=team_emulated",
                              json={"projectId": "prj_emulated"},
                              headers={"Authorization": "Bearer tok"}),
+                session.post(f"{urls['northflank']}/v1/projects/p/services/deployment",
+                             headers={"Authorization": "Bearer tok"}, json={"name": "kept-alive",
+                             "billing": {"deploymentPlan": "nf-compute-20"}, "deployment":
+                             {"instances": 1, "external": {"imagePath": "ubuntu:24.04"}}}),
             ]  # fmt: skip
             for call in made:
                 async with call as answer:

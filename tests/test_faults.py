@@ -104,6 +104,14 @@ MATCH = {
         "destroy": "/modal.client.ModalClient/SandboxTerminateV2/",
         "list": "/modal.client.ModalClient/SandboxListV2",
     },
+    "northflank": {
+        "create": "/services/deployment",
+        "exec": "/v1/command-exec/",
+        "write": "/v1/command-exec/",
+        "read": "/v1/command-exec/",
+        "destroy": "/services/",
+        "list": "/services",
+    },
 }
 #: Calls the SDK itself retries after a reset (daytona's shared aiohttp session retries
 #: connection errors on GET and DELETE, and cannot be told not to): a single reset there is
@@ -122,6 +130,7 @@ SETTINGS = {
     "codesandbox": {"call_timeout_s": 2.0},
     "vercel": {"request_timeout_s": 2.0, "file_timeout_s": 2.0},
     "modal": {"call_timeout_s": 2.0},
+    "northflank": {"request_timeout_s": 2.0, "file_timeout_s": 2.0, "poll_interval_s": 0.05},
 }
 HANG_S = 5.0
 #: Every emulated provider: each needs its MATCH and SETTINGS rows above.

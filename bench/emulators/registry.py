@@ -63,6 +63,7 @@ PROTOCOLS: dict[str, tuple[str, str]] = {
     "codesandbox": ("bench.emulators.codesandbox", "TogetherEmulator"),
     "vercel": ("bench.emulators.vercel", "VercelEmulator"),
     "modal": ("bench.emulators.modal", "ModalEmulator"),
+    "northflank": ("bench.emulators.northflank", "NorthflankEmulator"),
 }
 
 

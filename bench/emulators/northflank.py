@@ -1,0 +1,399 @@
+"""Northflank's API, as the ``northflank`` 2.1.0 client speaks it, on the toolkit.
+
+``client_env`` sets ``NORTHFLANK_API_BASE_URL=http://127.0.0.1:PORT`` and a project id: the SDK
+sends REST calls and the exec WebSocket to that one host, as it does to ``api.northflank.com``.
+
+Wire protocol (research/sdk-vercel-northflank.md §3), under ``/v1`` and ``/v1/teams/{team}``,
+``Authorization: Bearer <token>`` on every REST call (else 401), answers ``{"data": ...}``,
+errors ``{"error": {"status", "message", "id"}}``:
+
+* ``POST /projects/{p}/services/deployment`` (the name, plan, one instance, an external image,
+  tags, ``createOptions.expiryTime``, ``containerSnapshot.restoreFrom`` are checked as the API
+  documents them; 409 for a name taken) -> the service, ``PENDING``; its boot runs in the
+  background, then ``COMPLETED`` (``FAILED`` if it failed). ``GET .../services/{s}``;
+  ``GET .../services/{s}/containers`` -> one container, ``TASK_STARTING`` while it boots, then
+  ``TASK_RUNNING`` (``TASK_FAILED``); ``GET .../services?per_page=&cursor=`` -> ``services`` and
+  ``pagination {hasNextPage, cursor, count}``; ``DELETE .../services/{s}`` -> ``{}`` once gone
+  (it waits for a boot under way: deletion is synchronous here).
+* ``POST .../services/{s}/snapshots`` -> 202 ``scheduled`` (409 with no running instance), taken
+  in the background, then ``succeeded`` (or ``failed``); ``GET|DELETE /container-snapshots/{id}``.
+* WebSocket ``/v1/command-exec[/teams/{t}]/projects/{p}/services/{s}`` (no header auth: the
+  token is in the first frame, ``init``; a wrong one gets ``auth: "failed"``). 404 before the
+  upgrade for an unknown service, 503 while it has no running instance (a choice: the real
+  answer is not documented). Then ``init`` with the instance, ``stdOut``/``stdErr`` frames (64 KiB
+  a frame, each one base64 on its own with ``encoding: "base64"``) and ``completion`` with
+  ``exitCode`` **as a string**. ``command``: a list runs as given; a string is split (shlex)
+  with ``shell: "none"``, else run by that shell.
+
+Semantics (a service is a toolkit sandbox, a real ``local`` one by default): commands run as
+root in ``/``, HOME ``/root``. stdin (``payload`` frames) is **buffered until ``stdInEnd``** and
+then given to the command as a file: a command never sees input before it ends, and its output
+is sent when it exits (stdout first), not as it comes. A snapshot is the toolkit's filesystem
+checkpoint; ``restoreFrom`` boots from it. Every image is the backend's root filesystem (nothing
+is pulled); the plan sizes the backend sandbox. ``expiryTime`` deletes the service when it
+passes (Northflank pauses it, then deletes it). A client that leaves kills its command (not
+documented either way). Not emulated: pause/resume/scale, volumes, jobs, logs, ports, TTY,
+several instances, rate limits and TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import re
+import secrets
+import shlex
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from bench.emulators.toolkit import Box, Protocol, Refused, Snapshot, in_dir, iso, json_object
+from providers.base import SandboxSpec
+from providers.errors import ProviderError
+
+PROJECT = "sandbox-bench"
+EXEC = "/v1/command-exec"
+NAME = re.compile(r"^[a-zA-Z]((-|\s)?[a-zA-Z0-9]+((-|\s)[a-zA-Z0-9]+)*)?$")
+TAG = re.compile(r"^[a-zA-Z0-9]+(-[a-zA-Z0-9]+)*$")
+#: Deployment plans (vCPU, MiB), as docs/v1/application/billing/resource-plans-and-quotas lists.
+PLANS = {f"nf-compute-{p}": s for p, s in {
+    "10": (0.1, 256), "20": (0.2, 512), "50": (0.5, 1024), "100-1": (1, 1024),
+    "100-2": (1, 2048), "100-4": (1, 4096), "200": (2, 4096), "200-4": (2, 4096),
+    "200-8": (2, 8192), "200-16": (2, 16384), "400": (4, 8192), "400-16": (4, 16384),
+    "800-8": (8, 8192), "800-16": (8, 16384), "800-24": (8, 24576), "800-32": (8, 32768),
+    "800-40": (8, 40960)}.items()}  # fmt: skip
+FRAME = 64 * 1024
+INIT_WAIT_S = 30.0
+NO_TIMEOUT_S = 24 * 3600.0
+#: Runs "$@" with stdin from the file $1, which it removes.
+STDIN_FROM = 'f=$1; shift; "$@" < "$f"; rc=$?; rm -f -- "$f"; exit $rc'
+CONTAINER = {"PENDING": "TASK_STARTING", "COMPLETED": "TASK_RUNNING", "FAILED": "TASK_FAILED"}
+
+
+def api_error(status: int, message: str) -> web.Response:
+    slug = {401: "unauthorized", 404: "not-found", 409: "conflict"}.get(status, "error")
+    return web.json_response({"error": {"status": status, "message": message, "id": slug}},
+                             status=status)  # fmt: skip
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    return web.json_response({"data": data}, status=status)
+
+
+@dataclass(eq=False, kw_only=True)
+class Service(Box):
+    project: str
+    name: str
+    body: dict[str, Any]
+    tags: list[str] = field(default_factory=list)
+    uid: str = field(default_factory=lambda: secrets.token_hex(12))
+
+    def set_state(self, state: str) -> None:
+        super().set_state("FAILED" if state == "error" else state)  # the toolkit says "error"
+
+
+@dataclass(eq=False, kw_only=True)
+class ContainerSnapshot(Snapshot):
+    project: str
+    task: asyncio.Task[Any] | None = None
+
+    @property
+    def state(self) -> str:  # type: ignore[override]
+        return "succeeded" if self.ref else "failed" if self.error else "scheduled"
+
+
+class NorthflankEmulator(Protocol):
+    name = "northflank"
+
+    @staticmethod
+    def client_env(url: str, token: str) -> dict[str, str]:
+        return {"NORTHFLANK_API_TOKEN": token, "NORTHFLANK_API_BASE_URL": url,
+                "NORTHFLANK_PROJECT_ID": PROJECT}  # fmt: skip
+
+    def error(self, status: int, message: str) -> web.Response:
+        return api_error(status, message)
+
+    def authenticate(self, request: web.Request) -> web.Response | None:
+        if request.path.startswith(EXEC + "/"):
+            return None  # the token comes in the first WebSocket frame
+        return super().authenticate(request)
+
+    async def malformed(self, request: web.Request) -> web.StreamResponse:
+        """For the exec WebSocket: the upgrade, then, for the client's init, a frame that is
+        not JSON; closed after the client's ``stdInEnd`` (or when the client leaves)."""
+        if not request.path.startswith(EXEC + "/"):
+            return await super().malformed(request)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()
+        await ws.send_str('{"type": "init", "data": ')
+        await self._stdin(ws, False)
+        await ws.close()
+        return ws
+
+    def routes(self, router: web.UrlDispatcher) -> None:
+        for pre in ("/v1", "/v1/teams/{team}"):
+            one = pre + "/projects/{project}/services/{service}"
+            router.add_post(pre + "/projects/{project}/services/deployment", self.create)
+            router.add_get(pre + "/projects/{project}/services", self.list)
+            router.add_get(one, self.get)
+            router.add_delete(one, self.delete)
+            router.add_get(one + "/containers", self.containers)
+            router.add_post(one + "/snapshots", self.snapshot)
+            router.add_get(pre + "/container-snapshots/{snap}", self.get_snapshot)
+            router.add_delete(pre + "/container-snapshots/{snap}", self.delete_snapshot)
+        router.add_get(EXEC + "/projects/{project}/services/{service}", self.exec)
+        router.add_get(EXEC + "/teams/{team}/projects/{project}/services/{service}", self.exec)
+
+    def _service(self, request: web.Request) -> Service:
+        box = self.sandboxes.get(request.match_info["service"])
+        if not isinstance(box, Service) or box.project != request.match_info["project"]:
+            raise Refused(api_error(404, "Service not found"))
+        return box
+
+    @staticmethod
+    def _view(box: Service) -> dict[str, Any]:
+        expiry = {"expiryTime": iso(box.end_at)} if box.end_at else {}
+        status = {"status": box.state, "reason": "DEPLOYING",
+                  "lastTransitionTime": iso(box.updated)}  # fmt: skip
+        return {"id": box.id, "appId": f"/{box.project}/{box.id}", "uid": box.uid,
+                "name": box.name, "projectId": box.project, "serviceType": "deployment",
+                "tags": box.tags, "billing": box.body["billing"],
+                "deployment": box.body["deployment"], "status": {"deployment": status},
+                "createdAt": iso(box.created), "updatedAt": iso(box.updated), **expiry}  # fmt: skip
+
+    @staticmethod
+    def _invalid(body: dict[str, Any]) -> str | None:
+        """What the API would refuse in a create body (None: nothing)."""
+        dep, name = body.get("deployment"), body.get("name")
+        if not isinstance(name, str) or not 3 <= len(name) <= 54 or not NAME.match(name):
+            return "name does not match the service name pattern"
+        if (body.get("billing") or {}).get("deploymentPlan") not in PLANS:
+            return "deploymentPlan is not a deployment plan"
+        if not isinstance(dep, dict) or dep.get("instances") != 1:
+            return "the emulator runs services of exactly one instance"
+        if not isinstance((dep.get("external") or {}).get("imagePath"), str):
+            return "deployment.external.imagePath is required"
+        tags = body.get("tags", [])
+        if not isinstance(tags, list) or not all(
+            isinstance(t, str) and 3 <= len(t) <= 100 and TAG.match(t) for t in tags
+        ):
+            return "tags must match ^[a-zA-Z0-9]+(-[a-zA-Z0-9]+)*$ (3 to 100 characters)"
+        expiry = (body.get("createOptions") or {}).get("expiryTime", 300)
+        if not isinstance(expiry, int) or not 300 <= expiry <= 604_800:
+            return "createOptions.expiryTime must be 300 to 604800 seconds"
+        return None
+
+    async def create(self, request: web.Request) -> web.Response:
+        body = await json_object(request, lambda: api_error(400, "invalid JSON body"))
+        if problem := self._invalid(body):
+            return api_error(400, problem)
+        project, dep = request.match_info["project"], body["deployment"]
+        key = re.sub(r"\s+", "-", body["name"]).lower()
+        if self.sandboxes.get(key) is not None:
+            return api_error(409, "A service with this name already exists")
+        source = None
+        if restore := (dep.get("containerSnapshot") or {}).get("restoreFrom"):
+            snap = self.sandboxes.find_snapshot(str(restore))
+            if not isinstance(snap, ContainerSnapshot) or snap.project != project:
+                return api_error(404, "container snapshot not found")
+            if snap.ref is None:
+                return api_error(409, f"container snapshot is {snap.state}, not succeeded")
+            source = snap.ref
+        cpus, mib = PLANS[body["billing"]["deploymentPlan"]]
+        disk = ((dep.get("storage") or {}).get("ephemeralStorage") or {}).get("storageSize")
+        spec = SandboxSpec(cpus=cpus, memory_mb=mib, disk_mb=disk)
+        box = Service(id=key, project=project, name=body["name"], body=body,
+                      tags=list(body.get("tags", [])))  # fmt: skip
+        box.extend((body.get("createOptions") or {}).get("expiryTime", 604_800))
+        self.sandboxes.add(box)
+        boot = lambda: self.sandboxes.boot(box, spec, home="/root", source=source)  # noqa: E731
+        self.transition(box, "PENDING", boot, "COMPLETED")
+        return ok(self._view(box))
+
+    async def get(self, request: web.Request) -> web.Response:
+        return ok(self._view(self._service(request)))
+
+    async def containers(self, request: web.Request) -> web.Response:
+        box = self._service(request)
+        status = CONTAINER.get(box.state, "TASK_STAGING")
+        found = {"name": f"{box.id}-{box.uid[:10]}-{box.uid[10:15]}", "status": status,
+                 "createdAt": int(box.created.timestamp()),
+                 "updatedAt": int(box.updated.timestamp())}  # fmt: skip
+        return web.json_response({"data": {"containers": [found]},
+                                  "pagination": {"hasNextPage": False, "count": 1}})  # fmt: skip
+
+    async def list(self, request: web.Request) -> web.Response:
+        try:
+            per_page = min(int(request.query.get("per_page") or 50), 100)
+            start = int(request.query.get("cursor") or 0)
+        except ValueError:
+            return api_error(400, "per_page and cursor must be integers")
+        project = request.match_info["project"]
+        boxes = [b for b in self.sandboxes.listed() if isinstance(b, Service)
+                 and b.project == project]  # fmt: skip
+        page, more = boxes[start : start + per_page], start + per_page < len(boxes)
+        views = [{k: v for k, v in self._view(b).items() if k not in ("billing", "deployment")}
+                 for b in page]  # fmt: skip
+        pagination = {"hasNextPage": more, "count": len(page)}
+        if more:
+            pagination["cursor"] = str(start + per_page)
+        return web.json_response({"data": {"services": views}, "pagination": pagination})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        box = self._service(request)
+        async with box.lock:
+            await self.settled(box)
+            await self.sandboxes.destroy(box)
+        return ok({})
+
+    @staticmethod
+    def _snapshot_view(snap: ContainerSnapshot) -> dict[str, Any]:
+        view = {"id": snap.id, "trigger": "manual", "state": snap.state, "inUse": False,
+                "source": {"projectId": snap.project,
+                           "nfObject": {"id": snap.source_id, "type": "service"}},
+                "target": {"podName": f"{snap.source_id}-0"},
+                "compatibility": {"runtime": "kata", "architecture": "x86"},
+                "createdAt": snap.created_at, "updatedAt": snap.updated_at,
+                "lastTransitionTime": snap.updated_at}  # fmt: skip
+        if snap.error:
+            view["error"] = {"code": "failed", "message": snap.error, "retryable": False}
+        return view
+
+    def _snapshot(self, request: web.Request) -> ContainerSnapshot:
+        snap = self.sandboxes.find_snapshot(request.match_info["snap"])
+        if not isinstance(snap, ContainerSnapshot):
+            raise Refused(api_error(404, "container snapshot not found"))
+        return snap
+
+    async def snapshot(self, request: web.Request) -> web.Response:
+        box = self._service(request)
+        await json_object(request, lambda: api_error(400, "invalid JSON body"))
+        if box.state != "COMPLETED" or box.local is None:
+            return api_error(409, "No eligible pod exists")
+        snap = ContainerSnapshot(id=str(uuid.uuid4()), source_id=box.id,
+                                 project=box.project)  # fmt: skip
+        self.sandboxes.add_snapshot(snap)
+
+        async def take() -> None:
+            with contextlib.suppress(ProviderError):  # the error is the snapshot's state
+                await self.sandboxes.take(snap, box)
+
+        snap.task = self.spawn(take())
+        return ok(self._snapshot_view(snap), status=202)
+
+    async def get_snapshot(self, request: web.Request) -> web.Response:
+        return ok(self._snapshot_view(self._snapshot(request)))
+
+    async def delete_snapshot(self, request: web.Request) -> web.Response:
+        snap = self._snapshot(request)
+        if snap.task is not None:
+            await asyncio.gather(snap.task, return_exceptions=True)
+        await self.sandboxes.drop_snapshot(snap)
+        return ok({})
+
+    async def exec(self, request: web.Request) -> web.StreamResponse:
+        box = self._service(request)
+        if box.state != "COMPLETED" or box.local is None:
+            return api_error(503, f"service {box.id} has no running instance")
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        try:
+            first = await asyncio.wait_for(ws.receive(), INIT_WAIT_S)
+            init = json.loads(first.data) if first.type == WSMsgType.TEXT else {}
+            auth = ((init.get("data") or {}).get("auth") or {}).get("apiToken")
+            context = (init.get("data") or {}).get("context") or {}
+        except (TimeoutError, ValueError, AttributeError):
+            init, auth, context = {}, None, {}
+        if init.get("type") != "init" or auth != self.token:
+            return await self._end(ws, "init", {"auth": "failed", "message": "unauthorized"})
+        pod = {"instanceName": f"{box.id}-0", "containerName": box.id}
+        await ws.send_str(json.dumps({"type": "init", "data": {"auth": "successful",
+                                                               "context": pod}}))  # fmt: skip
+        b64 = context.get("encoding") == "base64"
+        stdin = await self._stdin(ws, b64)
+        if stdin is None:  # the client left
+            return ws
+        command, shell = context.get("command") or [], context.get("shell") or "none"
+        if not command:
+            return await self._end(ws, "error", {"message": "no command"})
+        if isinstance(command, str):
+            command = shlex.split(command) if shell == "none" else [*shell.split(), command]
+        argv = in_dir([str(a) for a in command], "/", {"HOME": "/root"})
+        if stdin:
+            feed = f"/tmp/.nf-stdin-{secrets.token_hex(6)}"
+            await self.sandboxes.write_file(box, feed, stdin)
+            argv = ["/bin/sh", "-c", STDIN_FROM, "sh", feed, *argv]
+        run = asyncio.ensure_future(
+            self.sandboxes.exec(box, argv, timeout_s=NO_TIMEOUT_S, kill_on_cancel=True)
+        )
+        gone = asyncio.ensure_future(self._until_closed(ws))
+        await asyncio.wait({run, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not run.done():  # the client left first: stop the command
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+            return ws
+        gone.cancel()
+        try:
+            result = run.result()
+        except Exception as exc:  # noqa: BLE001 - the service went away under the command
+            return await self._end(ws, "error", {"message": str(exc)})
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            for kind, data in (("stdOut", result.stdout), ("stdErr", result.stderr)):
+                for chunk in self._frames(data, b64):
+                    await ws.send_str(json.dumps({"type": kind, "data": chunk}))
+        code = result.exit_code if result.exit_code >= 0 else 128 - result.exit_code
+        done = {"exitCode": str(code), "status": "Failure" if code else "Success", "message": ""}
+        return await self._end(ws, "completion", done)
+
+    @staticmethod
+    async def _end(ws: web.WebSocketResponse, kind: str, data: Any) -> web.WebSocketResponse:
+        """Send the frame ``{"type": kind, "data": data}``, then close."""
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_str(json.dumps({"type": kind, "data": data}))
+            await ws.close()
+        return ws
+
+    @staticmethod
+    def _frames(data: bytes, b64: bool) -> list[str]:
+        if b64:  # each frame base64 on its own, as the SDK decodes them
+            return [base64.b64encode(data[i : i + FRAME]).decode()
+                    for i in range(0, len(data), FRAME)]  # fmt: skip
+        text = data.decode("utf-8", errors="replace")
+        return [text[i : i + FRAME] for i in range(0, len(text), FRAME)]
+
+    @staticmethod
+    async def _stdin(ws: web.WebSocketResponse, b64: bool) -> bytes | None:
+        """Every ``payload`` frame up to ``stdInEnd`` (None if the client left first)."""
+        parts: list[bytes] = []
+        async for msg in ws:
+            try:  # anything unreadable ends the session, as a client that left
+                frame = json.loads(msg.data) if msg.type == WSMsgType.TEXT else None
+                kind, data = frame.get("type"), frame.get("data") or ""
+                if kind == "stdInEnd":
+                    return b"".join(parts)
+                if kind == "payload":
+                    parts.append(base64.b64decode(data, validate=True) if b64 else data.encode())
+            except (ValueError, AttributeError):
+                break
+        return None
+
+    @staticmethod
+    async def _until_closed(ws: web.WebSocketResponse) -> None:
+        async for msg in ws:  # after stdInEnd only resize frames may come
+            if msg.type != WSMsgType.TEXT:
+                break
+
+    async def expire(self, box: Box) -> None:
+        await self.settled(box)
+        await self.sandboxes.destroy(box)
+
+    async def shutdown(self) -> None:
+        for snap in self.sandboxes.snapshots():
+            if isinstance(snap, ContainerSnapshot) and snap.task is not None:
+                await asyncio.gather(snap.task, return_exceptions=True)
+        await super().shutdown()
