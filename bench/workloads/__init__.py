@@ -15,6 +15,7 @@ from bench.workloads.base import CheckFailed, Workload
 from bench.workloads.checkpoint import Checkpoint
 from bench.workloads.exec import Exec
 from bench.workloads.files import Files
+from bench.workloads.guest_perf import GuestPerf
 from bench.workloads.idle_wake import IdleWake
 from bench.workloads.lifecycle import Lifecycle
 from bench.workloads.open_loop import Burst, Ramp
@@ -39,6 +40,7 @@ for _cls in (
     PipInstall,
     GitClone,
     BuildTest,
+    GuestPerf,
 ):
     register_workload(_cls)
 
