@@ -15,6 +15,7 @@ from bench.workloads.base import CheckFailed, Workload
 from bench.workloads.checkpoint import Checkpoint
 from bench.workloads.exec import Exec
 from bench.workloads.files import Files
+from bench.workloads.fork import Fork
 from bench.workloads.guest_perf import GuestPerf
 from bench.workloads.idle_wake import IdleWake
 from bench.workloads.lifecycle import Lifecycle
@@ -24,6 +25,7 @@ from bench.workloads.probe import Probe
 from bench.workloads.registry import WORKLOADS, register_workload, unregister_workload
 from bench.workloads.scaling import CheckpointScaling, ConcurrencyScaling
 from bench.workloads.shape import Extra, Operation, Role, Scale
+from bench.workloads.sleep_persist import SleepPersist
 
 for _cls in (
     Lifecycle,
@@ -41,6 +43,8 @@ for _cls in (
     GitClone,
     BuildTest,
     GuestPerf,
+    Fork,
+    SleepPersist,
 ):
     register_workload(_cls)
 
