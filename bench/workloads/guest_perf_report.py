@@ -226,7 +226,8 @@ def speed(data: ReportData, workload: str) -> View | None:
             [
                 label(data, p),
                 cell("disk_seq_write", p, "seq_write_mib_per_s", _sig),
-                cell("disk_rand_read", p, "rand_read_iops", _sig),
+                cell("disk_rand_read", p, "rand_read_iops", _sig)
+                + _cached(cols["disk_rand_read"].get(p, empty)),
                 cell("disk_rand_write", p, "rand_write_iops", _sig),
                 cell("net_dns", p, "dns_s", _ms),
                 cell("net_https", p, "https_s", _ms),
@@ -256,7 +257,9 @@ def speed(data: ReportData, workload: str) -> View | None:
         title=f"{workload}: disk and network inside the sandbox",
         caption=f"Median (min–max) over iterations. {settings.get('write_mb', '?')} MiB "
         "written in 1 MiB writes then fsynced (the fsync inside the time); reads with O_DIRECT "
-        "where the filesystem allows it, else after dropping the file from the page cache; "
+        "where the filesystem allows it, else (marked) after asking the kernel to drop the "
+        "file from the page cache, which a memory-backed filesystem (tmpfs) cannot do: such "
+        "reads come from memory; "
         "each write followed by fdatasync; all in the provider's scratch directory. DNS and "
         "HTTPS are the tools' own times inside the sandbox (curl's time_total: DNS, connect, "
         "TLS, transfer); a sandbox without a route out records them unsupported, never a time.",
@@ -267,6 +270,14 @@ def speed(data: ReportData, workload: str) -> View | None:
         title="Speed inside the sandbox",
         blocks=(cpu, io, _reason_notes(reasons)),
     )
+
+
+def _cached(rows: pd.DataFrame) -> str:
+    """A mark on random-read figures measured without O_DIRECT (see the table's caption)."""
+    if rows.empty or "io_direct" not in rows.columns:
+        return ""
+    direct = rows["io_direct"].dropna()
+    return " (not O_DIRECT)" if len(direct) and not direct.astype(bool).all() else ""
 
 
 def _count(value: object) -> str:
