@@ -20,6 +20,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "runloop": ("providers.runloop", "RunloopProvider"),
     "codesandbox": ("providers.codesandbox", "CodeSandboxProvider"),
     "vercel": ("providers.vercel", "VercelProvider"),
+    "modal": ("providers.modal", "ModalProvider"),
     # Not a sandbox: sandboxes that are only names, so tests of the harness (runner, report,
     # cluster workers, which build providers by id) run without root. See providers/stub.py.
     "stub": ("providers.stub", "StubProvider"),

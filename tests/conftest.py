@@ -19,7 +19,16 @@ from providers import provider_class
 from providers.base import Provider
 
 #: Every provider the contract suite covers.
-PROVIDER_IDS = ("local", "e2b", "daytona", "sprites", "runloop", "codesandbox", "vercel")
+PROVIDER_IDS = (
+    "local",
+    "e2b",
+    "daytona",
+    "sprites",
+    "runloop",
+    "codesandbox",
+    "vercel",
+    "modal",
+)
 EMULATED = frozenset(PROVIDER_IDS) - {"local"}
 
 

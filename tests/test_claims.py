@@ -11,8 +11,10 @@ import pytest
 from bench import claims, stats
 from bench.claims import Claim, ClaimKind, Verdict
 from bench.workloads import WORKLOADS, registry
+from providers import REGISTRY
 
-KNOWN_PROVIDERS = {"sprites", "e2b", "daytona", "local", "runloop", "codesandbox", "vercel"}
+#: Every registered provider except the stub (which is not a sandbox and has no claims).
+KNOWN_PROVIDERS = set(REGISTRY) - {"stub"}
 
 
 def _claim(kind: str, low: float, high: float | None = None, **kw) -> Claim:

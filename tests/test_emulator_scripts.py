@@ -53,6 +53,12 @@ EXPORTS = {
         "export VERCEL_PROJECT_ID=prj_emulated",
         "export VERCEL_SANDBOX_API_URL={url}/api",
     ],
+    "modal": [
+        "export MODAL_SERVER_URL={url}",
+        "export MODAL_TOKEN_ID=ak-sandbox-bench",
+        "export MODAL_TOKEN_SECRET=tok",
+        "export MODAL_DISABLE_API_PROXY=1",
+    ],
 }
 
 
@@ -189,6 +195,7 @@ async def test_a_stop_destroys_every_sandbox_the_emulators_hold(tmp_path):
             for call in made:
                 async with call as answer:
                     assert answer.status in (200, 201), await answer.text()
+        await _modal_sandbox(urls["modal"], "tok")
         for name, url in urls.items():
             for _ in range(100):  # daytona and vercel boot in the background
                 if len(_local_sandboxes(tmp_path / name)) == 1:
@@ -200,6 +207,30 @@ async def test_a_stop_destroys_every_sandbox_the_emulators_hold(tmp_path):
         assert await _stopped(proc, signal.SIGTERM) == 0
     for name in PROTOCOLS:
         assert _local_sandboxes(tmp_path / name) == [], name
+
+
+async def _modal_sandbox(url: str, token: str) -> None:
+    """One sandbox through Modal's gRPC control plane, with the SDK's own message types."""
+    from grpclib.client import Channel
+    from modal_proto import api_grpc, api_pb2
+
+    host, port = url.removeprefix("http://").split(":")
+    channel = Channel(host, int(port))
+    try:
+        stub, md = api_grpc.ModalClientStub(channel), {"x-modal-token-secret": token}
+        app = await stub.AppGetOrCreate(
+            api_pb2.AppGetOrCreateRequest(app_name="kept-alive", object_creation_type=1),
+            metadata=md,
+        )
+        image = await stub.ImageGetOrCreate(
+            api_pb2.ImageGetOrCreateRequest(app_id=app.app_id, image=api_pb2.Image()), metadata=md
+        )
+        definition = api_pb2.Sandbox(image_id=image.image_id)
+        await stub.SandboxCreateV2(
+            api_pb2.SandboxCreateV2Request(app_id=app.app_id, definition=definition), metadata=md
+        )
+    finally:
+        channel.close()
 
 
 def _local_sandboxes(state: Path) -> list[str]:

@@ -95,11 +95,24 @@ MATCH = {
         "destroy": "/v2/sandboxes/",
         "list": "/v2/sandboxes",
     },
+    # gRPC paths; the emulator matches faults against "<method path>/<sandbox id>".
+    "modal": {
+        "create": "/modal.client.ModalClient/SandboxCreateV2",
+        "exec": "TaskCommandRouter/TaskExecStart/",
+        "write": "TaskCommandRouter/TaskExecStart/",
+        "read": "TaskCommandRouter/TaskExecStart/",
+        "destroy": "/modal.client.ModalClient/SandboxTerminateV2/",
+        "list": "/modal.client.ModalClient/SandboxListV2",
+    },
 }
 #: Calls the SDK itself retries after a reset (daytona's shared aiohttp session retries
 #: connection errors on GET and DELETE, and cannot be told not to): a single reset there is
 #: absorbed and the operation succeeds. See providers/daytona.py SDK_RETRIES.
 ABSORBED = {("daytona", "reset", "destroy"), ("daytona", "reset", "list")}
+#: Modal's SDK retries 500 (INTERNAL), 503 (UNAVAILABLE) and reset streams on every call (3
+#: times on the control plane, 10 on the router) and cannot be told not to: a single one is
+#: absorbed. test_modal_adapter.py checks that each retry shows in the emulator's call log.
+ABSORBED |= {("modal", kind, op) for kind in ("500", "503", "reset") for op in MATCH["modal"]}
 #: Short client timeouts, so a hang costs little; the emulator's hang outlasts them.
 SETTINGS = {
     "e2b": {"request_timeout_s": 2.0},
@@ -108,6 +121,7 @@ SETTINGS = {
     "runloop": {"request_timeout_s": 2.0, "wait_timeout_s": 2.0},
     "codesandbox": {"call_timeout_s": 2.0},
     "vercel": {"request_timeout_s": 2.0, "file_timeout_s": 2.0},
+    "modal": {"call_timeout_s": 2.0},
 }
 HANG_S = 5.0
 #: Every emulated provider: each needs its MATCH and SETTINGS rows above.

@@ -18,9 +18,11 @@ from bench.emulators.registry import (
     BACKENDS,
     FAULT_KINDS,
     LATENCY_MODES,
+    MISBEHAVIOURS,
     PROTOCOLS,
     UnknownEmulator,
     fault_kind,
+    misbehaviours,
     protocol_class,
 )
 
@@ -28,8 +30,10 @@ __all__ = [
     "BACKENDS",
     "FAULT_KINDS",
     "LATENCY_MODES",
+    "MISBEHAVIOURS",
     "PROTOCOLS",
     "UnknownEmulator",
     "fault_kind",
+    "misbehaviours",
     "protocol_class",
 ]

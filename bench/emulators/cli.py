@@ -13,8 +13,9 @@ Options (the emulator's behaviour is described in :mod:`bench.emulators.toolkit`
 emulator keeps its sandboxes in ``D/<provider>``; default: a temporary directory, removed at
 the end), ``--token`` (the credential every client must send; default: a random one, printed
 in the export lines), ``--backend local|stub``, the latency model, the faults, ``--seed`` and
-``--loop``. A bad option is one line on stderr and exit 2; an emulator that fails to start is
-one line and exit 1.
+``--loop``, and the semantic faults (``--misbehave MODE[,MODE...]``, ``--wake-s``,
+``--wake-after-s``). A bad option is one line on stderr and exit 2; an emulator that fails to
+start is one line and exit 1.
 
 ``add_parser(subparsers)`` registers the subcommand with the main CLI; :func:`main` is the
 same command for ``python -m bench.emulators``.
@@ -38,9 +39,11 @@ from bench.emulators.registry import (
     BACKENDS,
     FAULT_KINDS,
     LATENCY_MODES,
+    MISBEHAVIOURS,
     PROTOCOLS,
     UnknownEmulator,
     fault_kind,
+    misbehaviours,
     protocol_class,
 )
 
@@ -52,6 +55,23 @@ def _fault_kinds(text: str) -> list[str]:
         return [fault_kind(k) for k in text.split(",") if k.strip()]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _misbehaviours(text: str) -> list[str]:
+    try:
+        return list(misbehaviours(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError("must be between 0 and 3600 (seconds)")
+    return value
 
 
 def _share(text: str) -> float:
@@ -95,6 +115,13 @@ BEHAVIOUR: dict[str, dict[str, Any]] = {
                       "help": f"comma-separated, of {','.join(FAULT_KINDS)} or a status"},
     "--hang-s": {"type": float, "default": 30.0, "help": "how long a 'hang' fault lasts"},
     "--seed": {"type": int, "default": 0, "help": "seeds faults, latency draws and stalls"},
+    "--misbehave": {"type": _misbehaviours, "default": [], "metavar": "MODE[,MODE...]",
+                    "help": "semantic faults (ok answers, wrong deeds): "
+                    + "; ".join(f"{k}: {v}" for k, v in MISBEHAVIOURS.items())},
+    "--wake-s": {"type": _seconds, "default": 3.0,
+                 "help": "wake-slow: how long a wake takes"},
+    "--wake-after-s": {"type": _seconds, "default": 1.0,
+                       "help": "wake-slow: the idle after which a call wakes the sandbox"},
     "--loop": {"choices": ("asyncio", "uvloop"), "default": "asyncio",
                "help": "the emulator's event loop"},
 }  # fmt: skip
@@ -193,7 +220,10 @@ async def _serve_one(name: str, args: argparse.Namespace) -> int:
     from bench.emulators.toolkit import serve_emulator
 
     try:
-        await serve_emulator(protocol_class(name), args, say=_say)
+        protocol = protocol_class(name)
+        # A protocol that is not HTTP/1.1 (Modal's gRPC) brings its own way to serve.
+        serve = getattr(protocol, "serve_emulator", serve_emulator)
+        await serve(protocol, args, say=_say)
     except OSError as exc:
         return _error(f"{name} emulator: cannot listen on port {args.port}: {exc}", EXIT_USAGE)
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback, for any start-up failure

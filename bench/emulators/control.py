@@ -3,7 +3,10 @@
 :func:`running` starts ``python -m bench.emulators PROVIDER ...`` (the ``sandbox-bench emulate``
 command without the rest of the CLI, so it starts fast), waits for its header line and stops it
 by process id on exit; :class:`Emulator` is the running emulator as a client sees it: its URL,
-its ``client_env()`` and the admin API (faults, config, call log, live sandboxes).
+its ``client_env()`` and the admin API (faults, config, call log, live sandboxes, semantic
+faults). The semantic faults (``--misbehave``, :class:`bench.emulators.toolkit.Misbehaving`)
+are an option of :func:`running` and :func:`emulator_args`, and :meth:`Emulator.misbehave`
+switches them while the emulator runs, so one emulator process serves a test of each.
 """
 
 from __future__ import annotations
@@ -74,9 +77,19 @@ class Emulator:
         fault_kinds: Sequence[str] | None = None,
         hang_s: float | None = None,
         seed: int | None = None,
+        misbehave: Sequence[str] | None = None,
+        wake_s: float | None = None,
+        wake_after_s: float | None = None,
     ) -> dict[str, Any]:
-        """Change the latency model, the random faults or the seed while the emulator runs."""
+        """Change the latency model, the random faults, the seed or the semantic faults
+        (``misbehave``: every one on from now, ``()`` for none) while the emulator runs."""
         body: dict[str, Any] = {}
+        if misbehave is not None:
+            body["misbehave"] = list(misbehave)
+        if wake_s is not None:
+            body["wake_s"] = wake_s
+        if wake_after_s is not None:
+            body["wake_after_s"] = wake_after_s
         if seed is not None:
             body["seed"] = seed
         if latency is not None:
@@ -90,6 +103,11 @@ class Emulator:
             faults["kinds"] = list(fault_kinds)
         body["faults"] = {k: v for k, v in faults.items() if v is not None}
         return await self._admin("POST", "config", body)
+
+    async def misbehave(self, *modes: str, **timing: float) -> dict[str, Any]:
+        """Switch exactly these semantic faults on (none: the emulator is faithful again);
+        ``wake_s`` / ``wake_after_s`` may come along."""
+        return await self.configure(misbehave=modes, **timing)
 
     async def calls(self) -> list[dict[str, Any]]:
         """Every provider call the emulator saw since start or :meth:`clear_calls`."""
@@ -129,9 +147,19 @@ def emulator_args(
     hang_s: float | None = None,
     seed: int | None = None,
     backend: str = "local",
+    misbehave: Sequence[str] = (),
+    wake_s: float | None = None,
+    wake_after_s: float | None = None,
 ) -> list[str]:
-    """Command-line options of ``emulate`` for the latency model, faults, seed and backend."""
+    """Command-line options of ``emulate`` for the latency model, faults, seed, backend and
+    semantic faults."""
     args: list[str] = []
+    if misbehave:
+        args += ["--misbehave", ",".join(misbehave)]
+    if wake_s is not None:
+        args += ["--wake-s", repr(wake_s)]
+    if wake_after_s is not None:
+        args += ["--wake-after-s", repr(wake_after_s)]
     if latency_match:
         args += ["--latency-match", latency_match]
     if latency_mode != "added":
@@ -217,15 +245,17 @@ async def running(
     *,
     latency_ms: float = 0.0,
     token: str = "test-token",
+    misbehave: Sequence[str] = (),
     extra_args: Sequence[str] = (),
 ) -> AsyncIterator[Emulator]:
     """Start provider ``name``'s emulator as a subprocess; stop it by pid on exit.
 
-    Its state goes to ``state_dir/<name>``. ``extra_args`` are more ``emulate`` options (see
-    :func:`emulator_args`); an option given there wins over ``latency_ms``.
+    Its state goes to ``state_dir/<name>``. ``misbehave``: the semantic faults it starts with
+    (:meth:`Emulator.misbehave` changes them later). ``extra_args`` are more ``emulate``
+    options (see :func:`emulator_args`); an option given there wins over ``latency_ms``.
     """
     argv = ["--port", "0", "--state-dir", str(state_dir), "--latency-ms", str(latency_ms),
-            "--token", token, *extra_args]  # fmt: skip
+            "--token", token, *emulator_args(misbehave=misbehave), *extra_args]  # fmt: skip
     proc = await start_process(name, argv)
     try:
         assert proc.stdout is not None

@@ -30,8 +30,9 @@ Semantics, each emulated sandbox being a toolkit sandbox (a real ``local`` one b
   snapshot taken here) and creates ``/home/daytona``; the image path (``buildInfo``) is
   accepted but the image is not built: the backend's root filesystem is used.
 * ``snapshot`` is a toolkit (filesystem-only) checkpoint; the sandbox keeps running and goes
-  back to ``started``; the snapshot reads ``pending`` until it is ``active``. ``includeMemory``
-  true is refused (400).
+  back to ``started``; the snapshot reads ``pending`` until it is ``active`` (for ever under the
+  ``snapshot-pending`` semantic fault, toolkit ``Misbehaving``). ``includeMemory`` true is
+  refused (400).
 * ``stop`` keeps the filesystem only (the toolkit's stop: no process survives); ``start``
   boots it again behind the same Daytona id. (The local sandbox's /tmp is a private tmpfs,
   so unlike a real Daytona container, /tmp does not survive stop/start here; /home/daytona
@@ -358,7 +359,8 @@ class DaytonaEmulator(Protocol):
         box = self._lookup(request)
         await self.settled(box)
         await self.sandboxes.destroy(box)
-        box.set_state("destroyed")
+        if self.sandboxes.get(box.id) is None:  # not when a destroy leaks (a semantic fault)
+            box.set_state("destroyed")
         return web.json_response(self._dto(box, request))
 
     async def stop(self, request: web.Request) -> web.Response:

@@ -49,7 +49,9 @@ Semantics, each emulated sandbox being a toolkit sandbox (a real ``local`` one b
   and /dev); the source sandbox keeps running. E2B's snapshots also hold memory and running
   processes; this emulator **cannot restore memory**: a sandbox created from a snapshot starts
   with the snapshot's files and no processes. It is here to prove the protocol, not the
-  fidelity of memory. Snapshotting a paused sandbox is refused (409).
+  fidelity of memory. Snapshotting a paused sandbox is refused (409). The snapshot call answers
+  once the snapshot is built (there is no pending state), so under the ``snapshot-pending``
+  semantic fault it never answers (toolkit ``Misbehaving``).
 * ``pause`` freezes the sandbox (processes and memory kept) and ``connect`` thaws it;
   ``{"memory": false}`` (filesystem-only pause) stops it (filesystem kept, processes gone) and
   ``connect`` starts it again behind the same id.
@@ -351,6 +353,10 @@ class E2BEmulator(Protocol):
                 id=secrets.token_hex(10), source_id=box.id, names=[name] * bool(name)
             )
             await self.sandboxes.take(snap, box)
+            try:  # E2B answers once the snapshot can be used: it has no pending state
+                await self.sandboxes.built(snap, box)
+            except ProviderError as exc:
+                return api_error(500, f"snapshot failed: {exc}")
         self.sandboxes.add_snapshot(snap)
         return web.json_response({"snapshotID": snap.id, "names": snap.names}, status=201)
 

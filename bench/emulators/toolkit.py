@@ -12,11 +12,15 @@ The parts, and who owns what:
   on them (boot, exec, files, checkpoint, rewind in place, freeze/thaw, stop/start keeping the
   filesystem only, destroy). A protocol module never touches the backend provider or a box's
   backend sandbox itself, and its listing endpoints show :meth:`Sandboxes.listed`. Which class
-  serves is decided in one place (:func:`make_sandboxes`), so a layer that makes the provider
-  answer "ok" and do the wrong thing (a pause that does not freeze, a restore that comes back
-  empty, a destroy that leaves the sandbox alive and listed, a listing that omits one, a
-  recycled or smaller sandbox on create, a slow wake through :meth:`Sandboxes.use`) is one
-  subclass there, for every emulator at once.
+  serves is decided in one place (:func:`make_sandboxes`): :class:`Misbehaving`, which adds
+  the **semantic faults** (the provider answers "ok" and does the wrong thing: a pause that
+  does not freeze, a restore that comes back empty, a destroy that leaves the sandbox alive
+  and listed, ...; its docstring specifies each) for every emulator at once. For them to
+  work, a protocol: holds ``box.lock`` (a :class:`BoxLock`) or awaits
+  :meth:`Protocol.settled` before destroying a sandbox; lets :meth:`Sandboxes.held` say
+  whether a destroyed sandbox is gone (a destroy may leave it, see ``destroy-leaks``) rather
+  than marking it gone itself; and, when its snapshot call answers only once the snapshot is
+  usable, calls :meth:`Sandboxes.built` after :meth:`Sandboxes.take`.
 * :class:`Protocol`, subclassed once per provider: its routes, its error body (also what an
   injected fault answers), its malformed answers, its authentication and ``client_env`` (the
   variables that point the provider's adapter at the emulator).
@@ -73,7 +77,15 @@ Every emulator (started by ``sandbox-bench emulate PROVIDER``, see :mod:`bench.e
   handler returned (``handled_s``, seconds after arrival; for a streamed answer, when the
   stream ended) and when its answer's headers went out (``answered_s``, seconds after
   arrival; absent when no answer was sent);
-* destroys every sandbox and checkpoint it holds when it gets SIGTERM or SIGINT.
+* misbehaves on purpose with ``--misbehave MODE[,MODE...]`` (default none), the semantic
+  faults of :class:`Misbehaving`: ``pause-runs``, ``stop-keeps``, ``restore-empty``,
+  ``restore-partial``, ``snapshot-pending``, ``create-recycled``, ``create-undersized``,
+  ``destroy-leaks``, ``list-omits``, ``wake-slow`` (with ``--wake-s``, default 3, and
+  ``--wake-after-s``, default 1). ``GET /_emulator/config`` shows them as ``"misbehave"``
+  (a list), ``"wake_s"`` and ``"wake_after_s"``, and ``POST /_emulator/config`` with any of
+  those keys changes them at run time (``"misbehave": []`` switches every one off);
+* destroys every sandbox and checkpoint it holds when it gets SIGTERM or SIGINT, also those
+  it pretended to destroy.
 """
 
 from __future__ import annotations
@@ -105,7 +117,9 @@ from bench.emulators.registry import (
     BACKENDS,
     FAULT_KINDS,
     LATENCY_MODES,
+    MISBEHAVIOURS,
     fault_kind,
+    misbehaviours,
     protocol_class,
 )
 from providers import provider_class
@@ -138,6 +152,49 @@ def _seeded(seed: int, stream: str) -> random.Random:
 
 
 @dataclass
+class SemanticFaults:
+    """The semantic faults switched on (``--misbehave``) and the slow wake's timing, shared by
+    the emulator's state (so the admin API changes them) and its :class:`Misbehaving`
+    sandboxes (which act on them)."""
+
+    modes: frozenset[str] = frozenset()
+    #: ``wake-slow``: how long a wake takes, and after how long an idle a call wakes it.
+    wake_s: float = 3.0
+    wake_after_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.set(modes=self.modes, wake_s=self.wake_s, wake_after_s=self.wake_after_s)
+
+    def set(
+        self,
+        *,
+        modes: str | Sequence[str] | frozenset[str] | None = None,
+        wake_s: float | None = None,
+        wake_after_s: float | None = None,
+    ) -> None:
+        """Change what is given (ValueError, and nothing changed, for a bad value)."""
+        chosen = frozenset(misbehaviours(modes)) if modes is not None else self.modes
+        for name, value in (("wake_s", wake_s), ("wake_after_s", wake_after_s)):
+            if value is not None and not 0 <= float(value) <= 3600:
+                raise ValueError(f"{name} must be between 0 and 3600 s")
+        self.modes = chosen
+        if wake_s is not None:
+            self.wake_s = float(wake_s)
+        if wake_after_s is not None:
+            self.wake_after_s = float(wake_after_s)
+
+    def __contains__(self, mode: str) -> bool:
+        return mode in self.modes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "misbehave": [m for m in MISBEHAVIOURS if m in self.modes],
+            "wake_s": self.wake_s,
+            "wake_after_s": self.wake_after_s,
+        }
+
+
+@dataclass
 class EmulatorState:
     """Per-process latency, fault and log state shared by an emulator's middleware."""
 
@@ -155,6 +212,7 @@ class EmulatorState:
     hang_s: float = 30.0
     seed: int = 0
     backend: str = "local"
+    semantics: SemanticFaults = field(default_factory=SemanticFaults)
     origin_s: float = field(default_factory=time.monotonic)
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LOG_LIMIT))
     #: Per connection (transport), when the bytes of its current request began to arrive.
@@ -187,6 +245,11 @@ class EmulatorState:
             hang_s=args.hang_s,
             seed=args.seed,
             backend=args.backend,
+            semantics=SemanticFaults(
+                modes=frozenset(misbehaviours(getattr(args, "misbehave", ()))),
+                wake_s=getattr(args, "wake_s", 3.0),
+                wake_after_s=getattr(args, "wake_after_s", 1.0),
+            ),
         )
 
     def reseed(self, seed: int) -> None:
@@ -232,6 +295,7 @@ class EmulatorState:
             },
             "seed": self.seed,
             "backend": self.backend,
+            **self.semantics.to_dict(),
         }
 
     def take_fault(self, path: str) -> Fault | None:
@@ -364,6 +428,26 @@ def iso(moment: datetime) -> str:
 # -- the sandboxes ---------------------------------------------------------------------------------
 
 
+class BoxLock(asyncio.Lock):
+    """A sandbox's lock (:attr:`Box.lock`) that counts the calls waiting for it.
+
+    A call that never completes on purpose (the ``snapshot-pending`` semantic fault,
+    :meth:`Misbehaving.stall`) holds the lock only until another call waits for it, then
+    gives way, so the sandbox can still be used and destroyed, as a real provider's could.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+
+    async def acquire(self) -> bool:
+        self.waiting += 1
+        try:
+            return await super().acquire()
+        finally:
+            self.waiting -= 1
+
+
 @dataclass(eq=False, kw_only=True)
 class Box:
     """One emulated sandbox as :class:`Sandboxes` keeps it; a protocol subclasses it with the
@@ -376,7 +460,7 @@ class Box:
     parked: CheckpointRef | None = None
     frozen: bool = False
     #: For the protocol: held around state changes that must not interleave.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: BoxLock = field(default_factory=BoxLock)
     #: The state as the provider's API names it, and the transition under way, if any
     #: (:meth:`Protocol.transition`); ``error`` says why it is in an error state.
     state: str = ""
@@ -427,6 +511,8 @@ class Sandboxes:
         self._boxes: dict[str, Box] = {}
         self._checkpoints: dict[str, CheckpointRef] = {}
         self._snapshots: dict[str, Snapshot] = {}
+        #: Set when the emulator stops (:func:`serve_emulator` shares its state's event).
+        self.stopping = asyncio.Event()
 
     async def open(self) -> None:
         await self.backend.open()
@@ -518,7 +604,7 @@ class Sandboxes:
         process goes)."""
         if box.frozen:
             await self.thaw(box)
-        ref = await self.checkpoint(box)
+        ref = await self._capture(box)
         local, box.local, box.parked = box.local, None, ref
         if local is not None:
             await self.backend.destroy(local)
@@ -535,7 +621,11 @@ class Sandboxes:
     # -- state ------------------------------------------------------------------------------
 
     async def checkpoint(self, box: Box) -> CheckpointRef:
-        """The filesystem of ``box`` (the backend's checkpoint; held until deleted)."""
+        """The filesystem of ``box`` (the backend's checkpoint; held until deleted): a
+        checkpoint the API's client asked for."""
+        return await self._capture(box)
+
+    async def _capture(self, box: Box) -> CheckpointRef:
         ref = await self.backend.checkpoint(self._local(box))
         self._checkpoints[ref.id] = ref
         return ref
@@ -569,6 +659,12 @@ class Sandboxes:
         snapshot.updated_at = utc_now()
         if old is not None:
             await self.delete_checkpoint(old)
+
+    async def built(self, snapshot: Snapshot, box: Box) -> None:
+        """For an API whose snapshot call answers only once the snapshot can be used (no
+        pending state it could show): wait until :meth:`take` has filled it. Here it always
+        has; a ``snapshot-pending`` fault makes this wait forever (:meth:`Misbehaving.built`).
+        """
 
     async def drop_snapshot(self, snapshot: Snapshot) -> None:
         self._snapshots.pop(snapshot.id, None)
@@ -635,6 +731,267 @@ _KILL_GROUP = (
 )
 
 
+#: What a box stopped under ``stop-keeps`` holds instead of its parked filesystem.
+KEPT_RUNNING = "kept-running:"
+
+
+class Misbehaving(Sandboxes):
+    """The sandboxes with **semantic faults**: the provider answers "ok" and does the wrong
+    thing. With none switched on it is exactly the faithful :class:`Sandboxes`; each fault
+    changes one operation here, so every protocol gets it at once. ``semantics`` (a
+    :class:`SemanticFaults`, shared with the admin API) says which are on; several may be.
+    Decisions about a sandbox already changed by a fault (a fake freeze, a kept stop, a spared
+    destroy) are kept when the fault is switched off. The faults (``--misbehave`` names):
+
+    * ``pause-runs``: :meth:`freeze` marks the sandbox frozen and freezes nothing, so the
+      protocol answers its pause as usual while every process keeps running; :meth:`thaw`
+      of it does nothing.
+    * ``stop-keeps``: :meth:`stop` keeps the backend sandbox running (processes, memory,
+      /tmp) behind a stand-in for the parked filesystem; :meth:`start` just takes it back.
+    * ``restore-empty`` / ``restore-partial``: a sandbox booted from a checkpoint
+      (:meth:`boot` with ``source``) or rewound to one (:meth:`rewind`) loses the files
+      written since the emulator started (regular files of its root filesystem, ``find /
+      -xdev -newermt``; directories stay): every one (empty, which wins when both are on),
+      or in path order the 1st, 3rd, 5th ... and the 2nd cut to half its size (partial).
+      Needs the ``local`` backend (a ``stub`` sandbox holds no files).
+    * ``snapshot-pending``: :meth:`take` leaves the snapshot pending, never filled (an API
+      with a pending state shows it so); :meth:`built` (an API without one) and
+      :meth:`checkpoint` never complete (:meth:`stall`). The capture behind a stop is
+      unaffected.
+    * ``create-recycled``: destroying a sandbox keeps its backend sandbox (the newest one;
+      the one kept before is destroyed then) and the next new sandbox (:meth:`boot` without
+      ``source``) is that one, with its files, processes and boot id. It is destroyed when
+      the fault is switched off or the emulator stops; the admin API's list of live
+      sandboxes does not show it (it has no id in the API), the state directory does.
+    * ``create-undersized``: a new sandbox gets half the CPUs and half the memory of its spec
+      as backend limits, and every command run in it (:meth:`exec`) runs on half the CPUs
+      this emulator may use (CPU affinity, at least one), so ``nproc`` inside shows it. (A
+      local sandbox cannot see its memory limit: its /proc/meminfo is the host's.)
+    * ``destroy-leaks``: the first :meth:`destroy` of a sandbox does nothing (the protocol
+      answers ok; the sandbox stays alive, listed and usable); a second destroy of it, such
+      as the harness's end-of-run sweep, destroys it. Whatever is left is destroyed when the
+      emulator stops, like everything it holds.
+    * ``list-omits``: :meth:`listed` leaves out the newest sandbox held.
+    * ``wake-slow``: :meth:`use` (every command and file call) of a sandbox unused for
+      ``wake_after_s`` or more first waits ``wake_s``, once for every call that comes
+      during that wake, as a sandbox that slept and wakes on use.
+    """
+
+    def __init__(self, backend: Provider, semantics: SemanticFaults) -> None:
+        super().__init__(backend)
+        self.semantics = semantics
+        #: Files modified since then count as the sandboxes' own (the restore faults).
+        self._origin = time.time()
+        self._faked: set[str] = set()  # ids of boxes "frozen" by pause-runs
+        self._spared: set[str] = set()  # ids of boxes whose first destroy did nothing
+        self._pool: list[Sandbox] = []  # create-recycled: the backend sandbox kept
+        self._waking: dict[str, asyncio.Future[None]] = {}
+        self._pinned: dict[str, str] = {}  # create-undersized: box id -> the CPUs it may use
+        self._closing = False
+
+    async def apply(self, **changes: Any) -> None:
+        """Change ``semantics`` (:meth:`SemanticFaults.set`'s keywords) while it runs."""
+        self.semantics.set(**changes)
+        if "create-recycled" not in self.semantics:
+            await self._drain_pool()
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._drain_pool()
+        await super().close()
+
+    async def _drain_pool(self) -> None:
+        pool, self._pool = self._pool, []
+        for local in pool:
+            with contextlib.suppress(Exception):
+                await self.backend.destroy(local)
+
+    def _on(self, mode: str) -> bool:
+        return mode in self.semantics
+
+    # -- life -------------------------------------------------------------------------------
+
+    async def boot(
+        self,
+        box: Box,
+        spec: SandboxSpec | None = None,
+        *,
+        home: str | None = None,
+        source: CheckpointRef | None = None,
+    ) -> None:
+        new = source is None
+        spec = spec or SandboxSpec()
+        if new and self._on("create-undersized"):
+            spec = dataclasses.replace(
+                spec, cpus=spec.cpus / 2, memory_mb=max(16, spec.memory_mb // 2)
+            )
+        if new and self._on("create-recycled") and self._pool:
+            await self._reuse(box, self._pool.pop(), home)
+        else:
+            await super().boot(box, spec, home=home, source=source)
+        if not new:
+            await self._lose_files(box)
+        elif self._on("create-undersized"):
+            allowed = sorted(os.sched_getaffinity(0))
+            half = allowed[: max(1, len(allowed) // 2)]
+            self._pinned[box.id] = ",".join(str(cpu) for cpu in half)
+
+    async def _reuse(self, box: Box, local: Sandbox, home: str | None) -> None:
+        try:
+            if home:
+                made = await self.backend.exec(local, ["mkdir", "-p", home], timeout_s=30)
+                if made.exit_code != 0:
+                    raise ProviderError(f"mkdir {home} failed: {made.stderr!r}")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.backend.destroy(local)
+            raise
+        box.local = local
+
+    async def destroy(self, box: Box) -> None:
+        alive = box.local is not None or box.parked is not None
+        first = box.id not in self._spared and self.get(box.id) is box
+        if self._on("destroy-leaks") and alive and first:
+            self._spared.add(box.id)
+            return
+        await super().destroy(box)
+
+    async def _teardown(self, box: Box) -> None:
+        frozen = box.frozen and box.id not in self._faked
+        self._pinned.pop(box.id, None)
+        self._faked.discard(box.id)
+        self._spared.discard(box.id)
+        if box.parked is not None and box.parked.id.startswith(KEPT_RUNNING):
+            box.parked = None
+        if (
+            self._on("create-recycled")
+            and not self._closing
+            and box.local is not None
+            and not frozen
+        ):
+            local, box.local = box.local, None
+            await self._drain_pool()
+            self._pool.append(local)
+        await super()._teardown(box)
+
+    def listed(self) -> list[Box]:
+        held = self.held()
+        return held[:-1] if self._on("list-omits") else held
+
+    async def freeze(self, box: Box) -> None:
+        if not self._on("pause-runs"):
+            return await super().freeze(box)
+        self._local(box)  # a sandbox that is not running cannot pause, faithful or not
+        self._faked.add(box.id)
+        box.frozen = True
+
+    async def thaw(self, box: Box) -> None:
+        if box.id not in self._faked:
+            return await super().thaw(box)
+        self._faked.discard(box.id)
+        box.frozen = False
+
+    async def stop(self, box: Box) -> None:
+        if not self._on("stop-keeps"):
+            return await super().stop(box)
+        if box.frozen:
+            await self.thaw(box)
+        local = self._local(box)
+        box.parked = CheckpointRef(
+            id=f"{KEPT_RUNNING}{box.id}", provider=self.backend.id, sandbox_id=local.id
+        )
+
+    async def start(self, box: Box) -> None:
+        if box.parked is None or not box.parked.id.startswith(KEPT_RUNNING):
+            return await super().start(box)
+        box.parked = None
+
+    # -- state ------------------------------------------------------------------------------
+
+    async def checkpoint(self, box: Box) -> CheckpointRef:
+        if self._on("snapshot-pending"):
+            await self.stall(box, "checkpoint")
+        return await super().checkpoint(box)
+
+    async def take(self, snapshot: Snapshot, box: Box) -> None:
+        if not self._on("snapshot-pending"):
+            return await super().take(snapshot, box)
+        snapshot.source_id, snapshot.updated_at = box.id, utc_now()  # accepted, never built
+
+    async def built(self, snapshot: Snapshot, box: Box) -> None:
+        if snapshot.ref is None and snapshot.error is None:
+            await self.stall(box, f"snapshot {snapshot.id}")
+
+    async def stall(self, box: Box, what: str) -> None:
+        """Never complete: wait until another call waits for ``box``'s lock, the box is gone
+        or the emulator stops, then fail (the protocol answers an error nobody waits for)."""
+
+        def given_up() -> bool:
+            return bool(box.lock.waiting) or self.stopping.is_set() or self.get(box.id) is not box
+
+        while not given_up():  # noqa: ASYNC110 - polled: "the box is gone" has no event
+            await asyncio.sleep(0.1)
+        raise ProviderError(
+            f"{what} of {box.id} never completed (semantic fault snapshot-pending); "
+            "abandoned when the sandbox was wanted again"
+        )
+
+    async def rewind(self, box: Box, ref: CheckpointRef) -> None:
+        await super().rewind(box, ref)
+        await self._lose_files(box)
+
+    async def _lose_files(self, box: Box) -> None:
+        partial, empty = self._on("restore-partial"), self._on("restore-empty")
+        if not (partial or empty):
+            return
+        local = self._local(box)
+        since = f"@{int(self._origin)}"
+        found = await self.backend.exec(
+            local,
+            ["find", "/", "-xdev", "-type", "f", "-newermt", since, "-printf", "%s %p\\0"],
+            timeout_s=60,
+        )
+        files = sorted(
+            (path, int(size))
+            for size, _, path in (
+                entry.partition(" ") for entry in found.stdout.decode(errors="replace").split("\0")
+            )
+            if size.isdigit() and path
+        )
+        gone, cut = (files, []) if empty else (files[0::2], files[1:2])
+        if gone:
+            rm = ["rm", "-f", "--", *(path for path, _ in gone)]
+            await self.backend.exec(local, rm, timeout_s=60)
+        for path, size in cut:
+            truncate = ["truncate", "-s", str(size // 2), "--", path]
+            await self.backend.exec(local, truncate, timeout_s=60)
+
+    # -- work -------------------------------------------------------------------------------
+
+    async def use(self, box: Box) -> Sandbox:
+        waking = self._waking.get(box.id)
+        idle_s = time.monotonic() - box.used_s
+        if waking is None and self._on("wake-slow") and idle_s >= self.semantics.wake_after_s:
+            waking = asyncio.ensure_future(self._sleep(self.semantics.wake_s))
+            self._waking[box.id] = waking
+            waking.add_done_callback(lambda _: self._waking.pop(box.id, None))
+        if waking is not None:
+            await asyncio.shield(waking)
+        return await super().use(box)
+
+    async def exec(
+        self, box: Box, argv: Sequence[str], *, timeout_s: float, kill_on_cancel: bool = False
+    ) -> ExecResult:
+        pinned = self._pinned.get(box.id)
+        if pinned is not None:  # its own processes cannot be re-pinned from inside: pin each
+            argv = ["taskset", "-c", pinned, *argv]
+        return await super().exec(box, argv, timeout_s=timeout_s, kill_on_cancel=kill_on_cancel)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+
 def make_backend(state_dir: Path, backend: str) -> Provider:
     """What the sandboxes run on: real ``local`` sandboxes (state in ``state_dir/local``) or
     ``stub`` names; both come from the provider registry."""
@@ -646,10 +1003,13 @@ def make_backend(state_dir: Path, backend: str) -> Provider:
     return provider_class("local")({"state_dir": str(state_dir / "local")})
 
 
-def make_sandboxes(state_dir: Path, backend: str) -> Sandboxes:
-    """The one backend object of an emulator: the single place to choose a :class:`Sandboxes`
-    subclass (e.g. one that misbehaves on purpose) for every protocol at once."""
-    return Sandboxes(make_backend(state_dir, backend))
+def make_sandboxes(
+    state_dir: Path, backend: str, semantics: SemanticFaults | None = None
+) -> Sandboxes:
+    """The one backend object of an emulator, for every protocol at once: a
+    :class:`Misbehaving` one, faithful until a semantic fault is switched on (``semantics``,
+    which the admin API may change while it runs)."""
+    return Misbehaving(make_backend(state_dir, backend), semantics or SemanticFaults())
 
 
 # -- the protocol ----------------------------------------------------------------------------------
@@ -777,6 +1137,8 @@ RELEASE_KEY = _KEY("sandbox_bench.release_at", float)
 def make_app(protocol: Protocol, state: EmulatorState) -> web.Application:
     """An aiohttp app: the latency/fault middleware, the protocol's authentication and routes,
     and the admin endpoints."""
+    if isinstance(protocol.sandboxes, Misbehaving):
+        state.semantics = protocol.sandboxes.semantics  # one object: the admin API's view
 
     @web.middleware
     async def emulate(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]):
@@ -869,6 +1231,13 @@ def make_app(protocol: Protocol, state: EmulatorState) -> web.Application:
     async def set_config(request: web.Request) -> web.Response:
         body = await request.json()
         try:
+            semantics = {k: body[k] for k in ("wake_s", "wake_after_s") if k in body}
+            if "misbehave" in body:
+                semantics["modes"] = body["misbehave"] or ()
+            if semantics and isinstance(protocol.sandboxes, Misbehaving):
+                await protocol.sandboxes.apply(**semantics)
+            elif semantics:
+                raise ValueError("this emulator's sandboxes have no semantic faults")
             if "seed" in body:
                 state.reseed(int(body["seed"]))
             if "latency" in body:
@@ -925,7 +1294,8 @@ async def serve_emulator(
     destroy every sandbox and checkpoint it holds. ``say`` prints a line."""
     state = EmulatorState.from_args(args)
     state_dir = Path(args.state_dir) / protocol_type.name
-    sandboxes = make_sandboxes(state_dir, args.backend)
+    sandboxes = make_sandboxes(state_dir, args.backend, state.semantics)
+    sandboxes.stopping = state.stopping  # ends every stalled call when the emulator stops
     protocol = protocol_type(sandboxes, state.token)
     await sandboxes.open()
     try:

@@ -12,10 +12,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+import numpy as np
+
 from bench import stats
 from bench.report.data import ReportData
+from bench.report.sections.fidelity import fidelity_warnings
 from bench.report.views import ReportWarning, Severity, Text, View, Warnings, limited
 from bench.report.workload import workload_checks
+from bench.workloads import registry
 
 
 def emulated(data: ReportData) -> Iterable[ReportWarning]:
@@ -144,11 +148,17 @@ def high_variance(data: ReportData) -> Iterable[ReportWarning]:
 
 
 def fidelity(data: ReportData) -> Iterable[ReportWarning]:
-    """State checks that failed (``extra.verified`` false), per provider and workload."""
+    """Failed fidelity checks per provider (the Fidelity section) and sandboxes the sweep
+    found that the harness had lost; then state checks of operations that declare no fidelity
+    check (``extra.verified`` false), per provider and workload."""
+    yield from fidelity_warnings(data)
     frame = data.frame
     if "verified" not in frame.columns:
         return
     bad = frame["verified"].eq(False).fillna(False).to_numpy(dtype=bool)
+    declared = {(w, op.name) for w, op, _ in registry.fidelity_checks()}
+    pairs = zip(frame["workload"].astype(str), frame["operation"].astype(str), strict=True)
+    bad &= np.fromiter((pair not in declared for pair in pairs), dtype=bool, count=len(frame))
     if not bad.any():
         return
     sub = frame[bad]

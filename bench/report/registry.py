@@ -23,6 +23,7 @@ SECTIONS: dict[str, str] = {
     "run": "bench.report.sections.run:run",
     "warnings": "bench.report.checks:warnings",
     "capabilities": "bench.report.sections.overview:capabilities",
+    "fidelity": "bench.report.sections.fidelity:fidelity",
     "latency": "bench.report.sections.latency:latency",
     "calibration": "bench.report.calibration:calibration",
     "cost": "bench.report.sections.cost:cost_section",

@@ -16,7 +16,10 @@ One iteration::
   (advance <= 1.5 x rate x the time outside the hold + 3 ticks) and advances after resume.
   STOP_START (only the filesystem survives): the counter file is still there and the loop is
   gone (it does not advance after start).
-  Observations go in ``extra``; a mismatch with the declared semantics is a ``FidelityError``.
+  Observations go in ``extra``; a mismatch with the declared semantics is a ``FidelityError``
+  (a fidelity check of kind ``pause``) whose message gives the observed counter advance: a
+  pause that froze nothing, a stop that kept processes running, a resume after which the
+  counter stood still.
 Providers without pause (e.g. auto-sleeping Sprites) record pause and resume as unsupported.
 """
 
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.workloads.base import CheckFailed, Workload, exit_zero
-from bench.workloads.shape import Extra, Operation, Role
+from bench.workloads.shape import Check, Extra, Fidelity, Operation, Role
 from providers.base import Capabilities, ExecResult, Op, PauseKind
 from providers.settings import setting
 
@@ -73,7 +76,11 @@ class PauseResume(Workload):
             help="resume's return to the first successful read of the counter",
             roles=(Role.FIRST_EXEC_AFTER_RESUME,),
         ),
-        Operation("verify", help="what survived the pause, against the declared semantics"),
+        Operation(
+            "verify",
+            help="what survived the pause, against the declared semantics",
+            checks=(Check(Fidelity.PAUSE),),
+        ),
         Operation("destroy", help="the provider's destroy call"),
     )
     extras: ClassVar[tuple[Extra, ...]] = (
@@ -158,17 +165,31 @@ class PauseResume(Workload):
             advancing = later > after
             observed["stopped"] = stopped
             observed["advancing_after"] = advancing
+            advance, bound = observed["advance_during_pause"], observed["bound_if_frozen"]
+            held = f"{hold_s:.2f} s"
             if ctx.capabilities.pause_kind is PauseKind.STOP_START:
-                ok, expected = not advancing, "processes gone after stop/start, file kept"
-            else:
-                ok, expected = stopped and advancing, "counter frozen while paused, then running"
-            if not ok:
-                raise CheckFailed(
-                    "FidelityError",
-                    f"expected {expected}; observed {observed}",
-                    verified=False,
-                    **observed,
+                ok = not advancing
+                wrong = (
+                    f"processes survived stop/start: the counter advanced {later - after} "
+                    f"tick(s) in the {RATE_GAP_S:g} s after start (expected none: only the "
+                    "filesystem survives)"
                 )
+            elif not stopped:
+                ok = False
+                wrong = (
+                    f"pause did not freeze: the counter advanced {advance} tick(s) across a "
+                    f"{held} pause (at most {bound:g} expected if frozen; it ran at "
+                    f"{rate_hz:.0f}/s)"
+                )
+            else:
+                ok = advancing
+                wrong = (
+                    "the counter did not run again after resume (0 ticks in "
+                    f"{RATE_GAP_S:g} s): processes did not survive the pause"
+                )
+            if not ok:
+                observed["verified"] = False
+                raise CheckFailed("FidelityError", wrong, **observed)
 
         await ctx.timed(
             "verify",

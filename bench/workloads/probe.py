@@ -1,8 +1,8 @@
-"""probe: what a new sandbox really is, and whether it is really new.
+"""probe: what a new sandbox really is, whether it is really new, and whether it is listed.
 
 One iteration::
 
-    create | probe | destroy
+    create | probe | listed | destroy
 
 ``probe`` is one exec of a small shell script that reads, from inside the sandbox: the boot
 id, the CPUs and memory it sees (``nproc``, /proc/meminfo) and its cgroup limits (v2
@@ -15,20 +15,33 @@ the scratch directory and writes its own. All of it goes in ``extra``:
   MemTotal), and ``spec_mismatch``: the spec fields the sandbox does not honour (fewer than 95 %
   of the CPUs or 90 % of the memory asked for), which the report turns into a comparability
   warning.
+
+``listed``: the provider's listing by the run's label (``list_sandboxes``, what the end-of-run
+leak sweep relies on), repeated every :data:`LIST_RETRY_S` s until it shows the new sandbox,
+at most :data:`LIST_ATTEMPTS` listings (a listing may lag a create; the attempts go in
+``extra.list_attempts``); a sandbox it never shows is a ``FidelityError``.
+
+Fidelity checks (bench/workloads/shape.py): ``probe`` judges ``fresh`` (a recycled sandbox is
+a ``RecycledSandbox`` error) and ``spec`` (``spec_mismatch`` on the record), ``listed``
+judges ``listed``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.workloads.base import CheckFailed, Workload, exit_zero
-from bench.workloads.shape import Extra, Operation
-from providers.base import ExecResult, SandboxSpec
+from bench.workloads.shape import Check, Extra, Fidelity, Operation
+from providers.base import ExecResult, Provider, Sandbox, SandboxSpec
 
 if TYPE_CHECKING:
     from bench.iteration import IterationContext
 
 MARKER = ".sandbox-bench-marker"
+#: ``listed``: how many listings at most, and how far apart.
+LIST_ATTEMPTS = 4
+LIST_RETRY_S = 0.25
 
 SCRIPT = r"""
 c=/sys/fs/cgroup
@@ -78,7 +91,19 @@ class Probe(Workload):
     name: ClassVar[str] = "probe"
     operations: ClassVar[tuple[Operation, ...]] = (
         Operation("create", help="the provider's create call"),
-        Operation("probe", help="one exec of the script that reads what the sandbox is"),
+        Operation(
+            "probe",
+            help="one exec of the script that reads what the sandbox is",
+            checks=(
+                Check(Fidelity.FRESH, error_type="RecycledSandbox", flag="recycled"),
+                Check(Fidelity.SPEC, error_type=None, flag="spec_mismatch"),
+            ),
+        ),
+        Operation(
+            "listed",
+            help="the listing by run label, until it shows the sandbox (a few tries)",
+            checks=(Check(Fidelity.LISTED),),
+        ),
         Operation("destroy", help="the provider's destroy call"),
     )
     extras: ClassVar[tuple[Extra, ...]] = (
@@ -90,6 +115,8 @@ class Probe(Workload):
         Extra("recycled", bool, help="a marker of an earlier run was already there"),
         Extra("previous_marker", str, help="the run id that marker names"),
         Extra("spec_mismatch", list, help="spec fields the sandbox falls short of"),
+        Extra("list_attempts", int, help="listings by run label until one showed the sandbox"),
+        Extra("listed_count", int, help="sandboxes the last listing by run label showed"),
     )
     #: Its findings table and the recycled / below-spec warnings.
     report: ClassVar[Any] = "bench.workloads.probe_report"
@@ -107,8 +134,14 @@ class Probe(Workload):
             exit_zero(result)
             found.update(parse_probe(result.stdout.decode(errors="replace"), ctx.spec))
             if found["recycled"]:
-                raise CheckFailed("RecycledSandbox", f"marker of {found['previous_marker']}",
-                                  **found)  # fmt: skip
+                marker = found["previous_marker"]
+                run = "this run" if marker == ctx.recorder.run_id else f"run {marker}"
+                raise CheckFailed(
+                    "RecycledSandbox",
+                    f"create handed out a used sandbox: it already held the marker a sandbox "
+                    f"of {run} left (boot id {found['boot_id'] or 'unknown'})",
+                    **found,
+                )
 
         await ctx.timed(
             "probe",
@@ -117,4 +150,38 @@ class Probe(Workload):
             check=read,
             extra=found,
         )
+        listing: dict[str, Any] = {}
+
+        def shows_it(ids: list[str]) -> None:
+            if sandbox.id not in ids:
+                raise CheckFailed(
+                    "FidelityError",
+                    f"the listing by run label omits live sandbox {sandbox.id} "
+                    f"({listing['list_attempts']} listings over "
+                    f"{(listing['list_attempts'] - 1) * LIST_RETRY_S:.2f} s showed "
+                    f"{len(ids)} other sandbox(es))",
+                    **listing,
+                )
+
+        await ctx.timed(
+            "listed",
+            lambda: list_until_shown(ctx.provider, sandbox, ctx.recorder.run_id, found=listing),
+            sandbox=sandbox,
+            check=shows_it,
+            extra=listing,
+        )
         await ctx.destroy(sandbox)
+
+
+async def list_until_shown(
+    provider: Provider, sandbox: Sandbox, run_id: str, *, found: dict[str, Any]
+) -> list[str]:
+    """List the run's sandboxes until ``sandbox`` is among them, at most LIST_ATTEMPTS times;
+    the last listing. ``found`` gets ``list_attempts`` and ``listed_count``."""
+    for attempt in range(1, LIST_ATTEMPTS + 1):
+        ids = list(await provider.list_sandboxes(run_id))
+        found.update(list_attempts=attempt, listed_count=len(ids))
+        if sandbox.id in ids or attempt == LIST_ATTEMPTS:
+            return ids
+        await asyncio.sleep(LIST_RETRY_S)
+    raise AssertionError("unreachable")

@@ -9,6 +9,7 @@ module names a workload or an operation:
 * :func:`find_operation`: the declaration behind a recorded name (``checkpoint_64mb`` is the
   ``checkpoint`` family at 64), :func:`is_derived`;
 * :func:`with_role`: which (workload, operation) stand for a :class:`~bench.workloads.shape.Role`;
+* :func:`fidelity_checks`: which (workload, operation) judge which fidelity check;
 * :func:`declared_extras`: every extra key with its type (the columns of the samples frame);
 * :func:`capability_needs`: the capabilities an operation needs (why it was not measured).
 
@@ -24,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bench.workloads.base import Workload
-from bench.workloads.shape import COMMON_EXTRAS, Extra, Operation, Role
+from bench.workloads.shape import COMMON_EXTRAS, Check, Extra, Operation, Role
 
 WORKLOADS: dict[str, type[Workload]] = {}
 
@@ -71,9 +72,17 @@ def _check_declarations(cls: type[Workload], others: Mapping[str, type[Workload]
     names = [op.name for op in ops]
     if len(set(names)) != len(names):
         raise ValueError(f"{where}: an operation is declared twice")
+    known = {e.name for e in (*COMMON_EXTRAS, *cls.extras)}
     for op in ops:
         if op.after_idle is not None and op.after_idle not in {e.name for e in cls.extras}:
             raise ValueError(f"{where}: {op.name}.after_idle {op.after_idle!r} is not an extra")
+        for check in op.checks:
+            if not isinstance(check, Check):
+                raise ValueError(f"{where}: {op.name}.checks must be a tuple of Check")
+            if check.flag is not None and check.flag not in known:
+                raise ValueError(
+                    f"{where}: {op.name}'s {check.kind} flag {check.flag!r} is not an extra"
+                )
     if not all(isinstance(e, Extra) for e in cls.extras):
         raise ValueError(f"{where}: extras must be a tuple of Extra")
     _merge_extras([*(c.extras for c in others.values()), cls.extras], where)
@@ -238,6 +247,16 @@ def with_role(role: Role) -> list[tuple[str, Operation]]:
     ]
 
 
+def fidelity_checks() -> list[tuple[str, Operation, Check]]:
+    """(workload, operation, check) for every fidelity check declared, in registry order."""
+    return [
+        (name, op, check)
+        for name, cls in WORKLOADS.items()
+        for op in cls.operations
+        for check in op.checks
+    ]
+
+
 def declared_extras() -> tuple[Extra, ...]:
     """Every declared extra key: the common ones, then each workload's in registry order."""
     return _index().extras
@@ -273,6 +292,7 @@ __all__ = [
     "capability_needs",
     "declared_extras",
     "declares",
+    "fidelity_checks",
     "find_operation",
     "is_derived",
     "operation_rank",

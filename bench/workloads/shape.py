@@ -14,6 +14,11 @@ A workload class declares (see :class:`bench.workloads.base.Workload`):
   unit and meaning (pyperf's ``_metadata.py`` METADATA table is the model). Declared extras
   become columns of :func:`bench.stats.samples_frame`; a key no workload declares is kept in
   the raw records but never read.
+* **fidelity checks**: an operation whose record judges whether the provider did what it
+  answered "ok" to declares it with ``checks`` (each a :class:`Check` of one
+  :class:`Fidelity` kind, saying how its record shows a failure). The report's fidelity
+  section counts them from the records: run, passed, failed, the first failure of each
+  kind. One kind is judged for every workload from the ledger instead (``DESTROYED``).
 
 This module holds only data: a run imports it, and nothing here imports pandas, matplotlib or
 any analysis code (a workload's report parts live in their own module, see ``Workload.report``).
@@ -55,6 +60,62 @@ class Role(StrEnum):
     #: A fixed CPU kernel timed inside the sandbox (at a glance: lower is faster). Its record
     #: is a derived span holding the in-sandbox time, free of the exec's own overhead.
     CPU_SPEED = "cpu_speed"
+
+
+class Fidelity(StrEnum):
+    """What a fidelity check verifies: that the provider did what it answered "ok" to."""
+
+    #: A restore brought back every file the checkpoint held, as it was.
+    RESTORE = "restore"
+    #: A pause (or stop) did to the running processes what the provider declares.
+    PAUSE = "pause"
+    #: A new sandbox had never been used (no marker of an earlier one).
+    FRESH = "fresh"
+    #: A new sandbox had the CPUs and memory asked for.
+    SPEC = "spec"
+    #: The provider's listing by run label showed a live sandbox.
+    LISTED = "listed"
+    #: A sandbox whose destroy answered ok was gone: judged for every destroy the harness
+    #: made, from the run's ledger (the end-of-run sweep found no such sandbox alive).
+    DESTROYED = "destroyed"
+
+    @property
+    def help(self) -> str:
+        return FIDELITY_HELP[self]
+
+
+FIDELITY_HELP: dict[Fidelity, str] = {
+    Fidelity.RESTORE: "restore brings back every checkpointed file, as it was",
+    Fidelity.PAUSE: "pause freezes processes (stop/start ends them), as declared",
+    Fidelity.FRESH: "create hands out a sandbox nobody used before",
+    Fidelity.SPEC: "the sandbox has the CPUs and memory asked for",
+    Fidelity.LISTED: "the listing by run label shows a live sandbox",
+    Fidelity.DESTROYED: "a sandbox whose destroy answered ok is gone at the end of the run",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A fidelity check an operation's record judges, and how the record shows a failure.
+
+    The record **failed** the check when its status is error with ``error_type`` as its
+    class, or when it carries a true (non-empty) ``flag`` extra. A record that did neither
+    **passed** it when the call returned: status ok, or an error of another check of the
+    same operation (the call returned, and another check failed). Any other record (the call
+    failed, timed out, was skipped) did not run the check.
+    """
+
+    kind: Fidelity
+    #: The error class a failure is recorded under (None: only ``flag`` shows one).
+    error_type: str | None = field(default="FidelityError", kw_only=True)
+    #: A declared extra whose true value on a record means the check failed.
+    flag: str | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.error_type is None and self.flag is None:
+            raise ValueError(f"check {self.kind}: give the error class or the flag of a failure")
+        if self.kind is Fidelity.DESTROYED:
+            raise ValueError("the destroyed check is judged from the ledger, not declared")
 
 
 class Scale(StrEnum):
@@ -100,6 +161,8 @@ class Operation:
     #: The declared extra that holds how long the sandbox sat idle before this operation
     #: (wake claims and the session scenario count only long enough idles).
     after_idle: str | None = field(default=None, kw_only=True)
+    #: The fidelity checks its record judges (see :class:`Check`).
+    checks: tuple[Check, ...] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
@@ -159,4 +222,14 @@ COMMON_EXTRAS: tuple[Extra, ...] = (
 )
 
 
-__all__ = ["COMMON_EXTRAS", "EXTRA_TYPES", "Extra", "Operation", "Role", "Scale"]
+__all__ = [
+    "COMMON_EXTRAS",
+    "EXTRA_TYPES",
+    "FIDELITY_HELP",
+    "Check",
+    "Extra",
+    "Fidelity",
+    "Operation",
+    "Role",
+    "Scale",
+]

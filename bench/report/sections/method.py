@@ -38,6 +38,11 @@ def method_notes(data: ReportData) -> list[str]:
         "87 % of the time at n = 50.",
         "Provider comparisons: ratio of medians with a bootstrap interval, and a two-sided "
         "Mann-Whitney U p-value (scipy).",
+        "Fidelity checks are declared by the workloads (the operation that judges each); a "
+        "record fails one when it carries the check's error class or flag, passes when its "
+        "call returned otherwise, and is not judged when its call failed. Whether destroyed "
+        "sandboxes were gone is judged from the ledger: the end-of-run sweep lists the run's "
+        "sandboxes and destroys what it finds.",
         f"Warnings flag {_joined(flagged)}.",
         "Costs are computed now from the raw durations and the pricing catalog "
         f"{data.pricing.label}; nothing derived is stored in the results.",

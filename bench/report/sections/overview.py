@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from bench import cost, stats
 from bench.report.data import ReportData
+from bench.report.sections.fidelity import failure_rate
 from bench.report.tables import Table, make_table
 from bench.report.views import Notes, View
 from bench.workloads import registry
@@ -60,11 +61,15 @@ def glance_table(data: ReportData) -> Table:
         attempts = int(sub["attempts"].sum())
         failures = int(sub["failures"].sum())
         session = by_provider.get(p)
+        wrong, checked = failure_rate(data, p)
         rows.append(
             [
                 f"{p} (emulated)" if p in data.emulated else p,
                 *(_pick(rows_by_key, p, role) for role, _ in GLANCE_ROLES),
                 stats.format_percent(failures / attempts) if attempts else "–",
+                f"{stats.format_percent(wrong / checked)} ({wrong} of {checked})"
+                if checked
+                else "–",
                 cost.format_usd(session.total_usd) if session else "–",
             ]
         )
@@ -76,12 +81,20 @@ def glance_table(data: ReportData) -> Table:
     )
     return make_table(
         "glance",
-        ("Provider", *(label for _, label in GLANCE_ROLES), "Failure rate", "Session cost"),
+        (
+            "Provider",
+            *(label for _, label in GLANCE_ROLES),
+            "Failure rate",
+            "Fidelity failures",
+            "Session cost",
+        ),
         rows,
         title="At a glance",
         caption=f"Medians from the {named} workloads; failure "
-        "rate over every attempted operation; session cost from the scenario in the cost section.",
-        align="l" + "r" * (len(GLANCE_ROLES) + 2),
+        "rate over every attempted operation; fidelity failures over every fidelity check run "
+        "(see Fidelity: the provider answered ok and did something else); session cost from "
+        "the scenario in the cost section.",
+        align="l" + "r" * (len(GLANCE_ROLES) + 3),
     )
 
 

@@ -1,0 +1,512 @@
+"""Providers that answer "ok" and do the wrong thing are caught and reported as what they are.
+
+The emulators' semantic faults (``--misbehave``, :class:`bench.emulators.toolkit.Misbehaving`)
+make a provider misbehave behind correct answers. Here:
+
+* on the stub backend, in this process (fast, no root): what each fault does to the
+  emulated sandboxes, and that the emulator itself still ends what it pretended to keep;
+* against each emulator (e2b, daytona, sprites; local backend, real SDKs), one emulator
+  process per provider for the whole module, its faults switched through the admin API: a run
+  of ``checkpoint,pause_resume,probe,lifecycle`` in each fault completes, records the failure
+  under its class with a message that says what happened, leaves no sandbox on the
+  emulator, and its report shows the failure in the fidelity table and the at-a-glance
+  column; a faithful emulator passes every check;
+* the report's reading of the ledger (a destroy that answered ok, then the sweep found the
+  sandbox) on a synthetic run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from bench.config import build_config
+from bench.emulators import MISBEHAVIOURS, misbehaviours
+from bench.emulators.control import Emulator, running
+from bench.emulators.toolkit import Box, Misbehaving, SemanticFaults, Snapshot
+from bench.records import RunStatus
+from bench.report import ReportSettings, write_report
+from bench.report.data import ReportData
+from bench.report.runs import load_runs
+from bench.report.sections.fidelity import fidelity_warnings, results
+from bench.session import run_session
+from bench.store import ledger_path, load_ledger, load_run
+from bench.workloads.checkpoint import compare_state, describe
+from bench.workloads.shape import Fidelity
+from providers.base import SandboxSpec
+from providers.errors import ProviderError
+from providers.stub import StubProvider
+from tests.conftest import needs_root
+from tests.synthetic import make_run
+
+ROOT = Path(__file__).resolve().parents[1]
+PROVIDERS = ("e2b", "daytona", "sprites")
+WORKLOADS = ("checkpoint", "pause_resume", "probe", "lifecycle")
+#: Short SDK timeouts, so a snapshot that stays pending costs seconds.
+ADAPTER = {
+    "e2b": {"request_timeout_s": 3.0},
+    "daytona": {"sdk_timeout_s": 3.0},
+    "sprites": {"checkpoint_timeout_s": 3.0},
+}
+#: Adapter settings that make a fault reachable: e2b stops (rather than freezes) with a
+#: filesystem pause; daytona freezes only VM-class sandboxes.
+REACH = {
+    ("e2b", "stop-keeps"): {"pause_mode": "filesystem"},
+    ("daytona", "pause-runs"): {"pause_mode": "pause", "snapshot": "linux-vm-emulated"},
+}
+#: Sprites has no pause API: its pause_resume records pause and resume unsupported, so these
+#: faults have nothing to act on there (the run must then be clean).
+UNREACHABLE = {("sprites", "pause-runs"), ("sprites", "stop-keeps")}
+#: The spec asks for every CPU this process may use: a sandbox pinned to half shows fewer.
+CPUS = len(os.sched_getaffinity(0))
+WAKE_S = 2.0
+#: A pause held long enough that a counter left running shows plainly, even when a loaded
+#: machine slows the counter down while it is held.
+HOLD_S = 1.5
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a fault must leave in the records: one record of (workload, operation) with this
+    status and error class whose message (or flag) holds ``text``; the fidelity check of
+    ``kind`` failed (None: no check fails)."""
+
+    kind: Fidelity | None
+    workload: str
+    operation: str
+    status: str
+    error_type: str | None
+    text: str
+
+
+RESTORED = "restore brought back"
+EXPECT: dict[str, Expect] = {
+    "pause-runs": Expect(
+        Fidelity.PAUSE, "pause_resume", "verify", "error", "FidelityError",
+        "pause did not freeze: the counter advanced",
+    ),
+    "stop-keeps": Expect(
+        Fidelity.PAUSE, "pause_resume", "verify", "error", "FidelityError",
+        "processes survived stop/start: the counter advanced",
+    ),
+    "restore-empty": Expect(
+        Fidelity.RESTORE, "checkpoint", "verify", "error", "FidelityError",
+        f"{RESTORED} 0 of 4 files intact; missing: sandbox-bench-state-0.bin, "
+        "sandbox-bench-state-1.bin, sandbox-bench-state-2.bin, sandbox-bench-state-3.bin",
+    ),
+    "restore-partial": Expect(
+        Fidelity.RESTORE, "checkpoint", "verify", "error", "FidelityError",
+        f"{RESTORED} 1 of 4 files intact; missing: sandbox-bench-state-0.bin, "
+        "sandbox-bench-state-2.bin; truncated: sandbox-bench-state-1.bin (131,072 of 262,144 "
+        "bytes)",
+    ),
+    "snapshot-pending": Expect(
+        None, "checkpoint", "checkpoint", "timeout", "OperationTimeout", ""
+    ),
+    "create-recycled": Expect(
+        Fidelity.FRESH, "probe", "probe", "error", "RecycledSandbox",
+        "create handed out a used sandbox: it already held the marker a sandbox of this run left",
+    ),
+    "create-undersized": Expect(
+        Fidelity.SPEC, "probe", "probe", "ok", None, f"cpus {CPUS // 2} < {CPUS}"
+    ),
+    "destroy-leaks": Expect(
+        Fidelity.DESTROYED, "lifecycle", "destroy", "ok", None,
+        "answered ok to destroy and was still listed at the end of the run (the sweep "
+        "destroyed it)",
+    ),
+    "list-omits": Expect(
+        Fidelity.LISTED, "probe", "listed", "error", "FidelityError",
+        "the listing by run label omits live sandbox",
+    ),
+    "wake-slow": Expect(None, "idle_wake", "exec_after_idle", "ok", None, ""),
+}  # fmt: skip
+
+
+# -- the faults themselves, on the stub backend --------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def stub_sandboxes(*modes: str, **timing: float) -> AsyncIterator[Misbehaving]:
+    sandboxes = Misbehaving(StubProvider({}), SemanticFaults(modes=frozenset(modes), **timing))
+    await sandboxes.open()
+    try:
+        yield sandboxes
+    finally:
+        await sandboxes.close()
+        assert sandboxes.backend._boxes == {}, "the emulator left backend sandboxes behind"
+
+
+async def booted(sandboxes: Misbehaving, name: str) -> Box:
+    box = Box(id=name)
+    await sandboxes.boot(box, SandboxSpec())
+    return sandboxes.add(box)
+
+
+def test_fault_names_are_checked_once_and_a_bad_one_is_refused_in_one_line():
+    assert misbehaviours("list-omits, pause-runs,,none") == ("pause-runs", "list-omits")
+    assert misbehaviours(["destroy-leaks"]) == ("destroy-leaks",) and misbehaviours("") == ()
+    with pytest.raises(ValueError, match="unknown semantic fault 'nosuch'"):
+        misbehaviours("pause-runs,nosuch")
+    with pytest.raises(ValueError, match="wake_s must be between 0 and 3600"):
+        SemanticFaults().set(modes=("wake-slow",), wake_s=-1)
+    faults = SemanticFaults()
+    with pytest.raises(ValueError):
+        faults.set(modes="nosuch", wake_s=5)
+    assert faults.to_dict() == {"misbehave": [], "wake_s": 3.0, "wake_after_s": 1.0}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.emulators", "e2b", "--backend", "stub",
+         "--misbehave", "pause-runs,nosuch"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "unknown semantic fault 'nosuch'" in done.stderr
+
+
+async def test_the_emulate_option_starts_an_emulator_with_its_faults_on(tmp_path):
+    options = ["--backend", "stub", "--wake-s", "0.5"]
+    async with running("sprites", tmp_path, misbehave=("wake-slow", "list-omits"),
+                       extra_args=options) as emu:  # fmt: skip
+        config = await emu.config()
+        assert config["misbehave"] == ["list-omits", "wake-slow"] and config["wake_s"] == 0.5
+
+
+async def test_with_no_fault_on_the_sandboxes_are_faithful():
+    async with stub_sandboxes() as sandboxes:
+        box = await booted(sandboxes, "a")
+        await sandboxes.freeze(box)
+        assert sandboxes.backend._boxes[box.local.id].paused
+        await sandboxes.thaw(box)
+        await sandboxes.destroy(box)
+        assert sandboxes.get("a") is None and sandboxes.backend._boxes == {}
+
+
+async def test_destroy_leaks_keeps_the_sandbox_until_a_second_destroy_or_the_end():
+    async with stub_sandboxes("destroy-leaks") as sandboxes:
+        box, other = await booted(sandboxes, "a"), await booted(sandboxes, "b")
+        await sandboxes.destroy(box)
+        assert sandboxes.get("a") is box and [b.id for b in sandboxes.listed()] == ["a", "b"]
+        assert box.local is not None and box.local.id in sandboxes.backend._boxes
+        await sandboxes.destroy(box)  # asked again (the harness's sweep): gone for real
+        assert sandboxes.get("a") is None and box.local is None
+        await sandboxes.destroy(other)  # pretended; the emulator's close destroys it
+
+
+async def test_list_omits_the_newest_sandbox_and_the_truth_still_shows_it():
+    async with stub_sandboxes("list-omits") as sandboxes:
+        for name in ("a", "b", "c"):
+            await booted(sandboxes, name)
+            await asyncio.sleep(0.001)  # distinct creation times
+        assert [b.id for b in sandboxes.listed()] == ["a", "b"]
+        assert sandboxes.live() == ["a", "b", "c"]
+        await sandboxes.apply(modes=())
+        assert [b.id for b in sandboxes.listed()] == ["a", "b", "c"]
+
+
+async def test_create_recycled_hands_back_the_last_destroyed_sandbox_until_switched_off():
+    async with stub_sandboxes("create-recycled") as sandboxes:
+        first = await booted(sandboxes, "a")
+        used = first.local
+        await sandboxes.destroy(first)
+        assert sandboxes.get("a") is None and used.id in sandboxes.backend._boxes
+        second = await booted(sandboxes, "b")
+        assert second.local == used, "the new sandbox is the old one"
+        await sandboxes.destroy(second)
+        await sandboxes.apply(modes=())  # the kept one goes with the fault
+        assert sandboxes.backend._boxes == {}
+        third = await booted(sandboxes, "c")
+        assert third.local != used
+        await sandboxes.destroy(third)
+
+
+async def test_pause_runs_and_stop_keeps_answer_without_touching_the_processes():
+    async with stub_sandboxes("pause-runs", "stop-keeps") as sandboxes:
+        box = await booted(sandboxes, "a")
+        local = box.local
+        await sandboxes.freeze(box)
+        assert box.frozen and not sandboxes.backend._boxes[local.id].paused
+        await sandboxes.thaw(box)
+        await sandboxes.stop(box)
+        assert box.local == local and box.parked is not None, "stopped, still running"
+        await sandboxes.apply(modes=())  # switched off: a stop it kept is still taken back
+        await sandboxes.start(box)
+        assert box.local == local and box.parked is None
+        await sandboxes.destroy(box)
+
+
+async def test_snapshot_pending_stays_pending_and_a_checkpoint_gives_way_when_wanted():
+    async with stub_sandboxes("snapshot-pending") as sandboxes:
+        box = await booted(sandboxes, "a")
+        snap = Snapshot(id="s1", source_id="a")
+        await sandboxes.take(snap, box)
+        assert snap.state == "pending"
+        async with box.lock:  # as a protocol holds it around a checkpoint
+            stuck = asyncio.ensure_future(sandboxes.checkpoint(box))
+            await asyncio.sleep(0.3)
+            assert not stuck.done(), "a checkpoint that never completes"
+            destroy = asyncio.ensure_future(box.lock.acquire())  # a destroy wants the box
+            with pytest.raises(ProviderError, match="never completed"):
+                await stuck
+        await destroy
+        box.lock.release()
+        stalled = asyncio.ensure_future(sandboxes.built(snap, box))
+        await asyncio.sleep(0.15)
+        sandboxes.stopping.set()  # the emulator stops: nothing waits forever
+        with pytest.raises(ProviderError):
+            await asyncio.wait_for(stalled, 5)
+        await sandboxes.destroy(box)
+
+
+async def test_wake_slow_delays_the_first_call_after_an_idle_once_for_every_caller():
+    async with stub_sandboxes("wake-slow", wake_s=0.3, wake_after_s=0.2) as sandboxes:
+        box = await booted(sandboxes, "a")
+        started = time.monotonic()
+        await sandboxes.exec(box, ["true"], timeout_s=5)
+        assert time.monotonic() - started < 0.2, "not idle yet: no wake"
+        await asyncio.sleep(0.25)
+        started = time.monotonic()
+        await asyncio.gather(*(sandboxes.exec(box, ["true"], timeout_s=5) for _ in range(3)))
+        assert 0.3 <= time.monotonic() - started < 0.55, "one wake, shared by the calls"
+        await sandboxes.destroy(box)
+
+
+def test_the_restore_verdict_says_which_files_are_missing_truncated_mutated_or_different():
+    before = {f"/s/f{i}": (100, str(i) * 64) for i in range(5)}
+    after = {
+        "/s/f0": None,
+        "/s/f1": (50, "x" * 64),
+        "/s/f2": (108, "y" * 64),
+        "/s/f3": (100, "z" * 64),
+        "/s/f4": (100, "4" * 64),
+    }
+    verdict = compare_state(before, after)
+    assert verdict == {
+        "files_missing": ["f0"],
+        "files_truncated": ["f1 (50 of 100 bytes)"],
+        "files_mutated": ["f2"],
+        "files_different": ["f3"],
+    }
+    assert describe(verdict, 5) == (
+        "restore brought back 1 of 5 files intact; missing: f0; truncated: f1 (50 of 100 "
+        "bytes); still mutated (not rolled back): f2; different: f3"
+    )
+
+
+# -- the report's reading of the ledger ---------------------------------------------------------
+
+
+def test_a_destroy_the_sweep_later_found_alive_is_a_leak_and_a_lost_sandbox_is_a_leftover(
+    tmp_path,
+):
+    folder = make_run(
+        tmp_path, providers=("e2b",), workloads=("probe",), iterations=6, warmup=0,
+        failure_rate=0.0, spec_mismatch={"e2b": ["cpus 1 < 2"]},
+    )  # fmt: skip
+    entries = [
+        {"event": "destroyed", "provider": "e2b", "sandbox_id": "kept", "workload": "probe",
+         "iteration": 3},
+        {"event": "destroyed", "provider": "e2b", "sandbox_id": "gone", "workload": "probe",
+         "iteration": 4},
+        {"event": "destroyed", "by": "cleanup", "provider": "e2b", "sandbox_id": "also-gone"},
+        {"event": "destroyed", "by": "sweep", "provider": "e2b", "sandbox_id": "kept"},
+        {"event": "destroyed", "by": "sweep", "provider": "e2b", "sandbox_id": "lost"},
+    ]  # fmt: skip
+    with ledger_path(folder).open("w") as out:
+        out.writelines(f"{json.dumps(e)}\n" for e in entries)
+    data = ReportData(load_runs([folder]), ReportSettings(), tmp_path / "figures")
+    tallies = {t.kind: t for t in results(data)}
+    destroyed = tallies[Fidelity.DESTROYED]
+    assert (destroyed.run, destroyed.passed, destroyed.failed) == (3, 2, 1)
+    assert "probe #3: sandbox kept answered ok to destroy" in destroyed.examples["leak"]
+    assert (tallies[Fidelity.SPEC].run, tallies[Fidelity.SPEC].failed) == (6, 6)
+    assert tallies[Fidelity.FRESH].failed == 0
+    texts = [w.text for w in fidelity_warnings(data)]
+    assert any("spec 6 of 6, destroyed 1 of 3" in t for t in texts)
+    assert any("found 1 sandbox(es) the harness never destroyed (e.g. lost)" in t for t in texts)
+    assert any(t.startswith("e2b: 1 sandbox(es) were still listed") for t in texts)
+
+
+# -- every fault, through each emulator --------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def emulators(tmp_path_factory) -> AsyncIterator[dict[str, Emulator]]:
+    """One emulator per provider (local backend) for the module, its variables set; at the
+    end each must hold nothing, in its API and in its backend's state directory."""
+    needs_root()
+    root = tmp_path_factory.mktemp("fidelity-emulators")
+    patch = pytest.MonkeyPatch()
+    started: dict[str, Emulator] = {}
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for provider in PROVIDERS:
+                emu = await stack.enter_async_context(running(provider, root))
+                for key, value in emu.client_env().items():
+                    patch.setenv(key, value)
+                started[provider] = emu
+            yield started
+            for emu in started.values():
+                await emu.misbehave()
+                assert await emu.live_sandboxes() == [] and emu.local_sandboxes() == []
+    finally:
+        patch.undo()
+
+
+async def run(
+    tmp_path: Path, provider: str, workloads: tuple[str, ...], *, iterations: int = 1,
+    settings: Mapping[str, Any] | None = None,
+) -> tuple[Path, RunStatus]:  # fmt: skip
+    data = {
+        "run": {"providers": [provider], "workloads": list(workloads), "iterations": iterations,
+                "warmup": 0, "timeout_s": 15, "seed": 1, "output": str(tmp_path / "results")},
+        "spec": {"cpus": CPUS},
+        "workloads": {"pause_resume": {"hold_s": HOLD_S}, "checkpoint": {"state_mb": 1},
+                      "idle_wake": {"idle_s": 1.5}},
+        "providers": {provider: {**ADAPTER[provider], **(settings or {})}},
+    }  # fmt: skip
+    return await run_session(build_config(data, {}))
+
+
+def report(tmp_path: Path, folder: Path) -> tuple[str, ReportData]:
+    sections = ("glance", "warnings", "fidelity")
+    out = write_report([folder], tmp_path / "reports", settings=ReportSettings(sections=sections))
+    data = ReportData(load_runs([folder]), ReportSettings(), tmp_path / "figures")
+    return (out.parent / "report.md").read_text(), data
+
+
+def glance_cell(markdown: str, provider: str) -> str:
+    """The at-a-glance table's "Fidelity failures" cell of ``provider``."""
+    lines = markdown.split("## At a glance", 1)[1].splitlines()
+    table = [line for line in lines[: lines.index("", 2)] if line.startswith("| ")]
+    column = [c.strip() for c in table[0].split("|")].index("Fidelity failures")
+    row = next(r for r in table[1:] if r.startswith(f"| {provider}"))
+    return [c.strip() for c in row.split("|")][column]
+
+
+async def assert_nothing_left(emu: Emulator) -> None:
+    assert await emu.live_sandboxes() == [], "the emulator still holds sandboxes"
+    assert emu.local_sandboxes() == [], "backend sandboxes are left in the state directory"
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_faithful_emulator_passes_every_fidelity_check(emulators, tmp_path, provider):
+    emu = emulators[provider]
+    folder, status = await run(tmp_path, provider, (*WORKLOADS, "idle_wake"))
+    assert status is RunStatus.COMPLETED
+    failed = [s for s in load_run(folder).samples if s.status in ("error", "timeout", "skipped")]
+    assert failed == []
+    markdown, data = report(tmp_path, folder)
+    tallies = {t.kind: t for t in results(data)}
+    kinds = set(Fidelity) - ({Fidelity.PAUSE} if provider == "sprites" else set())
+    assert set(tallies) == kinds
+    assert all(t.run > 0 and t.failed == 0 and t.not_judged == 0 for t in tallies.values())
+    checked = sum(t.run for t in tallies.values())
+    assert glance_cell(markdown, provider) == f"0 % (0 of {checked})"
+    assert "**fidelity**" not in markdown and "slow wake" not in markdown
+    await assert_nothing_left(emu)
+
+
+def _cases() -> list[tuple[str, str]]:
+    return [(p, m) for m in MISBEHAVIOURS for p in PROVIDERS]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(("provider", "mode"), _cases())
+async def test_each_semantic_fault_is_recorded_as_what_it_is(emulators, tmp_path, provider, mode):
+    if mode == "create-undersized" and CPUS < 2:
+        pytest.skip("one CPU: a sandbox cannot be pinned to fewer")
+    emu, expect = emulators[provider], EXPECT[mode]
+    workloads = (*WORKLOADS, "idle_wake") if mode == "wake-slow" else WORKLOADS
+    # Two iterations for recycling: at least one create then follows a destroy.
+    iterations = 2 if mode == "create-recycled" else 1
+    await emu.misbehave(mode, wake_s=WAKE_S, wake_after_s=1.0)
+    try:
+        folder, status = await run(
+            tmp_path, provider, workloads, iterations=iterations,
+            settings=REACH.get((provider, mode)),
+        )  # fmt: skip
+    finally:
+        await emu.misbehave()  # faithful again (a recycled sandbox kept goes now)
+    assert status is RunStatus.COMPLETED, "the run must complete (exit 0)"
+    samples = load_run(folder).samples
+    failures = [s for s in samples if s.status in ("error", "timeout")]
+    markdown, data = report(tmp_path, folder)
+    tallies = {t.kind: t for t in results(data)}
+    await assert_nothing_left(emu)
+
+    if (provider, mode) in UNREACHABLE:  # no pause API: nothing it could get wrong
+        assert failures == [] and all(t.failed == 0 for t in tallies.values())
+        assert {s.status for s in samples if s.operation in ("pause", "resume")} == {"unsupported"}
+        return
+    # Only the fault's own failure is recorded, under its class.
+    wanted = (expect.workload, expect.operation, expect.error_type)
+    assert {(s.workload, s.operation, s.error_type) for s in failures} <= {wanted}
+    hits = [
+        s
+        for s in samples
+        if (s.workload, s.operation, s.status, s.error_type)
+        == (expect.workload, expect.operation, expect.status, expect.error_type)
+    ]
+    seen = [(s.status, s.error_type, s.extra) for s in samples if s.operation == expect.operation]
+    assert hits, f"no {expect.status} {expect.error_type} {expect.operation} record: {seen}"
+    if expect.error_type is not None:
+        assert any(expect.text in (s.error_message or "") for s in hits), hits[0].error_message
+    if mode == "create-undersized":
+        assert any(expect.text in (s.extra.get("spec_mismatch") or []) for s in hits)
+    if mode == "wake-slow":
+        assert all(s.duration_s >= WAKE_S for s in hits)
+        assert "**slow wake**" in markdown and "woke slowly" in markdown
+    if mode == "snapshot-pending":  # the restore was never reached: not judged, not failed
+        assert tallies[Fidelity.RESTORE].not_judged >= 1
+        assert tallies[Fidelity.RESTORE].failed == 0
+    if mode == "destroy-leaks":
+        ledger, _ = load_ledger(folder)
+        destroyed = {e["sandbox_id"] for e in ledger if e["event"] == "destroyed"
+                     and e.get("by") != "sweep"}  # fmt: skip
+        swept = {e["sandbox_id"] for e in ledger if e.get("by") == "sweep"}
+        assert destroyed and swept == destroyed, "the sweep found every sandbox destroy kept"
+        assert f"**leak**: {provider}: {len(destroyed)} sandbox(es) were still listed" in markdown
+
+    failing = {kind for kind, t in tallies.items() if t.failed}
+    assert failing == ({expect.kind} if expect.kind else set())
+    if expect.kind is None:
+        assert glance_cell(markdown, provider).startswith("0 % (0 of ")
+        return
+    tally = tallies[expect.kind]
+    assert tally.failed >= 1 and expect.text in " ".join(tally.examples.values())
+    assert not glance_cell(markdown, provider).startswith("0 %")
+    fidelity_part = markdown.split("## Fidelity", 1)[1]
+    start = f"| {provider} | {expect.kind}:"
+    row = next(r for r in fidelity_part.splitlines() if r.startswith(start))
+    assert f"| {tally.run} | {tally.passed} | {tally.failed} |" in row and expect.text in row
+    assert f"**fidelity**: {provider}: fidelity checks failed ({expect.kind} " in markdown
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_admin_api_switches_faults_and_refuses_an_unknown_one(emulators):
+    emu = emulators["e2b"]
+    config = await emu.misbehave("list-omits", "pause-runs", wake_s=0.5)
+    assert config["misbehave"] == ["pause-runs", "list-omits"] and config["wake_s"] == 0.5
+    with pytest.raises(aiohttp.ClientResponseError) as refused:
+        await emu.configure(misbehave=["nosuch"])
+    assert refused.value.status == 400
+    assert (await emu.config())["misbehave"] == ["pause-runs", "list-omits"], "nothing changed"
+    config = await emu.misbehave(wake_s=3.0)
+    assert config["misbehave"] == [] and config["wake_s"] == 3.0
