@@ -41,7 +41,7 @@ SPEC = {"cpus": 1.0, "memory_mb": 1024, "disk_mb": None, "template": None, "life
         "max_pids": 512}  # fmt: skip
 #: Providers whose fork keeps memory by declaration, but whose emulator copies files only.
 MEMORY_FORKS = {"e2b"}
-NO_FORK = {"sprites", "runloop", "codesandbox"}
+NO_FORK = {"sprites", "runloop", "codesandbox", "modal"}
 
 
 async def _run(folder: Path) -> None:
@@ -178,6 +178,7 @@ EXPECTED_PROCESS = {
     "runloop": ("pause", False),
     "vercel": ("pause", False),
     "sprites": ("idle", True),  # no sleep in 0.2 s (nor ever, in its emulator)
+    "modal": ("idle", True),  # no pause, no sleep: it just runs on
 }
 
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from bench.workloads.base import CheckFailed, Workload, exit_zero, sha256_of_output
 from bench.workloads.fork import PROCESS_KEPT, state_digest
 from bench.workloads.lifecycle import ATTEMPTS, timed_first_exec
-from bench.workloads.shape import Extra, Operation
+from bench.workloads.shape import Check, Extra, Fidelity, Operation
 from providers.base import Capabilities, ExecResult, Op, PauseKind
 from providers.settings import setting
 
@@ -91,7 +91,12 @@ class SleepPersist(Workload):
         Operation("pause", help="the provider's pause call (pause mode)"),
         Operation("resume", help="the provider's resume call, idle_s after the pause"),
         Operation("wake", help="the first command after the idle (or the resume) that exits 0"),
-        Operation("verify", help="the state's sha256, and whether the process survived"),
+        Operation(
+            "verify",
+            help="the state's sha256, and whether the process survived as declared",
+            # A pause, a stop or a sleep did to the files and processes what is declared.
+            checks=(Check(Fidelity.PAUSE),),
+        ),
         Operation("destroy", help="the provider's destroy call"),
     )
     extras: ClassVar[tuple[Extra, ...]] = (
