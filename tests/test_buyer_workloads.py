@@ -234,3 +234,43 @@ def test_the_report_shows_speed_price_performance_fork_and_persistence(buyer_run
     assert persist["e2b (emulated)"][8] == "$0 (paused: pays nothing)"
     assert persist["local"][9] == "$0.100"  # a paused local sandbox still holds the host
     assert persist["codesandbox (emulated)"][8].startswith("not priced")
+
+
+def test_a_run_whose_every_create_failed_still_reports(tmp_path):
+    """Nothing measured (each iteration's create failed, the rest skipped): the three report
+    parts say so instead of failing."""
+    from providers.stub import StubProvider
+    from tests.wrapped_provider import Wrapped
+
+    class NoCapacity(Wrapped):
+        async def create(self, spec):
+            raise RuntimeError("no capacity")
+
+    provider = NoCapacity(StubProvider())
+    folder = tmp_path / "results" / "20261130T010000Z-nocap"
+    names = list(PARAMS)
+    meta = manifest(folder.name, providers=("stub",), workloads=names, iterations=2, warmup=0,
+                    seed=1, spec=SPEC)  # fmt: skip
+    meta["providers"] = {"stub": {"capabilities": provider.capabilities().to_dict(),
+                                  "environment": {}}}  # fmt: skip
+    workloads = {n: WORKLOADS[n](PARAMS[n]) for n in names}
+    meta["plan"]["workload_params"] = {n: w.params for n, w in workloads.items()}
+    writer = RunWriter(folder, meta)
+    try:
+        runner = Runner(providers={"stub": provider}, workloads=workloads, spec=SandboxSpec(),
+                        recorder=Recorder(writer, run_id=folder.name, concurrency=1),
+                        timeout_s=30)  # fmt: skip
+        asyncio.run(runner.run(make_plan(["stub"], names, iterations=2, warmup=0, seed=1)))
+    finally:
+        writer.close()
+    report = write_report([folder], tmp_path / "reports")
+    tables = dict(html_tables(report.read_text(encoding="utf-8")))
+    [speed] = tables["table-speed-cpu-guest_perf"][1:]
+    assert speed[4] == "not run"  # sha256: only skipped records
+    [price] = tables["table-price-performance-guest_perf"][1:]
+    assert price[2].startswith("not priced")
+    [persist] = tables["table-persistence-sleep_persist"][1:]
+    assert persist[1] == "not measured (freeze)" and persist[5:8] == ["–"] * 3
+    assert persist[8] == "not priced: no catalog entry"  # the stub has no price
+    [fork] = tables["table-fork-children-fork"][1:]
+    assert fork[-3:] == ["–", "–", "–"]

@@ -69,6 +69,17 @@ def idle_cost(
     return rate * awake_s + storage, rule
 
 
+IDLED_BY = {"pause": "its pause call", "idle": "no call"}
+
+
+def _last(rows: pd.DataFrame, column: str) -> str | None:
+    """The last recorded value of ``column`` (None when no record carries it)."""
+    if column not in rows.columns:
+        return None
+    values = rows[column].dropna()
+    return str(values.iloc[-1]) if len(values) else None
+
+
 def _share(rows: pd.DataFrame, column: str) -> str:
     if rows.empty or column not in rows.columns:
         return "–"
@@ -112,15 +123,15 @@ def persistence(data: ReportData, workload: str) -> View | None:
             why = ((data.capabilities.get(p) or {}).get("unsupported") or {}).get("pause")
             rows.append([label(data, p), f"unsupported: {why or 'no pause'}", *["–"] * 8])
             continue
-        mode = str(checks["sleep_mode"].dropna().iloc[-1]) if "sleep_mode" in checks else "?"
-        kind = str(checks["pause_kind"].dropna().iloc[-1]) if "pause_kind" in checks else "?"
-        expected = str(checks["expected_process"].dropna().iloc[-1])
+        mode = _last(checks, "sleep_mode")
+        kind = _last(checks, "pause_kind") or (data.capabilities.get(p) or {}).get("pause_kind")
+        expected = _last(checks, "expected_process")
         idle_values = checks["idle_s"].to_numpy(dtype=np.float64)
         idle_values = idle_values[np.isfinite(idle_values)]
         idle = float(np.median(idle_values)) if idle_values.size else None
         shape, _, pricing = billed(data, p)
         threshold = pricing.sleeps_after_s if pricing is not None else None
-        if pricing is None or idle is None:
+        if pricing is None or idle is None or mode is None:
             here = hour = "not priced: no catalog entry" if pricing is None else "–"
         else:
             paused = mode == "pause"
@@ -130,13 +141,13 @@ def persistence(data: ReportData, workload: str) -> View | None:
         rows.append(
             [
                 label(data, p),
-                f"{'its pause call' if mode == 'pause' else 'no call'} ({kind})",
+                f"{IDLED_BY.get(mode or '', 'not measured')} ({kind or '?'})",
                 f"{idle:g} s" if idle is not None else "–",
                 _p50(data, workload, p, "wake"),
                 _p50(data, workload, p, "resume") if mode == "pause" else "–",
                 _share(checks, "file_kept"),
                 _share(checks, "process_kept"),
-                expected_text(expected, idle, threshold),
+                expected_text(expected, idle, threshold) if expected else "–",
                 here,
                 hour,
             ]
