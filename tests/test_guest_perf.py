@@ -238,3 +238,54 @@ def test_bad_settings_are_refused_in_one_line(table, message):
         WORKLOADS["guest_perf"].validate_params(table)
     assert message in str(info.value) and "\n" not in str(info.value)
     assert isinstance(info.value, SettingError | ValueError)
+
+
+# -- the report's CPU warnings ------------------------------------------------------------------
+
+
+def test_sandboxes_short_of_their_billed_cpus_are_warned_about(tmp_path):
+    """From records as the workload writes them (not emulated: real endpoints): e2b's two
+    processes ran at half the speed of one; a Sprite shows 2 CPUs of the 8 it is billed for;
+    a daytona sandbox shows 4 CPUs but delivers one; local does what it is billed for."""
+    from bench.records import Status as S
+    from bench.report import ReportData, ReportSettings
+    from bench.report.runs import load_runs
+    from bench.store import RunWriter
+    from bench.workloads.guest_perf_report import cpu_warnings
+    from tests.synthetic import manifest
+
+    folder = tmp_path / "20261130T020000Z-cpus"
+    spec = {"cpus": 2.0, "memory_mb": 2048, "disk_mb": None, "template": None,
+            "lifetime_s": 900, "max_pids": 512}  # fmt: skip
+    providers = ("daytona", "e2b", "local", "sprites")
+    meta = manifest(folder.name, providers=providers, workloads=("guest_perf",), iterations=3,
+                    warmup=0, seed=1, spec=spec)  # fmt: skip
+    meta["providers"] = {p: {"capabilities": {}, "environment": {"endpoint": f"https://{p}.io"}}
+                         for p in providers}  # fmt: skip
+    seen = {  # provider: (nproc, processes, speedup)
+        "e2b": (2, 2, 0.5),
+        "sprites": (2, 2, 1.9),
+        "daytona": (4, 4, 1.0),
+        "local": (2, 2, 1.95),
+    }
+    writer = RunWriter(folder, meta)
+    sample_id = 0
+    for provider, (nproc, procs, speedup) in seen.items():
+        for iteration in range(3):
+            sample_id += 1
+            writer.add_sample(Sample(
+                run_id=folder.name, sample_id=sample_id, provider=provider,
+                workload="guest_perf", operation="cpu_parallel", iteration=iteration,
+                warmup=False, concurrency=1, started_at="2026-11-30T02:00:00+00:00",
+                duration_s=1.0, status=S.OK,
+                extra={"nproc": nproc, "processes": procs, "speedup": speedup,
+                       "mem_method": "dd_zero" if provider == "local" else "python_memcpy"},
+            ))  # fmt: skip
+    writer.close()
+    data = ReportData(load_runs([folder]), ReportSettings(), tmp_path / "figures")
+    texts = {(w.kind, w.text.split(":")[0]): w.text for w in cpu_warnings(data)}
+    assert "delivers about 0.5 of the 2 vCPUs" in texts[("cpus delivered", "e2b")]
+    assert "shows 2 CPUs (nproc) of the 8 vCPUs" in texts[("cpus delivered", "sprites")]
+    assert "oversubscribes" in texts[("nproc", "daytona")]
+    assert not any(p == "local" for kind, p in texts if kind != "comparability")
+    assert "different methods" in texts[("comparability", "guest_perf")]

@@ -13,10 +13,10 @@
   A provider is not priced when the catalog has no entry for it, when its rate is $0 (the
   self-hosted local provider unless ``[pricing] local_usd_per_hour`` is set), or when it was
   measured through an emulator (the speed is this machine's, not the provider's);
-* ``cpu_warnings``: a sandbox that delivers fewer CPUs than it is billed for (the speed-up on
-  P processes well under min(P, billed vCPUs)), one whose ``nproc`` shows more CPUs than it
-  delivers (``make -j$(nproc)`` then oversubscribes it), and providers measured with different
-  memory or disk methods (not like for like).
+* ``cpu_warnings``: a sandbox that delivers fewer CPUs than it is billed for (``nproc`` under
+  the billed vCPUs, or the speed-up on P processes well under min(P, billed vCPUs)), one whose
+  ``nproc`` shows more CPUs than it delivers (``make -j$(nproc)`` then oversubscribes it), and
+  providers measured with different memory or disk methods (not like for like).
 
 Imported only when a report is built (``GuestPerf.report``).
 """
@@ -365,7 +365,12 @@ def cpu_warnings(data: ReportData) -> Iterable[ReportWarning]:
                 continue
             shape, _, _ = billed(data, p)
             expected = min(procs, shape.cpus)
-            if expected >= 1.5 and speedup < DELIVERED_SHARE * expected:
+            if nproc and nproc < 0.95 * shape.cpus:
+                short.append(
+                    f"{p}: the sandbox shows {nproc:g} CPUs (nproc) of the {shape.cpus:g} vCPUs "
+                    f"it is billed for, and {procs:g} processes ran {speedup:.2f}× as fast as one"
+                )
+            elif expected >= 1.5 and speedup < DELIVERED_SHARE * expected:
                 short.append(
                     f"{p}: {procs:g} processes ran {speedup:.2f}× as fast as one: the sandbox "
                     f"delivers about {speedup:.1f} of the {shape.cpus:g} vCPUs it is billed for"
