@@ -36,6 +36,17 @@ What each interface operation means on E2B (every sandbox is a Firecracker micro
   (PauseKind.FREEZE); ``pause_mode="filesystem"`` keeps only the filesystem and resume
   cold-boots (PauseKind.STOP_START). Resume keeps the sandbox id and restarts its lifetime
   (``lifetime_s`` from the resume). A paused sandbox is not billed and does not time out.
+* ``fork``: ``sandbox.fork(timeout=lifetime_s, count=count)`` (``POST /sandboxes/{id}/fork``,
+  one call for all children, 1 to 20): E2B pauses the parent briefly, takes **one memory and
+  filesystem snapshot** and boots ``count`` new sandboxes from it (new ids), so each child
+  keeps the parent's running processes and memory (``fork_keeps`` FILESYSTEM_AND_MEMORY); the
+  parent keeps its id and lifetime and runs on. How the children's copy is made (copy-on-write
+  or not) is not documented (``fork_method`` ""). Each child's lifetime is ``lifetime_s``
+  (the API's default would be 15 s). Each fork succeeds or fails on its own; if any failed,
+  the ones that started are killed and the first failure is raised. Whether the children
+  inherit the parent's metadata (the run label) is not documented: a child a dead harness
+  leaves behind may not be found by the leak sweep, and dies at its lifetime. The children
+  use the provider's main client.
 * ``destroy``: ``sandbox.kill()`` (``DELETE /sandboxes/{id}``); 404 counts as destroyed.
 * ``list_sandboxes``: ``AsyncSandbox.list(query=SandboxQuery(metadata={RUN_LABEL: run_id}))``,
   every page, running and paused sandboxes.
@@ -60,6 +71,7 @@ Settings: :class:`E2BSettings` (each key declared with its help; unknown keys ar
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -99,7 +111,8 @@ from e2b.sandbox_domains import is_supported_sandbox_domain  # noqa: E402
 #: E2B's default user's home: writable, and part of what a snapshot captures.
 SCRATCH_DIR = "/home/user"
 DEFAULT_TEMPLATE = "base"
-NO_FORK = "not wired in this adapter yet (the SDK has fork(count): POST /sandboxes/{id}/fork)"
+#: The API's limit on children per fork call (e2b 2.63.0, ``validate_fork_count``).
+MAX_FORK_COUNT = 20
 SNAPSHOT_MODES = ("full", "filesystem")
 LIST_PAGE = 100
 
@@ -213,7 +226,7 @@ class E2BProvider(SDKProvider[E2B]):
         full_checkpoint = self.config.checkpoint_mode == "full"
         freeze = self.config.pause_mode == "full"
         return base.Capabilities(
-            operations=base.REQUIRED_OPS | (base.OPTIONAL_OPS - {Op.FORK}),
+            operations=base.REQUIRED_OPS | base.OPTIONAL_OPS,
             checkpoint_captures=(
                 base.CheckpointCaptures.FILESYSTEM_AND_MEMORY
                 if full_checkpoint
@@ -221,9 +234,10 @@ class E2BProvider(SDKProvider[E2B]):
             ),
             restore_target=base.RestoreTarget.NEW_SANDBOX,
             pause_kind=base.PauseKind.FREEZE if freeze else base.PauseKind.STOP_START,
+            fork_keeps=base.CheckpointCaptures.FILESYSTEM_AND_MEMORY,
+            fork_method="",
             isolation="Firecracker microVM per sandbox",
             scratch_dir=SCRATCH_DIR,
-            unsupported={str(Op.FORK): NO_FORK},
             notes={
                 "stderr": "separate (envd streams stdout and stderr apart)",
                 "exec": "bash -l -c <line> as user 'user' in /home/user; strings sent as "
@@ -241,6 +255,10 @@ class E2BProvider(SDKProvider[E2B]):
                 if freeze
                 else "pause(mode='filesystem')/connect(): only the filesystem survives, resume "
                 "cold-boots",
+                "fork": f"fork(timeout=lifetime_s, count<={MAX_FORK_COUNT}): one memory and "
+                "filesystem snapshot of the briefly paused parent, count new sandboxes boot "
+                "from it (processes and memory kept); whether they inherit the run label is "
+                "not documented",
                 "lifetime": "timeout=lifetime_s at create and on resume; E2B kills it after",
                 "connection": f"{self.connection}; the SDK's connection pool is process-wide, so "
                 "per_iteration gets fresh client objects but not fresh TCP/TLS connections",
@@ -373,6 +391,32 @@ class E2BProvider(SDKProvider[E2B]):
         # delete_snapshot answers False for a snapshot that is already gone.
         async with self.idempotent("delete_checkpoint"):
             await self.clients.shared("delete_checkpoint").AsyncSandbox.delete_snapshot(ref.id)
+
+    async def fork(self, sandbox: Sandbox, *, count: int = 1) -> list[Sandbox]:
+        handle = await self.handle(sandbox, Op.FORK)
+        async with self.translating(Op.FORK):
+            made = await handle.sdk.fork(timeout=handle.lifetime_s, count=count)
+        client = self.clients.shared(Op.FORK)
+        children, failed = [], []
+        for sdk in made:
+            if isinstance(sdk, BaseException):
+                failed.append(sdk)
+                continue
+            labels, lifetime_s = dict(handle.labels), handle.lifetime_s
+            child = Handle(sdk=sdk, client=client, labels=labels, lifetime_s=lifetime_s)
+            children.append(Sandbox(id=self.sandbox_id(sdk), provider=self.id, native=child))
+        if failed or len(children) != count:
+            for child in children:  # those that started go; the first failure is raised
+                with contextlib.suppress(Exception):
+                    await self.destroy(child)
+            cause = failed[0] if failed else None
+            with self.translating(Op.FORK):
+                raise cause or errors.ProtocolError(
+                    f"fork answered {len(made)} results for {count} children",
+                    provider=self.id,
+                    operation=Op.FORK,
+                )
+        return children
 
     async def pause(self, sandbox: Sandbox) -> None:
         mode = self.config.pause_mode

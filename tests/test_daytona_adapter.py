@@ -25,7 +25,6 @@ from providers.base import (
     RUN_LABEL,
     CheckpointCaptures,
     CheckpointRef,
-    Op,
     PauseKind,
     RestoreTarget,
     Sandbox,
@@ -166,6 +165,23 @@ async def check_freeze(provider: DaytonaProvider, sandbox: Sandbox) -> None:
     assert await _counter(provider, resumed) > after, "the counter did not survive the pause"
 
 
+async def check_fork(provider: DaytonaProvider, sandbox: Sandbox, run_id: str) -> None:
+    """Children start from the parent's files, carry its run label, and are independent."""
+    path = f"{SCRATCH_DIR}/at-fork"
+    await provider.write_file(sandbox, path, b"before")
+    children = await provider.fork(sandbox, count=2)
+    try:
+        assert len({sandbox.id, *(c.id for c in children)}) == 3
+        await provider.write_file(children[0], path, b"child0")
+        await provider.write_file(sandbox, path, b"after")
+        assert [await provider.read_file(c, path) for c in children] == [b"child0", b"before"]
+        assert await provider.read_file(sandbox, path) == b"after"
+        assert {c.id for c in children} <= set(await provider.list_sandboxes(run_id))
+    finally:
+        for child in children:
+            await provider.destroy(child)
+
+
 # -- emulator tests ---------------------------------------------------------------------------
 
 
@@ -258,6 +274,39 @@ async def test_pause_mode_on_a_container_sandbox_is_refused_by_the_api(emulator)
         try:
             with pytest.raises(ProviderError, match="not supported for sandbox class container"):
                 await provider.pause(sandbox)
+        finally:
+            await provider.destroy(sandbox)
+    finally:
+        await provider.close()
+
+
+async def test_fork_children_start_from_the_parent_and_are_independent(emulator):
+    provider = await _open()
+    run_id = _run_id()
+    try:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
+        try:
+            await check_fork(provider, sandbox, run_id)
+        finally:
+            await provider.destroy(sandbox)
+        assert await emulator.live_sandboxes() == []
+    finally:
+        await provider.close()
+
+
+async def test_a_fork_that_fails_leaves_no_child_behind(emulator):
+    provider = await _open()
+    try:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: _run_id()}))
+        try:
+            await emulator.inject(500, match="/fork")
+            with pytest.raises(Unavailable):
+                await provider.fork(sandbox)
+            # Of two concurrent forks one is refused: the other child is deleted again.
+            await emulator.inject(429, match="/fork")
+            with pytest.raises(QuotaOrRateLimited):
+                await provider.fork(sandbox, count=2)
+            assert await emulator.live_sandboxes() == [sandbox.id]
         finally:
             await provider.destroy(sandbox)
     finally:
@@ -399,7 +448,9 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
     monkeypatch.setenv("DAYTONA_API_URL", "https://user:pw@daytona.example/api?token=x")
     provider = DaytonaProvider({})
     caps = provider.capabilities()
-    assert caps.operations == REQUIRED_OPS | (OPTIONAL_OPS - {Op.FORK})
+    assert caps.operations == REQUIRED_OPS | OPTIONAL_OPS
+    assert caps.fork_keeps is CheckpointCaptures.FILESYSTEM
+    assert caps.fork_method == "copy-on-write"
     assert caps.checkpoint_captures is CheckpointCaptures.FILESYSTEM
     assert caps.restore_target is RestoreTarget.NEW_SANDBOX
     assert caps.pause_kind is PauseKind.STOP_START
@@ -468,6 +519,14 @@ class TestLive:
 
     async def test_stop_start(self, provider, sandbox):
         await check_stop_start(provider, sandbox)
+
+    async def test_fork(self, provider):
+        run_id = _run_id()
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
+        try:
+            await check_fork(provider, sandbox, run_id)
+        finally:
+            await provider.destroy(sandbox)
 
     async def test_list_and_destroy(self, provider):
         run_id = _run_id()

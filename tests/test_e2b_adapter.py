@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import e2b
 import pytest
 
 import providers.e2b as e2b_adapter
@@ -188,6 +189,69 @@ async def test_injected_faults_arrive_as_our_error_tree_and_are_not_retried(
         await provider.close()
 
 
+async def test_fork_children_start_from_the_parents_files_and_are_independent(
+    emulator: Emulator,
+) -> None:
+    """One fork call, three children: each has the parent's files as they were, its own id
+    and the parent's lifetime and run label; later writes stay where they were made."""
+    provider = await _opened()
+    run_id = f"fork-{uuid.uuid4().hex[:8]}"
+    scratch = provider.capabilities().scratch_dir
+    try:
+        parent = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=300))
+        made = [parent]
+        try:
+            await provider.write_file(parent, f"{scratch}/at-fork", b"before")
+            children = await provider.fork(parent, count=3)
+            made += children
+            assert len({s.id for s in made}) == 4
+            assert all(c.native.lifetime_s == 300 for c in children)
+            await provider.write_file(children[0], f"{scratch}/at-fork", b"child0")
+            await provider.write_file(parent, f"{scratch}/at-fork", b"after")
+            assert [await provider.read_file(c, f"{scratch}/at-fork") for c in children] == [
+                b"child0", b"before", b"before",
+            ]  # fmt: skip
+            assert await provider.read_file(parent, f"{scratch}/at-fork") == b"after"
+            assert sorted(await provider.list_sandboxes(run_id)) == sorted(s.id for s in made)
+        finally:
+            for sandbox in made:
+                await provider.destroy(sandbox)
+        assert await emulator.live_sandboxes() == []
+    finally:
+        await provider.close()
+
+
+async def test_a_fork_that_fails_leaves_no_child_behind(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = await _opened()
+    try:
+        parent = await provider.create(SandboxSpec(labels={RUN_LABEL: "fork-fail"}))
+        try:
+            await emulator.inject(500, match="/fork")
+            with pytest.raises(Unavailable):
+                await provider.fork(parent, count=2)
+            assert await emulator.live_sandboxes() == [parent.id]
+
+            # One of two forks fails on the service's side (its own error in the answer):
+            # the one that started is killed and the failure raised as our error.
+            original = e2b.AsyncSandbox._cls_fork_sandbox.__func__
+
+            async def second_fails(cls, *args, **kwargs):
+                first, second = await original(cls, *args, **kwargs)
+                await second.kill()  # as if it had never started
+                return [first, e2b.RateLimitException("429: too many forks")]
+
+            monkeypatch.setattr(e2b.AsyncSandbox, "_cls_fork_sandbox", classmethod(second_fails))
+            with pytest.raises(QuotaOrRateLimited):
+                await provider.fork(parent, count=2)
+            assert await emulator.live_sandboxes() == [parent.id]
+        finally:
+            await provider.destroy(parent)
+    finally:
+        await provider.close()
+
+
 async def test_wrong_api_key_is_an_auth_error(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -268,6 +332,7 @@ def test_settings_endpoints_capabilities_and_environment_without_secrets(
     assert caps.checkpoint_captures is CheckpointCaptures.FILESYSTEM_AND_MEMORY
     assert caps.restore_target is RestoreTarget.NEW_SANDBOX
     assert caps.pause_kind is PauseKind.FREEZE
+    assert caps.supports(Op.FORK) and caps.fork_keeps is CheckpointCaptures.FILESYSTEM_AND_MEMORY
     assert caps.scratch_dir == "/home/user"
     light = E2BProvider({"checkpoint_mode": "filesystem", "pause_mode": "filesystem"})
     assert light.capabilities().checkpoint_captures is CheckpointCaptures.FILESYSTEM
@@ -287,6 +352,30 @@ class TestLiveE2B:
         provider = await _opened()
         try:
             await exercise(provider)
+        finally:
+            await provider.close()
+
+    async def test_fork_keeps_files_and_running_processes(self) -> None:
+        """E2B's fork keeps memory: a process of the parent runs on in each child."""
+        provider = await _opened()
+        scratch = provider.capabilities().scratch_dir
+        try:
+            parent = await provider.create(SandboxSpec(labels={RUN_LABEL: "live-fork"}))
+            made = [parent]
+            try:
+                started = await provider.exec(
+                    parent, f"sleep 600 >/dev/null 2>&1 & echo $! > {scratch}/pid", timeout_s=60
+                )
+                assert started.exit_code == 0
+                children = await provider.fork(parent, count=2)
+                made += children
+                for child in children:
+                    alive = await provider.exec(child, f"kill -0 $(cat {scratch}/pid)",
+                                                timeout_s=60)  # fmt: skip
+                    assert alive.exit_code == 0
+            finally:
+                for sandbox in made:
+                    await provider.destroy(sandbox)
         finally:
             await provider.close()
 

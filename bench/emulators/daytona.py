@@ -8,6 +8,7 @@ Wire protocol, as ``daytona`` 0.226.1 speaks it (research/sdk-protocols.md §3):
   error body ``{"statusCode", "message", "error", "timestamp", "path"}``):
   ``POST /sandbox``, ``GET /sandbox`` (``?labels=<json>``; ``{"items", "nextCursor"}``),
   ``GET|DELETE /sandbox/{idOrName}``, ``POST /sandbox/{id}/start|stop|pause|snapshot``,
+  ``POST /sandbox/{idOrName}/fork`` (``{"name"?}``; the child's DTO, ``creating``),
   ``GET /sandbox/{id}/toolbox-proxy-url``, ``GET|DELETE /snapshots/{idOrName}``.
   Lifecycle calls answer at once with the transitional state (``creating``, ``starting``,
   ``stopping``, ``pausing``, ``snapshotting``) and finish in the background, so the SDK's
@@ -40,9 +41,16 @@ Semantics, each emulated sandbox being a toolkit sandbox (a real ``local`` one b
   Daytona, only VM-class sandboxes can pause: those created from a snapshot whose name starts
   with ``linux-vm`` (or from a snapshot of one); container sandboxes get 400.
 * ``DELETE`` destroys at once (``destroyed``); afterwards the id is unknown (404).
+* ``fork`` (of a ``started`` sandbox; 409 while it changes state, 400 otherwise; 409 for a
+  taken name) takes a toolkit checkpoint of the parent before it answers, then boots the
+  child from it in the background (``creating``, then ``started``) and deletes the
+  checkpoint: the child starts with the parent's files (a copy here, not copy-on-write) and
+  no processes, with a new id, the given name or its id, and the parent's labels, env,
+  snapshot, class and sizes (the SDK reads the child's labels from this answer; whether
+  Daytona copies them is not documented). Any class may fork here.
 
 Not emulated: the socket.io event stream (clients must poll: ``DAYTONA_USE_DEPRECATED_POLLING``),
-sessions, PTY, git, LSP, computer use, code_run, volumes, previews, fork, archive, resize,
+sessions, PTY, git, LSP, computer use, code_run, volumes, previews, archive, resize,
 snapshot creation from images, pagination beyond one page, regions, quotas and billing.
 """
 
@@ -166,6 +174,7 @@ class DaytonaEmulator(Protocol):
         router.add_delete(f"{API}/sandbox/{{sid}}", self.delete)
         for action in ("start", "stop", "pause", "snapshot"):
             router.add_post(f"{API}/sandbox/{{sid}}/{action}", getattr(self, action))
+        router.add_post(f"{API}/sandbox/{{sid}}/fork", self.fork)
         router.add_get(f"{API}/sandbox/{{sid}}/toolbox-proxy-url", self.toolbox_url)
         router.add_get(f"{API}/snapshots/{{ref}}", self.get_snapshot)
         router.add_delete(f"{API}/snapshots/{{ref}}", self.delete_snapshot)
@@ -289,6 +298,37 @@ class DaytonaEmulator(Protocol):
             "started",
         )  # fmt: skip
         return web.json_response(self._dto(box, request))
+
+    async def fork(self, request: web.Request) -> web.Response:
+        parent = self._lookup(request)
+        body = await self._body(request, lambda: api_error(400, "invalid JSON body", request.path))
+        name = body.get("name")
+        if name is not None and (not isinstance(name, str) or not name):
+            return api_error(400, "name must be a non-empty string", request.path)
+        if name and self._find(name) is not None:
+            return api_error(409, f"Sandbox with name {name} already exists", request.path)
+        self._refuse(parent, request, "started")
+        try:
+            ref = await self.sandboxes.checkpoint(parent)
+        except ProviderError as exc:
+            return api_error(500, f"failed to fork sandbox: {exc}", request.path)
+        box_id = str(uuid.uuid4())
+        child = DaytonaBox(
+            id=box_id, name=name or box_id, body=dict(parent.body), labels=dict(parent.labels),
+            env=dict(parent.env), snapshot=parent.snapshot, sandbox_class=parent.sandbox_class,
+            cpu=parent.cpu, memory=parent.memory, disk=parent.disk,
+        )  # fmt: skip
+        self.sandboxes.add(child)
+        spec = SandboxSpec(cpus=float(child.cpu), memory_mb=child.memory * 1024)
+
+        async def boot() -> None:
+            try:
+                await self.sandboxes.boot(child, spec, home=HOME, source=ref)
+            finally:
+                await self.sandboxes.delete_checkpoint(ref)
+
+        self.transition(child, "creating", boot, "started")
+        return web.json_response(self._dto(child, request))
 
     async def list(self, request: web.Request) -> web.Response:
         wanted: dict[str, str] = {}

@@ -16,7 +16,10 @@ Wire protocol, as ``e2b`` 2.63.0 speaks it (research/sdk-protocols.md §2):
   ``POST /v2/sandboxes/{id}/connect`` (200 when it was running, 201 when it was resumed),
   ``POST /sandboxes/{id}/snapshots`` (201 ``{"snapshotID", "names"}``),
   ``POST /sandboxes/{id}/timeout`` (204), ``GET /snapshots``, ``DELETE /templates/{id}``
-  (deletes a snapshot; 204, 404 when unknown).
+  (deletes a snapshot; 204, 404 when unknown), ``POST /sandboxes/{id}/fork``
+  (``{"timeout"?, "count"?}``, count 1..20, default 1, timeout default 15 s; 201 with one
+  ``{"sandbox": Sandbox}`` or ``{"error": {"code", "message"}}`` per child, in order; 404
+  unknown, 409 paused).
 * envd, on the same server (``X-Access-Token`` must be the sandbox's ``envdAccessToken``, else
   401; an unknown, killed or paused sandbox gets the edge proxy's 502 ``"... was not found"``):
   ``POST /process.Process/Start`` in the Connect protocol with the JSON codec: the request is
@@ -53,8 +56,18 @@ Semantics, each emulated sandbox being a toolkit sandbox (a real ``local`` one b
   ``{"memory": false}`` (filesystem-only pause) stops it (filesystem kept, processes gone) and
   ``connect`` starts it again behind the same id.
 * ``DELETE`` destroys at once; afterwards the id is unknown (404).
+* A fork takes one toolkit checkpoint of the parent (the backend freezes it while its files
+  are copied, as E2B pauses it briefly) and boots ``count`` sandboxes from it at once, each
+  with new ids and tokens and the parent's template, metadata and environment (E2B does not
+  document whether metadata is inherited; inheriting it keeps the run label on them); the
+  checkpoint is deleted afterwards and the parent runs on. E2B's fork keeps **memory and
+  running processes**; this emulator **cannot**: a child has the parent's files and no
+  processes. The adapter declares E2B's semantics (``fork_keeps`` filesystem and memory), so
+  the fork workload's process check fails against this emulator, on purpose (a documented
+  limitation, asserted in tests/test_e2b_adapter.py), while the file and independence checks
+  pass.
 
-Not emulated: fork, refreshes, metrics, logs, network and IAM settings (accepted, not
+Not emulated: refreshes, metrics, logs, network and IAM settings (accepted, not
 applied), volumes, MCP, templates other than ``base`` and snapshots, the process RPCs other
 than ``Start`` (List, Connect, SendInput, SendSignal, StreamInput, Update), stdin, PTY, the
 filesystem RPCs (Stat, ListDir, MakeDir, Move, Remove, WatchDir), file metadata, per-user file
@@ -105,6 +118,15 @@ ENVD_PREFIXES = ("/files", "/health", "/process.Process/", "/filesystem.Filesyst
 CONNECT_JSON = "application/connect+json"
 ENVELOPE = struct.Struct(">BI")
 END_STREAM = 0x02
+
+
+#: A fork's children per call, and their lifetime when the request names none (the API's).
+MAX_FORKS = 20
+FORK_TIMEOUT_S = 15
+
+
+def _new_id() -> str:
+    return "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(20))
 
 
 def api_error(status: int, message: str) -> web.Response:
@@ -169,6 +191,7 @@ class E2BEmulator(Protocol):
         router.add_post("/v2/sandboxes/{sid}/connect", self.connect)
         router.add_post("/sandboxes/{sid}/snapshots", self.snapshot)
         router.add_post("/sandboxes/{sid}/timeout", self.set_timeout)
+        router.add_post("/sandboxes/{sid}/fork", self.fork)
         router.add_get("/snapshots", self.list_snapshots)
         router.add_delete("/templates/{tid}", self.delete_template)
         router.add_post("/process.Process/Start", self.process_start)
@@ -216,7 +239,7 @@ class E2BEmulator(Protocol):
         if not isinstance(metadata, dict) or not isinstance(env_vars, dict):
             return api_error(400, "metadata and envVars must be objects")
         box = E2BBox(
-            id="".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(20)),
+            id=_new_id(),
             template_id=template,
             metadata={str(k): str(v) for k, v in metadata.items()},
             env_vars={str(k): str(v) for k, v in env_vars.items()},
@@ -336,6 +359,45 @@ class E2BEmulator(Protocol):
                 return api_error(500, f"snapshot failed: {exc}")
         self.sandboxes.add_snapshot(snap)
         return web.json_response({"snapshotID": snap.id, "names": snap.names}, status=201)
+
+    async def fork(self, request: web.Request) -> web.Response:
+        parent, body = self._box(request), await self._body(request)
+        count, timeout = body.get("count", 1), body.get("timeout", FORK_TIMEOUT_S)
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_FORKS:
+            return api_error(400, f"count must be an integer between 1 and {MAX_FORKS}")
+        if not isinstance(timeout, int) or timeout < 0:
+            return api_error(400, "timeout must be a non-negative integer")
+        async with parent.lock:
+            if parent.state != "running":
+                return api_error(409, f'sandbox "{parent.id}" is paused; resume it first')
+            try:
+                ref = await self.sandboxes.checkpoint(parent)
+            except ProviderError as exc:
+                return api_error(500, f"failed to snapshot sandbox: {exc}")
+        try:
+            results = await asyncio.gather(
+                *(self._fork_one(parent, ref, timeout) for _ in range(count))
+            )
+        finally:
+            await self.sandboxes.delete_checkpoint(ref)
+        return web.json_response(results, status=201)
+
+    async def _fork_one(self, parent: E2BBox, ref: Any, lifetime_s: int) -> dict[str, Any]:
+        child = E2BBox(
+            id=_new_id(),
+            template_id=parent.template_id,
+            metadata=dict(parent.metadata),
+            env_vars=dict(parent.env_vars),
+            access_token=secrets.token_hex(16),
+            auto_pause=False,
+        )
+        child.extend(lifetime_s)
+        try:
+            await self.sandboxes.boot(child, home="/home/user", source=ref)
+        except ProviderError as exc:
+            return {"error": {"code": 500, "message": f"failed to start forked sandbox: {exc}"}}
+        self.sandboxes.add(child)
+        return {"sandbox": self._dto(child)}
 
     async def list_snapshots(self, request: web.Request) -> web.Response:
         source, name = request.query.get("sandboxID"), request.query.get("name")

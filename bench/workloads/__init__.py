@@ -15,6 +15,8 @@ from bench.workloads.base import CheckFailed, Workload
 from bench.workloads.checkpoint import Checkpoint
 from bench.workloads.exec import Exec
 from bench.workloads.files import Files
+from bench.workloads.fork import Fork
+from bench.workloads.guest_perf import GuestPerf
 from bench.workloads.idle_wake import IdleWake
 from bench.workloads.lifecycle import Lifecycle
 from bench.workloads.open_loop import Burst, Ramp
@@ -23,6 +25,7 @@ from bench.workloads.probe import Probe
 from bench.workloads.registry import WORKLOADS, register_workload, unregister_workload
 from bench.workloads.scaling import CheckpointScaling, ConcurrencyScaling
 from bench.workloads.shape import Extra, Operation, Role, Scale
+from bench.workloads.sleep_persist import SleepPersist
 
 for _cls in (
     Lifecycle,
@@ -39,6 +42,9 @@ for _cls in (
     PipInstall,
     GitClone,
     BuildTest,
+    GuestPerf,
+    Fork,
+    SleepPersist,
 ):
     register_workload(_cls)
 

@@ -57,6 +57,9 @@ class Role(StrEnum):
     #: The first command after an idle the provider may have slept through: its wake, for
     #: providers that sleep on idle. Declared with ``after_idle`` (the extra holding the idle).
     WAKE = "wake"
+    #: A fixed CPU kernel timed inside the sandbox (at a glance: lower is faster). Its record
+    #: is a derived span holding the in-sandbox time, free of the exec's own overhead.
+    CPU_SPEED = "cpu_speed"
 
 
 class Fidelity(StrEnum):

@@ -24,6 +24,7 @@ GLANCE_ROLES: tuple[tuple[Role, str], ...] = (
     (Role.CHECKPOINT, "Checkpoint p50"),
     (Role.RESTORE, "Restore p50"),
     (Role.RESUME, "Resume p50"),
+    (Role.CPU_SPEED, "CPU (sha256) p50"),
 )
 
 CAPTURES_TEXT = {
