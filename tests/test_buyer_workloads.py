@@ -41,7 +41,7 @@ SPEC = {"cpus": 1.0, "memory_mb": 1024, "disk_mb": None, "template": None, "life
         "max_pids": 512}  # fmt: skip
 #: Providers whose fork keeps memory by declaration, but whose emulator copies files only.
 MEMORY_FORKS = {"e2b"}
-NO_FORK = {"sprites", "runloop", "codesandbox", "modal"}
+NO_FORK = {"sprites", "runloop", "codesandbox", "modal", "northflank"}
 
 
 async def _run(folder: Path) -> None:
@@ -179,6 +179,7 @@ EXPECTED_PROCESS = {
     "vercel": ("pause", False),
     "sprites": ("idle", True),  # no sleep in 0.2 s (nor ever, in its emulator)
     "modal": ("idle", True),  # no pause, no sleep: it just runs on
+    "northflank": ("idle", True),  # no pause (scaling to zero loses the processes): runs on
 }
 
 

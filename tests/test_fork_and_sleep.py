@@ -105,7 +105,7 @@ async def test_a_fork_that_fails_ends_the_iteration_and_leaves_nothing(open_prov
 
 
 def test_providers_without_fork_record_only_unsupported_forks():
-    for pid in ("sprites", "runloop", "codesandbox", "modal"):
+    for pid in ("sprites", "runloop", "codesandbox", "modal", "northflank"):
         provider = provider_class(pid)({})
         fork = WORKLOADS["fork"]({"children": 3})
         caps = provider.capabilities()
