@@ -298,18 +298,17 @@ def cmd_providers(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from bench.store import load_run
+    from bench.columnar import load_summary
 
     folder = resolve_run_ref(args.run, args.results)
-    run = load_run(folder)
-    from bench.stats import format_cell, summarize  # after the load: a bad folder fails fast
-    from bench.workloads.task import register_from_manifest
-
-    register_from_manifest(run.manifest)  # its configured tasks' steps, in their order
+    # From the run's summary cache when it matches its samples (bench/columnar.py); loading
+    # also registers the run's configured tasks (their steps' order).
+    run = load_summary(folder, include_warmups=args.include_warmups)
+    from bench.stats import format_cell  # after the load: a bad folder fails fast
 
     for warning in run.warnings:
         err_console.print(f"warning: {warning}", markup=False)
-    summary = summarize(run.samples, include_warmups=args.include_warmups)
+    summary = run.summary
     manifest = run.manifest
     table = Table(
         title=f"run {manifest['run_id']} ({manifest.get('status')}), warmups "
