@@ -651,6 +651,47 @@ def run_location(manifest: Mapping[str, Any]) -> str:
     return str((manifest.get("client") or {}).get("location") or "")
 
 
+def _summary_key(folder: Path, manifest: Mapping[str, Any], *, include_warmups: bool,
+                 seed: int, by_location: bool) -> dict[str, Any]:  # fmt: skip
+    return {
+        **cache_key(folder, manifest),
+        "include_warmups": bool(include_warmups),
+        "seed": int(seed),
+        "by_location": bool(by_location),
+        "stats": stats_fingerprint(),
+    }
+
+
+def cached_summary(
+    folder: Path, *, include_warmups: bool = False, seed: int = 0, by_location: bool = False
+) -> RunSummary | None:
+    """A run's summary from its summary cache, or None when there is none that matches (or
+    the run is still running). Raises what :func:`bench.store.load_manifest` raises."""
+    from bench.workloads.task import register_from_manifest
+
+    folder = Path(folder)
+    manifest = load_manifest(folder)
+    if is_running(manifest):
+        return None
+    key = _summary_key(
+        folder, manifest, include_warmups=include_warmups, seed=seed, by_location=by_location
+    )
+    found = _read_cached_table(_summary_path(folder, by_location, include_warmups, seed), key, None)
+    if found is None:
+        return None
+    register_from_manifest(manifest)  # its tasks' steps: their order
+    table, meta = found
+    live = [w for w in [torn_file_warning(samples_path(folder))] if w]
+    return RunSummary(
+        folder=folder,
+        manifest=manifest,
+        summary=_sorted(table.to_pandas()),
+        warnings=tuple(live + list(meta.get("warnings") or [])),
+        source="summary cache",
+        samples=int(meta.get("samples", 0)),
+    )
+
+
 def load_summary(
     folder: Path,
     *,
@@ -663,32 +704,19 @@ def load_summary(
     docstring), else computed from its samples (and cached unless ``save`` is False)."""
     from bench.workloads.task import register_from_manifest
 
+    cached = cached_summary(
+        folder, include_warmups=include_warmups, seed=seed, by_location=by_location
+    )
+    if cached is not None:
+        return cached
     folder = Path(folder)
     manifest = load_manifest(folder)
     register_from_manifest(manifest)  # its tasks' steps: order, extras
     path = samples_path(folder)
-    key = {
-        **cache_key(folder, manifest),
-        "include_warmups": bool(include_warmups),
-        "seed": int(seed),
-        "by_location": bool(by_location),
-        "stats": stats_fingerprint(),
-    }
-    target = _summary_path(folder, by_location, include_warmups, seed)
+    key = _summary_key(
+        folder, manifest, include_warmups=include_warmups, seed=seed, by_location=by_location
+    )
     live = [w for w in [torn_file_warning(path)] if w]
-    if not is_running(manifest):
-        found = _read_cached_table(target, key, None)
-        if found is not None:
-            table, meta = found
-            summary = _sorted(table.to_pandas())
-            return RunSummary(
-                folder=folder,
-                manifest=manifest,
-                summary=summary,
-                warnings=tuple(live + list(meta.get("warnings") or [])),
-                source="summary cache",
-                samples=int(meta.get("samples", 0)),
-            )
     run = load(folder, columns=FRAME_SOURCE_COLUMNS)
     frame = run.frame()
     summary = summarize_frame(
@@ -701,6 +729,7 @@ def load_summary(
     if save and not is_running(manifest) and source_key(path) == key["samples"]:
         run.save_cache()
         meta = {"key": key, "warnings": stored, "samples": len(frame)}
+        target = _summary_path(folder, by_location, include_warmups, seed)
         _write_parquet(pa.Table.from_pandas(summary, preserve_index=False), target, meta)
     return RunSummary(
         folder=folder,
