@@ -10,6 +10,7 @@
                             (report.html is self-contained; report.md, figures/, summary.csv)
     OUT/decision/<loc>/     figures of the decision section, if it draws any
     OUT/.nojekyll           so GitHub Pages serves the files as they are
+    OUT/samples.parquet     linked when there (``sandbox-bench export --parquet`` writes it)
 
 Nothing is fetched from anywhere: styles are inline, figures are SVG (embedded as data URIs,
 and as files beside the pages), links are relative. The folders above are the site's own and
@@ -34,6 +35,9 @@ from bench.history_report import write_history
 from bench.report.views import Text, View
 
 DECISION = "decision"
+#: An export of every sample (``sandbox-bench export --parquet OUT/samples.parquet``) that the
+#: index links when it is there.
+SAMPLES = "samples.parquet"
 
 
 def latest_per_location(history: History) -> list[RunEntry]:
@@ -136,6 +140,11 @@ def write_site(
     report_links = _reports(Path(reports), out / "reports", history)
     decision = decision_views(latest_per_location(history), out / "decision")
     changes, trends = sections[0], sections[1]
+    samples = (
+        (pages.Link(label=SAMPLES, href=SAMPLES, note="every sample (sandbox-bench export)"),)
+        if (out / SAMPLES).is_file()
+        else ()
+    )
     first, last = history.runs[0].started_at, history.runs[-1].started_at
     locations = sorted({r.location or "unrecorded" for r in history.runs})
     page = pages.Page(
@@ -169,6 +178,7 @@ def write_site(
                         href="history/changes.csv",
                         note="one row per flagged change",
                     ),
+                    *samples,
                 ),
             ),
             pages.LinkSection(
