@@ -36,8 +36,11 @@ thousands of comparisons; two 95 % intervals of the same distribution fail to ov
 0.5 % of the time, which would flag dozens of false changes. Requiring four intervals (two
 before, two after) to separate in one direction, and the estimates to differ by 10 %, makes a
 false flag rare: a seeded simulation (tests/test_history.py) of 300 series of 40 runs with no
-change (lognormal samples, n = 30 to 300 per run) flags none. The price: a change smaller than
-the runs' interval widths, or one that lasts a single run, is not flagged (it is still drawn).
+change (lognormal samples, n = 30 to 300 per run) flags none. The price is power: a change
+smaller than the runs' interval widths, or one that lasts a single run, is not flagged (it is
+still drawn); in the same simulation (sigma 0.5, 100 series each) a doubling was found in all
+series at n = 100 a run and in about two thirds at n = 30, a 1.5x step at n = 100 in 78 %, a
+1.1x step at n = 1000 in 41 %.
 Interval widths describe sampling noise within a run only: day-to-day variation of a service
 beyond that (a busier region on Mondays) is real and can be flagged; raise ``--window`` or
 ``--threshold`` to ask for more persistent or larger changes.
