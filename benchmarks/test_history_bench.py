@@ -41,6 +41,9 @@ FIRST_GOAL_PEAK_BYTES = 2 * 1024**3
 SECOND_GOAL_S = 10.0
 WORKERS = 2
 
+# Writing 50 runs of 200,000 samples takes minutes before anything is timed.
+pytestmark = pytest.mark.timeout(3600)
+
 CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
