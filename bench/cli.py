@@ -298,18 +298,17 @@ def cmd_providers(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from bench.store import load_run
+    from bench.columnar import load_summary
 
     folder = resolve_run_ref(args.run, args.results)
-    run = load_run(folder)
-    from bench.stats import format_cell, summarize  # after the load: a bad folder fails fast
-    from bench.workloads.task import register_from_manifest
-
-    register_from_manifest(run.manifest)  # its configured tasks' steps, in their order
+    # From the run's summary cache when it matches its samples (bench/columnar.py); loading
+    # also registers the run's configured tasks (their steps' order).
+    run = load_summary(folder, include_warmups=args.include_warmups)
+    from bench.stats import format_cell  # after the load: a bad folder fails fast
 
     for warning in run.warnings:
         err_console.print(f"warning: {warning}", markup=False)
-    summary = summarize(run.samples, include_warmups=args.include_warmups)
+    summary = run.summary
     manifest = run.manifest
     table = Table(
         title=f"run {manifest['run_id']} ({manifest.get('status')}), warmups "
@@ -474,6 +473,115 @@ def cmd_reap(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(r.failed for r in results) else EXIT_OK
 
 
+# -- history, site, export -----------------------------------------------------------------
+
+
+def _run_folders(args: argparse.Namespace, *, default_all: bool = False) -> list[Path]:
+    """The runs a command reads: those named, or with --all (or ``default_all`` and none
+    named) every run under --results, in run id order."""
+    if args.runs and args.all:
+        raise UsageError("name runs or give --all, not both")
+    if args.all or (default_all and not args.runs):
+        if not args.results.is_dir():
+            raise UsageError(f"no results folder {args.results}")
+        folders = sorted(p.parent for p in args.results.glob("*/manifest.json"))
+        if not folders:
+            raise UsageError(f"no runs in {args.results}")
+        return folders
+    if not args.runs:
+        raise UsageError("name the runs, or give --all")
+    return [resolve_run_ref(ref, args.results) for ref in args.runs]
+
+
+def _history_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "window": args.window,
+        "threshold": args.threshold,
+        "include_warmups": args.include_warmups,
+        "seed": args.seed,
+        "progress": lambda text: err_console.print(text, markup=False, highlight=False),
+    }
+
+
+#: Changes ``history`` prints; the rest are in changes.csv and on the page.
+SHOWN_CHANGES = 10
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from bench.history import build_history
+    from bench.history_report import write_history
+
+    check_output_folder(args.out, "--out")
+    folders = _run_folders(args)
+    try:
+        history = build_history(folders, **_history_options(args))
+    except ValueError as exc:
+        raise UsageError(f"history: {exc}") from None
+    path = write_history(history, args.out)
+    for change in history.changes[:SHOWN_CHANGES]:
+        console.print(f"change: {change.describe()}", markup=False, highlight=False)
+    if len(history.changes) > SHOWN_CHANGES:
+        console.print(f"… and {len(history.changes) - SHOWN_CHANGES} more in changes.csv")
+    console.print(
+        f"history of {len(history.runs)} runs, {len(history.series)} series, "
+        f"{len(history.changes)} change(s) flagged: {path}"
+    )
+    return EXIT_OK
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    from bench.site import write_site
+
+    check_output_folder(args.out, "OUT")
+    if args.reports.exists() and not args.reports.is_dir():
+        raise UsageError(f"--reports {args.reports} is not a folder")
+    folders = _run_folders(args, default_all=True)
+    try:
+        path = write_site(args.out, folders, reports=args.reports, **_history_options(args))
+    except ValueError as exc:
+        raise UsageError(f"site: {exc}") from None
+    console.print(f"site: {path}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.columnar import export
+
+    out = args.parquet
+    if out.is_dir():
+        raise UsageError(f"--parquet {out} is a folder; name a file")
+    check_output_folder(out.parent, "--parquet")
+    if not out.parent.is_dir():
+        raise UsageError(f"--parquet: no folder {out.parent}")
+    folders = _run_folders(args)
+    try:
+        rows = export(folders, out)
+    except ValueError as exc:
+        raise UsageError(f"export: {exc}") from None
+    console.print(f"{rows:,} samples of {len(folders)} run(s): {out}")
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value >= 0 and value < 100):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a fraction from 0 to 100, got {text}")
+    return value
+
+
 # -- the parser --------------------------------------------------------------------------------
 
 
@@ -533,6 +641,30 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compare": (
         "what got faster or slower between two runs (exit 3 on a regression)",
         "example:\n  sandbox-bench compare RUN_A RUN_B --threshold 0.1\n",
+    ),
+    "history": (
+        "trends over many runs, and the changes whose intervals separate",
+        "examples:\n  sandbox-bench history --all\n  sandbox-bench history RUN_A RUN_B RUN_C "
+        "--out reports/history --window 3\n\n"
+        "Writes history.html, history.md, history.csv, changes.csv and figures/. A change is\n"
+        "flagged when the 95 %% intervals of the WINDOW runs before a run and the WINDOW runs\n"
+        "from it on do not overlap and the levels differ by THRESHOLD or more\n"
+        "(the rule and its false-flag rate: bench/history.py).\n",
+    ),
+    "site": (
+        "write a static site: the latest decision, the history, every report",
+        "examples:\n  sandbox-bench site public/\n  sandbox-bench site public/ --results results "
+        "--reports reports\n\n"
+        "Plain files any static host serves (no remote resources); examples/ci/publish.yml\n"
+        "builds and publishes it on a schedule.\n",
+    ),
+    "export": (
+        "every sample of any number of runs as one Parquet file",
+        "examples:\n  sandbox-bench export --all --parquet samples.parquet\n"
+        "  sandbox-bench export RUN_A RUN_B --parquet two-runs.parquet\n\n"
+        "One row per sample: every record field (extra as JSON text) and the run's start,\n"
+        "status, client location and host, harness and SDK versions; pandas.read_parquet\n"
+        "reads it.\n",
     ),
 }
 
@@ -642,6 +774,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--results", type=Path, default=Path("results"), metavar="DIR", help="results folder"
     )
     _add_setting_flags(compare, CompareSettings, flag=lambda d: d.info.flag, dest=lambda d: d.name)
+
+    def runs_arguments(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("runs", nargs="*", help="run ids, run folders, or 'latest'")
+        p.add_argument("--all", action="store_true", help=f"every run under --results{what}")
+        p.add_argument(
+            "--results", type=Path, default=Path("results"), metavar="DIR", help="results folder"
+        )
+
+    def history_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--window", type=_positive_int, default=2, metavar="N",
+            help="runs on each side of a change that must separate (default 2)",
+        )  # fmt: skip
+        p.add_argument(
+            "--threshold", type=_fraction, default=0.10, metavar="X",
+            help="smallest change flagged, as a fraction of the level (default 0.10)",
+        )  # fmt: skip
+        p.add_argument("--include-warmups", action="store_true", help="count warmup iterations")
+        p.add_argument(
+            "--seed", type=int, default=0, metavar="N", help="seed of bootstrap intervals"
+        )
+
+    history = command("history", cmd_history)
+    runs_arguments(history, "")
+    history.add_argument(
+        "--out", type=Path, default=Path("reports/history"), metavar="DIR",
+        help="folder for the history (default reports/history)",
+    )  # fmt: skip
+    history_arguments(history)
+
+    site = command("site", cmd_site)
+    site.add_argument("out", type=Path, metavar="OUT", help="folder for the site")
+    runs_arguments(site, " (the default when no run is named)")
+    site.add_argument(
+        "--reports", type=Path, default=Path("reports"), metavar="DIR",
+        help="folder of reports to link (each report folder is copied into the site)",
+    )  # fmt: skip
+    history_arguments(site)
+
+    export = command("export", cmd_export)
+    runs_arguments(export, "")
+    export.add_argument(
+        "--parquet", type=Path, required=True, metavar="FILE", help="the Parquet file to write"
+    )
     emulators_cli.add_parser(sub)
     return parser
 

@@ -29,8 +29,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from bench import stats
-from bench.store import load_run
+from bench import columnar, stats
 from bench.workloads.task import register_from_manifest
 
 VERDICTS = ("slower", "faster", "unchanged", "n too small", "only in a", "only in b")
@@ -151,11 +150,13 @@ def compare_runs(a: Path, b: Path, *, threshold: float = 0.10, seed: int = 0) ->
     """Compare run folder ``b`` against run folder ``a`` (see the module docstring)."""
     if not math.isfinite(threshold) or threshold < 0:
         raise ValueError(f"threshold must be a non-negative fraction, got {threshold}")
-    run_a, run_b = load_run(Path(a)), load_run(Path(b))
+    # From each run's Parquet copy when it matches its JSONL (bench/columnar.py).
+    run_a, run_b = (columnar.load(Path(r), columns=columnar.FRAME_SOURCE_COLUMNS, save=True)
+                    for r in (a, b))  # fmt: skip
     for run in (run_a, run_b):
         register_from_manifest(run.manifest)  # configured tasks: their steps' order, spans
-    groups_a = stats.groups(stats.samples_frame(run_a.samples))
-    groups_b = stats.groups(stats.samples_frame(run_b.samples))
+    groups_a = stats.groups(run_a.frame())
+    groups_b = stats.groups(run_b.frame())
     nan = float("nan")
     rows = []
     keys = sorted(set(groups_a) | set(groups_b), key=lambda k: stats.sort_key(*k))

@@ -8,6 +8,9 @@ functions of these two files and the pricing catalog; nothing derived is stored 
 Schema history (pyperf keeps its format history beside the constant; so do we):
 
 * 1 -- first format (2026-11-28).
+  Run folders may also hold ``cache/`` (bench/columnar.py): derived Parquet copies and
+  statistics, rebuilt from these files whenever they do not match; not part of the format, which
+  is unchanged.
 
 Loaders refuse any other version with a message saying which versions they read.
 """

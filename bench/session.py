@@ -562,6 +562,9 @@ class Session:
                 **self.executor.manifest_facts(),
             )
             writer.close()
+            from bench.columnar import write_at_finalize  # pyarrow, only once a run ends
+
+            await asyncio.to_thread(write_at_finalize, writer.folder)
 
 
 async def run_session(

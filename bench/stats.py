@@ -456,6 +456,41 @@ def compare_samples(
 # -- frames -----------------------------------------------------------------------------------
 
 
+def float_column(values: Iterable[Any], n: int) -> np.ndarray:
+    """``n`` values as float64: numbers as floats, anything else (None, bools, text) NaN."""
+    return np.fromiter(
+        (float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan
+         for v in values),
+        np.float64,
+        n,
+    )  # fmt: skip
+
+
+def extra_column(extra: Extra, values: Sequence[Any] | None, n: int) -> Any:
+    """The frame column of one declared extra from its ``n`` values (None where a sample
+    lacks the key), or from ``values=None`` when no sample carries the key at all.
+
+    The rules of :func:`samples_frame`; bench/columnar.py builds the same columns from Arrow
+    arrays and falls back to this function for any value type it does not vectorise.
+    """
+    kind = extra.type
+    if values is None:
+        if kind in (int, float):
+            return np.full(n, np.nan)
+        if kind is bool:
+            return pd.arrays.BooleanArray(np.zeros(n, bool), np.ones(n, bool))
+        return pd.Categorical.from_codes(np.full(n, -1, np.int8), categories=[])
+    if kind in (int, float):
+        return float_column(values, n)
+    if kind is bool:
+        return pd.array([v if isinstance(v, bool) else None for v in values], dtype="boolean")
+    if kind is list:
+        return pd.Categorical(
+            ["; ".join(map(str, v)) if isinstance(v, list) and v else None for v in values]
+        )
+    return pd.Categorical([v if v is None or isinstance(v, str) else str(v) for v in values])
+
+
 def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
     """One row per sample with the columns of :func:`frame_columns`.
 
@@ -475,38 +510,7 @@ def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
             present.update(e)
 
     def floats(values: Iterable[Any]) -> np.ndarray:
-        return np.fromiter(
-            (float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan
-             for v in values),
-            np.float64,
-            n,
-        )  # fmt: skip
-
-    def extra_column(extra: Extra) -> Any:
-        key = extra.name
-        kind = extra.type
-        # A key no sample carries costs no pass over a million extras.
-        if key not in present:
-            if kind in (int, float):
-                return np.full(n, np.nan)
-            if kind is bool:
-                return pd.arrays.BooleanArray(np.zeros(n, bool), np.ones(n, bool))
-            return pd.Categorical.from_codes(np.full(n, -1, np.int8), categories=[])
-        if kind in (int, float):
-            return floats(e.get(key) for e in extras)
-        if kind is bool:
-            return pd.array(
-                [v if isinstance(v := e.get(key), bool) else None for e in extras],
-                dtype="boolean",
-            )
-        if kind is list:
-            return pd.Categorical(
-                ["; ".join(map(str, v)) if isinstance(v := e.get(key), list) and v else None
-                 for e in extras]
-            )  # fmt: skip
-        return pd.Categorical(
-            [v if (v := e.get(key)) is None or isinstance(v, str) else str(v) for e in extras]
-        )
+        return float_column(values, n)
 
     lag = floats(
         (s.actual_start_s - s.intended_start_s)
@@ -532,7 +536,10 @@ def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
     }
     for extra in registry.declared_extras():
         if extra.column:
-            columns[extra.name] = extra_column(extra)
+            key = extra.name
+            # A key no sample carries costs no pass over a million extras.
+            values = [e.get(key) for e in extras] if key in present else None
+            columns[key] = extra_column(extra, values, n)
     columns["location"] = pd.Categorical([s.location for s in samples])
     return pd.DataFrame(columns)
 
@@ -555,6 +562,31 @@ def sort_key(provider: str, workload: str, operation: str) -> tuple[Any, ...]:
         provider,
         registry.workload_rank(workload),
         registry.operation_rank(workload, operation),
+    )
+
+
+def _status_masks(status: pd.Series) -> tuple[np.ndarray, ...]:
+    """Boolean masks ok, failed (error or timeout), unsupported, skipped. From a categorical's
+    codes when it is one: comparing a million category codes, not a million strings."""
+    if isinstance(status.dtype, pd.CategoricalDtype):
+        codes = status.cat.codes.to_numpy()
+        names = [str(c) for c in status.cat.categories]
+
+        def mask(*wanted: Status) -> np.ndarray:
+            hits = [names.index(str(w)) for w in wanted if str(w) in names]
+            return np.isin(codes, hits) if hits else np.zeros(len(codes), bool)
+
+    else:
+        text = status.astype(str).to_numpy()
+
+        def mask(*wanted: Status) -> np.ndarray:
+            return np.isin(text, [str(w) for w in wanted])
+
+    return (
+        mask(Status.OK),
+        mask(Status.ERROR, Status.TIMEOUT),
+        mask(Status.UNSUPPORTED),
+        mask(Status.SKIPPED),
     )
 
 
@@ -591,12 +623,8 @@ def groups(
         frame = frame[~frame["warmup"].to_numpy(dtype=bool)]
     if frame.empty:
         return {}
-    status = frame["status"].astype(str).to_numpy()
     durations = frame["duration_s"].to_numpy(dtype=np.float64)
-    ok = status == str(Status.OK)
-    failed = (status == str(Status.ERROR)) | (status == str(Status.TIMEOUT))
-    unsupported = status == str(Status.UNSUPPORTED)
-    skipped = status == str(Status.SKIPPED)
+    ok, failed, unsupported, skipped = _status_masks(frame["status"])
     indices = frame.groupby(list(keys), observed=True, sort=False).indices
     result: dict[tuple[str, ...], Group] = {}
     for key, idx in indices.items():

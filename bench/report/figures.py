@@ -2,8 +2,12 @@
 
 * ECDF per operation, one panel per operation of a workload, every provider overlaid, on a
   log time axis. A line with more than :data:`ECDF_POINTS` samples is drawn through that many
-  evenly spaced quantiles (the exact ECDF evaluated on a grid), which is indistinguishable at
-  this size and keeps a million-sample report small.
+  evenly spaced quantiles (the exact ECDF evaluated on a grid): 512 levels on a panel 2.5
+  inches high are steps of under half a pixel, indistinguishable from the full ECDF, and keep
+  a million-sample report small and fast.
+* Log time axes carry major ticks only (decades, or 1-2-5 / 1-3 steps on a narrow range,
+  each with its grid line): matplotlib builds every minor tick as objects of its own, which
+  cost a quarter of a million-sample report's figure time for marks without labels.
 * Box plot per workload: one box per (operation, provider); the box spans p25-p75, the line
   is the median and the whiskers reach p5 and p95 (drawn from precomputed percentiles, so no
   individual outliers are plotted). Groups with fewer than 5 samples are left out.
@@ -36,7 +40,7 @@ from matplotlib.figure import Figure
 
 from bench import stats
 
-ECDF_POINTS = 2000
+ECDF_POINTS = 512
 MIN_BOX_N = stats.MIN_N_ANY
 
 #: Colour-blind-safe palette (Okabe & Ito), one colour per provider in name order.
@@ -109,7 +113,7 @@ def _seconds_axis(axis: Any) -> None:
         subs = (1.0, 2.0, 5.0)
     axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs))
     axis.set_major_formatter(matplotlib.ticker.FuncFormatter(_seconds_formatter))
-    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
 def _ecdf_points(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

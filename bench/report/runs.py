@@ -14,10 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench import stats
+from bench import columnar
 from bench.netprobe import is_loopback
 from bench.records import SchemaError
-from bench.store import load_ledger, load_run
+from bench.store import load_ledger
 from bench.workloads.task import register_from_manifest
 
 
@@ -48,11 +48,13 @@ def load_runs(folders: Sequence[Path]) -> RunSet:
     frames: list[pd.DataFrame] = []
     warnings: list[str] = []
     for folder in folders:
-        run = load_run(Path(folder))
+        # From the run's Parquet copy when it matches its JSONL, else parsed from the JSONL
+        # and its Parquet copy written for the next command (bench/columnar.py).
+        run = columnar.load(Path(folder), columns=columnar.FRAME_SOURCE_COLUMNS, save=True)
         # The run's configured tasks (task_NAME), so their steps report in order, their span
         # as derived, their extras as columns.
         register_from_manifest(run.manifest)
-        frame = stats.samples_frame(run.samples)
+        frame = run.frame()
         run_id = run.run_id
         if not frame.empty:
             foreign = set(frame["run_id"].astype(str).unique()) - {run_id}
@@ -74,7 +76,7 @@ def load_runs(folders: Sequence[Path]) -> RunSet:
             )
         )
         frames.append(frame)
-        del run  # the Sample objects are the largest thing in memory; the frame replaces them
+        del run  # the Arrow table; the frame replaces it
     versions = {r.manifest.get("schema_version") for r in infos}
     if len(versions) > 1:
         detail = ", ".join(f"{r.run_id}: {r.manifest.get('schema_version')}" for r in infos)
