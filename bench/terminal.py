@@ -90,6 +90,9 @@ class Grid:
                 raise ValueError(f"{self.title}: a row of {len(row)} cells for {len(self.columns)}")
 
 
+#: The lines under tables: the abbreviations' legend, the columns left out.
+ABBREVIATIONS = "abbreviations: {}"
+NOT_SHOWN = "not shown at this width: {} (a wider terminal or --format csv shows them)"
 #: :attr:`Layout.step` of the one-block-per-row layout.
 RECORDS = 1_000
 #: Spaces between two columns (rich: one padding cell plus the box's blank divider).
@@ -308,13 +311,9 @@ def print_tables(console: Console, grids: Sequence[Grid], *, gap: bool = True) -
         notes += [note for note in grid.notes if note not in notes]
     if legend:
         text = "; ".join(f"{s} = {full}" for s, full in sorted(legend.items()))
-        _print_line(console, f"abbreviations: {text}")
+        _print_line(console, ABBREVIATIONS.format(text))
     if dropped:
-        _print_line(
-            console,
-            f"not shown at this width: {', '.join(dropped)} (a wider terminal or --format csv "
-            "shows them)",
-        )
+        _print_line(console, NOT_SHOWN.format(", ".join(dropped)))
     for note in notes:
         _print_line(console, note)
     return chosen
@@ -322,10 +321,9 @@ def print_tables(console: Console, grids: Sequence[Grid], *, gap: bool = True) -
 
 def _print_grid(console: Console, grid: Grid, how: Layout) -> None:
     drawn = _abbreviate(grid, how.longer_than)[0] if how.abbreviations else grid
+    if grid.title:  # above the table, not its title: rich wraps a title to the table's width
+        console.print(Text(grid.title, style="bold"), overflow="fold")
     table = Table(
-        title=grid.title or None,
-        title_justify="left",
-        title_style="bold",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
