@@ -12,7 +12,9 @@ that returns a generic view (bench/report/views.py) or nothing; workloads add th
 * ``report.md``: the same tables in GitHub-flavoured Markdown, linking the figures;
 * ``figures/*.svg``: the figures (matplotlib, Agg backend);
 * ``summary.csv``: one row per (provider, workload, operation): the statistics of
-  :func:`bench.stats.summarize` plus the cost of one operation at p50 and p95.
+  :func:`bench.stats.summarize` plus the cost of one operation at p50 and p95;
+* ``comparisons.csv``: every pairwise comparison of providers (the report shows the
+  decision-relevant ones first and folds the rest).
 
 Several runs go to ``<out_root>/<first run id>+<number of other runs>/``.
 """
@@ -84,6 +86,8 @@ def write_report(
     figures_dir.mkdir(parents=True)
     report = build_report(runset, settings, figures_dir, data=data)
     report.summary_csv.to_csv(out / "summary.csv", index=False, float_format="%.9g")
+    if report.comparisons_csv is not None:
+        report.comparisons_csv.to_csv(out / "comparisons.csv", index=False, float_format="%.9g")
     (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
     html_path = out / "report.html"
     html_path.write_text(render_html(report), encoding="utf-8")
