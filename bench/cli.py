@@ -424,6 +424,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     )
     console.print()
     print_tables(console, show_grids(rows))
+    console.print()
     console.print(
         Text(
             "n<K: too few successful samples for this percentile (it needs K); "
