@@ -145,12 +145,13 @@ class Comparison:
         text += f"; {len(self.regressions)} regression(s) beyond {self.threshold:.0%}"
         if self.not_judged:
             labels = _unique(label for r in self.not_judged for label in r.differences)
+            why = ", ".join(labels) if len(labels) <= 2 else f"{len(labels)} ways listed above"
             text += (
                 f"; {len(self.not_judged)} more slower beyond {self.threshold:.0%} not judged "
-                f"(the runs differ in {', '.join(labels)}; --force judges them)"
+                f"(the runs differ in {why}; --force judges them)"
             )
         elif self.forced and any(r.differences for r in self.regressions):
-            text += " (judged with --force despite the differences listed)"
+            text += " (--force: judged despite the differences)"
         return text
 
     def render(self, console: Console, *, everything: bool = False) -> None:
@@ -178,7 +179,7 @@ class Comparison:
             print_tables(console, grids)
         if hidden:
             console.print(Text(f"{hidden} unchanged row(s) not listed (--all lists them)"))
-        console.print(Text(self.summary()), soft_wrap=True)
+        console.print(Text(self.summary()), overflow="fold")  # wraps at spaces to fit
 
     def difference_lines(self) -> list[str]:
         if not self.differences:

@@ -180,12 +180,18 @@ def test_columns_left_out_are_named_under_the_table():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[Path, Path]:
+def runs(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A run, one with e2b slower, and one with e2b slower and other SDKs and concurrency."""
     root = tmp_path_factory.mktemp("results")
     every = WORKLOADS + EXTRA_WORKLOADS
     a = make_run(root, "A-terminal", workloads=every, iterations=12, seed=1)
     b = make_run(root, "B-terminal", workloads=every, iterations=12, seed=2, scale={"e2b": 1.5})
-    return a, b
+    c = make_run(root, "C-terminal", workloads=every, iterations=12, seed=3, scale={"e2b": 1.5})
+    manifest = json.loads((c / "manifest.json").read_text())
+    manifest["plan"]["concurrency"] = 4
+    manifest["providers"]["e2b"]["environment"]["sdk_versions"] = {"e2b-sdk": "9.0.0"}
+    (c / "manifest.json").write_text(json.dumps(manifest))
+    return a, b, c
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -206,13 +212,18 @@ def test_show_fits_the_terminal(runs, width):
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_compare_fits_the_terminal(runs, width):
-    comparison = compare_runs(*runs)
+@pytest.mark.parametrize("other", ["slower", "slower and different"])
+def test_compare_fits_the_terminal(runs, width, other):
+    a, b = runs[0], runs[1] if other == "slower" else runs[2]
+    force = () if other == "slower" else ("--force",)
+    comparison = compare_runs(a, b, force=bool(force))
     grids = [comparison._grid(w, rows) for w, rows in _workloads(comparison)]
-    wide = cli("compare", *map(str, runs), "--all", width=400).stdout
-    result = cli("compare", *map(str, runs), "--all", width=width)
+    wide = cli("compare", str(a), str(b), "--all", *force, width=400).stdout
+    result = cli("compare", str(a), str(b), "--all", *force, width=width)
     check_fits(result.stdout, width, grids, also=wide)
-    assert result.stdout.strip().splitlines()[-1] == comparison.summary()
+    assert " ".join(result.stdout.split()).endswith(" ".join(comparison.summary().split()))
+    if force:
+        assert "differs" in result.stdout and "(2) e2b's SDK e2b-sdk" in result.stdout
 
 
 def _workloads(comparison):
