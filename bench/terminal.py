@@ -428,6 +428,12 @@ def format_elapsed(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def _key(item: Any) -> tuple[Any, ...]:
+    """An iteration's identity (a cluster hands over one unit per client of it)."""
+    return tuple(getattr(item, name, None) for name in ("provider", "workload", "iteration",
+                                                        "warmup", "rerun"))  # fmt: skip
+
+
 def _group_of(item: Any) -> str | None:
     provider, workload = getattr(item, "provider", None), getattr(item, "workload", None)
     return f"{provider}/{workload}" if provider and workload else None
@@ -462,6 +468,7 @@ class TerminalProgress:
         self._tenths = 0
         self._group_total: Counter[str] = Counter()
         self._group_warmups: Counter[str] = Counter()
+        self._group_items: Counter[str] = Counter()
         self._group_done: Counter[str] = Counter()
 
     def note(self, text: str) -> None:
@@ -471,10 +478,16 @@ class TerminalProgress:
         self._description, self._total, self._done, self._tenths = description, total, 0, 0
         self._started = self._said = self.clock()
         self._group_total, self._group_warmups = Counter(), Counter()
+        self._group_items = Counter()
+        seen: set[Any] = set()
         for item in items:
             group = _group_of(item)
-            if group is not None:
-                self._group_total[group] += 1
+            if group is None:
+                continue
+            self._group_total[group] += 1  # units: a cluster runs some iterations as several
+            if _key(item) not in seen:
+                seen.add(_key(item))
+                self._group_items[group] += 1
                 self._group_warmups[group] += bool(getattr(item, "warmup", False))
         self._group_done = Counter()
         if self.live:
@@ -503,7 +516,7 @@ class TerminalProgress:
             if self._group_done[group] == self._group_total[group]:
                 warmups = self._group_warmups[group]
                 self._say(
-                    f"done: {group}, {self._group_total[group]} iterations"
+                    f"done: {group}, {self._group_items[group]} iterations"
                     + (f" ({warmups} warmup)" if warmups else "")
                     + f"; {self._done}/{self._total} in all, {elapsed} elapsed"
                 )

@@ -254,16 +254,16 @@ def test_providers_csv_and_json_parse():
 
 
 class Item:
-    def __init__(self, provider: str, workload: str, warmup: bool = False) -> None:
-        self.provider, self.workload, self.warmup = provider, workload, warmup
+    def __init__(self, provider: str, workload: str, warmup: bool = False, i: int = 0) -> None:
+        self.provider, self.workload, self.warmup, self.iteration = provider, workload, warmup, i
 
 
 def test_progress_off_a_terminal_prints_a_line_per_finished_workload_and_each_tenth():
     now = [0.0]
     out = io.StringIO()
     progress = TerminalProgress(Console(file=out, width=200), live=False, clock=lambda: now[0])
-    plan = [Item("e2b", "exec", warmup=True)] + [Item("e2b", "exec")] * 9 + [Item("local", "exec")]
-    plan += [Item("local", "exec")] * 9
+    plan = [Item("e2b", "exec", warmup=True)] + [Item("e2b", "exec", i=i) for i in range(9)]
+    plan += [Item("local", "exec", i=i) for i in range(10)]
     progress.start("run X", len(plan), plan)
     for item in plan:
         now[0] += 3.0
@@ -277,6 +277,17 @@ def test_progress_off_a_terminal_prints_a_line_per_finished_workload_and_each_te
     # Every tenth, 6 s apart, but the last and the fifth, whose "done" line was just printed.
     assert [int(b.split()[2].split("/")[0]) for b in beats] == [2, 4, 6, 8, 12, 14, 16, 18]
     assert lines[-1] == "run X: 20/20 done, 1 min 00 s elapsed"
+
+
+def test_progress_counts_iterations_run_as_several_units_once():
+    out = io.StringIO()
+    progress = TerminalProgress(Console(file=out, width=200), live=False)
+    # A cluster runs each burst iteration as two units (one per client).
+    units = [Item("e2b", "burst", i=i) for i in range(3) for _client in range(2)]
+    progress.start("run Z", len(units), units)
+    for unit in units:
+        progress.advance(unit)
+    assert "done: e2b/burst, 3 iterations; 6/6 in all" in out.getvalue()
 
 
 def test_progress_heartbeats_wait_at_least_their_interval():
@@ -296,3 +307,25 @@ def test_elapsed_time_reads_in_seconds_minutes_and_hours():
     assert format_elapsed(4.25) == "4.2 s"
     assert format_elapsed(125) == "2 min 05 s"
     assert format_elapsed(7300) == "2 h 01 min"
+
+
+def test_a_run_off_a_terminal_prints_progress_lines(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--config", "none", "--providers", "stub",
+         "--workloads", "lifecycle,exec", "--iterations", "3", "--warmup", "1",
+         "--output", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == "config: none (defaults and flags only)"
+    assert any(re.fullmatch(r"run \S+: 8 to do", line) for line in lines)
+    for workload in ("lifecycle", "exec"):
+        assert any(
+            re.fullmatch(
+                rf"done: stub/{workload}, 4 iterations \(1 warmup\); \d/8 in all, .* elapsed", line
+            )
+            for line in lines
+        ), lines
+    assert re.fullmatch(r"run \S+: 8/8 done, .* elapsed", lines[-1])

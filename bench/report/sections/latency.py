@@ -223,7 +223,7 @@ def decision_relevant(workload: str, operation: str) -> bool:
 
 
 def _roles_text() -> str:
-    named = [f"{w} {op.name}" for role in Role for w, op in registry.with_role(role)]
+    named = [f"{op.name} ({w})" for role in Role for w, op in registry.with_role(role)]
     return ", ".join(dict.fromkeys(named))
 
 
