@@ -128,18 +128,25 @@ def workload_view(data: ReportData, workload: str) -> View:
             latency_table(workload, data.rows_of(workload)),
             *parts,
             data.figure(figures.ecdf_figure(data.figures_dir, workload, ops, data.colors)),
-            _folded(
-                f"{workload}-spread",
-                "Spread per operation (box plot)",
-                data.figure(figures.box_figure(data.figures_dir, workload, ops, data.colors)),
-            ),
+            _spread(data, workload, ops),
         ),
     )
 
 
-def _folded(id: str, title: str, block: Any) -> View | None:
-    """``block`` in a collapsed sub-view (None when there is nothing to show)."""
-    return None if block is None else View(id=id, title=title, collapsed=True, blocks=(block,))
+def _spread(data: ReportData, workload: str, ops: Mapping[str, Any]) -> View | None:
+    """The box plot, folded; when no group has the samples a box needs, a line that says so
+    (so that the report's outline does not depend on n)."""
+    if not ops:
+        return None
+    box = data.figure(figures.box_figure(data.figures_dir, workload, ops, data.colors))
+    if box is None:
+        box = Text(text=f"No group has the {figures.MIN_BOX_N} successes a box needs.")
+    return View(
+        id=f"{workload}-spread",
+        title="Spread per operation (box plot)",
+        collapsed=True,
+        blocks=(box,),
+    )
 
 
 def latency(data: ReportData) -> View:
