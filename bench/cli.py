@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from bench.config import (
     ConfigError,
@@ -42,6 +42,17 @@ from bench.emulators import cli as emulators_cli
 from bench.records import RunStatus, SchemaError
 from bench.session import Executor, LocalExecutor, Session, UsageError
 from bench.store import load_manifest, resolve_run
+from bench.terminal import (
+    Column,
+    Format,
+    Grid,
+    TerminalProgress,
+    print_raw,
+    print_table,
+    print_tables,
+    to_csv,
+    to_json,
+)
 from providers import REGISTRY, provider_class
 from providers.base import sdk_versions
 from providers.settings import Declared, SettingError, declared, parse_value, setting
@@ -52,39 +63,6 @@ DEFAULT_CONFIG = Path("bench.toml")
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-class RichProgress:
-    """The session's Progress on stderr: notes as lines, the plan as a bar on a terminal."""
-
-    def __init__(self) -> None:
-        self._bar: Progress | None = None
-        self._task: Any = None
-
-    def note(self, text: str) -> None:
-        err_console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-    def start(self, description: str, total: int) -> None:
-        self._bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=False,
-            disable=not err_console.is_terminal,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task(description, total=total)
-
-    def advance(self) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task)
-
-    def stop(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
 
 
 # -- flags from declarations -------------------------------------------------------------------
@@ -226,7 +204,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     file_data = load_toml(path) if path is not None else {}
     config = build_config(file_data, {name: getattr(args, name) for name in RUN_FLAGS})
     session = Session(
-        config, _executor(config), config_file=path, announce=line, progress=RichProgress()
+        config,
+        _executor(config),
+        config_file=path,
+        announce=line,
+        progress=TerminalProgress(err_console),
     )
     return _execute(session)
 
@@ -247,7 +229,7 @@ def _resume(args: argparse.Namespace) -> int:
         _executor(config),
         resume=folder,
         announce=f"config: the manifest of run {manifest.get('run_id')} (resuming {folder})",
-        progress=RichProgress(),
+        progress=TerminalProgress(err_console),
     )
     return _execute(session)
 
@@ -255,46 +237,154 @@ def _resume(args: argparse.Namespace) -> int:
 # -- the other commands ------------------------------------------------------------------------
 
 
-def cmd_providers(args: argparse.Namespace) -> int:
-    table = Table(title="sandbox providers", show_lines=True)
-    for column in ("provider", "SDK", "credentials", "capabilities", "semantics", "unsupported"):
-        table.add_column(column, overflow="fold")
+def provider_records() -> list[dict[str, Any]]:
+    """What ``providers`` lists: one record per registered provider, raw values."""
+    records = []
     for provider_id in sorted(REGISTRY):
+        record: dict[str, Any] = {"provider": provider_id}
         try:
             cls = provider_class(provider_id)
         except ImportError as exc:
-            table.add_row(provider_id, f"not installed ({exc.name})", "", "", "", "")
+            records.append(
+                {**record, "installed": False, "error": f"SDK not installed ({exc.name})"}
+            )
             continue
-        versions = sdk_versions(cls.sdk_packages)
-        sdk = ", ".join(f"{k} {v or 'missing'}" for k, v in versions.items()) or "none (built in)"
         missing = [n for n in cls.required_env if not os.environ.get(n)]
-        creds = (
-            "not needed"
-            if not cls.required_env
-            else (f"missing {', '.join(missing)}" if missing else "present")
+        record.update(
+            installed=True,
+            sdk=sdk_versions(cls.sdk_packages),
+            credentials=list(cls.required_env),
+            credentials_missing=missing,
         )
         try:
             caps = cls({}).capabilities()
         except Exception as exc:  # noqa: BLE001 - show why, do not fail the listing
-            table.add_row(provider_id, sdk, creds, f"unavailable: {exc}", "", "")
+            records.append({**record, "error": f"capabilities unavailable: {exc}"})
             continue
-        semantics = [
-            f"isolation: {caps.isolation}",
-            f"checkpoint: {caps.checkpoint_captures or '-'}",
-            f"restore: {caps.restore_target or '-'}",
-            f"pause: {caps.pause_kind}",
-            f"scratch dir: {caps.scratch_dir}",
-        ]
-        table.add_row(
-            provider_id,
-            sdk,
-            creds,
-            ", ".join(sorted(str(o) for o in caps.operations)),
-            "\n".join(semantics),
-            "\n".join(f"{op}: {why}" for op, why in caps.unsupported.items()) or "-",
+        record.update(
+            operations=sorted(str(o) for o in caps.operations),
+            isolation=caps.isolation,
+            checkpoint_captures=str(caps.checkpoint_captures or "") or None,
+            restore_target=str(caps.restore_target or "") or None,
+            pause_kind=str(caps.pause_kind),
+            scratch_dir=caps.scratch_dir,
+            unsupported=dict(caps.unsupported),
         )
-    console.print(table)
+        records.append(record)
+    return records
+
+
+def _words(value: str | None) -> str:
+    """An enum value as words ("new_sandbox" -> "new sandbox")."""
+    return value.replace("_", " ") if value else "–"
+
+
+def providers_grid(records: list[dict[str, Any]]) -> Grid:
+    rows = []
+    for r in records:
+        if "sdk" not in r:
+            rows.append((r["provider"], r["error"], "", "", "", "", "", ""))
+            continue
+        sdk = ", ".join(f"{k} {v or 'missing'}" for k, v in r["sdk"].items()) or "built in"
+        if not r["credentials"]:
+            creds = "not needed"
+        elif r["credentials_missing"]:
+            creds = "missing " + ", ".join(r["credentials_missing"])
+        else:
+            creds = "set"
+        if "isolation" not in r:
+            rows.append((r["provider"], sdk, creds, r["error"], "", "", "", ""))
+            continue
+        unsupported = "\n".join(f"{op}: {why}" for op, why in r["unsupported"].items())
+        rows.append(
+            (
+                r["provider"],
+                sdk,
+                creds,
+                _words(r["checkpoint_captures"]),
+                _words(r["restore_target"]),
+                _words(r["pause_kind"]),
+                r["isolation"],
+                unsupported or "–",
+            )
+        )
+    return Grid(
+        title="sandbox providers",
+        columns=(
+            Column(name="provider"),
+            Column(name="SDK"),
+            Column(name="credentials"),
+            Column(name="checkpoint captures"),
+            Column(name="restore into"),
+            Column(name="pause"),
+            Column(name="isolation", min_width=28),
+            Column(name="not supported", min_width=28),
+        ),
+        rows=tuple(rows),
+    )
+
+
+def cmd_providers(args: argparse.Namespace) -> int:
+    records = provider_records()
+    if args.format is not Format.TABLE:
+        print_raw(console, to_csv(records) if args.format is Format.CSV else to_json(records))
+        return EXIT_OK
+    print_table(console, providers_grid(records))
     return EXIT_OK
+
+
+def _percentile_text(row: dict[str, Any], column: str) -> str:
+    """A percentile for the terminal: withheld ones say how many samples they need."""
+    from bench.stats import NOT_ENOUGH, format_cell, min_n_for
+
+    text = format_cell(row, column)
+    if text == NOT_ENOUGH:
+        return f"n<{min_n_for(float(column.removeprefix('p')))}"
+    return text
+
+
+def show_grids(rows: list[dict[str, Any]]) -> list[Grid]:
+    """One table per workload (registry order), operations in declared order, then providers."""
+    from bench.stats import format_cell
+    from bench.workloads import registry
+
+    by_workload: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_workload.setdefault(row["workload"], []).append(row)
+    grids = []
+    for workload in sorted(by_workload, key=registry.workload_rank):
+        ordered = sorted(
+            by_workload[workload],
+            key=lambda r: (registry.operation_rank(workload, r["operation"]), r["provider"]),
+        )
+        cells = tuple(
+            (
+                r["operation"],
+                r["provider"],
+                str(r["n"]),
+                format_cell(r, "failures").replace(" %", "%"),
+                _percentile_text(r, "p50"),
+                _percentile_text(r, "p95"),
+                _percentile_text(r, "p99"),
+            )
+            for r in ordered
+        )
+        grids.append(
+            Grid(
+                title=workload,
+                columns=(
+                    Column(name="operation", abbreviate=True),
+                    Column(name="provider"),
+                    Column(name="n", justify="right", wrap=False),
+                    Column(name="failures", justify="right", wrap=False),
+                    Column(name="p50", justify="right", wrap=False),
+                    Column(name="p95", justify="right", wrap=False),
+                    Column(name="p99", justify="right", wrap=False),
+                ),
+                rows=cells,
+            )
+        )
+    return grids
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -304,33 +394,46 @@ def cmd_show(args: argparse.Namespace) -> int:
     # From the run's summary cache when it matches its samples (bench/columnar.py); loading
     # also registers the run's configured tasks (their steps' order).
     run = load_summary(folder, include_warmups=args.include_warmups)
-    from bench.stats import format_cell  # after the load: a bad folder fails fast
+    from bench.stats import SUMMARY_COLUMNS  # after the load: a bad folder fails fast
 
     for warning in run.warnings:
-        err_console.print(f"warning: {warning}", markup=False)
+        err_console.print(Text(f"warning: {warning}"), soft_wrap=True)
     summary = run.summary
     manifest = run.manifest
-    table = Table(
-        title=f"run {manifest['run_id']} ({manifest.get('status')}), warmups "
-        f"{'included' if args.include_warmups else 'excluded'}"
+    rows = summary.to_dict("records")
+    if args.format is Format.CSV:
+        print_raw(console, to_csv(rows, SUMMARY_COLUMNS))
+        return EXIT_OK
+    if args.format is Format.JSON:
+        print_raw(
+            console,
+            to_json(
+                {
+                    "run_id": manifest["run_id"],
+                    "status": manifest.get("status"),
+                    "include_warmups": args.include_warmups,
+                    "rows": rows,
+                }
+            ),
+        )
+        return EXIT_OK
+    console.print(
+        Text(
+            f"run {manifest['run_id']} ({manifest.get('status')}), warmups "
+            f"{'included' if args.include_warmups else 'excluded'}",
+            style="bold",
+        )
     )
-    for column in ("provider", "workload", "operation", "n", "failures", "p50", "p95", "p99"):
-        table.add_column(
-            column,
-            justify="right" if column not in ("provider", "workload", "operation") else "left",
-        )
-    for row in summary.to_dict("records"):
-        table.add_row(
-            row["provider"],
-            row["workload"],
-            row["operation"],
-            str(row["n"]),
-            format_cell(row, "failures"),
-            format_cell(row, "p50"),
-            format_cell(row, "p95"),
-            format_cell(row, "p99"),
-        )
-    console.print(table)
+    console.print()
+    print_tables(console, show_grids(rows))
+    console.print()
+    console.print(
+        Text(
+            "n<K: too few successful samples for this percentile (it needs K); "
+            "failures: errors and timeouts, with their share of attempts"
+        ),
+        overflow="fold",
+    )
     return EXIT_OK
 
 
@@ -425,12 +528,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     a = resolve_run_ref(args.run_a, args.results)
     b = resolve_run_ref(args.run_b, args.results)
     threshold = args.threshold if args.threshold is not None else CompareSettings().threshold
-    comparison = compare_runs(a, b, threshold=threshold)
-    comparison.render(console)
-    if comparison.regressions:
-        err_console.print(f"{len(comparison.regressions)} regression(s) beyond {threshold:.0%}")
-        return EXIT_REGRESSION
-    return EXIT_OK
+    comparison = compare_runs(a, b, threshold=threshold, force=args.force)
+    if args.format is Format.TABLE:
+        comparison.render(console, everything=args.all)
+    elif args.format is Format.CSV:
+        # Rows only: what differs between the runs, and the summary, go to stderr.
+        print_raw(console, to_csv([comparison.record(r) for r in comparison.rows]))
+        for line in comparison.difference_lines():
+            err_console.print(Text(line), soft_wrap=True)
+        err_console.print(Text(comparison.summary()), soft_wrap=True)
+    else:
+        print_raw(console, to_json(comparison.to_dict()))
+    return EXIT_REGRESSION if comparison.regressions else EXIT_OK
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
@@ -618,12 +727,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run a benchmark", RUN_EXAMPLES),
     "providers": (
         "list providers, their SDK versions, credentials and capabilities here",
-        "example:\n  sandbox-bench providers\n",
+        "examples:\n  sandbox-bench providers\n  sandbox-bench providers --format json\n\n"
+        "The table fits the terminal's width (COLUMNS): narrower, each provider is one block.\n",
     ),
     "show": (
         "print a run's latency table (n, failures, p50, p95, p99)",
         "examples:\n  sandbox-bench show latest\n  sandbox-bench show 20261128T101500Z-a1b2c3 "
-        "--include-warmups\n",
+        "--include-warmups\n  sandbox-bench show latest --format csv > summary.csv\n\n"
+        "One table per workload, operations in the order the workload runs them. A percentile\n"
+        "with too few samples shows n<K (K samples needed).\n",
     ),
     "report": (
         "write HTML and Markdown reports, figures and a CSV for runs",
@@ -640,7 +752,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "compare": (
         "what got faster or slower between two runs (exit 3 on a regression)",
-        "example:\n  sandbox-bench compare RUN_A RUN_B --threshold 0.1\n",
+        "examples:\n  sandbox-bench compare RUN_A RUN_B --threshold 0.1\n"
+        "  sandbox-bench compare RUN_A RUN_B --force --all\n"
+        "  sandbox-bench compare RUN_A RUN_B --format json | jq .summary\n\n"
+        "It first lists what differs between the two runs that can move latency (concurrency,\n"
+        "spec, workload parameters, provider settings, SDK versions, client, connection mode,\n"
+        "harness); a row such a difference touches is not called a regression unless --force.\n"
+        "Exit codes: 0 no regression, 3 at least one, 2 bad input.\n",
     ),
     "history": (
         "trends over many runs, and the changes whose intervals separate",
@@ -667,6 +785,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "reads it.\n",
     ),
 }
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        type=Format,
+        choices=list(Format),
+        default=Format.TABLE,
+        help="table (fits the terminal; default), csv or json (raw values, on stdout)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -704,14 +832,20 @@ def build_parser() -> argparse.ArgumentParser:
         "with its own configuration",
     )
 
-    command("providers", cmd_providers)
+    providers = command("providers", cmd_providers)
+    _add_format(providers)
 
     show = command("show", cmd_show)
     show.add_argument("run", help="run id, run folder, or 'latest'")
     show.add_argument(
-        "--results", type=Path, default=Path("results"), metavar="DIR", help="results folder"
+        "--results",
+        type=Path,
+        default=Path("results"),
+        metavar="DIR",
+        help="results folder (default results)",
     )
     show.add_argument("--include-warmups", action="store_true", help="count warmup iterations")
+    _add_format(show)
 
     report = command("report", cmd_report)
     report.add_argument("runs", nargs="+", help="run ids, run folders, or 'latest'")
@@ -771,7 +905,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_a", help="the baseline run (id, folder or 'latest')")
     compare.add_argument("run_b", help="the run compared with it")
     compare.add_argument(
-        "--results", type=Path, default=Path("results"), metavar="DIR", help="results folder"
+        "--results",
+        type=Path,
+        default=Path("results"),
+        metavar="DIR",
+        help="results folder (default results)",
     )
     _add_setting_flags(compare, CompareSettings, flag=lambda d: d.info.flag, dest=lambda d: d.name)
 
@@ -818,6 +956,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--parquet", type=Path, required=True, metavar="FILE", help="the Parquet file to write"
     )
+    compare.add_argument(
+        "--force",
+        action="store_true",
+        help="judge regressions even where the runs differ in something that can move latency "
+        "(each such row is labelled with the differences)",
+    )
+    compare.add_argument(
+        "--all", action="store_true", help="list unchanged rows too (default: only changes)"
+    )
+    _add_format(compare)
     emulators_cli.add_parser(sub)
     return parser
 

@@ -841,7 +841,7 @@ class ClusterExecutor(Executor):
         if self.gang_left[unit.gang] == 0 and self.budget is not None:
             self.budget.done(unit.item)
         if self._progress is not None:
-            self._progress.advance()
+            self._progress.advance(unit.item)
 
     def _release(self, attempt: _Attempt) -> None:
         async def cancel() -> None:
@@ -1169,7 +1169,11 @@ class ClusterExecutor(Executor):
         self._build_units(plans)
         self._membership = self._spawn(self._membership_loop())
         self._progress = run.progress
-        run.progress.start(f"run {self.run_id} on {self.config.cluster}", len(self.units))
+        run.progress.start(
+            f"run {self.run_id} on {self.config.cluster}",
+            len(self.units),
+            [u.item for u in self.units],
+        )
         try:
             await self._loop()
         except asyncio.CancelledError:

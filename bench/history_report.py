@@ -50,11 +50,10 @@ def trend_figure(
         return None
     flagged = {(c.key, c.run_id, c.statistic) for c in changes}
     with plt.rc_context(figures.RC):
-        fig, axes, height = figures._panel_grid(
-            len(ops), panel_h=2.5, extra_h=0.6, bottom=0.55, hspace=0.65
-        )
+        fig, axes = figures._panel_grid(len(ops), panel_h=2.5, gap=0.8, bottom=0.55)
         sdk_index: dict[str, list[str]] = {}
         for ax, op in zip(axes.flat, ops, strict=False):
+            drawn: list[float] = []
             for key, points in series.items():
                 if key.operation != op:
                     continue
@@ -76,22 +75,28 @@ def trend_figure(
                         continue
                     ax.plot(x[shown], est[shown], style, color=color, lw=1.3, marker=marker,
                             ms=3 if stat == "p50" else 0)  # fmt: skip
+                    drawn.extend(est[shown].tolist())
                     band = shown & np.isfinite(low) & np.isfinite(high) & (low > 0)
                     if band.any():
+                        drawn.extend(low[band].tolist() + high[band].tolist())
                         ax.fill_between(x[band], low[band], high[band], color=color,
                                         alpha=alpha, lw=0)  # fmt: skip
                     for i, p in enumerate(points):
                         if (key, p.run_id, stat) in flagged and shown[i]:
                             ax.plot([x[i]], [est[i]], marker="^", color="#b42318", ms=8,
                                     markeredgecolor="white", zorder=5)  # fmt: skip
-            ax.set_yscale("log")
             ax.set_title(op)
-            figures._seconds_axis(ax.yaxis)
+            if drawn:
+                figures.seconds_axis(ax, "y", min(drawn), max(drawn))
+            else:
+                ax.set_yscale("log")
             locator = mdates.AutoDateLocator(minticks=3, maxticks=6)
             ax.xaxis.set_major_locator(locator)
             ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
             ax.set_ylabel("p50 (—), p95 (- -)")
-        figures._finish_grid(fig, axes, len(ops), colors, height)
+        for ax in list(axes.flat)[len(ops):]:
+            ax.set_visible(False)
+        figures._legend_on_top(fig, sorted(colors), colors)
         where = f" at {location}" if location else ""
         return figures.save(
             fig,

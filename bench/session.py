@@ -90,11 +90,12 @@ class Progress(Protocol):
     def note(self, text: str) -> None:
         """One line for the reader (which config, the cost estimate)."""
 
-    def start(self, description: str, total: int) -> None:
-        """The plan starts: ``total`` units of work."""
+    def start(self, description: str, total: int, items: Sequence[WorkItem] = ()) -> None:
+        """The plan starts: ``total`` units of work, the work items ``items`` (one per unit,
+        when given: progress per provider and workload)."""
 
-    def advance(self) -> None:
-        """One unit of work finished."""
+    def advance(self, item: WorkItem | None = None) -> None:
+        """One unit of work finished (``item``: which one, when known)."""
 
     def stop(self) -> None:
         """The run ended (called once, also after errors)."""
@@ -106,10 +107,10 @@ class QuietProgress:
     def note(self, text: str) -> None:
         pass
 
-    def start(self, description: str, total: int) -> None:
+    def start(self, description: str, total: int, items: Sequence[WorkItem] = ()) -> None:
         pass
 
-    def advance(self) -> None:
+    def advance(self, item: WorkItem | None = None) -> None:
         pass
 
     def stop(self) -> None:
@@ -381,7 +382,7 @@ class LocalExecutor(Executor):
 
         def done(item: WorkItem) -> None:
             run.budget.done(item)
-            run.progress.advance()
+            run.progress.advance(item)
 
         runner = Runner(
             providers=self.providers,
@@ -393,7 +394,7 @@ class LocalExecutor(Executor):
             on_item_done=done,
             admit=run.budget.admit,
         )
-        run.progress.start(f"run {run.run_id}", len(plan))
+        run.progress.start(f"run {run.run_id}", len(plan), plan)
         await runner.run(plan)
         return RunStatus.BUDGET_EXHAUSTED if runner.stopped_by_admit else RunStatus.COMPLETED
 

@@ -68,6 +68,17 @@ OPERATIONS: dict[str, tuple[tuple[str, int], ...]] = {
         ("destroy", 1),
         ("destroy_restored", 1),
     ),
+    # An agent task (bench/workloads/agent_tasks.py): its steps, then destroy ("total" is
+    # derived from the timestamps, like "ready").
+    "git_clone": (
+        ("create", 1),
+        ("first_exec", 1),
+        ("tools", 1),
+        ("upload", 1),
+        ("clone", 1),
+        ("verify", 1),
+        ("destroy", 1),
+    ),
     "pause_resume": (
         ("create", 1),
         ("start_counter", 1),
@@ -109,6 +120,9 @@ DEFAULT_MEDIAN_S = {
     "destroy_restored": 0.15,
     "start_counter": 0.06,
     "first_exec_after_resume": 0.08,
+    "tools": 0.04,
+    "upload": 0.08,
+    "clone": 0.35,
     "create": 0.5,
     "checkpoint": 0.5,
     "restore": 0.5,

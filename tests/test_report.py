@@ -249,19 +249,37 @@ def test_settings_change_warmups_scenario_and_local_rate(tmp_path):
 # -- the browser ----------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory) -> Path:
+    """Four providers and every workload `make run` runs (bench.toml)."""
+    from bench.config import load_toml
+
+    root = tmp_path_factory.mktemp("full")
+    workloads = tuple(load_toml(ROOT / "bench.toml")["run"]["workloads"])
+    run = make_run(root / "results", "R-full", workloads=workloads, iterations=20, seed=11)
+    return write_report([run], root / "reports")
+
+
 @pytest.mark.browser
-def test_html_report_renders_in_headless_chromium(report):
+def test_html_report_renders_in_headless_chromium(full_report):
+    """Every figure loads, nothing is fetched, the long tables are folded (the page's height
+    before and after opening every fold goes to test-artifacts/report-height.txt), and the
+    page and the README's kind of picture (at a glance, an ECDF, a scaling curve) are saved
+    in test-artifacts/."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
 
+    from tests.report_screenshot import VIEWPORT, compose, parts
+
+    report = full_report
     ARTIFACTS.mkdir(exist_ok=True)
     problems: list[str] = []
     requests: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page = browser.new_page(viewport=VIEWPORT)
             page.on(
                 "console",
                 lambda m: (
@@ -275,6 +293,18 @@ def test_html_report_renders_in_headless_chromium(report):
             page.on("request", lambda r: requests.append(r.url))
             page.goto(report.as_uri())
             page.wait_for_load_state("load")
+            title = page.title()
+            folded_height = page.evaluate("document.documentElement.scrollHeight")
+            closed = page.eval_on_selector_all(
+                "details:not([open]) table.data", "els => els.map(e => e.id)"
+            )
+            open_tables = page.eval_on_selector_all(
+                "table.data", "els => els.filter(e => !e.closest('details')).map(e => e.id)"
+            )
+            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+            (ARTIFACTS / "report-screenshot.png").write_bytes(compose(parts(page)))
+            page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+            unfolded_height = page.evaluate("document.documentElement.scrollHeight")
             images = page.eval_on_selector_all(
                 "figure img",
                 """els => els.map(e => { const r = e.getBoundingClientRect();
@@ -284,10 +314,11 @@ def test_html_report_renders_in_headless_chromium(report):
             tables = page.eval_on_selector_all(
                 "table.data", "els => els.map(e => [e.id, e.rows.length, e.offsetHeight])"
             )
-            title = page.title()
-            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         finally:
             browser.close()
+    (ARTIFACTS / "report-height.txt").write_text(
+        f"{report}: {folded_height} px folded, {unfolded_height} px with every fold open\n"
+    )
     assert problems == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
     assert "Sandbox benchmark report" in title
@@ -301,7 +332,13 @@ def test_html_report_renders_in_headless_chromium(report):
     for table_id in ("table-glance", "table-latency-exec", "table-session-costs", "table-claims"):
         rows, height = by_id[table_id]
         assert rows > 1 and height > 0, table_id
+    # The decision-relevant comparisons are open; the other operations' are folded.
+    assert "table-comparisons" in open_tables and "table-glance" in open_tables
+    assert "table-comparisons-other" in closed
+    assert "table-latency-checkpoint_scaling" in closed  # long: folded whatever the section
+    assert unfolded_height > folded_height * 1.5
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+    assert (ARTIFACTS / "report-screenshot.png").stat().st_size > 10_000
 
 
 def test_scaling_open_loop_probe_and_wake_workloads_get_their_figures_and_warnings(tmp_path):

@@ -208,7 +208,9 @@ def test_show_lists_the_toy_in_its_declared_order(toy_run, registered, capsys):
 
     assert main(["show", str(toy_run)]) == 0
     out = capsys.readouterr().out
-    lines = [line for line in out.splitlines() if " toy " in line]
+    # The toy's own table: under its title, one row per operation and provider.
+    table = out.split("\ntoy\n", 1)[1].split("\n\n", 1)[0]
+    lines = [line for line in table.splitlines() if " stub " in line]
     order = [next(op for op in ("create", "boil", "steep", "pour", "destroy") if op in line)
              for line in lines]  # fmt: skip
     assert order == ["create", "boil", "steep", "pour", "destroy"]  # not alphabetical

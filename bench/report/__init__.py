@@ -18,6 +18,8 @@ that returns a generic view (bench/report/views.py) or nothing; workloads add th
   (scenario, provider): latency with its interval, failures, cost ranges, plan, ranks and
   ties, and why a provider is not ranked; the JSON adds each scenario's parameters, the pairs'
   ratios and intervals, the statements and the rules (:mod:`bench.report.decision`).
+* ``comparisons.csv``: every pairwise comparison of providers (the report shows the
+  decision-relevant ones first and folds the rest).
 
 Several runs go to ``<out_root>/<first run id>+<number of other runs>/``.
 """
@@ -112,6 +114,8 @@ def write_report(
     figures_dir.mkdir(parents=True)
     report = build_report(runset, settings, figures_dir, data=data)
     write_tables(report.summary_csv, decision_of(data), out)
+    if report.comparisons_csv is not None:
+        report.comparisons_csv.to_csv(out / "comparisons.csv", index=False, float_format="%.9g")
     (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
     html_path = out / "report.html"
     html_path.write_text(render_html(report), encoding="utf-8")

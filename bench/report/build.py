@@ -22,7 +22,7 @@ from bench.report.runs import RunInfo, RunSet, emulated_providers, load_runs
 from bench.report.sections.run import fmt_time
 from bench.report.settings import ReportSettings
 from bench.report.tables import Table, to_markdown
-from bench.report.views import Figure, View, inline_html
+from bench.report.views import FOLD_ROWS, Figure, View, inline_html
 from bench.stats import SCHEDULE_LAG_WARN_S
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -38,6 +38,8 @@ class Report:
     sections: tuple[View, ...]
     #: One row per (provider, workload, operation): statistics and the cost of one operation.
     summary_csv: pd.DataFrame
+    #: Every pairwise comparison of providers (None when the section is not shown).
+    comparisons_csv: pd.DataFrame | None = None
 
     def all_tables(self) -> list[Table]:
         return [t for view in self.sections for t in view.tables()]
@@ -86,6 +88,7 @@ def build_report(
         run_ids=run_ids,
         sections=build_views(data),
         summary_csv=summary_csv(data),
+        comparisons_csv=data.pairs if settings.shows("comparisons") else None,
     )
 
 
@@ -102,6 +105,7 @@ def _environment(autoescape: bool) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["markdown_table"] = to_markdown
+    env.globals["fold_rows"] = FOLD_ROWS
     env.filters["inline"] = lambda text: markupsafe.Markup(inline_html(str(text)))
     return env
 

@@ -32,6 +32,8 @@ class Table:
     caption: str = ""
     #: "l" or "r" per column; numbers are right-aligned.
     align: tuple[str, ...] = field(default_factory=tuple)
+    #: The HTML may fold it when it is long (``views.FOLD_ROWS``); False keeps it open.
+    fold: bool = True
 
     def alignment(self, i: int) -> str:
         return self.align[i] if i < len(self.align) else "l"
@@ -49,6 +51,7 @@ def make_table(
     title: str = "",
     caption: str = "",
     align: Sequence[str] | str = "",
+    fold: bool = True,
 ) -> Table:
     """Build a table; ``align`` is a string like ``"lllrr"`` or a sequence of "l"/"r"."""
     built = []
@@ -64,6 +67,7 @@ def make_table(
         columns=tuple(columns),
         rows=tuple(built),
         align=tuple(align),
+        fold=fold,
     )
 
 

@@ -3,7 +3,9 @@
 A :class:`View` has a title, optional intro paragraphs and an ordered list of blocks: a
 :class:`~bench.report.tables.Table`, a :class:`Figure`, a :class:`Text` paragraph, a bullet
 list of :class:`Notes`, a list of :class:`Warnings`, or another :class:`View` (a sub-section,
-one heading level down, optionally collapsed). Sections never write HTML or Markdown: the
+one heading level down, optionally collapsed). Long tables (more than :data:`FOLD_ROWS`
+rows) are folded by the HTML template whatever section they are in; a section folds more
+with a collapsed sub-view. Sections never write HTML or Markdown: the
 templates (bench/report/templates/) lay out views, so a new section needs no template change
 and the HTML and the Markdown report show the same tables (a test compares them).
 
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 
 #: Longest list of warnings of one kind; the rest are counted in one line.
 MAX_LISTED = 12
+#: Tables with more rows than this are drawn folded in the HTML (a ``<details>`` the reader
+#: opens); the Markdown shows them whole.
+FOLD_ROWS = 30
 
 
 class Severity(StrEnum):
@@ -164,6 +169,7 @@ def inline_html(text: str) -> str:
 
 
 __all__ = [
+    "FOLD_ROWS",
     "MAX_LISTED",
     "Figure",
     "Notes",

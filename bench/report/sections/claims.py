@@ -1,25 +1,20 @@
-"""Vendor claims against measurements, and pairwise comparisons of providers."""
+"""Vendor claims against measurements. (The pairwise comparisons of providers, once here,
+are in :mod:`bench.report.sections.latency`; ``comparisons`` is kept importable from here
+for the registry's "bench.report.sections.claims:comparisons".)"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-import pandas as pd
-
 from bench import claims as claims_mod
 from bench import stats
 from bench.report.data import ReportData
+from bench.report.sections.latency import comparison_table, comparisons, fmt_p
 from bench.report.tables import Row, Table, make_table
 from bench.report.views import Text, View
 
-
-def fmt_p(p: float) -> str:
-    if p is None or not math.isfinite(p):
-        return "–"
-    if p < 0.001:
-        return "<0.001"
-    return f"{p:.3f}"
+__all__ = ["claims", "claims_table", "comparison_table", "comparisons", "fmt_p"]
 
 
 def claims_table(results: Sequence[claims_mod.ClaimResult]) -> Table:
@@ -63,51 +58,6 @@ def claims_table(results: Sequence[claims_mod.ClaimResult]) -> Table:
     )
 
 
-def comparison_table(pairs: pd.DataFrame) -> Table:
-    rows = []
-    for r in pairs.to_dict("records"):
-        if r["reason"]:
-            ratio = r["reason"]
-            ci = "–"
-        else:
-            ratio = stats.format_ratio(r["ratio"])
-            low, high = r["ratio_ci_low"], r["ratio_ci_high"]
-            ci = f"{stats.format_ratio(low)} – {stats.format_ratio(high)}"
-        rows.append(
-            [
-                r["workload"],
-                r["operation"],
-                f"{r['provider_b']} vs {r['provider_a']}",
-                stats.format_duration(r["p50_b_s"]),
-                stats.format_duration(r["p50_a_s"]),
-                ratio,
-                ci,
-                fmt_p(r["p_value"]),
-                f"{r['n_b']} / {r['n_a']}",
-            ]
-        )
-    return make_table(
-        "comparisons",
-        (
-            "Workload",
-            "Operation",
-            "B vs A",
-            "p50 B",
-            "p50 A",
-            "Median B / A",
-            "95% CI",
-            "Mann-Whitney p",
-            "n B / A",
-        ),
-        rows,
-        title="Pairwise comparisons",
-        caption="Ratio of medians: below 1× B is faster than A, above 1× slower. The interval is "
-        "a seeded percentile bootstrap; the p-value is a two-sided Mann-Whitney U test (with "
-        "many comparisons, expect about 1 in 20 of them under 0.05 by chance alone).",
-        align="lllrrrrrr",
-    )
-
-
 def claims(data: ReportData) -> View:
     table = claims_table(data.claim_results)
     return View(
@@ -115,14 +65,4 @@ def claims(data: ReportData) -> View:
         title="Vendor claims against measurements",
         nav="Claims",
         blocks=(table if table.rows else Text(text="No claims for these providers."),),
-    )
-
-
-def comparisons(data: ReportData) -> View:
-    table = comparison_table(data.pairs)
-    return View(
-        id="comparisons",
-        title="Pairwise comparisons",
-        nav="Comparisons",
-        blocks=(table if table.rows else Text(text="Only one provider was measured."),),
     )

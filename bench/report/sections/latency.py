@@ -1,9 +1,18 @@
-"""Latency: per workload, one table, the workload's own parts, an ECDF and a box plot."""
+"""Latency: per workload, one table, the workload's own parts, an ECDF and a box plot; and
+the pairwise comparisons of providers (folded: see :func:`comparisons`).
+
+The ECDF panels and the boxes follow each workload's declared order. Scaled operations
+measured at two or more values (``checkpoint_16mb``, ``create_c10``) are left out of them:
+the workload's scaling curves draw them against the scale instead of one box per size.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import pandas as pd
 
 from bench import stats
 from bench.report import figures
@@ -11,10 +20,12 @@ from bench.report.data import ReportData
 from bench.report.tables import Row, Table, make_table
 from bench.report.views import Text, View
 from bench.report.workload import report_for
+from bench.workloads import registry
+from bench.workloads.shape import Role
 
 INTRO = (
-    "One table and two figures per workload. Durations are measured on the client with a "
-    "monotonic clock around each provider call."
+    "Per workload: a table, an ECDF per operation and, folded, a box plot of the spread. "
+    "Durations are measured on the client with a monotonic clock around each provider call."
 )
 
 
@@ -87,9 +98,28 @@ def ci_cell(row: Mapping[str, Any], p: int) -> str:
     return text or f"{stats.NOT_ENOUGH} (needs {stats.min_n_for_interval(p)})"
 
 
+def drawn_operations(
+    workload: str, ops: Mapping[str, Mapping[str, stats.Group]]
+) -> dict[str, Mapping[str, stats.Group]]:
+    """The operations of ``ops`` drawn as ECDF panels and boxes, in declared order: all but
+    the scaled families measured at two or more values (the scaling curves draw those)."""
+    values: dict[str, set[int]] = {}
+    for op in ops:
+        found = registry.find_operation(workload, op)
+        if found is not None and found.value is not None:
+            values.setdefault(found.operation.name, set()).add(found.value)
+    drawn = {}
+    for op in sorted(ops, key=lambda o: registry.operation_rank(workload, o)):
+        found = registry.find_operation(workload, op)
+        if found is not None and found.value is not None and len(values[found.operation.name]) > 1:
+            continue
+        drawn[op] = ops[op]
+    return drawn
+
+
 def workload_view(data: ReportData, workload: str) -> View:
     """One workload's part: its table, its own sections (``Workload.report``), its figures."""
-    ops = data.by_workload[workload]
+    ops = drawn_operations(workload, data.by_workload[workload])
     own = report_for(workload)
     parts = [section(data, workload) for section in own.sections] if own is not None else []
     return View(
@@ -99,8 +129,24 @@ def workload_view(data: ReportData, workload: str) -> View:
             latency_table(workload, data.rows_of(workload)),
             *parts,
             data.figure(figures.ecdf_figure(data.figures_dir, workload, ops, data.colors)),
-            data.figure(figures.box_figure(data.figures_dir, workload, ops, data.colors)),
+            _spread(data, workload, ops),
         ),
+    )
+
+
+def _spread(data: ReportData, workload: str, ops: Mapping[str, Any]) -> View | None:
+    """The box plot, folded; when no group has the samples a box needs, a line that says so
+    (so that the report's outline does not depend on n)."""
+    if not ops:
+        return None
+    box = data.figure(figures.box_figure(data.figures_dir, workload, ops, data.colors))
+    if box is None:
+        box = Text(text=f"No group has the {figures.MIN_BOX_N} successes a box needs.")
+    return View(
+        id=f"{workload}-spread",
+        title="Spread per operation (box plot)",
+        collapsed=True,
+        blocks=(box,),
     )
 
 
@@ -115,4 +161,115 @@ def latency(data: ReportData) -> View:
             Text(text="No samples were recorded.") if not workloads else None,
             *(workload_view(data, w) for w in workloads),
         ),
+    )
+
+
+# -- pairwise comparisons of providers ---------------------------------------------------------
+
+
+def fmt_p(p: float) -> str:
+    if p is None or not math.isfinite(p):
+        return "–"
+    if p < 0.001:
+        return "<0.001"
+    return f"{p:.3f}"
+
+
+def comparison_table(
+    pairs: pd.DataFrame, *, id: str = "comparisons", title: str = "", fold: bool = True
+) -> Table:
+    rows = []
+    for r in pairs.to_dict("records"):
+        if r["reason"]:
+            ratio = r["reason"]
+            ci = "–"
+        else:
+            ratio = stats.format_ratio(r["ratio"])
+            low, high = r["ratio_ci_low"], r["ratio_ci_high"]
+            ci = f"{stats.format_ratio(low)} – {stats.format_ratio(high)}"
+        rows.append(
+            [
+                r["workload"],
+                r["operation"],
+                f"{r['provider_b']} vs {r['provider_a']}",
+                stats.format_duration(r["p50_b_s"]),
+                stats.format_duration(r["p50_a_s"]),
+                ratio,
+                ci,
+                fmt_p(r["p_value"]),
+                f"{r['n_b']} / {r['n_a']}",
+            ]
+        )
+    return make_table(
+        id,
+        (
+            "Workload",
+            "Operation",
+            "B vs A",
+            "p50 B",
+            "p50 A",
+            "Median B / A",
+            "95% CI",
+            "Mann-Whitney p",
+            "n B / A",
+        ),
+        rows,
+        title=title,
+        caption="Ratio of medians: below 1× B is faster than A, above 1× slower. The interval is "
+        "a seeded percentile bootstrap; the p-value is a two-sided Mann-Whitney U test (with "
+        "many comparisons, expect about 1 in 20 of them under 0.05 by chance alone).",
+        align="lllrrrrrr",
+        fold=fold,
+    )
+
+
+def decision_relevant(workload: str, operation: str) -> bool:
+    """Whether the operation stands for a :class:`~bench.workloads.shape.Role` (create,
+    ready, exec, checkpoint, restore, pause, resume, wake): what a choice rests on."""
+    found = registry.find_operation(workload, operation)
+    return found is not None and found.value is None and bool(found.operation.roles)
+
+
+def _roles_text() -> str:
+    named = [f"{op.name} ({w})" for role in Role for w, op in registry.with_role(role)]
+    return ", ".join(dict.fromkeys(named))
+
+
+def comparisons(data: ReportData) -> View:
+    """Every pair of providers on the operations a choice rests on (the workloads' Role
+    declarations); the other operations' pairs folded below, and all of them in the report's
+    comparisons.csv."""
+    pairs = data.pairs
+    if pairs.empty:
+        return View(
+            id="comparisons", title="Pairwise comparisons", nav="Comparisons",
+            blocks=(Text(text="Only one provider was measured."),),
+        )  # fmt: skip
+    key = [decision_relevant(w, op) for w, op in zip(pairs["workload"], pairs["operation"],
+                                                      strict=True)]  # fmt: skip
+    mask = pd.Series(key, index=pairs.index, dtype=bool)
+    main, rest = pairs[mask], pairs[~mask]
+    blocks: list[Any] = []
+    if not main.empty:
+        blocks.append(comparison_table(main, title="The operations a choice rests on", fold=False))
+    if not rest.empty:
+        other = comparison_table(rest, id="comparisons-other", title="Every other operation")
+        blocks.append(
+            View(
+                id="comparisons-other-part",
+                title=f"Every other operation ({len(rest)} comparisons)",
+                collapsed=not main.empty,
+                blocks=(other,),
+            )
+        )
+    return View(
+        id="comparisons",
+        title="Pairwise comparisons",
+        nav="Comparisons",
+        intro=(
+            f"Shown first: the operations each workload declares a choice rests on "
+            f"({_roles_text()}). Every comparison, these and the rest, is also in "
+            "comparisons.csv beside this report.",
+        ),
+        blocks=tuple(blocks),
     )
