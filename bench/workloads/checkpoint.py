@@ -94,12 +94,7 @@ class Checkpoint(Workload):
             check=remember,
             extra={"state_mb": state_mb},
         )
-        ref = await ctx.timed(
-            "checkpoint",
-            lambda: provider.checkpoint(sandbox),
-            sandbox=sandbox,
-            extra={"state_mb": state_mb},
-        )
+        ref = await ctx.checkpoint(sandbox, extra={"state_mb": state_mb})
 
         def changed(result: ExecResult) -> None:
             if sha256_of_output(result) == digest["before"]:
@@ -135,7 +130,7 @@ class Checkpoint(Workload):
             check=same_state,
             extra={"verified": True, "state_mb": state_mb},
         )
-        await ctx.timed("delete_checkpoint", lambda: provider.delete_checkpoint(ref))
+        await ctx.delete_checkpoint(ref)
         await ctx.destroy(sandbox)
         if restored.id != sandbox.id:
             await ctx.destroy(restored, "destroy_restored")
