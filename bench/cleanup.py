@@ -52,8 +52,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from providers.base import CheckpointRef, Provider, Sandbox
-from providers.errors import AuthError, NotFound, QuotaOrRateLimited, Unsupported
+from providers.base import CheckpointRef, Deletion, Provider, Sandbox
+from providers.errors import AuthError, NotFound, ProtocolError, QuotaOrRateLimited, Unsupported
 
 T = TypeVar("T")
 
@@ -61,6 +61,11 @@ T = TypeVar("T")
 DEFAULT_GRACE_S = 30.0
 #: How many deletes a sweep runs at once (a run at concurrency 50 may leave 50 sandboxes).
 SWEEP_PARALLEL = 16
+#: The part of the grace the iterations' own cleanup may use; the end-of-run sweep has the
+#: rest at least.
+ITERATIONS_SHARE = 0.7
+#: The shortest time one cleanup attempt is given (a run's per-call timeout bounds it too).
+MIN_ATTEMPT_S = 5.0
 
 LedgerWriter = Callable[[dict[str, Any]], None]
 
@@ -77,14 +82,30 @@ class Grace:
 
     Lives on one event loop: :meth:`start` and :meth:`skip` must be called on it (a signal
     handler added with ``loop.add_signal_handler``, or ``loop.call_soon_threadsafe``).
+    :meth:`part` gives a grace that ends earlier (the iterations' own cleanup ends at
+    ITERATIONS_SHARE of it, so a provider whose destroys hang cannot leave the end-of-run
+    sweep, which also finds what no ledger knows, without time).
     """
 
-    def __init__(self, grace_s: float = DEFAULT_GRACE_S) -> None:
+    def __init__(self, grace_s: float = DEFAULT_GRACE_S, *, share: float = 1.0) -> None:
         self.grace_s = grace_s
+        self.share = share
         #: The loop time cleanup must end by; None until an interrupt.
         self.deadline: float | None = None
         self.skipped = False
         self._scopes: set[asyncio.Timeout] = set()
+        self._parts: list[Grace] = []
+
+    def part(self, share: float) -> Grace:
+        """A grace that starts and is skipped with this one but ends after ``share`` of it."""
+        for child in self._parts:
+            if child.share == share * self.share:
+                return child
+        child = Grace(self.grace_s, share=share * self.share)
+        self._parts.append(child)
+        if self.deadline is not None:
+            child.deadline = self.deadline
+        return child
 
     @property
     def started(self) -> bool:
@@ -102,12 +123,16 @@ class Grace:
     def start(self) -> None:
         """The interrupt: from now on cleanup ends within ``grace_s``."""
         if self.deadline is None:
-            self._move(asyncio.get_running_loop().time() + self.grace_s)
+            self._move(asyncio.get_running_loop().time() + self.grace_s * self.share)
+        for child in self._parts:
+            child.start()
 
     def skip(self) -> None:
         """The second interrupt: cleanup ends now."""
         self.skipped = True
         self._move(asyncio.get_running_loop().time())
+        for child in self._parts:
+            child.skip()
 
     def _move(self, deadline: float) -> None:
         self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
@@ -138,6 +163,25 @@ class Grace:
                 await asyncio.Event().wait()
 
 
+async def through_interrupt(work: Awaitable[T]) -> T:
+    """Await cleanup ``work`` to its end even when the awaiting task is cancelled once (the
+    first interrupt arriving while an iteration is already cleaning up must not abandon its
+    cleanup: the grace bounds it). A second cancellation cancels the work too."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if task.done():
+            raise
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        raise
+
+
 # -- the retry policy ---------------------------------------------------------------------------
 
 
@@ -163,6 +207,21 @@ class RetryPolicy:
 
 
 DEFAULT_POLICY = RetryPolicy()
+
+
+def policy_for(timeout_s: float) -> RetryPolicy:
+    """The policy of a run whose calls time out after ``timeout_s``: a cleanup attempt that
+    takes longer than a measured call may take (but at least MIN_ATTEMPT_S) is given up and
+    tried again, rather than waited for."""
+    attempt = min(DEFAULT_POLICY.attempt_timeout_s, max(MIN_ATTEMPT_S, timeout_s))
+    return RetryPolicy(
+        attempts=DEFAULT_POLICY.attempts,
+        backoff_s=DEFAULT_POLICY.backoff_s,
+        max_wait_s=DEFAULT_POLICY.max_wait_s,
+        attempt_timeout_s=attempt,
+    )
+
+
 #: A grace that never starts: cleanup bounded by the policy alone.
 NO_GRACE = Grace(float("inf"))
 
@@ -236,11 +295,16 @@ class Alive:
     def apply(self, entry: Mapping[str, Any]) -> None:
         event = entry.get("event")
         provider = str(entry.get("provider"))
-        if event == "created" and entry.get("sandbox_id") is not None:
+        # A failed destroy or delete means alive, also of what no "created" entry names (a
+        # sweep found it by label).
+        if event in ("created", "destroy_failed") and entry.get("sandbox_id") is not None:
             self.sandboxes.setdefault((provider, str(entry["sandbox_id"])), dict(entry))
         elif event == "destroyed" and entry.get("sandbox_id") is not None:
             self.sandboxes.pop((provider, str(entry["sandbox_id"])), None)
-        elif event == "checkpoint_created" and entry.get("checkpoint_id") is not None:
+        elif (
+            event in ("checkpoint_created", "checkpoint_delete_failed")
+            and entry.get("checkpoint_id") is not None
+        ):
             self.checkpoints.setdefault((provider, str(entry["checkpoint_id"])), dict(entry))
         elif event == "checkpoint_deleted" and entry.get("checkpoint_id") is not None:
             self.checkpoints.pop((provider, str(entry["checkpoint_id"])), None)
@@ -305,20 +369,29 @@ async def list_run(
     provider: Provider,
     run_id: str,
     *,
+    checkpoints: bool = False,
     policy: RetryPolicy = DEFAULT_POLICY,
     grace: Grace = NO_GRACE,
-) -> tuple[list[str], list[str] | None]:
-    """The sandboxes and (where the provider can list them, else None) checkpoints the
-    provider lists under ``run_id``'s label."""
-    sandboxes = await retry(lambda: provider.list_sandboxes(run_id), policy=policy, grace=grace)
-    checkpoints = None
-    if provider.capabilities().lists_checkpoints:
-        checkpoints = await retry(
-            lambda: provider.list_checkpoints(run_id), policy=policy, grace=grace
+) -> list[str]:
+    """The sandboxes (or, with ``checkpoints``, the checkpoints) the provider lists under
+    ``run_id``'s label; ProtocolError when the adapter answers with something else."""
+    operation = "list_checkpoints" if checkpoints else "list_sandboxes"
+    call = provider.list_checkpoints if checkpoints else provider.list_sandboxes
+
+    async def attempt() -> list[str]:
+        return _ids(await call(run_id), provider, operation)
+
+    return await retry(attempt, policy=policy, grace=grace)
+
+
+def _ids(listed: Any, provider: Provider, operation: str) -> list[str]:
+    if not isinstance(listed, list | tuple) or not all(isinstance(i, str) for i in listed):
+        raise ProtocolError(
+            f"the adapter's {operation} returned {type(listed).__name__}, not a list of ids",
+            provider=provider.id,
+            operation=operation,
         )
-    return [str(s) for s in sandboxes], (
-        None if checkpoints is None else [str(c) for c in checkpoints]
-    )
+    return list(listed)
 
 
 async def sweep(
@@ -340,47 +413,88 @@ async def sweep(
     alive = alive or Alive()
     wanted = set(wanted)
     ids = sorted(set(providers) | alive.providers() | wanted)
-    results: list[SweepResult] = []
-    for provider_id in ids:
-        result = SweepResult(run_id=run_id, provider=provider_id)
-        results.append(result)
-        sandboxes = {i for p, i in alive.sandboxes if p == provider_id}
-        checkpoints = {
-            i: str(e.get("sandbox_id") or "")
-            for (p, i), e in alive.checkpoints.items()
-            if p == provider_id
-        }
-        provider = providers.get(provider_id)
-        if provider is None:
-            result.found = sorted(sandboxes)
-            result.checkpoints_found = sorted(checkpoints)
-            if sandboxes or checkpoints or provider_id in wanted:
-                result.failed["*"] = "provider not available here (credentials or SDK missing)"
-            continue
-        cleaner = _Cleaner(provider, result, ledger, by=by, policy=policy, grace=grace)
-        if listing:
-            try:
-                listed, listed_checkpoints = await list_run(
-                    provider, run_id, policy=policy, grace=grace
+    # Providers are swept at once: one whose calls hang must not hold up the others.
+    return list(
+        await asyncio.gather(
+            *(
+                _sweep_provider(
+                    provider_id,
+                    providers.get(provider_id),
+                    run_id,
+                    ledger,
+                    alive=alive,
+                    wanted=provider_id in wanted,
+                    by=by,
+                    listing=listing,
+                    dry_run=dry_run,
+                    policy=policy,
+                    grace=grace,
                 )
-            except Exception as exc:  # noqa: BLE001 - what the ledger shows still gets swept
-                result.failed["list"] = describe_error(exc)
-                ledger({"event": "sweep_failed", "by": by, "provider": provider_id,
-                        "error": describe_error(exc)})  # fmt: skip
-            else:
-                sandboxes |= set(listed)
-                for checkpoint_id in listed_checkpoints or ():
-                    checkpoints.setdefault(checkpoint_id, "")
+                for provider_id in ids
+            )
+        )
+    )
+
+
+async def _sweep_provider(
+    provider_id: str,
+    provider: Provider | None,
+    run_id: str,
+    ledger: LedgerWriter,
+    *,
+    alive: Alive,
+    wanted: bool,
+    by: str,
+    listing: bool,
+    dry_run: bool,
+    policy: RetryPolicy,
+    grace: Grace,
+) -> SweepResult:
+    result = SweepResult(run_id=run_id, provider=provider_id)
+    sandboxes = {i for p, i in alive.sandboxes if p == provider_id}
+    checkpoints = {
+        i: str(e.get("sandbox_id") or "")
+        for (p, i), e in alive.checkpoints.items()
+        if p == provider_id
+    }
+    if provider is None:
         result.found = sorted(sandboxes)
         result.checkpoints_found = sorted(checkpoints)
-        if dry_run:
-            continue
-        # Sandboxes first: they bill by the second, checkpoints by storage.
-        await asyncio.gather(*(cleaner.destroy(s) for s in result.found))
-        await asyncio.gather(*(cleaner.delete(c, checkpoints[c]) for c in checkpoints))
-        result.destroyed.sort()
-        result.checkpoints_deleted.sort()
-    return results
+        if sandboxes or checkpoints or wanted:
+            result.failed["*"] = "provider not available here (credentials or SDK missing)"
+        return result
+    cleaner = _Cleaner(provider, result, ledger, by=by, policy=policy, grace=grace)
+    if listing:
+        kinds = [False] + ([True] if provider.capabilities().lists_checkpoints else [])
+        for of_checkpoints in kinds:
+            what = "list_checkpoints" if of_checkpoints else "list"
+            try:
+                listed = await list_run(
+                    provider, run_id, checkpoints=of_checkpoints, policy=policy, grace=grace
+                )
+            except Exception as exc:  # noqa: BLE001 - what the ledger shows still gets swept
+                result.failed[what] = describe_error(exc)
+                ledger({"event": "sweep_failed", "by": by, "provider": provider_id,
+                        "listing": "checkpoints" if of_checkpoints else "sandboxes",
+                        "error": describe_error(exc)})  # fmt: skip
+                continue
+            if of_checkpoints:
+                for checkpoint_id in listed:
+                    checkpoints.setdefault(checkpoint_id, "")
+            else:
+                sandboxes |= set(listed)
+    result.found = sorted(sandboxes)
+    result.checkpoints_found = sorted(checkpoints)
+    if dry_run:
+        return result
+    # Sandboxes first: they bill by the second, checkpoints by storage.
+    await asyncio.gather(*(cleaner.destroy(s) for s in result.found))
+    await asyncio.gather(*(cleaner.delete(c, checkpoints[c]) for c in checkpoints))
+    if listing and result.destroyed and "list" not in result.failed:
+        await cleaner.confirm(run_id)
+    result.destroyed.sort()
+    result.checkpoints_deleted.sort()
+    return result
 
 
 class _Cleaner:
@@ -421,6 +535,35 @@ class _Cleaner:
                 return
         result.destroyed.append(sandbox_id)
         self.ledger({"event": "destroyed", **entry})
+
+    async def confirm(self, run_id: str) -> None:
+        """List again: a sandbox whose destroy answered ok but that is still listed was not
+        destroyed (the provider's leak). On a provider that deletes asynchronously, it has
+        until a cleanup attempt's time to go."""
+        result = self.result
+        loop = asyncio.get_running_loop()
+        patience = loop.time() + (
+            self.policy.attempt_timeout_s
+            if self.provider.capabilities().deletion is Deletion.ASYNC
+            else 0.0
+        )
+        while True:
+            try:
+                listed = await list_run(self.provider, run_id, policy=self.policy, grace=self.grace)
+            except Exception as exc:  # noqa: BLE001 - unconfirmed, not disproved: say so
+                self.ledger({"event": "sweep_failed", "by": self.by, "provider": result.provider,
+                             "listing": "confirmation", "error": describe_error(exc)})  # fmt: skip
+                return
+            still = sorted(set(listed) & set(result.destroyed))
+            if not still or loop.time() >= patience:
+                break
+            await self.grace.sleep(min(1.0, max(0.05, patience - loop.time())))
+        for sandbox_id in still:
+            why = "still listed after its destroy answered ok: the provider did not destroy it"
+            result.destroyed.remove(sandbox_id)
+            result.failed[sandbox_id] = why
+            self.ledger({"event": "destroy_failed", "provider": result.provider,
+                         "sandbox_id": sandbox_id, "error": why, "by": self.by})  # fmt: skip
 
     async def delete(self, checkpoint_id: str, source: str) -> None:
         result = self.result

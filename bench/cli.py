@@ -263,8 +263,12 @@ def _execute(session: Session) -> int:
 
     async def run() -> tuple[Path, RunStatus]:
         loop = asyncio.get_running_loop()
-        for sig in signals:
-            loop.add_signal_handler(sig, on_signal, sig)
+
+        def starting() -> None:  # the run is about to create something: interrupts go to it
+            for sig in signals:
+                loop.add_signal_handler(sig, on_signal, sig)
+
+        session.starting = starting
         try:
             return await session.run()
         finally:

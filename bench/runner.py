@@ -210,7 +210,9 @@ class Runner:
         self.completed: list[WorkItem] = []
         #: Bounds cleanup after an interrupt (the session starts it); unbounded otherwise.
         self.grace = grace or Grace(cleaning.DEFAULT_GRACE_S)
-        self.policy = policy or cleaning.DEFAULT_POLICY
+        #: The iterations' own cleanup ends earlier, so the sweep keeps time after it.
+        self.iteration_grace = self.grace.part(cleaning.ITERATIONS_SHARE)
+        self.policy = policy or cleaning.policy_for(timeout_s)
         #: Timed calls in flight (the garbage collector waits for a moment without any).
         self._iterations_since_gc = 0
         self.sweep_results: list[SweepResult] = []
@@ -246,7 +248,7 @@ class Runner:
                 recorder=self.recorder,
                 timeout_s=self.timeout_s,
                 planned=(),
-                grace=self.grace,
+                grace=self.iteration_grace,
                 policy=self.policy,
             )
             for operation, needs in workload.capability_ops.items():
@@ -262,7 +264,7 @@ class Runner:
             timeout_s=self.timeout_s,
             planned=planned_operations(workload, caps, share),
             share=share,
-            grace=self.grace,
+            grace=self.iteration_grace,
             policy=self.policy,
         )
         try:
@@ -283,10 +285,10 @@ class Runner:
         else:
             ctx.record_missing_as_skipped("not attempted")
         finally:
-            # Runs after a cancellation too: awaiting inside ``finally`` works (a second
-            # interrupt ends the grace rather than cancelling), and every cleanup call is
-            # bounded by the retry policy and, after an interrupt, by the grace.
-            await ctx.cleanup()
+            # Runs after a cancellation too, and goes on when the interrupt arrives during it:
+            # every cleanup call is bounded by the retry policy and, after an interrupt, by
+            # the grace (a second interrupt ends the grace, not the cleanup's records).
+            await cleaning.through_interrupt(ctx.cleanup())
 
     async def run(self, plan: Sequence[WorkItem]) -> None:
         # A full cyclic GC over everything imported so far (SDKs, pandas) blocks the event loop
@@ -342,7 +344,7 @@ class Runner:
                 for _ in range(min(self.concurrency, len(plan)) or 1):
                     group.create_task(worker())
         finally:
-            await self.sweep()
+            await cleaning.through_interrupt(self.sweep())
 
     async def sweep(self) -> list[tuple[str, str]]:
         """Destroy what the ledger shows alive (an iteration's cleanup that gave up) and

@@ -46,14 +46,14 @@ import platform
 import socket
 import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from bench import netprobe
 from bench.budget import Budget, Estimate, Planner
-from bench.cleanup import DEFAULT_POLICY, Grace, describe_error
+from bench.cleanup import DEFAULT_POLICY, Grace, describe_error, through_interrupt
 from bench.config import RunConfig
 from bench.cost import spec_shape
 from bench.records import RunStatus
@@ -497,6 +497,10 @@ class Session:
         self.left: list[dict[str, str]] = []
         self.folder: Path | None = None
         self._task: asyncio.Task[Any] | None = None
+        #: Called once, right before the run first creates anything (opens providers): until
+        #: then an interrupt may simply end the process (the CLI's start-up handler does, even
+        #: in the middle of importing an SDK); from then on it must go through interrupt().
+        self.starting: Callable[[], None] | None = None
 
     # -- interrupts --------------------------------------------------------------------------
 
@@ -560,9 +564,10 @@ class Session:
         previous = None
         if self.resume is not None:
             previous = load_manifest(self.resume)
-            # Before anything else: one writer per run.
-            self.lock = RunLock.acquire(self.resume, purpose="resume")
         executor.check()
+        if self.resume is not None:
+            # Before anything is written or opened: one writer per run.
+            self.lock = RunLock.acquire(self.resume, purpose="resume")
         run_id = str(previous["run_id"]) if previous is not None else new_run_id()
         seed = config.resolved_seed()
         workloads = {
@@ -576,6 +581,8 @@ class Session:
         if self.announce:
             self.progress.note(self.announce)
 
+        if self.starting is not None:
+            self.starting()
         opened = await executor.open(run_id=run_id, workloads=workloads)
         capabilities = dict(opened.capabilities)
         locations = executor.locations()
@@ -671,7 +678,7 @@ class Session:
             return
         try:
             try:
-                await self.executor.finish()
+                await through_interrupt(self.executor.finish())
             except Exception as exc:  # noqa: BLE001 - the manifest says so; reap can finish
                 self.failure = self.failure or f"the end-of-run sweep failed: {describe_error(exc)}"
         finally:
