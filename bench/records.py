@@ -283,7 +283,7 @@ def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
     if not isinstance(run_id, str) or not run_id.strip():
         raise SchemaError(f"{where}: no run_id (a run's manifest names its run)")
     status = manifest.get("status")
-    if status is not None and status not in _RUN_STATUSES:
+    if status is not None and (not isinstance(status, str) or status not in _RUN_STATUSES):
         raise SchemaError(
             f"{where}: unknown run status {status!r} (known: {', '.join(sorted(_RUN_STATUSES))})"
         )
@@ -297,7 +297,11 @@ def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
 
 
 def check_schema_version(version: object, where: str) -> None:
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
+    if (
+        isinstance(version, bool)
+        or not isinstance(version, int)
+        or (version not in SUPPORTED_SCHEMA_VERSIONS)
+    ):
         known = ", ".join(str(v) for v in sorted(SUPPORTED_SCHEMA_VERSIONS))
         raise SchemaError(
             f"{where}: schema version {version!r} is not one this sandbox-bench reads ({known}); "
