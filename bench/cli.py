@@ -241,6 +241,8 @@ def _execute(session: Session) -> int:
     signals = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
     def on_signal(signum: int) -> None:
+        global _INTERRUPTED
+        _INTERRUPTED = True  # what cancelled SDK calls leave behind is not news now
         name = signals.get(signum, str(signum))
         if session.interrupts == 0:
             err_console.print(
@@ -351,11 +353,14 @@ CLOSE_WAIT_S = 0.5
 
 def _close_loop(loop_runner: asyncio.Runner, *, bounded: bool) -> None:
     """Close the run's loop. After an interrupt, bounded: tasks still running get a moment to
-    end, and threads a provider left blocked (a hung SDK call) are not waited for -- the
-    process exits once the lines are printed (everything the run could clean is cleaned)."""
+    end, and threads a provider left blocked (a hung SDK call) are not waited for; the
+    program then exits without the interpreter's own teardown (:data:`_EXIT_AT_ONCE`),
+    which SDKs can hold up for seconds."""
     if not bounded:
         loop_runner.close()
         return
+    global _EXIT_AT_ONCE
+    _EXIT_AT_ONCE = True
     loop = loop_runner.get_loop()
     try:
         tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
@@ -369,12 +374,13 @@ def _close_loop(loop_runner: asyncio.Runner, *, bounded: bool) -> None:
     finally:
         with contextlib.suppress(Exception):
             loop.close()
-    lingering = [t for t in threading.enumerate() if t.is_alive() and not t.daemon
-                 and t is not threading.main_thread()]  # fmt: skip
-    if lingering:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)
+
+
+#: Set when an interrupted run is over: everything is cleaned, written and closed, so the
+#: program leaves with os._exit once it has printed its last line (main).
+_EXIT_AT_ONCE = False
+#: Set by the first interrupt of a run.
+_INTERRUPTED = False
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -796,7 +802,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_errors() -> None:
+    """No traceback ever: what an SDK leaves behind (a task's exception nobody retrieved, an
+    exception in a thread or a finalizer) is one line, or nothing after an interrupt.
+    ``SANDBOX_BENCH_TRACEBACK=1`` shows them as Python would."""
+    if os.environ.get("SANDBOX_BENCH_TRACEBACK"):
+        return
+
+    def say(what: str, exc: BaseException | None) -> None:
+        if _INTERRUPTED or exc is None or isinstance(exc, asyncio.CancelledError):
+            return
+        with contextlib.suppress(Exception):
+            err_console.print(
+                f"sandbox-bench: note: {what}: {type(exc).__name__}: {_one_line(exc)}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    threading.excepthook = lambda args: say("in a thread", args.exc_value)
+    sys.unraisablehook = lambda args: None  # a finalizer's complaint (an unclosed client)
+    asyncio.set_event_loop_policy(_QuietPolicy(say))
+
+
+class _QuietPolicy(asyncio.DefaultEventLoopPolicy):
+    """Event loops whose unhandled errors go to ``say`` in one line, not to logging."""
+
+    def __init__(self, say: Callable[[str, BaseException | None], None]) -> None:
+        super().__init__()
+        self._say = say
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        loop = super().new_event_loop()
+        loop.set_exception_handler(
+            lambda loop, context: self._say(
+                str(context.get("message") or "in the event loop"), context.get("exception")
+            )
+        )
+        return loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if _program():
+        _quiet_errors()
+    code = _main(argv)
+    if _EXIT_AT_ONCE and _program():
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if _program() and args.command != "run":
         # Other commands create nothing a signal must wait for: stop at once, in one line.

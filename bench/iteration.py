@@ -391,12 +391,19 @@ class IterationContext:
         extra: Mapping[str, Any] | None = None,
         timeout_s: float | None = None,
         intended_ns: int | None = None,
+        keep: Callable[[T], Any] | None = None,
     ) -> T:
         """Run ``call`` once, time it, record it; return its result or raise StepFailed.
 
         With ``intended_ns`` (open-loop schedules) the duration runs from the intended start,
         not from when the call actually began, so a stalled client or provider cannot hide
         its tail (coordinated omission); both instants are recorded.
+
+        ``keep``: the call makes a resource that only its answer names (a checkpoint, which
+        most providers cannot list): an interrupt does not abandon it, but lets it finish
+        within the grace and hands what it made to ``keep`` (so cleanup deletes it); its
+        record still says Interrupted. The call then runs in a task of its own, and the
+        clock is read inside that task, around the call alone.
         """
         sandbox_id = sandbox.id if sandbox is not None else None
         limit_s = timeout_s or self.timeout_s
@@ -416,9 +423,12 @@ class IterationContext:
         t0 = time.perf_counter_ns()
         try:
             try:
-                async with asyncio.timeout(limit_s):
-                    result = await call()
-                t1 = time.perf_counter_ns()
+                if keep is None:
+                    async with asyncio.timeout(limit_s):
+                        result = await call()
+                    t1 = time.perf_counter_ns()
+                else:
+                    result, t0, t1 = await self._finished_despite_interrupt(call, limit_s, keep)
             finally:
                 IterationContext.in_flight -= 1
         except asyncio.CancelledError:
@@ -481,6 +491,30 @@ class IterationContext:
         start_ns = t0 if intended_ns is None else intended_ns
         record(Status.OK, duration_s=(t1 - start_ns) / 1e9)
         return result
+
+    async def _finished_despite_interrupt(
+        self, call: Callable[[], Awaitable[T]], limit_s: float, keep: Callable[[T], Any]
+    ) -> tuple[T, int, int]:
+        async def measured() -> tuple[T, int, int]:
+            start = time.perf_counter_ns()
+            async with asyncio.timeout(limit_s):
+                answer = await call()
+            return answer, start, time.perf_counter_ns()
+
+        inner = asyncio.ensure_future(measured())
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            if not inner.done():
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    async with self.grace.bounded(self.policy.attempt_timeout_s):
+                        await asyncio.shield(inner)
+            if not inner.done():
+                inner.cancel()
+            elif not inner.cancelled() and inner.exception() is None:
+                with contextlib.suppress(Exception):
+                    keep(inner.result()[0])
+            raise
 
     def record_span(
         self, operation: str, *, started_at: str, duration_s: float, sandbox: Sandbox | None
@@ -588,7 +622,11 @@ class IterationContext:
         """The provider's checkpoint of ``sandbox``, timed as ``operation`` and tracked (a
         checkpoint is a resource: the ledger has it, cleanup deletes it)."""
         ref = await self.timed(
-            operation, lambda: self.provider.checkpoint(sandbox), sandbox=sandbox, extra=extra
+            operation,
+            lambda: self.provider.checkpoint(sandbox),
+            sandbox=sandbox,
+            extra=extra,
+            keep=self.track_checkpoint,
         )
         return self.track_checkpoint(ref)
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.cleanup import (
-    DEFAULT_POLICY,
     NO_GRACE,
+    REAP_POLICY,
     Grace,
     RetryPolicy,
     SweepResult,
@@ -58,7 +58,7 @@ async def reap_run(
     *,
     dry_run: bool = False,
     locked: bool = False,
-    policy: RetryPolicy = DEFAULT_POLICY,
+    policy: RetryPolicy = REAP_POLICY,
     grace: Grace = NO_GRACE,
 ) -> list[SweepResult]:
     """Destroy what ``folder``'s run left alive, with ``providers`` (opened). ``locked``: the

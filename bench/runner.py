@@ -74,6 +74,9 @@ QUIET_POLICY = {
 }
 #: Iterations after which a collection runs even if timed calls are always in flight.
 GC_EVERY = 50
+#: After an interrupt, how much longer than their part of the grace the iterations' cleanup
+#: is waited for before the sweep starts.
+ITERATION_MARGIN_S = 0.5
 
 
 @dataclass
@@ -300,12 +303,6 @@ class Runner:
         gc.disable()
         try:
             await self._run(plan)
-        except BaseExceptionGroup as group:
-            # Only results that cannot be written escape run_item (besides cancellation).
-            unwritable = group.subgroup(ResultsUnwritable)
-            if unwritable is None:
-                raise
-            raise _first(unwritable) from None
         finally:
             if was_enabled:
                 gc.enable()
@@ -339,12 +336,37 @@ class Runner:
                     self.on_item_done(item)
                 self._between_iterations()
 
+        tasks = [
+            asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(plan)) or 1)
+        ]
         try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(self.concurrency, len(plan)) or 1):
-                    group.create_task(worker())
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            failed = [t.exception() for t in done if not t.cancelled() and t.exception()]
+            if failed:  # results that cannot be written: stop the others, then say why
+                for task in tasks:
+                    task.cancel()
+                await asyncio.wait(tasks)
+                raise failed[0]
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            await self._let_iterations_clean_up(tasks)
+            raise
         finally:
             await cleaning.through_interrupt(self.sweep())
+
+    async def _let_iterations_clean_up(self, tasks: Sequence[asyncio.Future[None]]) -> None:
+        """After an interrupt: wait for the cancelled iterations to clean up, but no longer
+        than their part of the grace (and a little): an SDK that holds on to a cancelled call
+        must not hold the run. What such an iteration still holds is in the ledger, swept
+        next and, if still alive, named for reap."""
+        if not self.grace.started:
+            await asyncio.wait(tasks)
+            return
+        limit = (self.iteration_grace.remaining_s() or 0.0) + ITERATION_MARGIN_S
+        with contextlib.suppress(TimeoutError):
+            async with self.grace.bounded(limit):
+                await asyncio.wait(tasks)
 
     async def sweep(self) -> list[tuple[str, str]]:
         """Destroy what the ledger shows alive (an iteration's cleanup that gave up) and
@@ -365,12 +387,6 @@ class Runner:
             grace=self.grace,
         )
         return [(r.provider, s) for r in self.sweep_results for s in r.found]
-
-
-def _first(group: BaseExceptionGroup) -> BaseException:
-    for exc in group.exceptions:
-        return _first(exc) if isinstance(exc, BaseExceptionGroup) else exc
-    raise group
 
 
 __all__ = [
