@@ -330,10 +330,19 @@ class Runner:
                 if self.stopped_by_admit or (self.admit is not None and not self.admit(item)):
                     self.stopped_by_admit = True
                     return
-                await self.run_item(item)
-                self.completed.append(item)
-                if self.on_item_done is not None:
-                    self.on_item_done(item)
+                try:
+                    await self.run_item(item)
+                    self.completed.append(item)
+                    if self.on_item_done is not None:
+                        self.on_item_done(item)
+                except ResultsUnwritable:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a bug around the iteration (an
+                    # adapter's capabilities(), a callback): said in the manifest, run goes on
+                    self.recorder.harness_errors.append(
+                        f"{item.provider}/{item.workload} iteration {item.iteration}: "
+                        f"{cleaning.describe_error(exc)}"
+                    )
                 self._between_iterations()
 
         tasks = [
