@@ -498,3 +498,42 @@ def test_alive_replays_a_ledger_of_sandboxes_and_checkpoints():
     assert set(alive.sandboxes) == {("p", "b"), ("q", "z")}
     assert set(alive.checkpoints) == {("p", "c")}
     assert alive.summary() == "2 sandbox(es) and 1 checkpoint(s)"
+
+
+async def test_a_local_destroy_returns_only_when_the_sandbox_is_gone(open_provider):
+    """Quiet between iterations on local: when ctx.destroy returns, the sandbox's directory,
+    overlay mount, cgroups and processes are gone and the listing no longer shows it."""
+    async with open_provider("local") as (provider, _):
+        sink = MemorySink()
+        runner = Runner(
+            providers={"local": provider},
+            workloads={"lifecycle": WORKLOADS["lifecycle"]()},
+            spec=SandboxSpec(),
+            recorder=Recorder(sink, run_id="quiet", concurrency=1),
+            timeout_s=30,
+        )
+        ctx_box: dict[str, Any] = {}
+
+        class Watch(Workload):
+            name: ClassVar[str] = "watch"
+            operations: ClassVar[tuple[Operation, ...]] = (
+                Operation("create", help="create"),
+                Operation("destroy", help="destroy"),
+            )
+
+            async def run(self, ctx) -> None:
+                sandbox = await ctx.create()
+                folder = provider.sandboxes_dir / sandbox.id
+                assert folder.is_dir()
+                await ctx.destroy(sandbox)
+                ctx_box["gone"] = (
+                    not folder.exists(),
+                    str(folder) not in Path("/proc/self/mountinfo").read_text(),
+                    not any(Path("/sys/fs/cgroup").rglob(sandbox.id)),
+                    sandbox.id not in await provider.list_sandboxes("quiet"),
+                )
+
+        runner.workloads = {"watch": Watch()}
+        await runner.run([WorkItem(provider="local", workload="watch", iteration=0, warmup=False)])
+        assert [s.status for s in sink.samples] == [Status.OK, Status.OK]
+        assert ctx_box["gone"] == (True, True, True, True)
