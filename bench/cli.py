@@ -326,7 +326,7 @@ def _say_left(session: Session) -> None:
     more = f" and {len(session.left) - 8} more" if len(session.left) > 8 else ""
     where = session.folder if session.folder is not None else "the run"
     err_console.print(
-        f"still alive after the cleanup grace: {shown}{more}; destroy with "
+        f"still alive after cleanup: {shown}{more}; destroy with "
         f"`sandbox-bench reap {where}`",
         markup=False,
         highlight=False,

@@ -1031,10 +1031,12 @@ class ClusterExecutor(Executor):
             if a.watcher is not None
         ]
         if watchers:
-            # The workers clean up within the grace; wait that long (and a little for their
-            # answers), or until a second signal ends the grace.
+            # The workers' iterations clean up within their part of the grace; wait that long
+            # (and a little for their answers), or until a second signal ends the grace: the
+            # sweep (finish) keeps the rest.
+            limit = self.config.grace_s * cleaning.ITERATIONS_SHARE + 1.0
             with contextlib.suppress(TimeoutError):
-                async with self.grace.bounded(self.config.grace_s + 5):
+                async with self.grace.bounded(limit):
                     await asyncio.wait(watchers)
         for worker in self.workers.values():
             for attempt in list(worker.in_flight.values()):

@@ -2,7 +2,9 @@
 
 * Every provider call goes through :meth:`IterationContext.timed`, which reads
   ``time.perf_counter_ns`` immediately around the awaited call, inside a per-operation
-  ``asyncio.timeout`` (no extra task, so the clock measures the call, not the scheduler).
+  ``asyncio.timeout`` (no extra task, so the clock measures the call, not the scheduler; a
+  checkpoint call runs in a task of its own so an interrupt cannot orphan what it makes, and
+  its clock is read inside that task).
 * Every attempt becomes exactly one :class:`bench.records.Sample`, handed to the sink at once.
   A failure is recorded with its status, error class and a null duration (:class:`StepFailed`
   then ends the iteration); a call that returned the wrong thing is a :class:`CheckFailed`.
@@ -22,9 +24,10 @@ rest, bench/runner.py). What the record says depends on whose fault it is (:func
 * a :class:`providers.errors.ProviderError` or a timeout: the provider's failure, under its
   class (``Unavailable``, ``OperationTimeout``, ...);
 * anything else raised inside an adapter or an SDK -- the innermost frame of its traceback
-  that is not the standard library lies in the ``providers`` package or in an installed
-  distribution (site-packages) -- is an adapter bug (an exception it did not translate): its
-  own class name, as providers/errors.py says;
+  that is not the standard library lies in the ``providers`` package, in the module of the
+  adapter's class (or a base's), or in an installed distribution (site-packages) -- is an
+  adapter bug (an exception it did not translate): its own class name, as
+  providers/errors.py says;
 * anything else -- raised by the harness's own code (``bench``), a workload or a check, a
   plugin's or a test's -- is a bug of the harness: ``error_type`` ``HarnessError``, and the
   message starts with the original class and says where it was raised. The report lists
