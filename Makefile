@@ -17,7 +17,10 @@ test:
 	@scripts/setup.sh --system-test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	# Most tests wait on sandboxes, emulators and subprocesses: three workers (one file each,
+	# so a module's fixtures stay in one process); the timing tests then run alone.
+	$(BIN)/pytest -n 3 --dist loadfile -m "not live and not serial"
+	$(BIN)/pytest -m "serial and not live"
 
 # Our own speed goals (pytest-benchmark); figures are quoted in the README.
 bench: setup

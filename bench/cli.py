@@ -4,19 +4,56 @@ A run's life is :mod:`bench.session`'s; settings and their flags are declared in
 :mod:`bench.config` (and :class:`bench.cost.SessionScenario`). Nothing imports this module.
 
 Exit codes: 0 success; 1 the run or a command failed at run time; 2 bad input (configuration,
-flags, credentials, unreadable result folders) -- reported in one line, with nothing created;
-3 ``compare`` found a regression; 130 interrupted by Ctrl-C or SIGTERM (everything the run
-created was destroyed and the manifest says so).
+flags, credentials, unreadable result folders, a run another process is writing) -- reported
+in one line, with nothing created; 3 ``compare`` found a regression; 130 interrupted by Ctrl-C
+or SIGTERM (the run cleaned up within its grace; what it could not destroy is named in the
+manifest and on stderr for ``sandbox-bench reap``). Whatever happens, the user reads lines,
+never a traceback (``SANDBOX_BENCH_TRACEBACK=1`` prints one after the line, for debugging).
+
+Signals: from the moment this module starts loading until a run's event loop takes over, a
+SIGINT or SIGTERM exits 130 at once with one line (nothing has been created yet). During a
+run the first signal interrupts it (bench/session.py: stop scheduling, cancel what is in
+flight, clean up within the grace), the second ends the grace, a third exits at once. The
+other commands stop on the first signal with exit 130.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import os
 import signal
 import sys
+
+#: What the start-up signal handler says before it exits.
+_STARTING = "sandbox-bench: interrupted while starting; nothing was created\n"
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    """Start-up: nothing exists yet that needs cleaning, so leave at once, in one line."""
+    os.write(2, _STARTING.encode())
+    os._exit(130)
+
+
+def _program() -> bool:
+    """Whether this module is loading as the program (``python -m bench``, the console
+    script) rather than imported by a test or a tool that keeps its own signal handling."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return (
+        getattr(spec, "name", None) == "bench.__main__"
+        or os.path.basename(sys.argv[0] if sys.argv else "") == "sandbox-bench"
+    )
+
+
+# Before the imports below (half a second of them): a signal now must not print a traceback.
+if _program():
+    for _signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_signal, _exit_on_signal)
+
+import argparse
+import asyncio
+import contextlib
+import threading
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +77,8 @@ from bench.config import (
 from bench.cost import SessionScenario
 from bench.emulators import cli as emulators_cli
 from bench.records import RunStatus, SchemaError
-from bench.session import Executor, LocalExecutor, Session, UsageError
-from bench.store import load_manifest, resolve_run
+from bench.session import Executor, LocalExecutor, NoSpace, Session, UsageError
+from bench.store import ResultsUnwritable, RunLocked, load_manifest, resolve_run
 from bench.terminal import (
     Column,
     Format,
@@ -178,23 +215,149 @@ def _executor(config: RunConfig) -> Executor:
 
 
 def _execute(session: Session) -> int:
+    """Run the session on an event loop of its own, with its signal handlers; the exit code."""
+    signals = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+    def on_signal(signum: int) -> None:
+        global _INTERRUPTED
+        _INTERRUPTED = True  # what cancelled SDK calls leave behind is not news now
+        name = signals.get(signum, str(signum))
+        if session.interrupts == 0:
+            err_console.print(
+                f"{name}: stopping the run; cleaning up for at most {session.grace.grace_s:g} s "
+                "(again to stop cleaning up)",
+                markup=False,
+                highlight=False,
+            )
+        elif session.interrupts == 1:
+            err_console.print(
+                f"{name} again: cleanup stops now; what is still alive is left for "
+                "`sandbox-bench reap`",
+                markup=False,
+                highlight=False,
+            )
+        else:
+            _leave(EXIT_INTERRUPTED, f"{name} a third time: leaving now; run `sandbox-bench reap "
+                   "--all` to destroy what the run left")  # fmt: skip
+        session.interrupt()
+
     async def run() -> tuple[Path, RunStatus]:
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        if task is not None:
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+
+        def starting() -> None:  # the run is about to create something: interrupts go to it
+            for sig in signals:
+                loop.add_signal_handler(sig, on_signal, sig)
+
+        session.starting = starting
         try:
             return await session.run()
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+                if _program():  # from here the program only prints and exits
+                    signal.signal(sig, _exit_after_run)
 
+    loop_runner = asyncio.Runner()
     try:
-        folder, status = asyncio.run(run())
-    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM's cancellation
-        err_console.print("interrupted: every sandbox this run created was destroyed")
-        return EXIT_INTERRUPTED
-    console.print(f"results: {folder}")
-    return EXIT_OK if status is RunStatus.COMPLETED else EXIT_FAILED
+        folder, status = loop_runner.run(run())
+    except asyncio.CancelledError:
+        code = EXIT_INTERRUPTED
+        _say_interrupted(session)
+    else:
+        code = EXIT_OK if status is RunStatus.COMPLETED else EXIT_FAILED
+        console.print(f"results: {folder}")
+        if status is not RunStatus.COMPLETED:
+            err_console.print(
+                f"the run ended {status}"
+                + (f": {session.failure}" if session.failure else "")
+                + (f"; see {folder / 'manifest.json'}" if folder else ""),
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        _say_left(session)
+    finally:
+        _close_loop(loop_runner, bounded=session.interrupted)
+    return code
+
+
+def _say_interrupted(session: Session) -> None:
+    if session.left:
+        _say_left(session)
+    elif session.folder is not None:
+        err_console.print(
+            f"interrupted: everything the run created was destroyed; resume with "
+            f"`sandbox-bench run --resume {session.folder}`",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        err_console.print("interrupted before the run started; nothing was created")
+
+
+def _say_left(session: Session) -> None:
+    """Name what is still alive, for reap (the manifest's left_alive has all of it)."""
+    if not session.left:
+        return
+    shown = ", ".join(f"{e['provider']} {e['kind']} {e['id']}" for e in session.left[:8])
+    more = f" and {len(session.left) - 8} more" if len(session.left) > 8 else ""
+    where = session.folder if session.folder is not None else "the run"
+    err_console.print(
+        f"still alive after cleanup: {shown}{more}; destroy with `sandbox-bench reap {where}`",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _exit_after_run(signum: int, frame: object) -> None:
+    _leave(EXIT_INTERRUPTED, "interrupted while finishing")
+
+
+def _leave(code: int, line: str) -> None:
+    """Exit now: flush what was printed, say one line, skip waiting for anything."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os.write(2, (line + "\n").encode())
+    os._exit(code)
+
+
+#: How long closing the event loop may wait for leftover tasks after an interrupt.
+CLOSE_WAIT_S = 0.5
+
+
+def _close_loop(loop_runner: asyncio.Runner, *, bounded: bool) -> None:
+    """Close the run's loop. After an interrupt, bounded: tasks still running get a moment to
+    end, and threads a provider left blocked (a hung SDK call) are not waited for; the
+    program then exits without the interpreter's own teardown (:data:`_EXIT_AT_ONCE`),
+    which SDKs can hold up for seconds."""
+    if not bounded:
+        loop_runner.close()
+        return
+    global _EXIT_AT_ONCE
+    _EXIT_AT_ONCE = True
+    loop = loop_runner.get_loop()
+    try:
+        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.wait(tasks, timeout=CLOSE_WAIT_S))
+        executor = getattr(loop, "_default_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+    finally:
+        with contextlib.suppress(Exception):
+            loop.close()
+
+
+#: Set when an interrupted run is over: everything is cleaned, written and closed, so the
+#: program leaves with os._exit once it has printed its last line (main).
+_EXIT_AT_ONCE = False
+#: Set by the first interrupt of a run.
+_INTERRUPTED = False
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -543,7 +706,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
+    """Reap each named run (or every run under --results): a folder that cannot be read, or
+    that a live process still writes, is reported in the table and the next one is reaped."""
+    from bench.cleanup import SweepResult
     from bench.reap import open_for_reaping, reap_run
+    from bench.store import RunLocked
 
     if args.all:
         folders = sorted(p.parent for p in args.results.glob("*/manifest.json"))
@@ -552,34 +719,66 @@ def cmd_reap(args: argparse.Namespace) -> int:
     else:
         raise UsageError("name the runs to reap, or --all")
 
-    async def reap_all() -> list:
-        results = []
-        for folder in folders:
-            manifest = load_manifest(folder)
-            settings = manifest.get("config", {}).get("provider_settings", {})
-            wanted = set(manifest.get("plan", {}).get("providers", []))
-            providers = open_for_reaping(wanted, settings)
-            opened = []
-            try:
-                for provider in providers.values():
+    async def reap_one(folder: Path) -> list[SweepResult]:
+        manifest = load_manifest(folder)
+        settings = (manifest.get("config") or {}).get("provider_settings") or {}
+        wanted = set((manifest.get("plan") or {}).get("providers") or [])
+        providers, why = open_for_reaping(wanted, settings)
+        opened = {}
+        try:
+            for provider_id, provider in providers.items():
+                try:
                     await provider.open()
-                    opened.append(provider)
-                results += await reap_run(folder, providers, dry_run=args.dry_run)
-            finally:
-                for provider in opened:
-                    with contextlib.suppress(Exception):
-                        await provider.close()
+                except Exception as exc:  # noqa: BLE001 - reported; the others are reaped
+                    why[provider_id] = f"cannot open: {type(exc).__name__}: {exc}"
+                    continue
+                opened[provider_id] = provider
+            results = await reap_run(folder, opened, dry_run=args.dry_run)
+        finally:
+            for provider in opened.values():
+                with contextlib.suppress(Exception):
+                    await provider.close()
+        for result in results:
+            if result.provider in why:
+                result.failed["*"] = why[result.provider]
         return results
 
-    results = asyncio.run(reap_all())
+    async def reap_all() -> list[tuple[Path, list[SweepResult] | str]]:
+        done: list[tuple[Path, list[SweepResult] | str]] = []
+        for folder in folders:
+            try:
+                done.append((folder, await reap_one(folder)))
+            except (SchemaError, ConfigError, RunLocked) as exc:
+                done.append((folder, _one_line(exc)))
+            except Exception as exc:  # noqa: BLE001 - one run's trouble must not stop the rest
+                done.append((folder, f"{type(exc).__name__}: {_one_line(exc)}"))
+        return done
+
+    outcomes = asyncio.run(reap_all())
     table = Table(title="reap" + (" (dry run)" if args.dry_run else ""))
-    for column in ("run", "provider", "found alive", "destroyed", "failed"):
+    columns = ("run", "provider", "found alive", "destroyed", "checkpoints found",
+               "checkpoints deleted", "failed")  # fmt: skip
+    for column in columns:
         table.add_column(column, overflow="fold")
-    for r in results:
-        failed = "; ".join(f"{k}: {v}" for k, v in r.failed.items()) or "-"
-        table.add_row(r.run_id, r.provider, str(len(r.found)), str(len(r.destroyed)), failed)
+    failed = False
+    for folder, outcome in outcomes:
+        if isinstance(outcome, str):
+            failed = True
+            table.add_row(folder.name, "-", "-", "-", "-", "-", f"not reaped: {outcome}")
+            continue
+        for r in outcome:
+            failed = failed or bool(r.failed)
+            table.add_row(
+                r.run_id,
+                r.provider,
+                str(len(r.found)),
+                str(len(r.destroyed)),
+                str(len(r.checkpoints_found)),
+                str(len(r.checkpoints_deleted)),
+                "; ".join(f"{k}: {v}" for k, v in r.failed.items()) or "-",
+            )
     console.print(table)
-    return EXIT_FAILED if any(r.failed for r in results) else EXIT_OK
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 # -- history, site, export -----------------------------------------------------------------
@@ -970,15 +1169,103 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_errors() -> None:
+    """No traceback ever: what an SDK leaves behind (a task's exception nobody retrieved, an
+    exception in a thread or a finalizer) is one line, or nothing after an interrupt.
+    ``SANDBOX_BENCH_TRACEBACK=1`` shows them as Python would."""
+    if os.environ.get("SANDBOX_BENCH_TRACEBACK"):
+        return
+
+    def say(what: str, exc: BaseException | None) -> None:
+        if _INTERRUPTED or exc is None or isinstance(exc, asyncio.CancelledError):
+            return
+        with contextlib.suppress(Exception):
+            err_console.print(
+                f"sandbox-bench: note: {what}: {type(exc).__name__}: {_one_line(exc)}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    threading.excepthook = lambda args: say("in a thread", args.exc_value)
+    sys.unraisablehook = lambda args: None  # a finalizer's complaint (an unclosed client)
+    asyncio.set_event_loop_policy(_QuietPolicy(say))
+
+
+class _QuietPolicy(asyncio.DefaultEventLoopPolicy):
+    """Event loops whose unhandled errors go to ``say`` in one line, not to logging."""
+
+    def __init__(self, say: Callable[[str, BaseException | None], None]) -> None:
+        super().__init__()
+        self._say = say
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        loop = super().new_event_loop()
+        loop.set_exception_handler(
+            lambda loop, context: self._say(
+                str(context.get("message") or "in the event loop"), context.get("exception")
+            )
+        )
+        return loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if _program():
+        _quiet_errors()
+    code = _main(argv)
+    if _EXIT_AT_ONCE and _program():
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if _program() and args.command != "run":
+        # Other commands create nothing a signal must wait for: stop at once, in one line.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.func(args))
-    except (ConfigError, UsageError, SchemaError, SettingError) as exc:
-        err_console.print(
-            f"sandbox-bench: error: {_one_line(exc)}", markup=False, highlight=False, soft_wrap=True
-        )
-        return EXIT_USAGE
+    except (ConfigError, UsageError, SchemaError, SettingError, RunLocked) as exc:
+        return _error(exc, EXIT_USAGE)
+    except (ResultsUnwritable, NoSpace) as exc:
+        return _error(_unwritable_line(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, never a traceback
+        return _error(f"internal error: {type(exc).__name__}: {exc}", EXIT_FAILED)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _unwritable_line(exc: Exception) -> str:
+    if not isinstance(exc, ResultsUnwritable):
+        return str(exc)
+    from bench.store import free_bytes
+
+    free = free_bytes(exc.path)
+    hint = (
+        f"; {free / 1024 / 1024:.1f} MiB free there: free space, then "
+        "`sandbox-bench run --resume RUN`"
+        if free is not None
+        else ""
+    )
+    return f"results could not be written: {exc}{hint}"
+
+
+def _error(exc: object, code: int) -> int:
+    err_console.print(
+        f"sandbox-bench: error: {_one_line(exc)}", markup=False, highlight=False, soft_wrap=True
+    )
+    if os.environ.get("SANDBOX_BENCH_TRACEBACK") and isinstance(exc, BaseException):
+        traceback.print_exception(exc)
+    return code
 
 
 if __name__ == "__main__":

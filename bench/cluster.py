@@ -72,7 +72,12 @@ Faults
   few milliseconds; a sandbox created in it on a machine that dies is still found by the
   sweep's listing by run label.
 * Ctrl-C or SIGTERM on the driver stops every worker's iterations as on one machine (the rest
-  of each iteration recorded as skipped, everything destroyed), then sweeps.
+  of each iteration recorded as skipped, everything destroyed within the run's grace, which
+  each worker starts when told to stop), then sweeps; the driver waits no longer than the
+  grace, and a second signal ends its wait at once. What the ledger still shows alive is
+  named in the manifest's ``left_alive`` for ``sandbox-bench reap``.
+* Cleanup on the workers is bench/cleanup.py's, as on one machine: one retry policy, one sweep
+  (checkpoints included: the ledger has them too).
 * ``run --resume RUN`` of a cluster run admits workers again, sweeps on each host what the
   ledger shows the interrupted attempt left alive there (and what the providers list under the
   run's label), then runs, per location, only the iterations without a complete set of
@@ -98,7 +103,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import cleanup as cleaning
 from bench import netprobe
+from bench.cleanup import Alive, Grace
 from bench.config import RunConfig, local_cluster_workers
 from bench.records import RunStatus, Sample
 from bench.runner import CLEANUP_TIMEOUT_S, Recorder, Runner, SecretScrubber, WorkItem
@@ -107,7 +114,7 @@ from bench.store import JsonlAppender, ledger_path, load_ledger, utc_now_iso
 from bench.workloads import WORKLOADS
 from bench.workloads.base import Share, Workload
 from bench.workloads.task import TABLE, register_tasks
-from providers.base import Provider, Sandbox
+from providers.base import Provider
 
 #: A worker's location is the name of its Dask resource with this prefix, minus the prefix.
 LOCATION_PREFIX = "region-"
@@ -202,6 +209,8 @@ class _Runtime:
         self.last_used = time.monotonic()
         self.origin_ns = 0
         self.scrub: Any = str
+        #: Bounds this worker's cleanup once the driver stops the run (started by stop()).
+        self.grace = Grace(spec.config.grace_s)
         self._keep: set[asyncio.Task[Any]] = set()
         self._thread = threading.Thread(
             target=self._serve, name=f"sandbox-bench-{spec.run_id}", daemon=True
@@ -275,6 +284,7 @@ class _Runtime:
             spec=config.spec,
             recorder=recorder,
             timeout_s=config.timeout_s,
+            grace=self.grace,
         )
 
     async def run_unit(
@@ -316,32 +326,27 @@ class _Runtime:
         }
 
     def stop(self) -> None:
-        """Cancel every iteration in flight (runs on the runtime's loop)."""
+        """Cancel every iteration in flight, their cleanup within the grace (runs on the
+        runtime's loop)."""
         self.stopping = True
+        self.grace.start()
         for task in list(self.tasks):
             task.cancel()
 
-    async def sweep(self, alive: Sequence[Sequence[str]]) -> dict[str, Any]:
-        """Destroy what the ledger shows alive on this host, then what the providers list
-        under the run's label (``Runner.sweep``)."""
+    async def sweep(self, alive: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Destroy what the ledger shows alive on this host (ledger entries: sandboxes and
+        checkpoints), then what the providers list under the run's label
+        (:func:`bench.cleanup.sweep`, as on one machine)."""
         self.last_used = time.monotonic()
         sink = _StreamSink(self, "sweep")
-        destroyed = 0
-        for provider_id, sandbox_id in alive:
-            provider = self.providers.get(provider_id)
-            if provider is None:
-                continue
-            entry = {"provider": provider_id, "sandbox_id": sandbox_id, "by": "sweep"}
-            try:
-                async with asyncio.timeout(CLEANUP_TIMEOUT_S):
-                    await provider.destroy(Sandbox(id=sandbox_id, provider=provider_id))
-            except Exception as exc:  # noqa: BLE001 - recorded in the ledger; reap can retry
-                sink.add_ledger({"event": "destroy_failed", "error": repr(exc), **entry})
-            else:
-                destroyed += 1
-                sink.add_ledger({"event": "destroyed", **entry})
-        found = await self._runner(self._recorder(sink)).sweep()
-        return {"destroyed": destroyed, "found_by_label": [list(f) for f in found]}
+        state = cleaning.alive_from(alive)
+        results = await cleaning.sweep(
+            self.providers, self.spec.run_id, sink.add_ledger, alive=state, grace=self.grace
+        )
+        return {
+            "destroyed": sum(len(r.destroyed) for r in results),
+            "found_by_label": [[r.provider, s] for r in results for s in r.found],
+        }
 
     async def close(self) -> None:
         self.closed = True
@@ -405,7 +410,7 @@ async def _unit_task(
     )
 
 
-async def _sweep_task(run_id: str, alive: list[list[str]]) -> dict[str, Any]:
+async def _sweep_task(run_id: str, alive: list[dict[str, Any]]) -> dict[str, Any]:
     runtime = _runtime(run_id)
     return await asyncio.wrap_future(runtime.call(runtime.sweep(alive)))
 
@@ -530,8 +535,9 @@ class ClusterExecutor(Executor):
         self.abandoned: JsonlAppender | None = None
         self.abandoned_count = 0
         self.pending_ledger: list[dict[str, Any]] = []
-        #: (provider, sandbox id) -> host, for sandboxes the ledger shows alive.
-        self.alive: dict[tuple[str, str], str | None] = {}
+        #: What the ledger shows alive (each creating entry names its host).
+        self.alive = Alive()
+        self.grace = Grace(config.grace_s)
         self.reruns: list[dict[str, Any]] = []
         self.warnings: list[str] = []
         self.split_starts: list[dict[str, Any]] = []
@@ -568,11 +574,7 @@ class ClusterExecutor(Executor):
             self.membership_changed.set()
 
     def _ledger(self, entry: dict[str, Any]) -> None:
-        key = (str(entry.get("provider")), str(entry.get("sandbox_id")))
-        if entry.get("event") == "created":
-            self.alive[key] = entry.get("host")
-        elif entry.get("event") == "destroyed":
-            self.alive.pop(key, None)
+        self.alive.apply(entry)
         if self.sink is None:
             self.pending_ledger.append(entry)
         else:
@@ -1033,26 +1035,36 @@ class ClusterExecutor(Executor):
             if a.watcher is not None
         ]
         if watchers:
-            await asyncio.wait(watchers, timeout=CLEANUP_TIMEOUT_S + 30)
+            # The workers' iterations clean up within their part of the grace; wait that long
+            # (and a little for their answers), or until a second signal ends the grace: the
+            # sweep (finish) keeps the rest.
+            limit = self.config.grace_s * cleaning.ITERATIONS_SHARE + 1.0
+            with contextlib.suppress(TimeoutError):
+                async with self.grace.bounded(limit):
+                    await asyncio.wait(watchers)
         for worker in self.workers.values():
             for attempt in list(worker.in_flight.values()):
                 self._abandon(attempt, "the run was interrupted and the worker did not answer")
 
-    async def _sweep(self, alive_on: Mapping[tuple[str, str], str | None]) -> None:
-        """On one ready worker per host: destroy what ``alive_on`` shows alive on that host,
-        then what the providers list under the run's label."""
+    async def _sweep(self, alive: Alive) -> None:
+        """On one ready worker per host: destroy what ``alive`` shows alive on that host, then
+        what the providers list under the run's label."""
         sweepers: dict[str | None, _Worker] = {}
         for worker in self.workers.values():
             if worker.state == "ready":
                 sweepers.setdefault(worker.hostname, worker)
+        entries = [
+            *alive.sandboxes.values(),
+            *alive.checkpoints.values(),
+        ]
         futures = []
         for host, worker in sweepers.items():
-            alive = [[p, s] for (p, s), h in alive_on.items() if h == host]
+            mine = [dict(e) for e in entries if e.get("host") == host]
             futures.append(
                 self.client.submit(
                     _sweep_task,
                     self.run_id,
-                    alive,
+                    mine,
                     key=f"sandbox-bench-sweep-{self.run_id}-{uuid.uuid4().hex[:8]}",
                     workers=[worker.address],
                     allow_other_workers=False,
@@ -1061,7 +1073,7 @@ class ClusterExecutor(Executor):
             )
         for future in futures:
             try:
-                async with asyncio.timeout(CLEANUP_TIMEOUT_S * 2):
+                async with self.grace.bounded(CLEANUP_TIMEOUT_S * 2):
                     await future
             except Exception as exc:  # noqa: BLE001 - reported; reap can finish the job
                 self.warnings.append(f"a sweep failed on a worker: {exc!r}")
@@ -1127,16 +1139,12 @@ class ClusterExecutor(Executor):
         """What the interrupted attempt left alive, on each host it was created on, and what
         the providers list under the run's label; written to the run's ledger now."""
         entries, _ = load_ledger(folder)
-        earlier: dict[tuple[str, str], str | None] = {}
-        for entry in entries:
-            key = (str(entry.get("provider")), str(entry.get("sandbox_id")))
-            if entry.get("event") == "created":
-                earlier[key] = entry.get("host")
-            elif entry.get("event") == "destroyed":
-                earlier.pop(key, None)
+        earlier = cleaning.alive_from(entries)
         await self._sweep(earlier)
         hosts = {w.hostname for w in self.workers.values() if w.state == "ready"}
-        stranded = sorted({str(h) for h in earlier.values() if h not in hosts})
+        left = (*earlier.sandboxes.values(), *earlier.checkpoints.values())
+        where = [e.get("host") for e in left]
+        stranded = sorted({str(h) for h in where if h not in hosts})
         if stranded:
             self.warnings.append(
                 "the interrupted attempt left sandbox(es) on host(s) without a worker now "
@@ -1160,6 +1168,7 @@ class ClusterExecutor(Executor):
 
     async def execute(self, plans: Plans, run: Execution) -> RunStatus:
         self.folder = run.folder
+        self.grace = run.grace
         self.budget = run.budget
         self.sink = run.sink
         self.ids = itertools.count(run.first_sample_id)
@@ -1192,11 +1201,15 @@ class ClusterExecutor(Executor):
         self.stopping = True
         await self._sweep(self.alive)
         if self.alive:
-            hosts = sorted({str(h) for h in self.alive.values()})
+            left = [*self.alive.sandboxes.values(), *self.alive.checkpoints.values()]
+            hosts = sorted({str(e.get("host")) for e in left})
             self.warnings.append(
-                f"{len(self.alive)} sandbox(es) the ledger shows alive were not destroyed "
+                f"{self.alive.summary()} the ledger shows alive were not destroyed "
                 f"(created on {', '.join(hosts)}): run `sandbox-bench reap {self.run_id}` there"
             )
+
+    def left_alive(self) -> list[dict[str, str]]:
+        return self.alive.names()
 
     async def close(self) -> None:
         if self._membership is not None:

@@ -28,6 +28,7 @@ Example ``bench.toml``::
     seed = 42              # order of iterations; random if absent (recorded either way)
     output = "results"
     timeout_s = 120        # per provider call
+    grace_s = 30           # after Ctrl-C/SIGTERM: cleanup time before leaving the rest to reap
     location = "laptop-fra"
     cluster = "tcp://10.0.0.5:8786"   # run on these Dask workers (bench/cluster.py);
                                       # "local:4": on 4 worker processes of this machine
@@ -286,6 +287,16 @@ class RunConfig:
         unit="s",
         minimum=0.001,
         maximum=3_600,
+    )
+    #: After the first Ctrl-C or SIGTERM, how long cleanup may go on (bench/cleanup.py).
+    grace_s: float = setting(
+        30.0,
+        help="after Ctrl-C or SIGTERM, how long cleanup may take before what is still alive "
+        "is left for `sandbox-bench reap` (a second signal ends it at once)",
+        unit="s",
+        minimum=0,
+        maximum=3_600,
+        flag="--grace",
     )
     #: Dask scheduler whose workers run the iterations (``tcp://HOST:PORT``), or ``local:K``
     #: (K worker processes started on this machine); "" runs in this process.

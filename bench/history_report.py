@@ -94,7 +94,7 @@ def trend_figure(
             ax.xaxis.set_major_locator(locator)
             ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
             ax.set_ylabel("p50 (—), p95 (- -)")
-        for ax in list(axes.flat)[len(ops):]:
+        for ax in list(axes.flat)[len(ops) :]:
             ax.set_visible(False)
         figures._legend_on_top(fig, sorted(colors), colors)
         where = f" at {location}" if location else ""

@@ -8,15 +8,29 @@
   once. A failure is recorded with its status, error class and a null duration; operations of
   an iteration that could not run after a failure are recorded as ``skipped``; operations a
   provider lacks are recorded as ``unsupported``.
+* No exception ends a run: whatever a workload, a check or an adapter raises ends only its
+  iteration, as records (bench/iteration.py says whose fault each is; a bug of ours is a
+  ``HarnessError``). Only a cancellation (an interrupt) and results that cannot be written
+  (:class:`bench.store.ResultsUnwritable`) stop the run.
 * Iterations of all (provider, workload) pairs run in one seeded random order (warmups first,
   flagged), ``concurrency`` at a time.
-* Every sandbox an iteration creates is destroyed in ``finally``, also on Ctrl-C, SIGTERM and
-  errors, and written to the run's ledger when created and when destroyed.
+* Every sandbox and checkpoint an iteration creates is destroyed in ``finally``, also on
+  Ctrl-C, SIGTERM and errors, and written to the run's ledger when created and when gone; the
+  end-of-run sweep (bench/cleanup.py) destroys what is still alive and what the providers list
+  under the run's label. After an interrupt all of it is bounded by the run's grace.
+
+Quiet between iterations (:data:`QUIET_POLICY`, recorded in the manifest): an iteration ends
+only when its teardown has returned (destroy and delete calls are awaited; on a provider that
+deletes asynchronously, its ``gone`` span waits until the listing no longer shows the
+sandbox), so the next iteration of the same slot starts on a quiet provider. The harness's own
+work stays outside timed spans: records are flushed right after each span ends, and the cyclic
+garbage collector runs only between iterations, never on its own inside a call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import random
@@ -26,11 +40,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bench import cleanup as cleaning
+from bench.cleanup import Grace, RetryPolicy, SweepResult
 from bench.iteration import (
-    CLEANUP_ATTEMPTS,
-    CLEANUP_BACKOFF_S,
-    CLEANUP_MAX_WAIT_S,
     CLEANUP_TIMEOUT_S,
+    HARNESS_ERROR,
     MAX_ERROR_CHARS,
     CheckFailed,
     IterationContext,
@@ -41,10 +55,28 @@ from bench.iteration import (
     WorkItem,
     destroy_gone_ok,
     retry_cleanup,
+    with_gone,
 )
 from bench.records import Sample
+from bench.store import ResultsUnwritable
 from bench.workloads.base import Workload
-from providers.base import EXPIRES_LABEL, RUN_LABEL, Capabilities, Provider, Sandbox, SandboxSpec
+from providers.base import EXPIRES_LABEL, RUN_LABEL, Capabilities, Deletion, Provider, SandboxSpec
+
+#: What the manifest says happens between iterations (see the module docstring).
+QUIET_POLICY = {
+    "teardown": "each iteration ends when its destroy and delete calls have returned; the next "
+    "iteration of the same slot starts after that (with concurrency > 1 other slots run on)",
+    "asynchronous_deletion": "on providers whose Capabilities.deletion is 'async' the `gone` "
+    "span after each destroy polls list_sandboxes until the sandbox is no longer listed",
+    "records": "appended and flushed right after each span ends, outside it",
+    "gc": "automatic collection off during the run; a collection runs between iterations when "
+    "no timed call is in flight (or after GC_EVERY iterations without such a moment)",
+}
+#: Iterations after which a collection runs even if timed calls are always in flight.
+GC_EVERY = 50
+#: After an interrupt, how much longer than their part of the grace the iterations' cleanup
+#: is waited for before the sweep starts.
+ITERATION_MARGIN_S = 0.5
 
 
 @dataclass
@@ -74,12 +106,24 @@ class SecretScrubber:
         return text
 
 
+def planned_operations(
+    workload: Workload, caps: Capabilities, share: Share | None = None
+) -> list[str]:
+    """Every operation one iteration (or one client's share of it) records on a provider
+    with ``caps``: the workload's own, and a ``gone`` span after each destroy where the
+    provider deletes asynchronously."""
+    ops = workload.planned_ops(caps) if share is None else workload.planned_share_ops(caps, share)
+    if getattr(caps, "deletion", Deletion.SYNC) is Deletion.ASYNC:
+        ops = with_gone(ops)
+    return ops
+
+
 def expected_records(workload: Workload, caps: Capabilities) -> int:
     """How many samples one complete iteration of ``workload`` writes on a provider."""
     missing = [op for op in workload.requires if not caps.supports(op)]
     if missing:
         return sum(1 for needs in workload.capability_ops.values() if needs in missing)
-    return len(workload.planned_ops(caps))
+    return len(planned_operations(workload, caps))
 
 
 def remaining_plan(
@@ -153,6 +197,8 @@ class Runner:
         concurrency: int = 1,
         on_item_done: Callable[[WorkItem], None] | None = None,
         admit: Callable[[WorkItem], bool] | None = None,
+        grace: Grace | None = None,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self.providers = providers
         self.workloads = workloads
@@ -165,6 +211,14 @@ class Runner:
         self.admit = admit
         self.stopped_by_admit = False
         self.completed: list[WorkItem] = []
+        #: Bounds cleanup after an interrupt (the session starts it); unbounded otherwise.
+        self.grace = grace or Grace(cleaning.DEFAULT_GRACE_S)
+        #: The iterations' own cleanup ends earlier, so the sweep keeps time after it.
+        self.iteration_grace = self.grace.part(cleaning.ITERATIONS_SHARE)
+        self.policy = policy or cleaning.policy_for(timeout_s)
+        #: Timed calls in flight (the garbage collector waits for a moment without any).
+        self._iterations_since_gc = 0
+        self.sweep_results: list[SweepResult] = []
 
     def _spec_for_run(self) -> SandboxSpec:
         expires = datetime.now(UTC) + timedelta(seconds=self.spec.lifetime_s)
@@ -197,6 +251,8 @@ class Runner:
                 recorder=self.recorder,
                 timeout_s=self.timeout_s,
                 planned=(),
+                grace=self.iteration_grace,
+                policy=self.policy,
             )
             for operation, needs in workload.capability_ops.items():
                 if needs in missing:
@@ -209,12 +265,10 @@ class Runner:
             spec=self._spec_for_run(),
             recorder=self.recorder,
             timeout_s=self.timeout_s,
-            planned=(
-                workload.planned_ops(caps)
-                if share is None
-                else workload.planned_share_ops(caps, share)
-            ),
+            planned=planned_operations(workload, caps, share),
             share=share,
+            grace=self.iteration_grace,
+            policy=self.policy,
         )
         try:
             await workload.run(ctx)
@@ -227,23 +281,40 @@ class Runner:
                 "not attempted: the run was interrupted", error_type="Interrupted"
             )
             raise
+        except ResultsUnwritable:
+            raise  # nothing more can be recorded: the run stops (after cleanup, below)
+        except Exception as exc:  # noqa: BLE001 - no exception ends a run: it becomes records
+            ctx.record_escaped(exc)
         else:
             ctx.record_missing_as_skipped("not attempted")
         finally:
-            # Runs after a cancellation too: awaiting inside ``finally`` works until a second
-            # cancel arrives, and cleanup() itself bounds each destroy with a timeout.
-            await ctx.cleanup()
+            # Runs after a cancellation too, and goes on when the interrupt arrives during it:
+            # every cleanup call is bounded by the retry policy and, after an interrupt, by
+            # the grace (a second interrupt ends the grace, not the cleanup's records).
+            await cleaning.through_interrupt(ctx.cleanup())
 
     async def run(self, plan: Sequence[WorkItem]) -> None:
         # A full cyclic GC over everything imported so far (SDKs, pandas) blocks the event loop
         # for 25-90 ms on a 2-core machine, and that pause lands in whatever call is in flight.
-        # Collect once now and freeze the survivors: later collections scan only new objects.
+        # Collect once now and freeze the survivors; then collect only between iterations.
         gc.collect()
         gc.freeze()
+        was_enabled = gc.isenabled()
+        gc.disable()
         try:
             await self._run(plan)
         finally:
+            if was_enabled:
+                gc.enable()
             gc.unfreeze()
+
+    def _between_iterations(self) -> None:
+        """The harness's own work between iterations, outside every timed span."""
+        self._iterations_since_gc += 1
+        quiet = not IterationContext.in_flight
+        if quiet or self._iterations_since_gc >= GC_EVERY:
+            gc.collect(1)
+            self._iterations_since_gc = 0
 
     async def _run(self, plan: Sequence[WorkItem]) -> None:
         queue: asyncio.Queue[WorkItem] = asyncio.Queue()
@@ -259,55 +330,80 @@ class Runner:
                 if self.stopped_by_admit or (self.admit is not None and not self.admit(item)):
                     self.stopped_by_admit = True
                     return
-                await self.run_item(item)
-                self.completed.append(item)
-                if self.on_item_done is not None:
-                    self.on_item_done(item)
+                try:
+                    await self.run_item(item)
+                    self.completed.append(item)
+                    if self.on_item_done is not None:
+                        self.on_item_done(item)
+                except ResultsUnwritable:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a bug around the iteration (an
+                    # adapter's capabilities(), a callback): said in the manifest, run goes on
+                    self.recorder.harness_errors.append(
+                        f"{item.provider}/{item.workload} iteration {item.iteration}: "
+                        f"{cleaning.describe_error(exc)}"
+                    )
+                self._between_iterations()
 
+        tasks = [
+            asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(plan)) or 1)
+        ]
         try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(self.concurrency, len(plan)) or 1):
-                    group.create_task(worker())
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            failed = [t.exception() for t in done if not t.cancelled() and t.exception()]
+            if failed:  # results that cannot be written: stop the others, then say why
+                for task in tasks:
+                    task.cancel()
+                await asyncio.wait(tasks)
+                raise failed[0]
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            await self._let_iterations_clean_up(tasks)
+            raise
         finally:
-            await self.sweep()
+            await cleaning.through_interrupt(self.sweep())
+
+    async def _let_iterations_clean_up(self, tasks: Sequence[asyncio.Future[None]]) -> None:
+        """After an interrupt: wait for the cancelled iterations to clean up, but no longer
+        than their part of the grace (and a little): an SDK that holds on to a cancelled call
+        must not hold the run. What such an iteration still holds is in the ledger, swept
+        next and, if still alive, named for reap."""
+        if not self.grace.started:
+            await asyncio.wait(tasks)
+            return
+        limit = (self.iteration_grace.remaining_s() or 0.0) + ITERATION_MARGIN_S
+        with contextlib.suppress(TimeoutError):
+            async with self.grace.bounded(limit):
+                await asyncio.wait(tasks)
 
     async def sweep(self) -> list[tuple[str, str]]:
-        """Destroy anything still labelled with this run (e.g. a create that timed out on our
-        side but completed on the provider's). Returns what it found; the ledger keeps it."""
-        found: list[tuple[str, str]] = []
-        for provider_id, provider in self.providers.items():
-            try:
-                leftovers = await retry_cleanup(
-                    lambda provider=provider: provider.list_sandboxes(self.recorder.run_id)
-                )
-            except Exception as exc:  # noqa: BLE001 - a failed sweep is reported, not fatal
-                self.recorder.sink.add_ledger(
-                    {"event": "sweep_failed", "provider": provider_id, "error": repr(exc)}
-                )
-                continue
-            for sandbox_id in leftovers:
-                found.append((provider_id, sandbox_id))
-                entry = {"provider": provider_id, "sandbox_id": sandbox_id}
-                handle = Sandbox(id=sandbox_id, provider=provider_id)
-                try:
-                    await retry_cleanup(
-                        lambda provider=provider, handle=handle: destroy_gone_ok(provider, handle)
-                    )
-                except Exception as exc:  # noqa: BLE001
-                    self.recorder.sink.add_ledger(
-                        {"event": "destroy_failed", "by": "sweep", "error": repr(exc), **entry}
-                    )
-                else:
-                    self.recorder.sink.add_ledger({"event": "destroyed", "by": "sweep", **entry})
-        return found
+        """Destroy what the ledger shows alive (an iteration's cleanup that gave up) and
+        anything the providers list under this run's label (e.g. a create that timed out on
+        our side but completed on the provider's), checkpoints included; the ledger keeps
+        every outcome. Returns the sandboxes found."""
+
+        def ledger(entry: dict) -> None:
+            with contextlib.suppress(ResultsUnwritable):  # failing already: reap will do
+                self.recorder.ledger(entry)
+
+        self.sweep_results = await cleaning.sweep(
+            self.providers,
+            self.recorder.run_id,
+            ledger,
+            alive=self.recorder.alive,
+            policy=self.policy,
+            grace=self.grace,
+        )
+        return [(r.provider, s) for r in self.sweep_results for s in r.found]
 
 
 __all__ = [
-    "CLEANUP_ATTEMPTS",
-    "CLEANUP_BACKOFF_S",
-    "CLEANUP_MAX_WAIT_S",
     "CLEANUP_TIMEOUT_S",
+    "GC_EVERY",
+    "HARNESS_ERROR",
     "MAX_ERROR_CHARS",
+    "QUIET_POLICY",
     "CheckFailed",
     "IterationContext",
     "MemorySink",
@@ -321,6 +417,7 @@ __all__ = [
     "destroy_gone_ok",
     "expected_records",
     "make_plan",
+    "planned_operations",
     "remaining_plan",
     "retry_cleanup",
 ]

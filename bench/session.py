@@ -19,9 +19,22 @@ A :class:`Session` owns the lifecycle; an :class:`Executor` runs the plan, here
                and the executor's facts; writer closed; executor closed
 
 Bad input met on the way raises :class:`UsageError` (one line, exit code 2) before anything
-is created. A cancellation (Ctrl-C, SIGTERM) ends the run ``interrupted`` once everything it
-created is destroyed. Nothing here prints: what a person should read goes to a
-:class:`Progress` the caller supplies (the CLI prints it).
+is created. Nothing here prints: what a person should read goes to a :class:`Progress` the
+caller supplies (the CLI prints it).
+
+One writer per run: a new run holds its folder's lock from its creation; ``--resume`` takes
+it before anything else (:class:`bench.store.RunLock`; a second writer gets RunLocked).
+
+Interrupts (:meth:`Session.interrupt`, called by the CLI's signal handlers): the first stops
+scheduling at once and cancels what is in flight (those records say ``Interrupted``); cleanup
+then runs within the run's grace (``[run] grace_s``, :class:`bench.cleanup.Grace`); the second
+ends the grace at once. The run ends ``interrupted``, and what is still alive is named in the
+manifest's ``left_alive`` for ``sandbox-bench reap``.
+
+Results that cannot be written (a full disk): the run stops, cleans up, and ends ``failed``
+with the reason in the manifest's ``failure`` when the manifest can be written at all
+(:class:`bench.store.RunWriter` keeps a reserve for it); :class:`bench.store.ResultsUnwritable`
+reaches the caller. ``--resume`` first checks that the remaining iterations fit.
 """
 
 from __future__ import annotations
@@ -33,17 +46,19 @@ import platform
 import socket
 import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from bench import netprobe
 from bench.budget import Budget, Estimate, Planner
+from bench.cleanup import DEFAULT_POLICY, Grace, describe_error, through_interrupt
 from bench.config import RunConfig
 from bench.cost import spec_shape
 from bench.records import RunStatus
 from bench.runner import (
+    QUIET_POLICY,
     Recorder,
     Runner,
     SampleSink,
@@ -53,12 +68,19 @@ from bench.runner import (
     remaining_plan,
 )
 from bench.store import (
+    RESERVE_BYTES,
     LoadedRun,
+    ResultsUnwritable,
+    RunLock,
     RunWriter,
+    free_bytes,
+    ledger_path,
     load_manifest,
     load_run,
+    manifest_path,
     new_run_id,
     run_dir,
+    samples_path,
     utc_now_iso,
 )
 from bench.workloads import WORKLOADS
@@ -70,6 +92,11 @@ from providers.base import Capabilities, Provider
 class UsageError(Exception):
     """Bad input found while preparing a run; one line for the user (exit code 2). Raised
     before the run creates anything."""
+
+
+class NoSpace(Exception):
+    """``--resume`` of a run whose remaining iterations would not fit on its filesystem;
+    one line that says how much to free (exit code 1). Nothing was created."""
 
 
 #: What the manifest says about retries: the harness never retries a measured call.
@@ -261,6 +288,12 @@ def new_manifest(
         },
         "providers": dict(providers),
         "retry_policy": RETRY_POLICY,
+        "cleanup": {
+            "retry_policy": DEFAULT_POLICY.to_dict(),
+            "grace_s": config.grace_s,
+            "after_grace": "what is still alive is named in left_alive for sandbox-bench reap",
+        },
+        "quiet": QUIET_POLICY,
         "budget": {
             "max_cost_usd": config.max_cost_usd,
             "estimate_usd": round(estimate.total_usd, 6),
@@ -293,6 +326,8 @@ class Execution:
     budget: Budget
     first_sample_id: int
     progress: Progress
+    #: Bounds cleanup after an interrupt (started by :meth:`Session.interrupt`).
+    grace: Grace = field(default_factory=Grace)
 
 
 class Executor(ABC):
@@ -328,6 +363,14 @@ class Executor(ABC):
     async def finish(self) -> None:  # noqa: B027 - optional hook, nothing by default
         """End-of-run cleanup that still records into the run folder (sweeps)."""
 
+    def left_alive(self) -> list[dict[str, str]]:
+        """What the run's ledger shows alive now (after cleanup): kind, provider, id."""
+        return []
+
+    def harness_errors(self) -> list[str]:
+        """Harness errors no record could carry (the manifest keeps them)."""
+        return []
+
     def manifest_facts(self) -> dict[str, Any]:
         """Top-level manifest keys of this executor (written at the start and the end)."""
         return {}
@@ -346,6 +389,7 @@ class LocalExecutor(Executor):
         self.providers: dict[str, Provider] = dict(providers or {})
         self.workloads: dict[str, Workload] = {}
         self._opened: list[Provider] = []
+        self.runner: Runner | None = None
 
     def check(self) -> None:
         if not self.providers:
@@ -366,7 +410,7 @@ class LocalExecutor(Executor):
     async def reap(self, folder: Path) -> None:
         from bench.reap import reap_run
 
-        await reap_run(folder, self.providers)
+        await reap_run(folder, self.providers, locked=True)
 
     async def execute(self, plans: Plans, run: Execution) -> RunStatus:
         (plan,) = plans.values()
@@ -393,10 +437,18 @@ class LocalExecutor(Executor):
             concurrency=config.concurrency,
             on_item_done=done,
             admit=run.budget.admit,
+            grace=run.grace,
         )
+        self.runner = runner
         run.progress.start(f"run {run.run_id}", len(plan), plan)
         await runner.run(plan)
         return RunStatus.BUDGET_EXHAUSTED if runner.stopped_by_admit else RunStatus.COMPLETED
+
+    def left_alive(self) -> list[dict[str, str]]:
+        return self.runner.recorder.alive.names() if self.runner is not None else []
+
+    def harness_errors(self) -> list[str]:
+        return list(self.runner.recorder.harness_errors) if self.runner is not None else []
 
     async def close(self) -> None:
         for provider in self._opened:
@@ -437,23 +489,86 @@ class Session:
         self.writer: RunWriter | None = None
         self.budget: Budget | None = None
         self.status = RunStatus.FAILED
+        #: Why the run failed (a write that failed, a bug), for the manifest.
+        self.failure: str | None = None
+        self.grace = Grace(config.grace_s)
+        self.interrupts = 0
+        self.lock: RunLock | None = None
+        #: What was still alive when the run ended (named for reap).
+        self.left: list[dict[str, str]] = []
+        self.folder: Path | None = None
+        self._task: asyncio.Task[Any] | None = None
+        #: Called once, right before the run first creates anything (opens providers): until
+        #: then an interrupt may simply end the process (the CLI's start-up handler does, even
+        #: in the middle of importing an SDK); from then on it must go through interrupt().
+        self.starting: Callable[[], None] | None = None
+
+    # -- interrupts --------------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """An interrupt (call on the run's loop): the first cancels the run and starts the
+        grace; the next ends the grace."""
+        self.interrupts += 1
+        if self.interrupts > 1:
+            self.grace.skip()
+            return
+        self.grace.start()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    @property
+    def interrupted(self) -> bool:
+        return self.interrupts > 0
+
+    # -- the run -----------------------------------------------------------------------------
 
     async def run(self) -> tuple[Path, RunStatus]:
         """Prepare, open, execute, finalize; the run folder and its final status."""
+        self._task = asyncio.current_task()
         try:
             return await self._run()
+        except asyncio.CancelledError:
+            self.status = RunStatus.INTERRUPTED
+            raise
+        except ResultsUnwritable as exc:
+            self.status = RunStatus.FAILED
+            self.failure = f"results could not be written: {exc}"
+            raise
+        except (UsageError, NoSpace):
+            raise
+        except Exception as exc:
+            self.status = RunStatus.FAILED
+            self.failure = f"the harness failed: {describe_error(exc)}"
+            raise
         finally:
             try:
                 await self._finalize()
             finally:
-                with contextlib.suppress(Exception):
-                    await self.executor.close()
-                self.progress.stop()
+                try:
+                    await self._close()
+                finally:
+                    if self.lock is not None:
+                        self.lock.release()
+                    self.progress.stop()
+
+    async def _close(self) -> None:
+        # Bounded: after an interrupt the grace (plus a second) is all the time there is; a
+        # provider client that does not close by then is abandoned (its process exits soon).
+        limit = self.grace.remaining_s()
+        limit = 120.0 if limit is None else limit + 1.0
+        with contextlib.suppress(Exception, TimeoutError):
+            async with asyncio.timeout(limit):
+                await self.executor.close()
 
     async def _run(self) -> tuple[Path, RunStatus]:
         config, executor = self.config, self.executor
+        previous = None
+        if self.resume is not None:
+            previous = load_manifest(self.resume)
         executor.check()
-        previous = load_manifest(self.resume) if self.resume is not None else None
+        if self.resume is not None:
+            # Before anything is written or opened: one writer per run.
+            self.lock = RunLock.acquire(self.resume, purpose="resume")
         run_id = str(previous["run_id"]) if previous is not None else new_run_id()
         seed = config.resolved_seed()
         workloads = {
@@ -467,6 +582,8 @@ class Session:
         if self.announce:
             self.progress.note(self.announce)
 
+        if self.starting is not None:
+            self.starting()
         opened = await executor.open(run_id=run_id, workloads=workloads)
         capabilities = dict(opened.capabilities)
         locations = executor.locations()
@@ -474,6 +591,8 @@ class Session:
         if self.resume is None:
             plans: dict[str | None, list[WorkItem]] = {loc: list(plan) for loc in locations}
         else:
+            earlier = load_run(self.resume)
+            check_space_to_resume(self.resume, earlier, len(plan) * len(locations))
             # What the interruption left alive goes first; then only what was not completed.
             await executor.reap(self.resume)
             earlier = load_run(self.resume)
@@ -515,7 +634,8 @@ class Session:
         )
         manifest.update(executor.manifest_facts())
         if previous is None:
-            self.writer = RunWriter(run_dir(config.output, run_id), manifest)
+            self.folder = run_dir(config.output, run_id)
+            self.writer = RunWriter(self.folder, manifest)
         else:
             assert self.resume is not None
             resumes = [*previous.get("resumes", []), {
@@ -526,13 +646,18 @@ class Session:
                 "client": manifest["client"],
                 **({"previous_cluster": previous["cluster"]} if "cluster" in previous else {}),
             }]  # fmt: skip
+            self.folder = self.resume
             self.writer = RunWriter.reopen(
                 self.resume,
+                lock=self.lock,
                 status=str(RunStatus.RUNNING),
                 finished_at=None,
+                failure=None,
+                left_alive=[],
                 resumes=resumes,
                 **executor.manifest_facts(),
             )
+            self.lock = None  # the writer holds it now, and releases it when it closes
         self.budget = planner.budget(self.writer, config.max_cost_usd)
         execution = Execution(
             run_id=run_id,
@@ -541,12 +666,11 @@ class Session:
             budget=self.budget,
             first_sample_id=first_sample_id,
             progress=self.progress,
+            grace=self.grace,
         )
-        try:
-            self.status = await executor.execute(plans, execution)
-        except asyncio.CancelledError:
-            self.status = RunStatus.INTERRUPTED
-            raise
+        self.status = await executor.execute(plans, execution)
+        if self.writer.failure is not None:  # a write failed where nothing could raise it
+            raise self.writer.failure
         return self.writer.folder, self.status
 
     async def _finalize(self) -> None:
@@ -554,18 +678,67 @@ class Session:
         if writer is None:
             return
         try:
-            await self.executor.finish()
+            try:
+                await through_interrupt(self.executor.finish())
+            except Exception as exc:  # noqa: BLE001 - the manifest says so; reap can finish
+                self.failure = self.failure or f"the end-of-run sweep failed: {describe_error(exc)}"
         finally:
-            writer.update_manifest(
-                status=str(self.status),
-                finished_at=utc_now_iso(),
-                spent_usd=round(self.budget.spent_usd(), 6) if self.budget is not None else None,
+            self.left = self.executor.left_alive()
+            if writer.failure is not None and self.failure is None:
+                self.status = RunStatus.FAILED
+                self.failure = f"results could not be written: {writer.failure}"
+            facts: dict[str, Any] = {
+                "status": str(self.status),
+                "finished_at": utc_now_iso(),
+                "spent_usd": (
+                    round(self.budget.spent_usd(), 6) if self.budget is not None else None
+                ),
+                "failure": self.failure,
+                "left_alive": self.left,
                 **self.executor.manifest_facts(),
-            )
-            writer.close()
-            from bench.columnar import write_at_finalize  # pyarrow, only once a run ends
+            }
+            errors = self.executor.harness_errors()
+            if errors:
+                facts["harness_errors"] = errors
+            if writer.lost:
+                facts["records_lost"] = writer.lost
+            try:
+                writer.update_manifest(**facts)
+            except ResultsUnwritable:
+                pass  # the caller says so; the temporary file is gone
+            finally:
+                writer.close()
+            if writer.failure is None:
+                from bench.columnar import write_at_finalize  # pyarrow, only once a run ends
 
-            await asyncio.to_thread(write_at_finalize, writer.folder)
+                await asyncio.to_thread(write_at_finalize, writer.folder)
+
+
+def check_space_to_resume(folder: Path, earlier: LoadedRun, planned: int) -> None:
+    """NoSpace when the iterations left of ``earlier`` would not fit on its filesystem, by
+    what the run's iterations took so far (a resume on a full disk says what to free)."""
+    free = free_bytes(folder)
+    if free is None:
+        return
+    done = {(s.provider, s.workload, s.iteration, s.warmup, s.location) for s in earlier.samples}
+    used = 0
+    for path in (samples_path(folder), ledger_path(folder)):
+        with contextlib.suppress(OSError):
+            used += path.stat().st_size
+    per_iteration = used / max(1, len(done))
+    left = max(0, planned - len(done)) + 1
+    manifest = 0
+    with contextlib.suppress(OSError):
+        manifest = manifest_path(folder).stat().st_size
+    need = int(per_iteration * left * 1.2) + max(RESERVE_BYTES, 2 * manifest) + 2 * manifest
+    if free < need:
+        mib = 1024 * 1024
+        raise NoSpace(
+            f"run {earlier.run_id} needs about {need / mib:.1f} MiB for its {left - 1} "
+            f"remaining iteration(s) (at {per_iteration / 1024:.1f} KiB each so far), but the "
+            f"filesystem of {folder} has {free / mib:.1f} MiB free: free at least "
+            f"{(need - free) / mib:.1f} MiB there, then resume again"
+        )
 
 
 async def run_session(
@@ -592,12 +765,14 @@ __all__ = [
     "Execution",
     "Executor",
     "LocalExecutor",
+    "NoSpace",
     "Opened",
     "Plans",
     "Progress",
     "QuietProgress",
     "Session",
     "UsageError",
+    "check_space_to_resume",
     "instantiate_providers",
     "run_session",
 ]

@@ -67,6 +67,15 @@ class RestoreTarget(StrEnum):
     NEW_SANDBOX = "new_sandbox"  # a new sandbox starts from the checkpoint (E2B, Daytona, local)
 
 
+class Deletion(StrEnum):
+    """When a sandbox is gone after ``destroy`` returns."""
+
+    SYNC = "sync"  # when destroy returns, the sandbox is gone (and no longer listed)
+    #: destroy returns once the provider accepted the deletion; the sandbox goes later (it is
+    #: gone when ``list_sandboxes`` no longer shows it). The runner then measures ``gone``.
+    ASYNC = "async"
+
+
 class PauseKind(StrEnum):
     """How a provider stops a sandbox from running without destroying it."""
 
@@ -95,6 +104,10 @@ class Capabilities:
     #: How the children's state is made: "copy-on-write" or "copy" ("" when unknown).
     fork_method: str = ""
     isolation: str = ""
+    #: Whether ``destroy`` returns before the sandbox is gone (see :class:`Deletion`).
+    deletion: Deletion = Deletion.SYNC
+    #: Whether :meth:`Provider.list_checkpoints` lists a run's checkpoints (leak sweeps).
+    lists_checkpoints: bool = False
     #: A directory inside the sandbox that is writable and survives checkpoint/restore.
     scratch_dir: str = "/tmp"
     unsupported: Mapping[str, str] = field(default_factory=dict)
@@ -112,6 +125,8 @@ class Capabilities:
             "fork_keeps": self.fork_keeps and str(self.fork_keeps),
             "fork_method": self.fork_method,
             "isolation": self.isolation,
+            "deletion": str(self.deletion),
+            "lists_checkpoints": self.lists_checkpoints,
             "scratch_dir": self.scratch_dir,
             "unsupported": dict(self.unsupported),
             "notes": dict(self.notes),
@@ -257,6 +272,12 @@ class Provider(ABC):
 
     async def delete_checkpoint(self, ref: CheckpointRef) -> None:  # noqa: B027 - optional
         """Free the checkpoint's storage where the provider allows it. Idempotent."""
+
+    async def list_checkpoints(self, run_id: str) -> list[str]:
+        """Ids of checkpoints of sandboxes labelled with ``run_id`` (for leak sweeps), where
+        ``Capabilities.lists_checkpoints`` says the provider can list them. Without it the
+        run's ledger is the only record of its checkpoints."""
+        raise Unsupported("list_checkpoints", provider=self.id, operation="list_checkpoints")
 
     async def pause(self, sandbox: Sandbox) -> None:
         raise Unsupported("pause", provider=self.id, operation=Op.PAUSE)

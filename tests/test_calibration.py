@@ -71,6 +71,9 @@ from bench.workloads import WORKLOADS
 from providers.base import SandboxSpec
 from tests import synthetic
 
+#: Timing against a known latency: run alone, after the parallel part of the suite.
+pytestmark = pytest.mark.serial
+
 CREATE = "POST /v2/sandboxes"
 ACCURACY = LatencyModel(median_s=0.100, p99_s=0.300)
 STALLS = LatencyModel(median_s=0.010, p99_s=0.030, stall_probability=0.2, stall_s=0.2)

@@ -168,7 +168,6 @@ UNUSUAL = {
     "a last line without its newline": [good(0), good(1).rstrip("\n")],
     "a torn last line": [good(0), good(1), good(2)[:40]],
     "an integer where a float is usual": [good(0, duration_s=1)],
-    "a null provider": [good(0, provider=None)],
     "a key holding text and numbers": [good(0, extra={"host": "h"}), good(1, extra={"host": 3})],
     "an empty object in an extra": [good(0, extra={"x": {}})],
     "whitespace after the last line": [good(0), "  "],

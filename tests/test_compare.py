@@ -263,6 +263,7 @@ def test_cli_compare_json_and_csv_parse(runs):
 # -- two real runs, one provider made slower --------------------------------------------------
 
 
+@pytest.mark.serial  # timing: alone, after the parallel part
 async def test_an_emulator_made_slower_is_the_only_regression(tmp_path):
     """Two runs of one config (stub provider, and e2b through its real SDK against its
     emulator); between them the emulator's answers to e2b's destroy (DELETE /sandboxes/<id>)

@@ -326,7 +326,7 @@ def _tree_digest(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and "cache" not in p.relative_to(folder).parts  # derived, rebuildable
     }
 
 

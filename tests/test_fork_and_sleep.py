@@ -19,6 +19,7 @@ from bench.workloads import WORKLOADS
 from bench.workloads.sleep_persist import expectation
 from providers import provider_class
 from providers.base import PauseKind, Provider, Sandbox, SandboxSpec
+from providers.errors import Unavailable
 from tests.wrapped_provider import Wrapped
 
 RUN = "fork-sleep-test"
@@ -95,12 +96,12 @@ async def test_a_fork_that_makes_fewer_children_is_an_error_and_they_are_destroy
 
 async def test_a_fork_that_fails_ends_the_iteration_and_leaves_nothing(open_provider):
     async def broken(inner: Provider, parent: Sandbox, count: int) -> list[Sandbox]:
-        raise RuntimeError("fork backend unavailable")
+        raise Unavailable("fork backend unavailable")
 
     async with open_provider("local") as (local, _):
         samples = await run(Wrapped(local, fork=broken), "fork", {"children": 2})
     seen = outcomes(samples)
-    assert seen[("fork_c1", Status.ERROR, "RuntimeError")] == 1
+    assert seen[("fork_c1", Status.ERROR, "Unavailable")] == 1
     assert seen[("fork_c2", Status.SKIPPED, None)] == 1 and seen[("destroy", Status.SKIPPED, None)]
 
 

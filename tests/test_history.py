@@ -252,6 +252,7 @@ def test_bad_history_export_and_site_input_is_one_line_and_exit_2(tmp_path, caps
 # -- end to end: an emulator made slower through its admin API ----------------------------------
 
 
+@pytest.mark.serial  # timing: alone, after the parallel part
 async def test_an_emulator_made_slower_half_way_is_flagged_by_history(tmp_path):
     results = tmp_path / "results"
     argv = [

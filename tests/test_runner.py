@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import ClassVar
 
-import pytest
-
 from bench.records import Status
 from bench.runner import MemorySink, Recorder, Runner, SecretScrubber, WorkItem, make_plan
 from bench.workloads import WORKLOADS
@@ -107,29 +105,3 @@ async def test_every_sandbox_carries_the_run_label(open_provider):
         await runner.run(make_plan(["local"], ["lifecycle"], iterations=1, warmup=0, seed=1))
         assert all(s.status is Status.OK for s in sink.samples)
         assert {s.sandbox_id for s in sink.samples} != {None}
-
-
-async def test_cleanup_retries_passing_failures_but_not_bad_credentials(monkeypatch):
-    import bench.iteration as iteration_module
-    from bench.runner import retry_cleanup
-    from providers.errors import AuthError, QuotaOrRateLimited, Unavailable
-
-    monkeypatch.setattr(iteration_module, "CLEANUP_BACKOFF_S", (0.0,))
-    calls = []
-
-    async def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            raise Unavailable("503") if len(calls) == 1 else QuotaOrRateLimited("429")
-        return "done"
-
-    assert await retry_cleanup(flaky) == "done" and len(calls) == 3
-
-    async def unauthorised():
-        calls.append(1)
-        raise AuthError("401")
-
-    calls.clear()
-    with pytest.raises(AuthError):
-        await retry_cleanup(unauthorised)
-    assert len(calls) == 1

@@ -9,18 +9,82 @@ of the two lists.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 
 from bench import stats
+from bench.cleanup import alive_from
+from bench.iteration import HARNESS_ERROR
 from bench.report.data import ReportData
 from bench.report.decision import decision_of
 from bench.report.sections.fidelity import fidelity_warnings
 from bench.report.views import ReportWarning, Severity, Text, View, Warnings, limited
 from bench.report.workload import workload_checks
 from bench.workloads import registry
+
+
+def harness_errors(data: ReportData) -> Iterable[ReportWarning]:
+    """Bugs of the harness (``HarnessError`` records, bench/iteration.py), listed before
+    everything else: a bug of ours must never be read as a provider's failure."""
+    frame = data.frame
+    found: list[str] = []
+    if not frame.empty and "error_type" in frame.columns:
+        mask = frame["error_type"].astype(str).eq(HARNESS_ERROR).to_numpy(dtype=bool)
+        if mask.any():
+            sub = frame.loc[mask, ["run_id", "provider", "workload", "operation"]].astype(str)
+            counts = Counter(map(tuple, sub.to_numpy().tolist()))
+            first = _first_messages(data, {k[0] for k in counts})
+            for (run_id, provider, workload, operation), n in sorted(counts.items()):
+                message = first.get((run_id, provider, workload, operation), "")
+                found.append(
+                    f"{provider}/{workload}/{operation}: {n} record(s) of a bug in the harness, "
+                    f"not the provider (run {run_id}){': ' + message if message else ''}"
+                )
+    for run in data.runset.runs:
+        found += [f"{run.run_id}: {e}" for e in run.manifest.get("harness_errors") or []]
+    yield from limited("harness bug", found, severity=Severity.BUG)
+
+
+def _first_messages(data: ReportData, run_ids: set[str]) -> dict[tuple[str, ...], str]:
+    """The first HarnessError message per (run, provider, workload, operation), read from the
+    samples files (the frame has no messages; these records are rare)."""
+    first: dict[tuple[str, ...], str] = {}
+    for run in data.runset.runs:
+        if run.run_id not in run_ids:
+            continue
+        try:
+            with (Path(run.folder) / "samples.jsonl").open("rb") as fh:
+                for line in fh:
+                    if HARNESS_ERROR.encode() not in line:
+                        continue
+                    with contextlib.suppress(ValueError):
+                        s = json.loads(line)
+                        key = (run.run_id, s["provider"], s["workload"], s["operation"])
+                        first.setdefault(key, str(s.get("error_message") or "")[:300])
+        except (OSError, KeyError, TypeError):
+            continue
+    return first
+
+
+def leftovers(data: ReportData) -> Iterable[ReportWarning]:
+    """Sandboxes and checkpoints a run left alive (its ledger shows them created and never
+    destroyed or deleted), and why a failed run failed."""
+    for run in data.runset.runs:
+        alive = alive_from(run.ledger)
+        if alive:
+            yield ReportWarning(
+                kind="leftovers",
+                text=f"{run.run_id}: the ledger shows {alive.summary()} never destroyed "
+                f"(they may still cost money): run `sandbox-bench reap {run.run_id}`",
+            )
+        failure = run.manifest.get("failure")
+        if failure:
+            yield ReportWarning(kind="run status", text=f"{run.run_id} failed: {failure}")
 
 
 def emulated(data: ReportData) -> Iterable[ReportWarning]:
@@ -206,8 +270,10 @@ Check = Callable[[ReportData], Iterable[ReportWarning]]
 
 #: Checks before the workloads' own, in the order their warnings are listed.
 CHECKS_BEFORE: tuple[Check, ...] = (
+    harness_errors,
     emulated,
     runs,
+    leftovers,
     merged,
     configuration,
     no_data,

@@ -191,12 +191,7 @@ class Checkpoint(Workload):
             check=remember,
             extra={"state_mb": state_mb},
         )
-        ref = await ctx.timed(
-            "checkpoint",
-            lambda: provider.checkpoint(sandbox),
-            sandbox=sandbox,
-            extra={"state_mb": state_mb},
-        )
+        ref = await ctx.checkpoint(sandbox, extra={"state_mb": state_mb})
 
         def changed(result: ExecResult) -> None:
             now = parse_listing(result, paths)
@@ -239,7 +234,7 @@ class Checkpoint(Workload):
             check=same_state,
             extra=verified,
         )
-        await ctx.timed("delete_checkpoint", lambda: provider.delete_checkpoint(ref))
+        await ctx.delete_checkpoint(ref)
         await ctx.destroy(sandbox)
         if restored.id != sandbox.id:
             await ctx.destroy(restored, "destroy_restored")

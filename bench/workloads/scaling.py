@@ -133,12 +133,7 @@ class CheckpointScaling(Workload):
                 check=remember,
                 extra={"state_mb": size},
             )
-            ref = await ctx.timed(
-                f"checkpoint_{size}mb",
-                lambda: provider.checkpoint(sandbox),
-                sandbox=sandbox,
-                extra={"state_mb": size},
-            )
+            ref = await ctx.checkpoint(sandbox, f"checkpoint_{size}mb", extra={"state_mb": size})
             restored = await ctx.timed(
                 f"restore_{size}mb",
                 lambda ref=ref: provider.restore(ref),
@@ -160,9 +155,7 @@ class CheckpointScaling(Workload):
                 check=same,
                 extra={"state_mb": size, "verified": True},
             )
-            await ctx.timed(
-                f"delete_checkpoint_{size}mb", lambda ref=ref: provider.delete_checkpoint(ref)
-            )
+            await ctx.delete_checkpoint(ref, f"delete_checkpoint_{size}mb")
             if restored.id != sandbox.id:
                 await ctx.destroy(restored, f"destroy_restored_{size}mb")
         await ctx.destroy(sandbox)

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from bench.iteration import CheckFailed
+from bench.iteration import CheckFailed, InputFailed
 from bench.store import utc_now_iso
 from bench.workloads.base import Workload, exit_zero
 from bench.workloads.lifecycle import ATTEMPTS, timed_first_exec
@@ -478,8 +478,12 @@ def step_script(step: Step, workdir: str) -> str:
 _TOOLS_SCRIPT = 'for t in {tools}; do command -v "$t" >/dev/null 2>&1 || echo "$t"; done; true'
 
 
-class LocalFileChanged(Exception):
+class LocalFileChanged(InputFailed):
     """An uploaded file is not what the config recorded any more."""
+
+
+class LocalFileUnreadable(InputFailed):
+    """An uploaded file cannot be read any more (removed, or its permissions changed)."""
 
 
 class TaskWorkload(Workload):
@@ -549,7 +553,7 @@ class TaskWorkload(Workload):
         try:
             found = await self._files()
         except (OSError, LocalFileChanged) as exc:
-            error = exc
+            error = exc if isinstance(exc, InputFailed) else LocalFileUnreadable(str(exc))
 
             async def fail() -> None:
                 raise error
