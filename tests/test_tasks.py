@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import io
 import hashlib
+import io
 import json
 import os
 import shlex
@@ -394,7 +394,7 @@ def test_show_lists_the_steps_in_their_order(failing_run, capsys):
     # abbreviated to fit, with a legend, never cut into look-alikes).
     assert main(["show", str(failing_run)]) == 0
     out = capsys.readouterr().out
-    table = out[out.index("task_demo"):].split("─\n", 1)[1].split("\n\n", 1)[0]
+    table = out[out.index("task_demo") :].split("─\n", 1)[1].split("\n\n", 1)[0]
     shown = [line.split()[0] for line in table.splitlines()]
     assert shown == expected
 
