@@ -17,6 +17,10 @@ probably cost would cross the cap, it schedules nothing more and the manifest sa
 ``budget_exhausted``. "Probably cost" is the larger of the estimate and twice the average
 spend per finished iteration so far: the estimate alone may be far off (it is made before any
 latency is known), and the factor two is a margin for the variance of one iteration.
+
+Where the sources of a price disagree (a catalog rate with several sourced values), both the
+estimate and the spend use the highest of them (``ProviderPricing.at("high")``): a cap is a
+promise not to spend more, so it must hold whichever source is right.
 """
 
 from __future__ import annotations
@@ -51,6 +55,12 @@ class Estimate:
         if self.unpriced:
             text += f"; no price in the catalog for {', '.join(self.unpriced)}"
         return text
+
+
+def highest(catalog: Catalog, provider: str) -> ProviderPricing | None:
+    """``provider``'s pricing at the highest of its sourced rates (None: not in the catalog)."""
+    pricing = catalog.get(provider)
+    return pricing.at("high") if pricing is not None else None
 
 
 def _rate(pricing: ProviderPricing | None, shape: Shape) -> float:
@@ -98,6 +108,7 @@ class Budget(SampleSink):
         self._alive: dict[tuple[str, str], float] = {}
         self._closed_usd = 0.0
         self._lock = threading.Lock()
+        self._pricing: dict[str, ProviderPricing | None] = {}
 
     # -- SampleSink --------------------------------------------------------------------------
 
@@ -117,7 +128,9 @@ class Budget(SampleSink):
     # -- accounting --------------------------------------------------------------------------
 
     def _cost(self, provider: str, alive_s: float) -> float:
-        pricing = self.catalog.get(provider)
+        if provider not in self._pricing:
+            self._pricing[provider] = highest(self.catalog, provider)
+        pricing = self._pricing[provider]
         if pricing is None:
             return 0.0
         return pricing.billed_seconds(alive_s) * _rate(pricing, self.shape)
@@ -181,7 +194,7 @@ class Planner:
                 self.item_cost[key] = item_estimate_usd(
                     workload=workloads[item.workload],
                     caps=capabilities[item.provider],
-                    pricing=self.catalog.get(item.provider),
+                    pricing=highest(self.catalog, item.provider),
                     shape=self.shape,
                     assumed_op_s=self.assumed_op_s,
                 )

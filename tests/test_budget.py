@@ -71,3 +71,51 @@ def test_a_run_whose_spending_reaches_the_cap_stops_scheduling(tmp_path):
     ledger, _ = load_ledger(folder)
     created = {e["sandbox_id"] for e in ledger if e["event"] == "created"}
     assert created == {e["sandbox_id"] for e in ledger if e["event"] == "destroyed"}
+
+
+def test_the_cap_prices_at_the_highest_sourced_rate(tmp_path):
+    """Sprites' CPU rate has two sourced values ($0.07 and about $0.0275 per vCPU-hour). In a
+    catalog that lists the lower first (its primary value), the estimate and the spend still
+    use the higher, so the cap holds whichever source is right."""
+    from bench.budget import Budget, highest, item_estimate_usd
+    from bench.cost import Shape, load_catalog
+    from bench.runner import MemorySink
+    from bench.workloads import WORKLOADS
+    from providers import provider_class
+
+    text = (ROOT / "providers" / "pricing.toml").read_text()
+    high, low = text.split("[[providers.sprites.compute.cpu.values]]\n")[1:3]
+    low = low.split("\n\n")[0] + "\n\n"
+    assert "usd = 0.07\n" in high and "0.00000764" in low
+    swapped = (
+        text.replace(high.split("\n\n")[0] + "\n\n", "@@HIGH@@", 1)
+        .replace(low, high.split("\n\n")[0] + "\n\n", 1)
+        .replace("@@HIGH@@", low, 1)
+    )
+    path = tmp_path / "pricing.toml"
+    path.write_text(swapped)
+    catalog = load_catalog(path)
+    sprites = catalog.get("sprites")
+    shape = Shape(cpus=1, memory_gib=1)
+    rate = {end: sprites.at(end).usd_per_s(sprites.shape_for(shape)) for end in ("primary", "high")}
+    assert rate["primary"] < rate["high"]  # the lower rate is now the catalog's primary
+    top = highest(catalog, "sprites")
+    assert top.usd_per_s(top.shape_for(shape)) == rate["high"]
+    assert highest(catalog, "no-such-provider") is None
+
+    budget = Budget(MemorySink(), cap_usd=None, catalog=catalog, shape=shape, item_cost={})
+    budget.add_ledger({"event": "created", "provider": "sprites", "sandbox_id": "s1"})
+    budget._alive[("sprites", "s1")] -= 3600.0  # alive for an hour
+    budget.add_ledger({"event": "destroyed", "provider": "sprites", "sandbox_id": "s1"})
+    hour = top.billed_seconds(3600.0) * rate["high"]
+    assert hour <= budget.spent_usd() < hour * 1.01  # plus the test's own instants
+
+    estimate = item_estimate_usd(
+        workload=WORKLOADS["lifecycle"]({}), caps=provider_class("sprites")({}).capabilities(),
+        pricing=top, shape=shape, assumed_op_s=1.0,
+    )  # fmt: skip
+    at_primary = item_estimate_usd(
+        workload=WORKLOADS["lifecycle"]({}), caps=provider_class("sprites")({}).capabilities(),
+        pricing=sprites, shape=shape, assumed_op_s=1.0,
+    )  # fmt: skip
+    assert estimate > at_primary
