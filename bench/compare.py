@@ -10,7 +10,9 @@ Verdict rule (statistical, per row):
   does not explain it);
 * **faster**: the whole interval lies below 1;
 * **unchanged**: the interval contains 1;
-* **n too small**: either run has fewer than 5 successful samples (the median's rule);
+* **n too small**: either run has fewer than ``stats.MIN_N_RATIO`` (10) successful samples
+  (below that the ratio's bootstrap interval covers too rarely; the medians themselves are
+  shown from ``stats.MIN_N_ANY`` (5) samples);
 * **only in A** / **only in B**: the operation was measured in one run only.
 
 A row is **beyond the threshold** when it is slower and its interval's lower bound is above
@@ -389,7 +391,7 @@ def compare_runs(
 
 
 def _median(group: stats.Group | None) -> float:
-    """The median under the stats rule: NaN below 5 successful samples."""
+    """The median under the stats rule: NaN below ``stats.MIN_N_ANY`` successful samples."""
     if group is None or not stats.supports(group.n, 50):
         return float("nan")
     return stats.percentile(group.ok_sorted_s, 50)
