@@ -275,3 +275,21 @@ def test_a_run_whose_every_create_failed_still_reports(tmp_path):
     assert persist[8] == "not priced: no catalog entry"  # the stub has no price
     [fork] = tables["table-fork-children-fork"][1:]
     assert fork[-3:] == ["–", "–", "–"]
+
+
+def test_fork_children_are_judged_by_the_fork_fidelity_check(buyer_run, tmp_path):
+    """Children of the e2b emulator lack the parent's process although e2b declares memory
+    kept: the report's fidelity check ``fork`` fails for e2b and passes where forks are real
+    copies as declared (local, daytona, vercel: filesystem only)."""
+    from bench.report import ReportData
+    from bench.report.runs import load_runs
+    from bench.report.sections.fidelity import results
+    from bench.workloads.shape import Fidelity
+
+    data = ReportData(load_runs([buyer_run]), ReportSettings(), tmp_path / "figures")
+    fork = {t.provider: t for t in results(data) if t.kind is Fidelity.FORK}
+    assert set(fork) == set(PROVIDER_IDS) - NO_FORK
+    assert fork["e2b"].failed >= 1 and "verify_child" in " ".join(fork["e2b"].examples.values())
+    for provider in set(fork) - MEMORY_FORKS:
+        tally = fork[provider]
+        assert tally.failed == 0 and tally.passed == tally.run > 0, provider

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.iteration import CheckFailed, StepFailed
 from bench.workloads.base import Workload, exit_zero, sha256_of_output
-from bench.workloads.shape import Extra, Operation, Scale
+from bench.workloads.shape import Check, Extra, Fidelity, Operation, Scale
 from providers.base import Capabilities, CheckpointCaptures, ExecResult, Op, Sandbox
 from providers.settings import setting
 
@@ -72,8 +72,8 @@ class ForkSettings:
 PROCESS_KEPT = Extra("process_kept", bool, help="the process started before was running afterwards")
 
 
-def _scaled(name: str, help: str) -> Operation:
-    return Operation(name, help=help, scale=Scale.CONCURRENCY)
+def _scaled(name: str, help: str, checks: tuple[Check, ...] = ()) -> Operation:
+    return Operation(name, help=help, scale=Scale.CONCURRENCY, checks=checks)
 
 
 class Fork(Workload):
@@ -85,9 +85,17 @@ class Fork(Workload):
         Operation("write_state", help="write state_mb MiB of random data, print its sha256"),
         Operation("start_process", help="start a loop that counts in memory into a file"),
         _scaled("fork", "the provider's fork call for L children at once"),
-        _scaled("verify_child", "a child's state sha256 and whether the process came along"),
+        _scaled(
+            "verify_child",
+            "a child's state sha256 and whether the process came along",
+            (Check(Fidelity.FORK),),
+        ),
         _scaled("isolate", "overwrite the state in the first child, leave a marker"),
-        _scaled("check_isolation", "another child, or the parent, still has the original"),
+        _scaled(
+            "check_isolation",
+            "another child, or the parent, still has the original",
+            (Check(Fidelity.FORK),),
+        ),
         _scaled("destroy_child", "a child's destroy"),
         Operation("destroy", help="the parent's destroy"),
     )

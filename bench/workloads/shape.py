@@ -75,6 +75,9 @@ class Fidelity(StrEnum):
     SPEC = "spec"
     #: The provider's listing by run label showed a live sandbox.
     LISTED = "listed"
+    #: A fork's children held the parent's state (and its processes, where the provider
+    #: declares memory kept), and a change in one did not reach the others or the parent.
+    FORK = "fork"
     #: A sandbox whose destroy answered ok was gone: judged for every destroy the harness
     #: made, from the run's ledger (the end-of-run sweep found no such sandbox alive).
     DESTROYED = "destroyed"
@@ -90,6 +93,7 @@ FIDELITY_HELP: dict[Fidelity, str] = {
     Fidelity.FRESH: "create hands out a sandbox nobody used before",
     Fidelity.SPEC: "the sandbox has the CPUs and memory asked for",
     Fidelity.LISTED: "the listing by run label shows a live sandbox",
+    Fidelity.FORK: "fork children hold the parent's state, as declared, and are independent",
     Fidelity.DESTROYED: "a sandbox whose destroy answered ok is gone at the end of the run",
 }
 

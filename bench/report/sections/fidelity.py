@@ -106,7 +106,13 @@ def _from_records(data: ReportData, tallies: dict[tuple[str, Fidelity], Tally]) 
     #: (run id, sample id) -> where to put the error message of a first failure.
     wanted: dict[tuple[str, int], list[tuple[Tally, str, str]]] = {}
     for workload, op, check in registry.fidelity_checks():
-        mask = (workloads == workload) & (operations == op.name)
+        mask = workloads == workload
+        if op.scale is None:
+            mask &= operations == op.name
+        else:  # a scaled family (verify_child_c1, verify_child_c4 ...)
+            pattern = op.scale.pattern(op.name)
+            rows = np.flatnonzero(mask)
+            mask[rows] = [pattern.match(name) is not None for name in operations[rows]]
         if not mask.any():
             continue
         sub = frame.loc[mask]
