@@ -65,6 +65,7 @@ import dataclasses
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -348,12 +349,16 @@ class ModalProvider(SDKProvider[Connection]):
         handle = await self.handle(sandbox, Op.EXEC)
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else [str(a) for a in command]
         seconds = max(1, math.ceil(timeout_s))
+        started = time.monotonic()
         async with self.translating(Op.EXEC), asyncio.timeout(seconds + GRACE_S):
             process = await handle.sdk.exec.aio(*argv, timeout=seconds, text=False)
             stdout, stderr, code = await asyncio.gather(
                 process.stdout.read.aio(), process.stderr.read.aio(), process.wait.aio()
             )
-        if code == -1:  # what the SDK's wait() answers once the exec deadline passed
+        # -1: what the SDK's wait() answers once the exec deadline passed; a SIGKILL exit
+        # (137, or -9) at or after the deadline: the server's kill at timeout_secs won that race.
+        late = time.monotonic() - started >= seconds
+        if code == -1 or (late and code in (137, -9)):
             raise errors.OperationTimeout(
                 f"command did not finish within {seconds} s", provider=self.id, operation=Op.EXEC
             )

@@ -105,9 +105,9 @@ def _local_leftovers(state: Path, ids: set[str]) -> list[str]:
             # A checkpoint a kill cut short (.ck-*.partial) is the local provider's to list
             # (it has no list_checkpoints yet); every complete one counts.
             found += [f"{sub} {p.name}" for p in root.iterdir() if not p.name.endswith(".partial")]
-    for cgroup in Path("/sys/fs/cgroup").rglob("sb-*"):
-        if cgroup.name in ids:
-            found.append(f"cgroup {cgroup}")
+    # Other tests create and remove cgroups meanwhile: a folder gone under the walk is skipped.
+    for parent, dirs, _ in os.walk("/sys/fs/cgroup", onerror=lambda _exc: None):
+        found += [f"cgroup {parent}/{d}" for d in dirs if d.startswith("sb-") and d in ids]
     for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):
             cmdline = (proc / "cmdline").read_bytes()
