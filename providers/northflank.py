@@ -20,7 +20,8 @@ Northflank has no sandbox object ("a sandbox is a service", its docs): a sandbox
   ways: write runs ``mkdir -p "$(dirname "$1")" && cat > "$1" && wc -c < "$1"`` and checks the
   count, read ``cat`` (exit 44 if missing: NotFound). Byte-exact, at most ``max_file_mb``.
 * ``checkpoint``: ``create.container_snapshot`` (202 ``scheduled``), then its state polled until
-  ``succeeded`` (``failed``/``cancelled``: an error); the service runs on. Declared
+  ``succeeded`` (``failed``/``cancelled``: an error; a wait that fails or is given up deletes
+  the snapshot, which would else be kept if it succeeded later); the service runs on. Declared
   **filesystem**: whether memory is included is not documented.
 * ``restore``: a **new service** as for create (same image, plan, labels) with
   ``containerSnapshot.restoreFrom``; none in place. ``delete_checkpoint``: a missing one is fine.
@@ -353,7 +354,12 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
                     raise self._fail(errors.ProviderError, op, f"{got.data!r:.300}")
                 return state == "succeeded"
 
-            await self._until(taken, self.config.wait_timeout_s)
+            try:
+                await self._until(taken, self.config.wait_timeout_s)
+            except BaseException:
+                with contextlib.suppress(Exception):  # nobody would ever delete it
+                    await client.delete.container_snapshot(snapshot_id=snapshot, team_id=self.team)
+                raise
         ref = self.checkpoint_ref(snapshot, sandbox, handle)
         return dataclasses.replace(ref, native={**ref.native, "body": handle.sdk[1]})
 

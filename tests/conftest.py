@@ -15,21 +15,13 @@ from pathlib import Path
 import pytest
 
 from bench.emulators.control import Emulator, running
-from providers import provider_class
+from providers import REGISTRY, provider_class
 from providers.base import Provider
 
-#: Every provider the contract suite covers.
-PROVIDER_IDS = (
-    "local",
-    "e2b",
-    "daytona",
-    "sprites",
-    "runloop",
-    "codesandbox",
-    "vercel",
-    "modal",
-    "northflank",
-)
+#: Every provider the contract suite covers: the registry's, less the stub (sandboxes that are
+#: only names), so a provider registered is a provider tested, with no list here to forget.
+PROVIDER_IDS = tuple(p for p in REGISTRY if p != "stub")
+#: The cloud providers, each tested against its loopback emulator (bench/emulators/).
 EMULATED = frozenset(PROVIDER_IDS) - {"local"}
 
 

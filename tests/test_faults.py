@@ -133,8 +133,31 @@ SETTINGS = {
     "northflank": {"request_timeout_s": 2.0, "file_timeout_s": 2.0, "poll_interval_s": 0.05},
 }
 HANG_S = 5.0
-#: Every emulated provider: each needs its MATCH and SETTINGS rows above.
+#: Every emulated provider, from the registry (tests/conftest.py): each needs its MATCH and
+#: SETTINGS rows above (:func:`rows`).
 CLOUDS = tuple(p for p in PROVIDER_IDS if p in EMULATED)
+
+
+def rows(provider_id: str) -> tuple[dict[str, str], dict[str, float]]:
+    """``provider_id``'s rows of :data:`MATCH` and :data:`SETTINGS`; a provider without them
+    fails, naming the table to fill (never skipped)."""
+    for table, found in (("MATCH", MATCH), ("SETTINGS", SETTINGS)):
+        if provider_id not in found:
+            pytest.fail(f"{provider_id}: no row in {table} (tests/test_faults.py)", pytrace=False)
+    return MATCH[provider_id], SETTINGS[provider_id]
+
+
+def test_every_emulated_provider_has_its_rows():
+    """A provider registered (providers.REGISTRY) without its rows here fails, naming the
+    table: what selects each operation's call on its emulator (MATCH, every operation the
+    fault tests drive) and its short client timeouts (SETTINGS)."""
+    ops = {"create", "exec", "write", "read", "destroy", "list"}
+    for table, found in (("MATCH", MATCH), ("SETTINGS", SETTINGS)):
+        missing = [p for p in CLOUDS if p not in found]
+        assert not missing, f"no row in {table} (tests/test_faults.py) for {', '.join(missing)}"
+        assert set(found) <= set(CLOUDS), f"{table} has rows of no emulated provider"
+    wrong = {p: sorted(ops ^ set(MATCH[p])) for p in CLOUDS if set(MATCH[p]) != ops}
+    assert not wrong, f"MATCH rows must name exactly {sorted(ops)}: {wrong}"
 
 
 def _context(provider, sink: MemorySink, timeout_s: float) -> IterationContext:
@@ -154,7 +177,8 @@ async def test_each_fault_kind_is_recorded_as_its_class(open_provider, provider_
     run_id = f"kinds-{uuid.uuid4().hex[:8]}"
     spec = SandboxSpec(labels={RUN_LABEL: run_id})
     options = emulator_args(hang_s=HANG_S)
-    async with open_provider(provider_id, SETTINGS[provider_id], emulator_args=options) as (
+    match, settings = rows(provider_id)
+    async with open_provider(provider_id, settings, emulator_args=options) as (
         provider,
         emu,
     ):
@@ -162,13 +186,13 @@ async def test_each_fault_kind_is_recorded_as_its_class(open_provider, provider_
         outcomes: dict[tuple[str, str], tuple[str, str | None]] = {}
         for kind in FAULT_KINDS:
             # A hang costs the whole timeout: try it on fewer operations.
-            ops = ("create", "exec", "destroy") if kind == "hang" else tuple(MATCH[provider_id])
+            ops = ("create", "exec", "destroy") if kind == "hang" else tuple(match)
             for op in ops:
                 sandbox = None if op == "create" else await provider.create(spec)
                 if op == "read":
                     await provider.write_file(sandbox, "/tmp/f", b"data")
-                match = MATCH[provider_id][op] + (sandbox.id if op == "destroy" else "")
-                await emu.inject(kind=kind, match=match)
+                where = match[op] + (sandbox.id if op == "destroy" else "")
+                await emu.inject(kind=kind, match=where)
                 calls = {
                     "create": lambda: provider.create(spec),
                     "exec": lambda sb=sandbox: provider.exec(sb, ["true"], timeout_s=1.0),
@@ -211,7 +235,8 @@ async def test_a_run_with_faults_on_a_fifth_of_calls_completes_and_leaks_nothing
     open_provider, provider_id
 ):
     options = emulator_args(fault_rate=0.2, hang_s=HANG_S, seed=5)
-    async with open_provider(provider_id, SETTINGS[provider_id], emulator_args=options) as (
+    _, settings = rows(provider_id)
+    async with open_provider(provider_id, settings, emulator_args=options) as (
         provider,
         emu,
     ):

@@ -5,7 +5,7 @@ make a provider misbehave behind correct answers. Here:
 
 * on the stub backend, in this process (fast, no root): what each fault does to the
   emulated sandboxes, and that the emulator itself still ends what it pretended to keep;
-* against each emulator (e2b, daytona, sprites, runloop, codesandbox, vercel, modal; local
+* against each emulator (every emulated provider of the registry, :data:`PROVIDERS`; local
   backend, real SDKs), one emulator process per provider for the whole module (started when
   its first test needs it), its faults switched through the admin API: a run of
   ``checkpoint,pause_resume,probe,lifecycle`` in each fault completes, records the failure
@@ -16,7 +16,9 @@ make a provider misbehave behind correct answers. Here:
   adapters' declared capabilities) must leave a clean run. By default the fault runs cover
   every fault on e2b, daytona and sprites and, on the other emulators, the faults whose
   effect goes through their own protocol code (:data:`OWN_CODE`); ``SANDBOX_BENCH_FIDELITY=
-  full`` runs every applicable pair (see :func:`_cases`);
+  full`` runs every applicable pair (see :func:`_cases`). A provider registered without its
+  rows in the per-provider tables here fails :func:`test_every_emulated_provider_has_its_rows`
+  (and each of its runs) naming the table to fill, rather than going untested;
 * the report's reading of the ledger (a destroy that answered ok, then the sweep found the
   sandbox) on a synthetic run.
 """
@@ -40,7 +42,7 @@ import pytest
 import pytest_asyncio
 
 from bench.config import build_config
-from bench.emulators import MISBEHAVIOURS, misbehaviours
+from bench.emulators import MISBEHAVIOURS, PROTOCOLS, misbehaviours
 from bench.emulators.control import Emulator, running
 from bench.emulators.toolkit import Box, Misbehaving, SemanticFaults, Snapshot
 from bench.records import RunStatus
@@ -53,19 +55,23 @@ from bench.store import ledger_path, load_ledger, load_run
 from bench.workloads.checkpoint import compare_state, describe
 from bench.workloads.shape import Fidelity
 from providers import provider_class
-from providers.base import Capabilities, Op, PauseKind, SandboxSpec
-from providers.errors import ProviderError
+from providers.base import RUN_LABEL, Capabilities, Op, PauseKind, Sandbox, SandboxSpec
+from providers.errors import OperationTimeout, ProviderError
 from providers.stub import StubProvider
-from tests.conftest import needs_root
+from tests.conftest import EMULATED, PROVIDER_IDS, needs_root
 from tests.synthetic import make_run
 
 ROOT = Path(__file__).resolve().parents[1]
-PROVIDERS = ("e2b", "daytona", "sprites", "runloop", "codesandbox", "vercel", "modal")
+#: Every emulated provider, from the registry: a new one is in every table check and run here.
+PROVIDERS = tuple(p for p in PROVIDER_IDS if p in EMULATED)
 WORKLOADS = ("checkpoint", "pause_resume", "probe", "lifecycle")
 #: The spec asks for every CPU this process may use: a sandbox pinned to half shows fewer.
 CPUS = len(os.sched_getaffinity(0))
 #: Short SDK timeouts, so a snapshot that stays pending costs seconds. Vercel sizes by its own
-#: ``vcpus`` (1 or even), not by the spec: as many as the spec asks for (at least).
+#: ``vcpus`` (1 or even), not by the spec: as many as the spec asks for (at least). Northflank's
+#: one wait bound covers create and destroy too: 10 s leaves a loaded machine's boots room;
+#: its polls (create, snapshot, destroy) come 0.1 s apart instead of 0.5 s.
+#: Every provider of :data:`PROVIDERS` needs a row (``{}`` if the defaults do).
 ADAPTER: dict[str, dict[str, Any]] = {
     "e2b": {"request_timeout_s": 3.0},
     "daytona": {"sdk_timeout_s": 3.0},
@@ -74,7 +80,13 @@ ADAPTER: dict[str, dict[str, Any]] = {
     "codesandbox": {},
     "vercel": {"request_timeout_s": 3.0, "vcpus": CPUS if CPUS == 1 or CPUS % 2 == 0 else CPUS + 1},
     "modal": {"checkpoint_timeout_s": 3.0},
+    "northflank": {"request_timeout_s": 5.0, "wait_timeout_s": 10.0, "poll_interval_s": 0.1},
 }
+#: Client variables given instead of the emulator's own. The runs scrub every value of a
+#: credential variable from their records, Northflank's project id among them, and the
+#: emulator's project, ``sandbox-bench``, is in the workloads' file names: its messages would
+#: read ``***-state-0.bin``.
+CLIENT_ENV = {"northflank": {"NORTHFLANK_PROJECT_ID": "nf-fidelity"}}
 #: Adapter settings that make a fault reachable: e2b stops (rather than freezes) with a
 #: filesystem pause; daytona freezes only VM-class sandboxes. (runloop and vercel stop by
 #: default, codesandbox freezes by default: its memory hibernate.)
@@ -95,6 +107,8 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
     ("sprites", "stop-keeps"): NO_PAUSE,
     ("modal", "pause-runs"): NO_PAUSE,
     ("modal", "stop-keeps"): NO_PAUSE,
+    ("northflank", "pause-runs"): NO_PAUSE,
+    ("northflank", "stop-keeps"): NO_PAUSE,
     ("runloop", "pause-runs"): STOPS,
     ("vercel", "pause-runs"): STOPS,
     ("codesandbox", "stop-keeps"): (
@@ -345,6 +359,45 @@ async def test_wake_slow_delays_the_first_call_after_an_idle_once_for_every_call
         await sandboxes.destroy(box)
 
 
+async def test_northflank_gives_up_a_pending_snapshot_and_a_leaked_delete_ends_its_wait(
+    tmp_path, monkeypatch
+):
+    """Northflank's snapshot has a pending state (``scheduled``): under snapshot-pending the
+    adapter's wait ends at its bound and it deletes the snapshot (the emulator's delete never
+    waits for one that will not come); a delete that leaks answers ok and the service's GET
+    says gone (the adapter's wait for the deletion ends), while the listing shows it until a
+    second delete, as the sweep's, ends it. Stub backend: no root."""
+    faults = ("snapshot-pending", "destroy-leaks")
+    options = ["--backend", "stub"]
+    async with running("northflank", tmp_path, misbehave=faults, extra_args=options) as emu:
+        for key, value in emu.client_env().items():
+            monkeypatch.setenv(key, value)
+        provider = provider_class("northflank")({"wait_timeout_s": 1.0, "poll_interval_s": 0.05})
+        await provider.open()
+        try:
+            sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: "nf-faults"}))
+            with pytest.raises(OperationTimeout):
+                await provider.checkpoint(sandbox)
+            calls = await emu.calls()
+            deleted = [c["path"] for c in calls if c["method"] == "DELETE"
+                       and "/container-snapshots/" in c["path"]]  # fmt: skip
+            assert len(deleted) == 1, "the snapshot given up is deleted"
+            headers = {"Authorization": f"Bearer {emu.token}"}
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(emu.url + deleted[0], headers=headers) as answer,
+            ):
+                assert answer.status == 404, "the emulator dropped the pending snapshot"
+            await provider.destroy(sandbox)  # answers ok, and its GET says gone
+            assert await provider.list_sandboxes("nf-faults") == [sandbox.id]
+            assert await emu.live_sandboxes() == [sandbox.id]
+            await provider.destroy(Sandbox(id=sandbox.id, provider="northflank"))  # the sweep's
+            assert await provider.list_sandboxes("nf-faults") == []
+            assert await emu.live_sandboxes() == []
+        finally:
+            await provider.close()
+
+
 def test_the_restore_verdict_says_which_files_are_missing_truncated_mutated_or_different():
     before = {f"/s/f{i}": (100, str(i) * 64) for i in range(5)}
     after = {
@@ -423,7 +476,7 @@ async def emulators(tmp_path_factory) -> AsyncIterator[Emulators]:
             async def emulator(provider: str) -> Emulator:
                 if provider not in started:
                     emu = await stack.enter_async_context(running(provider, root))
-                    for key, value in emu.client_env().items():
+                    for key, value in {**emu.client_env(), **CLIENT_ENV.get(provider, {})}.items():
                         patch.setenv(key, value)
                     started[provider] = emu
                 return started[provider]
@@ -436,9 +489,20 @@ async def emulators(tmp_path_factory) -> AsyncIterator[Emulators]:
         patch.undo()
 
 
+def adapter_settings(provider: str) -> dict[str, Any]:
+    """``provider``'s row of :data:`ADAPTER`; a provider without one fails, saying so."""
+    if provider not in ADAPTER:
+        pytest.fail(
+            f"{provider}: no row in ADAPTER (tests/test_fidelity.py): give it the adapter "
+            "settings of these runs (short timeouts, {} if its defaults do)",
+            pytrace=False,
+        )
+    return ADAPTER[provider]
+
+
 def capabilities(provider: str, mode: str | None = None) -> Capabilities:
     """What the adapter declares with the settings the runs here give it."""
-    settings = {**ADAPTER[provider], **REACH.get((provider, mode or ""), {})}
+    settings = {**adapter_settings(provider), **REACH.get((provider, mode or ""), {})}
     return provider_class(provider)(settings).capabilities()
 
 
@@ -452,7 +516,7 @@ async def run(
         "spec": {"cpus": CPUS},
         "workloads": {"pause_resume": {"hold_s": hold_s}, "checkpoint": {"state_mb": 1},
                       "idle_wake": {"idle_s": 1.5}},
-        "providers": {provider: {**ADAPTER[provider], **(settings or {})}},
+        "providers": {provider: {**adapter_settings(provider), **(settings or {})}},
     }  # fmt: skip
     return await run_session(build_config(data, {}))
 
@@ -523,10 +587,33 @@ def _cases() -> list[Any]:
     return cases
 
 
+def test_every_emulated_provider_has_its_rows():
+    """The per-provider tables here cover every emulated provider of the registry (and only
+    those), and every fault has its expectation: a provider or fault added without them fails
+    here, naming the table to fill, instead of going untested."""
+    assert set(PROVIDERS) == set(PROTOCOLS), "each emulated provider has its emulator"
+    missing = [p for p in PROVIDERS if p not in ADAPTER]
+    assert not missing, (
+        f"no row in ADAPTER (tests/test_fidelity.py) for {', '.join(missing)}: give each the "
+        "adapter settings of these runs (short timeouts; {} if its defaults do), then its "
+        "NOT_APPLICABLE reasons (see test_the_not_applicable_table_matches_what_the_adapters_"
+        "declare)"
+    )
+    tables = {"ADAPTER": set(ADAPTER), "NOT_APPLICABLE": {p for p, _ in NOT_APPLICABLE},
+              "REACH": {p for p, _ in REACH}, "HOLD": {p for p, _ in HOLD},
+              "CLIENT_ENV": set(CLIENT_ENV)}  # fmt: skip
+    for table, rows in tables.items():
+        assert rows <= set(PROVIDERS), f"{table} has rows of no emulated provider"
+    assert set(EXPECT) == set(MISBEHAVIOURS), "EXPECT needs a row for each semantic fault"
+
+
 def test_the_not_applicable_table_matches_what_the_adapters_declare():
     """Each reason a fault does not apply is what the adapter declares, and each fault that
-    does apply meets the semantics it needs (a pause that freezes, or one that stops)."""
+    does apply meets the semantics it needs (a pause that freezes, or one that stops): a
+    provider whose adapter lacks what a fault acts on, and has no reason for it, fails here
+    naming NOT_APPLICABLE."""
     wanted = {"pause-runs": PauseKind.FREEZE, "stop-keeps": PauseKind.STOP_START}
+    fill = "; if the fault cannot act on it, give its reason in NOT_APPLICABLE (this file)"
     for provider in PROVIDERS:
         for mode in MISBEHAVIOURS:
             caps, reason = capabilities(provider, mode), NOT_APPLICABLE.get((provider, mode))
@@ -542,10 +629,10 @@ def test_the_not_applicable_table_matches_what_the_adapters_declare():
             elif reason is not None:  # codesandbox: its hibernate freezes, never stops
                 assert pauses and caps.pause_kind is PauseKind.FREEZE, where
             elif mode in wanted:
-                assert pauses and caps.pause_kind is wanted[mode], where
+                kind = wanted[mode]
+                assert pauses and caps.pause_kind is kind, f"{where}: no {kind} pause{fill}"
             elif mode.startswith(("restore-", "snapshot-")):
-                assert checkpoints, where
-    assert set(ADAPTER) == set(PROVIDERS) and {p for p, _ in NOT_APPLICABLE} <= set(PROVIDERS)
+                assert checkpoints, f"{where}: no checkpoint and restore{fill}"
 
 
 @pytest.mark.timeout(240)

@@ -34,6 +34,17 @@ is pulled); the plan sizes the backend sandbox. ``expiryTime`` deletes the servi
 passes (Northflank pauses it, then deletes it). A client that leaves kills its command (not
 documented either way). Not emulated: pause/resume/scale, volumes, jobs, logs, ports, TTY,
 several instances, rate limits and TLS.
+
+Semantic faults (toolkit ``Misbehaving``): a ``restoreFrom`` create boots from the snapshot
+through the toolkit (``restore-empty``/``-partial`` lose files there); under
+``snapshot-pending`` a snapshot stays ``scheduled`` (the API has a pending state, so no call
+waits for it: its delete answers at once); a delete that leaks (``destroy-leaks``) answers
+``{}`` and the service's own calls answer 404 as for a deleted one (the adapter's wait for
+the deletion ends), while it runs on and listings show it until it is deleted again;
+``list-omits``, ``create-recycled``, ``create-undersized`` and ``wake-slow`` act in the
+toolkit's listing, boot and exec; pause and stop are not emulated, so ``pause-runs`` and
+``stop-keeps`` have nothing to act on. Over 400 lines because Northflank's exec is its own
+WebSocket protocol (auth frame, buffered stdin, base64 frames) besides its REST API.
 """
 
 from __future__ import annotations
@@ -91,6 +102,8 @@ class Service(Box):
     body: dict[str, Any]
     tags: list[str] = field(default_factory=list)
     uid: str = field(default_factory=lambda: secrets.token_hex(12))
+    #: Deleted, yet alive and listed (``destroy-leaks``): gone for all but list and delete.
+    leaked: bool = False
 
     def set_state(self, state: str) -> None:
         super().set_state("FAILED" if state == "error" else state)  # the toolkit says "error"
@@ -149,9 +162,11 @@ class NorthflankEmulator(Protocol):
         router.add_get(EXEC + "/projects/{project}/services/{service}", self.exec)
         router.add_get(EXEC + "/teams/{team}/projects/{project}/services/{service}", self.exec)
 
-    def _service(self, request: web.Request) -> Service:
+    def _service(self, request: web.Request, *, leaked: bool = False) -> Service:
         box = self.sandboxes.get(request.match_info["service"])
         if not isinstance(box, Service) or box.project != request.match_info["project"]:
+            raise Refused(api_error(404, "Service not found"))
+        if box.leaked and not leaked:
             raise Refused(api_error(404, "Service not found"))
         return box
 
@@ -245,10 +260,11 @@ class NorthflankEmulator(Protocol):
         return web.json_response({"data": {"services": views}, "pagination": pagination})
 
     async def delete(self, request: web.Request) -> web.Response:
-        box = self._service(request)
+        box = self._service(request, leaked=True)
         async with box.lock:
             await self.settled(box)
             await self.sandboxes.destroy(box)
+            box.leaked = self.sandboxes.get(box.id) is box  # a destroy that leaks
         return ok({})
 
     @staticmethod
