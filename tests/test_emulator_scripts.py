@@ -62,7 +62,7 @@ EXPORTS = {
     "northflank": [
         "export NORTHFLANK_API_TOKEN=tok",
         "export NORTHFLANK_API_BASE_URL={url}",
-        "export NORTHFLANK_PROJECT_ID=sandbox-bench",
+        "export NORTHFLANK_PROJECT_ID=prj-emulated",
     ],
 }
 

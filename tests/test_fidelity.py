@@ -82,11 +82,6 @@ ADAPTER: dict[str, dict[str, Any]] = {
     "modal": {"checkpoint_timeout_s": 3.0},
     "northflank": {"request_timeout_s": 5.0, "wait_timeout_s": 10.0, "poll_interval_s": 0.1},
 }
-#: Client variables given instead of the emulator's own. The runs scrub every value of a
-#: credential variable from their records, Northflank's project id among them, and the
-#: emulator's project, ``sandbox-bench``, is in the workloads' file names: its messages would
-#: read ``***-state-0.bin``.
-CLIENT_ENV = {"northflank": {"NORTHFLANK_PROJECT_ID": "nf-fidelity"}}
 #: Adapter settings that make a fault reachable: e2b stops (rather than freezes) with a
 #: filesystem pause; daytona freezes only VM-class sandboxes. (runloop and vercel stop by
 #: default, codesandbox freezes by default: its memory hibernate.)
@@ -476,7 +471,7 @@ async def emulators(tmp_path_factory) -> AsyncIterator[Emulators]:
             async def emulator(provider: str) -> Emulator:
                 if provider not in started:
                     emu = await stack.enter_async_context(running(provider, root))
-                    for key, value in {**emu.client_env(), **CLIENT_ENV.get(provider, {})}.items():
+                    for key, value in emu.client_env().items():
                         patch.setenv(key, value)
                     started[provider] = emu
                 return started[provider]
@@ -600,8 +595,7 @@ def test_every_emulated_provider_has_its_rows():
         "declare)"
     )
     tables = {"ADAPTER": set(ADAPTER), "NOT_APPLICABLE": {p for p, _ in NOT_APPLICABLE},
-              "REACH": {p for p, _ in REACH}, "HOLD": {p for p, _ in HOLD},
-              "CLIENT_ENV": set(CLIENT_ENV)}  # fmt: skip
+              "REACH": {p for p, _ in REACH}, "HOLD": {p for p, _ in HOLD}}  # fmt: skip
     for table, rows in tables.items():
         assert rows <= set(PROVIDERS), f"{table} has rows of no emulated provider"
     assert set(EXPECT) == set(MISBEHAVIOURS), "EXPECT needs a row for each semantic fault"

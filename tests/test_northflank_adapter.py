@@ -158,12 +158,12 @@ async def test_each_operation_makes_the_calls_its_docstring_says(emulator: Emula
 
         calls = await calls_of(create)
         sid = made[0].id
-        p, ws = "/v1/projects/sandbox-bench/services", "GET /v1/command-exec/projects/sandbox-bench"
+        p, ws = "/v1/projects/prj-emulated/services", "GET /v1/command-exec/projects/prj-emulated"
         assert calls[0] == f"POST {p}/deployment"
         assert calls[1:] and set(calls[1:]) == {f"GET {p}/{sid}/containers"}
         sdk_exec = provider.clients.main.exec.arun_service_command
         for code, status in ((0, "Success"), (3, "Failure")):
-            raw = await sdk_exec(project_id="sandbox-bench", service_id=sid,
+            raw = await sdk_exec(project_id="prj-emulated", service_id=sid,
                                  command=["sh", "-c", f"exit {code}"])  # fmt: skip
             assert (raw.exit_code, raw.status) == (code, status)
             assert raw.raw_frames[-1]["data"]["exitCode"] == str(code)  # a string on the wire
@@ -200,7 +200,7 @@ async def test_create_sends_plan_image_tags_and_lifetime_and_restore_keeps_them(
         restored = None
         try:
             client = sandbox.native.client
-            got = (await client.get.service(project_id="sandbox-bench", service_id=sandbox.id)).data
+            got = (await client.get.service(project_id="prj-emulated", service_id=sandbox.id)).data
             assert got["billing"] == {"deploymentPlan": "nf-compute-200"}  # 2 vCPU / 4 GiB
             deployment = got["deployment"]
             assert deployment["instances"] == 1
@@ -213,7 +213,7 @@ async def test_create_sends_plan_image_tags_and_lifetime_and_restore_keeps_them(
             ref = await provider.checkpoint(sandbox)
             restored = await provider.restore(ref)
             again = (
-                await client.get.service(project_id="sandbox-bench", service_id=restored.id)
+                await client.get.service(project_id="prj-emulated", service_id=restored.id)
             ).data
             assert again["deployment"]["containerSnapshot"] == {"restoreFrom": ref.id}
             assert again["billing"] == got["billing"] and again["tags"] == got["tags"]
@@ -290,7 +290,7 @@ async def test_a_create_whose_answer_times_out_is_sent_once(emulator: Emulator) 
             await provider.create(SandboxSpec(labels={RUN_LABEL: "hang"}))
         assert time.monotonic() - started < 3.0
         assert [c["path"] for c in await emulator.calls()] == [
-            "/v1/projects/sandbox-bench/services/deployment"
+            "/v1/projects/prj-emulated/services/deployment"
         ]
     finally:
         await provider.close()
