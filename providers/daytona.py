@@ -320,8 +320,14 @@ class DaytonaProvider(SDKProvider[AsyncDaytona]):
         handle = await self.handle(sandbox, Op.CHECKPOINT)
         name = f"sandbox-bench-{uuid.uuid4().hex[:20]}"
         async with self.translating(Op.CHECKPOINT):
-            await handle.sdk.create_snapshot(name, timeout=self.config.sdk_timeout_s)
-            await self._until_snapshot_active(handle.client, name)
+            try:
+                await handle.sdk.create_snapshot(name, timeout=self.config.sdk_timeout_s)
+                await self._until_snapshot_active(handle.client, name)
+            except BaseException:
+                # No ref is returned, so nobody else would delete it (if it was made at all).
+                with contextlib.suppress(Exception):
+                    await handle.client.snapshot.delete(name)
+                raise
         return self.checkpoint_ref(name, sandbox, handle)
 
     async def _until_snapshot_active(self, client: AsyncDaytona, name: str) -> None:

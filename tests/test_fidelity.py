@@ -393,6 +393,31 @@ async def test_northflank_gives_up_a_pending_snapshot_and_a_leaked_delete_ends_i
             await provider.close()
 
 
+async def test_daytona_deletes_a_snapshot_whose_wait_it_gave_up(tmp_path, monkeypatch):
+    """Under snapshot-pending Daytona's snapshot never becomes active: the adapter's wait ends
+    at its bound, and it deletes the snapshot it asked for (no ref is returned, so nothing else
+    would). Stub backend: no root."""
+    options = ["--backend", "stub"]
+    async with running("daytona", tmp_path, misbehave=("snapshot-pending",),
+                       extra_args=options) as emu:  # fmt: skip
+        for key, value in emu.client_env().items():
+            monkeypatch.setenv(key, value)
+        provider = provider_class("daytona")({**ADAPTER["daytona"], "sdk_timeout_s": 1.0})
+        await provider.open()
+        try:
+            sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: "dt-faults"}))
+            with pytest.raises(OperationTimeout):
+                await provider.checkpoint(sandbox)
+            calls = await emu.calls()
+            made = [c["path"] for c in calls if c["method"] == "POST" and "snapshot" in c["path"]]
+            deleted = [c["path"] for c in calls
+                       if c["method"] == "DELETE" and "/snapshots/" in c["path"]]  # fmt: skip
+            assert made and len(deleted) == 1, (made, deleted)
+            await provider.destroy(sandbox)
+        finally:
+            await provider.close()
+
+
 def test_the_restore_verdict_says_which_files_are_missing_truncated_mutated_or_different():
     before = {f"/s/f{i}": (100, str(i) * 64) for i in range(5)}
     after = {
