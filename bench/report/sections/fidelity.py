@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import store
+from bench import stats, store
 from bench.report.data import ReportData
 from bench.report.tables import Row, Table, make_table
 from bench.report.views import ReportWarning, View, limited
@@ -99,10 +99,10 @@ def _from_records(data: ReportData, tallies: dict[tuple[str, Fidelity], Tally]) 
     frame = data.measured_frame()
     if frame.empty:
         return
-    workloads = frame["workload"].astype(str).to_numpy()
-    operations = frame["operation"].astype(str).to_numpy()
-    status = frame["status"].astype(str).to_numpy()
-    error_type = frame["error_type"].astype(str).to_numpy()
+    workloads = stats.text_values(frame["workload"])
+    operations = stats.text_values(frame["operation"])
+    status = stats.text_values(frame["status"])
+    error_type = stats.text_values(frame["error_type"])
     #: (run id, sample id) -> where to put the error message of a first failure.
     wanted: dict[tuple[str, int], list[tuple[Tally, str, str]]] = {}
     for workload, op, check in registry.fidelity_checks():
@@ -123,7 +123,7 @@ def _from_records(data: ReportData, tallies: dict[tuple[str, Fidelity], Tally]) 
         )
         judged = sub.assign(_failed=failed, _returned=returned)
         # Frame order is record order: the first failure is the earliest one.
-        for provider, rows in judged.groupby(judged["provider"].astype(str), sort=False):
+        for provider, rows in judged.groupby(stats.text_values(judged["provider"]), sort=False):
             tally = _tally(tallies, provider, check.kind)
             tally.workloads.add(workload)
             bad = rows["_failed"].to_numpy(dtype=bool)
