@@ -80,6 +80,9 @@ RC = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": True,
+    # A fixed title height: matplotlib otherwise measures every tick label of the axes on
+    # each draw to lift the title over labels on top, and these axes have none there.
+    "axes.titley": 1.0,
     "grid.color": "#e3e6ea",
     "grid.linewidth": 0.6,
     "legend.frameon": False,

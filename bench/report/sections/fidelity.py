@@ -99,28 +99,27 @@ def _from_records(data: ReportData, tallies: dict[tuple[str, Fidelity], Tally]) 
     frame = data.measured_frame()
     if frame.empty:
         return
-    workloads = stats.text_values(frame["workload"])
-    operations = stats.text_values(frame["operation"])
-    status = stats.text_values(frame["status"])
-    error_type = stats.text_values(frame["error_type"])
     #: (run id, sample id) -> where to put the error message of a first failure.
     wanted: dict[tuple[str, int], list[tuple[Tally, str, str]]] = {}
     for workload, op, check in registry.fidelity_checks():
-        mask = workloads == workload
+        # Categorical comparisons (of codes) over the frame; text only for the rows found.
+        mask = (frame["workload"] == workload).to_numpy(dtype=bool, copy=True)
+        if not mask.any():
+            continue
         if op.scale is None:
-            mask &= operations == op.name
+            mask &= (frame["operation"] == op.name).to_numpy(dtype=bool)
         else:  # a scaled family (verify_child_c1, verify_child_c4 ...)
             pattern = op.scale.pattern(op.name)
             rows = np.flatnonzero(mask)
-            mask[rows] = [pattern.match(name) is not None for name in operations[rows]]
+            names = stats.text_values(frame["operation"].iloc[rows])
+            mask[rows] = [isinstance(n, str) and pattern.match(n) is not None for n in names]
         if not mask.any():
             continue
         sub = frame.loc[mask]
-        failed = _failures(check, sub, status[mask], error_type[mask])
+        status, error_type = stats.text_values(sub["status"]), stats.text_values(sub["error_type"])
+        failed = _failures(check, sub, status, error_type)
         others = [c.error_type for c in op.checks if c.error_type]
-        returned = (status[mask] == "ok") | (
-            (status[mask] == "error") & np.isin(error_type[mask], others)
-        )
+        returned = (status == "ok") | ((status == "error") & np.isin(error_type, others))
         judged = sub.assign(_failed=failed, _returned=returned)
         # Frame order is record order: the first failure is the earliest one.
         for provider, rows in judged.groupby(stats.text_values(judged["provider"]), sort=False):
