@@ -57,7 +57,7 @@ def load_runs(folders: Sequence[Path]) -> RunSet:
         frame = run.frame()
         run_id = run.run_id
         if not frame.empty:
-            foreign = set(pd.unique(stats.text_values(frame["run_id"]))) - {run_id}
+            foreign = set(stats.text_values(frame["run_id"].drop_duplicates())) - {run_id}
             if foreign:
                 warnings.append(
                     f"{run_id}: samples carry other run ids ({', '.join(sorted(foreign))}); "
