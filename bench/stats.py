@@ -565,6 +565,18 @@ def sort_key(provider: str, workload: str, operation: str) -> tuple[Any, ...]:
     )
 
 
+def text_values(column: pd.Series) -> np.ndarray:
+    """``column.astype(str).to_numpy()``: an object array of str, NaN where a value is missing.
+    A categorical's categories are converted once and taken by code: ``astype(str)`` of a
+    categorical of Arrow strings builds a Python string a row (seconds over a million)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        names = np.empty(len(column.cat.categories) + 1, dtype=object)
+        names[:-1] = [str(c) for c in column.cat.categories]
+        names[-1] = np.nan  # code -1: missing
+        return names[column.cat.codes.to_numpy()]
+    return column.astype(str).to_numpy()
+
+
 def _status_masks(status: pd.Series) -> tuple[np.ndarray, ...]:
     """Boolean masks ok, failed (error or timeout), unsupported, skipped. From a categorical's
     codes when it is one: comparing a million category codes, not a million strings."""
@@ -577,7 +589,7 @@ def _status_masks(status: pd.Series) -> tuple[np.ndarray, ...]:
             return np.isin(codes, hits) if hits else np.zeros(len(codes), bool)
 
     else:
-        text = status.astype(str).to_numpy()
+        text = text_values(status)
 
         def mask(*wanted: Status) -> np.ndarray:
             return np.isin(text, [str(w) for w in wanted])

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pandas as pd
 import pytest
 import pytest_asyncio
 
@@ -46,7 +47,7 @@ from bench.emulators import MISBEHAVIOURS, PROTOCOLS, misbehaviours
 from bench.emulators.control import Emulator, running
 from bench.emulators.toolkit import Box, Misbehaving, SemanticFaults, Snapshot
 from bench.records import RunStatus
-from bench.report import ReportSettings, write_report
+from bench.report import ReportSettings, checks, write_report
 from bench.report.data import ReportData
 from bench.report.runs import load_runs
 from bench.report.sections.fidelity import fidelity_warnings, results
@@ -746,3 +747,38 @@ async def test_the_admin_api_switches_faults_and_refuses_an_unknown_one(emulator
     assert (await emu.config())["misbehave"] == ["pause-runs", "list-omits"], "nothing changed"
     config = await emu.misbehave(wake_s=3.0)
     assert config["misbehave"] == [] and config["wake_s"] == 3.0
+
+
+def test_a_failed_state_check_warns_only_where_the_operation_declares_no_fidelity_check(
+    tmp_path,
+):
+    """``extra.verified`` false is a warning of its own only for operations that declare no
+    check (those are counted in the Fidelity section instead), scaled families included:
+    fork's verify_child_c4 is verify_child, which declares one; checkpoint_scaling's
+    verify_64mb declares none."""
+    folder = make_run(tmp_path, providers=("e2b",), workloads=("probe",), iterations=2, warmup=0)
+    data = ReportData(load_runs([folder]), ReportSettings(), tmp_path / "figures")
+    rows = [
+        ("e2b", "fork", "verify_child_c4"),
+        ("e2b", "checkpoint", "verify"),
+        ("e2b", "checkpoint_scaling", "verify_64mb"),
+        ("e2b", "checkpoint_scaling", "verify_64mb"),
+    ]
+    data.frame = pd.DataFrame(
+        {
+            "run_id": pd.Categorical([data.run_ids[0]] * len(rows)),
+            "sample_id": range(len(rows)),
+            "provider": pd.Categorical([p for p, _, _ in rows]),
+            "workload": pd.Categorical([w for _, w, _ in rows]),
+            "operation": pd.Categorical([o for _, _, o in rows]),
+            "iteration": 0,
+            "warmup": False,
+            "status": pd.Categorical(["ok"] * len(rows)),
+            "error_type": pd.Categorical([None] * len(rows)),
+            "verified": pd.array([False] * len(rows), dtype="boolean"),
+        }
+    )
+    texts = [w.text for w in checks.fidelity(data) if "state check" in w.text]
+    assert texts == [
+        "e2b/checkpoint_scaling: 2 state check(s) failed (restored or resumed state differed)"
+    ]

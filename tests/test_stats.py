@@ -341,3 +341,14 @@ def test_property_percentiles_are_ordered_intervals_hold_and_small_n_claims_noth
             assert row["min_s"] <= low and high <= row["max_s"]
         else:
             assert math.isnan(low) and math.isnan(high)
+
+
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["ok", "error", "é", "", "nan"]))))
+@settings(max_examples=60, deadline=None)
+def test_text_values_is_astype_str_of_a_categorical_or_not(values):
+    for column in (pd.Series(pd.Categorical(values)), pd.Series(values, dtype=object)):
+        expected = column.astype(str).to_numpy()
+        got = stats.text_values(column)
+        assert got.dtype == object and len(got) == len(expected)
+        for a, b in zip(got, expected, strict=True):
+            assert (a == b) if isinstance(b, str) else (isinstance(a, float) and math.isnan(a))

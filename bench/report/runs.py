@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench import columnar
+from bench import columnar, stats
 from bench.netprobe import is_loopback
 from bench.records import SchemaError
 from bench.store import load_ledger
@@ -57,7 +57,7 @@ def load_runs(folders: Sequence[Path]) -> RunSet:
         frame = run.frame()
         run_id = run.run_id
         if not frame.empty:
-            foreign = set(frame["run_id"].astype(str).unique()) - {run_id}
+            foreign = set(stats.text_values(frame["run_id"].drop_duplicates())) - {run_id}
             if foreign:
                 warnings.append(
                     f"{run_id}: samples carry other run ids ({', '.join(sorted(foreign))}); "

@@ -35,9 +35,10 @@ def _family(data: ReportData, workload: str, name: str) -> pd.DataFrame:
     if frame.empty:
         return frame
     pattern = Scale.CONCURRENCY.pattern(name)
-    ops = frame["operation"].astype(str)
-    mask = (frame["workload"].astype(str) == workload) & ops.str.match(pattern.pattern)
-    return frame.loc[mask.to_numpy(dtype=bool)]
+    # The workload's rows first (a categorical comparison), then names matched on those only.
+    rows = frame.loc[(frame["workload"] == workload).to_numpy(dtype=bool)]
+    names = stats.text_values(rows["operation"])
+    return rows.loc[[isinstance(n, str) and pattern.match(n) is not None for n in names]]
 
 
 def _count(rows: pd.DataFrame, column: str | None = None) -> str:

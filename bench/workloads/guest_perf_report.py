@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from bench import cost
+from bench import cost, stats
 from bench.report.data import ReportData
 from bench.report.tables import make_table
 from bench.report.views import Notes, ReportWarning, Severity, View, limited
@@ -48,15 +48,17 @@ def records(data: ReportData, workload: str, operation: str) -> pd.DataFrame:
     frame = data.measured_frame()
     if frame.empty:
         return frame
-    mask = (frame["workload"].astype(str) == workload).to_numpy(dtype=bool, copy=True)
-    mask &= (frame["operation"].astype(str) == operation).to_numpy(dtype=bool)
+    # Categorical comparisons (of codes), not a string per row.
+    mask = (frame["workload"] == workload).to_numpy(dtype=bool, copy=True)
+    if mask.any():
+        mask &= (frame["operation"] == operation).to_numpy(dtype=bool)
     return frame.loc[mask]
 
 
 def by_provider(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
     if rows.empty:
         return {}
-    return {str(p): g for p, g in rows.groupby(rows["provider"].astype(str), sort=True)}
+    return {str(p): g for p, g in rows.groupby(stats.text_values(rows["provider"]), sort=True)}
 
 
 def ok_values(rows: pd.DataFrame, column: str) -> np.ndarray:
@@ -387,9 +389,9 @@ def cpu_warnings(data: ReportData) -> Iterable[ReportWarning]:
             frame = data.measured_frame()
             if column not in frame.columns:
                 continue
-            sub = frame[(frame["workload"].astype(str) == workload) & frame[column].notna()]
-            methods = {str(p): sorted({str(m) for m in g[column]})
-                       for p, g in sub.groupby(sub["provider"].astype(str), sort=True)}  # fmt: skip
+            sub = frame[(frame["workload"] == workload) & frame[column].notna()]
+            groups = sub.groupby(stats.text_values(sub["provider"]), sort=True)
+            methods = {str(p): sorted({str(m) for m in g[column]}) for p, g in groups}
             if len({m for ms in methods.values() for m in ms}) > 1:
                 detail = "; ".join(f"{p}: {', '.join(ms)}" for p, ms in methods.items())
                 out.append(

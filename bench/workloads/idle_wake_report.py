@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench import stats
 from bench.report.data import ReportData
 from bench.report.views import ReportWarning, limited
 from bench.report.workload import WorkloadReport
@@ -27,13 +28,16 @@ def slow_wakes(data: ReportData) -> list[ReportWarning]:
     frame = data.measured_frame()
     if frame.empty:
         return []
-    workloads = frame["workload"].astype(str).to_numpy()
-    operations = frame["operation"].astype(str).to_numpy()
-    ok = (frame["status"].astype(str) == "ok").to_numpy(dtype=bool)
+    # Categorical comparisons (of codes), not a string per row.
+    ok = (frame["status"] == "ok").to_numpy(dtype=bool)
     items = []
     for workload, op in registry.with_role(Role.WAKE):
-        sub = frame.loc[(workloads == workload) & (operations == op.name) & ok]
-        for provider, rows in sub.groupby(sub["provider"].astype(str), sort=True):
+        mask = (frame["workload"] == workload).to_numpy(dtype=bool) & ok
+        if not mask.any():
+            continue
+        mask &= (frame["operation"] == op.name).to_numpy(dtype=bool)
+        sub = frame.loc[mask]
+        for provider, rows in sub.groupby(stats.text_values(sub["provider"]), sort=True):
             median = float(np.median(rows["duration_s"].to_numpy(dtype=float)))
             if median < SLOW_WAKE_S:
                 continue

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import store
+from bench import stats, store
 from bench.report.data import ReportData
 from bench.report.tables import Row, Table, make_table
 from bench.report.views import ReportWarning, View, limited
@@ -99,31 +99,30 @@ def _from_records(data: ReportData, tallies: dict[tuple[str, Fidelity], Tally]) 
     frame = data.measured_frame()
     if frame.empty:
         return
-    workloads = frame["workload"].astype(str).to_numpy()
-    operations = frame["operation"].astype(str).to_numpy()
-    status = frame["status"].astype(str).to_numpy()
-    error_type = frame["error_type"].astype(str).to_numpy()
     #: (run id, sample id) -> where to put the error message of a first failure.
     wanted: dict[tuple[str, int], list[tuple[Tally, str, str]]] = {}
     for workload, op, check in registry.fidelity_checks():
-        mask = workloads == workload
+        # Categorical comparisons (of codes) over the frame; text only for the rows found.
+        mask = (frame["workload"] == workload).to_numpy(dtype=bool, copy=True)
+        if not mask.any():
+            continue
         if op.scale is None:
-            mask &= operations == op.name
+            mask &= (frame["operation"] == op.name).to_numpy(dtype=bool)
         else:  # a scaled family (verify_child_c1, verify_child_c4 ...)
             pattern = op.scale.pattern(op.name)
             rows = np.flatnonzero(mask)
-            mask[rows] = [pattern.match(name) is not None for name in operations[rows]]
+            names = stats.text_values(frame["operation"].iloc[rows])
+            mask[rows] = [isinstance(n, str) and pattern.match(n) is not None for n in names]
         if not mask.any():
             continue
         sub = frame.loc[mask]
-        failed = _failures(check, sub, status[mask], error_type[mask])
+        status, error_type = stats.text_values(sub["status"]), stats.text_values(sub["error_type"])
+        failed = _failures(check, sub, status, error_type)
         others = [c.error_type for c in op.checks if c.error_type]
-        returned = (status[mask] == "ok") | (
-            (status[mask] == "error") & np.isin(error_type[mask], others)
-        )
+        returned = (status == "ok") | ((status == "error") & np.isin(error_type, others))
         judged = sub.assign(_failed=failed, _returned=returned)
         # Frame order is record order: the first failure is the earliest one.
-        for provider, rows in judged.groupby(judged["provider"].astype(str), sort=False):
+        for provider, rows in judged.groupby(stats.text_values(judged["provider"]), sort=False):
             tally = _tally(tallies, provider, check.kind)
             tally.workloads.add(workload)
             bad = rows["_failed"].to_numpy(dtype=bool)

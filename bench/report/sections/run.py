@@ -99,12 +99,16 @@ def details_table(data: ReportData) -> Table:
         return "; ".join(parts) or "not recorded (no SDK client)"
 
     def counts(run_id: str) -> str:
-        sub = frame[frame["run_id"] == run_id]
-        status = Counter(sub["status"].astype(str))
-        warm = int(sub["warmup"].sum())
+        # A mask, not a copy of the run's rows: a million rows of ~80 columns would be copied
+        # to count two of them.
+        mine = (frame["run_id"] == run_id).to_numpy(dtype=bool)
+        counted = frame.loc[mine, "status"].value_counts()
+        status = Counter({str(k): int(v) for k, v in counted.items()})
+        warm = int(frame["warmup"].to_numpy(dtype=bool)[mine].sum())
+        n = int(mine.sum())
         warm_text = "included" if include_warmups else "excluded"
         return (
-            f"{len(sub):,} samples: {status.get('ok', 0):,} ok, "
+            f"{n:,} samples: {status.get('ok', 0):,} ok, "
             f"{status.get('error', 0) + status.get('timeout', 0):,} failed, "
             f"{status.get('unsupported', 0):,} unsupported, {status.get('skipped', 0):,} "
             f"skipped; {warm:,} warmup samples ({warm_text})"
