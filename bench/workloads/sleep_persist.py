@@ -37,8 +37,15 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from bench.workloads.base import CheckFailed, Workload, exit_zero, sha256_of_output
-from bench.workloads.fork import PROCESS_KEPT, state_digest
+from bench.workloads.base import CheckFailed, Workload
+from bench.workloads.kept_state import (
+    COUNTER_GAP_S,
+    PROCESS_KEPT,
+    counts,
+    probe,
+    state_digest,
+    write_state_and_start_process,
+)
 from bench.workloads.lifecycle import ATTEMPTS, timed_first_exec
 from bench.workloads.shape import Check, Extra, Fidelity, Operation
 from providers.base import Capabilities, ExecResult, Op, PauseKind
@@ -47,8 +54,6 @@ from providers.settings import setting
 if TYPE_CHECKING:
     from bench.iteration import IterationContext
 
-#: Seconds between the two reads of the counter.
-COUNTER_GAP_S = 0.3
 MODES = ("auto", "idle", "pause")
 
 
@@ -146,35 +151,8 @@ class SleepPersist(Workload):
             "expected_process": expectation(caps.pause_kind, paused),
         }
         sandbox = await ctx.create()
-        digest: dict[str, str] = {}
-
-        def remember(result: ExecResult) -> None:
-            digest["state"] = sha256_of_output(result)
-
-        size = self.settings.state_mb * 1024 * 1024
-        await ctx.timed(
-            "write_state",
-            lambda: provider.exec(
-                sandbox, f"head -c {size} /dev/urandom > {state} && sha256sum {state}",
-                timeout_s=ctx.timeout_s,
-            ),
-            sandbox=sandbox,
-            check=remember,
-            extra={"state_mb": self.settings.state_mb},
-        )  # fmt: skip
-        loop = (
-            f"i=0; while true; do i=$((i+1)); echo $i > {counter}.tmp; "
-            f"mv {counter}.tmp {counter}; sleep 0.02; done"
-        )
-        start = (
-            f"nohup sh -c '{loop}' >/dev/null 2>&1 &\n"
-            f"for _ in $(seq 200); do [ -s {counter} ] && break; sleep 0.01; done; cat {counter}"
-        )
-        await ctx.timed(
-            "start_process",
-            lambda: provider.exec(sandbox, start, timeout_s=ctx.timeout_s),
-            sandbox=sandbox,
-            check=exit_zero,
+        written = await write_state_and_start_process(
+            ctx, sandbox, state=state, counter=counter, state_mb=self.settings.state_mb
         )
         if paused:
             await ctx.timed("pause", lambda: provider.pause(sandbox), sandbox=sandbox)
@@ -188,19 +166,12 @@ class SleepPersist(Workload):
         else:
             await asyncio.sleep(idle_s)
         await timed_first_exec(ctx, sandbox, "wake", extra={"idle_s": idle_s})
-        probe = (
-            f"sha256sum {state}; a=$(cat {counter}); sleep {COUNTER_GAP_S}; "
-            f'b=$(cat {counter}); echo "count=$a $b"'
-        )
+        look = probe(state, counter)
 
         def survived(result: ExecResult) -> None:
-            observed["file_kept"] = state_digest(result) == digest["state"]
-            line = next(
-                (ln for ln in result.stdout.decode(errors="replace").splitlines()
-                 if ln.startswith("count=")), "count=",
-            )  # fmt: skip
-            counts = [int(x) for x in line.removeprefix("count=").split() if x.isdigit()]
-            observed["process_kept"] = len(counts) == 2 and counts[1] > counts[0]
+            observed["file_kept"] = state_digest(result) == written
+            seen = counts(result)
+            observed["process_kept"] = len(seen) == 2 and seen[1] > seen[0]
             if not observed["file_kept"]:
                 raise CheckFailed("FidelityError", "the state written before the idle is gone "
                                   "or changed", verified=False, **observed)  # fmt: skip
@@ -218,7 +189,7 @@ class SleepPersist(Workload):
 
         await ctx.timed(
             "verify",
-            lambda: provider.exec(sandbox, probe, timeout_s=ctx.timeout_s),
+            lambda: provider.exec(sandbox, look, timeout_s=ctx.timeout_s),
             sandbox=sandbox,
             check=survived,
             extra=observed,
