@@ -27,7 +27,7 @@ from tests.conftest import emulator_env
 P = TypeVar("P", bound=Provider)
 
 #: (status, our error) pairs a fault test injects one by one.
-Cases = Sequence[tuple[int, type[BaseException]]]
+Faults = Sequence[tuple[int, type[BaseException]]]
 
 
 # -- fixtures and opening ---------------------------------------------------------------------
@@ -163,12 +163,12 @@ async def read_counter(provider: Provider, sandbox: Sandbox, counter: str) -> in
 
 
 async def faults_raise(
-    emulator: Emulator, cases: Cases, steps: Sequence[tuple[str, Callable[[], Awaitable[Any]]]]
+    emulator: Emulator, faults: Faults, steps: Sequence[tuple[str, Callable[[], Awaitable[Any]]]]
 ) -> None:
-    """For each (status, error) of ``cases``, each step in turn: one fault of that status on
+    """For each (status, error) of ``faults``, each step in turn: one fault of that status on
     the step's path, and its call raises our ``error`` (one fault only: an SDK retry would
     pass, so this also says the call was not retried)."""
-    for status, error in cases:
+    for status, error in faults:
         for match, call in steps:
             await emulator.inject(status, match=match)
             with pytest.raises(error):
@@ -349,3 +349,15 @@ def no_secrets(env: Mapping[str, Any], *secrets: str) -> None:
     dumped = json.dumps(env)
     for secret in (*secrets, "pw"):
         assert secret not in dumped, secret
+
+
+async def exercised(
+    opened: Callable[[], Awaitable[P]], exercise: Callable[[P], Awaitable[None]]
+) -> None:
+    """``exercise`` (every operation, with its checks) on a provider ``opened()`` gives,
+    closed afterwards whatever happens."""
+    provider = await opened()
+    try:
+        await exercise(provider)
+    finally:
+        await provider.close()

@@ -32,34 +32,16 @@ from providers.errors import (
     Unavailable,
     Unsupported,
 )
-from tests.adapter_cases import (
-    bare_id_destroyed_twice,
-    counter_script,
-    emulator_fixture,
-    missing_file_is_not_found,
-    missing_variable_refused,
-    new_run_id,
-    no_secrets,
-    one_fault,
-    opener,
-    operation_calls,
-    own_clients,
-    read_counter,
-    refused_in_one_line,
-    round_trip,
-    sha_inside,
-    shell_argv_and_large_output,
-    still_works,
-)
+from tests import adapter_cases as cases
 
 ENV_KEYS = ("TOGETHER_API_KEY", "TOGETHER_BASE_URL")
 #: On the emulator's VMs (and the CLI quickstart image) /workspace is on the snapshotted disk;
 #: /tmp is a private tmpfs there, so a disk-only pause would lose it.
 DISK = "/workspace"
 
-emulator = emulator_fixture("codesandbox", ENV_KEYS)
-_open = opener(CodeSandboxProvider)
-_run_id = new_run_id
+emulator = cases.emulator_fixture("codesandbox", ENV_KEYS)
+_open = cases.opener(CodeSandboxProvider)
+_run_id = cases.new_run_id
 
 
 def _spec(run_id: str | None = None) -> SandboxSpec:
@@ -79,7 +61,7 @@ async def check_exec(provider: CodeSandboxProvider, sandbox: Sandbox) -> None:
     )
     # stdout and stderr come apart (split by the SSE events' type)
     assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"hello\n", b"oops\n")
-    await shell_argv_and_large_output(provider, sandbox)
+    await cases.shell_argv_and_large_output(provider, sandbox)
 
 
 async def check_files(provider: CodeSandboxProvider, sandbox: Sandbox, folder: str) -> None:
@@ -89,29 +71,31 @@ async def check_files(provider: CodeSandboxProvider, sandbox: Sandbox, folder: s
     for name, data in (("bin 1k.bin", binary), ("large.bin", large), ("t.txt", text)):
         await provider.write_file(sandbox, f"{folder}/{name}", data)
         assert await provider.read_file(sandbox, f"{folder}/{name}") == data
-    await sha_inside(provider, sandbox, f"{folder}/large.bin", large)
+    await cases.sha_inside(provider, sandbox, f"{folder}/large.bin", large)
     odd = f'{folder}/q"uo\\te ü %2F.txt'  # the path is quoted whole by the SDK
     await provider.write_file(sandbox, odd, b"odd")
     assert await provider.read_file(sandbox, odd) == b"odd"
-    await missing_file_is_not_found(provider, sandbox, f"{folder}/no/such/file")
+    await cases.missing_file_is_not_found(provider, sandbox, f"{folder}/no/such/file")
 
 
 async def check_hibernate(provider: CodeSandboxProvider, sandbox: Sandbox, folder: str) -> Sandbox:
     """pause = terminate with a memory snapshot; resume = a new sandbox from it, with the
     processes intact: the counter stands still while paused, then runs on."""
-    counter, start = counter_script(folder)
+    counter, start = cases.counter_script(folder)
     assert (await provider.exec(sandbox, start, timeout_s=30)).exit_code == 0
     await asyncio.sleep(0.2)
-    before = await read_counter(provider, sandbox, counter)
+    before = await cases.read_counter(provider, sandbox, counter)
     await provider.pause(sandbox)
     await asyncio.sleep(1.0)
     resumed = await provider.resume(sandbox)
     assert resumed.id != sandbox.id  # a new sandbox, as the SDK documents
     assert str(resumed.native.sdk.vm_info.status_reason.value) == "restored"
-    after = await read_counter(provider, resumed, counter)
+    after = await cases.read_counter(provider, resumed, counter)
     assert after - before < 40, "the counter ran on while the sandbox was hibernated"
     await asyncio.sleep(0.3)
-    assert await read_counter(provider, resumed, counter) > after, "the counter did not survive"
+    assert await cases.read_counter(provider, resumed, counter) > after, (
+        "the counter did not survive"
+    )
     return resumed
 
 
@@ -126,7 +110,7 @@ async def test_create_exec_files_list_and_destroy_round_trip(emulator):
 
     try:
         # After it, an exec is NotFound: its agent client was closed with it.
-        async with round_trip(provider, make, _run_id(), "another-run") as (sandbox, _):
+        async with cases.round_trip(provider, make, _run_id(), "another-run") as (sandbox, _):
             model = sandbox.native.sdk.vm_info
             assert (model.cpu, model.memory_bytes) == (1.0, 1024**3)  # 512 MiB raised to 1 GiB
             assert model.ttl == SandboxSpec().lifetime_s
@@ -181,15 +165,15 @@ async def test_disk_pause_keeps_files_and_ends_processes(emulator):
         caps = provider.capabilities()
         assert caps.pause_kind is PauseKind.STOP_START and caps.scratch_dir == DISK
         sandbox = await provider.create(_spec())
-        counter, start = counter_script(DISK)
+        counter, start = cases.counter_script(DISK)
         assert (await provider.exec(sandbox, start, timeout_s=30)).exit_code == 0
         await provider.pause(sandbox)
         resumed = await provider.resume(sandbox)
         try:
             assert str(resumed.native.sdk.vm_info.status_reason.value) == "cold_started"
-            first = await read_counter(provider, resumed, counter)  # the file survived
+            first = await cases.read_counter(provider, resumed, counter)  # the file survived
             await asyncio.sleep(0.4)
-            assert await read_counter(provider, resumed, counter) == first  # the loop did not
+            assert await cases.read_counter(provider, resumed, counter) == first  # the loop did not
         finally:
             await provider.destroy(resumed)
             await provider.destroy(sandbox)
@@ -247,17 +231,17 @@ async def test_injected_errors_arrive_as_our_error_classes_after_one_attempt(
         if operation != "create":
             sandbox = await provider.create(_spec(run_id))
             await provider.write_file(sandbox, "/tmp/f", b"x")
-        calls = operation_calls(
+        calls = cases.operation_calls(
             provider, sandbox, run_id, lambda: provider.create(_spec(run_id)),
             write_to="/tmp/g", read_from="/tmp/f",
         )  # fmt: skip
         # One fault: with the SDK's default retries the second attempt would succeed.
-        raised = await one_fault(emulator, "codesandbox", status=status, match=match,
+        raised = await cases.one_fault(emulator, "codesandbox", status=status, match=match,
                                  call=calls[operation], expected=expected)  # fmt: skip
         if status == 429:
             assert raised.retry_after_s == 1.0  # from the answer, via the hook
         if sandbox is not None and operation != "pause":
-            await still_works(provider, sandbox)
+            await cases.still_works(provider, sandbox)
     finally:
         if sandbox is not None:
             await provider.destroy(sandbox)
@@ -317,7 +301,7 @@ async def test_a_wrong_api_key_is_an_auth_error(emulator, monkeypatch):
 
 
 async def test_a_missing_api_key_is_an_auth_error_naming_the_variable(monkeypatch):
-    await missing_variable_refused(CodeSandboxProvider, monkeypatch, "TOGETHER_API_KEY")
+    await cases.missing_variable_refused(CodeSandboxProvider, monkeypatch, "TOGETHER_API_KEY")
 
 
 async def test_an_unknown_snapshot_is_not_found(emulator):
@@ -338,7 +322,7 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(emulat
         first = await provider.create(_spec(run_id))
         second = await provider.create(_spec(run_id))
         clients = {id(first.native.client), id(second.native.client)}
-        own_clients(provider, first, second)
+        cases.own_clients(provider, first, second)
         await provider.pause(second)
         resumed = await provider.resume(second)
         assert id(resumed.native.client) not in clients
@@ -355,7 +339,7 @@ async def test_a_bare_sandbox_id_can_be_destroyed_as_the_reaper_does(emulator):
     run_id = _run_id()
     try:
         sandbox = await provider.create(_spec(run_id))
-        await bare_id_destroyed_twice(provider, sandbox, run_id)
+        await cases.bare_id_destroyed_twice(provider, sandbox, run_id)
         # An id the API does not know (404) is already destroyed.
         await provider.destroy(Sandbox(id=str(uuid.uuid4()), provider="codesandbox"))
     finally:
@@ -388,7 +372,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
     assert env["sdk_versions"] == {"together-sandbox": "4.1.1"}
     assert "max_attempts=1" in env["sdk_retries"]["calls"]
     assert env["pause_mode"] == "memory" and env["call_timeout_s"] == 300.0
-    no_secrets(env, "secret-key-value", "token=x")
+    cases.no_secrets(env, "secret-key-value", "token=x")
     assert provider.new_client()._retry.max_attempts == 1  # what the SDK was really given
     disk = CodeSandboxProvider({"pause_mode": "disk"}).capabilities()
     assert disk.pause_kind is PauseKind.STOP_START and "disk only" in disk.notes["pause"]
@@ -431,7 +415,7 @@ def test_strict_parsing_and_transport_failures_get_their_class():
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings, message):
-    refused_in_one_line(CodeSandboxProvider, settings, message)
+    cases.refused_in_one_line(CodeSandboxProvider, settings, message)
 
 
 # -- live tests -------------------------------------------------------------------------------

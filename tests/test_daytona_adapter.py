@@ -35,32 +35,13 @@ from providers.errors import (
     QuotaOrRateLimited,
     Unavailable,
 )
-from tests.adapter_cases import (
-    bare_id_destroyed_twice,
-    counter_script,
-    emulator_fixture,
-    files_round_trip,
-    missing_file_is_not_found,
-    missing_variable_refused,
-    new_run_id,
-    no_secrets,
-    one_fault,
-    opener,
-    operation_calls,
-    own_clients,
-    read_counter,
-    refused_in_one_line,
-    round_trip,
-    sha_inside,
-    shell_argv_and_large_output,
-    still_works,
-)
+from tests import adapter_cases as cases
 
 ENV_KEYS = ("DAYTONA_API_KEY", "DAYTONA_API_URL", "DAYTONA_USE_DEPRECATED_POLLING")
 
-emulator = emulator_fixture("daytona", ENV_KEYS)
-_open = opener(DaytonaProvider)
-_run_id = new_run_id
+emulator = cases.emulator_fixture("daytona", ENV_KEYS)
+_open = cases.opener(DaytonaProvider)
+_run_id = cases.new_run_id
 
 
 # -- checks shared by the emulator tests and the live tests ----------------------------------
@@ -74,21 +55,21 @@ async def check_exec(provider: DaytonaProvider, sandbox: Sandbox) -> None:
     # Daytona returns stdout and stderr combined; the adapter says so and leaves stderr empty.
     assert failed.stdout.splitlines() == [b"hello", b"oops"]
     assert failed.stderr == b""
-    await shell_argv_and_large_output(provider, sandbox)
+    await cases.shell_argv_and_large_output(provider, sandbox)
 
 
 async def check_files(provider: DaytonaProvider, sandbox: Sandbox) -> None:
     large_path = f"{SCRATCH_DIR}/large-4m.bin"
-    _, large = await files_round_trip(
+    _, large = await cases.files_round_trip(
         provider, sandbox, f"{SCRATCH_DIR}/sub dir/small 1k.bin", large_path
     )
-    await sha_inside(provider, sandbox, large_path, large)
+    await cases.sha_inside(provider, sandbox, large_path, large)
     # Bulk-download parts are matched on the exact requested path: quotes, backslashes,
     # non-ASCII and percent signs must come back unescaped.
     odd = f'{SCRATCH_DIR}/q"uo\\te ü %2F.txt'
     await provider.write_file(sandbox, odd, b"odd")
     assert await provider.read_file(sandbox, odd) == b"odd"
-    await missing_file_is_not_found(provider, sandbox, f"{SCRATCH_DIR}/no/such/file")
+    await cases.missing_file_is_not_found(provider, sandbox, f"{SCRATCH_DIR}/no/such/file")
 
 
 async def check_checkpoint_restore(provider: DaytonaProvider, sandbox: Sandbox) -> None:
@@ -116,11 +97,11 @@ async def check_checkpoint_restore(provider: DaytonaProvider, sandbox: Sandbox) 
             await provider.destroy(restored)
 
 
-COUNTER, START_COUNTER = counter_script(SCRATCH_DIR)
+COUNTER, START_COUNTER = cases.counter_script(SCRATCH_DIR)
 
 
 async def _counter(provider: DaytonaProvider, sandbox: Sandbox) -> int:
-    return await read_counter(provider, sandbox, COUNTER)
+    return await cases.read_counter(provider, sandbox, COUNTER)
 
 
 async def check_stop_start(provider: DaytonaProvider, sandbox: Sandbox) -> None:
@@ -177,7 +158,7 @@ async def test_create_exec_files_list_and_destroy_round_trip(emulator):
         return await provider.create(SandboxSpec(labels={RUN_LABEL: run}))
 
     try:
-        async with round_trip(provider, make, _run_id(), "another-run") as (sandbox, _):
+        async with cases.round_trip(provider, make, _run_id(), "another-run") as (sandbox, _):
             await check_exec(provider, sandbox)
             await check_files(provider, sandbox)
     finally:
@@ -327,19 +308,19 @@ async def test_injected_errors_arrive_as_our_error_classes(
     try:
         if operation != "create":
             sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
-        calls = operation_calls(
+        calls = cases.operation_calls(
             provider, sandbox, run_id,
             lambda: provider.create(SandboxSpec(labels={RUN_LABEL: run_id})),
             write_to=f"{SCRATCH_DIR}/f", read_from="/etc/hostname",
         )  # fmt: skip
-        raised = await one_fault(emulator, "daytona", status=status, match=match,
+        raised = await cases.one_fault(emulator, "daytona", status=status, match=match,
                                  call=calls[operation], expected=expected)  # fmt: skip
         if status == 429:
             # The SDK keeps response headers on API errors; its upload path drops them.
             expected_retry = None if operation == "write" else 1.0
             assert raised.retry_after_s == expected_retry
         if sandbox is not None:
-            await still_works(provider, sandbox)
+            await cases.still_works(provider, sandbox)
     finally:
         if sandbox is not None:
             await provider.destroy(sandbox)
@@ -357,7 +338,7 @@ async def test_a_wrong_api_key_is_an_auth_error(emulator, monkeypatch):
 
 
 async def test_a_missing_api_key_is_an_auth_error_naming_the_variable(monkeypatch):
-    await missing_variable_refused(DaytonaProvider, monkeypatch, "DAYTONA_API_KEY")
+    await cases.missing_variable_refused(DaytonaProvider, monkeypatch, "DAYTONA_API_KEY")
 
 
 async def test_per_iteration_connection_gives_each_sandbox_its_own_client(emulator):
@@ -367,7 +348,7 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(emulat
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         clients = {id(first.native.client), id(second.native.client)}
-        own_clients(provider, first, second)
+        cases.own_clients(provider, first, second)
         for sandbox in (first, second):
             assert (await provider.exec(sandbox, ["echo", "ok"], timeout_s=10)).stdout == b"ok\n"
         await check_stop_start(provider, first)
@@ -390,7 +371,7 @@ async def test_a_bare_sandbox_id_can_be_destroyed_as_the_reaper_does(emulator):
     run_id = _run_id()
     try:
         sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
-        await bare_id_destroyed_twice(provider, sandbox, run_id)
+        await cases.bare_id_destroyed_twice(provider, sandbox, run_id)
     finally:
         await provider.close()
 
@@ -427,7 +408,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
     assert env["endpoint"] == "https://daytona.example/api"
     assert env["connection"] == "reuse"
     assert "connection_level" in env["sdk_retries"]
-    no_secrets(env, "secret-key-value", "token=x")
+    cases.no_secrets(env, "secret-key-value", "token=x")
     assert DaytonaProvider({"api_url": "http://127.0.0.1:9/api"}).environment()["endpoint"] == (
         "http://127.0.0.1:9/api"
     )
@@ -444,7 +425,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings, message):
-    refused_in_one_line(DaytonaProvider, settings, message)
+    cases.refused_in_one_line(DaytonaProvider, settings, message)
 
 
 # -- live tests -------------------------------------------------------------------------------

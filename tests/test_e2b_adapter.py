@@ -24,52 +24,35 @@ from providers.errors import (
     QuotaOrRateLimited,
     Unavailable,
 )
-from tests.adapter_cases import (
-    assert_listed,
-    echo_ids,
-    emulator_fixture,
-    exit_codes_and_streams,
-    faults_raise,
-    files_round_trip,
-    ghost_is_not_found,
-    gone_after_lifetime,
-    missing_file_is_not_found,
-    missing_variable_refused,
-    new_run_id,
-    no_secrets,
-    none_left,
-    opener,
-    own_clients,
-    restored_copy,
-)
+from tests import adapter_cases as cases
 
 ENV_VARS = ("E2B_API_KEY", "E2B_API_URL", "E2B_SANDBOX_URL", "E2B_DOMAIN", "E2B_DEBUG")
 
-emulator = emulator_fixture("e2b", ENV_VARS)
-_opened = opener(E2BProvider)
+emulator = cases.emulator_fixture("e2b", ENV_VARS)
+_opened = cases.opener(E2BProvider)
 
 
 async def exercise(provider: E2BProvider) -> None:
     """Every interface operation through the SDK, with the fidelity checks the workloads use."""
-    run_id = new_run_id(12)
-    async with none_left(provider, run_id) as created:
+    run_id = cases.new_run_id(12)
+    async with cases.none_left(provider, run_id) as created:
         spec = SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=300)
         sandbox = await provider.create(spec)
         created.append(sandbox)
         # exec: exit codes are data, stdout and stderr arrive separately.
-        await exit_codes_and_streams(provider, sandbox, 30)
+        await cases.exit_codes_and_streams(provider, sandbox, 30)
         big = await provider.exec(sandbox, "head -c 65536 /dev/zero | tr '\\0' x", timeout_s=30)
         assert big.stdout == b"x" * 65536
 
         # files: byte-exact both ways, 1 KiB and 4 MiB.
         scratch = provider.capabilities().scratch_dir
-        _, large = await files_round_trip(
+        _, large = await cases.files_round_trip(
             provider, sandbox, f"{scratch}/sub/small.bin", f"{scratch}/large.bin"
         )
-        await missing_file_is_not_found(provider, sandbox, f"{scratch}/missing.bin")
+        await cases.missing_file_is_not_found(provider, sandbox, f"{scratch}/missing.bin")
 
         # checkpoint + restore: a new sandbox with the file as it was at the checkpoint.
-        await restored_copy(provider, sandbox, f"{scratch}/large.bin", large, created)
+        await cases.restored_copy(provider, sandbox, f"{scratch}/large.bin", large, created)
 
         # pause + resume: a process started before the pause is alive after it.
         start = await provider.exec(
@@ -85,15 +68,11 @@ async def exercise(provider: E2BProvider) -> None:
         assert alive.exit_code == 0
 
         # list by run label: the source and the restored sandbox.
-        await assert_listed(provider, run_id, created)
+        await cases.assert_listed(provider, run_id, created)
 
 
 async def test_every_operation_works_end_to_end_through_the_sdk(emulator: Emulator) -> None:
-    provider = await _opened()
-    try:
-        await exercise(provider)
-    finally:
-        await provider.close()
+    await cases.exercised(_opened, exercise)
 
 
 async def test_per_iteration_connection_gives_each_sandbox_its_own_client(
@@ -104,8 +83,8 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         try:
-            own_clients(provider, first, second)
-            await echo_ids(provider, (first, second), 30)
+            cases.own_clients(provider, first, second)
+            await cases.echo_ids(provider, (first, second), 30)
             ref = await provider.checkpoint(first)
             restored = await provider.restore(ref)
             assert restored.native.client is not first.native.client
@@ -125,17 +104,19 @@ async def test_injected_faults_arrive_as_our_error_tree_and_are_not_retried(
     provider = await _opened()
     try:
         spec = SandboxSpec(labels={RUN_LABEL: "faults"})
-        cases = [
+        faults = [
             (401, AuthError),
             (404, NotFound),
             (429, QuotaOrRateLimited),
             (500, Unavailable),
             (503, Unavailable),
         ]
-        await faults_raise(emulator, cases, [("/v2/sandboxes", lambda: provider.create(spec))])
+        await cases.faults_raise(
+            emulator, faults, [("/v2/sandboxes", lambda: provider.create(spec))]
+        )
         sandbox = await provider.create(spec)
         try:
-            await faults_raise(emulator, cases, [
+            await cases.faults_raise(emulator, faults, [
                 ("/process.Process/Start", lambda: provider.exec(sandbox, "true", timeout_s=30)),
                 ("/files", lambda: provider.read_file(sandbox, "/etc/hostname")),
             ])  # fmt: skip
@@ -177,7 +158,7 @@ async def test_fork_children_start_from_the_parents_files_and_are_independent(
                 b"child0", b"before", b"before",
             ]  # fmt: skip
             assert await provider.read_file(parent, f"{scratch}/at-fork") == b"after"
-            await assert_listed(provider, run_id, made)
+            await cases.assert_listed(provider, run_id, made)
         finally:
             for sandbox in made:
                 await provider.destroy(sandbox)
@@ -236,7 +217,7 @@ async def test_destroying_a_killed_or_unknown_sandbox_is_not_an_error(emulator: 
 
     provider = await _opened()
     try:
-        await ghost_is_not_found(provider, Sandbox(id="doesnotexist0000000", provider="e2b"))
+        await cases.ghost_is_not_found(provider, Sandbox(id="doesnotexist0000000", provider="e2b"))
     finally:
         await provider.close()
 
@@ -245,7 +226,7 @@ async def test_lifetime_is_the_sandbox_timeout_after_which_it_is_gone(emulator: 
     provider = await _opened()
     try:
         sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: "short"}, lifetime_s=1))
-        await gone_after_lifetime(provider, sandbox, "short")
+        await cases.gone_after_lifetime(provider, sandbox, "short")
         await provider.destroy(sandbox)
     finally:
         await provider.close()
@@ -254,7 +235,7 @@ async def test_lifetime_is_the_sandbox_timeout_after_which_it_is_gone(emulator: 
 async def test_missing_api_key_is_an_auth_error_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await missing_variable_refused(E2BProvider, monkeypatch, "E2B_API_KEY")
+    await cases.missing_variable_refused(E2BProvider, monkeypatch, "E2B_API_KEY")
 
 
 def test_settings_endpoints_capabilities_and_environment_without_secrets(
@@ -276,7 +257,7 @@ def test_settings_endpoints_capabilities_and_environment_without_secrets(
     assert "api_responses" in env["sdk_retries"]
     if not e2b_adapter._SDK_IMPORTED_FIRST and e2b_adapter._RETRIES_FROM_ENV is None:
         assert env["sdk_retries"]["connection_retries_observed"] == 0
-    no_secrets(env, "e2b_secret_value")
+    cases.no_secrets(env, "e2b_secret_value")
     caps = provider.capabilities()
     assert caps.operations >= {Op.CHECKPOINT, Op.RESTORE, Op.PAUSE, Op.RESUME}
     assert caps.checkpoint_captures is CheckpointCaptures.FILESYSTEM_AND_MEMORY
@@ -299,11 +280,7 @@ class TestLiveE2B:
             pytest.skip("set E2B_API_KEY to run the live E2B tests")
 
     async def test_every_operation_works_against_the_real_service(self) -> None:
-        provider = await _opened()
-        try:
-            await exercise(provider)
-        finally:
-            await provider.close()
+        await cases.exercised(_opened, exercise)
 
     async def test_fork_keeps_files_and_running_processes(self) -> None:
         """E2B's fork keeps memory: a process of the parent runs on in each child."""

@@ -38,38 +38,24 @@ from providers.errors import (
     Unsupported,
 )
 from providers.modal import ModalProvider
-from tests.adapter_cases import (
-    assert_listed,
-    echo_ids,
-    emulator_fixture,
-    exit_codes_and_streams,
-    files_round_trip,
-    ghost_is_not_found,
-    gone_after_lifetime,
-    missing_file_is_not_found,
-    new_run_id,
-    none_left,
-    opener,
-    own_clients,
-    restored_copy,
-)
+from tests import adapter_cases as cases
 
 ENV_VARS = ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_SERVER_URL", "MODAL_SANDBOX_V2")
 CREATE = "/modal.client.ModalClient/SandboxCreateV2"
 EXEC = "TaskCommandRouter/TaskExecStart"
 
-emulator = emulator_fixture("modal", ENV_VARS)
-_opened = opener(ModalProvider)
+emulator = cases.emulator_fixture("modal", ENV_VARS)
+_opened = cases.opener(ModalProvider)
 
 
 async def exercise(provider: ModalProvider) -> None:
     """Every interface operation through the SDK, with the fidelity checks the workloads use."""
-    run_id = new_run_id(12)
-    async with none_left(provider, run_id) as created:
+    run_id = cases.new_run_id(12)
+    async with cases.none_left(provider, run_id) as created:
         sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=300))
         created.append(sandbox)
         # exec: exit codes are data, stdout and stderr arrive apart and byte-exact.
-        await exit_codes_and_streams(provider, sandbox, 30)
+        await cases.exit_codes_and_streams(provider, sandbox, 30)
         raw = await provider.exec(sandbox, ["printf", "\\377\\376x"], timeout_s=30)
         assert raw.stdout == b"\xff\xfex"
         big = await provider.exec(sandbox, "head -c 65536 /dev/zero | tr '\\0' x", timeout_s=30)
@@ -77,30 +63,28 @@ async def exercise(provider: ModalProvider) -> None:
 
         # files (each an exec of Modal's fs-tools): byte-exact both ways, 1 KiB and 4 MiB.
         scratch = provider.capabilities().scratch_dir
-        _, large = await files_round_trip(
+        _, large = await cases.files_round_trip(
             provider, sandbox, f"{scratch}/sub/small.bin", f"{scratch}/large.bin"
         )
-        await missing_file_is_not_found(provider, sandbox, f"{scratch}/missing.bin")
+        await cases.missing_file_is_not_found(provider, sandbox, f"{scratch}/missing.bin")
 
         # checkpoint + restore: a new sandbox with the file as it was; the source runs on.
-        ref, _ = await restored_copy(provider, sandbox, f"{scratch}/large.bin", large, created)
+        ref, _ = await cases.restored_copy(
+            provider, sandbox, f"{scratch}/large.bin", large, created
+        )
         assert ref.id.startswith("im-")
 
         with pytest.raises(Unsupported):
             await provider.pause(sandbox)
 
         # list by run label (a Modal tag): the source and the restored sandbox.
-        await assert_listed(provider, run_id, created)
+        await cases.assert_listed(provider, run_id, created)
     with pytest.raises(NotFound):
         await provider.exec(sandbox, ["true"], timeout_s=10)
 
 
 async def test_every_operation_works_end_to_end_through_the_sdk(emulator: Emulator) -> None:
-    provider = await _opened()
-    try:
-        await exercise(provider)
-    finally:
-        await provider.close()
+    await cases.exercised(_opened, exercise)
 
 
 async def test_per_iteration_connection_gives_each_sandbox_its_own_client(
@@ -111,9 +95,9 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         try:
-            own_clients(provider, first, second)
+            cases.own_clients(provider, first, second)
             assert first.native.client.client is not second.native.client.client
-            await echo_ids(provider, (first, second), 30)
+            await cases.echo_ids(provider, (first, second), 30)
             ref = await provider.checkpoint(first)
             restored = await provider.restore(ref)
             assert restored.native.client is not first.native.client
@@ -231,10 +215,10 @@ async def test_unknown_or_ended_sandboxes(emulator: Emulator) -> None:
     provider = await _opened()
     try:
         # Nothing to destroy is not an error.
-        await ghost_is_not_found(provider, Sandbox(id="sb-" + "0" * 26, provider="modal"))
+        await cases.ghost_is_not_found(provider, Sandbox(id="sb-" + "0" * 26, provider="modal"))
         # The lifetime is Modal's sandbox timeout: it ends, is no longer listed, exec fails.
         short = await provider.create(SandboxSpec(labels={RUN_LABEL: "short"}, lifetime_s=1))
-        await gone_after_lifetime(provider, short, "short")
+        await cases.gone_after_lifetime(provider, short, "short")
         with pytest.raises(NotFound):  # also found by id only: Modal says "already finished"
             await provider.exec(Sandbox(id=short.id, provider="modal"), "true", timeout_s=5)
         await provider.destroy(short)
@@ -327,11 +311,7 @@ class TestLiveModal:
             pytest.skip("set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET to run the live Modal tests")
 
     async def test_every_operation_works_against_the_real_service(self) -> None:
-        provider = await _opened()
-        try:
-            await exercise(provider)
-        finally:
-            await provider.close()
+        await cases.exercised(_opened, exercise)
 
     async def test_per_iteration_connection_against_the_real_service(self) -> None:
         provider = await _opened({"connection": "per_iteration"})

@@ -47,24 +47,7 @@ from providers.errors import (
 from providers.northflank import PLANS, TAG, NorthflankProvider, label_tag, plan_for
 from providers.settings import SettingError
 from providers.stub import StubProvider
-from tests.adapter_cases import (
-    assert_listed,
-    echo_ids,
-    emulator_fixture,
-    exit_codes_and_streams,
-    faults_raise,
-    files_round_trip,
-    ghost_is_not_found,
-    in_process_emulator,
-    missing_file_is_not_found,
-    new_run_id,
-    no_secrets,
-    none_left,
-    opener,
-    own_clients,
-    refused_in_one_line,
-    restored_copy,
-)
+from tests import adapter_cases as cases
 
 ENV_VARS = (
     "NORTHFLANK_API_TOKEN", "NF_API_TOKEN", "NORTHFLANK_API_BASE_URL", "NF_API_HOST", "NF_HOST",
@@ -74,44 +57,40 @@ SCRATCH = "/root"
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"poll_interval_s": 0.05}
 
-emulator = emulator_fixture("northflank", ENV_VARS)
-_opened = opener(NorthflankProvider, FAST)
+emulator = cases.emulator_fixture("northflank", ENV_VARS)
+_opened = cases.opener(NorthflankProvider, FAST)
 
 
 async def exercise(provider: NorthflankProvider) -> None:
     """Every interface operation through the SDK, with the checks the workloads make."""
-    run_id = new_run_id(12)
-    async with none_left(provider, run_id) as created:
+    run_id = cases.new_run_id(12)
+    async with cases.none_left(provider, run_id) as created:
         sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=600))
         created.append(sandbox)
         scratch = provider.capabilities().scratch_dir
         # exec: exit codes are data, stdout and stderr arrive apart, argv is not re-split.
-        await exit_codes_and_streams(provider, sandbox, 60)
+        await cases.exit_codes_and_streams(provider, sandbox, 60)
         big = await provider.exec(sandbox, "head -c 200000 /dev/zero | tr '\\0' x", timeout_s=60)
         assert big.stdout == b"x" * 200_000  # several frames
 
         # files: byte-exact both ways (binary, empty, 4 MiB, new parents); a missing file.
-        small, _ = await files_round_trip(
+        small, _ = await cases.files_round_trip(
             provider, sandbox, f"{scratch}/small.bin", f"{scratch}/new/dir/large.bin",
             small=bytes(range(256)) * 4,
         )  # fmt: skip
         await provider.write_file(sandbox, f"{scratch}/empty", b"")
         assert await provider.read_file(sandbox, f"{scratch}/empty") == b""
-        await missing_file_is_not_found(provider, sandbox, f"{scratch}/missing.bin")
+        await cases.missing_file_is_not_found(provider, sandbox, f"{scratch}/missing.bin")
 
         # checkpoint + restore: a new service with the filesystem as it was.
-        await restored_copy(provider, sandbox, f"{scratch}/small.bin", small, created)
+        await cases.restored_copy(provider, sandbox, f"{scratch}/small.bin", small, created)
 
         # list by run label: the source and the restored service.
-        await assert_listed(provider, run_id, created)
+        await cases.assert_listed(provider, run_id, created)
 
 
 async def test_every_operation_works_end_to_end_through_the_sdk(emulator: Emulator) -> None:
-    provider = await _opened()
-    try:
-        await exercise(provider)
-    finally:
-        await provider.close()
+    await cases.exercised(_opened, exercise)
 
 
 async def test_each_operation_makes_the_calls_its_docstring_says(emulator: Emulator) -> None:
@@ -207,24 +186,24 @@ async def test_faults_arrive_as_our_error_tree_and_are_not_retried(emulator: Emu
     provider = await _opened({"request_timeout_s": 1.0})
     try:
         spec = SandboxSpec(labels={RUN_LABEL: "faults"})
-        cases = [(401, AuthError), (404, NotFound), (408, OperationTimeout),
+        faults = [(401, AuthError), (404, NotFound), (408, OperationTimeout),
                  (429, QuotaOrRateLimited), (500, Unavailable), (503, Unavailable)]  # fmt: skip
         await emulator.clear_calls()
-        await faults_raise(
-            emulator, cases, [("/services/deployment", lambda: provider.create(spec))]
+        await cases.faults_raise(
+            emulator, faults, [("/services/deployment", lambda: provider.create(spec))]
         )
         for kind, error in (("reset", Unavailable), ("malformed", ProtocolError)):
             await emulator.inject(kind=kind, match="/services/deployment")
             with pytest.raises(error):
                 await provider.create(spec)
         posts = [c for c in await emulator.calls() if c["path"].endswith("/deployment")]
-        assert len(posts) == len(cases) + 2, "the SDK retried a failed create"
+        assert len(posts) == len(faults) + 2, "the SDK retried a failed create"
         await emulator.inject(429, match="/services")
         with pytest.raises(QuotaOrRateLimited):
             await provider.list_sandboxes("faults")
         sandbox = await provider.create(spec)
         try:
-            await faults_raise(emulator, cases, [
+            await cases.faults_raise(emulator, faults, [
                 ("/v1/command-exec/", lambda: provider.exec(sandbox, "true", timeout_s=30)),
                 ("/v1/command-exec/", lambda: provider.read_file(sandbox, "/etc/hostname")),
                 ("/snapshots", lambda: provider.checkpoint(sandbox)),
@@ -345,9 +324,9 @@ async def test_per_iteration_connection_gives_each_service_its_own_client_closed
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         clients = [first.native.client, second.native.client]
-        own_clients(provider, first, second)
+        cases.own_clients(provider, first, second)
         for sandbox in (first, second):
-            await echo_ids(provider, [sandbox], 30)
+            await cases.echo_ids(provider, [sandbox], 30)
             await provider.destroy(sandbox)
         assert all(client._async_client.is_closed for client in clients)
         assert not provider.clients.main._async_client.is_closed
@@ -381,7 +360,7 @@ async def test_unknown_services_are_not_found_and_destroying_them_is_not_an_erro
     provider = await _opened()
     try:
         ghost = Sandbox(id="sb-doesnotexist", provider="northflank")
-        await ghost_is_not_found(provider, ghost)
+        await cases.ghost_is_not_found(provider, ghost)
         with pytest.raises(NotFound):
             await provider.read_file(ghost, "/etc/hostname")
         with pytest.raises(NotFound):
@@ -414,7 +393,7 @@ async def test_a_service_whose_container_ends_is_crashed_and_deleted(
 ) -> None:
     """No root: the emulator in-process on a stub backend whose boots fail."""
     protocol = NorthflankEmulator(Sandboxes(_FailingStub()), "tok")
-    async with in_process_emulator(protocol) as app:
+    async with cases.in_process_emulator(protocol) as app:
         server = TestServer(app)
         await server.start_server()
         try:
@@ -480,7 +459,7 @@ def test_the_cli_refuses_a_run_without_credentials_in_one_line_with_exit_2(
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings: dict, message: str) -> None:
-    refused_in_one_line(NorthflankProvider, settings, message, SettingError)
+    cases.refused_in_one_line(NorthflankProvider, settings, message, SettingError)
 
 
 async def test_the_manifest_records_endpoint_plan_and_retries_without_secrets(
@@ -496,7 +475,7 @@ async def test_the_manifest_records_endpoint_plan_and_retries_without_secrets(
         assert env["sdk_versions"] == {"northflank": "2.1.0"}
         assert env["plan_for_default_spec"] == "nf-compute-100-1"
         assert env["rest_retries_patched"] is True
-        no_secrets(env, "nf_secret_value", "proj")
+        cases.no_secrets(env, "nf_secret_value", "proj")
     finally:
         await provider.close()
 
@@ -553,12 +532,7 @@ class TestLiveNorthflank:
                 pytest.skip(f"set {key} to run the live Northflank tests")
 
     async def test_every_operation_works_against_the_real_service(self) -> None:
-        provider = NorthflankProvider({})
-        await provider.open()
-        try:
-            await exercise(provider)
-        finally:
-            await provider.close()
+        await cases.exercised(cases.opener(NorthflankProvider), exercise)
 
     async def test_a_second_destroy_of_a_real_service_is_not_an_error(self) -> None:
         provider = NorthflankProvider({})

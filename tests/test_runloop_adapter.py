@@ -40,55 +40,37 @@ from providers.errors import (
 from providers.runloop import RunloopProvider, custom_size
 from providers.settings import SettingError
 from providers.stub import StubProvider
-from tests.adapter_cases import (
-    assert_listed,
-    echo_ids,
-    emulator_fixture,
-    exit_codes_and_streams,
-    faults_raise,
-    files_round_trip,
-    ghost_is_not_found,
-    in_process_emulator,
-    missing_file_is_not_found,
-    missing_variable_refused,
-    new_run_id,
-    no_secrets,
-    none_left,
-    opener,
-    own_clients,
-    refused_in_one_line,
-    restored_copy,
-)
+from tests import adapter_cases as cases
 
 ENV_VARS = ("RUNLOOP_API_KEY", "RUNLOOP_BASE_URL", "RUNLOOP_CUSTOM_HEADERS", "RUNLOOP_LOG")
 SCRATCH = "/home/user"
 
-emulator = emulator_fixture("runloop", ENV_VARS)
-_opened = opener(RunloopProvider)
+emulator = cases.emulator_fixture("runloop", ENV_VARS)
+_opened = cases.opener(RunloopProvider)
 
 
 async def exercise(provider: RunloopProvider) -> None:
     """Every interface operation through the SDK, with the checks the workloads make."""
-    run_id = new_run_id(12)
-    async with none_left(provider, run_id) as created:
+    run_id = cases.new_run_id(12)
+    async with cases.none_left(provider, run_id) as created:
         sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=600))
         created.append(sandbox)
         # exec: exit codes are data, stdout and stderr arrive apart, argv is quoted.
-        await exit_codes_and_streams(provider, sandbox, 60)
+        await cases.exit_codes_and_streams(provider, sandbox, 60)
         # Past 100 lines the SDK fetches the whole output from the SSE stream.
         many = await provider.exec(sandbox, "seq 1 250; seq 1 120 >&2", timeout_s=60)
         assert many.stdout.splitlines() == [str(i).encode() for i in range(1, 251)]
         assert len(many.stderr.splitlines()) == 120
 
         # files: byte-exact both ways, binary and 4 MiB.
-        small, large = await files_round_trip(
+        small, large = await cases.files_round_trip(
             provider, sandbox, f"{SCRATCH}/small.bin", f"{SCRATCH}/large.bin",
             small=bytes(range(256)) * 4,
         )  # fmt: skip
-        await missing_file_is_not_found(provider, sandbox, f"{SCRATCH}/missing.bin")
+        await cases.missing_file_is_not_found(provider, sandbox, f"{SCRATCH}/missing.bin")
 
         # checkpoint + restore: a new devbox with the disk as it was at the checkpoint.
-        await restored_copy(provider, sandbox, f"{SCRATCH}/large.bin", large, created)
+        await cases.restored_copy(provider, sandbox, f"{SCRATCH}/large.bin", large, created)
 
         # suspend + resume: same id, the disk survives, a process started before does not.
         start = f"nohup sleep 600 >/dev/null 2>&1 & echo $! > {SCRATCH}/pid"
@@ -101,15 +83,11 @@ async def exercise(provider: RunloopProvider) -> None:
         assert alive.exit_code != 0, "a process survived suspend/resume"
 
         # list by run label: the source and the restored devbox.
-        await assert_listed(provider, run_id, created)
+        await cases.assert_listed(provider, run_id, created)
 
 
 async def test_every_operation_works_end_to_end_through_the_sdk(emulator: Emulator) -> None:
-    provider = await _opened()
-    try:
-        await exercise(provider)
-    finally:
-        await provider.close()
+    await cases.exercised(_opened, exercise)
 
 
 async def test_each_operation_makes_the_calls_its_docstring_says(emulator: Emulator) -> None:
@@ -191,7 +169,7 @@ async def test_faults_arrive_as_our_error_tree_and_are_not_retried(emulator: Emu
     provider = await _opened()
     try:
         spec = SandboxSpec(labels={RUN_LABEL: "faults"})
-        cases = [
+        faults = [
             (401, AuthError),
             (404, NotFound),
             (408, OperationTimeout),
@@ -202,16 +180,16 @@ async def test_faults_arrive_as_our_error_tree_and_are_not_retried(emulator: Emu
         await emulator.clear_calls()
         # One fault only: with the SDK's retries on (5 by default) the next try would pass.
         create = ("/create_and_await_running", lambda: provider.create(spec))
-        await faults_raise(emulator, cases, [create])
+        await cases.faults_raise(emulator, faults, [create])
         creates = [c for c in await emulator.calls() if c["path"].endswith("await_running")]
-        assert len(creates) == len(cases), "the SDK retried a failed create"
+        assert len(creates) == len(faults), "the SDK retried a failed create"
         await emulator.inject(429, match="/v1/devboxes")
         with pytest.raises(QuotaOrRateLimited) as limited:
             await provider.list_sandboxes("faults")
         assert limited.value.retry_after_s == 1.0
         sandbox = await provider.create(spec)
         try:
-            await faults_raise(emulator, cases, [
+            await cases.faults_raise(emulator, faults, [
                 ("/execute_async", lambda: provider.exec(sandbox, "true", timeout_s=30)),
                 ("/download_file", lambda: provider.read_file(sandbox, "/etc/hostname")),
                 ("/snapshot_disk", lambda: provider.checkpoint(sandbox)),
@@ -279,9 +257,9 @@ async def test_per_iteration_connection_gives_each_devbox_its_own_client_closed_
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         clients = [first.native.client, second.native.client]
-        own_clients(provider, first, second)
+        cases.own_clients(provider, first, second)
         for sandbox in (first, second):
-            await echo_ids(provider, [sandbox], 30)
+            await cases.echo_ids(provider, [sandbox], 30)
             await provider.destroy(sandbox)
         assert all(client.is_closed() for client in clients)
         assert not provider.clients.main.is_closed()
@@ -309,7 +287,7 @@ async def test_unknown_devboxes_are_not_found_and_destroying_them_is_not_an_erro
     provider = await _opened()
     try:
         ghost = Sandbox(id="dbx_doesnotexist", provider="runloop")
-        await ghost_is_not_found(provider, ghost)
+        await cases.ghost_is_not_found(provider, ghost)
         with pytest.raises(NotFound):
             await provider.pause(ghost)
     finally:
@@ -330,7 +308,7 @@ async def test_a_spec_beyond_runloops_sizes_fails_before_any_call(emulator: Emul
 async def test_missing_api_key_is_an_auth_error_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await missing_variable_refused(RunloopProvider, monkeypatch, "RUNLOOP_API_KEY")
+    await cases.missing_variable_refused(RunloopProvider, monkeypatch, "RUNLOOP_API_KEY")
 
 
 @pytest.mark.parametrize(
@@ -345,7 +323,7 @@ async def test_missing_api_key_is_an_auth_error_naming_the_variable(
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings: dict, message: str) -> None:
-    refused_in_one_line(RunloopProvider, settings, message, SettingError)
+    cases.refused_in_one_line(RunloopProvider, settings, message, SettingError)
 
 
 async def test_client_has_retries_off_and_its_own_unsharded_pool(
@@ -363,7 +341,7 @@ async def test_client_has_retries_off_and_its_own_unsharded_pool(
         assert env["endpoint"] == "http://127.0.0.1:9/x"
         assert env["sdk_retries"]["observed_max_retries"] == 0
         assert env["sdk_versions"] == {"runloop-api-client": "3.0.0"}
-        no_secrets(env, "rl_secret_value")
+        cases.no_secrets(env, "rl_secret_value")
     finally:
         await provider.close()
 
@@ -384,7 +362,7 @@ async def test_a_shutdown_during_the_boot_leaves_nothing(client_gives_up: bool) 
     backend = _SlowStub()
     protocol = RunloopEmulator(Sandboxes(backend), "tok")
     auth = {"Authorization": "Bearer tok"}
-    async with in_process_emulator(protocol) as app, TestClient(TestServer(app)) as client:
+    async with cases.in_process_emulator(protocol) as app, TestClient(TestServer(app)) as client:
         create = asyncio.ensure_future(
             client.post("/v1/devboxes/create_and_await_running", json={}, headers=auth)
         )
@@ -460,11 +438,7 @@ class TestLiveRunloop:
             pytest.skip("set RUNLOOP_API_KEY to run the live Runloop tests")
 
     async def test_every_operation_works_against_the_real_service(self) -> None:
-        provider = await _opened()
-        try:
-            await exercise(provider)
-        finally:
-            await provider.close()
+        await cases.exercised(_opened, exercise)
 
     async def test_a_second_shutdown_of_a_real_devbox_is_not_an_error(self) -> None:
         provider = await _opened()

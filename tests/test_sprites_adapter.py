@@ -38,33 +38,14 @@ from providers.errors import (
     Unsupported,
 )
 from providers.sprites import SCRATCH_DIR, SpritesProvider, run_prefix, sprite_name
-from tests.adapter_cases import (
-    bare_id_destroyed_twice,
-    counter_script,
-    emulator_fixture,
-    files_round_trip,
-    missing_file_is_not_found,
-    missing_variable_refused,
-    new_run_id,
-    no_secrets,
-    one_fault,
-    opener,
-    operation_calls,
-    own_clients,
-    read_counter,
-    refused_in_one_line,
-    round_trip,
-    sha_inside,
-    shell_argv_and_large_output,
-    still_works,
-)
+from tests import adapter_cases as cases
 
 ENV_KEYS = ("SPRITES_TOKEN", "SPRITES_API_URL", "SPRITES_CLIENT_SIGNALS")
 DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
-emulator = emulator_fixture("sprites", ENV_KEYS)
-_open = opener(SpritesProvider)
-_run_id = new_run_id
+emulator = cases.emulator_fixture("sprites", ENV_KEYS)
+_open = cases.opener(SpritesProvider)
+_run_id = cases.new_run_id
 
 
 async def _raw(emu: Emulator, method: str, path: str, **kwargs) -> httpx.Response:
@@ -83,7 +64,7 @@ async def check_exec(provider: SpritesProvider, sandbox: Sandbox) -> None:
     )
     # Sprites keeps the streams apart (stream ids 1 and 2 on the WebSocket).
     assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"hello\n", b"oops\n")
-    await shell_argv_and_large_output(provider, sandbox)
+    await cases.shell_argv_and_large_output(provider, sandbox)
     missing = await provider.exec(sandbox, "no-such-command-here", timeout_s=30)
     assert missing.exit_code == 127 and missing.stderr
     binary = await provider.exec(sandbox, "printf '\\000\\377\\001' >&2", timeout_s=30)
@@ -92,14 +73,14 @@ async def check_exec(provider: SpritesProvider, sandbox: Sandbox) -> None:
 
 async def check_files(provider: SpritesProvider, sandbox: Sandbox) -> None:
     large_path = f"{SCRATCH_DIR}/large-4m.bin"
-    _, large = await files_round_trip(
+    _, large = await cases.files_round_trip(
         provider, sandbox, f"{SCRATCH_DIR}/sub dir/small 1k.bin", large_path
     )
-    await sha_inside(provider, sandbox, large_path, large)
+    await cases.sha_inside(provider, sandbox, large_path, large)
     odd = f"{SCRATCH_DIR}/q&u=o?te ü %2F#.txt"  # query-string characters in the path
     await provider.write_file(sandbox, odd, b"odd")
     assert await provider.read_file(sandbox, odd) == b"odd"
-    await missing_file_is_not_found(provider, sandbox, f"{SCRATCH_DIR}/no/such/file")
+    await cases.missing_file_is_not_found(provider, sandbox, f"{SCRATCH_DIR}/no/such/file")
 
 
 async def check_checkpoint_restore(provider: SpritesProvider, sandbox: Sandbox) -> None:
@@ -138,11 +119,11 @@ async def _until_ok(provider: SpritesProvider, sandbox: Sandbox, command: str):
     raise AssertionError(f"{command!r} never succeeded after restore")
 
 
-COUNTER, START_COUNTER = counter_script(SCRATCH_DIR)
+COUNTER, START_COUNTER = cases.counter_script(SCRATCH_DIR)
 
 
 async def _counter(provider: SpritesProvider, sandbox: Sandbox) -> int:
-    return await read_counter(provider, sandbox, COUNTER)
+    return await cases.read_counter(provider, sandbox, COUNTER)
 
 
 async def check_restore_stops_processes(provider: SpritesProvider, sandbox: Sandbox) -> None:
@@ -170,9 +151,9 @@ async def test_create_exec_files_list_and_destroy_round_trip(emulator):
         return await provider.create(SandboxSpec(labels={RUN_LABEL: run}))
 
     try:
-        # The other run's names share this run's prefix; its label keeps it out (round_trip
+        # The other run's names share this run's prefix; its label keeps it out (cases.round_trip
         # checks the listing).
-        async with round_trip(provider, make, run_id, run_id + "-other") as (sandbox, other):
+        async with cases.round_trip(provider, make, run_id, run_id + "-other") as (sandbox, other):
             assert sandbox.id.startswith(run_prefix(run_id)) and DNS_LABEL.fullmatch(sandbox.id)
             assert other.id.startswith(run_prefix(run_id))
             await check_exec(provider, sandbox)
@@ -297,12 +278,12 @@ async def test_injected_errors_arrive_as_our_error_classes(
         if operation != "create":
             sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         ref = await provider.checkpoint(sandbox) if operation == "restore" else None
-        calls = operation_calls(
+        calls = cases.operation_calls(
             provider, sandbox, run_id,
             lambda: provider.create(SandboxSpec(labels={RUN_LABEL: run_id})),
             write_to=f"{SCRATCH_DIR}/f", read_from="/etc/hostname", ref=ref,
         )  # fmt: skip
-        raised = await one_fault(emulator, "sprites", status=status, match=match,
+        raised = await cases.one_fault(emulator, "sprites", status=status, match=match,
                                  call=calls[operation], expected=expected)  # fmt: skip
         assert raised.operation == operation.replace("write", "write_file").replace(
             "read", "read_file"
@@ -310,7 +291,7 @@ async def test_injected_errors_arrive_as_our_error_classes(
         if expected is QuotaOrRateLimited:
             assert raised.retry_after_s == retry_after
         if sandbox is not None:  # the sprite still works
-            await still_works(provider, sandbox)
+            await cases.still_works(provider, sandbox)
     finally:
         if sandbox is not None:
             await provider.destroy(sandbox)
@@ -339,7 +320,7 @@ async def test_a_wrong_token_is_an_auth_error(emulator, monkeypatch):
 
 
 async def test_a_missing_token_is_an_auth_error_naming_the_variable(monkeypatch):
-    await missing_variable_refused(SpritesProvider, monkeypatch, "SPRITES_TOKEN")
+    await cases.missing_variable_refused(SpritesProvider, monkeypatch, "SPRITES_TOKEN")
 
 
 async def test_an_unreachable_endpoint_is_unavailable(monkeypatch):
@@ -362,7 +343,7 @@ async def test_per_iteration_connection_gives_each_sprite_its_own_client(emulato
     try:
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
-        own_clients(provider, first, second)
+        cases.own_clients(provider, first, second)
         for sandbox in (first, second):
             assert (await provider.exec(sandbox, ["echo", "ok"], timeout_s=10)).stdout == b"ok\n"
         await check_checkpoint_restore(provider, second)
@@ -379,7 +360,7 @@ async def test_a_bare_sprite_name_can_be_destroyed_as_the_reaper_does(emulator):
     run_id = _run_id()
     try:
         sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
-        await bare_id_destroyed_twice(provider, sandbox, run_id)
+        await cases.bare_id_destroyed_twice(provider, sandbox, run_id)
     finally:
         await provider.close()
 
@@ -454,7 +435,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
     assert env["connection"] == "reuse"
     assert env["sdk_retries"].startswith("none")
     assert "client_signals" in env
-    no_secrets(env, "secret-token-value", "token=x")
+    cases.no_secrets(env, "secret-token-value", "token=x")
     assert SpritesProvider({"api_url": "http://127.0.0.1:9"}).environment()["endpoint"] == (
         "http://127.0.0.1:9"
     )
@@ -477,7 +458,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings, message):
-    refused_in_one_line(SpritesProvider, settings, message)
+    cases.refused_in_one_line(SpritesProvider, settings, message)
 
 
 # -- live tests -------------------------------------------------------------------------------

@@ -36,31 +36,16 @@ from providers.errors import (
     Unavailable,
 )
 from providers.vercel import SCRATCH_DIR, VercelProvider, sandbox_name
-from tests.adapter_cases import (
-    argv_is_not_resplit,
-    assert_listed,
-    echo_ids,
-    emulator_fixture,
-    files_round_trip,
-    missing_file_is_not_found,
-    new_run_id,
-    no_secrets,
-    none_left,
-    opener,
-    own_clients,
-    refused_in_one_line,
-    restored_copy,
-    sha_inside,
-)
+from tests import adapter_cases as cases
 
 CREDENTIALS = ("VERCEL_TOKEN", "VERCEL_TEAM_ID", "VERCEL_PROJECT_ID")
 ENV_KEYS = (*CREDENTIALS, "VERCEL_SANDBOX_API_URL", "VERCEL_OIDC_TOKEN",
             "VERCEL_OIDC_TOKEN_FILE", "VERCEL_REGION")  # fmt: skip
 NAME = re.compile(r"sb-[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{8}")
 
-emulator = emulator_fixture("vercel", ENV_KEYS)
-_open = opener(VercelProvider)
-_run_id = new_run_id
+emulator = cases.emulator_fixture("vercel", ENV_KEYS)
+_open = cases.opener(VercelProvider)
+_run_id = cases.new_run_id
 
 
 @pytest.fixture
@@ -82,7 +67,7 @@ def _calls(calls: list[dict], method: str, pattern: str) -> list[dict]:
 async def check_exec(provider: VercelProvider, sandbox: Sandbox) -> None:
     failed = await provider.exec(sandbox, "echo hello; echo oops >&2; exit 3", timeout_s=30)
     assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"hello\n", b"oops\n")
-    await argv_is_not_resplit(provider, sandbox, 30)  # no shell for argv
+    await cases.argv_is_not_resplit(provider, sandbox, 30)  # no shell for argv
     where = await provider.exec(sandbox, ["pwd"], timeout_s=30)
     assert where.stdout == f"{SCRATCH_DIR}\n".encode()
     big = await provider.exec(sandbox, "yes 0123456789abcdef | head -c 65536", timeout_s=30)
@@ -97,11 +82,11 @@ async def check_exec(provider: VercelProvider, sandbox: Sandbox) -> None:
 
 async def check_files(provider: VercelProvider, sandbox: Sandbox) -> None:
     large_path = f"{SCRATCH_DIR}/large.bin"
-    _, large = await files_round_trip(
+    _, large = await cases.files_round_trip(
         provider, sandbox, f"{SCRATCH_DIR}/sub dir/small 1k.bin", large_path
     )
-    await sha_inside(provider, sandbox, large_path, large)
-    await missing_file_is_not_found(provider, sandbox, f"{SCRATCH_DIR}/no/such/file")
+    await cases.sha_inside(provider, sandbox, large_path, large)
+    await cases.missing_file_is_not_found(provider, sandbox, f"{SCRATCH_DIR}/no/such/file")
 
 
 async def check_checkpoint_restore(provider: VercelProvider, sandbox: Sandbox) -> list[Sandbox]:
@@ -110,7 +95,7 @@ async def check_checkpoint_restore(provider: VercelProvider, sandbox: Sandbox) -
     await provider.write_file(sandbox, path, data)
     made: list[Sandbox] = []
     # The source is written to after the checkpoint: it runs again.
-    ref, restored = await restored_copy(provider, sandbox, path, data, made)
+    ref, restored = await cases.restored_copy(provider, sandbox, path, data, made)
     assert ref.sandbox_id == sandbox.id and ref.id
     assert NAME.fullmatch(restored.id)
     return made
@@ -142,7 +127,7 @@ async def check_fork(provider: VercelProvider, sandbox: Sandbox) -> list[Sandbox
 
 async def exercise(provider: VercelProvider) -> None:
     run_id = _run_id()
-    async with none_left(provider, run_id) as made:
+    async with cases.none_left(provider, run_id) as made:
         sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=600))
         made.append(sandbox)
         assert NAME.fullmatch(sandbox.id)
@@ -151,7 +136,7 @@ async def exercise(provider: VercelProvider) -> None:
         made += await check_checkpoint_restore(provider, sandbox)
         await check_pause_resume(provider, sandbox)
         made += await check_fork(provider, sandbox)
-        await assert_listed(provider, run_id, made)
+        await cases.assert_listed(provider, run_id, made)
 
 
 # -- emulator tests ---------------------------------------------------------------------------
@@ -330,8 +315,8 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(emulat
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         try:
-            own_clients(provider, first, second)
-            await echo_ids(provider, (first, second), 30)
+            cases.own_clients(provider, first, second)
+            await cases.echo_ids(provider, (first, second), 30)
         finally:
             await provider.destroy(first)
             await provider.destroy(second)
@@ -398,7 +383,7 @@ def test_capabilities_environment_and_settings_declare_the_semantics(monkeypatch
     assert env["endpoint_source"] == "api_url setting"
     assert env["sdk_versions"] == {"vercel-sandbox": "0.10.0"}
     assert "control_plane" in env["sdk_retries"] and env["persistent"] is True
-    no_secrets(env, "vercel_secret_value")
+    cases.no_secrets(env, "vercel_secret_value")
     assert VercelProvider({}).environment()["endpoint"] == "http://env.example:1/api"
     monkeypatch.delenv("VERCEL_SANDBOX_API_URL")
     assert VercelProvider({}).environment()["endpoint"] == "https://vercel.com/api"
@@ -427,7 +412,7 @@ def test_capabilities_environment_and_settings_declare_the_semantics(monkeypatch
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings, message):
-    refused_in_one_line(VercelProvider, settings, message)
+    cases.refused_in_one_line(VercelProvider, settings, message)
 
 
 # -- live tests -------------------------------------------------------------------------------
@@ -444,11 +429,7 @@ class TestLive:
             pytest.skip(f"set {', '.join(missing)} to run the live Vercel tests")
 
     async def test_every_operation_works_against_the_real_service(self):
-        provider = await _open()
-        try:
-            await exercise(provider)
-        finally:
-            await provider.close()
+        await cases.exercised(_open, exercise)
 
     async def test_a_wrong_token_is_an_auth_error(self, monkeypatch):
         monkeypatch.setenv("VERCEL_TOKEN", "not-a-valid-token")

@@ -44,15 +44,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.iteration import CheckFailed, StepFailed
+from bench.workloads import kept_state
 from bench.workloads.base import Workload, exit_zero
-from bench.workloads.kept_state import (
-    COUNTER_GAP_S,
-    PROCESS_KEPT,
-    counts,
-    probe,
-    state_digest,
-    write_state_and_start_process,
-)
 from bench.workloads.shape import Check, Extra, Fidelity, Operation, Scale
 from providers.base import Capabilities, CheckpointCaptures, ExecResult, Op, Sandbox
 from providers.settings import setting
@@ -105,7 +98,7 @@ class Fork(Workload):
         Extra("children", int, help="children of this fork call"),
         Extra("fork_keeps", str, help="what the provider declares a fork's children inherit"),
         Extra("fork_method", str, help="how the provider declares it makes them"),
-        PROCESS_KEPT,
+        kept_state.PROCESS_KEPT,
         Extra("memory_kept", bool, help="the child's counter went on from the parent's value"),
     )
     report: ClassVar[Any] = "bench.workloads.fork_report"
@@ -118,7 +111,7 @@ class Fork(Workload):
         return {f"fork_c{level}": Op.FORK for level in self.levels()}
 
     def waits_s(self) -> float:
-        return COUNTER_GAP_S * len(self.levels())
+        return kept_state.COUNTER_GAP_S * len(self.levels())
 
     def planned_ops(self, caps: Capabilities) -> list[str]:
         ops = ["create", "write_state", "start_process"]
@@ -131,7 +124,7 @@ class Fork(Workload):
         scratch = ctx.capabilities.scratch_dir.rstrip("/")
         state, counter = f"{scratch}/sandbox-bench-fork.bin", f"{scratch}/sandbox-bench-counter"
         parent = await ctx.create()
-        original = await write_state_and_start_process(
+        original = await kept_state.write_state_and_start_process(
             ctx, parent, state=state, counter=counter, state_mb=self.settings.state_mb
         )
         rounds = _Rounds(ctx=ctx, parent=parent, state=state, counter=counter, original=original)
@@ -195,7 +188,7 @@ class _Rounds:
 
     async def verify(self, child: Sandbox, level: int, parent_count: int) -> None:
         ctx = self.ctx
-        look = probe(self.state, self.counter)
+        look = kept_state.probe(self.state, self.counter)
         seen: dict[str, Any] = {**self.declared, "children": level}
         keeps_memory = ctx.capabilities.fork_keeps is CheckpointCaptures.FILESYSTEM_AND_MEMORY
         await self.soft(
@@ -226,7 +219,7 @@ class _Rounds:
             if "marker=absent" not in text:
                 raise CheckFailed("FidelityError", "a marker written in another copy is here",
                                   verified=False)  # fmt: skip
-            if state_digest(result) != self.original:
+            if kept_state.state_digest(result) != self.original:
                 raise CheckFailed("FidelityError", "the state changed with another copy's write",
                                   verified=False)  # fmt: skip
 
@@ -250,10 +243,10 @@ def child_check(
     """The check of one child's answer; what it saw goes into ``extra`` (the record's)."""
 
     def check(result: ExecResult) -> None:
-        if state_digest(result) != original:
+        if kept_state.state_digest(result) != original:
             raise CheckFailed("FidelityError", "the child's state differs from the parent's",
                               verified=False)  # fmt: skip
-        seen_counts = counts(result)
+        seen_counts = kept_state.counts(result)
         seen: dict[str, Any] = {"process_kept": False, "memory_kept": False}
         if len(seen_counts) == 2:  # else no counter file: the process's file did not come along
             seen["process_kept"] = seen_counts[1] > seen_counts[0]
@@ -272,4 +265,4 @@ def child_check(
     return check
 
 
-__all__ = ["PROCESS_KEPT", "Fork", "ForkSettings", "child_check", "state_digest"]
+__all__ = ["Fork", "ForkSettings", "child_check"]

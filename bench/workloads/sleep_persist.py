@@ -37,15 +37,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from bench.workloads import kept_state
 from bench.workloads.base import CheckFailed, Workload
-from bench.workloads.kept_state import (
-    COUNTER_GAP_S,
-    PROCESS_KEPT,
-    counts,
-    probe,
-    state_digest,
-    write_state_and_start_process,
-)
 from bench.workloads.lifecycle import ATTEMPTS, timed_first_exec
 from bench.workloads.shape import Check, Extra, Fidelity, Operation
 from providers.base import Capabilities, ExecResult, Op, PauseKind
@@ -111,7 +104,7 @@ class SleepPersist(Workload):
         Extra("sleep_mode", str, help="pause (the provider's pause call) or idle (no call)"),
         Extra("pause_kind", str, help="the provider's declared pause semantics"),
         Extra("file_kept", bool, help="the state written before the idle was intact after it"),
-        PROCESS_KEPT,
+        kept_state.PROCESS_KEPT,
         Extra("expected_process", str, help="survives, gone, or depends (on a sleep)"),
     )
     report: ClassVar[Any] = "bench.workloads.sleep_persist_report"
@@ -122,7 +115,7 @@ class SleepPersist(Workload):
         return mode == "pause" or (mode == "auto" and can)
 
     def waits_s(self) -> float:
-        return self.settings.idle_s + COUNTER_GAP_S
+        return self.settings.idle_s + kept_state.COUNTER_GAP_S
 
     def planned_ops(self, caps: Capabilities) -> list[str]:
         names = [op.name for op in self.operations]
@@ -151,7 +144,7 @@ class SleepPersist(Workload):
             "expected_process": expectation(caps.pause_kind, paused),
         }
         sandbox = await ctx.create()
-        written = await write_state_and_start_process(
+        written = await kept_state.write_state_and_start_process(
             ctx, sandbox, state=state, counter=counter, state_mb=self.settings.state_mb
         )
         if paused:
@@ -166,11 +159,11 @@ class SleepPersist(Workload):
         else:
             await asyncio.sleep(idle_s)
         await timed_first_exec(ctx, sandbox, "wake", extra={"idle_s": idle_s})
-        look = probe(state, counter)
+        look = kept_state.probe(state, counter)
 
         def survived(result: ExecResult) -> None:
-            observed["file_kept"] = state_digest(result) == written
-            seen = counts(result)
+            observed["file_kept"] = kept_state.state_digest(result) == written
+            seen = kept_state.counts(result)
             observed["process_kept"] = len(seen) == 2 and seen[1] > seen[0]
             if not observed["file_kept"]:
                 raise CheckFailed("FidelityError", "the state written before the idle is gone "
