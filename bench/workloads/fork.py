@@ -76,8 +76,7 @@ class Fork(Workload):
     Settings: ClassVar[type] = ForkSettings
     operations: ClassVar[tuple[Operation, ...]] = (
         Operation("create", help="the provider's create call"),
-        Operation("write_state", help="write state_mb MiB of random data, print its sha256"),
-        Operation("start_process", help="start a loop that counts in memory into a file"),
+        *kept_state.OPERATIONS,
         _scaled("fork", "the provider's fork call for L children at once"),
         _scaled(
             "verify_child",
@@ -94,7 +93,7 @@ class Fork(Workload):
         Operation("destroy", help="the parent's destroy"),
     )
     extras: ClassVar[tuple[Extra, ...]] = (
-        Extra("state_mb", int, unit="MiB", help="size of the state written and checkpointed"),
+        kept_state.STATE_MB,
         Extra("children", int, help="children of this fork call"),
         Extra("fork_keeps", str, help="what the provider declares a fork's children inherit"),
         Extra("fork_method", str, help="how the provider declares it makes them"),

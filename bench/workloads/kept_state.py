@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bench.workloads.base import exit_zero, sha256_of_output
-from bench.workloads.shape import Extra
+from bench.workloads.shape import Extra, Operation
 from providers.base import ExecResult, Sandbox
 
 if TYPE_CHECKING:
@@ -29,6 +29,13 @@ COUNTER_GAP_S = 0.3
 
 #: A process started before (a fork, an idle) was running after.
 PROCESS_KEPT = Extra("process_kept", bool, help="the process started before was running afterwards")
+#: What ``write_state`` records.
+STATE_MB = Extra("state_mb", int, unit="MiB", help="size of the state written and checkpointed")
+#: The two steps :func:`write_state_and_start_process` records, in timeline order.
+OPERATIONS = (
+    Operation("write_state", help="write state_mb MiB of random data, print its sha256"),
+    Operation("start_process", help="start a loop that counts in memory into a file"),
+)
 
 
 async def write_state_and_start_process(
@@ -97,7 +104,9 @@ def state_digest(result: ExecResult) -> str | None:
 
 __all__ = [
     "COUNTER_GAP_S",
+    "OPERATIONS",
     "PROCESS_KEPT",
+    "STATE_MB",
     "counts",
     "probe",
     "state_digest",

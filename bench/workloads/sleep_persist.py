@@ -84,8 +84,7 @@ class SleepPersist(Workload):
     Settings: ClassVar[type] = SleepPersistSettings
     operations: ClassVar[tuple[Operation, ...]] = (
         Operation("create", help="the provider's create call"),
-        Operation("write_state", help="write state_mb MiB of random data, print its sha256"),
-        Operation("start_process", help="start a loop that counts in memory into a file"),
+        *kept_state.OPERATIONS,
         Operation("pause", help="the provider's pause call (pause mode)"),
         Operation("resume", help="the provider's resume call, idle_s after the pause"),
         Operation("wake", help="the first command after the idle (or the resume) that exits 0"),
@@ -99,7 +98,7 @@ class SleepPersist(Workload):
     )
     extras: ClassVar[tuple[Extra, ...]] = (
         ATTEMPTS,
-        Extra("state_mb", int, unit="MiB", help="size of the state written and checkpointed"),
+        kept_state.STATE_MB,
         Extra("idle_s", float, unit="s", help="how long the sandbox sat idle before the exec"),
         Extra("sleep_mode", str, help="pause (the provider's pause call) or idle (no call)"),
         Extra("pause_kind", str, help="the provider's declared pause semantics"),
