@@ -20,7 +20,7 @@ import pytest
 
 from bench.emulators.control import Emulator
 from bench.emulators.toolkit import EmulatorState, make_app
-from providers.base import CheckpointRef, Provider, Sandbox
+from providers.base import RUN_LABEL, CheckpointRef, Provider, Sandbox, SandboxSpec
 from providers.errors import AuthError, NotFound, ProviderError
 from tests.conftest import emulator_env
 
@@ -237,6 +237,22 @@ async def echo_ids(provider: Provider, sandboxes: Iterable[Sandbox], timeout_s: 
     for sandbox in sandboxes:
         result = await provider.exec(sandbox, ["echo", sandbox.id], timeout_s=timeout_s)
         assert result.stdout == f"{sandbox.id}\n".encode()
+
+
+async def clients_closed_with_their_sandboxes(
+    provider: Any, is_closed: Callable[[Any], bool], timeout_s: float = 30
+) -> None:
+    """Per-iteration connection: two sandboxes, each with its own client (none the main
+    one); each answers, and destroying it closes its client; the main client stays open."""
+    first = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
+    second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
+    clients = [first.native.client, second.native.client]
+    own_clients(provider, first, second)
+    for sandbox in (first, second):
+        await echo_ids(provider, [sandbox], timeout_s)
+        await provider.destroy(sandbox)
+    assert all(is_closed(client) for client in clients)
+    assert not is_closed(provider.clients.main)
 
 
 async def assert_listed(provider: Provider, run_id: str, sandboxes: Iterable[Sandbox]) -> None:

@@ -321,15 +321,9 @@ async def test_per_iteration_connection_gives_each_service_its_own_client_closed
 ) -> None:
     provider = await _opened({"connection": "per_iteration"})
     try:
-        first = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
-        second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
-        clients = [first.native.client, second.native.client]
-        cases.own_clients(provider, first, second)
-        for sandbox in (first, second):
-            await cases.echo_ids(provider, [sandbox], 30)
-            await provider.destroy(sandbox)
-        assert all(client._async_client.is_closed for client in clients)
-        assert not provider.clients.main._async_client.is_closed
+        await cases.clients_closed_with_their_sandboxes(
+            provider, lambda client: client._async_client.is_closed
+        )
     finally:
         await provider.close()
 
