@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -494,6 +494,21 @@ class _Defaults:
     where: str
 
 
+def _tables(
+    raw: Any, key: str, where: str, *, non_empty: bool = False
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Each table of the array ``raw`` (``key`` of ``where``) with where it stands, checked as
+    it is reached (an error names the first bad place, as a parse in order would)."""
+    if not isinstance(raw, list) or (non_empty and not raw):
+        array = "a non-empty array" if non_empty else "an array"
+        raise CatalogError(f"{where}: {key} must be {array} of tables")
+    for i, table in enumerate(raw):
+        tw = f"{where} {key}[{i}]"
+        if not isinstance(table, Mapping):
+            raise CatalogError(f"{tw} must be a table")
+        yield tw, table
+
+
 def _rate(
     item: str,
     entry: Mapping[str, Any],
@@ -519,14 +534,8 @@ def _rate(
             note=_text(entry, "note", where),
         )
         return Rate(item=item, values=(value,)), str(per)
-    raw = entry["values"]
-    if not isinstance(raw, list) or not raw:
-        raise CatalogError(f"{where}: values must be a non-empty array of tables")
     values = []
-    for i, v in enumerate(raw):
-        vw = f"{where} values[{i}]"
-        if not isinstance(v, Mapping):
-            raise CatalogError(f"{vw} must be a table")
+    for vw, v in _tables(entry["values"], "values", where, non_empty=True):
         usd = _number(v, "usd", vw)
         vper = v.get("per", per)
         if "checked" not in v:
@@ -562,13 +571,8 @@ def _alternatives(
                 checked=None,
             ),
         )
-    if not isinstance(raw, list) or not raw:
-        raise CatalogError(f"{where}: alternatives must be a non-empty array of tables")
     out = []
-    for i, alt in enumerate(raw):
-        aw = f"{where} alternatives[{i}]"
-        if not isinstance(alt, Mapping):
-            raise CatalogError(f"{aw} must be a table")
+    for aw, alt in _tables(raw, "alternatives", where, non_empty=True):
         shape_value = alt.get("billed_shape", "sandbox")
         if shape_value == "sandbox":
             shape = None
@@ -587,14 +591,8 @@ def _alternatives(
 
 
 def _plan_limits(entry: Mapping[str, Any], where: str) -> tuple[PlanLimit, ...]:
-    raw = entry.get("plan_limits", [])
-    if not isinstance(raw, list):
-        raise CatalogError(f"{where}: plan_limits must be an array of tables")
     out = []
-    for i, plan in enumerate(raw):
-        pw = f"{where} plan_limits[{i}]"
-        if not isinstance(plan, Mapping):
-            raise CatalogError(f"{pw} must be a table")
+    for pw, plan in _tables(entry.get("plan_limits", []), "plan_limits", where):
         concurrent = plan.get("max_concurrent")
         if concurrent is not None and (
             isinstance(concurrent, bool) or not isinstance(concurrent, int) or concurrent < 1
@@ -650,14 +648,8 @@ def _sandbox_size(entry: Mapping[str, Any], where: str) -> SandboxSize | None:
 
 
 def _examples(entry: Mapping[str, Any], where: str) -> tuple[PublishedExample, ...]:
-    raw = entry.get("examples", [])
-    if not isinstance(raw, list):
-        raise CatalogError(f"{where}: examples must be an array of tables")
     out = []
-    for i, ex in enumerate(raw):
-        ew = f"{where} examples[{i}]"
-        if not isinstance(ex, Mapping):
-            raise CatalogError(f"{ew} must be a table")
+    for ew, ex in _tables(entry.get("examples", []), "examples", where):
         scenario = ex.get("scenario", {})
         if not isinstance(scenario, Mapping):
             raise CatalogError(f"{ew}: scenario must be a table of session keys")

@@ -673,50 +673,59 @@ class IterationContext:
         """Destroy (untimed, under the retry policy and the grace) every sandbox still alive,
         then delete every checkpoint; never raises but a cancellation (after recording what
         it could not clean)."""
-        cancelled: asyncio.CancelledError | None = None
-        for sandbox in list(self.live.values()):
-            if cancelled is None:
-                try:
-                    await cleaning.destroy_sandbox(
-                        self.adapter, sandbox, policy=self.policy, grace=self.grace
-                    )
-                except asyncio.CancelledError as exc:
-                    cancelled = exc
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - recorded; the sweep and reap go on
-                    self._gave_up("destroy_failed", sandbox.id, None, exc)
-                    continue
-                else:
-                    self.live.pop(sandbox.id, None)
-                    self._ledger("destroyed", sandbox_id=sandbox.id, by="cleanup")
-                    continue
-            self._gave_up("destroy_failed", sandbox.id, None, cancelled)
-        for ref in list(self.checkpoints.values()):
-            if cancelled is None:
-                try:
-                    await cleaning.delete_checkpoint(
-                        self.adapter, ref, policy=self.policy, grace=self.grace
-                    )
-                except asyncio.CancelledError as exc:
-                    cancelled = exc
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - recorded; the sweep and reap go on
-                    self._gave_up("checkpoint_delete_failed", ref.sandbox_id, ref.id, exc)
-                    continue
-                else:
-                    self.checkpoints.pop(ref.id, None)
-                    self._ledger(
-                        "checkpoint_deleted",
-                        sandbox_id=ref.sandbox_id,
-                        checkpoint_id=ref.id,
-                        by="cleanup",
-                    )
-                    continue
-            self._gave_up("checkpoint_delete_failed", ref.sandbox_id, ref.id, cancelled)
+        cancelled = await self._sweep(
+            self.live,
+            lambda sandbox: cleaning.destroy_sandbox(
+                self.adapter, sandbox, policy=self.policy, grace=self.grace
+            ),
+            lambda sandbox: (sandbox.id, None),
+            ("destroyed", "destroy_failed"),
+            None,
+        )
+        cancelled = await self._sweep(
+            self.checkpoints,
+            lambda ref: cleaning.delete_checkpoint(
+                self.adapter, ref, policy=self.policy, grace=self.grace
+            ),
+            lambda ref: (ref.sandbox_id, ref.id),
+            ("checkpoint_deleted", "checkpoint_delete_failed"),
+            cancelled,
+        )
         if cancelled is not None:
             raise cancelled
+
+    async def _sweep(
+        self,
+        held: dict[str, Any],
+        clean: Callable[[Any], Awaitable[None]],
+        ids: Callable[[Any], tuple[str, str | None]],
+        events: tuple[str, str],
+        cancelled: asyncio.CancelledError | None,
+    ) -> asyncio.CancelledError | None:
+        """``clean`` each of ``held`` (sandboxes or checkpoints by id) in turn: one cleaned
+        leaves ``held`` and the ledger says so (``events[0]``); one that fails, and every one
+        after a cancellation, is recorded as given up (``events[1]``). Returns the
+        cancellation (the one given, or one met here), for the caller to raise at the end."""
+        done, failed = events
+        for key, item in list(held.items()):
+            sandbox_id, checkpoint_id = ids(item)
+            if cancelled is None:
+                try:
+                    await clean(item)
+                except asyncio.CancelledError as exc:
+                    cancelled = exc
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - recorded; the sweep and reap go on
+                    self._gave_up(failed, sandbox_id, checkpoint_id, exc)
+                    continue
+                else:
+                    held.pop(key, None)
+                    more = {"checkpoint_id": checkpoint_id} if checkpoint_id is not None else {}
+                    self._ledger(done, sandbox_id=sandbox_id, **more, by="cleanup")
+                    continue
+            self._gave_up(failed, sandbox_id, checkpoint_id, cancelled)
+        return cancelled
 
     def _gave_up(
         self, event: str, sandbox_id: str | None, checkpoint_id: str | None, exc: BaseException

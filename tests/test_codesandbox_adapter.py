@@ -10,12 +10,9 @@ local sandboxes), points the SDK at it with the emulator's ``client_env`` and dr
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -35,28 +32,16 @@ from providers.errors import (
     Unavailable,
     Unsupported,
 )
-from tests.conftest import emulator_env
+from tests import adapter_cases as cases
 
 ENV_KEYS = ("TOGETHER_API_KEY", "TOGETHER_BASE_URL")
 #: On the emulator's VMs (and the CLI quickstart image) /workspace is on the snapshotted disk;
 #: /tmp is a private tmpfs there, so a disk-only pause would lose it.
 DISK = "/workspace"
 
-
-@pytest.fixture
-async def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
-    async with emulator_env("codesandbox", tmp_path / "emu", monkeypatch, clear=ENV_KEYS) as emu:
-        yield emu
-
-
-async def _open(settings: dict | None = None) -> CodeSandboxProvider:
-    provider = CodeSandboxProvider(settings or {})
-    await provider.open()
-    return provider
-
-
-def _run_id() -> str:
-    return f"test-{uuid.uuid4().hex[:8]}"
+emulator = cases.emulator_fixture("codesandbox", ENV_KEYS)
+_open = cases.opener(CodeSandboxProvider)
+_run_id = cases.new_run_id
 
 
 def _spec(run_id: str | None = None) -> SandboxSpec:
@@ -76,12 +61,7 @@ async def check_exec(provider: CodeSandboxProvider, sandbox: Sandbox) -> None:
     )
     # stdout and stderr come apart (split by the SSE events' type)
     assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"hello\n", b"oops\n")
-    quoted = await provider.exec(sandbox, ["printf", "%s|", "a b", "it's", "$HOME"], timeout_s=30)
-    assert (quoted.exit_code, quoted.stdout) == (0, b"a b|it's|$HOME|")
-    shell = await provider.exec(sandbox, "x=4; echo $((x * 2)) && false", timeout_s=30)
-    assert (shell.exit_code, shell.stdout) == (1, b"8\n")
-    big = await provider.exec(sandbox, "yes 0123456789abcdef | head -c 65536", timeout_s=30)
-    assert (big.exit_code, big.stdout) == (0, (b"0123456789abcdef\n" * 4096)[:65536])
+    await cases.shell_argv_and_large_output(provider, sandbox)
 
 
 async def check_files(provider: CodeSandboxProvider, sandbox: Sandbox, folder: str) -> None:
@@ -91,47 +71,31 @@ async def check_files(provider: CodeSandboxProvider, sandbox: Sandbox, folder: s
     for name, data in (("bin 1k.bin", binary), ("large.bin", large), ("t.txt", text)):
         await provider.write_file(sandbox, f"{folder}/{name}", data)
         assert await provider.read_file(sandbox, f"{folder}/{name}") == data
-    shown = await provider.exec(sandbox, f"sha256sum {folder}/large.bin", timeout_s=30)
-    assert shown.stdout.split()[0].decode() == hashlib.sha256(large).hexdigest()
+    await cases.sha_inside(provider, sandbox, f"{folder}/large.bin", large)
     odd = f'{folder}/q"uo\\te ü %2F.txt'  # the path is quoted whole by the SDK
     await provider.write_file(sandbox, odd, b"odd")
     assert await provider.read_file(sandbox, odd) == b"odd"
-    with pytest.raises(NotFound):
-        await provider.read_file(sandbox, f"{folder}/no/such/file")
-
-
-def _counter(folder: str) -> tuple[str, str]:
-    counter = f"{folder}/counter"
-    start = (
-        f"nohup sh -c 'i=0; while true; do i=$((i+1)); echo $i > {counter}.tmp; "
-        f"mv {counter}.tmp {counter}; sleep 0.01; done' >/dev/null 2>&1 &\n"
-        f"for _ in $(seq 300); do [ -s {counter} ] && break; sleep 0.01; done; cat {counter}"
-    )
-    return counter, start
-
-
-async def _read(provider: CodeSandboxProvider, sandbox: Sandbox, counter: str) -> int:
-    result = await provider.exec(sandbox, f"cat {counter}", timeout_s=30)
-    assert result.exit_code == 0, result
-    return int(result.stdout.strip())
+    await cases.missing_file_is_not_found(provider, sandbox, f"{folder}/no/such/file")
 
 
 async def check_hibernate(provider: CodeSandboxProvider, sandbox: Sandbox, folder: str) -> Sandbox:
     """pause = terminate with a memory snapshot; resume = a new sandbox from it, with the
     processes intact: the counter stands still while paused, then runs on."""
-    counter, start = _counter(folder)
+    counter, start = cases.counter_script(folder)
     assert (await provider.exec(sandbox, start, timeout_s=30)).exit_code == 0
     await asyncio.sleep(0.2)
-    before = await _read(provider, sandbox, counter)
+    before = await cases.read_counter(provider, sandbox, counter)
     await provider.pause(sandbox)
     await asyncio.sleep(1.0)
     resumed = await provider.resume(sandbox)
     assert resumed.id != sandbox.id  # a new sandbox, as the SDK documents
     assert str(resumed.native.sdk.vm_info.status_reason.value) == "restored"
-    after = await _read(provider, resumed, counter)
+    after = await cases.read_counter(provider, resumed, counter)
     assert after - before < 40, "the counter ran on while the sandbox was hibernated"
     await asyncio.sleep(0.3)
-    assert await _read(provider, resumed, counter) > after, "the counter did not survive"
+    assert await cases.read_counter(provider, resumed, counter) > after, (
+        "the counter did not survive"
+    )
     return resumed
 
 
@@ -140,24 +104,18 @@ async def check_hibernate(provider: CodeSandboxProvider, sandbox: Sandbox, folde
 
 async def test_create_exec_files_list_and_destroy_round_trip(emulator):
     provider = await _open()
-    run_id = _run_id()
+
+    async def make(run: str) -> Sandbox:
+        return await provider.create(_spec(run))
+
     try:
-        sandbox = await provider.create(_spec(run_id))
-        other = await provider.create(_spec("another-run"))
-        try:
-            assert await provider.list_sandboxes(run_id) == [sandbox.id]
+        # After it, an exec is NotFound: its agent client was closed with it.
+        async with cases.round_trip(provider, make, _run_id(), "another-run") as (sandbox, _):
             model = sandbox.native.sdk.vm_info
             assert (model.cpu, model.memory_bytes) == (1.0, 1024**3)  # 512 MiB raised to 1 GiB
             assert model.ttl == SandboxSpec().lifetime_s
             await check_exec(provider, sandbox)
             await check_files(provider, sandbox, "/tmp")
-        finally:
-            await provider.destroy(sandbox)
-            await provider.destroy(other)
-        await provider.destroy(sandbox)  # idempotent
-        assert await provider.list_sandboxes(run_id) == []
-        with pytest.raises(NotFound):  # its agent client was closed with it
-            await provider.exec(sandbox, ["true"], timeout_s=10)
     finally:
         await provider.close()
 
@@ -207,15 +165,15 @@ async def test_disk_pause_keeps_files_and_ends_processes(emulator):
         caps = provider.capabilities()
         assert caps.pause_kind is PauseKind.STOP_START and caps.scratch_dir == DISK
         sandbox = await provider.create(_spec())
-        counter, start = _counter(DISK)
+        counter, start = cases.counter_script(DISK)
         assert (await provider.exec(sandbox, start, timeout_s=30)).exit_code == 0
         await provider.pause(sandbox)
         resumed = await provider.resume(sandbox)
         try:
             assert str(resumed.native.sdk.vm_info.status_reason.value) == "cold_started"
-            first = await _read(provider, resumed, counter)  # the file survived
+            first = await cases.read_counter(provider, resumed, counter)  # the file survived
             await asyncio.sleep(0.4)
-            assert await _read(provider, resumed, counter) == first  # the loop did not
+            assert await cases.read_counter(provider, resumed, counter) == first  # the loop did not
         finally:
             await provider.destroy(resumed)
             await provider.destroy(sandbox)
@@ -273,25 +231,17 @@ async def test_injected_errors_arrive_as_our_error_classes_after_one_attempt(
         if operation != "create":
             sandbox = await provider.create(_spec(run_id))
             await provider.write_file(sandbox, "/tmp/f", b"x")
+        calls = cases.operation_calls(
+            provider, sandbox, run_id, lambda: provider.create(_spec(run_id)),
+            write_to="/tmp/g", read_from="/tmp/f",
+        )  # fmt: skip
         # One fault: with the SDK's default retries the second attempt would succeed.
-        await emulator.inject(status, match=match)
-        calls = {
-            "create": lambda: provider.create(_spec(run_id)),
-            "exec": lambda: provider.exec(sandbox, ["true"], timeout_s=10),
-            "write": lambda: provider.write_file(sandbox, "/tmp/g", b"x"),
-            "read": lambda: provider.read_file(sandbox, "/tmp/f"),
-            "list": lambda: provider.list_sandboxes(run_id),
-            "pause": lambda: provider.pause(sandbox),
-            "destroy": lambda: provider.destroy(sandbox),
-        }
-        with pytest.raises(expected) as raised:
-            await calls[operation]()
-        assert raised.value.provider == "codesandbox"
-        assert raised.value.__cause__ is not None  # the SDK's exception is chained
+        raised = await cases.one_fault(emulator, "codesandbox", status=status, match=match,
+                                 call=calls[operation], expected=expected)  # fmt: skip
         if status == 429:
-            assert raised.value.retry_after_s == 1.0  # from the answer, via the hook
-        if sandbox is not None and operation != "pause":  # the sandbox still works
-            assert (await provider.exec(sandbox, ["true"], timeout_s=10)).exit_code == 0
+            assert raised.retry_after_s == 1.0  # from the answer, via the hook
+        if sandbox is not None and operation != "pause":
+            await cases.still_works(provider, sandbox)
     finally:
         if sandbox is not None:
             await provider.destroy(sandbox)
@@ -351,9 +301,7 @@ async def test_a_wrong_api_key_is_an_auth_error(emulator, monkeypatch):
 
 
 async def test_a_missing_api_key_is_an_auth_error_naming_the_variable(monkeypatch):
-    monkeypatch.delenv("TOGETHER_API_KEY", raising=False)
-    with pytest.raises(AuthError, match="TOGETHER_API_KEY"):
-        await CodeSandboxProvider({}).open()
+    await cases.missing_variable_refused(CodeSandboxProvider, monkeypatch, "TOGETHER_API_KEY")
 
 
 async def test_an_unknown_snapshot_is_not_found(emulator):
@@ -374,7 +322,7 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(emulat
         first = await provider.create(_spec(run_id))
         second = await provider.create(_spec(run_id))
         clients = {id(first.native.client), id(second.native.client)}
-        assert len(clients) == 2 and id(provider.clients.main) not in clients
+        cases.own_clients(provider, first, second)
         await provider.pause(second)
         resumed = await provider.resume(second)
         assert id(resumed.native.client) not in clients
@@ -391,9 +339,7 @@ async def test_a_bare_sandbox_id_can_be_destroyed_as_the_reaper_does(emulator):
     run_id = _run_id()
     try:
         sandbox = await provider.create(_spec(run_id))
-        await provider.destroy(Sandbox(id=sandbox.id, provider="codesandbox"))
-        await provider.destroy(Sandbox(id=sandbox.id, provider="codesandbox"))
-        assert await provider.list_sandboxes(run_id) == []
+        await cases.bare_id_destroyed_twice(provider, sandbox, run_id)
         # An id the API does not know (404) is already destroyed.
         await provider.destroy(Sandbox(id=str(uuid.uuid4()), provider="codesandbox"))
     finally:
@@ -426,8 +372,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
     assert env["sdk_versions"] == {"together-sandbox": "4.1.1"}
     assert "max_attempts=1" in env["sdk_retries"]["calls"]
     assert env["pause_mode"] == "memory" and env["call_timeout_s"] == 300.0
-    text = json.dumps(env)
-    assert "secret-key-value" not in text and "pw" not in text and "token=x" not in text
+    cases.no_secrets(env, "secret-key-value", "token=x")
     assert provider.new_client()._retry.max_attempts == 1  # what the SDK was really given
     disk = CodeSandboxProvider({"pause_mode": "disk"}).capabilities()
     assert disk.pause_kind is PauseKind.STOP_START and "disk only" in disk.notes["pause"]
@@ -470,9 +415,7 @@ def test_strict_parsing_and_transport_failures_get_their_class():
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings, message):
-    with pytest.raises(ValueError, match=message) as raised:
-        CodeSandboxProvider(settings)
-    assert "\n" not in str(raised.value)
+    cases.refused_in_one_line(CodeSandboxProvider, settings, message)
 
 
 # -- live tests -------------------------------------------------------------------------------

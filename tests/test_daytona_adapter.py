@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from bench.emulators.control import Emulator
 from providers.base import (
     OPTIONAL_OPS,
     REQUIRED_OPS,
@@ -39,25 +35,13 @@ from providers.errors import (
     QuotaOrRateLimited,
     Unavailable,
 )
-from tests.conftest import emulator_env
+from tests import adapter_cases as cases
 
 ENV_KEYS = ("DAYTONA_API_KEY", "DAYTONA_API_URL", "DAYTONA_USE_DEPRECATED_POLLING")
 
-
-@pytest.fixture
-async def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
-    async with emulator_env("daytona", tmp_path / "emu", monkeypatch, clear=ENV_KEYS) as emu:
-        yield emu
-
-
-async def _open(settings: dict | None = None) -> DaytonaProvider:
-    provider = DaytonaProvider(settings or {})
-    await provider.open()
-    return provider
-
-
-def _run_id() -> str:
-    return f"test-{uuid.uuid4().hex[:8]}"
+emulator = cases.emulator_fixture("daytona", ENV_KEYS)
+_open = cases.opener(DaytonaProvider)
+_run_id = cases.new_run_id
 
 
 # -- checks shared by the emulator tests and the live tests ----------------------------------
@@ -71,32 +55,21 @@ async def check_exec(provider: DaytonaProvider, sandbox: Sandbox) -> None:
     # Daytona returns stdout and stderr combined; the adapter says so and leaves stderr empty.
     assert failed.stdout.splitlines() == [b"hello", b"oops"]
     assert failed.stderr == b""
-    quoted = await provider.exec(sandbox, ["printf", "%s|", "a b", "it's", "$HOME"], timeout_s=30)
-    assert (quoted.exit_code, quoted.stdout) == (0, b"a b|it's|$HOME|")
-    shell = await provider.exec(sandbox, "x=4; echo $((x * 2)) && false", timeout_s=30)
-    assert (shell.exit_code, shell.stdout) == (1, b"8\n")
-    big = await provider.exec(sandbox, "yes 0123456789abcdef | head -c 65536", timeout_s=30)
-    assert big.exit_code == 0
-    assert big.stdout == (b"0123456789abcdef\n" * 4096)[:65536]
+    await cases.shell_argv_and_large_output(provider, sandbox)
 
 
 async def check_files(provider: DaytonaProvider, sandbox: Sandbox) -> None:
-    small, large = os.urandom(1024), os.urandom(4 * 1024 * 1024)
-    small_path = f"{SCRATCH_DIR}/sub dir/small 1k.bin"
     large_path = f"{SCRATCH_DIR}/large-4m.bin"
-    await provider.write_file(sandbox, small_path, small)
-    await provider.write_file(sandbox, large_path, large)
-    assert await provider.read_file(sandbox, small_path) == small
-    assert await provider.read_file(sandbox, large_path) == large
-    shown = await provider.exec(sandbox, f"sha256sum {large_path}", timeout_s=30)
-    assert shown.stdout.split()[0].decode() == hashlib.sha256(large).hexdigest()
+    _, large = await cases.files_round_trip(
+        provider, sandbox, f"{SCRATCH_DIR}/sub dir/small 1k.bin", large_path
+    )
+    await cases.sha_inside(provider, sandbox, large_path, large)
     # Bulk-download parts are matched on the exact requested path: quotes, backslashes,
     # non-ASCII and percent signs must come back unescaped.
     odd = f'{SCRATCH_DIR}/q"uo\\te ü %2F.txt'
     await provider.write_file(sandbox, odd, b"odd")
     assert await provider.read_file(sandbox, odd) == b"odd"
-    with pytest.raises(NotFound):
-        await provider.read_file(sandbox, f"{SCRATCH_DIR}/no/such/file")
+    await cases.missing_file_is_not_found(provider, sandbox, f"{SCRATCH_DIR}/no/such/file")
 
 
 async def check_checkpoint_restore(provider: DaytonaProvider, sandbox: Sandbox) -> None:
@@ -124,18 +97,11 @@ async def check_checkpoint_restore(provider: DaytonaProvider, sandbox: Sandbox) 
             await provider.destroy(restored)
 
 
-COUNTER = f"{SCRATCH_DIR}/counter"
-START_COUNTER = (
-    f"nohup sh -c 'i=0; while true; do i=$((i+1)); echo $i > {COUNTER}.tmp; "
-    f"mv {COUNTER}.tmp {COUNTER}; sleep 0.01; done' >/dev/null 2>&1 &\n"
-    f"for _ in $(seq 300); do [ -s {COUNTER} ] && break; sleep 0.01; done; cat {COUNTER}"
-)
+COUNTER, START_COUNTER = cases.counter_script(SCRATCH_DIR)
 
 
 async def _counter(provider: DaytonaProvider, sandbox: Sandbox) -> int:
-    result = await provider.exec(sandbox, f"cat {COUNTER}", timeout_s=30)
-    assert result.exit_code == 0, result
-    return int(result.stdout.strip())
+    return await cases.read_counter(provider, sandbox, COUNTER)
 
 
 async def check_stop_start(provider: DaytonaProvider, sandbox: Sandbox) -> None:
@@ -187,21 +153,14 @@ async def check_fork(provider: DaytonaProvider, sandbox: Sandbox, run_id: str) -
 
 async def test_create_exec_files_list_and_destroy_round_trip(emulator):
     provider = await _open()
-    run_id = _run_id()
+
+    async def make(run: str) -> Sandbox:
+        return await provider.create(SandboxSpec(labels={RUN_LABEL: run}))
+
     try:
-        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
-        other = await provider.create(SandboxSpec(labels={RUN_LABEL: "another-run"}))
-        try:
-            assert await provider.list_sandboxes(run_id) == [sandbox.id]
+        async with cases.round_trip(provider, make, _run_id(), "another-run") as (sandbox, _):
             await check_exec(provider, sandbox)
             await check_files(provider, sandbox)
-        finally:
-            await provider.destroy(sandbox)
-            await provider.destroy(other)
-        await provider.destroy(sandbox)  # idempotent
-        assert await provider.list_sandboxes(run_id) == []
-        with pytest.raises(NotFound):
-            await provider.exec(sandbox, ["true"], timeout_s=10)
     finally:
         await provider.close()
 
@@ -349,25 +308,19 @@ async def test_injected_errors_arrive_as_our_error_classes(
     try:
         if operation != "create":
             sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
-        await emulator.inject(status, match=match)
-        calls = {
-            "create": lambda: provider.create(SandboxSpec(labels={RUN_LABEL: run_id})),
-            "exec": lambda: provider.exec(sandbox, ["true"], timeout_s=10),
-            "write": lambda: provider.write_file(sandbox, f"{SCRATCH_DIR}/f", b"x"),
-            "read": lambda: provider.read_file(sandbox, "/etc/hostname"),
-            "checkpoint": lambda: provider.checkpoint(sandbox),
-            "list": lambda: provider.list_sandboxes(run_id),
-        }
-        with pytest.raises(expected) as raised:
-            await calls[operation]()
-        assert raised.value.provider == "daytona"
-        assert raised.value.__cause__ is not None  # the SDK's exception is chained
+        calls = cases.operation_calls(
+            provider, sandbox, run_id,
+            lambda: provider.create(SandboxSpec(labels={RUN_LABEL: run_id})),
+            write_to=f"{SCRATCH_DIR}/f", read_from="/etc/hostname",
+        )  # fmt: skip
+        raised = await cases.one_fault(emulator, "daytona", status=status, match=match,
+                                 call=calls[operation], expected=expected)  # fmt: skip
         if status == 429:
             # The SDK keeps response headers on API errors; its upload path drops them.
             expected_retry = None if operation == "write" else 1.0
-            assert raised.value.retry_after_s == expected_retry
-        if sandbox is not None:  # the fault was one-shot: the sandbox still works
-            assert (await provider.exec(sandbox, ["true"], timeout_s=10)).exit_code == 0
+            assert raised.retry_after_s == expected_retry
+        if sandbox is not None:
+            await cases.still_works(provider, sandbox)
     finally:
         if sandbox is not None:
             await provider.destroy(sandbox)
@@ -385,10 +338,7 @@ async def test_a_wrong_api_key_is_an_auth_error(emulator, monkeypatch):
 
 
 async def test_a_missing_api_key_is_an_auth_error_naming_the_variable(monkeypatch):
-    monkeypatch.delenv("DAYTONA_API_KEY", raising=False)
-    provider = DaytonaProvider({})
-    with pytest.raises(AuthError, match="DAYTONA_API_KEY"):
-        await provider.open()
+    await cases.missing_variable_refused(DaytonaProvider, monkeypatch, "DAYTONA_API_KEY")
 
 
 async def test_per_iteration_connection_gives_each_sandbox_its_own_client(emulator):
@@ -398,7 +348,7 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(emulat
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         clients = {id(first.native.client), id(second.native.client)}
-        assert len(clients) == 2 and id(provider.clients.main) not in clients
+        cases.own_clients(provider, first, second)
         for sandbox in (first, second):
             assert (await provider.exec(sandbox, ["echo", "ok"], timeout_s=10)).stdout == b"ok\n"
         await check_stop_start(provider, first)
@@ -421,9 +371,7 @@ async def test_a_bare_sandbox_id_can_be_destroyed_as_the_reaper_does(emulator):
     run_id = _run_id()
     try:
         sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
-        await provider.destroy(Sandbox(id=sandbox.id, provider="daytona"))
-        await provider.destroy(Sandbox(id=sandbox.id, provider="daytona"))
-        assert await provider.list_sandboxes(run_id) == []
+        await cases.bare_id_destroyed_twice(provider, sandbox, run_id)
     finally:
         await provider.close()
 
@@ -460,8 +408,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
     assert env["endpoint"] == "https://daytona.example/api"
     assert env["connection"] == "reuse"
     assert "connection_level" in env["sdk_retries"]
-    text = json.dumps(env)
-    assert "secret-key-value" not in text and "pw" not in text and "token=x" not in text
+    cases.no_secrets(env, "secret-key-value", "token=x")
     assert DaytonaProvider({"api_url": "http://127.0.0.1:9/api"}).environment()["endpoint"] == (
         "http://127.0.0.1:9/api"
     )
@@ -478,9 +425,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings, message):
-    with pytest.raises(ValueError, match=message) as raised:
-        DaytonaProvider(settings)
-    assert "\n" not in str(raised.value)
+    cases.refused_in_one_line(DaytonaProvider, settings, message)
 
 
 # -- live tests -------------------------------------------------------------------------------

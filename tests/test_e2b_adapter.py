@@ -7,13 +7,8 @@ against E2B's cloud when ``E2B_API_KEY`` is set (``pytest -m live``).
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import json
 import os
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import e2b
 import pytest
@@ -29,66 +24,35 @@ from providers.errors import (
     QuotaOrRateLimited,
     Unavailable,
 )
-from tests.conftest import emulator_env
+from tests import adapter_cases as cases
 
 ENV_VARS = ("E2B_API_KEY", "E2B_API_URL", "E2B_SANDBOX_URL", "E2B_DOMAIN", "E2B_DEBUG")
 
-
-@pytest.fixture
-async def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
-    async with emulator_env("e2b", tmp_path / "e2b-emu", monkeypatch, clear=ENV_VARS) as emu:
-        yield emu
-
-
-async def _opened(settings: dict | None = None) -> E2BProvider:
-    provider = E2BProvider(settings or {})
-    await provider.open()
-    return provider
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+emulator = cases.emulator_fixture("e2b", ENV_VARS)
+_opened = cases.opener(E2BProvider)
 
 
 async def exercise(provider: E2BProvider) -> None:
     """Every interface operation through the SDK, with the fidelity checks the workloads use."""
-    run_id = f"test-{uuid.uuid4().hex[:12]}"
-    spec = SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=300)
-    sandbox = await provider.create(spec)
-    created = [sandbox]
-    try:
+    run_id = cases.new_run_id(12)
+    async with cases.none_left(provider, run_id) as created:
+        spec = SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=300)
+        sandbox = await provider.create(spec)
+        created.append(sandbox)
         # exec: exit codes are data, stdout and stderr arrive separately.
-        ok = await provider.exec(sandbox, "echo out; echo err >&2", timeout_s=30)
-        assert (ok.exit_code, ok.stdout, ok.stderr) == (0, b"out\n", b"err\n")
-        failed = await provider.exec(sandbox, "echo partial; exit 7", timeout_s=30)
-        assert (failed.exit_code, failed.stdout) == (7, b"partial\n")
-        argv = await provider.exec(sandbox, ["printf", "%s|", "a b", "it's", "$HOME"], timeout_s=30)
-        assert argv.stdout == b"a b|it's|$HOME|"
+        await cases.exit_codes_and_streams(provider, sandbox, 30)
         big = await provider.exec(sandbox, "head -c 65536 /dev/zero | tr '\\0' x", timeout_s=30)
         assert big.stdout == b"x" * 65536
 
         # files: byte-exact both ways, 1 KiB and 4 MiB.
         scratch = provider.capabilities().scratch_dir
-        small = os.urandom(1024)
-        large = os.urandom(4 * 1024 * 1024)
-        await provider.write_file(sandbox, f"{scratch}/sub/small.bin", small)
-        await provider.write_file(sandbox, f"{scratch}/large.bin", large)
-        assert await provider.read_file(sandbox, f"{scratch}/sub/small.bin") == small
-        assert _sha(await provider.read_file(sandbox, f"{scratch}/large.bin")) == _sha(large)
-        with pytest.raises(NotFound):
-            await provider.read_file(sandbox, f"{scratch}/missing.bin")
+        _, large = await cases.files_round_trip(
+            provider, sandbox, f"{scratch}/sub/small.bin", f"{scratch}/large.bin"
+        )
+        await cases.missing_file_is_not_found(provider, sandbox, f"{scratch}/missing.bin")
 
         # checkpoint + restore: a new sandbox with the file as it was at the checkpoint.
-        ref = await provider.checkpoint(sandbox)
-        await provider.write_file(sandbox, f"{scratch}/large.bin", b"mutated")
-        restored = await provider.restore(ref)
-        created.append(restored)
-        assert restored.id != sandbox.id
-        got = await provider.read_file(restored, f"{scratch}/large.bin")
-        assert _sha(got) == _sha(large)
-        assert await provider.read_file(sandbox, f"{scratch}/large.bin") == b"mutated"
-        await provider.delete_checkpoint(ref)
-        await provider.delete_checkpoint(ref)  # idempotent
+        await cases.restored_copy(provider, sandbox, f"{scratch}/large.bin", large, created)
 
         # pause + resume: a process started before the pause is alive after it.
         start = await provider.exec(
@@ -104,21 +68,11 @@ async def exercise(provider: E2BProvider) -> None:
         assert alive.exit_code == 0
 
         # list by run label: the source and the restored sandbox.
-        assert sorted(await provider.list_sandboxes(run_id)) == sorted(s.id for s in created)
-    finally:
-        for each in created:
-            await provider.destroy(each)
-    for each in created:
-        await provider.destroy(each)  # idempotent
-    assert await provider.list_sandboxes(run_id) == []
+        await cases.assert_listed(provider, run_id, created)
 
 
 async def test_every_operation_works_end_to_end_through_the_sdk(emulator: Emulator) -> None:
-    provider = await _opened()
-    try:
-        await exercise(provider)
-    finally:
-        await provider.close()
+    await cases.exercised(_opened, exercise)
 
 
 async def test_per_iteration_connection_gives_each_sandbox_its_own_client(
@@ -129,11 +83,8 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         try:
-            assert first.native.client is not second.native.client
-            assert first.native.client is not provider.clients.main
-            for sandbox in (first, second):
-                result = await provider.exec(sandbox, ["echo", sandbox.id], timeout_s=30)
-                assert result.stdout == f"{sandbox.id}\n".encode()
+            cases.own_clients(provider, first, second)
+            await cases.echo_ids(provider, (first, second), 30)
             ref = await provider.checkpoint(first)
             restored = await provider.restore(ref)
             assert restored.native.client is not first.native.client
@@ -153,27 +104,22 @@ async def test_injected_faults_arrive_as_our_error_tree_and_are_not_retried(
     provider = await _opened()
     try:
         spec = SandboxSpec(labels={RUN_LABEL: "faults"})
-        cases = [
+        faults = [
             (401, AuthError),
             (404, NotFound),
             (429, QuotaOrRateLimited),
             (500, Unavailable),
             (503, Unavailable),
         ]
-        for status, error in cases:
-            # One fault only: with the SDK's retries on, the second attempt would succeed.
-            await emulator.inject(status, match="/v2/sandboxes")
-            with pytest.raises(error):
-                await provider.create(spec)
+        await cases.faults_raise(
+            emulator, faults, [("/v2/sandboxes", lambda: provider.create(spec))]
+        )
         sandbox = await provider.create(spec)
         try:
-            for status, error in cases:
-                await emulator.inject(status, match="/process.Process/Start")
-                with pytest.raises(error):
-                    await provider.exec(sandbox, "true", timeout_s=30)
-                await emulator.inject(status, match="/files")
-                with pytest.raises(error):
-                    await provider.read_file(sandbox, "/etc/hostname")
+            await cases.faults_raise(emulator, faults, [
+                ("/process.Process/Start", lambda: provider.exec(sandbox, "true", timeout_s=30)),
+                ("/files", lambda: provider.read_file(sandbox, "/etc/hostname")),
+            ])  # fmt: skip
             await emulator.inject(404, match=f"/sandboxes/{sandbox.id}/snapshots")
             with pytest.raises(NotFound):
                 await provider.checkpoint(sandbox)
@@ -212,7 +158,7 @@ async def test_fork_children_start_from_the_parents_files_and_are_independent(
                 b"child0", b"before", b"before",
             ]  # fmt: skip
             assert await provider.read_file(parent, f"{scratch}/at-fork") == b"after"
-            assert sorted(await provider.list_sandboxes(run_id)) == sorted(s.id for s in made)
+            await cases.assert_listed(provider, run_id, made)
         finally:
             for sandbox in made:
                 await provider.destroy(sandbox)
@@ -271,11 +217,7 @@ async def test_destroying_a_killed_or_unknown_sandbox_is_not_an_error(emulator: 
 
     provider = await _opened()
     try:
-        await provider.destroy(Sandbox(id="doesnotexist0000000", provider="e2b"))
-        with pytest.raises(NotFound):
-            await provider.exec(
-                Sandbox(id="doesnotexist0000000", provider="e2b"), "true", timeout_s=5
-            )
+        await cases.ghost_is_not_found(provider, Sandbox(id="doesnotexist0000000", provider="e2b"))
     finally:
         await provider.close()
 
@@ -284,14 +226,7 @@ async def test_lifetime_is_the_sandbox_timeout_after_which_it_is_gone(emulator: 
     provider = await _opened()
     try:
         sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: "short"}, lifetime_s=1))
-        assert await provider.list_sandboxes("short") == [sandbox.id]
-        for _ in range(50):
-            if not await provider.list_sandboxes("short"):
-                break
-            await asyncio.sleep(0.1)
-        assert await provider.list_sandboxes("short") == []
-        with pytest.raises(NotFound):
-            await provider.exec(sandbox, "true", timeout_s=5)
+        await cases.gone_after_lifetime(provider, sandbox, "short")
         await provider.destroy(sandbox)
     finally:
         await provider.close()
@@ -300,10 +235,7 @@ async def test_lifetime_is_the_sandbox_timeout_after_which_it_is_gone(emulator: 
 async def test_missing_api_key_is_an_auth_error_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("E2B_API_KEY", raising=False)
-    provider = E2BProvider({})
-    with pytest.raises(AuthError, match="E2B_API_KEY"):
-        await provider.open()
+    await cases.missing_variable_refused(E2BProvider, monkeypatch, "E2B_API_KEY")
 
 
 def test_settings_endpoints_capabilities_and_environment_without_secrets(
@@ -325,8 +257,7 @@ def test_settings_endpoints_capabilities_and_environment_without_secrets(
     assert "api_responses" in env["sdk_retries"]
     if not e2b_adapter._SDK_IMPORTED_FIRST and e2b_adapter._RETRIES_FROM_ENV is None:
         assert env["sdk_retries"]["connection_retries_observed"] == 0
-    dumped = json.dumps(env)
-    assert "e2b_secret_value" not in dumped and "pw" not in dumped
+    cases.no_secrets(env, "e2b_secret_value")
     caps = provider.capabilities()
     assert caps.operations >= {Op.CHECKPOINT, Op.RESTORE, Op.PAUSE, Op.RESUME}
     assert caps.checkpoint_captures is CheckpointCaptures.FILESYSTEM_AND_MEMORY
@@ -349,11 +280,7 @@ class TestLiveE2B:
             pytest.skip("set E2B_API_KEY to run the live E2B tests")
 
     async def test_every_operation_works_against_the_real_service(self) -> None:
-        provider = await _opened()
-        try:
-            await exercise(provider)
-        finally:
-            await provider.close()
+        await cases.exercised(_opened, exercise)
 
     async def test_fork_keeps_files_and_running_processes(self) -> None:
         """E2B's fork keeps memory: a process of the parent runs on in each child."""

@@ -7,14 +7,9 @@ against Modal when ``MODAL_TOKEN_ID`` and ``MODAL_TOKEN_SECRET`` are set (``pyte
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import os
 import time
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -43,42 +38,24 @@ from providers.errors import (
     Unsupported,
 )
 from providers.modal import ModalProvider
-from tests.conftest import emulator_env
+from tests import adapter_cases as cases
 
 ENV_VARS = ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_SERVER_URL", "MODAL_SANDBOX_V2")
 CREATE = "/modal.client.ModalClient/SandboxCreateV2"
 EXEC = "TaskCommandRouter/TaskExecStart"
 
-
-@pytest.fixture
-async def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
-    async with emulator_env("modal", tmp_path / "modal-emu", monkeypatch, clear=ENV_VARS) as emu:
-        yield emu
-
-
-async def _opened(settings: dict | None = None) -> ModalProvider:
-    provider = ModalProvider(settings or {})
-    await provider.open()
-    return provider
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+emulator = cases.emulator_fixture("modal", ENV_VARS)
+_opened = cases.opener(ModalProvider)
 
 
 async def exercise(provider: ModalProvider) -> None:
     """Every interface operation through the SDK, with the fidelity checks the workloads use."""
-    run_id = f"test-{uuid.uuid4().hex[:12]}"
-    sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=300))
-    created = [sandbox]
-    try:
+    run_id = cases.new_run_id(12)
+    async with cases.none_left(provider, run_id) as created:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=300))
+        created.append(sandbox)
         # exec: exit codes are data, stdout and stderr arrive apart and byte-exact.
-        ok = await provider.exec(sandbox, "echo out; echo err >&2", timeout_s=30)
-        assert (ok.exit_code, ok.stdout, ok.stderr) == (0, b"out\n", b"err\n")
-        failed = await provider.exec(sandbox, "echo partial; exit 7", timeout_s=30)
-        assert (failed.exit_code, failed.stdout) == (7, b"partial\n")
-        argv = await provider.exec(sandbox, ["printf", "%s|", "a b", "it's", "$HOME"], timeout_s=30)
-        assert argv.stdout == b"a b|it's|$HOME|"
+        await cases.exit_codes_and_streams(provider, sandbox, 30)
         raw = await provider.exec(sandbox, ["printf", "\\377\\376x"], timeout_s=30)
         assert raw.stdout == b"\xff\xfex"
         big = await provider.exec(sandbox, "head -c 65536 /dev/zero | tr '\\0' x", timeout_s=30)
@@ -86,47 +63,28 @@ async def exercise(provider: ModalProvider) -> None:
 
         # files (each an exec of Modal's fs-tools): byte-exact both ways, 1 KiB and 4 MiB.
         scratch = provider.capabilities().scratch_dir
-        small, large = os.urandom(1024), os.urandom(4 * 1024 * 1024)
-        await provider.write_file(sandbox, f"{scratch}/sub/small.bin", small)
-        await provider.write_file(sandbox, f"{scratch}/large.bin", large)
-        assert await provider.read_file(sandbox, f"{scratch}/sub/small.bin") == small
-        assert _sha(await provider.read_file(sandbox, f"{scratch}/large.bin")) == _sha(large)
-        with pytest.raises(NotFound):
-            await provider.read_file(sandbox, f"{scratch}/missing.bin")
+        _, large = await cases.files_round_trip(
+            provider, sandbox, f"{scratch}/sub/small.bin", f"{scratch}/large.bin"
+        )
+        await cases.missing_file_is_not_found(provider, sandbox, f"{scratch}/missing.bin")
 
         # checkpoint + restore: a new sandbox with the file as it was; the source runs on.
-        ref = await provider.checkpoint(sandbox)
+        ref, _ = await cases.restored_copy(
+            provider, sandbox, f"{scratch}/large.bin", large, created
+        )
         assert ref.id.startswith("im-")
-        await provider.write_file(sandbox, f"{scratch}/large.bin", b"mutated")
-        restored = await provider.restore(ref)
-        created.append(restored)
-        assert restored.id != sandbox.id
-        assert _sha(await provider.read_file(restored, f"{scratch}/large.bin")) == _sha(large)
-        assert await provider.read_file(sandbox, f"{scratch}/large.bin") == b"mutated"
-        await provider.delete_checkpoint(ref)
-        await provider.delete_checkpoint(ref)  # idempotent
 
         with pytest.raises(Unsupported):
             await provider.pause(sandbox)
 
         # list by run label (a Modal tag): the source and the restored sandbox.
-        assert sorted(await provider.list_sandboxes(run_id)) == sorted(s.id for s in created)
-    finally:
-        for each in created:
-            await provider.destroy(each)
-    for each in created:
-        await provider.destroy(each)  # idempotent
-    assert await provider.list_sandboxes(run_id) == []
+        await cases.assert_listed(provider, run_id, created)
     with pytest.raises(NotFound):
         await provider.exec(sandbox, ["true"], timeout_s=10)
 
 
 async def test_every_operation_works_end_to_end_through_the_sdk(emulator: Emulator) -> None:
-    provider = await _opened()
-    try:
-        await exercise(provider)
-    finally:
-        await provider.close()
+    await cases.exercised(_opened, exercise)
 
 
 async def test_per_iteration_connection_gives_each_sandbox_its_own_client(
@@ -137,12 +95,9 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         try:
-            assert first.native.client is not second.native.client
-            assert first.native.client is not provider.clients.main
+            cases.own_clients(provider, first, second)
             assert first.native.client.client is not second.native.client.client
-            for sandbox in (first, second):
-                result = await provider.exec(sandbox, ["echo", sandbox.id], timeout_s=30)
-                assert result.stdout == f"{sandbox.id}\n".encode()
+            await cases.echo_ids(provider, (first, second), 30)
             ref = await provider.checkpoint(first)
             restored = await provider.restore(ref)
             assert restored.native.client is not first.native.client
@@ -259,20 +214,11 @@ async def test_wrong_token_is_an_auth_error_at_open(
 async def test_unknown_or_ended_sandboxes(emulator: Emulator) -> None:
     provider = await _opened()
     try:
-        unknown = Sandbox(id="sb-" + "0" * 26, provider="modal")
-        await provider.destroy(unknown)  # nothing to destroy is not an error
-        with pytest.raises(NotFound):
-            await provider.exec(unknown, "true", timeout_s=5)
+        # Nothing to destroy is not an error.
+        await cases.ghost_is_not_found(provider, Sandbox(id="sb-" + "0" * 26, provider="modal"))
         # The lifetime is Modal's sandbox timeout: it ends, is no longer listed, exec fails.
         short = await provider.create(SandboxSpec(labels={RUN_LABEL: "short"}, lifetime_s=1))
-        assert await provider.list_sandboxes("short") == [short.id]
-        for _ in range(50):
-            if not await provider.list_sandboxes("short"):
-                break
-            await asyncio.sleep(0.1)
-        assert await provider.list_sandboxes("short") == []
-        with pytest.raises(NotFound):
-            await provider.exec(short, "true", timeout_s=5)
+        await cases.gone_after_lifetime(provider, short, "short")
         with pytest.raises(NotFound):  # also found by id only: Modal says "already finished"
             await provider.exec(Sandbox(id=short.id, provider="modal"), "true", timeout_s=5)
         await provider.destroy(short)
@@ -365,11 +311,7 @@ class TestLiveModal:
             pytest.skip("set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET to run the live Modal tests")
 
     async def test_every_operation_works_against_the_real_service(self) -> None:
-        provider = await _opened()
-        try:
-            await exercise(provider)
-        finally:
-            await provider.close()
+        await cases.exercised(_opened, exercise)
 
     async def test_per_iteration_connection_against_the_real_service(self) -> None:
         provider = await _opened({"connection": "per_iteration"})

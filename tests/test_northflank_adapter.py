@@ -9,14 +9,10 @@ when ``NORTHFLANK_API_TOKEN`` and ``NORTHFLANK_PROJECT_ID`` are set (``pytest -m
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import northflank.endpoint as nf_endpoint
@@ -28,7 +24,7 @@ from hypothesis import strategies as st
 import providers.northflank as nf_adapter
 from bench.emulators.control import Emulator
 from bench.emulators.northflank import NorthflankEmulator
-from bench.emulators.toolkit import EmulatorState, Sandboxes, make_app
+from bench.emulators.toolkit import Sandboxes
 from providers.base import (
     RUN_LABEL,
     CheckpointCaptures,
@@ -51,7 +47,7 @@ from providers.errors import (
 from providers.northflank import PLANS, TAG, NorthflankProvider, label_tag, plan_for
 from providers.settings import SettingError
 from providers.stub import StubProvider
-from tests.conftest import emulator_env
+from tests import adapter_cases as cases
 
 ENV_VARS = (
     "NORTHFLANK_API_TOKEN", "NF_API_TOKEN", "NORTHFLANK_API_BASE_URL", "NF_API_HOST", "NF_HOST",
@@ -61,80 +57,40 @@ SCRATCH = "/root"
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"poll_interval_s": 0.05}
 
-
-@pytest.fixture
-async def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
-    async with emulator_env("northflank", tmp_path / "nf-emu", monkeypatch, clear=ENV_VARS) as emu:
-        yield emu
-
-
-async def _opened(settings: dict | None = None) -> NorthflankProvider:
-    provider = NorthflankProvider({**FAST, **(settings or {})})
-    await provider.open()
-    return provider
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+emulator = cases.emulator_fixture("northflank", ENV_VARS)
+_opened = cases.opener(NorthflankProvider, FAST)
 
 
 async def exercise(provider: NorthflankProvider) -> None:
     """Every interface operation through the SDK, with the checks the workloads make."""
-    run_id = f"test-{uuid.uuid4().hex[:12]}"
-    sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=600))
-    created = [sandbox]
-    scratch = provider.capabilities().scratch_dir
-    try:
+    run_id = cases.new_run_id(12)
+    async with cases.none_left(provider, run_id) as created:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=600))
+        created.append(sandbox)
+        scratch = provider.capabilities().scratch_dir
         # exec: exit codes are data, stdout and stderr arrive apart, argv is not re-split.
-        ok = await provider.exec(sandbox, "echo out; echo err >&2", timeout_s=60)
-        assert (ok.exit_code, ok.stdout, ok.stderr) == (0, b"out\n", b"err\n")
-        failed = await provider.exec(sandbox, "echo partial; exit 7", timeout_s=60)
-        assert (failed.exit_code, failed.stdout) == (7, b"partial\n")
-        argv = await provider.exec(sandbox, ["printf", "%s|", "a b", "it's", "$HOME"], timeout_s=60)
-        assert argv.stdout == b"a b|it's|$HOME|"
+        await cases.exit_codes_and_streams(provider, sandbox, 60)
         big = await provider.exec(sandbox, "head -c 200000 /dev/zero | tr '\\0' x", timeout_s=60)
         assert big.stdout == b"x" * 200_000  # several frames
 
         # files: byte-exact both ways (binary, empty, 4 MiB, new parents); a missing file.
-        small, large = bytes(range(256)) * 4, os.urandom(4 * 1024 * 1024)
-        await provider.write_file(sandbox, f"{scratch}/small.bin", small)
-        await provider.write_file(sandbox, f"{scratch}/new/dir/large.bin", large)
+        small, _ = await cases.files_round_trip(
+            provider, sandbox, f"{scratch}/small.bin", f"{scratch}/new/dir/large.bin",
+            small=bytes(range(256)) * 4,
+        )  # fmt: skip
         await provider.write_file(sandbox, f"{scratch}/empty", b"")
-        assert await provider.read_file(sandbox, f"{scratch}/small.bin") == small
-        assert _sha(await provider.read_file(sandbox, f"{scratch}/new/dir/large.bin")) == _sha(
-            large
-        )
         assert await provider.read_file(sandbox, f"{scratch}/empty") == b""
-        with pytest.raises(NotFound):
-            await provider.read_file(sandbox, f"{scratch}/missing.bin")
+        await cases.missing_file_is_not_found(provider, sandbox, f"{scratch}/missing.bin")
 
         # checkpoint + restore: a new service with the filesystem as it was.
-        ref = await provider.checkpoint(sandbox)
-        await provider.write_file(sandbox, f"{scratch}/small.bin", b"mutated")
-        restored = await provider.restore(ref)
-        created.append(restored)
-        assert restored.id != sandbox.id
-        assert await provider.read_file(restored, f"{scratch}/small.bin") == small
-        assert await provider.read_file(sandbox, f"{scratch}/small.bin") == b"mutated"
-        await provider.delete_checkpoint(ref)
-        await provider.delete_checkpoint(ref)  # idempotent
+        await cases.restored_copy(provider, sandbox, f"{scratch}/small.bin", small, created)
 
         # list by run label: the source and the restored service.
-        assert sorted(await provider.list_sandboxes(run_id)) == sorted(s.id for s in created)
-    finally:
-        for each in created:
-            await provider.destroy(each)
-    for each in created:
-        await provider.destroy(each)  # idempotent
-    assert await provider.list_sandboxes(run_id) == []
+        await cases.assert_listed(provider, run_id, created)
 
 
 async def test_every_operation_works_end_to_end_through_the_sdk(emulator: Emulator) -> None:
-    provider = await _opened()
-    try:
-        await exercise(provider)
-    finally:
-        await provider.close()
+    await cases.exercised(_opened, exercise)
 
 
 async def test_each_operation_makes_the_calls_its_docstring_says(emulator: Emulator) -> None:
@@ -230,34 +186,28 @@ async def test_faults_arrive_as_our_error_tree_and_are_not_retried(emulator: Emu
     provider = await _opened({"request_timeout_s": 1.0})
     try:
         spec = SandboxSpec(labels={RUN_LABEL: "faults"})
-        cases = [(401, AuthError), (404, NotFound), (408, OperationTimeout),
+        faults = [(401, AuthError), (404, NotFound), (408, OperationTimeout),
                  (429, QuotaOrRateLimited), (500, Unavailable), (503, Unavailable)]  # fmt: skip
         await emulator.clear_calls()
-        for status, error in cases:
-            await emulator.inject(status, match="/services/deployment")
-            with pytest.raises(error):
-                await provider.create(spec)
+        await cases.faults_raise(
+            emulator, faults, [("/services/deployment", lambda: provider.create(spec))]
+        )
         for kind, error in (("reset", Unavailable), ("malformed", ProtocolError)):
             await emulator.inject(kind=kind, match="/services/deployment")
             with pytest.raises(error):
                 await provider.create(spec)
         posts = [c for c in await emulator.calls() if c["path"].endswith("/deployment")]
-        assert len(posts) == len(cases) + 2, "the SDK retried a failed create"
+        assert len(posts) == len(faults) + 2, "the SDK retried a failed create"
         await emulator.inject(429, match="/services")
         with pytest.raises(QuotaOrRateLimited):
             await provider.list_sandboxes("faults")
         sandbox = await provider.create(spec)
         try:
-            for status, error in cases:
-                await emulator.inject(status, match="/v1/command-exec/")
-                with pytest.raises(error):
-                    await provider.exec(sandbox, "true", timeout_s=30)
-                await emulator.inject(status, match="/v1/command-exec/")
-                with pytest.raises(error):
-                    await provider.read_file(sandbox, "/etc/hostname")
-                await emulator.inject(status, match="/snapshots")
-                with pytest.raises(error):
-                    await provider.checkpoint(sandbox)
+            await cases.faults_raise(emulator, faults, [
+                ("/v1/command-exec/", lambda: provider.exec(sandbox, "true", timeout_s=30)),
+                ("/v1/command-exec/", lambda: provider.read_file(sandbox, "/etc/hostname")),
+                ("/snapshots", lambda: provider.checkpoint(sandbox)),
+            ])  # fmt: skip
             for op in ("exec", "write"):
                 await emulator.inject(kind="malformed", match="/v1/command-exec/")
                 with pytest.raises(ProtocolError):
@@ -371,16 +321,9 @@ async def test_per_iteration_connection_gives_each_service_its_own_client_closed
 ) -> None:
     provider = await _opened({"connection": "per_iteration"})
     try:
-        first = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
-        second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
-        clients = [first.native.client, second.native.client]
-        assert clients[0] is not clients[1] and provider.clients.main not in clients
-        for sandbox in (first, second):
-            result = await provider.exec(sandbox, ["echo", sandbox.id], timeout_s=30)
-            assert result.stdout == f"{sandbox.id}\n".encode()
-            await provider.destroy(sandbox)
-        assert all(client._async_client.is_closed for client in clients)
-        assert not provider.clients.main._async_client.is_closed
+        await cases.clients_closed_with_their_sandboxes(
+            provider, lambda client: client._async_client.is_closed
+        )
     finally:
         await provider.close()
 
@@ -411,9 +354,7 @@ async def test_unknown_services_are_not_found_and_destroying_them_is_not_an_erro
     provider = await _opened()
     try:
         ghost = Sandbox(id="sb-doesnotexist", provider="northflank")
-        await provider.destroy(ghost)
-        with pytest.raises(NotFound):
-            await provider.exec(ghost, "true", timeout_s=5)
+        await cases.ghost_is_not_found(provider, ghost)
         with pytest.raises(NotFound):
             await provider.read_file(ghost, "/etc/hostname")
         with pytest.raises(NotFound):
@@ -446,24 +387,24 @@ async def test_a_service_whose_container_ends_is_crashed_and_deleted(
 ) -> None:
     """No root: the emulator in-process on a stub backend whose boots fail."""
     protocol = NorthflankEmulator(Sandboxes(_FailingStub()), "tok")
-    await protocol.sandboxes.open()
-    await protocol.startup()
-    server = TestServer(make_app(protocol, EmulatorState(token="tok", backend="stub")))
-    await server.start_server()
-    for key in ENV_VARS:
-        monkeypatch.delenv(key, raising=False)
-    for key, value in NorthflankEmulator.client_env(str(server.make_url("")), "tok").items():
-        monkeypatch.setenv(key, value.rstrip("/"))
-    provider = await _opened()
-    try:
-        with pytest.raises(SandboxCrashed, match="TASK_FAILED"):
-            await provider.create(SandboxSpec(labels={RUN_LABEL: "crash"}))
-        assert protocol.sandboxes.live() == []  # the adapter deleted it
-    finally:
-        await provider.close()
-        await server.close()
-        await protocol.shutdown()
-        await protocol.sandboxes.close()
+    async with cases.in_process_emulator(protocol) as app:
+        server = TestServer(app)
+        await server.start_server()
+        try:
+            for key in ENV_VARS:
+                monkeypatch.delenv(key, raising=False)
+            client_env = NorthflankEmulator.client_env(str(server.make_url("")), "tok")
+            for key, value in client_env.items():
+                monkeypatch.setenv(key, value.rstrip("/"))
+            provider = await _opened()
+            try:
+                with pytest.raises(SandboxCrashed, match="TASK_FAILED"):
+                    await provider.create(SandboxSpec(labels={RUN_LABEL: "crash"}))
+                assert protocol.sandboxes.live() == []  # the adapter deleted it
+            finally:
+                await provider.close()
+        finally:
+            await server.close()
 
 
 async def test_missing_credentials_are_auth_errors_naming_the_variable(
@@ -512,9 +453,7 @@ def test_the_cli_refuses_a_run_without_credentials_in_one_line_with_exit_2(
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings: dict, message: str) -> None:
-    with pytest.raises(SettingError, match=message) as refused:
-        NorthflankProvider(settings)
-    assert "\n" not in str(refused.value)
+    cases.refused_in_one_line(NorthflankProvider, settings, message, SettingError)
 
 
 async def test_the_manifest_records_endpoint_plan_and_retries_without_secrets(
@@ -530,8 +469,7 @@ async def test_the_manifest_records_endpoint_plan_and_retries_without_secrets(
         assert env["sdk_versions"] == {"northflank": "2.1.0"}
         assert env["plan_for_default_spec"] == "nf-compute-100-1"
         assert env["rest_retries_patched"] is True
-        dumped = json.dumps(env)
-        assert "nf_secret_value" not in dumped and "pw" not in dumped and "proj" not in dumped
+        cases.no_secrets(env, "nf_secret_value", "proj")
     finally:
         await provider.close()
 
@@ -588,12 +526,7 @@ class TestLiveNorthflank:
                 pytest.skip(f"set {key} to run the live Northflank tests")
 
     async def test_every_operation_works_against_the_real_service(self) -> None:
-        provider = NorthflankProvider({})
-        await provider.open()
-        try:
-            await exercise(provider)
-        finally:
-            await provider.close()
+        await cases.exercised(cases.opener(NorthflankProvider), exercise)
 
     async def test_a_second_destroy_of_a_real_service_is_not_an_error(self) -> None:
         provider = NorthflankProvider({})

@@ -8,12 +8,7 @@ against Runloop's cloud when ``RUNLOOP_API_KEY`` is set (``pytest -m live``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -23,7 +18,7 @@ from hypothesis import strategies as st
 import providers.runloop as runloop_adapter
 from bench.emulators.control import Emulator
 from bench.emulators.runloop import RunloopEmulator
-from bench.emulators.toolkit import EmulatorState, Sandboxes, make_app
+from bench.emulators.toolkit import Sandboxes
 from providers.base import (
     RUN_LABEL,
     CheckpointCaptures,
@@ -45,65 +40,37 @@ from providers.errors import (
 from providers.runloop import RunloopProvider, custom_size
 from providers.settings import SettingError
 from providers.stub import StubProvider
-from tests.conftest import emulator_env
+from tests import adapter_cases as cases
 
 ENV_VARS = ("RUNLOOP_API_KEY", "RUNLOOP_BASE_URL", "RUNLOOP_CUSTOM_HEADERS", "RUNLOOP_LOG")
 SCRATCH = "/home/user"
 
-
-@pytest.fixture
-async def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
-    async with emulator_env("runloop", tmp_path / "rl-emu", monkeypatch, clear=ENV_VARS) as emu:
-        yield emu
-
-
-async def _opened(settings: dict | None = None) -> RunloopProvider:
-    provider = RunloopProvider(settings or {})
-    await provider.open()
-    return provider
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+emulator = cases.emulator_fixture("runloop", ENV_VARS)
+_opened = cases.opener(RunloopProvider)
 
 
 async def exercise(provider: RunloopProvider) -> None:
     """Every interface operation through the SDK, with the checks the workloads make."""
-    run_id = f"test-{uuid.uuid4().hex[:12]}"
-    sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=600))
-    created = [sandbox]
-    try:
+    run_id = cases.new_run_id(12)
+    async with cases.none_left(provider, run_id) as created:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=600))
+        created.append(sandbox)
         # exec: exit codes are data, stdout and stderr arrive apart, argv is quoted.
-        ok = await provider.exec(sandbox, "echo out; echo err >&2", timeout_s=60)
-        assert (ok.exit_code, ok.stdout, ok.stderr) == (0, b"out\n", b"err\n")
-        failed = await provider.exec(sandbox, "echo partial; exit 7", timeout_s=60)
-        assert (failed.exit_code, failed.stdout) == (7, b"partial\n")
-        argv = await provider.exec(sandbox, ["printf", "%s|", "a b", "it's", "$HOME"], timeout_s=60)
-        assert argv.stdout == b"a b|it's|$HOME|"
+        await cases.exit_codes_and_streams(provider, sandbox, 60)
         # Past 100 lines the SDK fetches the whole output from the SSE stream.
         many = await provider.exec(sandbox, "seq 1 250; seq 1 120 >&2", timeout_s=60)
         assert many.stdout.splitlines() == [str(i).encode() for i in range(1, 251)]
         assert len(many.stderr.splitlines()) == 120
 
         # files: byte-exact both ways, binary and 4 MiB.
-        small, large = bytes(range(256)) * 4, os.urandom(4 * 1024 * 1024)
-        await provider.write_file(sandbox, f"{SCRATCH}/small.bin", small)
-        await provider.write_file(sandbox, f"{SCRATCH}/large.bin", large)
-        assert await provider.read_file(sandbox, f"{SCRATCH}/small.bin") == small
-        assert _sha(await provider.read_file(sandbox, f"{SCRATCH}/large.bin")) == _sha(large)
-        with pytest.raises(NotFound):
-            await provider.read_file(sandbox, f"{SCRATCH}/missing.bin")
+        small, large = await cases.files_round_trip(
+            provider, sandbox, f"{SCRATCH}/small.bin", f"{SCRATCH}/large.bin",
+            small=bytes(range(256)) * 4,
+        )  # fmt: skip
+        await cases.missing_file_is_not_found(provider, sandbox, f"{SCRATCH}/missing.bin")
 
         # checkpoint + restore: a new devbox with the disk as it was at the checkpoint.
-        ref = await provider.checkpoint(sandbox)
-        await provider.write_file(sandbox, f"{SCRATCH}/large.bin", b"mutated")
-        restored = await provider.restore(ref)
-        created.append(restored)
-        assert restored.id != sandbox.id
-        assert _sha(await provider.read_file(restored, f"{SCRATCH}/large.bin")) == _sha(large)
-        assert await provider.read_file(sandbox, f"{SCRATCH}/large.bin") == b"mutated"
-        await provider.delete_checkpoint(ref)
-        await provider.delete_checkpoint(ref)  # idempotent
+        await cases.restored_copy(provider, sandbox, f"{SCRATCH}/large.bin", large, created)
 
         # suspend + resume: same id, the disk survives, a process started before does not.
         start = f"nohup sleep 600 >/dev/null 2>&1 & echo $! > {SCRATCH}/pid"
@@ -116,21 +83,11 @@ async def exercise(provider: RunloopProvider) -> None:
         assert alive.exit_code != 0, "a process survived suspend/resume"
 
         # list by run label: the source and the restored devbox.
-        assert sorted(await provider.list_sandboxes(run_id)) == sorted(s.id for s in created)
-    finally:
-        for each in created:
-            await provider.destroy(each)
-    for each in created:
-        await provider.destroy(each)  # idempotent
-    assert await provider.list_sandboxes(run_id) == []
+        await cases.assert_listed(provider, run_id, created)
 
 
 async def test_every_operation_works_end_to_end_through_the_sdk(emulator: Emulator) -> None:
-    provider = await _opened()
-    try:
-        await exercise(provider)
-    finally:
-        await provider.close()
+    await cases.exercised(_opened, exercise)
 
 
 async def test_each_operation_makes_the_calls_its_docstring_says(emulator: Emulator) -> None:
@@ -212,7 +169,7 @@ async def test_faults_arrive_as_our_error_tree_and_are_not_retried(emulator: Emu
     provider = await _opened()
     try:
         spec = SandboxSpec(labels={RUN_LABEL: "faults"})
-        cases = [
+        faults = [
             (401, AuthError),
             (404, NotFound),
             (408, OperationTimeout),
@@ -221,29 +178,22 @@ async def test_faults_arrive_as_our_error_tree_and_are_not_retried(emulator: Emu
             (503, Unavailable),
         ]
         await emulator.clear_calls()
-        for status, error in cases:
-            # One fault only: with the SDK's retries on (5 by default) the next try would pass.
-            await emulator.inject(status, match="/create_and_await_running")
-            with pytest.raises(error):
-                await provider.create(spec)
+        # One fault only: with the SDK's retries on (5 by default) the next try would pass.
+        create = ("/create_and_await_running", lambda: provider.create(spec))
+        await cases.faults_raise(emulator, faults, [create])
         creates = [c for c in await emulator.calls() if c["path"].endswith("await_running")]
-        assert len(creates) == len(cases), "the SDK retried a failed create"
+        assert len(creates) == len(faults), "the SDK retried a failed create"
         await emulator.inject(429, match="/v1/devboxes")
         with pytest.raises(QuotaOrRateLimited) as limited:
             await provider.list_sandboxes("faults")
         assert limited.value.retry_after_s == 1.0
         sandbox = await provider.create(spec)
         try:
-            for status, error in cases:
-                await emulator.inject(status, match="/execute_async")
-                with pytest.raises(error):
-                    await provider.exec(sandbox, "true", timeout_s=30)
-                await emulator.inject(status, match="/download_file")
-                with pytest.raises(error):
-                    await provider.read_file(sandbox, "/etc/hostname")
-                await emulator.inject(status, match="/snapshot_disk")
-                with pytest.raises(error):
-                    await provider.checkpoint(sandbox)
+            await cases.faults_raise(emulator, faults, [
+                ("/execute_async", lambda: provider.exec(sandbox, "true", timeout_s=30)),
+                ("/download_file", lambda: provider.read_file(sandbox, "/etc/hostname")),
+                ("/snapshot_disk", lambda: provider.checkpoint(sandbox)),
+            ])  # fmt: skip
             await emulator.inject(409, match="/suspend")
             with pytest.raises(ProviderError) as conflict:
                 await provider.pause(sandbox)
@@ -304,16 +254,7 @@ async def test_per_iteration_connection_gives_each_devbox_its_own_client_closed_
 ) -> None:
     provider = await _opened({"connection": "per_iteration"})
     try:
-        first = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
-        second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
-        clients = [first.native.client, second.native.client]
-        assert clients[0] is not clients[1] and provider.clients.main not in clients
-        for sandbox in (first, second):
-            result = await provider.exec(sandbox, ["echo", sandbox.id], timeout_s=30)
-            assert result.stdout == f"{sandbox.id}\n".encode()
-            await provider.destroy(sandbox)
-        assert all(client.is_closed() for client in clients)
-        assert not provider.clients.main.is_closed()
+        await cases.clients_closed_with_their_sandboxes(provider, lambda client: client.is_closed())
     finally:
         await provider.close()
 
@@ -338,9 +279,7 @@ async def test_unknown_devboxes_are_not_found_and_destroying_them_is_not_an_erro
     provider = await _opened()
     try:
         ghost = Sandbox(id="dbx_doesnotexist", provider="runloop")
-        await provider.destroy(ghost)
-        with pytest.raises(NotFound):
-            await provider.exec(ghost, "true", timeout_s=5)
+        await cases.ghost_is_not_found(provider, ghost)
         with pytest.raises(NotFound):
             await provider.pause(ghost)
     finally:
@@ -361,9 +300,7 @@ async def test_a_spec_beyond_runloops_sizes_fails_before_any_call(emulator: Emul
 async def test_missing_api_key_is_an_auth_error_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("RUNLOOP_API_KEY", raising=False)
-    with pytest.raises(AuthError, match="RUNLOOP_API_KEY"):
-        await RunloopProvider({}).open()
+    await cases.missing_variable_refused(RunloopProvider, monkeypatch, "RUNLOOP_API_KEY")
 
 
 @pytest.mark.parametrize(
@@ -378,9 +315,7 @@ async def test_missing_api_key_is_an_auth_error_naming_the_variable(
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings: dict, message: str) -> None:
-    with pytest.raises(SettingError, match=message) as refused:
-        RunloopProvider(settings)
-    assert "\n" not in str(refused.value)
+    cases.refused_in_one_line(RunloopProvider, settings, message, SettingError)
 
 
 async def test_client_has_retries_off_and_its_own_unsharded_pool(
@@ -398,8 +333,7 @@ async def test_client_has_retries_off_and_its_own_unsharded_pool(
         assert env["endpoint"] == "http://127.0.0.1:9/x"
         assert env["sdk_retries"]["observed_max_retries"] == 0
         assert env["sdk_versions"] == {"runloop-api-client": "3.0.0"}
-        dumped = json.dumps(env)
-        assert "rl_secret_value" not in dumped and "pw" not in dumped
+        cases.no_secrets(env, "rl_secret_value")
     finally:
         await provider.close()
 
@@ -419,31 +353,24 @@ async def test_a_shutdown_during_the_boot_leaves_nothing(client_gives_up: bool) 
     or not its create's client is still waiting."""
     backend = _SlowStub()
     protocol = RunloopEmulator(Sandboxes(backend), "tok")
-    await protocol.sandboxes.open()
-    await protocol.startup()
-    app = make_app(protocol, EmulatorState(token="tok", backend="stub"))
     auth = {"Authorization": "Bearer tok"}
-    try:
-        async with TestClient(TestServer(app)) as client:
-            create = asyncio.ensure_future(
-                client.post("/v1/devboxes/create_and_await_running", json={}, headers=auth)
-            )
-            await asyncio.sleep(0.1)
-            listed = await (await client.get("/v1/devboxes", headers=auth)).json()
-            (booting,) = listed["devboxes"]
-            assert booting["status"] == "provisioning"
-            if client_gives_up:
-                create.cancel()
-            gone = await client.post(f"/v1/devboxes/{booting['id']}/shutdown", headers=auth)
-            assert (await gone.json())["status"] == "shutdown"
-            await asyncio.gather(create, return_exceptions=True)
-            await asyncio.sleep(0.4)
-            assert protocol.sandboxes.live() == [] and backend._boxes == {}
-            again = await client.get(f"/v1/devboxes/{booting['id']}", headers=auth)
-            assert (await again.json())["status"] == "shutdown"
-    finally:
-        await protocol.shutdown()
-        await protocol.sandboxes.close()
+    async with cases.in_process_emulator(protocol) as app, TestClient(TestServer(app)) as client:
+        create = asyncio.ensure_future(
+            client.post("/v1/devboxes/create_and_await_running", json={}, headers=auth)
+        )
+        await asyncio.sleep(0.1)
+        listed = await (await client.get("/v1/devboxes", headers=auth)).json()
+        (booting,) = listed["devboxes"]
+        assert booting["status"] == "provisioning"
+        if client_gives_up:
+            create.cancel()
+        gone = await client.post(f"/v1/devboxes/{booting['id']}/shutdown", headers=auth)
+        assert (await gone.json())["status"] == "shutdown"
+        await asyncio.gather(create, return_exceptions=True)
+        await asyncio.sleep(0.4)
+        assert protocol.sandboxes.live() == [] and backend._boxes == {}
+        again = await client.get(f"/v1/devboxes/{booting['id']}", headers=auth)
+        assert (await again.json())["status"] == "shutdown"
 
 
 def test_capabilities_declare_disk_snapshots_new_devboxes_and_stop_start_pause() -> None:
@@ -503,11 +430,7 @@ class TestLiveRunloop:
             pytest.skip("set RUNLOOP_API_KEY to run the live Runloop tests")
 
     async def test_every_operation_works_against_the_real_service(self) -> None:
-        provider = await _opened()
-        try:
-            await exercise(provider)
-        finally:
-            await provider.close()
+        await cases.exercised(_opened, exercise)
 
     async def test_a_second_shutdown_of_a_real_devbox_is_not_an_error(self) -> None:
         provider = await _opened()

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import re
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -41,26 +38,14 @@ from providers.errors import (
     Unsupported,
 )
 from providers.sprites import SCRATCH_DIR, SpritesProvider, run_prefix, sprite_name
-from tests.conftest import emulator_env
+from tests import adapter_cases as cases
 
 ENV_KEYS = ("SPRITES_TOKEN", "SPRITES_API_URL", "SPRITES_CLIENT_SIGNALS")
 DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
-
-@pytest.fixture
-async def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
-    async with emulator_env("sprites", tmp_path / "emu", monkeypatch, clear=ENV_KEYS) as emu:
-        yield emu
-
-
-async def _open(settings: dict | None = None) -> SpritesProvider:
-    provider = SpritesProvider(settings or {})
-    await provider.open()
-    return provider
-
-
-def _run_id() -> str:
-    return f"test-{uuid.uuid4().hex[:8]}"
+emulator = cases.emulator_fixture("sprites", ENV_KEYS)
+_open = cases.opener(SpritesProvider)
+_run_id = cases.new_run_id
 
 
 async def _raw(emu: Emulator, method: str, path: str, **kwargs) -> httpx.Response:
@@ -79,34 +64,23 @@ async def check_exec(provider: SpritesProvider, sandbox: Sandbox) -> None:
     )
     # Sprites keeps the streams apart (stream ids 1 and 2 on the WebSocket).
     assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"hello\n", b"oops\n")
-    quoted = await provider.exec(sandbox, ["printf", "%s|", "a b", "it's", "$HOME"], timeout_s=30)
-    assert (quoted.exit_code, quoted.stdout) == (0, b"a b|it's|$HOME|")
-    shell = await provider.exec(sandbox, "x=4; echo $((x * 2)) && false", timeout_s=30)
-    assert (shell.exit_code, shell.stdout) == (1, b"8\n")
+    await cases.shell_argv_and_large_output(provider, sandbox)
     missing = await provider.exec(sandbox, "no-such-command-here", timeout_s=30)
     assert missing.exit_code == 127 and missing.stderr
-    big = await provider.exec(sandbox, "yes 0123456789abcdef | head -c 65536", timeout_s=30)
-    assert big.exit_code == 0
-    assert big.stdout == (b"0123456789abcdef\n" * 4096)[:65536]
     binary = await provider.exec(sandbox, "printf '\\000\\377\\001' >&2", timeout_s=30)
     assert binary.stderr == b"\x00\xff\x01"
 
 
 async def check_files(provider: SpritesProvider, sandbox: Sandbox) -> None:
-    small, large = os.urandom(1024), os.urandom(4 * 1024 * 1024)
-    small_path = f"{SCRATCH_DIR}/sub dir/small 1k.bin"
     large_path = f"{SCRATCH_DIR}/large-4m.bin"
-    await provider.write_file(sandbox, small_path, small)
-    await provider.write_file(sandbox, large_path, large)
-    assert await provider.read_file(sandbox, small_path) == small
-    assert await provider.read_file(sandbox, large_path) == large
-    shown = await provider.exec(sandbox, f"sha256sum {large_path}", timeout_s=30)
-    assert shown.stdout.split()[0].decode() == hashlib.sha256(large).hexdigest()
+    _, large = await cases.files_round_trip(
+        provider, sandbox, f"{SCRATCH_DIR}/sub dir/small 1k.bin", large_path
+    )
+    await cases.sha_inside(provider, sandbox, large_path, large)
     odd = f"{SCRATCH_DIR}/q&u=o?te ü %2F#.txt"  # query-string characters in the path
     await provider.write_file(sandbox, odd, b"odd")
     assert await provider.read_file(sandbox, odd) == b"odd"
-    with pytest.raises(NotFound):
-        await provider.read_file(sandbox, f"{SCRATCH_DIR}/no/such/file")
+    await cases.missing_file_is_not_found(provider, sandbox, f"{SCRATCH_DIR}/no/such/file")
 
 
 async def check_checkpoint_restore(provider: SpritesProvider, sandbox: Sandbox) -> None:
@@ -145,18 +119,11 @@ async def _until_ok(provider: SpritesProvider, sandbox: Sandbox, command: str):
     raise AssertionError(f"{command!r} never succeeded after restore")
 
 
-COUNTER = f"{SCRATCH_DIR}/counter"
-START_COUNTER = (
-    f"nohup sh -c 'i=0; while true; do i=$((i+1)); echo $i > {COUNTER}.tmp; "
-    f"mv {COUNTER}.tmp {COUNTER}; sleep 0.01; done' >/dev/null 2>&1 &\n"
-    f"for _ in $(seq 300); do [ -s {COUNTER} ] && break; sleep 0.01; done; cat {COUNTER}"
-)
+COUNTER, START_COUNTER = cases.counter_script(SCRATCH_DIR)
 
 
 async def _counter(provider: SpritesProvider, sandbox: Sandbox) -> int:
-    result = await provider.exec(sandbox, f"cat {COUNTER}", timeout_s=30)
-    assert result.exit_code == 0, result
-    return int(result.stdout.strip())
+    return await cases.read_counter(provider, sandbox, COUNTER)
 
 
 async def check_restore_stops_processes(provider: SpritesProvider, sandbox: Sandbox) -> None:
@@ -179,23 +146,18 @@ async def check_restore_stops_processes(provider: SpritesProvider, sandbox: Sand
 async def test_create_exec_files_list_and_destroy_round_trip(emulator):
     provider = await _open()
     run_id = _run_id()
+
+    async def make(run: str) -> Sandbox:
+        return await provider.create(SandboxSpec(labels={RUN_LABEL: run}))
+
     try:
-        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
-        other = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id + "-other"}))
-        try:
+        # The other run's names share this run's prefix; its label keeps it out (cases.round_trip
+        # checks the listing).
+        async with cases.round_trip(provider, make, run_id, run_id + "-other") as (sandbox, other):
             assert sandbox.id.startswith(run_prefix(run_id)) and DNS_LABEL.fullmatch(sandbox.id)
-            # The other run's names share this run's prefix; its label keeps it out.
             assert other.id.startswith(run_prefix(run_id))
-            assert await provider.list_sandboxes(run_id) == [sandbox.id]
             await check_exec(provider, sandbox)
             await check_files(provider, sandbox)
-        finally:
-            await provider.destroy(sandbox)
-            await provider.destroy(other)
-        await provider.destroy(sandbox)  # idempotent
-        assert await provider.list_sandboxes(run_id) == []
-        with pytest.raises(NotFound):
-            await provider.exec(sandbox, ["true"], timeout_s=10)
         with pytest.raises(NotFound):
             await provider.read_file(sandbox, "/etc/hostname")
     finally:
@@ -316,28 +278,20 @@ async def test_injected_errors_arrive_as_our_error_classes(
         if operation != "create":
             sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         ref = await provider.checkpoint(sandbox) if operation == "restore" else None
-        await emulator.inject(status, match=match)
-        calls = {
-            "create": lambda: provider.create(SandboxSpec(labels={RUN_LABEL: run_id})),
-            "exec": lambda: provider.exec(sandbox, ["true"], timeout_s=10),
-            "write": lambda: provider.write_file(sandbox, f"{SCRATCH_DIR}/f", b"x"),
-            "read": lambda: provider.read_file(sandbox, "/etc/hostname"),
-            "checkpoint": lambda: provider.checkpoint(sandbox),
-            "restore": lambda: provider.restore(ref),
-            "list": lambda: provider.list_sandboxes(run_id),
-            "destroy": lambda: provider.destroy(sandbox),
-        }
-        with pytest.raises(expected) as raised:
-            await calls[operation]()
-        assert raised.value.provider == "sprites"
-        assert raised.value.operation == operation.replace("write", "write_file").replace(
+        calls = cases.operation_calls(
+            provider, sandbox, run_id,
+            lambda: provider.create(SandboxSpec(labels={RUN_LABEL: run_id})),
+            write_to=f"{SCRATCH_DIR}/f", read_from="/etc/hostname", ref=ref,
+        )  # fmt: skip
+        raised = await cases.one_fault(emulator, "sprites", status=status, match=match,
+                                 call=calls[operation], expected=expected)  # fmt: skip
+        assert raised.operation == operation.replace("write", "write_file").replace(
             "read", "read_file"
         ).replace("list", "list_sandboxes")
-        assert raised.value.__cause__ is not None  # the SDK's exception is chained
         if expected is QuotaOrRateLimited:
-            assert raised.value.retry_after_s == retry_after
-        if sandbox is not None:  # the fault was one-shot: the sprite still works
-            assert (await provider.exec(sandbox, ["true"], timeout_s=10)).exit_code == 0
+            assert raised.retry_after_s == retry_after
+        if sandbox is not None:  # the sprite still works
+            await cases.still_works(provider, sandbox)
     finally:
         if sandbox is not None:
             await provider.destroy(sandbox)
@@ -366,10 +320,7 @@ async def test_a_wrong_token_is_an_auth_error(emulator, monkeypatch):
 
 
 async def test_a_missing_token_is_an_auth_error_naming_the_variable(monkeypatch):
-    monkeypatch.delenv("SPRITES_TOKEN", raising=False)
-    provider = SpritesProvider({})
-    with pytest.raises(AuthError, match="SPRITES_TOKEN"):
-        await provider.open()
+    await cases.missing_variable_refused(SpritesProvider, monkeypatch, "SPRITES_TOKEN")
 
 
 async def test_an_unreachable_endpoint_is_unavailable(monkeypatch):
@@ -392,8 +343,7 @@ async def test_per_iteration_connection_gives_each_sprite_its_own_client(emulato
     try:
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
-        clients = {id(first.native.client), id(second.native.client)}
-        assert len(clients) == 2 and id(provider.clients.main) not in clients
+        cases.own_clients(provider, first, second)
         for sandbox in (first, second):
             assert (await provider.exec(sandbox, ["echo", "ok"], timeout_s=10)).stdout == b"ok\n"
         await check_checkpoint_restore(provider, second)
@@ -410,9 +360,7 @@ async def test_a_bare_sprite_name_can_be_destroyed_as_the_reaper_does(emulator):
     run_id = _run_id()
     try:
         sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
-        await provider.destroy(Sandbox(id=sandbox.id, provider="sprites"))
-        await provider.destroy(Sandbox(id=sandbox.id, provider="sprites"))
-        assert await provider.list_sandboxes(run_id) == []
+        await cases.bare_id_destroyed_twice(provider, sandbox, run_id)
     finally:
         await provider.close()
 
@@ -487,8 +435,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
     assert env["connection"] == "reuse"
     assert env["sdk_retries"].startswith("none")
     assert "client_signals" in env
-    text = json.dumps(env)
-    assert "secret-token-value" not in text and "pw" not in text and "token=x" not in text
+    cases.no_secrets(env, "secret-token-value", "token=x")
     assert SpritesProvider({"api_url": "http://127.0.0.1:9"}).environment()["endpoint"] == (
         "http://127.0.0.1:9"
     )
@@ -511,9 +458,7 @@ def test_capabilities_and_environment_declare_the_semantics(monkeypatch):
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings, message):
-    with pytest.raises(ValueError, match=message) as raised:
-        SpritesProvider(settings)
-    assert "\n" not in str(raised.value)
+    cases.refused_in_one_line(SpritesProvider, settings, message)
 
 
 # -- live tests -------------------------------------------------------------------------------

@@ -9,13 +9,9 @@ the shared checks against Vercel (``pytest -m live``) when the credentials are s
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
 import re
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -40,18 +36,16 @@ from providers.errors import (
     Unavailable,
 )
 from providers.vercel import SCRATCH_DIR, VercelProvider, sandbox_name
-from tests.conftest import emulator_env
+from tests import adapter_cases as cases
 
 CREDENTIALS = ("VERCEL_TOKEN", "VERCEL_TEAM_ID", "VERCEL_PROJECT_ID")
 ENV_KEYS = (*CREDENTIALS, "VERCEL_SANDBOX_API_URL", "VERCEL_OIDC_TOKEN",
             "VERCEL_OIDC_TOKEN_FILE", "VERCEL_REGION")  # fmt: skip
 NAME = re.compile(r"sb-[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{8}")
 
-
-@pytest.fixture
-async def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
-    async with emulator_env("vercel", tmp_path / "emu", monkeypatch, clear=ENV_KEYS) as emu:
-        yield emu
+emulator = cases.emulator_fixture("vercel", ENV_KEYS)
+_open = cases.opener(VercelProvider)
+_run_id = cases.new_run_id
 
 
 @pytest.fixture
@@ -61,16 +55,6 @@ async def provider(emulator: Emulator) -> AsyncIterator[VercelProvider]:
         yield opened
     finally:
         await opened.close()
-
-
-async def _open(settings: dict | None = None) -> VercelProvider:
-    provider = VercelProvider(settings or {})
-    await provider.open()
-    return provider
-
-
-def _run_id() -> str:
-    return f"test-{uuid.uuid4().hex[:8]}"
 
 
 def _calls(calls: list[dict], method: str, pattern: str) -> list[dict]:
@@ -83,8 +67,7 @@ def _calls(calls: list[dict], method: str, pattern: str) -> list[dict]:
 async def check_exec(provider: VercelProvider, sandbox: Sandbox) -> None:
     failed = await provider.exec(sandbox, "echo hello; echo oops >&2; exit 3", timeout_s=30)
     assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"hello\n", b"oops\n")
-    argv = await provider.exec(sandbox, ["printf", "%s|", "a b", "it's", "$HOME"], timeout_s=30)
-    assert (argv.exit_code, argv.stdout) == (0, b"a b|it's|$HOME|")  # no shell for argv
+    await cases.argv_is_not_resplit(provider, sandbox, 30)  # no shell for argv
     where = await provider.exec(sandbox, ["pwd"], timeout_s=30)
     assert where.stdout == f"{SCRATCH_DIR}\n".encode()
     big = await provider.exec(sandbox, "yes 0123456789abcdef | head -c 65536", timeout_s=30)
@@ -98,31 +81,23 @@ async def check_exec(provider: VercelProvider, sandbox: Sandbox) -> None:
 
 
 async def check_files(provider: VercelProvider, sandbox: Sandbox) -> None:
-    small, large = os.urandom(1024), os.urandom(4 * 1024 * 1024)
-    await provider.write_file(sandbox, f"{SCRATCH_DIR}/sub dir/small 1k.bin", small)
-    await provider.write_file(sandbox, f"{SCRATCH_DIR}/large.bin", large)
-    assert await provider.read_file(sandbox, f"{SCRATCH_DIR}/sub dir/small 1k.bin") == small
-    assert await provider.read_file(sandbox, f"{SCRATCH_DIR}/large.bin") == large
-    shown = await provider.exec(sandbox, f"sha256sum {SCRATCH_DIR}/large.bin", timeout_s=30)
-    assert shown.stdout.split()[0].decode() == hashlib.sha256(large).hexdigest()
-    with pytest.raises(NotFound):
-        await provider.read_file(sandbox, f"{SCRATCH_DIR}/no/such/file")
+    large_path = f"{SCRATCH_DIR}/large.bin"
+    _, large = await cases.files_round_trip(
+        provider, sandbox, f"{SCRATCH_DIR}/sub dir/small 1k.bin", large_path
+    )
+    await cases.sha_inside(provider, sandbox, large_path, large)
+    await cases.missing_file_is_not_found(provider, sandbox, f"{SCRATCH_DIR}/no/such/file")
 
 
 async def check_checkpoint_restore(provider: VercelProvider, sandbox: Sandbox) -> list[Sandbox]:
     """A new sandbox from the snapshot; the source is usable again afterwards."""
     path, data = f"{SCRATCH_DIR}/state.bin", os.urandom(256 * 1024)
     await provider.write_file(sandbox, path, data)
-    ref = await provider.checkpoint(sandbox)
+    made: list[Sandbox] = []
+    # The source is written to after the checkpoint: it runs again.
+    ref, restored = await cases.restored_copy(provider, sandbox, path, data, made)
     assert ref.sandbox_id == sandbox.id and ref.id
-    await provider.write_file(sandbox, path, b"mutated")  # the source runs again
-    restored = await provider.restore(ref)
-    made = [restored]
-    assert restored.id != sandbox.id and NAME.fullmatch(restored.id)
-    assert await provider.read_file(restored, path) == data
-    assert await provider.read_file(sandbox, path) == b"mutated"
-    await provider.delete_checkpoint(ref)
-    await provider.delete_checkpoint(ref)  # idempotent
+    assert NAME.fullmatch(restored.id)
     return made
 
 
@@ -152,22 +127,16 @@ async def check_fork(provider: VercelProvider, sandbox: Sandbox) -> list[Sandbox
 
 async def exercise(provider: VercelProvider) -> None:
     run_id = _run_id()
-    sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=600))
-    made = [sandbox]
-    try:
+    async with cases.none_left(provider, run_id) as made:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}, lifetime_s=600))
+        made.append(sandbox)
         assert NAME.fullmatch(sandbox.id)
         await check_exec(provider, sandbox)
         await check_files(provider, sandbox)
         made += await check_checkpoint_restore(provider, sandbox)
         await check_pause_resume(provider, sandbox)
         made += await check_fork(provider, sandbox)
-        assert sorted(await provider.list_sandboxes(run_id)) == sorted(s.id for s in made)
-    finally:
-        for each in made:
-            await provider.destroy(each)
-    for each in made:
-        await provider.destroy(each)  # idempotent
-    assert await provider.list_sandboxes(run_id) == []
+        await cases.assert_listed(provider, run_id, made)
 
 
 # -- emulator tests ---------------------------------------------------------------------------
@@ -346,11 +315,8 @@ async def test_per_iteration_connection_gives_each_sandbox_its_own_client(emulat
         first = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         second = await provider.create(SandboxSpec(labels={RUN_LABEL: "per-it"}))
         try:
-            assert first.native.client is not second.native.client
-            assert first.native.client is not provider.clients.main
-            for sandbox in (first, second):
-                done = await provider.exec(sandbox, ["echo", sandbox.id], timeout_s=30)
-                assert done.stdout == f"{sandbox.id}\n".encode()
+            cases.own_clients(provider, first, second)
+            await cases.echo_ids(provider, (first, second), 30)
         finally:
             await provider.destroy(first)
             await provider.destroy(second)
@@ -417,8 +383,7 @@ def test_capabilities_environment_and_settings_declare_the_semantics(monkeypatch
     assert env["endpoint_source"] == "api_url setting"
     assert env["sdk_versions"] == {"vercel-sandbox": "0.10.0"}
     assert "control_plane" in env["sdk_retries"] and env["persistent"] is True
-    dumped = json.dumps(env)
-    assert "vercel_secret_value" not in dumped and "pw" not in dumped
+    cases.no_secrets(env, "vercel_secret_value")
     assert VercelProvider({}).environment()["endpoint"] == "http://env.example:1/api"
     monkeypatch.delenv("VERCEL_SANDBOX_API_URL")
     assert VercelProvider({}).environment()["endpoint"] == "https://vercel.com/api"
@@ -447,9 +412,7 @@ def test_capabilities_environment_and_settings_declare_the_semantics(monkeypatch
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings, message):
-    with pytest.raises(ValueError, match=message) as raised:
-        VercelProvider(settings)
-    assert "\n" not in str(raised.value)
+    cases.refused_in_one_line(VercelProvider, settings, message)
 
 
 # -- live tests -------------------------------------------------------------------------------
@@ -466,11 +429,7 @@ class TestLive:
             pytest.skip(f"set {', '.join(missing)} to run the live Vercel tests")
 
     async def test_every_operation_works_against_the_real_service(self):
-        provider = await _open()
-        try:
-            await exercise(provider)
-        finally:
-            await provider.close()
+        await cases.exercised(_open, exercise)
 
     async def test_a_wrong_token_is_an_auth_error(self, monkeypatch):
         monkeypatch.setenv("VERCEL_TOKEN", "not-a-valid-token")

@@ -44,7 +44,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.iteration import CheckFailed, StepFailed
-from bench.workloads.base import Workload, exit_zero, sha256_of_output
+from bench.workloads import kept_state
+from bench.workloads.base import Workload, exit_zero
 from bench.workloads.shape import Check, Extra, Fidelity, Operation, Scale
 from providers.base import Capabilities, CheckpointCaptures, ExecResult, Op, Sandbox
 from providers.settings import setting
@@ -53,9 +54,6 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from bench.iteration import IterationContext
-
-#: Seconds between the two reads of a child's counter.
-COUNTER_GAP_S = 0.3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,10 +66,6 @@ class ForkSettings:
     )
 
 
-#: Shared with sleep_persist: a process started before (a fork, an idle) was running after.
-PROCESS_KEPT = Extra("process_kept", bool, help="the process started before was running afterwards")
-
-
 def _scaled(name: str, help: str, checks: tuple[Check, ...] = ()) -> Operation:
     return Operation(name, help=help, scale=Scale.CONCURRENCY, checks=checks)
 
@@ -82,8 +76,7 @@ class Fork(Workload):
     Settings: ClassVar[type] = ForkSettings
     operations: ClassVar[tuple[Operation, ...]] = (
         Operation("create", help="the provider's create call"),
-        Operation("write_state", help="write state_mb MiB of random data, print its sha256"),
-        Operation("start_process", help="start a loop that counts in memory into a file"),
+        *kept_state.OPERATIONS,
         _scaled("fork", "the provider's fork call for L children at once"),
         _scaled(
             "verify_child",
@@ -100,11 +93,11 @@ class Fork(Workload):
         Operation("destroy", help="the parent's destroy"),
     )
     extras: ClassVar[tuple[Extra, ...]] = (
-        Extra("state_mb", int, unit="MiB", help="size of the state written and checkpointed"),
+        kept_state.STATE_MB,
         Extra("children", int, help="children of this fork call"),
         Extra("fork_keeps", str, help="what the provider declares a fork's children inherit"),
         Extra("fork_method", str, help="how the provider declares it makes them"),
-        PROCESS_KEPT,
+        kept_state.PROCESS_KEPT,
         Extra("memory_kept", bool, help="the child's counter went on from the parent's value"),
     )
     report: ClassVar[Any] = "bench.workloads.fork_report"
@@ -117,7 +110,7 @@ class Fork(Workload):
         return {f"fork_c{level}": Op.FORK for level in self.levels()}
 
     def waits_s(self) -> float:
-        return COUNTER_GAP_S * len(self.levels())
+        return kept_state.COUNTER_GAP_S * len(self.levels())
 
     def planned_ops(self, caps: Capabilities) -> list[str]:
         ops = ["create", "write_state", "start_process"]
@@ -127,42 +120,13 @@ class Fork(Workload):
         return [*ops, "destroy"]
 
     async def run(self, ctx: IterationContext) -> None:
-        provider, caps = ctx.provider, ctx.capabilities
-        scratch = caps.scratch_dir.rstrip("/")
+        scratch = ctx.capabilities.scratch_dir.rstrip("/")
         state, counter = f"{scratch}/sandbox-bench-fork.bin", f"{scratch}/sandbox-bench-counter"
         parent = await ctx.create()
-        digest: dict[str, str] = {}
-
-        def remember(result: ExecResult) -> None:
-            digest["state"] = sha256_of_output(result)
-
-        size = self.settings.state_mb * 1024 * 1024
-        await ctx.timed(
-            "write_state",
-            lambda: provider.exec(
-                parent, f"head -c {size} /dev/urandom > {state} && sha256sum {state}",
-                timeout_s=ctx.timeout_s,
-            ),
-            sandbox=parent,
-            check=remember,
-            extra={"state_mb": self.settings.state_mb},
-        )  # fmt: skip
-        loop = (
-            f"i=0; while true; do i=$((i+1)); echo $i > {counter}.tmp; "
-            f"mv {counter}.tmp {counter}; sleep 0.02; done"
+        original = await kept_state.write_state_and_start_process(
+            ctx, parent, state=state, counter=counter, state_mb=self.settings.state_mb
         )
-        start = (
-            f"nohup sh -c '{loop}' >/dev/null 2>&1 &\n"
-            f"for _ in $(seq 200); do [ -s {counter} ] && break; sleep 0.01; done; cat {counter}"
-        )
-        await ctx.timed(
-            "start_process",
-            lambda: provider.exec(parent, start, timeout_s=ctx.timeout_s),
-            sandbox=parent,
-            check=exit_zero,
-        )
-        rounds = _Rounds(ctx=ctx, parent=parent, state=state, counter=counter,
-                         original=digest["state"])  # fmt: skip
+        rounds = _Rounds(ctx=ctx, parent=parent, state=state, counter=counter, original=original)
         for level in self.levels():
             await rounds.round(level)
         await ctx.destroy(parent)
@@ -223,15 +187,12 @@ class _Rounds:
 
     async def verify(self, child: Sandbox, level: int, parent_count: int) -> None:
         ctx = self.ctx
-        probe = (
-            f"sha256sum {self.state}; a=$(cat {self.counter}); sleep {COUNTER_GAP_S}; "
-            f'b=$(cat {self.counter}); echo "count=$a $b"'
-        )
+        look = kept_state.probe(self.state, self.counter)
         seen: dict[str, Any] = {**self.declared, "children": level}
         keeps_memory = ctx.capabilities.fork_keeps is CheckpointCaptures.FILESYSTEM_AND_MEMORY
         await self.soft(
             f"verify_child_c{level}",
-            lambda: ctx.provider.exec(child, probe, timeout_s=ctx.timeout_s),
+            lambda: ctx.provider.exec(child, look, timeout_s=ctx.timeout_s),
             sandbox=child,
             check=child_check(self.original, parent_count, keeps_memory, seen),
             extra=seen,
@@ -257,7 +218,7 @@ class _Rounds:
             if "marker=absent" not in text:
                 raise CheckFailed("FidelityError", "a marker written in another copy is here",
                                   verified=False)  # fmt: skip
-            if state_digest(result) != self.original:
+            if kept_state.state_digest(result) != self.original:
                 raise CheckFailed("FidelityError", "the state changed with another copy's write",
                                   verified=False)  # fmt: skip
 
@@ -281,23 +242,19 @@ def child_check(
     """The check of one child's answer; what it saw goes into ``extra`` (the record's)."""
 
     def check(result: ExecResult) -> None:
-        if state_digest(result) != original:
+        if kept_state.state_digest(result) != original:
             raise CheckFailed("FidelityError", "the child's state differs from the parent's",
                               verified=False)  # fmt: skip
-        line = next(
-            (ln for ln in result.stdout.decode(errors="replace").splitlines()
-             if ln.startswith("count=")), "count=",
-        )  # fmt: skip
-        counts = [int(x) for x in line.removeprefix("count=").split() if x.isdigit()]
+        seen_counts = kept_state.counts(result)
         seen: dict[str, Any] = {"process_kept": False, "memory_kept": False}
-        if len(counts) == 2:  # else no counter file: the process's file did not come along
-            seen["process_kept"] = counts[1] > counts[0]
-            seen["memory_kept"] = seen["process_kept"] and counts[0] >= parent_count
+        if len(seen_counts) == 2:  # else no counter file: the process's file did not come along
+            seen["process_kept"] = seen_counts[1] > seen_counts[0]
+            seen["memory_kept"] = seen["process_kept"] and seen_counts[0] >= parent_count
         if keeps_memory and not seen["memory_kept"]:
             raise CheckFailed(
                 "FidelityError",
                 "declared to keep memory and processes, but the parent's counting process was "
-                f"not running in the child (counter {counts or 'missing'}, parent at "
+                f"not running in the child (counter {seen_counts or 'missing'}, parent at "
                 f"{parent_count})",
                 verified=False,
                 **seen,
@@ -307,11 +264,4 @@ def child_check(
     return check
 
 
-def state_digest(result: ExecResult) -> str | None:
-    """The sha256 the answer starts with, or None when the file was not there to hash."""
-    exit_zero(result)
-    first = result.stdout.split(maxsplit=1)[0].decode(errors="replace") if result.stdout else ""
-    return first if len(first) == 64 and all(c in "0123456789abcdef" for c in first) else None
-
-
-__all__ = ["PROCESS_KEPT", "Fork", "ForkSettings", "child_check", "state_digest"]
+__all__ = ["Fork", "ForkSettings", "child_check"]

@@ -37,8 +37,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from bench.workloads.base import CheckFailed, Workload, exit_zero, sha256_of_output
-from bench.workloads.fork import PROCESS_KEPT, state_digest
+from bench.workloads import kept_state
+from bench.workloads.base import CheckFailed, Workload
 from bench.workloads.lifecycle import ATTEMPTS, timed_first_exec
 from bench.workloads.shape import Check, Extra, Fidelity, Operation
 from providers.base import Capabilities, ExecResult, Op, PauseKind
@@ -47,8 +47,6 @@ from providers.settings import setting
 if TYPE_CHECKING:
     from bench.iteration import IterationContext
 
-#: Seconds between the two reads of the counter.
-COUNTER_GAP_S = 0.3
 MODES = ("auto", "idle", "pause")
 
 
@@ -86,8 +84,7 @@ class SleepPersist(Workload):
     Settings: ClassVar[type] = SleepPersistSettings
     operations: ClassVar[tuple[Operation, ...]] = (
         Operation("create", help="the provider's create call"),
-        Operation("write_state", help="write state_mb MiB of random data, print its sha256"),
-        Operation("start_process", help="start a loop that counts in memory into a file"),
+        *kept_state.OPERATIONS,
         Operation("pause", help="the provider's pause call (pause mode)"),
         Operation("resume", help="the provider's resume call, idle_s after the pause"),
         Operation("wake", help="the first command after the idle (or the resume) that exits 0"),
@@ -101,12 +98,12 @@ class SleepPersist(Workload):
     )
     extras: ClassVar[tuple[Extra, ...]] = (
         ATTEMPTS,
-        Extra("state_mb", int, unit="MiB", help="size of the state written and checkpointed"),
+        kept_state.STATE_MB,
         Extra("idle_s", float, unit="s", help="how long the sandbox sat idle before the exec"),
         Extra("sleep_mode", str, help="pause (the provider's pause call) or idle (no call)"),
         Extra("pause_kind", str, help="the provider's declared pause semantics"),
         Extra("file_kept", bool, help="the state written before the idle was intact after it"),
-        PROCESS_KEPT,
+        kept_state.PROCESS_KEPT,
         Extra("expected_process", str, help="survives, gone, or depends (on a sleep)"),
     )
     report: ClassVar[Any] = "bench.workloads.sleep_persist_report"
@@ -117,7 +114,7 @@ class SleepPersist(Workload):
         return mode == "pause" or (mode == "auto" and can)
 
     def waits_s(self) -> float:
-        return self.settings.idle_s + COUNTER_GAP_S
+        return self.settings.idle_s + kept_state.COUNTER_GAP_S
 
     def planned_ops(self, caps: Capabilities) -> list[str]:
         names = [op.name for op in self.operations]
@@ -146,35 +143,8 @@ class SleepPersist(Workload):
             "expected_process": expectation(caps.pause_kind, paused),
         }
         sandbox = await ctx.create()
-        digest: dict[str, str] = {}
-
-        def remember(result: ExecResult) -> None:
-            digest["state"] = sha256_of_output(result)
-
-        size = self.settings.state_mb * 1024 * 1024
-        await ctx.timed(
-            "write_state",
-            lambda: provider.exec(
-                sandbox, f"head -c {size} /dev/urandom > {state} && sha256sum {state}",
-                timeout_s=ctx.timeout_s,
-            ),
-            sandbox=sandbox,
-            check=remember,
-            extra={"state_mb": self.settings.state_mb},
-        )  # fmt: skip
-        loop = (
-            f"i=0; while true; do i=$((i+1)); echo $i > {counter}.tmp; "
-            f"mv {counter}.tmp {counter}; sleep 0.02; done"
-        )
-        start = (
-            f"nohup sh -c '{loop}' >/dev/null 2>&1 &\n"
-            f"for _ in $(seq 200); do [ -s {counter} ] && break; sleep 0.01; done; cat {counter}"
-        )
-        await ctx.timed(
-            "start_process",
-            lambda: provider.exec(sandbox, start, timeout_s=ctx.timeout_s),
-            sandbox=sandbox,
-            check=exit_zero,
+        written = await kept_state.write_state_and_start_process(
+            ctx, sandbox, state=state, counter=counter, state_mb=self.settings.state_mb
         )
         if paused:
             await ctx.timed("pause", lambda: provider.pause(sandbox), sandbox=sandbox)
@@ -188,19 +158,12 @@ class SleepPersist(Workload):
         else:
             await asyncio.sleep(idle_s)
         await timed_first_exec(ctx, sandbox, "wake", extra={"idle_s": idle_s})
-        probe = (
-            f"sha256sum {state}; a=$(cat {counter}); sleep {COUNTER_GAP_S}; "
-            f'b=$(cat {counter}); echo "count=$a $b"'
-        )
+        look = kept_state.probe(state, counter)
 
         def survived(result: ExecResult) -> None:
-            observed["file_kept"] = state_digest(result) == digest["state"]
-            line = next(
-                (ln for ln in result.stdout.decode(errors="replace").splitlines()
-                 if ln.startswith("count=")), "count=",
-            )  # fmt: skip
-            counts = [int(x) for x in line.removeprefix("count=").split() if x.isdigit()]
-            observed["process_kept"] = len(counts) == 2 and counts[1] > counts[0]
+            observed["file_kept"] = kept_state.state_digest(result) == written
+            seen = kept_state.counts(result)
+            observed["process_kept"] = len(seen) == 2 and seen[1] > seen[0]
             if not observed["file_kept"]:
                 raise CheckFailed("FidelityError", "the state written before the idle is gone "
                                   "or changed", verified=False, **observed)  # fmt: skip
@@ -218,7 +181,7 @@ class SleepPersist(Workload):
 
         await ctx.timed(
             "verify",
-            lambda: provider.exec(sandbox, probe, timeout_s=ctx.timeout_s),
+            lambda: provider.exec(sandbox, look, timeout_s=ctx.timeout_s),
             sandbox=sandbox,
             check=survived,
             extra=observed,
