@@ -173,7 +173,7 @@ from providers.errors import (
     Unavailable,
     Unsupported,
 )
-from providers.local import agent, cgroups, layers, seccomp, zygote
+from providers.local import agent, cgroups, layers, sandbox_init, seccomp, zygote
 from providers.local.layers import remove_tree
 from providers.settings import SettingError, parse, setting
 
@@ -202,6 +202,9 @@ CHECKPOINT_ID = re.compile(r"^ck-[0-9a-f]{12}$")
 META_FORMAT = "providers.local/1"
 ZYGOTE_START_TIMEOUT_S = 20.0
 READY_TIMEOUT_S = 30.0
+#: The compiled part of PID 1 (sbnative.c), built by scripts/setup.sh when a C compiler is
+#: present; without it PID 1 runs the same steps in Python.
+NATIVE_LIB = Path(__file__).resolve().parents[2] / "build" / "native" / "sbnative.so"
 FILE_TIMEOUT_S = 120.0
 #: Extra time the provider waits beyond an exec's own timeout for the agent's answer.
 EXEC_GRACE_S = 0.5
@@ -250,6 +253,11 @@ class LocalSettings:
         True,
         help="while open, hold a private cgroup v1 hierarchy mounted with favordynmods so "
         "that joining a sandbox's cgroups skips an RCU grace period (root with cgroups only)",
+    )
+    native: bool = setting(
+        True,
+        help="build each sandbox's root with the compiled helper (build/native/sbnative.so, "
+        "made by scripts/setup.sh) when it is there; false: always the Python path",
     )
 
     def __post_init__(self) -> None:
@@ -631,6 +639,7 @@ class LocalProvider(Provider):
         self.seccomp_bpf: bytes | None = None
         self.seccomp_note = "not yet detected (the provider is not open)"
         self.favordynmods = "not yet detected (the provider is not open)"
+        self.pid1_root = "not yet detected (the provider is not open)"
         self._sandboxes: dict[str, _Handle] = {}
         self._zygote: _ZygoteClient | None = None
 
@@ -683,10 +692,16 @@ class LocalProvider(Provider):
         else:
             dynmods.mkdir(exist_ok=True)
             config["dynmods_dir"] = str(dynmods)
+        if not self.config.native:
+            self.pid1_root = "python (setting native = false)"
+        elif NATIVE_LIB.is_file():
+            config["native"] = str(NATIVE_LIB)
         client = _ZygoteClient(self._on_exit)
         hello = await client.start(config)
         if "favordynmods" in hello:
             self.favordynmods = hello["favordynmods"]
+        if self.config.native:
+            self.pid1_root = hello.get("pid1_root", "python")
         self._zygote = client
 
     def _choose_checkpoint_method(self) -> str | None:
@@ -838,6 +853,7 @@ class LocalProvider(Provider):
             "processes are not inherited; children and parent are independent afterwards",
             "seccomp": self._seccomp_state()[1],
             "favordynmods": self.favordynmods,
+            "pid1_root": self.pid1_root,
             "checkpoint_consistency": (
                 "frozen (cgroup freezer) while the layer is copied"
                 if layout.freezer
@@ -919,6 +935,7 @@ class LocalProvider(Provider):
             python=platform.python_version(),
             seccomp=self._seccomp_state()[1],
             favordynmods=self.favordynmods,
+            pid1_root=self.pid1_root,
             overlay="listed in /proc/filesystems"
             if self.host.overlay
             else "not listed (may be a module loaded on first mount)",
@@ -1031,12 +1048,16 @@ class LocalProvider(Provider):
             # through the zygote, no connect after the fact).
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             fds = [theirs.fileno()]
+            cgroup_steps: list[list] = []
             if not made_first:
-                # The directory is made on a thread here while the zygote forks PID 1; PID 1
-                # waits for this pipe's byte before it makes the cgroups (meta.json, which
-                # names them, comes first) and mounts.
+                # The directory and the cgroups (meta.json, which names them, first) are made
+                # on a thread here while the zygote forks PID 1; PID 1 waits for this pipe's
+                # byte before it joins the cgroups and mounts.
                 dirs_r, dirs_w = os.pipe()
                 fds.append(dirs_r)
+                if init_spec["cgroup"]:
+                    cgroup_steps = init_spec["cgroup"]["create"]
+                    init_spec["cgroup"] = {**init_spec["cgroup"], "create": []}
             try:
                 spawned = True  # from here a cancelled create must ask the zygote to kill
                 answer_fut = zygote.request("spawn", fds=fds, sid=sid, spec=init_spec)
@@ -1047,7 +1068,7 @@ class LocalProvider(Provider):
             if dirs_w is not None:
                 made = b"x"
                 try:
-                    await _off_loop(_write_tree, d, meta, init_spec["layers"])
+                    await _off_loop(_write_tree, d, meta, init_spec["layers"], cgroup_steps)
                     made = b"d"
                 finally:
                     os.write(dirs_w, made)  # "x": PID 1 gives up
@@ -1386,12 +1407,14 @@ def _write_meta(d: Path, meta: dict[str, Any]) -> None:
     (d / "merged").mkdir()
 
 
-def _write_tree(d: Path, meta: dict[str, Any], names: list[str]) -> None:
-    """The sandbox directory, ``meta.json`` first, and its overlay layer directories."""
+def _write_tree(d: Path, meta: dict[str, Any], names: list[str], cgroup_steps: list) -> None:
+    """The sandbox directory, ``meta.json`` first, its overlay layer directories, then its
+    cgroups with their limits (``cgroup_steps``: cgroups.create_steps)."""
     _write_meta(d, meta)
     for kind in ("upper", "work"):
         for name in names:
             (d / "fs" / kind / name).mkdir(parents=True)
+    sandbox_init.run_steps(cgroup_steps)
 
 
 def lock_passwords(text: str) -> str:

@@ -101,9 +101,14 @@ def run(spec: dict, ready_fd: int, lifeline_fd: int, conn_fd: int, dirs_fd: int 
         os.close(go_r)
         os.close(conn_fd)
         _build(spec)
-        harden(spec)
+        harden(spec, seccomp=False)
         os.write(go_w, b"g")
         os.close(go_w)
+        # PID 1's own filter comes after the go, off the create's path: PID 1 runs only this
+        # module's code, takes no input from the sandbox and cannot be ptraced (not dumpable),
+        # and it is in place before PID 1 forks anything else (a restarted agent inherits it).
+        if spec.get("seccomp"):
+            L.load_seccomp(spec["seccomp"])
         os.write(ready_fd, f"ok {host_pid} {starttime}\n".encode())
         os.close(ready_fd)
     except BaseException as exc:  # noqa: BLE001 - reported to the provider, then exit
@@ -155,6 +160,10 @@ def run_steps(steps: list[list]) -> None:
 
 
 def _build(spec: dict) -> None:
+    if L.native is not None:
+        L.native_build(spec["dir"], spec["lower"], spec["system_dirs"], spec.get("etc_mask"),
+                       spec["userns"], spec["hostname"])  # fmt: skip
+        return
     d = spec["dir"]
     fs = f"{d}/fs"
     merged = f"{d}/merged"
@@ -201,17 +210,21 @@ def _build(spec: dict) -> None:
     os.chdir("/")
 
 
-def harden(spec: dict) -> None:
-    """Limit what this process, and everything it starts from now on, may do (step 6)."""
+def harden(spec: dict, *, seccomp: bool = True) -> None:
+    """Limit what this process, and everything it starts from now on, may do (step 6);
+    ``seccomp=False``: all but the seccomp filter (PID 1 loads it after its go)."""
     # The capability bounding set was cut by the zygote (zygote.main). no_new_privs,
     # inherited by the agent and every command: setuid binaries and file capabilities can no
     # longer raise what a process holds (and seccomp filters need it without CAP_SYS_ADMIN).
+    if L.native is not None:
+        L.native_harden(spec.get("seccomp") if seccomp else None)
+        return
     L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
     # PID 1 and the agent keep the full capability sets they were forked with; being not
     # dumpable, no process of the sandbox (which lacks CAP_SYS_PTRACE) can ptrace them or
     # read their /proc files. Commands they start are dumpable again after execve.
     L.prctl(L.PR_SET_DUMPABLE, 0)
-    if spec.get("seccomp"):
+    if seccomp and spec.get("seccomp"):
         L.load_seccomp(spec["seccomp"])
 
 
