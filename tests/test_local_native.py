@@ -37,7 +37,9 @@ SPEC = SandboxSpec(labels={RUN_LABEL: "test-native"})
 PROBE = (
     "cat /proc/self/mountinfo; echo ---; hostname; echo ---; cat /sys/class/net/lo/operstate;"
     " echo ---; ls -l /dev | sed 1d; echo ---; grep -E '^(Seccomp|NoNewPrivs|CapBnd):'"
-    " /proc/self/status; echo ---; touch /usr/x /etc/y /root/z && echo writable"
+    " /proc/self/status; echo ---; touch /usr/x /etc/y /root/z && echo writable; echo ---;"
+    " tr '\\0' '|' < /proc/1/cmdline; echo; cat /proc/1/comm; cut -d' ' -f6 /proc/1/stat;"
+    " tr '\\0' '|' < /proc/1/environ | wc -c"
 )
 
 
@@ -92,13 +94,17 @@ async def test_the_helper_and_the_python_path_build_the_same_sandbox(tmp_path, m
     text = "\n".join(seen[True][1])
     assert "overlay" in text and "proc" in text and "writable" in text
     assert "Seccomp:\t2" in text and "NoNewPrivs:\t1" in text
+    # PID 1's title, name and session (its own); its environ unreadable (not dumpable)
+    cmdline, comm, session, environ = seen[True][1][-4:]
+    assert cmdline.rstrip("|") == "sb-init" and comm == "sb-init" and session == "1"
+    assert environ == "0"
 
 
 async def test_without_the_helper_or_with_a_stale_one_python_builds_the_root(tmp_path, monkeypatch):
-    stale = build(tmp_path, SOURCE.read_text().replace("return 1; }", "return 99; }", 1))
+    stale = build(tmp_path, SOURCE.read_text().replace("return 2; }", "return 99; }", 1))
     for lib, expected in (
         (tmp_path / "absent.so", "python (no compiled helper: scripts/setup.sh builds it)"),
-        (stale, f"python ({stale} speaks ABI 99, not 1: run scripts/setup.sh)"),
+        (stale, f"python ({stale} speaks ABI 99, not 2: run scripts/setup.sh)"),
     ):
         monkeypatch.setattr(provider_module, "NATIVE_LIB", lib)
         p = LocalProvider({"state_dir": str(tmp_path / "state")})

@@ -154,7 +154,7 @@ def set_cmdline(title: str, stat: str | None = None) -> None:
 #: The compiled helper (sbnative.c) once :func:`load_native` has loaded it, else None.
 native: ctypes.CDLL | None = None
 #: The helper's ABI this module speaks (``sb_abi()`` in sbnative.c).
-NATIVE_ABI = 1
+NATIVE_ABI = 2
 _native_err = ctypes.create_string_buffer(1024)
 
 
@@ -174,6 +174,11 @@ def load_native(path: str) -> str:
                              ctypes.c_char_p, size)  # fmt: skip
     lib.sb_harden.argtypes = (string, size, ctypes.c_char_p, size)
     lib.sb_seccomp.argtypes = (string, size, ctypes.c_char_p, size)
+    long_p = ctypes.POINTER(ctypes.c_longlong)
+    lib.sb_enter.argtypes = (ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int, string,
+                             long_p, long_p, ctypes.c_char_p, size)  # fmt: skip
+    lib.sb_isolate.argtypes = (string, string, ctypes.POINTER(ctypes.c_int), ctypes.c_char_p,
+                               size)  # fmt: skip
     native = lib
     return "native"
 
@@ -181,6 +186,29 @@ def load_native(path: str) -> str:
 def _native_check(result: int) -> None:
     if result != 0:
         raise OSError(-result, _native_err.value.decode(errors="replace"))
+
+
+def native_enter(lifeline_fd: int, keep: list[int], title: str) -> tuple[int, int]:
+    """PID 1's first steps in C (sbnative.c ``sb_enter``); returns its host pid and start
+    time."""
+    assert native is not None
+    fds = (ctypes.c_int * len(keep))(*keep)
+    host_pid, starttime = ctypes.c_longlong(), ctypes.c_longlong()
+    _native_check(native.sb_enter(lifeline_fd, fds, len(keep), title.encode(),
+                                  ctypes.byref(host_pid), ctypes.byref(starttime),
+                                  _native_err, len(_native_err)))  # fmt: skip
+    return host_pid.value, starttime.value
+
+
+def native_isolate(d: str, procs: list[str]) -> int:
+    """Join the cgroups, listen on ``<d>/agent.sock``, enter new mount, uts, ipc and net
+    namespaces, in C (sbnative.c ``sb_isolate``); returns the listening socket's fd."""
+    assert native is not None
+    packed = "".join(f"{path}\0" for path in procs).encode() + b"\0"
+    listener = ctypes.c_int(-1)
+    _native_check(native.sb_isolate(os.fsencode(d), packed, ctypes.byref(listener),
+                                     _native_err, len(_native_err)))  # fmt: skip
+    return listener.value
 
 
 def native_build(d: str, lower: str, dirs: list[str], etc_mask: str | None, userns: bool,

@@ -5,15 +5,19 @@ What each operation means on this provider
 
 * **create**: sends the zygote (zygote.py, one small pre-imported Python process per
   provider) a spawn request carrying one end of a fresh socket pair, and queues a ping on
-  the other end, then makes the sandbox's directory (``meta.json`` first) on a thread while
-  the zygote forks the sandbox's PID 1 into a new pid namespace. PID 1 waits for the
-  directory, makes the cgroups (memory, pids and cpu limits from the spec) and joins them,
+  the other end, then makes the sandbox's directory (``meta.json`` first) and its cgroups
+  (memory, pids and cpu limits from the spec) on a thread while the zygote forks the
+  sandbox's PID 1 into a new pid namespace. PID 1 waits for them, joins the cgroups,
   binds the agent's socket, enters new mount, uts, ipc and
   net namespaces, forks the exec agent (agent.py) and, while the agent starts and reads the
-  ping, mounts the root and ``pivot_root``\\ s into it (sandbox_init.py lists the steps),
-  then hardens itself and the agent (capability bounding set, no_new_privs, not dumpable,
-  seccomp). create returns when the agent has answered the ping: the sandbox is ready to
-  exec (the runner still measures readiness as the first exec).
+  ping, mounts the root and ``pivot_root``\\ s into it (sandbox_init.py lists the steps; in C
+  when scripts/setup.sh could compile sbnative.c, else in Python: ``pid1_root`` in the
+  environment and capability notes says which), then hardens itself and the agent
+  (capability bounding set, no_new_privs, not dumpable, seccomp; PID 1's own seccomp
+  filter is loaded just after it lets the agent answer). create returns when the agent has
+  answered the ping: the sandbox is ready to exec (the runner still measures readiness as
+  the first exec). Nothing is made ahead of the timed create: every directory, cgroup,
+  namespace and mount of a sandbox is made inside it.
 
   The root is an allow-list: an overlay of a skeleton (the host's top-level layout, with
   empty root, home, tmp, var, srv, opt, mnt...) plus, per host system directory (usr, etc,

@@ -18,6 +18,10 @@
 #include <linux/seccomp.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,11 +31,12 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* Bumped whenever a signature changes; the Python side refuses a library of another ABI
  * (a stale build), and falls back. */
-int sb_abi(void) { return 1; }
+int sb_abi(void) { return 2; }
 
 static const char *const PROC_READONLY[] = {"sys", "sysrq-trigger", "irq", "bus", "fs", NULL};
 static const char *const DEV_NODES[] = {"null", "zero", "full", "random", "urandom", "tty", NULL};
@@ -60,6 +65,123 @@ static int do_mount(char *err, size_t errlen, const char *src, const char *targe
                     const char *fstype, unsigned long flags, const char *data) {
     if (mount(src, target, fstype, flags, data) != 0)
         return fail(err, errlen, "mount %s on %s", fstype ? fstype : "bind", target);
+    return 0;
+}
+
+static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+/* sandbox_init.run's first steps, on entry to PID 1: die with the zygote (and at once if it
+ * is already gone), stdio to /dev/null, every descriptor closed but keep[0..nkeep), the
+ * host pid and start time (clock ticks since boot) read from the host's /proc, the argument
+ * and environment strings blanked to ``title`` (sandbox_init.own_host_identity,
+ * _linux.set_cmdline), the thread name set, a new session. */
+int sb_enter(int lifeline_fd, int *keep, int nkeep, const char *title, long long *host_pid,
+             long long *starttime, char *err, size_t errlen) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
+        return fail(err, errlen, "prctl(%d)", PR_SET_PDEATHSIG);
+    struct pollfd lifeline = {.fd = lifeline_fd, .events = POLLIN};
+    if (poll(&lifeline, 1, 0) > 0) /* the zygote died before the line above */
+        _exit(1);
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0)
+        return fail(err, errlen, "open /dev/null");
+    for (int fd = 0; fd < 3; fd++)
+        if (dup2(null, fd) < 0)
+            return fail(err, errlen, "dup2");
+    qsort(keep, nkeep, sizeof *keep, cmp_int);
+    unsigned int low = 3;
+    for (int i = 0; i <= nkeep; i++) {
+        unsigned int high = i < nkeep ? (unsigned int)keep[i] : ~0U;
+        if (i < nkeep && keep[i] < 3)
+            continue;
+        if (high > low && syscall(SYS_close_range, low, high - 1, 0) != 0)
+            for (unsigned int fd = low; fd < high && fd < 65536; fd++)
+                close(fd);
+        low = high + 1;
+    }
+    char stat[2048];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(err, errlen, "open /proc/self/stat");
+    ssize_t n = read(fd, stat, sizeof stat - 1);
+    close(fd);
+    if (n <= 0)
+        return fail(err, errlen, "read /proc/self/stat");
+    stat[n] = 0;
+    char *rest = strrchr(stat, ')');
+    if (rest == NULL) {
+        errno = EINVAL;
+        return fail(err, errlen, "parse /proc/self/stat");
+    }
+    /* fields after the command: 3 (state) is the first; 22 starttime, 48-51 the strings */
+    unsigned long long field[52] = {0};
+    char *p = rest + 2;
+    for (int i = 3; i <= 51 && *p; i++) { /* field 3 (state) is a letter: stays 0 */
+        field[i] = strtoull(p, NULL, 10);
+        while (*p && *p != ' ')
+            p++;
+        while (*p == ' ')
+            p++;
+    }
+    if (field[51] == 0) {
+        errno = EINVAL;
+        return fail(err, errlen, "parse /proc/self/stat");
+    }
+    *host_pid = strtoll(stat, NULL, 10);
+    *starttime = (long long)field[22];
+    unsigned long long arg_start = field[48], arg_end = field[49];
+    unsigned long long env_start = field[50], env_end = field[51];
+    if (arg_end > arg_start) {
+        size_t room = arg_end - arg_start, len = strlen(title);
+        memset((void *)arg_start, 0, room);
+        memcpy((void *)arg_start, title, len < room - 1 ? len : room - 1);
+    }
+    if (env_end > env_start)
+        memset((void *)env_start, 0, env_end - env_start);
+    if (prctl(PR_SET_NAME, title, 0, 0, 0) != 0)
+        return fail(err, errlen, "prctl(PR_SET_NAME)");
+    if (setsid() < 0)
+        return fail(err, errlen, "setsid");
+    return 0;
+}
+
+/* sandbox_init.run's steps before the agent's fork: join the cgroups (write 0 to each
+ * ``cgroup.procs``-like file of ``procs``, NUL-separated, ended by an empty string), bind
+ * and listen on ``<d>/agent.sock`` (relative to ``d``: sun_path holds 108 bytes), then
+ * unshare(NEWNS | NEWUTS | NEWIPC | NEWNET). *listener: the socket (close-on-exec). */
+int sb_isolate(const char *d, const char *procs, int *listener, char *err, size_t errlen) {
+    for (const char *path = procs; *path; path += strlen(path) + 1) {
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            return fail(err, errlen, "open %s", path);
+        if (write(fd, "0", 1) != 1) {
+            int rc = fail(err, errlen, "write %s", path);
+            close(fd);
+            return rc;
+        }
+        close(fd);
+    }
+    int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (sock < 0)
+        return fail(err, errlen, "socket");
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    strcpy(addr.sun_path, "agent.sock");
+    int rc = 0;
+    if (chdir(d) != 0)
+        rc = fail(err, errlen, "chdir %s", d);
+    else if (bind(sock, (struct sockaddr *)&addr, sizeof addr) != 0)
+        rc = fail(err, errlen, "bind %s/agent.sock", d);
+    else if (listen(sock, 128) != 0)
+        rc = fail(err, errlen, "listen");
+    else if (chdir("/") != 0)
+        rc = fail(err, errlen, "chdir /");
+    else if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET) != 0)
+        rc = fail(err, errlen, "unshare");
+    if (rc) {
+        close(sock);
+        return rc;
+    }
+    *listener = sock;
     return 0;
 }
 
