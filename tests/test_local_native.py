@@ -101,10 +101,10 @@ async def test_the_helper_and_the_python_path_build_the_same_sandbox(tmp_path, m
 
 
 async def test_without_the_helper_or_with_a_stale_one_python_builds_the_root(tmp_path, monkeypatch):
-    stale = build(tmp_path, SOURCE.read_text().replace("return 2; }", "return 99; }", 1))
+    stale = build(tmp_path, SOURCE.read_text().replace("return 3; }", "return 99; }", 1))
     for lib, expected in (
         (tmp_path / "absent.so", "python (no compiled helper: scripts/setup.sh builds it)"),
-        (stale, f"python ({stale} speaks ABI 99, not 2: run scripts/setup.sh)"),
+        (stale, f"python ({stale} speaks ABI 99, not 3: run scripts/setup.sh)"),
     ):
         monkeypatch.setattr(provider_module, "NATIVE_LIB", lib)
         p = LocalProvider({"state_dir": str(tmp_path / "state")})

@@ -130,6 +130,17 @@ def _load_seccomp(bpf: bytes) -> None:
     )  # fmt: skip
 
 
+def set_title(title: str) -> None:
+    """:func:`set_cmdline` and :func:`set_comm` (in C with the helper: sbnative.c
+    ``sb_title``)."""
+    if native is not None:
+        _native_check(native.sb_title(title.encode(), None, None, _native_err,
+                                      len(_native_err)))  # fmt: skip
+        return
+    set_cmdline(title)
+    set_comm(title)
+
+
 def set_cmdline(title: str, stat: str | None = None) -> None:
     """Make ``/proc/self/cmdline`` read ``title`` and ``/proc/self/environ`` empty, so that a
     sandbox's processes do not show the host's interpreter, paths and environment.
@@ -154,7 +165,7 @@ def set_cmdline(title: str, stat: str | None = None) -> None:
 #: The compiled helper (sbnative.c) once :func:`load_native` has loaded it, else None.
 native: ctypes.CDLL | None = None
 #: The helper's ABI this module speaks (``sb_abi()`` in sbnative.c).
-NATIVE_ABI = 2
+NATIVE_ABI = 3
 _native_err = ctypes.create_string_buffer(1024)
 
 
@@ -177,6 +188,7 @@ def load_native(path: str) -> str:
     long_p = ctypes.POINTER(ctypes.c_longlong)
     lib.sb_enter.argtypes = (ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int, string,
                              long_p, long_p, ctypes.c_char_p, size)  # fmt: skip
+    lib.sb_title.argtypes = (string, long_p, long_p, ctypes.c_char_p, size)
     lib.sb_isolate.argtypes = (string, string, ctypes.POINTER(ctypes.c_int), ctypes.c_char_p,
                                size)  # fmt: skip
     native = lib

@@ -287,8 +287,7 @@ def _fork_agent(
         try:
             for fd in close:
                 os.close(fd)
-            L.set_cmdline("sb-agent")
-            L.set_comm("sb-agent")
+            L.set_title("sb-agent")
             gate = None
             if go_fd is not None:
                 assert spec is not None

@@ -36,7 +36,7 @@
 
 /* Bumped whenever a signature changes; the Python side refuses a library of another ABI
  * (a stale build), and falls back. */
-int sb_abi(void) { return 2; }
+int sb_abi(void) { return 3; }
 
 static const char *const PROC_READONLY[] = {"sys", "sysrq-trigger", "irq", "bus", "fs", NULL};
 static const char *const DEV_NODES[] = {"null", "zero", "full", "random", "urandom", "tty", NULL};
@@ -67,6 +67,9 @@ static int do_mount(char *err, size_t errlen, const char *src, const char *targe
         return fail(err, errlen, "mount %s on %s", fstype ? fstype : "bind", target);
     return 0;
 }
+
+int sb_title(const char *title, long long *host_pid, long long *starttime, char *err,
+             size_t errlen);
 
 static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
 
@@ -99,6 +102,19 @@ int sb_enter(int lifeline_fd, int *keep, int nkeep, const char *title, long long
                 close(fd);
         low = high + 1;
     }
+    int rc = sb_title(title, host_pid, starttime, err, errlen);
+    if (rc)
+        return rc;
+    if (setsid() < 0)
+        return fail(err, errlen, "setsid");
+    return 0;
+}
+
+/* Blank the argument and environment strings to ``title``, set the thread name
+ * (_linux.set_cmdline, set_comm); host_pid and starttime (when not NULL): from the
+ * /proc/self/stat read for it (sandbox_init.own_host_identity). */
+int sb_title(const char *title, long long *host_pid, long long *starttime, char *err,
+             size_t errlen) {
     char stat[2048];
     int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -127,8 +143,10 @@ int sb_enter(int lifeline_fd, int *keep, int nkeep, const char *title, long long
         errno = EINVAL;
         return fail(err, errlen, "parse /proc/self/stat");
     }
-    *host_pid = strtoll(stat, NULL, 10);
-    *starttime = (long long)field[22];
+    if (host_pid)
+        *host_pid = strtoll(stat, NULL, 10);
+    if (starttime)
+        *starttime = (long long)field[22];
     unsigned long long arg_start = field[48], arg_end = field[49];
     unsigned long long env_start = field[50], env_end = field[51];
     if (arg_end > arg_start) {
@@ -140,8 +158,6 @@ int sb_enter(int lifeline_fd, int *keep, int nkeep, const char *title, long long
         memset((void *)env_start, 0, env_end - env_start);
     if (prctl(PR_SET_NAME, title, 0, 0, 0) != 0)
         return fail(err, errlen, "prctl(PR_SET_NAME)");
-    if (setsid() < 0)
-        return fail(err, errlen, "setsid");
     return 0;
 }
 
