@@ -113,7 +113,24 @@ Design notes (deviations from the first design, and why):
   (fork, thread, first request) overlaps PID 1's mounts; the readiness answer comes straight
   from the agent, not relayed by the zygote. The kernel's own floor, measured in C with the
   same system calls as PID 1 (namespaces, three overlays, proc, dev, tmpfs, lo,
-  pivot_root): 2.6 ms p50.
+  pivot_root): 2.6 ms p50. Every Python line a freshly forked process runs costs
+  copy-on-write faults (~2 us each here, measured in C; PID 1 took ~500 of them), so PID 1's
+  steps run in C when scripts/setup.sh could compile sbnative.c (``pid1_root``), the
+  cgroups are made with the directory on the provider's thread, and PID 1 loads its
+  own seccomp filter after its go (the agent loads its own before it answers). Where a create
+  went after that (2026-11-30, load 2; perf_counter_ns stamps across the processes, p50s of
+  60 creates, create 5.3 ms): harness and zygote up to the fork 0.4 ms; the zygote's fork
+  0.4; until the child runs 0.7 (placing it on the other vCPU: a halted vCPU here takes up to
+  2.4 ms to wake, measured in C; pinning the whole set-up to one vCPU was slower, 7.2 against
+  5.3 ms); PID 1's first steps 0.4; cgroup join, agent socket and new namespaces 0.8 (the
+  network namespace alone ~0.5, kernel); the agent's fork 0.4; the root's mounts 1.6 (kernel
+  time: three overlays ~0.7) while the agent starts, hardens (its seccomp filter ~0.3) and
+  reads the ping (1.5); go, answer and wake-up of the harness 0.6. Both paths after the
+  agent's fork are now equally long, so the next step must shorten both: e.g. overlays made
+  with fsopen/fsmount on the provider's thread and handed over, and a native agent.
+* create p50 with the native steps against the Python ones (benchmarks/test_local_bench.py
+  ``-k test_create``, runs alternating with the version before, 2026-11-30): 5.9 against
+  7.4 ms (medians of six runs, load 2.6-2.8), 10.2 against 14.9 (three runs, load 5.4-7.6).
 * Measured p50 on the 2-core dev VM (benchmarks/test_local_bench.py), median of three runs
   alternating with the version before, load average 0.7-1.8 (2026-11-29; before -> now):
   create + first exec 13.3 -> 9.5 ms; create alone 7.9 (p90 8.7-15.0); exec ``true`` 0.94
@@ -127,7 +144,8 @@ Design notes (deviations from the first design, and why):
   child in 1.2 ms against 0.36 ms for a 6 MiB C process: its after-fork work and the
   copy-on-write faults of every object it touches, slow under PVM; then interpreting PID 1's
   and the agent's steps) and the hand-offs between the harness, the zygote, PID 1 and the
-  agent (each a wake-up on the other vCPU). A native PID 1 and agent would be the next step.
+  agent (each a wake-up on the other vCPU). (Figures of 2026-11-29, before the native steps
+  above.)
 """
 
 from __future__ import annotations
