@@ -118,7 +118,7 @@ Design notes (deviations from the first design, and why):
   steps run in C when scripts/setup.sh could compile sbnative.c (``pid1_root``), the
   cgroups are made with the directory on the provider's thread, and PID 1 loads its
   own seccomp filter after its go (the agent loads its own before it answers). Where a create
-  went after that (2026-11-30, load 2; perf_counter_ns stamps across the processes, p50s of
+  went after that (2026-11-30, load 2; CLOCK_MONOTONIC stamps from each process, p50s of
   60 creates, create 5.3 ms): harness and zygote up to the fork 0.4 ms; the zygote's fork
   0.4; until the child runs 0.7 (placing it on the other vCPU: a halted vCPU here takes up to
   2.4 ms to wake, measured in C; pinning the whole set-up to one vCPU was slower, 7.2 against
@@ -127,7 +127,8 @@ Design notes (deviations from the first design, and why):
   time: three overlays ~0.7) while the agent starts, hardens (its seccomp filter ~0.3) and
   reads the ping (1.5); go, answer and wake-up of the harness 0.6. Both paths after the
   agent's fork are now equally long, so the next step must shorten both: e.g. overlays made
-  with fsopen/fsmount on the provider's thread and handed over, and a native agent.
+  with fsopen/fsmount on the provider's thread during the create and handed to PID 1, and a
+  native agent.
 * create p50 with the native steps against the Python ones (benchmarks/test_local_bench.py
   ``-k test_create``, runs alternating with the version before, 2026-11-30): 5.9 against
   7.4 ms (medians of six runs, load 2.6-2.8), 10.2 against 14.9 (three runs, load 5.4-7.6).
