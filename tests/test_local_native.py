@@ -8,6 +8,7 @@ Needs root and a C compiler (each test builds the helper into its own temporary 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -66,12 +67,24 @@ def normalise(text: str, sid: str, state_dir: Path) -> list[str]:
     return lines
 
 
+def open_files(pid: int) -> list[str]:
+    """What a host process holds open, by kind (``socket``, ``pipe``, a path)."""
+    kinds = []
+    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        kind = re.sub(r":\[\d+\]$", "", target)
+        kinds.append(f"{fd}:{kind}")
+    return kinds
+
+
 async def probe(p: LocalProvider, state_dir: Path) -> list[str]:
     sb = await p.create(SPEC)
     try:
         result = await p.exec(sb, ["/bin/sh", "-c", PROBE], timeout_s=20)
         assert result.exit_code == 0, result.stderr
-        return normalise(result.stdout.decode(), sb.id, state_dir)
+        await asyncio.sleep(0.3)  # PID 1 closes its "ready" pipe just after the go
+        held = open_files(p._sandboxes[sb.id].host_pid)
+        return [*normalise(result.stdout.decode(), sb.id, state_dir), "---", *held]
     finally:
         await p.destroy(sb)
 
@@ -94,8 +107,11 @@ async def test_the_helper_and_the_python_path_build_the_same_sandbox(tmp_path, m
     text = "\n".join(seen[True][1])
     assert "overlay" in text and "proc" in text and "writable" in text
     assert "Seccomp:\t2" in text and "NoNewPrivs:\t1" in text
+    # PID 1 holds /dev/null as stdio and its agent's listening socket, nothing of the host's
+    held = seen[True][1][seen[True][1].index("---", -8) + 1 :]
+    assert [h.split(":", 1)[1] for h in held] == ["/dev/null"] * 3 + ["socket"], held
     # PID 1's title, name and session (its own); its environ unreadable (not dumpable)
-    cmdline, comm, session, environ = seen[True][1][-4:]
+    cmdline, comm, session, environ = seen[True][1][-4 - len(held) - 1 : -len(held) - 1]
     assert cmdline.rstrip("|") == "sb-init" and comm == "sb-init" and session == "1"
     assert environ == "0"
 
