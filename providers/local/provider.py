@@ -130,8 +130,9 @@ Design notes (deviations from the first design, and why):
   with fsopen/fsmount on the provider's thread during the create and handed to PID 1, and a
   native agent.
 * create p50 with the native steps against the Python ones (benchmarks/test_local_bench.py
-  ``-k test_create``, runs alternating with the version before, 2026-11-30): 5.9 against
-  7.4 ms (medians of six runs, load 2.6-2.8); at load 4-8 runs swing between 9 and 18 ms
+  ``-k test_create``, runs alternating with the version before, 2026-11-30): 5.6 against
+  6.5 ms (medians of three runs, load 2.3-2.7; p90 at most 1.34x p50), 5.9 against 7.4 (six
+  runs, load 2.6-2.8); at load 4-8 runs swing between 9 and 18 ms
   and the versions do not separate (three runs each: 10.2 against 14.9, 13.0 against 10.5).
 * Measured p50 on the 2-core dev VM (benchmarks/test_local_bench.py), median of three runs
   alternating with the version before, load average 0.7-1.8 (2026-11-29; before -> now):
