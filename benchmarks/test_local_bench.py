@@ -20,7 +20,9 @@ a sandbox (directory, four cgroups joined, namespaces, the agent's fork, three o
 proc, dev, tmpfs, lo, pivot_root, bounding set): 2.2 ms p50 (1.7-2.6 ms without the
 directory and cgroups, by the load); a fork of a 20 MiB process: 1.0 ms to the child
 running, of a 1 MiB one 0.23 ms; ``posix_spawn`` of ``true`` with two pipes and a wait:
-0.53-0.55 ms. The provider's module docstring says where the rest goes.
+0.53-0.55 ms. The provider's module docstring says where the rest goes. Each benchmark's
+``extra_info`` also says which path built the sandboxes' roots (``pid1_root``: ``native``
+when scripts/setup.sh compiled providers/local/sbnative.c, else ``python (why)``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ pytestmark = [
 ]
 SPEC = SandboxSpec(labels={RUN_LABEL: "local-bench"})
 MIB = 1024 * 1024
+_PID1_ROOT: dict[str, str] = {}
 
 
 class Env:
@@ -61,6 +64,7 @@ def env(tmp_path_factory):
     loop = asyncio.new_event_loop()
     provider = LocalProvider({"state_dir": str(tmp_path_factory.mktemp("local-bench"))})
     loop.run_until_complete(provider.open())
+    _PID1_ROOT["value"] = provider.pid1_root
     yield Env(loop, provider)
     loop.run_until_complete(provider.close())
     loop.close()
@@ -76,6 +80,8 @@ def sandbox(env):
 def goal(benchmark, *, p50_ms: float | None, p90_over_p50: float | None = None, **extra):
     """Record the goal now; :func:`verdict` adds p90 and the verdict after the run."""
     benchmark.extra_info.update(goal_p50_ms=p50_ms, goal_p90_over_p50=p90_over_p50, **extra)
+    # which path built the sandboxes' roots: "native" (sbnative.c) or "python (why)"
+    benchmark.extra_info["pid1_root"] = _PID1_ROOT.get("value")
     benchmark.extra_info["load_before"] = os.getloadavg()[0]
 
 

@@ -667,7 +667,9 @@ def test_bad_settings_are_refused_in_one_line_at_construction(settings, message,
 
 def test_settings_are_declared_once_with_help():
     names = [d.name for d in declared(LocalProvider.settings_class)]
-    assert names == ["state_dir", "rootfs", "checkpoint_method", "seccomp", "favordynmods"]
+    assert names == [
+        "state_dir", "rootfs", "checkpoint_method", "seccomp", "favordynmods", "native"
+    ]  # fmt: skip
     p = LocalProvider({"state_dir": "~/x/../y", "seccomp": False})
     assert p.state_dir == Path(os.path.expanduser("~/y"))
     assert p.config.seccomp is False and p.config.favordynmods is True

@@ -109,6 +109,13 @@ class _SockFprog(ctypes.Structure):
 
 
 def load_seccomp(bpf: bytes) -> None:
+    if native is not None:  # sbnative.c ``sb_seccomp``
+        _native_check(native.sb_seccomp(bpf, len(bpf), _native_err, len(_native_err)))
+        return
+    _load_seccomp(bpf)
+
+
+def _load_seccomp(bpf: bytes) -> None:
     """Install a compiled classic-BPF seccomp program (8 bytes per instruction) on this
     thread; inherited by every process it forks from now on. Needs no_new_privs (or
     CAP_SYS_ADMIN). The program is compiled once by libseccomp (seccomp.py); loading it is
@@ -121,6 +128,17 @@ def load_seccomp(bpf: bytes) -> None:
                     ctypes.byref(fprog), ctypes.c_ulong(0), ctypes.c_ulong(0)),
         "prctl(PR_SET_SECCOMP)",
     )  # fmt: skip
+
+
+def set_title(title: str) -> None:
+    """:func:`set_cmdline` and :func:`set_comm` (in C with the helper: sbnative.c
+    ``sb_title``)."""
+    if native is not None:
+        _native_check(native.sb_title(title.encode(), None, None, _native_err,
+                                      len(_native_err)))  # fmt: skip
+        return
+    set_cmdline(title)
+    set_comm(title)
 
 
 def set_cmdline(title: str, stat: str | None = None) -> None:
@@ -142,6 +160,84 @@ def set_cmdline(title: str, stat: str | None = None) -> None:
     ctypes.memmove(arg_start, raw, len(raw))
     if env_end > env_start:
         ctypes.memset(env_start, 0, env_end - env_start)
+
+
+#: The compiled helper (sbnative.c) once :func:`load_native` has loaded it, else None.
+native: ctypes.CDLL | None = None
+#: The helper's ABI this module speaks (``sb_abi()`` in sbnative.c).
+NATIVE_ABI = 3
+_native_err = ctypes.create_string_buffer(1024)
+
+
+def load_native(path: str) -> str:
+    """Load the compiled helper (built by scripts/setup.sh); returns "native" or, when the
+    Python path stays in use, why."""
+    global native
+    try:
+        lib = ctypes.CDLL(path)
+        abi = lib.sb_abi()
+    except (OSError, AttributeError) as exc:
+        return f"python ({path}: {exc})"
+    if abi != NATIVE_ABI:
+        return f"python ({path} speaks ABI {abi}, not {NATIVE_ABI}: run scripts/setup.sh)"
+    string, size = ctypes.c_char_p, ctypes.c_size_t
+    lib.sb_build.argtypes = (string, string, string, string, ctypes.c_int, string,
+                             ctypes.c_char_p, size)  # fmt: skip
+    lib.sb_harden.argtypes = (string, size, ctypes.c_char_p, size)
+    lib.sb_seccomp.argtypes = (string, size, ctypes.c_char_p, size)
+    long_p = ctypes.POINTER(ctypes.c_longlong)
+    lib.sb_enter.argtypes = (ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int, string,
+                             long_p, long_p, ctypes.c_char_p, size)  # fmt: skip
+    lib.sb_title.argtypes = (string, long_p, long_p, ctypes.c_char_p, size)
+    lib.sb_isolate.argtypes = (string, string, ctypes.POINTER(ctypes.c_int), ctypes.c_char_p,
+                               size)  # fmt: skip
+    native = lib
+    return "native"
+
+
+def _native_check(result: int) -> None:
+    if result != 0:
+        raise OSError(-result, _native_err.value.decode(errors="replace"))
+
+
+def native_enter(lifeline_fd: int, keep: list[int], title: str) -> tuple[int, int]:
+    """PID 1's first steps in C (sbnative.c ``sb_enter``); returns its host pid and start
+    time."""
+    assert native is not None
+    fds = (ctypes.c_int * len(keep))(*keep)
+    host_pid, starttime = ctypes.c_longlong(), ctypes.c_longlong()
+    _native_check(native.sb_enter(lifeline_fd, fds, len(keep), title.encode(),
+                                  ctypes.byref(host_pid), ctypes.byref(starttime),
+                                  _native_err, len(_native_err)))  # fmt: skip
+    return host_pid.value, starttime.value
+
+
+def native_isolate(d: str, procs: list[str]) -> int:
+    """Join the cgroups, listen on ``<d>/agent.sock``, enter new mount, uts, ipc and net
+    namespaces, in C (sbnative.c ``sb_isolate``); returns the listening socket's fd."""
+    assert native is not None
+    packed = "".join(f"{path}\0" for path in procs).encode() + b"\0"
+    listener = ctypes.c_int(-1)
+    _native_check(native.sb_isolate(os.fsencode(d), packed, ctypes.byref(listener),
+                                     _native_err, len(_native_err)))  # fmt: skip
+    return listener.value
+
+
+def native_build(d: str, lower: str, dirs: list[str], etc_mask: str | None, userns: bool,
+                 hostname: str) -> None:  # fmt: skip
+    """sandbox_init._build in C (sbnative.c ``sb_build``)."""
+    assert native is not None
+    packed = "".join(f"{name}\0" for name in dirs).encode() + b"\0"
+    _native_check(native.sb_build(os.fsencode(d), os.fsencode(lower), packed,
+                                  os.fsencode(etc_mask or ""), int(userns), hostname.encode(),
+                                  _native_err, len(_native_err)))  # fmt: skip
+
+
+def native_harden(bpf: bytes | None) -> None:
+    """sandbox_init.harden in C (sbnative.c ``sb_harden``)."""
+    assert native is not None
+    program = bpf or b""
+    _native_check(native.sb_harden(program, len(program), _native_err, len(_native_err)))
 
 
 def drop_bounding_caps(keep: frozenset[int], last_cap: int) -> None:

@@ -5,15 +5,19 @@ What each operation means on this provider
 
 * **create**: sends the zygote (zygote.py, one small pre-imported Python process per
   provider) a spawn request carrying one end of a fresh socket pair, and queues a ping on
-  the other end, then makes the sandbox's directory (``meta.json`` first) on a thread while
-  the zygote forks the sandbox's PID 1 into a new pid namespace. PID 1 waits for the
-  directory, makes the cgroups (memory, pids and cpu limits from the spec) and joins them,
+  the other end, then makes the sandbox's directory (``meta.json`` first) and its cgroups
+  (memory, pids and cpu limits from the spec) on a thread while the zygote forks the
+  sandbox's PID 1 into a new pid namespace. PID 1 waits for them, joins the cgroups,
   binds the agent's socket, enters new mount, uts, ipc and
   net namespaces, forks the exec agent (agent.py) and, while the agent starts and reads the
-  ping, mounts the root and ``pivot_root``\\ s into it (sandbox_init.py lists the steps),
-  then hardens itself and the agent (capability bounding set, no_new_privs, not dumpable,
-  seccomp). create returns when the agent has answered the ping: the sandbox is ready to
-  exec (the runner still measures readiness as the first exec).
+  ping, mounts the root and ``pivot_root``\\ s into it (sandbox_init.py lists the steps; in C
+  when scripts/setup.sh could compile sbnative.c, else in Python: ``pid1_root`` in the
+  environment and capability notes says which), then hardens itself and the agent
+  (capability bounding set, no_new_privs, not dumpable, seccomp; PID 1's own seccomp
+  filter is loaded just after it lets the agent answer). create returns when the agent has
+  answered the ping: the sandbox is ready to exec (the runner still measures readiness as
+  the first exec). Nothing is made ahead of the timed create: every directory, cgroup,
+  namespace and mount of a sandbox is made inside it.
 
   The root is an allow-list: an overlay of a skeleton (the host's top-level layout, with
   empty root, home, tmp, var, srv, opt, mnt...) plus, per host system directory (usr, etc,
@@ -109,7 +113,27 @@ Design notes (deviations from the first design, and why):
   (fork, thread, first request) overlaps PID 1's mounts; the readiness answer comes straight
   from the agent, not relayed by the zygote. The kernel's own floor, measured in C with the
   same system calls as PID 1 (namespaces, three overlays, proc, dev, tmpfs, lo,
-  pivot_root): 2.6 ms p50.
+  pivot_root): 2.6 ms p50. Every Python line a freshly forked process runs costs
+  copy-on-write faults (~2 us each here, measured in C; PID 1 took ~500 of them), so PID 1's
+  steps run in C when scripts/setup.sh could compile sbnative.c (``pid1_root``), the
+  cgroups are made with the directory on the provider's thread, and PID 1 loads its
+  own seccomp filter after its go (the agent loads its own before it answers). Where a create
+  went after that (2026-11-30, load 2; CLOCK_MONOTONIC stamps from each process, p50s of
+  60 creates, create 5.3 ms): harness and zygote up to the fork 0.4 ms; the zygote's fork
+  0.4; until the child runs 0.7 (placing it on the other vCPU: a halted vCPU here takes up to
+  2.4 ms to wake, measured in C; pinning the whole set-up to one vCPU was slower, 7.2 against
+  5.3 ms); PID 1's first steps 0.4; cgroup join, agent socket and new namespaces 0.8 (the
+  network namespace alone ~0.5, kernel); the agent's fork 0.4; the root's mounts 1.6 (kernel
+  time: three overlays ~0.7) while the agent starts, hardens (its seccomp filter ~0.3) and
+  reads the ping (1.5); go, answer and wake-up of the harness 0.6. Both paths after the
+  agent's fork are now equally long, so the next step must shorten both: e.g. overlays made
+  with fsopen/fsmount on the provider's thread during the create and handed to PID 1, and a
+  native agent.
+* create p50 with the native steps against the Python ones (benchmarks/test_local_bench.py
+  ``-k test_create``, runs alternating with the version before, 2026-11-30): 5.6 against
+  6.5 ms (medians of three runs, load 2.3-2.7; p90 at most 1.34x p50), 5.9 against 7.4 (six
+  runs, load 2.6-2.8); at load 4-8 runs swing between 9 and 18 ms
+  and the versions do not separate (three runs each: 10.2 against 14.9, 13.0 against 10.5).
 * Measured p50 on the 2-core dev VM (benchmarks/test_local_bench.py), median of three runs
   alternating with the version before, load average 0.7-1.8 (2026-11-29; before -> now):
   create + first exec 13.3 -> 9.5 ms; create alone 7.9 (p90 8.7-15.0); exec ``true`` 0.94
@@ -123,7 +147,8 @@ Design notes (deviations from the first design, and why):
   child in 1.2 ms against 0.36 ms for a 6 MiB C process: its after-fork work and the
   copy-on-write faults of every object it touches, slow under PVM; then interpreting PID 1's
   and the agent's steps) and the hand-offs between the harness, the zygote, PID 1 and the
-  agent (each a wake-up on the other vCPU). A native PID 1 and agent would be the next step.
+  agent (each a wake-up on the other vCPU). (Figures of 2026-11-29, before the native steps
+  above.)
 """
 
 from __future__ import annotations
@@ -173,7 +198,7 @@ from providers.errors import (
     Unavailable,
     Unsupported,
 )
-from providers.local import agent, cgroups, layers, seccomp, zygote
+from providers.local import agent, cgroups, layers, sandbox_init, seccomp, zygote
 from providers.local.layers import remove_tree
 from providers.settings import SettingError, parse, setting
 
@@ -202,6 +227,9 @@ CHECKPOINT_ID = re.compile(r"^ck-[0-9a-f]{12}$")
 META_FORMAT = "providers.local/1"
 ZYGOTE_START_TIMEOUT_S = 20.0
 READY_TIMEOUT_S = 30.0
+#: The compiled part of PID 1 (sbnative.c), built by scripts/setup.sh when a C compiler is
+#: present; without it PID 1 runs the same steps in Python.
+NATIVE_LIB = Path(__file__).resolve().parents[2] / "build" / "native" / "sbnative.so"
 FILE_TIMEOUT_S = 120.0
 #: Extra time the provider waits beyond an exec's own timeout for the agent's answer.
 EXEC_GRACE_S = 0.5
@@ -250,6 +278,11 @@ class LocalSettings:
         True,
         help="while open, hold a private cgroup v1 hierarchy mounted with favordynmods so "
         "that joining a sandbox's cgroups skips an RCU grace period (root with cgroups only)",
+    )
+    native: bool = setting(
+        True,
+        help="build each sandbox's root with the compiled helper (build/native/sbnative.so, "
+        "made by scripts/setup.sh) when it is there; false: always the Python path",
     )
 
     def __post_init__(self) -> None:
@@ -631,6 +664,7 @@ class LocalProvider(Provider):
         self.seccomp_bpf: bytes | None = None
         self.seccomp_note = "not yet detected (the provider is not open)"
         self.favordynmods = "not yet detected (the provider is not open)"
+        self.pid1_root = "not yet detected (the provider is not open)"
         self._sandboxes: dict[str, _Handle] = {}
         self._zygote: _ZygoteClient | None = None
 
@@ -683,10 +717,16 @@ class LocalProvider(Provider):
         else:
             dynmods.mkdir(exist_ok=True)
             config["dynmods_dir"] = str(dynmods)
+        if not self.config.native:
+            self.pid1_root = "python (setting native = false)"
+        elif NATIVE_LIB.is_file():
+            config["native"] = str(NATIVE_LIB)
         client = _ZygoteClient(self._on_exit)
         hello = await client.start(config)
         if "favordynmods" in hello:
             self.favordynmods = hello["favordynmods"]
+        if self.config.native:
+            self.pid1_root = hello.get("pid1_root", "python")
         self._zygote = client
 
     def _choose_checkpoint_method(self) -> str | None:
@@ -838,6 +878,7 @@ class LocalProvider(Provider):
             "processes are not inherited; children and parent are independent afterwards",
             "seccomp": self._seccomp_state()[1],
             "favordynmods": self.favordynmods,
+            "pid1_root": self.pid1_root,
             "checkpoint_consistency": (
                 "frozen (cgroup freezer) while the layer is copied"
                 if layout.freezer
@@ -919,6 +960,7 @@ class LocalProvider(Provider):
             python=platform.python_version(),
             seccomp=self._seccomp_state()[1],
             favordynmods=self.favordynmods,
+            pid1_root=self.pid1_root,
             overlay="listed in /proc/filesystems"
             if self.host.overlay
             else "not listed (may be a module loaded on first mount)",
@@ -1031,12 +1073,16 @@ class LocalProvider(Provider):
             # through the zygote, no connect after the fact).
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             fds = [theirs.fileno()]
+            cgroup_steps: list[list] = []
             if not made_first:
-                # The directory is made on a thread here while the zygote forks PID 1; PID 1
-                # waits for this pipe's byte before it makes the cgroups (meta.json, which
-                # names them, comes first) and mounts.
+                # The directory and the cgroups (meta.json, which names them, first) are made
+                # on a thread here while the zygote forks PID 1; PID 1 waits for this pipe's
+                # byte before it joins the cgroups and mounts.
                 dirs_r, dirs_w = os.pipe()
                 fds.append(dirs_r)
+                if init_spec["cgroup"]:
+                    cgroup_steps = init_spec["cgroup"]["create"]
+                    init_spec["cgroup"] = {**init_spec["cgroup"], "create": []}
             try:
                 spawned = True  # from here a cancelled create must ask the zygote to kill
                 answer_fut = zygote.request("spawn", fds=fds, sid=sid, spec=init_spec)
@@ -1047,7 +1093,7 @@ class LocalProvider(Provider):
             if dirs_w is not None:
                 made = b"x"
                 try:
-                    await _off_loop(_write_tree, d, meta, init_spec["layers"])
+                    await _off_loop(_write_tree, d, meta, init_spec["layers"], cgroup_steps)
                     made = b"d"
                 finally:
                     os.write(dirs_w, made)  # "x": PID 1 gives up
@@ -1386,12 +1432,14 @@ def _write_meta(d: Path, meta: dict[str, Any]) -> None:
     (d / "merged").mkdir()
 
 
-def _write_tree(d: Path, meta: dict[str, Any], names: list[str]) -> None:
-    """The sandbox directory, ``meta.json`` first, and its overlay layer directories."""
+def _write_tree(d: Path, meta: dict[str, Any], names: list[str], cgroup_steps: list) -> None:
+    """The sandbox directory, ``meta.json`` first, its overlay layer directories, then its
+    cgroups with their limits (``cgroup_steps``: cgroups.create_steps)."""
     _write_meta(d, meta)
     for kind in ("upper", "work"):
         for name in names:
             (d / "fs" / kind / name).mkdir(parents=True)
+    sandbox_init.run_steps(cgroup_steps)
 
 
 def lock_passwords(text: str) -> str:

@@ -9,10 +9,11 @@ leaves no mount, interface or process behind on the host:
 1. stdio to /dev/null, every inherited descriptor closed but its own; cmdline and environ
    blanked (``sb-init``);
 2. waits until the provider has made the sandbox directory (``meta.json`` first: it names the
-   cgroups before they exist, so a reaper can always find what an interrupted create left)
-   and the writable layer's directories, which it does on a thread while the zygote forks
-   (for restore and fork they were made before); makes the cgroups with the spec's limits
-   and joins them (before it allocates or forks anything);
+   cgroups before they exist, so a reaper can always find what an interrupted create left),
+   the writable layer's directories and, for create, the cgroups with the spec's limits,
+   which it does on a thread while the zygote forks (for restore and fork the layer was
+   made before, and PID 1 makes the cgroups itself); joins the cgroups (before it allocates
+   or forks anything);
 3. binds the agent's unix socket at ``<dir>/agent.sock`` (a host path, reachable from the
    host although the sandbox is in its own network namespace);
 4. ``unshare(NEWNS | NEWUTS | NEWIPC | NEWNET)`` and forks the exec agent (agent.py) at once,
@@ -26,11 +27,17 @@ leaves no mount, interface or process behind on the host:
    urandom and tty bind-mounted in, devpts, ``/dev/shm`` and a private tmpfs ``/tmp``; brings
    ``lo`` up; sets the hostname; ``pivot_root`` into ``merged`` (which moves the agent too)
    and detaches the old root (the capability bounding set, Docker's default set minus
-   CAP_MKNOD, was already cut in the zygote and is inherited);
+   CAP_MKNOD, was already cut in the zygote and is inherited). With the compiled helper
+   (sbnative.c, loaded by the zygote) these system calls run in C, else in Python below:
+   the same calls in the same order (tests/test_local_native.py compares the two roots);
 6. hardens itself: no_new_privs, not dumpable (no sandbox process may ptrace it or read
-   its memory), and the seccomp filter (seccomp.py) when the provider has one;
-7. tells the agent "go" and the zygote "ready"; then reaps every process orphaned in the
-   sandbox, and restarts the agent if it dies (e.g. OOM-killed).
+   its memory); the agent has meanwhile done the same and loaded the seccomp filter
+   (seccomp.py) when the provider has one;
+7. tells the agent "go", then loads the seccomp filter itself (off the create's path: PID 1
+   runs only this module, reads nothing from the sandbox and cannot be ptraced, and the
+   filter is in place before it forks anything, e.g. a restarted agent, which inherits it),
+   and tells the zygote "ready"; then reaps every process orphaned in the sandbox, and
+   restarts the agent if it dies (e.g. OOM-killed).
 
 Only the standard library's lightest modules are imported here (see zygote.py: every module
 the zygote holds makes each sandbox's fork slower); nothing can be imported after
@@ -60,17 +67,21 @@ TITLE = "sb-init"
 def run(spec: dict, ready_fd: int, lifeline_fd: int, conn_fd: int, dirs_fd: int | None) -> None:
     """Become the sandbox's PID 1. Never returns; reports failures on ``ready_fd``."""
     try:
-        L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
-        # If the zygote died before the line above, nothing would ever kill us: check.
-        if select.select([lifeline_fd], [], [], 0)[0]:
-            os._exit(1)
-        null = os.open("/dev/null", os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        _close_fds(keep={ready_fd, conn_fd} | ({dirs_fd} if dirs_fd is not None else set()))
-        host_pid, starttime = own_host_identity()
-        L.set_comm(TITLE)
-        os.setsid()
+        keep = [ready_fd, conn_fd] + ([dirs_fd] if dirs_fd is not None else [])
+        if L.native is not None:  # the same steps in C (sbnative.c)
+            host_pid, starttime = L.native_enter(lifeline_fd, keep, TITLE)
+        else:
+            L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
+            # If the zygote died before the line above, nothing would ever kill us: check.
+            if select.select([lifeline_fd], [], [], 0)[0]:
+                os._exit(1)
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            _close_fds(keep=set(keep))
+            host_pid, starttime = own_host_identity()
+            L.set_comm(TITLE)
+            os.setsid()
         d = spec["dir"]
         if dirs_fd is not None:  # the provider is making the directory meanwhile
             made = os.read(dirs_fd, 1)
@@ -85,15 +96,19 @@ def run(spec: dict, ready_fd: int, lifeline_fd: int, conn_fd: int, dirs_fd: int 
                 f.write(f"{host_pid} {starttime}\n")
         if cgroup:
             run_steps(cgroup["create"])
-            for procs in cgroup["procs"]:
-                with open(procs, "w") as f:
-                    f.write("0")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        os.chdir(d)  # bind relative: the absolute path may exceed sun_path's 108 bytes
-        listener.bind("agent.sock")
-        listener.listen(128)
-        os.chdir("/")
-        L.unshare(L.CLONE_NEWNS | L.CLONE_NEWUTS | L.CLONE_NEWIPC | L.CLONE_NEWNET)
+        if L.native is not None:
+            listener = socket.socket(fileno=L.native_isolate(d, cgroup["procs"] if cgroup else []))
+        else:
+            if cgroup:
+                for procs in cgroup["procs"]:
+                    with open(procs, "w") as f:
+                        f.write("0")
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            os.chdir(d)  # bind relative: the absolute path may exceed sun_path's 108 bytes
+            listener.bind("agent.sock")
+            listener.listen(128)
+            os.chdir("/")
+            L.unshare(L.CLONE_NEWNS | L.CLONE_NEWUTS | L.CLONE_NEWIPC | L.CLONE_NEWNET)
         identity = {"host_pid": host_pid, "starttime": starttime}
         go_r, go_w = os.pipe()
         agent_pid = _fork_agent(listener, identity, conn_fd=conn_fd, go_fd=go_r, spec=spec,
@@ -101,9 +116,14 @@ def run(spec: dict, ready_fd: int, lifeline_fd: int, conn_fd: int, dirs_fd: int 
         os.close(go_r)
         os.close(conn_fd)
         _build(spec)
-        harden(spec)
+        harden(spec, seccomp=False)
         os.write(go_w, b"g")
         os.close(go_w)
+        # PID 1's own filter comes after the go, off the create's path: PID 1 runs only this
+        # module's code, takes no input from the sandbox and cannot be ptraced (not dumpable),
+        # and it is in place before PID 1 forks anything else (a restarted agent inherits it).
+        if spec.get("seccomp"):
+            L.load_seccomp(spec["seccomp"])
         os.write(ready_fd, f"ok {host_pid} {starttime}\n".encode())
         os.close(ready_fd)
     except BaseException as exc:  # noqa: BLE001 - reported to the provider, then exit
@@ -155,6 +175,10 @@ def run_steps(steps: list[list]) -> None:
 
 
 def _build(spec: dict) -> None:
+    if L.native is not None:
+        L.native_build(spec["dir"], spec["lower"], spec["system_dirs"], spec.get("etc_mask"),
+                       spec["userns"], spec["hostname"])  # fmt: skip
+        return
     d = spec["dir"]
     fs = f"{d}/fs"
     merged = f"{d}/merged"
@@ -201,17 +225,21 @@ def _build(spec: dict) -> None:
     os.chdir("/")
 
 
-def harden(spec: dict) -> None:
-    """Limit what this process, and everything it starts from now on, may do (step 6)."""
+def harden(spec: dict, *, seccomp: bool = True) -> None:
+    """Limit what this process, and everything it starts from now on, may do (step 6);
+    ``seccomp=False``: all but the seccomp filter (PID 1 loads it after its go)."""
     # The capability bounding set was cut by the zygote (zygote.main). no_new_privs,
     # inherited by the agent and every command: setuid binaries and file capabilities can no
     # longer raise what a process holds (and seccomp filters need it without CAP_SYS_ADMIN).
+    if L.native is not None:
+        L.native_harden(spec.get("seccomp") if seccomp else None)
+        return
     L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
     # PID 1 and the agent keep the full capability sets they were forked with; being not
     # dumpable, no process of the sandbox (which lacks CAP_SYS_PTRACE) can ptrace them or
     # read their /proc files. Commands they start are dumpable again after execve.
     L.prctl(L.PR_SET_DUMPABLE, 0)
-    if spec.get("seccomp"):
+    if seccomp and spec.get("seccomp"):
         L.load_seccomp(spec["seccomp"])
 
 
@@ -259,8 +287,7 @@ def _fork_agent(
         try:
             for fd in close:
                 os.close(fd)
-            L.set_cmdline("sb-agent")
-            L.set_comm("sb-agent")
+            L.set_title("sb-agent")
             gate = None
             if go_fd is not None:
                 assert spec is not None

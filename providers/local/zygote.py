@@ -376,7 +376,9 @@ def main() -> None:
         except OSError as exc:
             print(json.dumps({"event": "error", "error": f"user namespace: {exc}"}), flush=True)
             sys.exit(2)
-    hello = {}
+    hello = {"pid1_root": "python (no compiled helper: scripts/setup.sh builds it)"}
+    if config.get("native"):
+        hello["pid1_root"] = L.load_native(config["native"])
     if config.get("dynmods_dir"):
         hello["favordynmods"] = _favor_dynmods(config["dynmods_dir"])
     with open("/proc/sys/kernel/cap_last_cap") as f:

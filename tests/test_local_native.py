@@ -1,0 +1,178 @@
+"""The local provider's two ways of building a sandbox's root: the compiled helper
+(providers/local/sbnative.c, built by scripts/setup.sh) and the Python fallback. Both must give
+the same sandbox, the manifest must say which one ran, and a missing or stale helper must
+fall back to Python rather than fail.
+
+Needs root and a C compiler (each test builds the helper into its own temporary directory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from providers.base import RUN_LABEL, SandboxSpec
+from providers.errors import SandboxCrashed
+from providers.local import LocalProvider
+from providers.local import provider as provider_module
+
+SOURCE = Path(provider_module.__file__).with_name("sbnative.c")
+COMPILER = shutil.which("cc") or shutil.which("gcc")
+
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="Linux namespaces only"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the local provider's full mode needs root"),
+    pytest.mark.skipif(COMPILER is None, reason="no C compiler to build the helper with"),
+    pytest.mark.timeout(120),
+]
+SPEC = SandboxSpec(labels={RUN_LABEL: "test-native"})
+#: Run inside a sandbox: what its root looks like, minus the parts that name the sandbox.
+PROBE = (
+    "cat /proc/self/mountinfo; echo ---; hostname; echo ---; cat /sys/class/net/lo/operstate;"
+    " echo ---; ls -l /dev | sed 1d; echo ---; grep -E '^(Seccomp|NoNewPrivs|CapBnd):'"
+    " /proc/self/status; echo ---; touch /usr/x /etc/y /root/z && echo writable; echo ---;"
+    " tr '\\0' '|' < /proc/1/cmdline; echo; cat /proc/1/comm; cut -d' ' -f6 /proc/1/stat;"
+    " tr '\\0' '|' < /proc/1/environ | wc -c"
+)
+
+
+def build(tmp_path: Path, source: str | None = None) -> Path:
+    src = tmp_path / "sbnative.c"
+    src.write_text(source if source is not None else SOURCE.read_text())
+    lib = tmp_path / "sbnative.so"
+    subprocess.run([COMPILER, "-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-o", lib, src],
+                   check=True)  # fmt: skip
+    return lib
+
+
+def normalise(text: str, sid: str, state_dir: Path) -> list[str]:
+    """The probe's output with mount ids, device numbers, the state directory and the
+    sandbox's id replaced, so that two sandboxes' outputs compare equal."""
+    lines = []
+    for line in text.replace(str(state_dir), "<state>").replace(sid, "<id>").splitlines():
+        fields = line.split()
+        if len(fields) > 6 and " - " in line:  # mountinfo: drop mount ids and st_dev
+            line = " ".join(fields[3:])
+        line = re.sub(r"\b\d{1,2}:\d{1,3}\b", "<dev>", line)  # ls -l /dev major, minor
+        line = re.sub(r"\b[A-Z][a-z]{2} +\d+ \d\d:\d\d\b", "<date>", line)
+        lines.append(line)
+    return lines
+
+
+def open_files(pid: int) -> list[str]:
+    """What a host process holds open, by kind (``socket``, ``pipe``, a path)."""
+    kinds = []
+    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        kind = re.sub(r":\[\d+\]$", "", target)
+        kinds.append(f"{fd}:{kind}")
+    return kinds
+
+
+async def probe(p: LocalProvider, state_dir: Path) -> list[str]:
+    sb = await p.create(SPEC)
+    try:
+        result = await p.exec(sb, ["/bin/sh", "-c", PROBE], timeout_s=20)
+        assert result.exit_code == 0, result.stderr
+        await asyncio.sleep(0.3)  # PID 1 closes its "ready" pipe just after the go
+        held = open_files(p._sandboxes[sb.id].host_pid)
+        return [*normalise(result.stdout.decode(), sb.id, state_dir), "---", *held]
+    finally:
+        await p.destroy(sb)
+
+
+async def test_the_helper_and_the_python_path_build_the_same_sandbox(tmp_path, monkeypatch):
+    monkeypatch.setattr(provider_module, "NATIVE_LIB", build(tmp_path))
+    seen = {}
+    for native in (True, False):
+        state_dir = tmp_path / f"state-{native}"
+        p = LocalProvider({"state_dir": str(state_dir), "native": native})
+        await p.open()
+        try:
+            seen[native] = p.environment()["pid1_root"], await probe(p, state_dir)
+        finally:
+            await p.close()
+        assert not any((state_dir / "sandboxes").iterdir())
+    assert seen[True][0] == "native"
+    assert seen[False][0] == "python (setting native = false)"
+    assert seen[True][1] == seen[False][1]
+    text = "\n".join(seen[True][1])
+    assert "overlay" in text and "proc" in text and "writable" in text
+    assert "Seccomp:\t2" in text and "NoNewPrivs:\t1" in text
+    # PID 1 holds /dev/null as stdio and its agent's listening socket, nothing of the host's
+    held = seen[True][1][seen[True][1].index("---", -8) + 1 :]
+    assert [h.split(":", 1)[1] for h in held] == ["/dev/null"] * 3 + ["socket"], held
+    # PID 1's title, name and session (its own); its environ unreadable (not dumpable)
+    cmdline, comm, session, environ = seen[True][1][-4 - len(held) - 1 : -len(held) - 1]
+    assert cmdline.rstrip("|") == "sb-init" and comm == "sb-init" and session == "1"
+    assert environ == "0"
+
+
+async def test_without_the_helper_or_with_a_stale_one_python_builds_the_root(tmp_path, monkeypatch):
+    stale = build(tmp_path, SOURCE.read_text().replace("return 3; }", "return 99; }", 1))
+    for lib, expected in (
+        (tmp_path / "absent.so", "python (no compiled helper: scripts/setup.sh builds it)"),
+        (stale, f"python ({stale} speaks ABI 99, not 3: run scripts/setup.sh)"),
+    ):
+        monkeypatch.setattr(provider_module, "NATIVE_LIB", lib)
+        p = LocalProvider({"state_dir": str(tmp_path / "state")})
+        await p.open()
+        try:
+            assert p.environment()["pid1_root"] == expected
+            assert p.capabilities().notes["pid1_root"] == expected
+            assert "writable" in "\n".join(await probe(p, tmp_path / "state"))
+        finally:
+            await p.close()
+
+
+async def test_a_failing_native_step_fails_the_create_with_its_reason(tmp_path, monkeypatch):
+    # A helper whose sethostname always fails: the create must fail with that reason,
+    # and nothing may be left behind.
+    broken = SOURCE.read_text().replace(
+        "if (sethostname(hostname, strlen(hostname)) != 0)", "if (errno = EPERM, 1)", 1
+    )
+    monkeypatch.setattr(provider_module, "NATIVE_LIB", build(tmp_path, broken))
+    state_dir = tmp_path / "state"
+    p = LocalProvider({"state_dir": str(state_dir)})
+    await p.open()
+    try:
+        assert p.environment()["pid1_root"] == "native"
+        with pytest.raises(Exception, match="sethostname: Operation not permitted"):
+            await p.create(SPEC)
+        assert not any((state_dir / "sandboxes").iterdir())
+        assert await p.list_sandboxes("test-native") == []
+    finally:
+        await p.close()
+
+
+async def test_pid_1_carries_the_syscall_filter_soon_after_create(tmp_path, monkeypatch):
+    """PID 1 loads its own seccomp filter right after its go to the agent (off the create's
+    path); it must be there before PID 1 could fork anything, and visibly soon after."""
+    monkeypatch.setattr(provider_module, "NATIVE_LIB", build(tmp_path))
+    p = LocalProvider({"state_dir": str(tmp_path / "state")})
+    await p.open()
+    try:
+        sb = await p.create(SPEC)
+        deadline = time.monotonic() + 5
+        while True:
+            status = await p.exec(sb, ["grep", "^Seccomp:", "/proc/1/status", "/proc/2/status"],
+                                  timeout_s=10)  # fmt: skip
+            if status.stdout.count(b"\t2\n") == 2 or time.monotonic() > deadline:
+                break
+        assert status.stdout.count(b"\t2\n") == 2, status.stdout
+        # a restarted agent is forked by PID 1, so it inherits the filter
+        with pytest.raises(SandboxCrashed):
+            await p.exec(sb, "kill -9 $PPID; sleep 1", timeout_s=10)  # the shell's parent
+        again = await p.exec(sb, "grep ^Seccomp: /proc/$PPID/status", timeout_s=10)
+        assert again.stdout.split() == [b"Seccomp:", b"2"]
+        await p.destroy(sb)
+    finally:
+        await p.close()
