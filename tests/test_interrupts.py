@@ -215,7 +215,7 @@ CASES = {
     "local-SIGTERM-c1": ("local", signal.SIGTERM, 1, "lifecycle,checkpoint", 2),
     "local-SIGTERM-c50": ("local", signal.SIGTERM, 50, "lifecycle,checkpoint", 40),
     "local-KILL-c4": ("local", signal.SIGKILL, 4, "lifecycle,checkpoint,pause_resume", 3),
-    "emulators-SIGINT-c1": ("emulators", signal.SIGINT, 1, "lifecycle,checkpoint", 2),
+    "emulators-SIGINT-c1": ("emulators", signal.SIGINT, 1, "lifecycle,checkpoint", 1),
     "emulators-SIGTERM-c4": ("emulators", signal.SIGTERM, 4, "lifecycle,checkpoint,pause_resume",
                              3),
     "emulators-SIGINT-c50": ("emulators", signal.SIGINT, 50, "lifecycle,checkpoint", 9),
