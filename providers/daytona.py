@@ -30,6 +30,11 @@ What each interface operation means on Daytona:
 * ``restore``: ``AsyncDaytona.create(CreateSandboxFromSnapshotParams(snapshot=name))``: a
   **new sandbox** (with the original's labels); there is no in-place restore.
 * ``delete_checkpoint``: ``daytona.snapshot.delete(name)``; a missing snapshot is fine.
+* ``list_checkpoints``: snapshots carry no labels, so the run is in the name the harness
+  gives them (``sandbox-bench-<run digest>-<random>``, the digest a SHA-256 prefix of the run
+  id); ``daytona.snapshot.list(page, limit)`` page by page, keeping the names with the run's
+  prefix (the SDK's list has no name filter; the API's partial-name filter is not used so
+  that the match is exact on our side).
 * ``pause`` / ``resume``, per the ``pause_mode`` setting:
   ``"stop_start"`` (default; PauseKind.STOP_START): ``sandbox.stop()`` / ``sandbox.start()``.
   Container sandboxes (Daytona's default class) only have this: the filesystem survives,
@@ -71,6 +76,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -98,6 +104,8 @@ DEFAULT_API_URL = "https://app.daytona.io/api"
 #: a snapshot captures.
 SCRATCH_DIR = "/home/daytona"
 GONE_STATES = frozenset({"destroyed", "destroying"})
+#: Snapshots per page of a listing (the API's maximum).
+SNAPSHOT_PAGE = 200
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,6 +208,7 @@ class DaytonaProvider(SDKProvider[AsyncDaytona]):
                 "a VM for linux-vm snapshots"
             ),
             scratch_dir=SCRATCH_DIR,
+            lists_checkpoints=True,
             notes={
                 "stderr": "not separate: the daemon returns stdout and stderr combined in one "
                 "'result'; ExecResult.stdout holds both, stderr is always empty",
@@ -318,7 +327,7 @@ class DaytonaProvider(SDKProvider[AsyncDaytona]):
 
     async def checkpoint(self, sandbox: Sandbox) -> base.CheckpointRef:
         handle = await self.handle(sandbox, Op.CHECKPOINT)
-        name = f"sandbox-bench-{uuid.uuid4().hex[:20]}"
+        name = f"{_snapshot_prefix(handle.labels.get(base.RUN_LABEL, ''))}{uuid.uuid4().hex[:12]}"
         async with self.translating(Op.CHECKPOINT):
             try:
                 await handle.sdk.create_snapshot(name, timeout=self.config.sdk_timeout_s)
@@ -329,6 +338,18 @@ class DaytonaProvider(SDKProvider[AsyncDaytona]):
                     await handle.client.snapshot.delete(name)
                 raise
         return self.checkpoint_ref(name, sandbox, handle)
+
+    async def list_checkpoints(self, run_id: str) -> list[str]:
+        client = self.clients.shared("list_checkpoints")
+        prefix = _snapshot_prefix(run_id)
+        found: list[str] = []
+        async with self.translating("list_checkpoints"):
+            page, pages = 1, 1
+            while page <= pages:
+                listed = await client.snapshot.list(page=page, limit=SNAPSHOT_PAGE)
+                found += [s.name for s in listed.items if s.name.startswith(prefix)]
+                pages, page = listed.total_pages, page + 1
+        return sorted(found)
 
     async def _until_snapshot_active(self, client: AsyncDaytona, name: str) -> None:
         deadline = time.monotonic() + self.config.sdk_timeout_s
@@ -400,6 +421,12 @@ class DaytonaProvider(SDKProvider[AsyncDaytona]):
         async with self.translating(Op.RESUME):
             await handle.sdk.start(timeout=self.config.sdk_timeout_s)
         return self.holding(sandbox, handle)
+
+
+def _snapshot_prefix(run_id: str) -> str:
+    """The start of the name of every snapshot taken of a sandbox of ``run_id``: a digest, as
+    a run id may hold characters a snapshot name may not."""
+    return f"sandbox-bench-{hashlib.sha256(run_id.encode()).hexdigest()[:16]}-"
 
 
 def _state_name(state: Any) -> str:

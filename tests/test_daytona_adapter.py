@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from providers import daytona as daytona_module
 from providers.base import (
     OPTIONAL_OPS,
     REQUIRED_OPS,
@@ -176,6 +177,29 @@ async def test_checkpoint_restores_the_checksum_into_a_new_sandbox(emulator):
         gone = CheckpointRef(id="sandbox-bench-deleted", provider="daytona", sandbox_id="x")
         with pytest.raises(NotFound):
             await provider.restore(gone)
+    finally:
+        await provider.close()
+
+
+async def test_checkpoints_are_listed_by_run_page_by_page(emulator, monkeypatch):
+    monkeypatch.setattr(daytona_module, "SNAPSHOT_PAGE", 1)  # every page followed
+    provider = await _open()
+    runs = [_run_id(), _run_id()]
+    try:
+        assert provider.capabilities().lists_checkpoints
+        boxes = [await provider.create(SandboxSpec(labels={RUN_LABEL: r})) for r in runs]
+        try:
+            refs = [await provider.checkpoint(boxes[0]), await provider.checkpoint(boxes[0]),
+                    await provider.checkpoint(boxes[1])]  # fmt: skip
+            assert await provider.list_checkpoints(runs[0]) == sorted(r.id for r in refs[:2])
+            assert await provider.list_checkpoints(runs[1]) == [refs[2].id]
+            assert await provider.list_checkpoints(_run_id()) == []
+            for ref in refs:
+                await provider.delete_checkpoint(ref)
+            assert await provider.list_checkpoints(runs[0]) == []
+        finally:
+            for box in boxes:
+                await provider.destroy(box)
     finally:
         await provider.close()
 

@@ -413,6 +413,147 @@ async def test_checkpoint_of_a_paused_sandbox_leaves_it_paused(provider, sandbox
     await provider.delete_checkpoint(ref)
 
 
+# -- listing and reaping checkpoints -----------------------------------------------------------
+
+
+def dead_identity() -> tuple[int, int]:
+    """(pid, start time) of a process that has exited."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        stat = Path(f"/proc/{child.pid}/stat").read_text()
+        identity = (child.pid, int(stat[stat.rindex(")") + 2 :].split()[19]))
+    finally:
+        child.kill()
+        child.wait()
+    return identity
+
+
+def partial_name(stem: str, pid: int, starttime: int, run_id: str) -> str:
+    key = hashlib.sha256(run_id.encode()).hexdigest()[:16]
+    return f".{stem}.{pid}-{starttime}-{key}.partial"
+
+
+async def test_checkpoints_are_listed_by_run_and_copies_by_a_dead_owner(
+    provider, sandbox, state_dir
+):
+    assert provider.capabilities().lists_checkpoints
+    other = await provider.create(SandboxSpec(labels={RUN_LABEL: "other-run"}))
+    try:
+        ref = await provider.checkpoint(sandbox)
+        theirs = await provider.checkpoint(other)
+    finally:
+        await provider.destroy(other)
+    meta = json.loads((state_dir / "checkpoints" / ref.id / "meta.json").read_text())
+    assert meta["labels"] == {RUN_LABEL: "test-run"}
+    assert meta["owner"]["pid"] == os.getpid()
+    checkpoints = state_dir / "checkpoints"
+    me = Path("/proc/self/stat").read_text()
+    mine = (os.getpid(), int(me[me.rindex(")") + 2 :].split()[19]))
+    dead = dead_identity()
+    names = {
+        "dead": partial_name(f"ck-{secrets.token_hex(6)}", *dead, "test-run"),
+        "dead fork": partial_name(f"fork-{secrets.token_hex(6)}-3", *dead, "test-run"),
+        # a pid now used by another process (this one): the start time tells them apart
+        "reused pid": partial_name(f"ck-{secrets.token_hex(6)}", mine[0], mine[1] + 1, "test-run"),
+        "in progress": partial_name(f"ck-{secrets.token_hex(6)}", *mine, "test-run"),
+        "other run": partial_name(f"ck-{secrets.token_hex(6)}", *dead, "other-run"),
+    }
+    for name in names.values():
+        (checkpoints / name / "upper").mkdir(parents=True)
+        (checkpoints / name / "upper" / "data").write_bytes(b"x" * 4096)
+    mine_listed = sorted([ref.id, names["dead"], names["dead fork"], names["reused pid"]])
+    assert await provider.list_checkpoints("test-run") == mine_listed
+    assert await provider.list_checkpoints("other-run") == sorted([theirs.id, names["other run"]])
+    with pytest.raises(ProviderError, match="in progress"):
+        await provider.delete_checkpoint(type(ref)(id=names["in progress"], provider="local",
+                                                   sandbox_id=""))  # fmt: skip
+    assert (checkpoints / names["in progress"]).is_dir()
+    for checkpoint_id in mine_listed:
+        await provider.delete_checkpoint(type(ref)(id=checkpoint_id, provider="local",
+                                                   sandbox_id=""))  # fmt: skip
+        assert not (checkpoints / checkpoint_id).exists()
+    assert await provider.list_checkpoints("test-run") == []
+    # a malformed or escaping id is a no-op, never a removal elsewhere
+    for bad in ("..", "../sandboxes", ".ck-x.partial", "ck-../../etc"):
+        await provider.delete_checkpoint(type(ref)(id=bad, provider="local", sandbox_id=""))
+    assert sorted(p.name for p in checkpoints.iterdir()) == sorted(
+        [theirs.id, names["other run"], names["in progress"]]
+    )
+    await provider.delete_checkpoint(theirs)
+    shutil.rmtree(checkpoints / names["other run"])
+    shutil.rmtree(checkpoints / names["in progress"])
+
+
+CHECKPOINTING_HARNESS = """
+import asyncio, sys
+sys.path.insert(0, {root!r})
+from providers.base import SandboxSpec
+from providers.local import LocalProvider
+
+async def main():
+    p = LocalProvider({{"state_dir": {state!r}}})
+    await p.open()
+    sb = await p.create(SandboxSpec(labels={{"sandbox-bench-run": {run!r}}}))
+    done = await p.exec(sb, "head -c 192M /dev/zero > /root/big", timeout_s=60)
+    assert done.exit_code == 0, done.stderr
+    print("ready", flush=True)
+    while True:  # until killed: each copy takes a while, the kill lands in one of them
+        await p.delete_checkpoint(await p.checkpoint(sb))
+
+asyncio.run(main())
+"""
+
+
+def test_reap_removes_a_checkpoint_a_kill_cut_short(tmp_path):
+    from bench.store import RunWriter, load_ledger
+
+    state_dir = tmp_path / "state"
+    run_id = "ck-killed-run"
+    script = CHECKPOINTING_HARNESS.format(root=str(ROOT), state=str(state_dir), run=run_id)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        checkpoints = state_dir / "checkpoints"
+
+        def copying() -> bool:
+            return any(p.name.endswith(".partial") for p in checkpoints.iterdir())
+
+        deadline = time.monotonic() + 30
+        while not copying():
+            assert time.monotonic() < deadline and proc.poll() is None, "no copy seen"
+            time.sleep(0.0005)
+        proc.send_signal(signal.SIGSTOP)  # from now on it cannot finish the copy's rename
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait()
+    partials = [p.name for p in checkpoints.iterdir() if p.name.endswith(".partial")]
+    assert len(partials) == 1, partials
+    # Nothing else will ever remove it: the killed process's copy is abandoned ...
+    probe = LocalProvider({"state_dir": str(state_dir)})
+    assert partials[0] in asyncio.run(probe.list_checkpoints(run_id))
+    assert probe.capabilities().lists_checkpoints
+    # ... until reap, as a user runs it, finds it by the run's label (no ledger names it).
+    folder = tmp_path / "results" / run_id
+    writer = RunWriter(folder, {"run_id": run_id, "status": "running",
+                                "plan": {"providers": ["local"], "workloads": []},
+                                "config": {"provider_settings": {
+                                    "local": {"state_dir": str(state_dir)}}}})  # fmt: skip
+    writer.close()
+    reap = subprocess.run(
+        [sys.executable, "-m", "bench", "reap", str(folder)], cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert reap.returncode == 0, reap.stdout + reap.stderr
+    assert list(checkpoints.iterdir()) == []
+    assert wait_until(lambda: list((state_dir / "sandboxes").iterdir()) == [])
+    ledger, _ = load_ledger(folder)
+    deleted = {e["checkpoint_id"] for e in ledger if e["event"] == "checkpoint_deleted"}
+    assert partials[0] in deleted
+    assert all(e.get("by") == "reap" for e in ledger)
+
+
 # -- destroy and leaks --------------------------------------------------------------------------
 
 

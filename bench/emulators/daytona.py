@@ -9,7 +9,9 @@ Wire protocol, as ``daytona`` 0.226.1 speaks it (research/sdk-protocols.md §3):
   ``POST /sandbox``, ``GET /sandbox`` (``?labels=<json>``; ``{"items", "nextCursor"}``),
   ``GET|DELETE /sandbox/{idOrName}``, ``POST /sandbox/{id}/start|stop|pause|snapshot``,
   ``POST /sandbox/{idOrName}/fork`` (``{"name"?}``; the child's DTO, ``creating``),
-  ``GET /sandbox/{id}/toolbox-proxy-url``, ``GET|DELETE /snapshots/{idOrName}``.
+  ``GET /sandbox/{id}/toolbox-proxy-url``, ``GET|DELETE /snapshots/{idOrName}``,
+  ``GET /snapshots`` (``?page=&limit=&name=&sourceSandboxId=``; ``{"items", "total", "page",
+  "totalPages"}``).
   Lifecycle calls answer at once with the transitional state (``creating``, ``starting``,
   ``stopping``, ``pausing``, ``snapshotting``) and finish in the background, so the SDK's
   wait loops poll ``GET /sandbox/{id}`` as they do against the real service. A second
@@ -176,6 +178,7 @@ class DaytonaEmulator(Protocol):
             router.add_post(f"{API}/sandbox/{{sid}}/{action}", getattr(self, action))
         router.add_post(f"{API}/sandbox/{{sid}}/fork", self.fork)
         router.add_get(f"{API}/sandbox/{{sid}}/toolbox-proxy-url", self.toolbox_url)
+        router.add_get(f"{API}/snapshots", self.list_snapshots)
         router.add_get(f"{API}/snapshots/{{ref}}", self.get_snapshot)
         router.add_delete(f"{API}/snapshots/{{ref}}", self.delete_snapshot)
         router.add_post(f"{TOOLBOX}/{{sid}}/process/execute", self.execute)
@@ -419,6 +422,28 @@ class DaytonaEmulator(Protocol):
         )  # fmt: skip
         self.transition(box, "snapshotting", lambda: self.sandboxes.take(snap, box), "started")
         return web.json_response(self._dto(box, request))
+
+    async def list_snapshots(self, request: web.Request) -> web.Response:
+        """``GET /snapshots?page=&limit=&name=&sourceSandboxId=``: a page of the snapshots
+        (``name`` a partial match, as the API's), oldest first."""
+        try:
+            page = int(request.query.get("page", "1"))
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            return api_error(400, "page and limit must be integers", request.path)
+        if page < 1 or not 1 <= limit <= 200:
+            return api_error(400, "page must be >= 1 and limit from 1 to 200", request.path)
+        name, source = request.query.get("name"), request.query.get("sourceSandboxId")
+        found = [
+            s for s in self.sandboxes.snapshots()
+            if isinstance(s, DaytonaSnapshot) and (not name or name in s.names[0])
+            and (not source or s.source_id == source)
+        ]  # fmt: skip
+        items = found[(page - 1) * limit : page * limit]
+        return web.json_response({
+            "items": [self._snapshot_dto(s) for s in items], "total": len(found),
+            "page": page, "totalPages": max(1, -(-len(found) // limit)),
+        })  # fmt: skip
 
     async def get_snapshot(self, request: web.Request) -> web.Response:
         snap = self._snapshot(request)

@@ -605,6 +605,9 @@ class Sandboxes:
         if box.frozen:
             await self.thaw(box)
         ref = await self._capture(box)
+        if self._boxes.get(box.id) is not box:  # destroyed while its filesystem was copied
+            await self.delete_checkpoint(ref)
+            return
         local, box.local, box.parked = box.local, None, ref
         if local is not None:
             await self.backend.destroy(local)
@@ -650,11 +653,17 @@ class Sandboxes:
     async def take(self, snapshot: Snapshot, box: Box) -> None:
         """Fill ``snapshot`` with ``box``'s filesystem now (a name taken again gets a new
         build: the old checkpoint goes)."""
+        listed = self._snapshots.get(snapshot.id) is snapshot  # some APIs list it pending
         try:
             ref = await self.checkpoint(box)
         except Exception as exc:
             snapshot.error = f"{type(exc).__name__}: {exc}"
             raise
+        if listed and self._snapshots.get(snapshot.id) is not snapshot:
+            # Deleted while it was being taken (a sweep found it pending): the deletion wins,
+            # else the filesystem copy would outlive every record of it.
+            await self.delete_checkpoint(ref)
+            return
         old, snapshot.ref, snapshot.source_id = snapshot.ref, ref, box.id
         snapshot.updated_at = utc_now()
         if old is not None:

@@ -10,9 +10,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from providers.local.provider import LocalProvider, destroy_by_id, list_sandboxes
+    from providers.local.provider import (
+        LocalProvider,
+        delete_checkpoint,
+        destroy_by_id,
+        list_checkpoints,
+        list_sandboxes,
+    )
 
-__all__ = ["LocalProvider", "destroy_by_id", "list_sandboxes"]
+__all__ = [
+    "LocalProvider",
+    "delete_checkpoint",
+    "destroy_by_id",
+    "list_checkpoints",
+    "list_sandboxes",
+]
 
 
 def __getattr__(name: str) -> Any:

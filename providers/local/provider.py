@@ -55,7 +55,13 @@ What each operation means on this provider
   capability notes (``checkpoint_method``).
 * **restore**: a new sandbox (same spec and labels) whose writable layer starts as a copy of
   the checkpoint's (same method); the checkpoint stays usable. **delete_checkpoint** removes
-  it.
+  it, or a copy a dead process left unfinished (below).
+* **list_checkpoints**: the checkpoints in the state directory taken of sandboxes labelled
+  with the run (their ``meta.json`` keeps the labels and the owner process), and the copies
+  in progress for that run whose owner process is dead. A copy in progress (checkpoint or
+  fork) is named ``.<id>.<owner pid>-<owner start time>-<run digest>.partial`` from its
+  ``mkdir`` on, so a ``kill -9`` at any moment leaves nothing a reaper cannot attribute;
+  a copy whose owner runs is in progress and neither listed nor deleted.
 * **fork**: ``count`` new sandboxes (same spec and labels) whose writable layers start as
   copies of the parent's: the parent is frozen while its layer is copied once, further
   children copy that copy while the parent runs on, then all children start at once.
@@ -156,6 +162,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -224,6 +231,11 @@ ETC_SANITIZED = ("shadow", "shadow-", "gshadow", "gshadow-")
 ETC_HIDDEN_GLOBS = ("ssh/ssh_host_*_key", "ssl/private")
 SANDBOX_ID = re.compile(r"^sb-[0-9a-f]{12}$")
 CHECKPOINT_ID = re.compile(r"^ck-[0-9a-f]{12}$")
+#: A layer copy in progress in ``<state>/checkpoints`` (a checkpoint, or a fork's copy):
+#: ``.<stem>.<owner pid>-<owner start time>-<run key>.partial`` (see _partial_name).
+PARTIAL_ID = re.compile(
+    r"^\.(?:ck-[0-9a-f]{12}|fork-[0-9a-f]{12}-\d+)\.(\d+)-(\d+)-([0-9a-f]{16})\.partial$"
+)
 META_FORMAT = "providers.local/1"
 ZYGOTE_START_TIMEOUT_S = 20.0
 READY_TIMEOUT_S = 30.0
@@ -926,6 +938,7 @@ class LocalProvider(Provider):
             if self._seccomp_state()[0]
             else "linux namespaces + overlayfs (shared kernel; no seccomp filter)",
             scratch_dir="/root",
+            lists_checkpoints=True,
             unsupported=unsupported,
             notes=notes,
         )
@@ -1293,7 +1306,10 @@ class LocalProvider(Provider):
         handle, method = self._copyable(sandbox, "checkpoint")
         ck = f"ck-{secrets.token_hex(6)}"
         target = self.checkpoints_dir / ck
-        partial = self.checkpoints_dir / f".{ck}.partial"
+        labels = dict(handle.spec.get("labels") or {})
+        # The copy's name says whose it is (run and process) from the mkdir on, so that a
+        # kill -9 mid-copy leaves something list_checkpoints can attribute and reap.
+        partial = self.checkpoints_dir / _partial_name(ck, labels)
         partial.mkdir()
         try:
             async with self._frozen(handle, "checkpoint"):
@@ -1306,6 +1322,8 @@ class LocalProvider(Provider):
                 "created_at": time.time(),
                 "frozen": handle.group is not None and "freezer" in handle.group.dirs,
                 "sandbox": handle.spec,
+                "labels": labels,
+                "owner": dict(zip(("pid", "starttime"), _own_identity(), strict=True)),
             }
             (partial / "meta.json").write_text(json.dumps(meta))
             os.rename(partial, target)
@@ -1358,7 +1376,9 @@ class LocalProvider(Provider):
         self._check_same_root(handle.spec, f"sandbox {sandbox.id}", "fork")
         error = self._error("fork")
         token = secrets.token_hex(6)
-        copies = [self.checkpoints_dir / f".fork-{token}-{i}.partial" for i in range(count)]
+        labels = dict(handle.spec.get("labels") or {})
+        copies = [self.checkpoints_dir / _partial_name(f"fork-{token}-{i}", labels)
+                  for i in range(count)]  # fmt: skip
         children: list[Sandbox] = []
         try:
             async with self._frozen(handle, "fork"):
@@ -1393,9 +1413,12 @@ class LocalProvider(Provider):
         return children
 
     async def delete_checkpoint(self, ref: CheckpointRef) -> None:
-        if not CHECKPOINT_ID.match(ref.id):
-            return
-        await asyncio.to_thread(remove_tree, str(self.checkpoints_dir / ref.id))
+        """Remove a checkpoint, or a copy a dead process left unfinished (an id
+        :meth:`list_checkpoints` gives). An unknown or malformed id is a no-op."""
+        await asyncio.to_thread(delete_checkpoint, ref.id, str(self.state_dir))
+
+    async def list_checkpoints(self, run_id: str) -> list[str]:
+        return await asyncio.to_thread(list_checkpoints, str(self.state_dir), run_id)
 
 
 def _send(sock: socket.socket, data: bytes, fds: Any) -> None:
@@ -1496,6 +1519,97 @@ def list_sandboxes(state_dir: str | None, run_id: str) -> list[str]:
             if meta is not None and meta.get("labels", {}).get(RUN_LABEL) == run_id:
                 found.append(entry.name)
     return sorted(found)
+
+
+def list_checkpoints(state_dir: str | None, run_id: str) -> list[str]:
+    """Ids of this provider's checkpoints in ``state_dir`` (the default state directory when
+    None) taken of sandboxes labelled with ``run_id``, and of copies for that run (checkpoint
+    or fork) whose owner process is dead: a kill cut them short and nobody will finish or
+    remove them. A copy whose owner lives is in progress and is not listed."""
+    root = Path(state_dir) if state_dir else _default_state_dir()
+    key = _run_key(run_id)
+    found = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(root / "checkpoints") as entries:
+        for entry in entries:
+            if CHECKPOINT_ID.match(entry.name):
+                meta = _read_meta(Path(entry.path))  # None: not made by this provider
+                if meta is not None and _checkpoint_labels(meta).get(RUN_LABEL) == run_id:
+                    found.append(entry.name)
+            elif (
+                (partial := PARTIAL_ID.match(entry.name))
+                and partial[3] == key
+                and not _alive(int(partial[1]), int(partial[2]))
+            ):
+                found.append(entry.name)
+    return sorted(found)
+
+
+def delete_checkpoint(checkpoint_id: str, state_dir: str | None = None) -> bool:
+    """Remove a checkpoint of ``state_dir``, or a copy (``.partial``) whose owner process is
+    dead, whoever made it. Returns whether anything was there. A copy whose owner still runs
+    is refused (ProviderError): removing it would break that process's checkpoint or fork."""
+    root = Path(state_dir) if state_dir else _default_state_dir()
+    path = root / "checkpoints" / checkpoint_id
+    partial = PARTIAL_ID.match(checkpoint_id)
+    if not (CHECKPOINT_ID.match(checkpoint_id) or partial) or not os.path.lexists(path):
+        return False
+    if partial and _alive(int(partial[1]), int(partial[2])):
+        raise ProviderError(
+            f"{checkpoint_id} is a copy in progress in process {partial[1]}, not removed",
+            provider=PROVIDER_ID,
+            operation="delete_checkpoint",
+        )
+    remove_tree(str(path))
+    if os.path.lexists(path):
+        # A copy program its dead owner left running may still be writing into it (it ends
+        # once the sandbox it copies is destroyed): "removed" would be false; a retry works.
+        raise ProviderError(
+            f"{checkpoint_id}: not entirely removed (something is still writing into it)",
+            provider=PROVIDER_ID,
+            operation="delete_checkpoint",
+        )
+    return True
+
+
+def _checkpoint_labels(meta: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A checkpoint's labels: its own, or (checkpoints made before they had their own) its
+    sandbox's."""
+    labels = meta.get("labels")
+    if not isinstance(labels, Mapping):
+        sandbox = meta.get("sandbox")
+        labels = sandbox.get("labels") if isinstance(sandbox, Mapping) else None
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def _run_key(run_id: str) -> str:
+    """The run as it appears in a copy's name: a fixed-length digest (a run id may be long
+    or hold any character; a file name may not)."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:16]
+
+
+def _partial_name(stem: str, labels: Mapping[str, Any]) -> str:
+    """The name of a copy in progress (PARTIAL_ID): its owner (this process, by pid and start
+    time, so a reused pid is not mistaken for it) and its run are in the name itself, so they
+    are recorded the moment the directory exists, with no window a kill could fall into."""
+    pid, starttime = _own_identity()
+    return f".{stem}.{pid}-{starttime}-{_run_key(str(labels.get(RUN_LABEL, '')))}.partial"
+
+
+def _own_identity() -> tuple[int, int]:
+    return _identity(os.getpid())
+
+
+@functools.cache
+def _identity(pid: int) -> tuple[int, int]:
+    """(pid, start time in clock ticks since boot) of process ``pid``."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return pid, int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+def _alive(pid: int, starttime: int) -> bool:
+    """Whether the process ``pid`` started at ``starttime`` still runs (a zombie does not)."""
+    return _same_process(pid, starttime) and _state(pid) != "Z"
 
 
 def _same_process(pid: int, starttime: int) -> bool:
