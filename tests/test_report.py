@@ -95,6 +95,23 @@ def test_report_has_every_section_a_buyer_needs(report):
         assert f"## {heading}" in md
 
 
+def test_at_a_glance_leaves_out_a_column_no_provider_has_a_value_for(report):
+    from bench.report.sections.overview import CAPTIONS, GLANCE_ROLES
+
+    header, *rows = dict(html_tables(report.read_text(encoding="utf-8")))["table-glance"]
+    # guest_perf did not run: no CPU column; the others keep their order.
+    every = ["Provider", *(label for _, label in GLANCE_ROLES), *CAPTIONS]
+    assert "CPU (sha256) p50" not in header
+    assert header == [c for c in every if c in header]
+    assert {"Create p50", "Checkpoint p50", "Agent session cost"} <= set(header)
+    for i in range(1, len(header)):
+        assert any(row[i] != "–" for row in rows), header[i]
+    md = (report.parent / "report.md").read_text(encoding="utf-8")
+    caption = md.split("## At a glance", 1)[1].split("\n\n")[2]
+    assert caption.startswith("Medians from the lifecycle, exec, checkpoint and pause_resume ")
+    assert "guest_perf" not in caption
+
+
 def test_capability_matrix_says_what_checkpoints_capture_and_why_ops_are_missing(report):
     tables = dict(html_tables(report.read_text(encoding="utf-8")))
     rows = {r[0]: r for r in tables["table-capabilities"][1:]}
