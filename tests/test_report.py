@@ -95,6 +95,44 @@ def test_report_has_every_section_a_buyer_needs(report):
         assert f"## {heading}" in md
 
 
+def test_comparisons_open_each_provider_against_the_fastest_and_keep_every_pair(report):
+    from bench.report.sections.latency import decision_relevant
+
+    tables = dict(html_tables(report.read_text(encoding="utf-8")))
+    with (report.parent / "comparisons.csv").open(encoding="utf-8") as fh:
+        every = list(csv.DictReader(fh))
+    shown = [r for t in ("comparisons", "comparisons-pairs", "comparisons-other")
+             for r in tables[f"table-{t}"][1:]]  # fmt: skip
+    assert len(shown) == len(every)  # every pair once: open or folded, and in the CSV
+    _, *open_rows = tables["table-comparisons"]
+    by_op: dict[tuple[str, str], list[list[str]]] = {}
+    for row in open_rows:
+        by_op.setdefault((row[0], row[1]), []).append(row)
+    relevant = {(r["workload"], r["operation"]) for r in every
+                if decision_relevant(r["workload"], r["operation"])}  # fmt: skip
+    assert set(by_op) == relevant and len(relevant) >= 5
+    for (workload, op), rows in by_op.items():
+        pairs = [r for r in every if (r["workload"], r["operation"]) == (workload, op)]
+        medians = {}
+        for r in pairs:
+            for side in "ab":
+                if r[f"p50_{side}_s"] and int(r[f"n_{side}"]) >= 10:
+                    medians[r[f"provider_{side}"]] = float(r[f"p50_{side}_s"])
+        fastest = min(medians, key=lambda p: (medians[p], p))
+        providers = {r[f"provider_{side}"] for r in pairs for side in "ab"}
+        assert len(rows) == len(providers) - 1, (workload, op)  # n - 1 rows
+        for row in rows:
+            b, a = row[2].split(" vs ")
+            assert a == fastest and b != fastest
+            pair = next(r for r in pairs if {r["provider_a"], r["provider_b"]} == {a, b})
+            if pair["reason"]:
+                continue
+            ratio = float(pair["ratio"])
+            expected = ratio if pair["provider_a"] == a else 1 / ratio
+            assert row[5] == f"{expected:.2f}×"
+            assert expected >= 1 or medians.get(b) is None  # B is no faster than the fastest
+
+
 def test_at_a_glance_leaves_out_a_column_no_provider_has_a_value_for(report):
     from bench.report.sections.overview import CAPTIONS, GLANCE_ROLES
 
@@ -351,9 +389,10 @@ def test_html_report_renders_in_headless_chromium(full_report):
     for table_id in ("table-glance", "table-latency-exec", "table-session-costs", "table-claims"):
         rows, height = by_id[table_id]
         assert rows > 1 and height > 0, table_id
-    # The decision-relevant comparisons are open; the other operations' are folded.
+    # Open: on the decision-relevant operations, each provider against the fastest; folded:
+    # the other pairs of those operations, and the other operations.
     assert "table-comparisons" in open_tables and "table-glance" in open_tables
-    assert "table-comparisons-other" in closed
+    assert "table-comparisons-pairs" in closed and "table-comparisons-other" in closed
     assert "table-latency-checkpoint_scaling" in closed  # long: folded whatever the section
     assert unfolded_height > folded_height * 1.5
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
