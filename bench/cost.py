@@ -1133,6 +1133,10 @@ def wake_latency_s(
     return None
 
 
+#: How a session's cost says it counted a missing time as 0 s.
+COUNTED_AS_ZERO = "not measured, so counted as 0 s and the cost is a lower bound"
+
+
 def session_cost(
     pricing: ProviderPricing,
     scenario: SessionScenario,
@@ -1187,9 +1191,7 @@ def session_cost(
     transitions_s = sum(count * p50(name) for name, count in used)
     missing = sorted({name for name, count in used if count and name not in latencies_s})
     if missing:
-        notes.append(
-            f"no time for {', '.join(missing)}: counted as 0 s, so the cost is a lower bound"
-        )
+        notes.append(f"{COUNTED_AS_ZERO}: " + ", ".join(missing))
     compute_h = active_h + (idle_h if idle_billed else 0.0) + transitions_s / 3600.0
     compute_s = compute_h * 3600.0
     cpu_usd = compute_s * pricing.cpu_usd_per_vcpu_s * shape.cpus

@@ -748,6 +748,9 @@ def price(
             "snapshot storage price not published: counted as $0 at the low end and at the "
             "dearest storage rate in the catalog at the high end"
         )
+    if unknown:
+        # This note says it for the scenario (the session's own note would repeat it).
+        notes = [n for n in notes if not n.startswith(cost.COUNTED_AS_ZERO)]
     if open_times:
         notes.append(
             f"{times_phrase(open_times)} neither measured nor claimed: the cost's upper end "
