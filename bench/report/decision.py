@@ -266,8 +266,8 @@ RULES = (
     f"{stats.MIN_N_RATIO} successful samples, a loopback emulator, or no measurement; not "
     "ranked on cost: no price, no published plan allows the scenario, or a time the cost "
     "needs was neither measured nor claimed (the range has no upper end, shown as ?) unless "
-    "the unknown part cannot change a rank (the provider is then ahead of no one even at "
-    "its range's lower end)."
+    "the unknown part cannot change a rank (with the unknown times counted as 0 s the "
+    "provider is ahead of no one)."
 )
 
 
@@ -875,8 +875,8 @@ def cost_statements(d: ScenarioDecision) -> list[str]:
         plan = f", on the {p.plan.name} plan" if p.plan is not None else ""
         times = "" if c.times_summary == MEASURED else f"; times: {c.times_summary}"
         unknown = (
-            f"; no upper end: {c.high_unknown}, and even at its lower end it is ahead of no "
-            "one, so that cannot change a rank"
+            f"; no upper end: {c.high_unknown}; even with them counted as 0 s it is ahead of "
+            "no one, so they cannot change a rank"
             if c.high_unknown
             else ""
         )
