@@ -369,3 +369,12 @@ def test_the_report_leaves_an_unknown_time_open_and_out_of_the_cost_ranks(two_ru
             "the time of overhead is neither measured nor claimed"
         )
     assert csv_rows["e2b"]["cost_per_month_high_usd"] and csv_rows["e2b"]["cost_rank"]
+    # The session cost figure draws an open cost as a lower bound, labelled so.
+    agent = by_name["persistent_agent"]
+    figure = (folder / "figures" / "cost-session.svg").read_text(encoding="utf-8")
+    for p, c in agent.costs.items():
+        if c.price is not None:
+            total = c.price.primary.total_usd
+            label = f"${total:.3f} – ?" if c.high_unknown else f"${total:.3f}"
+            assert label in figure, p
+    assert any(c.high_unknown for c in agent.costs.values())

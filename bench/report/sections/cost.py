@@ -372,7 +372,9 @@ def scenario_view(data: ReportData, d: ScenarioDecision) -> View:
                 rows,
                 data.colors,
                 d.scenario.describe() + " (at the catalog's first-listed rates and first billing "
-                "reading; the table gives the ranges)",
+                "reading; the table gives the ranges; $x – ?: a lower bound, a time the cost "
+                "needs neither measured nor claimed)",
+                open_high={p for p, c in d.costs.items() if c.high_unknown},
             )
         )
     return View(
