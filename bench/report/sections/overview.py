@@ -104,12 +104,12 @@ def _session_cell(data: ReportData, provider: str) -> tuple[str, list[tuple[str,
     p = c.price
     text = cost.format_usd_range(p.per_unit.low, p.per_unit.high)
     marks = []
+    if p.high_unknown:  # on the "?" itself: "$0.040 – ?⁶"
+        text += OPEN_MARK[0]
+        marks.append(OPEN_MARK)
     if p.snapshot_unknown:
         text += f" + snapshots{SNAPSHOT_MARK[0]}"
         marks.append(SNAPSHOT_MARK)
-    if p.high_unknown:
-        text += OPEN_MARK[0]
-        marks.append(OPEN_MARK)
     return text, marks
 
 
