@@ -1125,6 +1125,10 @@ def wake_latency_s(
     return None
 
 
+#: How a session's cost says it counted a missing time as 0 s.
+COUNTED_AS_ZERO = "not measured, so counted as 0 s and the cost is a lower bound"
+
+
 def session_cost(
     pricing: ProviderPricing,
     scenario: SessionScenario,
@@ -1179,7 +1183,7 @@ def session_cost(
     transitions_s = sum(count * p50(name) for name, count in used)
     missing = sorted({name for name, count in used if count and name not in latencies_s})
     if missing:
-        notes.append("not measured in this run, so billed as 0 s: " + ", ".join(missing))
+        notes.append(f"{COUNTED_AS_ZERO}: " + ", ".join(missing))
     compute_h = active_h + (idle_h if idle_billed else 0.0) + transitions_s / 3600.0
     compute_s = compute_h * 3600.0
     cpu_usd = compute_s * pricing.cpu_usd_per_vcpu_s * shape.cpus
@@ -1282,9 +1286,10 @@ def format_usd(value: float | None) -> str:
 
 
 def format_usd_range(low: float, high: float) -> str:
-    """ "$0.043–$0.44", or one amount when both ends print the same."""
+    """ "$0.043–$0.44", or one amount when both ends print the same; "$0.12 – ?" when the
+    upper end is unknown."""
     if not math.isfinite(high):
-        return f"at least {format_usd(low)}"
+        return f"{format_usd(low)} – ?"
     a, b = format_usd(low), format_usd(high)
     return a if a == b else f"{a}–{b}"
 

@@ -22,8 +22,10 @@ that the pair's interval does not say.
 **Withheld.** Nothing is ranked on latency from fewer than :data:`MIN_N_RANK` successful
 samples (the ratio's interval needs 10 a side for its measured coverage), from a loopback
 emulator (it measures the emulator), or from vendor claims; nothing is ranked on cost without
-a price (a self-hosted provider without a host price) or when no published plan allows the
-scenario. Each withheld provider carries its reason.
+a price (a self-hosted provider without a host price), when no published plan allows the
+scenario, or when a time the cost needs was neither measured nor claimed (its range has no
+upper end) unless that provably cannot change a rank (:func:`rank_ranges`). Each withheld
+provider carries its reason.
 """
 
 from __future__ import annotations
@@ -61,7 +63,18 @@ class Span:
         return cls(low=value, mid=value, high=value)
 
     def scaled(self, factor: float) -> Span:
+        if factor == 0:  # none of something costs nothing, however open its range
+            return Span.point(0.0)
         return Span(low=self.low * factor, mid=self.mid * factor, high=self.high * factor)
+
+    @property
+    def open(self) -> bool:
+        """The upper end is unknown (``inf``)."""
+        return math.isinf(self.high)
+
+    def opened(self) -> Span:
+        """This span with its upper end unknown."""
+        return Span(low=self.low, mid=self.mid, high=math.inf)
 
     def __add__(self, other: Span) -> Span:
         return Span(low=self.low + other.low, mid=self.mid + other.mid, high=self.high + other.high)
@@ -180,12 +193,34 @@ def rank_ranges(
     spans: Mapping[str, Span],
     *,
     withheld: Mapping[str, str] | None = None,
+    open_high: Mapping[str, str] | None = None,
     tolerance: float = COST_TOLERANCE,
 ) -> Ranking:
     """Rank providers on ranges where lower is better: separated only when one range lies
-    wholly below the other, by more than ``tolerance`` (see the module docstring)."""
+    wholly below the other, by more than ``tolerance`` (see the module docstring).
+
+    ``open_high`` names the providers whose range has no known upper end (a cost that needs a
+    time nobody measured or claimed), each with the reason; their span in ``spans`` is the
+    known part (the unknown counted at its least). Such a provider is ranked, with an open
+    upper end, only when the unknown part provably cannot change any rank: counting the known
+    part alone it is separated ahead of no one (a higher upper end only removes separations
+    ahead of others, and its own rank depends on its lower end alone). Otherwise it is
+    withheld with the reason.
+    """
     out_withheld = dict(withheld or {})
-    eligible = {p: s for p, s in spans.items() if p not in out_withheld}
+    candidates = {p: s for p, s in spans.items() if p not in out_withheld}
+    for provider, reason in (open_high or {}).items():
+        known = candidates.get(provider)
+        if known is None:
+            continue
+        ahead = [q for q, s in candidates.items() if q != provider and known.below(s, tolerance)]
+        if ahead:
+            out_withheld[provider] = reason
+    eligible = {
+        p: (s.opened() if p in (open_high or {}) else s)
+        for p, s in candidates.items()
+        if p not in out_withheld
+    }
     order = sorted(eligible, key=lambda p: (eligible[p].mid, eligible[p].high, p))
     pairs = []
     for i, a in enumerate(order):

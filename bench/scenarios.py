@@ -48,9 +48,11 @@ Costs per provider (:func:`price`) are ranges: every rate's lowest and highest s
 every billing reading of the catalog (:attr:`bench.cost.ProviderPricing.alternatives`), and
 the times at the ends of their 95 % intervals; a snapshot price the provider does not publish
 is counted as 0 at the low end and at the dearest storage rate of the catalog at the high end,
-and said so. The billed size is the sandbox's own (measured by the probe, else declared by
-the provider's template, else the run's spec: :func:`sandbox_size`) unless a billing reading
-fixes it.
+and said so. A time neither measured nor claimed (its span's upper end ``inf``) counts 0 s, its
+least, at every end; if it moves the cost at all, the cost has no upper end (``inf``), never a
+number that counts it as 0 s (:attr:`ScenarioPrice.open_times`). The billed size is the
+sandbox's own (measured by the probe, else declared by the provider's template, else the run's
+spec: :func:`sandbox_size`) unless a billing reading fixes it.
 """
 
 from __future__ import annotations
@@ -206,13 +208,17 @@ def _batch_cost(
     size_source: str,
 ) -> UnitCost:
     shape = pricing.shape_for(size)
+    known = "overhead" in times
     life_s = times.get("overhead", 0.0) + params.task_s
     billed_s = pricing.billed_seconds(life_s)
     notes = [
         f"billed at {'the fixed ' + shape.describe() if pricing.billed_shape else size_source}"
         f"{'' if pricing.billed_shape else ', ' + shape.describe()}",
         f"one sandbox lives {life_s:.1f} s (create, first command, task, destroy), billed "
-        f"{billed_s:.0f} s",
+        f"{billed_s:.0f} s"
+        if known
+        else f"one sandbox lives at least its {life_s:.1f} s task (the time of create, first "
+        f"command and destroy is not known), billed at least {billed_s:.0f} s",
     ]
     if pricing.minimum_s and billed_s == pricing.minimum_s:
         notes.append(f"raised to the {pricing.minimum_s:g} s billing minimum")
@@ -266,9 +272,9 @@ def _interactive_cost(
         snapshot_gib=0.0,
     )
     unit = _session_unit(cost.session_cost(pricing, session, size, {}, size_source=size_source))
-    return replace(
-        unit, notes=(*unit.notes, f"the wait for the first command ({ready_s:.2f} s) is billed too")
-    )
+    wait = f"{ready_s:.2f} s" if "ready" in times else "its time not known"
+    note = f"the wait for the first command ({wait}) is billed too"
+    return replace(unit, notes=(*unit.notes, note))
 
 
 def _agent_times(params: cost.SessionScenario, pricing: cost.ProviderPricing) -> tuple[str, ...]:
@@ -605,16 +611,38 @@ class ScenarioPrice:
     size: SizeChoice
     snapshot_unknown: bool
     notes: tuple[str, ...]
+    #: The times whose upper end is unknown (neither measured nor claimed) and that move the
+    #: cost: then every range's upper end is ``inf`` (unknown).
+    open_times: tuple[str, ...] = ()
+    #: The times whose upper end is unknown but that do not move this provider's cost.
+    idle_times: tuple[str, ...] = ()
+    #: The monthly range without its unknown part (the open times counted at their least,
+    #: 0 s): a lower bound of the cost at every reading, for the rank rules only.
+    known_per_month: Span | None = None
+
+    @property
+    def high_unknown(self) -> bool:
+        return bool(self.open_times)
 
     @property
     def month_with_plan(self) -> Span:
         """The monthly range with the cheapest fitting plan's fee added."""
+        return self._with_fee(self.per_month)
+
+    @property
+    def known_month_with_plan(self) -> Span:
+        """:attr:`month_with_plan` with its unknown part left out (see
+        :func:`bench.decide.rank_ranges`, ``open_high``)."""
+        return self._with_fee(self.known_per_month or self.per_month)
+
+    def _with_fee(self, span: Span) -> Span:
         fee = self.plan.usd_per_month if self.plan is not None else 0.0
-        return Span(
-            low=self.per_month.low + fee,
-            mid=self.per_month.mid + fee,
-            high=self.per_month.high + fee,
-        )
+        return Span(low=span.low + fee, mid=span.mid + fee, high=span.high + fee)
+
+
+#: A time no one measured or claimed is tried at this (about four months, longer than any
+#: billing minimum or granularity in the catalog) to see whether it moves a cost.
+OPEN_PROBE_S = 1e7
 
 
 def check_plans(
@@ -646,14 +674,31 @@ def price(
     hours_per_month: float,
     dearest_snapshot_usd_per_gib_h: float,
 ) -> ScenarioPrice:
-    """The scenario on one provider over every price reading and the times' ranges."""
+    """The scenario on one provider over every price reading and the times' ranges.
+
+    A time whose span has no upper end (``inf``: neither measured nor claimed) is left out of
+    the times the kind's cost reads (each counts a missing time as 0 s, its least, and says
+    so); if it moves the cost (:data:`OPEN_PROBE_S` of it costs more than its lower
+    end at some reading: every cost grows with every time), every range's upper end is
+    unknown (``inf``) and the time is named in :attr:`ScenarioPrice.open_times`.
+    """
     kind = scenario.kind
     per_day_units = kind.units_per_day(scenario.params)
     days = hours_per_month / 24.0
+    unknown = [k for k, v in times.items() if v.open]
 
-    def unit(end: str, alternative: cost.BillingAlternative, which: str) -> UnitCost:
+    def unit(
+        end: str,
+        alternative: cost.BillingAlternative,
+        which: str,
+        probe: str | None = None,
+    ) -> UnitCost:
         priced = pricing.at(end).with_alternative(alternative)
-        chosen = {k: getattr(v, which) for k, v in times.items()}
+        # An open time is left out (each cost counts a missing time as 0 s and says so),
+        # except where it is probed.
+        chosen = {k: getattr(v, which) for k, v in times.items() if not v.open}
+        if probe is not None:
+            chosen[probe] = OPEN_PROBE_S
         result = kind.cost(scenario.params, priced, size.shape, chosen, size.phrase)
         if result.snapshot_usd is None and which == "high":
             # Unpublished snapshot price: the high end assumes the dearest storage rate.
@@ -682,6 +727,18 @@ def price(
     primary_alt = pricing.alternatives[0]
     primary = unit("primary", primary_alt, "mid")
     per_unit = Span(low=min(lows), mid=mids[0], high=max(highs))
+    open_times = tuple(
+        k
+        for k in unknown
+        if any(
+            unit("high", a, "high", probe=k).total_usd > unit("high", a, "high").total_usd
+            for a in pricing.alternatives
+        )
+    )
+    known_per_month = per_unit.scaled(per_day_units * days)
+    if open_times:
+        per_unit = per_unit.opened()
+        by_alt = [replace(a, per_unit=a.per_unit.opened()) for a in by_alt]
     plan, short, none_fits = check_plans(pricing, scenario.needs())
     snapshot_unknown = primary.snapshot_usd is None
     notes = list(primary.notes)
@@ -690,6 +747,14 @@ def price(
         notes.append(
             "snapshot storage price not published: counted as $0 at the low end and at the "
             "dearest storage rate in the catalog at the high end"
+        )
+    if unknown:
+        # This note says it for the scenario (the session's own note would repeat it).
+        notes = [n for n in notes if not n.startswith(cost.COUNTED_AS_ZERO)]
+    if open_times:
+        notes.append(
+            f"{times_phrase(open_times)} neither measured nor claimed: the cost's upper end "
+            "is unknown (its lower end counts 0 s)"
         )
     if size.note:
         notes.append(size.note)
@@ -707,7 +772,17 @@ def price(
         size=size,
         snapshot_unknown=snapshot_unknown,
         notes=tuple(notes),
+        open_times=open_times,
+        idle_times=tuple(k for k in unknown if k not in open_times),
+        known_per_month=known_per_month,
     )
+
+
+def times_phrase(keys: tuple[str, ...]) -> str:
+    """The times named in words: "the time of resume is", "the times of a and b are"."""
+    if len(keys) == 1:
+        return f"the time of {keys[0]} is"
+    return f"the times of {', '.join(keys[:-1])} and {keys[-1]} are"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -266,13 +266,27 @@ def test_a_run_says_which_config_it_used_and_records_it_resolved(tmp_path):
 
 
 def test_every_command_has_help_with_a_line_per_option_and_an_example(tmp_path):
+    import argparse
+
+    from bench.cli import build_parser
     from bench.config import RunConfig
     from providers.settings import declared
 
-    for command in ("run", "providers", "show", "report", "reap", "compare"):
+    commands = ("run", "providers", "show", "report", "reap", "compare", "history", "site",
+                "export", "emulate")  # fmt: skip
+    for command in commands:
         result = cli(command, "--help", cwd=tmp_path, env={"COLUMNS": "100"})
         assert result.returncode == 0, result.stderr
-        assert "example" in result.stdout and f"sandbox-bench {command}" in result.stdout
+        assert "examples:" in result.stdout, command
+        assert f"  sandbox-bench {command} " in result.stdout, command
+    # Every command is covered, and each of its options and arguments says what it is.
+    [sub] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == set(commands)
+    for command, parser in sub.choices.items():
+        assert parser.epilog and "examples:" in parser.epilog, command
+        for action in parser._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help and action.help.strip(), (command, action.dest)
     run_help = cli("run", "--help", cwd=tmp_path, env={"COLUMNS": "100"}).stdout
     flat = " ".join(run_help.split())
     for decl in declared(RunConfig):

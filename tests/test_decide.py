@@ -223,3 +223,158 @@ def test_the_decision_section_comes_first_and_its_tables_are_written_as_csv_and_
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     with (folder / "summary.csv").open(encoding="utf-8") as fh:
         assert len(summary["rows"]) == len(list(csv.DictReader(fh)))
+
+
+# -- a time neither measured nor claimed: an open upper end, never a number counted at 0 s --
+
+
+def test_an_open_range_is_withheld_unless_it_is_ahead_of_no_one():
+    # "open" is known to cost at least 5 (its known part 5-6), upper end unknown: it might
+    # or might not be below "dear" (from 20), so a rank from it would be a guess.
+    ranges = {
+        "cheap": Span(low=1, mid=1.5, high=2),
+        "open": Span(low=5, mid=5.5, high=6),
+        "dear": Span(low=20, mid=21, high=22),
+    }
+    reason = "the time of overhead is neither measured nor claimed"
+    ranking = decide.rank_ranges(ranges, open_high={"open": reason})
+    assert ranking.withheld == {"open": reason}
+    assert ranking.ranks == {"cheap": 1, "dear": 2}
+    # Ahead of no one even at its lower end: whatever the unknown is, no rank moves, so it is
+    # ranked, behind "cheap", tied with "dear" (its range may reach over it).
+    ranges["dear"] = Span(low=5.5, mid=8, high=9)
+    ranking = decide.rank_ranges(ranges, open_high={"open": reason})
+    assert ranking.withheld == {}
+    assert ranking.ranks == {"cheap": 1, "open": 2, "dear": 2}
+    assert ranking.tied_with("open") == ("dear",)
+    assert ranking.pair("cheap", "open").separated
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from("abcdefg"), spans, min_size=1),
+    st.sets(st.sampled_from("abcdefg")),
+    st.lists(
+        st.one_of(st.floats(min_value=0, max_value=1e5), st.just(math.inf)), min_size=7, max_size=7
+    ),
+)
+def test_property_an_open_range_is_ranked_only_where_its_unknown_part_changes_no_rank(
+    ranges, opened, extra
+):
+    opened = {p: "unknown" for p in opened if p in ranges}
+    ranking = decide.rank_ranges(ranges, open_high=opened, tolerance=0.0)
+    assert set(ranking.ranks) | set(ranking.withheld) == set(ranges)
+    assert set(ranking.withheld) <= set(opened)
+    # Whatever the unknown parts turn out to be, the ranked providers' ranks stay the same.
+    kept = set(ranking.ranks)
+    assert not any(pair.separated for pair in ranking.pairs if pair.better in opened)
+    truth = decide.rank_ranges(
+        {
+            p: Span(low=s.low, mid=s.mid, high=s.high + extra[i]) if p in opened else s
+            for i, (p, s) in enumerate(sorted(ranges.items()))
+            if p in kept
+        },
+        tolerance=0.0,
+    )
+    assert truth.ranks == ranking.ranks
+
+
+def test_a_time_neither_measured_nor_claimed_leaves_the_cost_open_not_zero():
+    from bench import cost
+    from bench import scenarios as sc
+
+    catalog = cost.load_catalog()
+    scenario = sc.builtin_scenarios()["batch_evaluation"]
+    e2b = catalog.get("e2b")
+    size = sc.sandbox_size(e2b, {}, {})
+    unknown = {"overhead": Span(low=0.0, mid=0.0, high=math.inf)}
+    price = sc.price(scenario, e2b, size, unknown, hours_per_month=730,
+                     dearest_snapshot_usd_per_gib_h=0.0)  # fmt: skip
+    rate = 2 * 0.000014 + 0.5 * 0.0000045
+    assert price.per_unit.low == pytest.approx(120 * rate)  # the task alone: a lower bound
+    assert math.isinf(price.per_unit.high) and math.isinf(price.month_with_plan.high)
+    assert price.open_times == ("overhead",) and price.high_unknown
+    assert price.known_month_with_plan.high == pytest.approx(price.month_with_plan.low)
+    assert any("neither measured nor claimed" in n for n in price.notes)
+    assert not any("lives 120.0 s (create" in n for n in price.notes)
+    # A time that does not move the cost (no checkpoints: their time is never billed) keeps
+    # the range closed, and is named as such.
+    agent = sc.parse_scenario("a", {"kind": "agent", "checkpoints": 0, "resumes": 0}, where="t")
+    daytona = catalog.get("daytona")
+    closed = sc.price(agent, daytona, sc.sandbox_size(daytona, {}, {}),
+                      {"checkpoint": Span(low=0.0, mid=0.0, high=math.inf)},
+                      hours_per_month=730, dearest_snapshot_usd_per_gib_h=0.0)  # fmt: skip
+    assert math.isfinite(closed.per_unit.high) and not closed.high_unknown
+    assert closed.idle_times == ("checkpoint",)
+
+
+def test_the_report_leaves_an_unknown_time_open_and_out_of_the_cost_ranks(two_runs, tmp_path):
+    # No claims at all: a provider the runs did not measure has no time for its overhead.
+    claims = tmp_path / "claims.toml"
+    claims.write_text("schema_version = 1\n", encoding="utf-8")
+    _, apart = two_runs
+    settings = ReportSettings(claims_path=claims)
+    _, by_name = _decision(apart, claims_path=claims)
+    d = by_name["batch_evaluation"]
+    for provider in ("daytona", "e2b"):  # measured here: closed ranges, ranked
+        assert not d.costs[provider].high_unknown and provider in d.cost_ranking.ranks
+    open_ = {p for p, c in d.costs.items() if c.high_unknown}
+    assert {"sprites", "runloop", "modal"} <= open_
+    # (sprites is withheld anyway: no plan of it allows 50 sandboxes at once)
+    fits = {p for p in open_ if not d.costs[p].price.no_plan_fits}
+    withheld = {p for p in fits if p in d.cost_ranking.withheld}
+    assert withheld, "an open provider cheaper than a measured one at its lower end"
+    for p in fits:
+        c = d.costs[p]
+        assert c.times_origin["overhead"] == "neither measured nor claimed"
+        assert c.high_unknown == "the time of overhead is neither measured nor claimed"
+        assert math.isinf(c.price.month_with_plan.high)
+        if p in withheld:
+            assert d.cost_ranking.withheld[p] == c.high_unknown == c.reason
+        else:  # ranked only when even its lower end is ahead of no one
+            known = c.price.known_month_with_plan
+            assert not any(
+                known.below(d.costs[q].price.known_month_with_plan, decide.COST_TOLERANCE)
+                for q in d.cost_ranking.ranks
+                if q != p
+            )
+    statements = d.cost_statements()
+    for p in withheld:
+        assert any(s.startswith(f"{p}: not ranked on cost (") and "– ?" in s for s in statements)
+
+    report = write_report([apart], tmp_path / "reports", settings=settings)
+    folder = report.parent
+    table = dict(html_tables(report.read_text(encoding="utf-8")))["table-decision-batch_evaluation"]
+    rows = {r[0]: r for r in table[1:]}
+    for p in withheld:
+        assert rows[p][5].endswith(" – ?") and rows[p][7] == "not ranked"
+        assert "neither measured nor claimed" in rows[p][8]
+    with (folder / "decision.csv").open(encoding="utf-8") as fh:
+        csv_rows = {
+            r["provider"]: r for r in csv.DictReader(fh) if r["scenario"] == "batch_evaluation"
+        }
+    decision = json.loads((folder / "decision.json").read_text(encoding="utf-8"))
+    batch = next(s for s in decision["scenarios"] if s["name"] == "batch_evaluation")
+    json_rows = {r["provider"]: r for r in batch["providers"]}
+    for p in open_:
+        assert (
+            csv_rows[p]["cost_per_month_high_usd"] == "" and csv_rows[p]["cost_per_month_low_usd"]
+        )
+        assert csv_rows[p]["cost_per_month_mid_usd"] == ""
+        assert csv_rows[p]["cost_high_unknown_because"] == d.costs[p].high_unknown
+        assert json_rows[p]["cost_per_month_high_usd"] is None
+        assert json_rows[p]["cost_per_month_low_usd"] > 0
+    for p in withheld:
+        assert csv_rows[p]["cost_rank"] == "" and batch["cost_not_ranked"][p] == (
+            "the time of overhead is neither measured nor claimed"
+        )
+    assert csv_rows["e2b"]["cost_per_month_high_usd"] and csv_rows["e2b"]["cost_rank"]
+    # The session cost figure draws an open cost as a lower bound, labelled so.
+    agent = by_name["persistent_agent"]
+    figure = (folder / "figures" / "cost-session.svg").read_text(encoding="utf-8")
+    for p, c in agent.costs.items():
+        if c.price is not None:
+            total = c.price.primary.total_usd
+            label = f"${total:.3f} – ?" if c.high_unknown else f"${total:.3f}"
+            assert label in figure, p
+    assert any(c.high_unknown for c in agent.costs.values())

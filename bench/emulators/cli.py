@@ -49,6 +49,23 @@ from bench.emulators.registry import (
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+HELP = "run loopback emulators of the cloud providers (prints export lines)"
+#: ``emulate --help``'s examples and what the command does, as the main CLI's other commands
+#: have (bench/cli.py SUBCOMMANDS).
+EXAMPLES = (
+    "examples:\n"
+    "  sandbox-bench emulate all\n"
+    "  sandbox-bench emulate e2b,sprites --port 9000 --state-dir /tmp/emu\n"
+    "  sandbox-bench emulate all --fault-rate 0.2 --seed 1\n"
+    "  sandbox-bench emulate e2b --backend stub --latency-median-ms 100 --latency-p99-ms 300\n"
+    "\n"
+    "Each emulator prints its URL and the export lines that point sandbox-bench (the\n"
+    "provider's adapter and its real SDK) at it; paste them in another shell and run\n"
+    "'sandbox-bench run --providers ...'. It runs until Ctrl-C or SIGTERM, then destroys every\n"
+    "sandbox and checkpoint it holds. Exit codes: 0 stopped cleanly, 1 an emulator failed,\n"
+    "2 bad input.\n"
+)
+
 
 def _fault_kinds(text: str) -> list[str]:
     try:
@@ -143,7 +160,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``emulate`` with the main CLI's subparsers."""
     parser = subparsers.add_parser(
-        "emulate", help="run loopback emulators of the cloud providers (prints export lines)"
+        "emulate",
+        help=HELP,
+        description=HELP[0].upper() + HELP[1:] + ".",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
     parser.set_defaults(func=cmd_emulate)
@@ -288,7 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.emulators.control import terminate_with_parent
 
     terminate_with_parent()
-    parser = _Parser(prog="python -m bench.emulators", description=__doc__.split("\n")[0])
+    parser = _Parser(
+        prog="python -m bench.emulators",
+        description=__doc__.split("\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     return cmd_emulate(parser.parse_args(argv))
 

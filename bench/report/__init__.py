@@ -16,10 +16,11 @@ that returns a generic view (bench/report/views.py) or nothing; workloads add th
   (the JSON holds the same rows as records, NaN as null);
 * ``decision.csv`` and ``decision.json``: the decision section as data, one row per
   (scenario, provider): latency with its interval, failures, cost ranges, plan, ranks and
-  ties, and why a provider is not ranked; the JSON adds each scenario's parameters, the pairs'
+  ties, and why a provider is not ranked (a cost's unknown upper end is null, with
+  ``cost_high_unknown_because``); the JSON adds each scenario's parameters, the pairs'
   ratios and intervals, the statements and the rules (:mod:`bench.report.decision`).
-* ``comparisons.csv``: every pairwise comparison of providers (the report shows the
-  decision-relevant ones first and folds the rest).
+* ``comparisons.csv``: every pairwise comparison of providers (the report shows, open, each
+  provider against the fastest on each decision-relevant operation, and folds the rest).
 
 Several runs go to ``<out_root>/<first run id>+<number of other runs>/``.
 """

@@ -15,16 +15,20 @@ What goes in, per provider and scenario:
   its vendor claim, "vendor claim, not measured", and is not ranked.
 * **Cost**: the scenario on the provider's catalog entry (bench/scenarios.py), with the times it
   needs from this run where they were measured (the interval of each median, its ends giving
-  the cost range) and from vendor claims otherwise (the claim's band), said per provider;
-  times neither measured nor claimed count 0 s, said too. A self-hosted provider without a
-  host price and a provider missing from the catalog are listed with that reason, never as $0.
+  the cost range) and from vendor claims otherwise (the claim's band), said per provider.
+  A time neither measured nor claimed has no upper end: when it moves the cost, the cost's
+  upper end is unknown (shown as "?", null in the CSV and JSON, never a number counted at
+  0 s) and the provider is not ranked on cost, with that reason, unless the unknown part
+  provably cannot change a rank (:func:`bench.decide.rank_ranges`). A self-hosted provider
+  without a host price and a provider missing from the catalog are listed with that reason,
+  never as $0.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,6 +89,14 @@ class ProviderLatency:
         return self.failures / self.attempts if self.attempts else math.nan
 
 
+#: Where a time a cost needs came from (:attr:`ProviderCost.times_origin`).
+MEASURED = "measured"
+CLAIMED = "vendor claim, not measured"
+UNKNOWN = "neither measured nor claimed"
+UNKNOWN_IDLE = "neither measured nor claimed, does not change the cost"
+ORIGINS = (MEASURED, CLAIMED, UNKNOWN, UNKNOWN_IDLE)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ProviderCost:
     """One provider's cost of one scenario (None price: not costed, with the reason)."""
@@ -102,15 +114,22 @@ class ProviderCost:
         origins = set(self.times_origin.values())
         if not origins:
             return "–"
-        if origins == {"measured"}:
-            return "measured"
+        if origins == {MEASURED}:
+            return MEASURED
         parts = []
-        for origin in ("measured", "vendor claim, not measured", "not known: 0 s"):
+        for origin in ORIGINS:
             keys = [k for k, v in self.times_origin.items() if v == origin]
             if keys:
                 parts.append(f"{origin} ({', '.join(keys)})")
-        other = sorted(origins - {"measured", "vendor claim, not measured", "not known: 0 s"})
+        other = sorted(origins - set(ORIGINS))
         return "; ".join(parts + other)
+
+    @property
+    def high_unknown(self) -> str:
+        """Why the cost has no upper end ("" when it has one)."""
+        if self.price is None or not self.price.open_times:
+            return ""
+        return f"{sc.times_phrase(self.price.open_times)} neither measured nor claimed"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +166,10 @@ class Decision:
                 c = d.costs.get(provider)
                 p = c.price if c is not None else None
                 month = p.month_with_plan if p is not None else None
+                # An unknown upper end is no number (null), and with it the estimate.
+                month_mid = (
+                    math.nan if month is None or (p is not None and p.high_unknown) else month.mid
+                )
                 out.append(
                     {
                         "scenario": d.scenario.name,
@@ -170,12 +193,13 @@ class Decision:
                             d.latency_ranking.withheld.get(provider, "") if lat else ""
                         ),
                         "cost_per_unit_low_usd": p.per_unit.low if p else math.nan,
-                        "cost_per_unit_high_usd": p.per_unit.high if p else math.nan,
+                        "cost_per_unit_high_usd": _finite(p.per_unit.high) if p else math.nan,
                         "cost_per_day_low_usd": p.per_day.low if p else math.nan,
-                        "cost_per_day_high_usd": p.per_day.high if p else math.nan,
+                        "cost_per_day_high_usd": _finite(p.per_day.high) if p else math.nan,
                         "cost_per_month_low_usd": month.low if month else math.nan,
-                        "cost_per_month_mid_usd": month.mid if month else math.nan,
-                        "cost_per_month_high_usd": month.high if month else math.nan,
+                        "cost_per_month_mid_usd": month_mid,
+                        "cost_per_month_high_usd": _finite(month.high) if month else math.nan,
+                        "cost_high_unknown_because": c.high_unknown if c else "",
                         "plan": p.plan.name if p and p.plan else "",
                         "plan_usd_per_month": p.plan.usd_per_month if p and p.plan else math.nan,
                         "plans_too_small": "; ".join(p.plans_too_small) if p else "",
@@ -227,6 +251,11 @@ class Decision:
         )
 
 
+def _finite(value: float) -> float:
+    """NaN (no number: null in the JSON, empty in the CSV) for an unknown end."""
+    return value if math.isfinite(value) else math.nan
+
+
 RULES = (
     "Latency ranks use the median of the scenario's latency; two providers are tied unless the "
     "95 % bootstrap interval of the ratio of their medians lies wholly above 1. Cost ranks use "
@@ -235,7 +264,10 @@ RULES = (
     "tied unless one range lies wholly below the other. A rank is 1 + the number of providers "
     "separated from it and better. Not ranked on latency: fewer than "
     f"{stats.MIN_N_RATIO} successful samples, a loopback emulator, or no measurement; not "
-    "ranked on cost: no price, or no published plan allows the scenario."
+    "ranked on cost: no price, no published plan allows the scenario, or a time the cost "
+    "needs was neither measured nor claimed (the range has no upper end, shown as ?) unless "
+    "the unknown part cannot change a rank (with the unknown times counted as 0 s the "
+    "provider is ahead of no one)."
 )
 
 
@@ -627,13 +659,14 @@ class _Builder:
             if key == "overhead" and not claims:
                 claims = _claims_for(self.claims, provider, _role_ops(Role.CREATE))
             if span is not None:
-                out[key], origin[key] = span, "measured"
+                out[key], origin[key] = span, MEASURED
                 continue
             claimed = claim_span(claims)
             if claimed is not None:
-                out[key], origin[key] = claimed, "vendor claim, not measured"
+                out[key], origin[key] = claimed, CLAIMED
             else:
-                out[key], origin[key] = Span.point(0.0), "not known: 0 s"
+                # No number: at least 0 s, with no known upper end (never counted as 0 s).
+                out[key], origin[key] = Span(low=0.0, mid=0.0, high=math.inf), UNKNOWN
         return out, origin
 
     def _ok_values(self, provider: str, workload: str, operation: str) -> np.ndarray:
@@ -673,6 +706,8 @@ class _Builder:
             hours_per_month=self.catalog.hours_per_month,
             dearest_snapshot_usd_per_gib_h=self.dearest,
         )
+        for key in price.idle_times:
+            origin[key] = UNKNOWN_IDLE
         reason = ""
         if price.no_plan_fits:
             reason = "no published plan allows it: " + "; ".join(price.plans_too_small)
@@ -695,9 +730,16 @@ class _Builder:
         )
         costs = {p: self.cost(scenario, p, latency[p]) for p in self.providers}
         cost_ranking = rank_ranges(
-            {p: c.price.month_with_plan for p, c in costs.items() if c.price is not None},
+            {p: c.price.known_month_with_plan for p, c in costs.items() if c.price is not None},
             withheld={p: c.reason for p, c in costs.items() if c.reason},
+            open_high={p: c.high_unknown for p, c in costs.items() if c.high_unknown},
         )
+        costs = {
+            p: replace(c, reason=cost_ranking.withheld[p])
+            if not c.reason and p in cost_ranking.withheld
+            else c
+            for p, c in costs.items()
+        }
         return ScenarioDecision(
             scenario=scenario,
             source=source,
@@ -831,12 +873,19 @@ def cost_statements(d: ScenarioDecision) -> list[str]:
         month = p.month_with_plan
         tied = r.tied_with(provider)
         plan = f", on the {p.plan.name} plan" if p.plan is not None else ""
-        times = "" if c.times_summary == "measured" else f"; times: {c.times_summary}"
+        times = "" if c.times_summary == MEASURED else f"; times: {c.times_summary}"
+        unknown = (
+            f"; no upper end: {c.high_unknown}; even with them counted as 0 s it is ahead of "
+            "no one, so they cannot change a rank"
+            if c.high_unknown
+            else ""
+        )
         out.append(
             f"{provider}: {cost.format_usd_range(month.low, month.high)} a month"
             f"{plan}: cost rank {rank}"
             + (f", tied with {', '.join(tied)}" if tied else "")
             + times
+            + unknown
             + "."
         )
     for pair in r.pairs:
@@ -849,7 +898,10 @@ def cost_statements(d: ScenarioDecision) -> list[str]:
                 f"{cost.format_usd(b.month_with_plan.low)} a month."
             )
     for provider, reason in r.withheld.items():
-        out.append(f"{provider}: not ranked on cost: {reason}.")
+        c = d.costs.get(provider)
+        month = c.price.month_with_plan if c is not None and c.price is not None else None
+        shown = f" ({cost.format_usd_range(month.low, month.high)} a month)" if month else ""
+        out.append(f"{provider}: not ranked on cost{shown}: {reason}.")
     return out
 
 

@@ -28,7 +28,7 @@ import hashlib
 import io
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -511,8 +511,12 @@ def session_cost_figure(
     rows: Sequence[tuple[str, float, float, float | None]],
     colors: Mapping[str, str],
     scenario_text: str,
+    *,
+    open_high: Collection[str] = (),
 ) -> FigureFile | None:
-    """``rows``: (provider, compute_usd, storage_usd, snapshot_usd or None)."""
+    """``rows``: (provider, compute_usd, storage_usd, snapshot_usd or None); the providers in
+    ``open_high`` have no known upper end (a time neither measured nor claimed, counted at
+    0 s): their bar is a lower bound, labelled "$x – ?"."""
     if not rows:
         return None
     with plt.rc_context(RC):
@@ -534,7 +538,9 @@ def session_cost_figure(
         ax.barh(y, snapshot, left=compute + storage, color="#cbd2d9", label="snapshots")
         totals = compute + storage + snapshot
         for yi, total, row in zip(y, totals, rows, strict=True):
-            label = f" ${total:.3f}" + (" + unknown snapshots" if row[3] is None else "")
+            label = f" ${total:.3f} – ?" if row[0] in open_high else f" ${total:.3f}"
+            if row[3] is None:
+                label += " + unknown snapshots"
             ax.text(total, yi, label, va="center", fontsize=8)
         ax.set_yticks(y, names)
         ax.invert_yaxis()

@@ -235,11 +235,16 @@ def _shape_cell(c_price: sc.ScenarioPrice) -> str:
     return c_price.billed_shape.describe() if len(shapes) == 1 else " or ".join(sorted(shapes))
 
 
-def _split(unit: sc.UnitCost) -> str:
+def _usd(value: float, *, at_least: bool = False) -> str:
+    """An amount; "≥ $x" for a lower bound (a nonzero one: "≥ $0" says nothing)."""
+    return ("≥ " if at_least and value else "") + cost.format_usd(value)
+
+
+def _split(unit: sc.UnitCost, *, at_least: bool = False) -> str:
     """The compute cost by what is priced: vCPUs, memory (and a flat per-sandbox rate)."""
-    text = f"{cost.format_usd(unit.cpu_usd)} / {cost.format_usd(unit.memory_usd)}"
+    text = f"{_usd(unit.cpu_usd, at_least=at_least)} / {_usd(unit.memory_usd, at_least=at_least)}"
     if unit.sandbox_usd:
-        text += f" + {cost.format_usd(unit.sandbox_usd)} per sandbox"
+        text += f" + {_usd(unit.sandbox_usd, at_least=at_least)} per sandbox"
     return text
 
 
@@ -274,13 +279,16 @@ def scenario_cost_table(d: ScenarioDecision) -> Table:
             else (price.plan.describe() if price.plan is not None else "–")
         )
         month = price.month_with_plan
+        # With a time nobody measured or claimed (counted at 0 s), the time-billed parts are
+        # lower bounds only.
+        bound = price.high_unknown
         cells = [
             p,
             _shape_cell(price),
-            f"{primary.billed_h:.2f} h{idle}",
-            cost.format_usd(primary.compute_usd),
-            _split(primary),
-            cost.format_usd(primary.storage_usd),
+            ("≥ " if bound else "") + f"{primary.billed_h:.2f} h{idle}",
+            _usd(primary.compute_usd, at_least=bound),
+            _split(primary, at_least=bound),
+            _usd(primary.storage_usd, at_least=bound),
             snapshots,
             per_unit,
             cost.format_usd_range(price.per_day.low, price.per_day.high),
@@ -312,7 +320,9 @@ def scenario_cost_table(d: ScenarioDecision) -> Table:
         "first-listed rates, first billing reading and the median times; the ranges span every "
         "sourced rate, every billing reading and the times' 95 % intervals. A month is "
         "hours_per_month / 24 days. Times: where the operation times came from (measured here, "
-        "or the vendor's claims for providers not measured or measured on an emulator). "
+        "or the vendor's claims for providers not measured or measured on an emulator; a time "
+        "neither measured nor claimed leaves the upper end unknown, '– ?', and makes the "
+        "time-billed parts lower bounds, '≥'). "
         "† snapshot storage price not published: the range counts $0 at its low end and the "
         "dearest storage rate in the catalog at its high end.",
         align="llrrrrrlrrll",
@@ -362,7 +372,9 @@ def scenario_view(data: ReportData, d: ScenarioDecision) -> View:
                 rows,
                 data.colors,
                 d.scenario.describe() + " (at the catalog's first-listed rates and first billing "
-                "reading; the table gives the ranges)",
+                "reading; the table gives the ranges; $x – ?: a lower bound, a time the cost "
+                "needs neither measured nor claimed)",
+                open_high={p for p, c in d.costs.items() if c.high_unknown},
             )
         )
     return View(

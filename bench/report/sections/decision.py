@@ -98,8 +98,11 @@ def _notes_cell(d: ScenarioDecision, provider: str) -> str:
     if c is not None:
         if c.reason:
             out.append(("not costed: " if c.price is None else "cost not ranked: ") + c.reason)
-        elif c.times_summary not in ("measured", "–"):
-            out.append(f"cost times: {c.times_summary}")
+        else:
+            if c.high_unknown:
+                out.append(f"? no upper end: {c.high_unknown}")
+            if c.times_summary not in ("measured", "–"):
+                out.append(f"cost times: {c.times_summary}")
     return "\n".join(out) or "–"
 
 
@@ -152,7 +155,8 @@ def scenario_table(d: ScenarioDecision) -> Table:
         caption=f"Latency: {metric}, per iteration, successful iterations only; failures count "
         "iterations with a failed step. Cost a month: the range over every sourced rate and "
         "billing reading, with the measured times at their interval's ends and the fee of the "
-        "cheapest plan that allows the scenario; details in the Cost section.",
+        "cheapest plan that allows the scenario; '– ?': the upper end is unknown (a time the "
+        "cost needs was neither measured nor claimed); details in the Cost section.",
         align="llrrlllll",
     )
 

@@ -235,9 +235,73 @@ def _roles_text() -> str:
     return ", ".join(dict.fromkeys(named))
 
 
+def against_fastest(pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (workload, operation) of ``pairs``: each provider against the fastest of that
+    operation (n - 1 rows, oriented so that A is the fastest: ratio = B / fastest), and the
+    other pairs as they are.
+
+    The fastest is the lowest median among the providers with enough samples for a ratio
+    (else among those with a median at all), ties broken by name. A pair stored the other way
+    round (the fastest as B) is turned: the medians, counts and n swap, the ratio becomes
+    1 / ratio and its interval (1 / high, 1 / low), the percentile bootstrap's interval of the
+    inverse ratio; the two-sided p-value is the same. comparisons.csv keeps every pair as
+    computed.
+    """
+    columns = list(pairs.columns)
+    if pairs.empty:
+        return pairs, pairs
+    open_rows: list[dict[str, Any]] = []
+    keep_out = pd.Series(True, index=pairs.index)
+    for _, group in pairs.groupby(["workload", "operation"], sort=False):
+        fastest = _fastest(group)
+        if fastest is None:
+            continue
+        for index, r in group.iterrows():
+            if fastest not in (r["provider_a"], r["provider_b"]):
+                continue
+            keep_out[index] = False
+            open_rows.append(r.to_dict() if r["provider_a"] == fastest else _turned(r.to_dict()))
+    return pd.DataFrame(open_rows, columns=columns), pairs[keep_out]
+
+
+def _fastest(group: pd.DataFrame) -> str | None:
+    medians: dict[str, tuple[float, int]] = {}
+    for side in ("a", "b"):
+        for name, p50, n in zip(
+            group[f"provider_{side}"], group[f"p50_{side}_s"], group[f"n_{side}"], strict=True
+        ):
+            if p50 is not None and math.isfinite(p50):
+                medians[str(name)] = (float(p50), int(n))
+    if not medians:
+        return None
+    enough = {p: m for p, (m, n) in medians.items() if n >= stats.MIN_N_RATIO}
+    pool = enough or {p: m for p, (m, _) in medians.items()}
+    return min(pool, key=lambda p: (pool[p], p))
+
+
+def _turned(r: dict[str, Any]) -> dict[str, Any]:
+    """A pair with A and B swapped (see :func:`against_fastest`)."""
+    out = dict(r)
+    for a, b in (("provider_a", "provider_b"), ("n_a", "n_b"), ("p50_a_s", "p50_b_s")):
+        out[a], out[b] = r[b], r[a]
+    if r["reason"]:
+        return out
+    ratio, low, high = r["ratio"], r["ratio_ci_low"], r["ratio_ci_high"]
+    if not ratio > 0:
+        # The fastest's median is 0: no ratio against it.
+        out.update(ratio=math.nan, ratio_ci_low=math.nan, ratio_ci_high=math.nan,
+                   reason="median of the baseline is 0")  # fmt: skip
+        return out
+    out["ratio"] = 1.0 / ratio
+    out["ratio_ci_low"] = 1.0 / high if high > 0 else math.nan
+    out["ratio_ci_high"] = 1.0 / low if low > 0 else math.inf
+    return out
+
+
 def comparisons(data: ReportData) -> View:
-    """Every pair of providers on the operations a choice rests on (the workloads' Role
-    declarations); the other operations' pairs folded below, and all of them in the report's
+    """On the operations a choice rests on (the workloads' Role declarations), each provider
+    against the fastest of that operation, open; every other pair of those operations, and
+    every pair of the other operations, folded below; all of them in the report's
     comparisons.csv."""
     pairs = data.pairs
     if pairs.empty:
@@ -248,10 +312,30 @@ def comparisons(data: ReportData) -> View:
     key = [decision_relevant(w, op) for w, op in zip(pairs["workload"], pairs["operation"],
                                                       strict=True)]  # fmt: skip
     mask = pd.Series(key, index=pairs.index, dtype=bool)
-    main, rest = pairs[mask], pairs[~mask]
+    main, others = against_fastest(pairs[mask])
+    rest = pairs[~mask]
     blocks: list[Any] = []
     if not main.empty:
-        blocks.append(comparison_table(main, title="The operations a choice rests on", fold=False))
+        blocks.append(
+            comparison_table(
+                main,
+                title="The operations a choice rests on: each provider against the fastest",
+                fold=False,
+            )
+        )
+    if not others.empty:
+        blocks.append(
+            View(
+                id="comparisons-pairs-part",
+                title=f"Every other pair of these operations ({len(others)} comparisons)",
+                collapsed=True,
+                blocks=(
+                    comparison_table(
+                        others, id="comparisons-pairs", title="Every other pair of these operations"
+                    ),
+                ),
+            )
+        )
     if not rest.empty:
         other = comparison_table(rest, id="comparisons-other", title="Every other operation")
         blocks.append(
@@ -267,9 +351,11 @@ def comparisons(data: ReportData) -> View:
         title="Pairwise comparisons",
         nav="Comparisons",
         intro=(
-            f"Shown first: the operations each workload declares a choice rests on "
-            f"({_roles_text()}). Every comparison, these and the rest, is also in "
-            "comparisons.csv beside this report.",
+            f"Shown first: on each operation a workload declares a choice rests on "
+            f"({_roles_text()}), every provider against the fastest of that operation (A is "
+            "the fastest: the lowest median among the providers with enough samples for a "
+            "ratio). Folded below: every other pair of those operations, and every other "
+            "operation. Every comparison is also in comparisons.csv beside this report.",
         ),
         blocks=tuple(blocks),
     )

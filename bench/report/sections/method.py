@@ -54,7 +54,9 @@ def method_notes(data: ReportData) -> list[str]:
         "the ratio of their medians excludes 1; cost on the monthly range, tied unless one "
         "range lies wholly below the other; a rank is 1 + the number of providers clearly "
         "better. No latency rank from fewer than 10 samples, an emulator or a vendor claim; no "
-        "cost rank without a price or a plan that allows the scenario.",
+        "cost rank without a price or a plan that allows the scenario, nor from a range whose "
+        "upper end is unknown (a time the cost needs neither measured nor claimed) unless "
+        "that cannot change a rank.",
     ]
 
 

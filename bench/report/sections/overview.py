@@ -62,6 +62,12 @@ SNAPSHOT_MARK = (
     "snapshot storage price not published: left out of the first figure; the range's high "
     "end assumes the dearest storage rate in the catalog",
 )
+OPEN_MARK = (
+    "⁶",
+    "a time the cost needs was neither measured nor claimed: its upper end is unknown (?)",
+)
+#: A cell with no value (a column of nothing but these is left out of the table).
+NO_VALUE = "–"
 
 
 def _pick(rows: Mapping[tuple[str, str, str], dict], provider: str, role: Role) -> str:
@@ -87,23 +93,40 @@ def _mark(data: ReportData, provider: str, role: Role) -> str:
     return found[0] if found else ""
 
 
-def _session_cell(data: ReportData, provider: str) -> tuple[str, bool]:
-    """The persistent agent's cost per session, as a range, and whether its snapshot price is
-    unknown."""
+def _session_cell(data: ReportData, provider: str) -> tuple[str, list[tuple[str, str]]]:
+    """The persistent agent's cost per session, as a range, and the marks it carries."""
     agent = next((d for d in decision_of(data).scenarios if d.scenario.name == SESSION), None)
     c = agent.costs.get(provider) if agent is not None else None
     if c is None:
-        return "–", False
+        return NO_VALUE, []
     if c.price is None:
-        return NOT_COSTED, False
+        return NOT_COSTED, []
     p = c.price
     text = cost.format_usd_range(p.per_unit.low, p.per_unit.high)
+    marks = []
+    if p.high_unknown:  # on the "?" itself: "$0.040 – ?⁶"
+        text += OPEN_MARK[0]
+        marks.append(OPEN_MARK)
     if p.snapshot_unknown:
         text += f" + snapshots{SNAPSHOT_MARK[0]}"
-    return text, p.snapshot_unknown
+        marks.append(SNAPSHOT_MARK)
+    return text, marks
+
+
+#: What the caption says of each column after the medians, when the column is shown.
+CAPTIONS = {
+    "Failure rate": "failure rate over every attempted operation",
+    "Fidelity failures": "fidelity failures over every fidelity check run (see Fidelity: the "
+    "provider answered ok and did something else)",
+    "Agent session cost": "agent session cost: one session of the persistent-agent scenario, "
+    "as a range over every sourced price (the Cost section; not costed: a self-hosted "
+    "provider without a host price)",
+}
 
 
 def glance_table(data: ReportData) -> tuple[Table, list[str]]:
+    """The at-a-glance table and its notes. A column with no value for any provider (say,
+    CPU speed when guest_perf did not run) is left out; the others keep their order."""
     rows_by_key = {(r["provider"], r["workload"], r["operation"]): r for r in data.summary_rows}
     summary = data.summary
     rows = []
@@ -115,51 +138,49 @@ def glance_table(data: ReportData) -> tuple[Table, list[str]]:
         cells = []
         for role, _ in GLANCE_ROLES:
             text = _pick(rows_by_key, p, role)
-            mark = _mark(data, p, role) if text not in ("–", "unsupported") else ""
+            mark = _mark(data, p, role) if text not in (NO_VALUE, "unsupported") else ""
             if mark:
                 used[mark] = next(t for m, t in MARKS.values() if m == mark)
             cells.append(text + mark)
-        session, unknown = _session_cell(data, p)
+        session, marks = _session_cell(data, p)
         wrong, checked = failure_rate(data, p)
-        if unknown:
-            used[SNAPSHOT_MARK[0]] = SNAPSHOT_MARK[1]
+        used.update(marks)
         rows.append(
             [
                 f"{p} (emulated)" if p in data.emulated else p,
                 *cells,
-                stats.format_percent(failures / attempts) if attempts else "–",
+                stats.format_percent(failures / attempts) if attempts else NO_VALUE,
                 f"{stats.format_percent(wrong / checked)} ({wrong} of {checked})"
                 if checked
-                else "–",
+                else NO_VALUE,
                 session,
             ]
         )
+    columns = ("Provider", *(label for _, label in GLANCE_ROLES), *CAPTIONS)
+    keep = [0] + [i for i in range(1, len(columns)) if any(r[i] != NO_VALUE for r in rows)]
+    shown = {columns[i] for i in keep}
     sources = list(
-        dict.fromkeys(w for role, _ in GLANCE_ROLES for w, _ in registry.with_role(role))
+        dict.fromkeys(
+            w for role, label in GLANCE_ROLES if label in shown for w, _ in registry.with_role(role)
+        )
     )
     named = (
         ", ".join(sources[:-1]) + f" and {sources[-1]}" if len(sources) > 1 else "".join(sources)
     )
+    parts = [f"medians from the {named} workloads"] if sources else []
+    parts += [text for column, text in CAPTIONS.items() if column in shown]
+    caption = "; ".join(parts)
+    caption = (caption[:1].upper() + caption[1:] + ". ") if caption else ""
     table = make_table(
         "glance",
-        (
-            "Provider",
-            *(label for _, label in GLANCE_ROLES),
-            "Failure rate",
-            "Fidelity failures",
-            "Agent session cost",
-        ),
-        rows,
+        tuple(columns[i] for i in keep),
+        [[r[i] for i in keep] for r in rows],
         title="At a glance",
-        caption=f"Medians from the {named} workloads; failure rate over every attempted "
-        "operation; fidelity failures over every fidelity check run (see Fidelity: the provider "
-        "answered ok and did something else); agent session cost: one session of the "
-        "persistent-agent scenario, as a range over every sourced price (the Cost section; not "
-        "costed: a self-hosted provider without a host price). Marked cells do not mean the same "
-        "on every provider (notes below the table): compare them only with that in mind.",
-        align="l" + "r" * (len(GLANCE_ROLES) + 3),
+        caption=caption + "Marked cells do not mean the same on every provider (notes below the "
+        "table): compare them only with that in mind.",
+        align="l" + "r" * (len(keep) - 1),
     )
-    order = [m for m, _ in MARKS.values()] + [SNAPSHOT_MARK[0]]
+    order = [m for m, _ in MARKS.values()] + [SNAPSHOT_MARK[0], OPEN_MARK[0]]
     notes = [f"{m} {used[m]}" for m in order if m in used]
     return table, notes
 
