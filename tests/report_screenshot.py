@@ -26,9 +26,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-#: The parts shown, in order: the top of the page down to the end of this section, then
-#: these figures (the first of each list the report has).
-TOP_UNTIL = "#glance"
+#: The parts shown, in order: the page's header, these sections (the decision section above
+#: the glance table is long, so the picture shows the header and the glance table apart),
+#: then these figures (the first of each list the report has).
+HEADER = "header.top"
+SECTIONS = ("#glance",)
 FIGURES = (
     ("#fig-ecdf-lifecycle", "#fig-ecdf-exec", "figure[id^='fig-ecdf-']"),
     ("#fig-scaling-checkpoint_scaling", "figure[id^='fig-scaling-']"),
@@ -47,12 +49,10 @@ def _first(page: Any, selectors: Sequence[str]) -> Any | None:
 def parts(page: Any) -> list[bytes]:
     """PNG screenshots of the parts, from a page showing a report."""
     shots = []
-    glance = page.query_selector(TOP_UNTIL)
-    if glance is not None:
-        box = glance.bounding_box()
-        bottom = box["y"] + box["height"]
-        clip = {"x": 0, "y": 0, "width": VIEWPORT["width"], "height": bottom}
-        shots.append(page.screenshot(clip=clip, full_page=True))
+    for selector in (HEADER, *SECTIONS):
+        found = page.query_selector(selector)
+        if found is not None:
+            shots.append(found.screenshot())
     for selectors in FIGURES:
         found = _first(page, selectors)
         if found is not None:
