@@ -224,8 +224,24 @@ CASES = {
     "emulators-KILL-c1": ("emulators", signal.SIGKILL, 1, "lifecycle,checkpoint", 2),
     "emulators-KILL-c50": ("emulators", signal.SIGKILL, 50, "lifecycle,checkpoint", 9),
 }  # fmt: skip
+#: The other eight of the 18 combinations (signal x concurrency 1, 4, 50 x backend), run with
+#: ``SANDBOX_BENCH_INTERRUPTS=full`` (each takes 15-90 s here; make test runs the ten above,
+#: which hold every signal, every concurrency and both backends).
+MORE_CASES = {
+    "local-SIGINT-c50": ("local", signal.SIGINT, 50, "lifecycle,checkpoint", 40),
+    "local-SIGTERM-c4": ("local", signal.SIGTERM, 4, "lifecycle,checkpoint,pause_resume", 3),
+    "local-KILL-c1": ("local", signal.SIGKILL, 1, "lifecycle,checkpoint", 2),
+    "local-KILL-c50": ("local", signal.SIGKILL, 50, "lifecycle,checkpoint", 40),
+    "emulators-SIGINT-c4": ("emulators", signal.SIGINT, 4, "lifecycle,checkpoint,pause_resume", 3),
+    "emulators-SIGTERM-c1": ("emulators", signal.SIGTERM, 1, "lifecycle,checkpoint", 1),
+    "emulators-SIGTERM-c50": ("emulators", signal.SIGTERM, 50, "lifecycle,checkpoint", 9),
+    "emulators-KILL-c4": ("emulators", signal.SIGKILL, 4, "lifecycle,checkpoint,pause_resume", 3),
+}  # fmt: skip
+if os.environ.get("SANDBOX_BENCH_INTERRUPTS", "") == "full":
+    CASES = {**CASES, **MORE_CASES}
 
 
+@pytest.mark.spread  # each case: its own emulators, folders and processes
 @pytest.mark.parametrize(
     ("backend", "sig", "concurrency", "workloads", "iterations"), CASES.values(), ids=CASES.keys()
 )
