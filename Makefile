@@ -17,10 +17,10 @@ test:
 	@scripts/setup.sh --system-test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	# Most tests wait on sandboxes, emulators and subprocesses: three workers (a module's tests
-	# in one worker, but for the slow independent cases marked spread: tests/conftest.py);
-	# the timing tests then run alone.
-	$(BIN)/pytest -n 3 --dist loadgroup -m "not live and not serial"
+	# Most tests wait on sandboxes, emulators and subprocesses: three workers, one file each
+	# (a module's fixtures are made once; --dist loadgroup, which spreads the cases marked
+	# spread, measured slower here); the timing tests then run alone.
+	$(BIN)/pytest -n 3 --dist loadfile -m "not live and not serial"
 	$(BIN)/pytest -m "serial and not live"
 
 # Our own speed goals (pytest-benchmark); figures are quoted in the README.
