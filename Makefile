@@ -18,8 +18,7 @@ test:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	# Most tests wait on sandboxes, emulators and subprocesses: three workers, one file each
-	# (a module's fixtures are made once; --dist loadgroup, which spreads the cases marked
-	# spread, measured slower here); the timing tests then run alone.
+	# (a module's fixtures are made once); the timing tests then run alone.
 	$(BIN)/pytest -n 3 --dist loadfile -m "not live and not serial"
 	$(BIN)/pytest -m "serial and not live"
 

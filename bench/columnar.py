@@ -445,7 +445,7 @@ def load(folder: Path, *, columns: Sequence[str] | None = None, save: bool = Fal
     try:
         table, warnings = _parse_fast(path)
         encoding, how = "struct", "arrow"
-    except _Fallback:
+    except (_Fallback, UnicodeError):  # pyarrow reads a key that is not UTF-8, then cannot name it
         run = load_run(folder)  # raises exactly what it always raised
         table, encoding = table_from_samples(run.samples)
         warnings = [w for w in run.warnings if w not in live]

@@ -92,14 +92,3 @@ async def open_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                 await provider.close()
 
     return factory
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist's ``--dist loadgroup`` (make test) a module's tests run in one
-    worker, as with ``loadfile`` (module-scoped fixtures are made once; a few modules rely on
-    their order), except tests marked ``spread``: independent, slow cases (their own
-    temporary folders, ports 0) that any worker may take."""
-    for item in items:
-        if item.get_closest_marker("spread") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -241,7 +241,6 @@ if os.environ.get("SANDBOX_BENCH_INTERRUPTS", "") == "full":
     CASES = {**CASES, **MORE_CASES}
 
 
-@pytest.mark.spread  # each case: its own emulators, folders and processes
 @pytest.mark.parametrize(
     ("backend", "sig", "concurrency", "workloads", "iterations"), CASES.values(), ids=CASES.keys()
 )

@@ -273,6 +273,21 @@ def test_a_corrupted_run_folder_is_read_or_refused_never_a_crash(
     assert "Traceback" not in err and "internal error" not in err
 
 
+def test_a_key_that_is_not_utf8_is_refused_in_one_line(tmp_path, good_run):
+    """Found by the generated test above: pyarrow parses a key holding a byte that is not
+    UTF-8 and then cannot name the column; the fast path gives way to load_run, which refuses
+    the file in one line (it was an internal error)."""
+    folder = tmp_path / "results" / "run"
+    shutil.copytree(good_run, folder)
+    shutil.rmtree(folder / "cache", ignore_errors=True)
+    data = (folder / "samples.jsonl").read_bytes()
+    (folder / "samples.jsonl").write_bytes(data[:2] + b"\x80" + data[2:])
+    code, err = _main(["show", str(folder)])
+    assert code == 2, err
+    assert err.startswith("sandbox-bench: error: ") and "samples.jsonl" in err
+    assert len(err.strip().splitlines()) == 1 and "internal error" not in err
+
+
 def test_the_schema_error_names_the_line_of_a_torn_middle_line(tmp_path, good_run):
     folder = tmp_path / "run"
     shutil.copytree(good_run, folder)
