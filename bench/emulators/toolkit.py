@@ -566,6 +566,11 @@ class Sandboxes:
         spec = spec or SandboxSpec()
         spec = dataclasses.replace(spec, labels={**spec.labels, "emulated-box": box.id})
         local = await (self.backend.restore(source) if source else self.backend.create(spec))
+        await self._adopt(box, local, home)
+
+    async def _adopt(self, box: Box, local: Sandbox, home: str | None) -> None:
+        """Make ``home`` in the backend sandbox ``local`` and give it to ``box``; destroy it
+        when that fails."""
         try:
             if home:
                 made = await self.backend.exec(local, ["mkdir", "-p", home], timeout_s=30)
@@ -835,7 +840,7 @@ class Misbehaving(Sandboxes):
                 spec, cpus=spec.cpus / 2, memory_mb=max(16, spec.memory_mb // 2)
             )
         if new and self._on("create-recycled") and self._pool:
-            await self._reuse(box, self._pool.pop(), home)
+            await self._adopt(box, self._pool.pop(), home)
         else:
             await super().boot(box, spec, home=home, source=source)
         if not new:
@@ -844,18 +849,6 @@ class Misbehaving(Sandboxes):
             allowed = sorted(os.sched_getaffinity(0))
             half = allowed[: max(1, len(allowed) // 2)]
             self._pinned[box.id] = ",".join(str(cpu) for cpu in half)
-
-    async def _reuse(self, box: Box, local: Sandbox, home: str | None) -> None:
-        try:
-            if home:
-                made = await self.backend.exec(local, ["mkdir", "-p", home], timeout_s=30)
-                if made.exit_code != 0:
-                    raise ProviderError(f"mkdir {home} failed: {made.stderr!r}")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self.backend.destroy(local)
-            raise
-        box.local = local
 
     async def destroy(self, box: Box) -> None:
         alive = box.local is not None or box.parked is not None
