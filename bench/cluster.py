@@ -104,7 +104,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import cleanup as cleaning
-from bench import netprobe
+from bench import cpu_latency, netprobe
 from bench.cleanup import Alive, Grace
 from bench.config import RunConfig, local_cluster_workers
 from bench.records import RunStatus, Sample
@@ -212,6 +212,7 @@ class _Runtime:
         #: Bounds this worker's cleanup once the driver stops the run (started by stop()).
         self.grace = Grace(spec.config.grace_s)
         self._keep: set[asyncio.Task[Any]] = set()
+        self._latency: cpu_latency.LatencyHold | None = None
         self._thread = threading.Thread(
             target=self._serve, name=f"sandbox-bench-{spec.run_id}", daemon=True
         )
@@ -258,12 +259,16 @@ class _Runtime:
         environments = {pid: p.environment() for pid, p in providers.items()}
         watch = asyncio.get_running_loop().create_task(self._idle_watch())
         self._keep.add(watch)
+        network = await netprobe.measure(environments)
+        # Held until close(): this worker's iterations run in between (bench/cpu_latency.py).
+        self._latency = cpu_latency.hold(self.spec.config.cpu_latency)
         return {
             "host": self.host,
             "pid": os.getpid(),
             "capabilities": {pid: p.capabilities() for pid, p in providers.items()},
             "environments": environments,
-            "network": await netprobe.measure(environments),
+            "network": network,
+            "cpu_latency": self._latency.facts(),
         }
 
     def _recorder(self, sink: _StreamSink) -> Recorder:
@@ -350,6 +355,8 @@ class _Runtime:
 
     async def close(self) -> None:
         self.closed = True
+        if self._latency is not None:
+            self._latency.release()
         for task in self._keep:
             if task is not asyncio.current_task():
                 task.cancel()
@@ -476,6 +483,7 @@ class _Worker:
     capabilities: dict[str, Any] = field(default_factory=dict)
     environments: dict[str, Any] = field(default_factory=dict)
     network: dict[str, Any] = field(default_factory=dict)
+    cpu_latency: dict[str, Any] = field(default_factory=dict)
     in_flight: dict[str, _Attempt] = field(default_factory=dict)
 
     def facts(self) -> dict[str, Any]:
@@ -495,6 +503,7 @@ class _Worker:
             "iterations_sent": self.dispatched,
             "providers": {pid: {"environment": env} for pid, env in self.environments.items()},
             "network": self.network,
+            "cpu_latency": self.cpu_latency,
         }
 
 
@@ -678,6 +687,7 @@ class ClusterExecutor(Executor):
             worker.capabilities = facts["capabilities"]
             worker.environments = facts["environments"]
             worker.network = facts["network"]
+            worker.cpu_latency = facts.get("cpu_latency", {})
             if worker.nthreads < self.config.concurrency:
                 self.warnings.append(
                     f"worker {worker.name} has {worker.nthreads} thread(s): it runs at most "

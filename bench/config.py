@@ -298,6 +298,15 @@ class RunConfig:
         maximum=3_600,
         flag="--grace",
     )
+    #: While iterations run: hold a 0 us CPU wake-up latency request (bench/cpu_latency.py).
+    cpu_latency: str = setting(
+        "hold",
+        help="hold: keep idle CPUs polling while iterations run (/dev/cpu_dma_latency, root), "
+        "so what ran before a call does not change how fast this client wakes; system: the "
+        "machine's own idle policy",
+        choices=("hold", "system"),
+        flag="--cpu-latency",
+    )
     #: Dask scheduler whose workers run the iterations (``tcp://HOST:PORT``), or ``local:K``
     #: (K worker processes started on this machine); "" runs in this process.
     cluster: str = setting(

@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench import netprobe
+from bench import cpu_latency, netprobe
 from bench.budget import Budget, Estimate, Planner
 from bench.cleanup import DEFAULT_POLICY, Grace, describe_error, through_interrupt
 from bench.config import RunConfig
@@ -390,6 +390,7 @@ class LocalExecutor(Executor):
         self.workloads: dict[str, Workload] = {}
         self._opened: list[Provider] = []
         self.runner: Runner | None = None
+        self._latency: cpu_latency.LatencyHold | None = None
 
     def check(self) -> None:
         if not self.providers:
@@ -401,10 +402,13 @@ class LocalExecutor(Executor):
             await provider.open()
             self._opened.append(provider)
         environments = {pid: p.environment() for pid, p in self.providers.items()}
+        network = await netprobe.measure(environments)
+        # Held from here to close(): the iterations run in between (bench/cpu_latency.py).
+        self._latency = cpu_latency.hold(self.config.cpu_latency)
         return Opened(
             capabilities={pid: p.capabilities() for pid, p in self.providers.items()},
             environments=environments,
-            client={"network": await netprobe.measure(environments)},
+            client={"network": network, "cpu_latency": self._latency.facts()},
         )
 
     async def reap(self, folder: Path) -> None:
@@ -451,6 +455,8 @@ class LocalExecutor(Executor):
         return list(self.runner.recorder.harness_errors) if self.runner is not None else []
 
     async def close(self) -> None:
+        if self._latency is not None:
+            self._latency.release()
         for provider in self._opened:
             with contextlib.suppress(Exception):
                 await provider.close()
