@@ -22,7 +22,9 @@ directory and cgroups, by the load); a fork of a 20 MiB process: 1.0 ms to the c
 running, of a 1 MiB one 0.23 ms; ``posix_spawn`` of ``true`` with two pipes and a wait:
 0.53-0.55 ms. The provider's module docstring says where the rest goes. Each benchmark's
 ``extra_info`` also says which path built the sandboxes' roots (``pid1_root``: ``native``
-when scripts/setup.sh compiled providers/local/sbnative.c, else ``python (why)``).
+when scripts/setup.sh compiled providers/local/sbnative.c, else ``python (why)``). Like a run
+(``[run] cpu_latency = "hold"``, bench/cpu_latency.py), the module holds a 0 us CPU wake-up
+latency request while it measures; ``extra_info["cpu_latency_held"]`` says whether it could.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import statistics
 
 import pytest
 
+from bench import cpu_latency
 from providers.base import RUN_LABEL, SandboxSpec
 from providers.local import LocalProvider
 
@@ -42,7 +45,7 @@ pytestmark = [
 ]
 SPEC = SandboxSpec(labels={RUN_LABEL: "local-bench"})
 MIB = 1024 * 1024
-_PID1_ROOT: dict[str, str] = {}
+_PID1_ROOT: dict[str, object] = {}
 
 
 class Env:
@@ -64,8 +67,10 @@ def env(tmp_path_factory):
     loop = asyncio.new_event_loop()
     provider = LocalProvider({"state_dir": str(tmp_path_factory.mktemp("local-bench"))})
     loop.run_until_complete(provider.open())
-    _PID1_ROOT["value"] = provider.pid1_root
+    held = cpu_latency.hold("hold")
+    _PID1_ROOT["value"], _PID1_ROOT["cpu_latency_held"] = provider.pid1_root, held.held
     yield Env(loop, provider)
+    held.release()
     loop.run_until_complete(provider.close())
     loop.close()
 
@@ -82,6 +87,7 @@ def goal(benchmark, *, p50_ms: float | None, p90_over_p50: float | None = None, 
     benchmark.extra_info.update(goal_p50_ms=p50_ms, goal_p90_over_p50=p90_over_p50, **extra)
     # which path built the sandboxes' roots: "native" (sbnative.c) or "python (why)"
     benchmark.extra_info["pid1_root"] = _PID1_ROOT.get("value")
+    benchmark.extra_info["cpu_latency_held"] = _PID1_ROOT.get("cpu_latency_held")
     benchmark.extra_info["load_before"] = os.getloadavg()[0]
 
 
