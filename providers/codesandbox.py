@@ -95,7 +95,8 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
     Settings = CodeSandboxSettings
     config: CodeSandboxSettings
     endpoint_env = BASE_URL_ENV
-    open_timeout_s = BUILD_TIMEOUT_S
+    open_timeout_s = BUILD_TIMEOUT_S  # the image build's
+    CLOSE = "close"
     default_endpoint = DEFAULT_BASE_URL
     #: What together-sandbox 4.1.1 retries and bounds on its own, for the manifest.
     SDK_RETRIES: ClassVar[dict[str, str]] = {
@@ -132,13 +133,10 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
         observe_httpx(client._api_client.get_async_httpx_client())  # no public handle
         return client
 
-    async def close_client(self, client: TogetherSandbox) -> None:
-        await client.close()
-
-    async def setup(self) -> None:
+    async def setup(self, client: TogetherSandbox) -> None:
         if self.config.image:
             build = CreateImageSnapshotParams(self.config.image, ttl=IMAGE_TTL_S, tags=IMAGE_TAGS)
-            made = await self.clients.shared("open").snapshots.create(build)
+            made = await client.snapshots.create(build)
             self._image_snapshot = made.snapshot_id
 
     async def close(self) -> None:
@@ -207,10 +205,7 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
                 await client.sandboxes.create(ttl=lifetime_s, tags=labels, **params)
             )
 
-        bound = self.config.call_timeout_s
-        return await self.started(
-            operation, start, labels=labels, lifetime_s=lifetime_s, timeout_s=bound
-        )
+        return await self.started(operation, start, labels=labels, lifetime_s=lifetime_s)
 
     async def _terminate(self, client: TogetherSandbox, sandbox_id: str, snapshot: Any) -> None:
         try:
@@ -273,13 +268,11 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
                 await execs.delete(exec_id)
 
     async def write_file(self, sandbox: Sandbox, path: str, data: bytes) -> None:
-        bound = self.config.call_timeout_s
-        async with self.calling(sandbox, Op.WRITE_FILE, timeout_s=bound) as handle:
+        async with self.calling(sandbox, Op.WRITE_FILE) as handle:  # within call_timeout_s
             await handle.sdk.files.create(path, bytes(data))
 
     async def read_file(self, sandbox: Sandbox, path: str) -> bytes:
-        bound = self.config.call_timeout_s
-        async with self.calling(sandbox, Op.READ_FILE, timeout_s=bound) as handle:
+        async with self.calling(sandbox, Op.READ_FILE) as handle:
             agent = self._agent(handle.sdk)
             read = lambda: read_file_api(path, client=agent)  # noqa: E731
             answer = await _call_api("sandbox.read_file", read, RETRY)
@@ -293,8 +286,7 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
     async def destroy(self, sandbox: Sandbox) -> None:
         native = sandbox.native if isinstance(sandbox.native, Handle) else None
         client = native.client if native else self.clients.shared(Op.DESTROY)
-        release, bound = native.client if native else None, self.config.call_timeout_s
-        async with self.idempotent(Op.DESTROY, release=release, timeout_s=bound):
+        async with self.idempotent(Op.DESTROY, release=native.client if native else None):
             await self._terminate(client, sandbox.id, None)
             if native is not None:
                 await native.sdk.close()
@@ -305,13 +297,13 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
                 self._hibernated.discard(sandbox.id)
 
     async def list_sandboxes(self, run_id: str) -> list[str]:
-        async with self.main(Op.LIST, timeout_s=self.config.call_timeout_s) as client:
+        async with self.main(Op.LIST) as client:
             page = await client.sandboxes.list(tags={RUN_LABEL: run_id}, statuses=list(ALIVE))
             return [str(item.id) async for item in page]
 
     async def pause(self, sandbox: Sandbox) -> None:
-        memory, bound = self.config.pause_mode == "memory", self.config.call_timeout_s
-        async with self.calling(sandbox, Op.PAUSE, timeout_s=bound) as handle:
+        memory = self.config.pause_mode == "memory"
+        async with self.calling(sandbox, Op.PAUSE) as handle:
             snapshot = {"memory": memory, "ttl": handle.lifetime_s, "tags": dict(handle.labels)}
             self._hibernated.add(sandbox.id)  # before the call: its snapshot may exist anyway
             await handle.client.sandboxes.terminate(sandbox.id, snapshot=snapshot)

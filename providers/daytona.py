@@ -127,6 +127,7 @@ class DaytonaProvider(SDKProvider[AsyncDaytona]):
     config: DaytonaSettings
     endpoint_env = API_URL_ENV
     default_endpoint = DEFAULT_API_URL
+    CLOSE = "close"
     #: What stays on or off inside the SDK (daytona 0.226.1), for the manifest.
     SDK_RETRIES: ClassVar[dict[str, str]] = {
         "generated_api_clients": (
@@ -184,9 +185,6 @@ class DaytonaProvider(SDKProvider[AsyncDaytona]):
             # The SDK warns that polling mode is deprecated on every client it builds.
             warnings.simplefilter("ignore", DeprecationWarning)
             return AsyncDaytona(config)
-
-    async def close_client(self, client: AsyncDaytona) -> None:
-        await client.close()
 
     def capabilities(self) -> base.Capabilities:
         freeze = self.config.pause_mode == "pause"
@@ -325,7 +323,7 @@ class DaytonaProvider(SDKProvider[AsyncDaytona]):
             return f"snapshot {name} not active after {timeout:g} s (state {state})"
 
         # No ref is returned on failure, so nobody else would delete it (if it was made at all).
-        undo = self.undone_on_failure(lambda: client.snapshot.delete(name))
+        undo = self.undone_on_failure(client.snapshot.delete, name)
         async with self.translating(Op.CHECKPOINT), undo:
             await handle.sdk.create_snapshot(name, timeout=timeout)
             await self.until(active, timeout, 0.1, backoff=1.5, max_interval_s=1.0, late=late)

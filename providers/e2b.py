@@ -132,6 +132,7 @@ class E2BProvider(SDKProvider[E2B]):
     Settings = E2BSettings
     config: E2BSettings
     endpoint_env = API_URL_ENV
+    ID_ATTRIBUTE = "sandbox_id"
     #: What stays on or off inside the SDK (e2b 2.63.0), for the manifest.
     SDK_RETRIES: ClassVar[dict[str, str]] = {
         "api_responses": (
@@ -299,9 +300,6 @@ class E2BProvider(SDKProvider[E2B]):
 
     async def attach(self, client: E2B, sandbox_id: str) -> AsyncSandbox:
         return await client.AsyncSandbox.connect(sandbox_id)  # also resumes a paused sandbox
-
-    def sandbox_id(self, sdk: AsyncSandbox) -> str:
-        return sdk.sandbox_id
 
     async def _start(self, template: str, labels: dict[str, str], lifetime_s: int, op: str):
         return await self.started(

@@ -140,6 +140,8 @@ class ModalProvider(SDKProvider[modal.Client]):
     Settings = ModalSettings
     config: ModalSettings
     endpoint_env = SERVER_URL_ENV
+    ID_ATTRIBUTE = "object_id"
+    CLOSE = "close.aio"
     SDK_RETRIES: ClassVar[dict[str, str]] = {
         "control_plane": "ON, not switchable publicly: up to 3 retries (0.1, 0.2, 0.4 s) on "
         "UNAVAILABLE, INTERNAL, UNKNOWN, CANCELLED, DEADLINE_EXCEEDED, stream resets and "
@@ -172,7 +174,6 @@ class ModalProvider(SDKProvider[modal.Client]):
 
     def __init__(self, settings: Any = None) -> None:
         super().__init__(settings)
-        self.open_timeout_s = self.config.setup_timeout_s
         self._app: Any = None
         self._images: dict[str | None, Any] = {}
 
@@ -182,15 +183,11 @@ class ModalProvider(SDKProvider[modal.Client]):
         token = (os.environ.get(TOKEN_ID_ENV, ""), os.environ.get(TOKEN_SECRET_ENV, ""))
         return await modal.Client.from_credentials.aio(*token)
 
-    async def close_client(self, client: modal.Client) -> None:
-        await client.close.aio()
-
     @property
     def endpoint(self) -> str:  # env, else ~/.modal.toml, else the default; first fallback URL
         return str(modal_config.get("server_url")).split(",")[0].strip()
 
-    async def setup(self) -> None:
-        client = self.clients.shared("open")
+    async def setup(self, client: modal.Client) -> None:
         self._app = await modal.App.lookup.aio(
             self.config.app_name, create_if_missing=True, client=client
         )
@@ -276,16 +273,12 @@ class ModalProvider(SDKProvider[modal.Client]):
     async def attach(self, client: modal.Client, sandbox_id: str) -> Any:
         return await modal.Sandbox.from_id.aio(sandbox_id, client=client)
 
-    def sandbox_id(self, sdk: Any) -> str:
-        return str(sdk.object_id)
-
     async def _start(self, op: str, image: Any, labels: dict[str, str], lifetime_s: int, shape):
-        bound, recipe = self.config.call_timeout_s, {"shape": shape}
         start = lambda client: modal.Sandbox.create.aio(  # noqa: E731
             app=self._app, image=image, timeout=lifetime_s, tags=labels, client=client, **shape
         )
         return await self.started(
-            op, start, labels=labels, lifetime_s=lifetime_s, timeout_s=bound, recipe=recipe
+            op, start, labels=labels, lifetime_s=lifetime_s, recipe={"shape": shape}
         )
 
     async def create(self, spec: SandboxSpec) -> Sandbox:
@@ -310,27 +303,23 @@ class ModalProvider(SDKProvider[modal.Client]):
         # (137, or -9) at or after the deadline: the server's kill at timeout_secs won that race.
         late = time.monotonic() - started >= seconds
         if code == -1 or (late and code in (137, -9)):
-            late_text = f"command did not finish within {seconds} s"
-            raise self.error(errors.OperationTimeout, Op.EXEC, late_text)
+            raise self.error(errors.OperationTimeout, Op.EXEC, self.exec_late(seconds))
         return self.exec_result(code, stdout, stderr)
 
     async def write_file(self, sandbox: Sandbox, path: str, data: bytes) -> None:
-        bound = self.config.call_timeout_s
-        async with self.calling(sandbox, Op.WRITE_FILE, timeout_s=bound) as handle:
+        async with self.calling(sandbox, Op.WRITE_FILE) as handle:  # within call_timeout_s
             await handle.sdk.filesystem.write_bytes.aio(bytes(data), path)
 
     async def read_file(self, sandbox: Sandbox, path: str) -> bytes:
-        bound = self.config.call_timeout_s
-        async with self.calling(sandbox, Op.READ_FILE, timeout_s=bound) as handle:
+        async with self.calling(sandbox, Op.READ_FILE) as handle:
             return self.file_bytes(await handle.sdk.filesystem.read_bytes.aio(path))
 
     async def delete(self, sandbox: Sandbox, handle: Handle[modal.Client]) -> None:
-        async with self.translating(Op.DESTROY, timeout_s=self.config.call_timeout_s):
-            await handle.sdk.terminate.aio()
-            await handle.sdk.detach.aio()  # releases the router connection
+        await handle.sdk.terminate.aio()
+        await handle.sdk.detach.aio()  # releases the router connection
 
     async def list_sandboxes(self, run_id: str) -> list[str]:
-        async with self.main(Op.LIST, timeout_s=self.config.call_timeout_s) as client:
+        async with self.main(Op.LIST) as client:
             return await self._list(client, {RUN_LABEL: run_id})
 
     async def checkpoint(self, sandbox: Sandbox) -> base.CheckpointRef:
@@ -353,8 +342,7 @@ class ModalProvider(SDKProvider[modal.Client]):
         return await self._start(Op.RESTORE, image, labels, lifetime_s, shape)
 
     async def delete_checkpoint(self, ref: base.CheckpointRef) -> None:
-        bound = self.config.call_timeout_s
-        async with self.main("delete_checkpoint", timeout_s=bound, missing_ok=True) as client:
+        async with self.main("delete_checkpoint", missing_ok=True) as client:
             await modal.experimental.image_delete.aio(ref.id, client=client)
 
 

@@ -140,6 +140,7 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
     config: NorthflankSettings
     endpoint_env = BASE_URL_ENV
     default_endpoint = "https://api.northflank.com"
+    CLOSE = "_async_client.aclose"  # the httpx client new_client() handed it
     #: What northflank 2.1.0 retries on its own, for the manifest.
     SDK_RETRIES: ClassVar[dict[str, str]] = {
         "rest": "off: northflank.endpoint._aretry replaced by itself with retries=0 (the SDK "
@@ -174,9 +175,6 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
         http = httpx.AsyncClient(timeout=timeout)  # connections reused across calls
         return AsyncApiClient(token, base_url=self.endpoint, timeout=timeout,
                               async_http_client=http)  # fmt: skip
-
-    async def close_client(self, client: AsyncApiClient) -> None:
-        await client._async_client.aclose()  # the httpx client new_client() handed it
 
     def capabilities(self) -> base.Capabilities:
         plan = self.config.plan
@@ -234,9 +232,7 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
                 return RUNNING in states
 
             # It bills while it exists: a failed wait deletes it.
-            async with self.undone_on_failure(
-                lambda: client.delete.service(**self._where(service))
-            ):
+            async with self.undone_on_failure(client.delete.service, **self._where(service)):
                 await self.until(running, self.config.wait_timeout_s, self.config.poll_interval_s)
             return service
 
@@ -317,21 +313,20 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
             return [s["id"] for s in services if tag in (s.get("tags") or ())]
 
     async def checkpoint(self, sandbox: Sandbox) -> base.CheckpointRef:
-        op = Op.CHECKPOINT
-        async with self.calling(sandbox, op) as handle:
-            client = handle.client
+        async with self.calling(sandbox, Op.CHECKPOINT) as handle:
+            client, where = handle.client, {"team_id": self.team}
             made = await client.create.container_snapshot(**self._where(sandbox.id), data={})
-            snapshot, where = self._data(made, op)["id"], {"team_id": self.team}
+            snapshot = self._data(made, Op.CHECKPOINT)["id"]
 
             async def taken() -> bool:
                 got = await client.get.container_snapshot(snapshot_id=snapshot, **where)
-                if (state := self._data(got, op)["state"]) in ("failed", "cancelled"):
-                    raise self.error(errors.ProviderError, op, f"{got.data!r:.300}")
+                if (state := self._data(got, Op.CHECKPOINT)["state"]) in ("failed", "cancelled"):
+                    raise self.error(errors.ProviderError, Op.CHECKPOINT, f"{got.data!r:.300}")
                 return state == "succeeded"
 
             # Nobody would ever delete it: a wait that fails or is given up deletes it.
-            drop = lambda: client.delete.container_snapshot(snapshot_id=snapshot, **where)  # noqa: E731
-            async with self.undone_on_failure(drop):
+            drop = client.delete.container_snapshot
+            async with self.undone_on_failure(drop, snapshot_id=snapshot, **where):
                 await self.until(taken, self.config.wait_timeout_s, self.config.poll_interval_s)
         return self.checkpoint_ref(snapshot, sandbox, handle)  # with its recipe: the body
 

@@ -128,6 +128,7 @@ class RunloopProvider(SDKProvider[rl.AsyncRunloop]):
     config: RunloopSettings
     endpoint_env = BASE_URL_ENV
     default_endpoint = DEFAULT_BASE_URL
+    CLOSE = "close"
     #: What stays on or off inside the SDK (runloop-api-client 3.0.0), for the manifest.
     SDK_RETRIES: ClassVar[dict[str, str]] = {
         "api_calls": "off: max_retries=0 (the default 5 retries connection errors, timeouts, "
@@ -162,9 +163,6 @@ class RunloopProvider(SDKProvider[rl.AsyncRunloop]):
             background_pool_shards=shards,
             transfer_pool_shards=shards,
         )
-
-    async def close_client(self, client: rl.AsyncRunloop) -> None:
-        await client.close()
 
     def capabilities(self) -> base.Capabilities:
         size = self.config.resource_size

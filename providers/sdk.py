@@ -5,35 +5,69 @@ each operation means on that provider, its native calls, and these declarations:
 
 * ``Settings``: a frozen, keyword-only dataclass that subclasses :class:`SDKSettings` (which
   declares ``api_url`` and ``connection``) and declares every other key with
-  :func:`providers.settings.setting`. The constructor parses the ``[providers.<id>]`` table with
-  :func:`providers.settings.parse`, so unknown keys and bad values are refused the same way for
-  every adapter: one line, a :class:`~providers.settings.SettingError` (a ValueError) naming
-  ``providers.<id>.<key>``. The parsed instance is ``self.config``; its public keys go into
-  ``environment()`` as they are.
+  :func:`providers.settings.setting` (:func:`sdk_timeout`, :func:`scratch_dir_setting`). The
+  constructor parses the ``[providers.<id>]`` table with :func:`providers.settings.parse`, so
+  unknown keys and bad values are refused the same way for every adapter: one line, a
+  :class:`~providers.settings.SettingError` (a ValueError) naming ``providers.<id>.<key>``.
+  Checks across keys are declared too (``EXCLUSIVE`` pairs; ``scratch_dir`` absolute). The
+  parsed instance is ``self.config``; its public keys go into ``environment()`` as they are.
+  Two keys mean the same on every adapter that has them: ``call_timeout_s`` bounds each SDK
+  call that names no bound of its own (:attr:`SDKProvider.call_timeout_s`), for SDKs without
+  trustworthy timeouts, and ``setup_timeout_s`` bounds ``open()``.
 * ``required_env`` (the credential variables, checked by ``open()`` with an AuthError naming
   the first one missing), ``endpoint_env`` and ``default_endpoint`` (the ``endpoint`` is the
   ``api_url`` setting, else that variable, else the default).
-* ``new_client()`` and, when a client holds connections, ``close_client(client)``. The clients
-  live in a :class:`ClientPool`: one shared client in connection mode ``reuse``; in
-  ``per_iteration`` also a fresh client per created or restored sandbox (taken with
-  :meth:`SDKProvider.new_sandbox_client`), closed when that sandbox is destroyed
-  (:meth:`ClientPool.release`) or, at the latest, by ``close()``.
+* ``new_client()`` (a coroutine where the SDK's client connects when it is built), ``CLOSE``
+  (the client's close method, dotted: ``"close.aio"``) and, for set-up ``open()`` does once
+  (an app, an image), :meth:`SDKProvider.setup`. The clients live in a :class:`ClientPool`: one
+  shared client in connection mode ``reuse``; in ``per_iteration`` also a fresh client per
+  created or restored sandbox (taken with :meth:`SDKProvider.new_sandbox_client`), closed when
+  that sandbox is destroyed (:meth:`ClientPool.release`) or, at the latest, by ``close()``.
+* ``attach()`` (the SDK's object for a bare sandbox id), ``ID_ATTRIBUTE`` (which attribute of
+  that object is the id) and ``delete()``, the SDK's destroy call: :meth:`SDKProvider.destroy`
+  runs it where what is already gone counts as destroyed.
+* ``capabilities()``, built with :meth:`SDKProvider.capable` from the operations the adapter
+  lacks and why (``unsupported``): the operations are the rest, the reasons are what
+  ``sandbox-bench providers`` shows, what the runner records as ``unsupported``, and what the
+  default optional operations of :class:`providers.base.Provider` raise, so an adapter writes
+  no method for what it cannot do.
 * ``ERRORS``: an ordered table of :func:`on` rules, each mapping SDK or transport exception
   classes (found anywhere in the exception's ``__cause__``/``__context__`` chain) and/or a
   message pattern to one class of :mod:`providers.errors`, with :data:`HTTP_STATUS` marking
   where an HTTP status, when one is known, decides instead (:func:`providers.errors.
   from_http_status`). :meth:`SDKProvider.http_status` finds that status; by default on the
-  exceptions' ``status_code``/``status`` attribute and ``Retry-After`` header, else on the last
-  response the adapter observed inside the call (:func:`observe_response`, for SDKs that drop
-  the status). The first rule that matches wins; nothing matching is a plain ProviderError.
+  exceptions' ``status_code``/``status`` attribute (``Retry-After`` from their ``headers`` or
+  ``response``), else on the last response the adapter observed inside the call
+  (:func:`observe_response`, for SDKs that drop the status), else in a message, by the
+  adapter's ``STATUS_IN_MESSAGE`` pattern. A rate limit whose delay no header gave takes it
+  from :meth:`SDKProvider.retry_after` (a gRPC retry policy, a JSON body). The first rule that
+  matches wins; nothing matching is a plain ProviderError.
 * ``SDK_RETRIES``: what the SDK retries on its own (a text or a table), recorded in the
-  manifest by ``environment()`` (override :meth:`SDKProvider.sdk_retries` to add what was
-  observed), plus any facts of its own in :meth:`SDKProvider.sdk_environment`.
+  manifest by ``environment()`` with what :meth:`SDKProvider.retries_observed` read back, plus
+  any facts of its own in :meth:`SDKProvider.sdk_environment`. An SDK variable read before
+  the adapter can pass anything (a retry count read at import) is given the adapter's value
+  by :func:`preset_env` above the SDK's import, which says where the value came from.
 
 Every SDK call runs inside ``async with self.translating(op):``, the one boundary where the
 SDK's exceptions become :mod:`providers.errors` (chained: ``raise ... from exc``), the way
 httpx's ``map_httpcore_exceptions`` maps httpcore's at its transport. Errors of our own tree
 pass through unchanged; ``BaseException`` that is not an ``Exception`` (cancellation) too.
+``timeout_s`` bounds a block (OperationTimeout when it passes; ``late`` is then its message).
+The forms every operation takes are helpers, so each adapter writes them alike:
+
+* :meth:`SDKProvider.calling` (a sandbox's handle, then the boundary), :meth:`SDKProvider.main`
+  (the main client, then the boundary; ``missing_ok`` for a delete by id),
+  :meth:`SDKProvider.idempotent` (a delete: NotFound counts as done);
+* :meth:`SDKProvider.started` (a new sandbox from the SDK's create or restore call; its
+  ``recipe``, e.g. a size, rides in :class:`Handle` and in every :meth:`SDKProvider.
+  checkpoint_ref`, read back by :meth:`SDKProvider.saved`), :meth:`SDKProvider.holding`;
+* :meth:`SDKProvider.child`, :meth:`SDKProvider.forked` and :meth:`SDKProvider.fork_each` (a
+  fork's children: if any failed, the others are destroyed and the first failure is raised);
+* :meth:`SDKProvider.until` (polling a remote state with a deadline and backoff),
+  :meth:`SDKProvider.undone_on_failure` (what a failed block made is deleted again);
+* :meth:`SDKProvider.exec_result`, :meth:`SDKProvider.file_bytes`, :meth:`SDKProvider.argv`,
+  :meth:`SDKProvider.shell_line`, :meth:`SDKProvider.exec_late`, :meth:`SDKProvider.error`,
+  :meth:`SDKProvider.refusing` (answers and errors checked and worded the same way).
 """
 
 from __future__ import annotations
@@ -42,6 +76,7 @@ import asyncio
 import contextlib
 import inspect
 import math
+import operator
 import os
 import re
 import shlex
@@ -401,8 +436,10 @@ class SDKProvider(Provider, Generic[C]):
     SDK_RETRIES: ClassVar[str | Mapping[str, str]] = ""
     #: Where an SDK keeps an HTTP status only in its message: group 1 of this pattern.
     STATUS_IN_MESSAGE: ClassVar[str | None] = None
-    #: The bound on ``open()`` (making the main client and :meth:`setup`); None: no bound.
-    open_timeout_s: float | None = None
+    #: The attribute of the SDK's sandbox object that holds the sandbox's id.
+    ID_ATTRIBUTE: ClassVar[str] = "id"
+    #: The client's coroutine method that closes it (dotted: ``"close.aio"``); "": none.
+    CLOSE: ClassVar[str] = ""
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(settings)
@@ -419,20 +456,22 @@ class SDKProvider(Provider, Generic[C]):
         raise NotImplementedError
 
     async def close_client(self, client: C) -> None:
-        """Close ``client``; by default there is nothing to close."""
+        """Close ``client`` by its :attr:`CLOSE` method (nothing to close without one)."""
+        if self.CLOSE:
+            await operator.attrgetter(self.CLOSE)(client)()
 
-    async def setup(self) -> None:
-        """What ``open()`` does once the main client is made (an app, an image); nothing by
-        default. It runs inside the boundary and ``open_timeout_s``; if it fails, the clients
-        are closed again."""
+    async def setup(self, client: C) -> None:
+        """What ``open()`` does with the main client once it is made (an app, an image);
+        nothing by default. It runs inside the boundary and :attr:`open_timeout_s`; if it
+        fails, the clients are closed again."""
 
     async def attach(self, client: C, sandbox_id: str) -> Any:
         """The SDK's object for a sandbox known only by id (leak sweeps, the reaper)."""
         raise NotImplementedError
 
     def sandbox_id(self, sdk: Any) -> str:
-        """The id of the sandbox the SDK's object stands for."""
-        return str(sdk.id)
+        """The id of the sandbox the SDK's object stands for: its :attr:`ID_ATTRIBUTE`."""
+        return str(getattr(sdk, self.ID_ATTRIBUTE))
 
     def sdk_retries(self) -> Any:
         """``SDK_RETRIES``; a table gets what :meth:`retries_observed` read back added."""
@@ -507,6 +546,23 @@ class SDKProvider(Provider, Generic[C]):
     def connection(self) -> ConnectionMode:
         return self.config.connection
 
+    @property
+    def call_timeout_s(self) -> float | None:
+        """The bound on each SDK call made through :meth:`calling`, :meth:`main`,
+        :meth:`idempotent` or :meth:`started` that gives none: the ``call_timeout_s`` setting
+        of an adapter whose SDK has no (trustworthy) timeouts of its own; else None."""
+        return getattr(self.config, "call_timeout_s", None)
+
+    @property
+    def open_timeout_s(self) -> float | None:
+        """The bound on ``open()`` (making the main client and :meth:`setup`): the
+        ``setup_timeout_s`` setting of an adapter that has one; else None (an adapter may
+        set a constant instead)."""
+        return getattr(self.config, "setup_timeout_s", None)
+
+    def _bound(self, timeout_s: float | None) -> float | None:
+        return timeout_s if timeout_s is not None else self.call_timeout_s
+
     async def _make_client(self) -> C:
         async with self.translating("open"):
             client = self.new_client()
@@ -519,7 +575,7 @@ class SDKProvider(Provider, Generic[C]):
         try:
             async with self.translating("open", timeout_s=self.open_timeout_s):
                 await self.clients.open()
-                await self.setup()
+                await self.setup(self.clients.shared("open"))
         except BaseException:
             await self.clients.close()
             raise
@@ -559,7 +615,7 @@ class SDKProvider(Provider, Generic[C]):
         """``async with self.calling(sandbox, op) as handle:``: the sandbox's handle, then the
         boundary (:meth:`translating`, with its ``timeout_s`` and ``late``) around the block."""
         handle = await self.handle(sandbox, operation)
-        async with self.translating(operation, timeout_s=timeout_s, late=late):
+        async with self.translating(operation, timeout_s=self._bound(timeout_s), late=late):
             yield handle
 
     @contextlib.asynccontextmanager
@@ -574,7 +630,7 @@ class SDKProvider(Provider, Generic[C]):
             async with self.idempotent(operation, timeout_s=timeout_s):
                 yield client
         else:
-            async with self.translating(operation, timeout_s=timeout_s):
+            async with self.translating(operation, timeout_s=self._bound(timeout_s)):
                 yield client
 
     @contextlib.contextmanager
@@ -592,15 +648,17 @@ class SDKProvider(Provider, Generic[C]):
 
     @staticmethod
     @contextlib.asynccontextmanager
-    async def undone_on_failure(undo: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
-        """If the block fails (or is cancelled), ``undo()`` runs, best effort, before the
-        failure goes on: for what the block made that no one else would delete (and that
-        may bill meanwhile)."""
+    async def undone_on_failure(
+        undo: Callable[..., Awaitable[object]], *args: Any, **kwargs: Any
+    ) -> AsyncIterator[None]:
+        """If the block fails (or is cancelled), ``undo(*args, **kwargs)`` runs, best effort,
+        before the failure goes on: for what the block made that no one else would delete
+        (and that may bill meanwhile)."""
         try:
             yield
         except BaseException:
             with contextlib.suppress(Exception):
-                await undo()
+                await undo(*args, **kwargs)
             raise
 
     @contextlib.asynccontextmanager
@@ -611,7 +669,7 @@ class SDKProvider(Provider, Generic[C]):
         around its making and the block; if that fails, a client made for it is closed."""
         client: C | None = None
         try:
-            async with self.translating(operation, timeout_s=timeout_s):
+            async with self.translating(operation, timeout_s=self._bound(timeout_s)):
                 client = await self.clients.lease(operation)
                 yield client
         except BaseException:
@@ -628,7 +686,7 @@ class SDKProvider(Provider, Generic[C]):
         closed afterwards."""
         try:
             with contextlib.suppress(NotFound):
-                async with self.translating(operation, timeout_s=timeout_s):
+                async with self.translating(operation, timeout_s=self._bound(timeout_s)):
                     yield
         finally:
             if release is not None:
@@ -810,6 +868,11 @@ class SDKProvider(Provider, Generic[C]):
         """The line for an SDK that hands it to a shell: a string runs by ``sh -c`` (as on every
         provider), an argv list is quoted word by word."""
         return f"sh -c {shlex.quote(command)}" if isinstance(command, str) else shlex.join(command)
+
+    @staticmethod
+    def exec_late(timeout_s: float) -> str:
+        """The message of an exec's OperationTimeout, the same on every provider."""
+        return f"command did not finish within {timeout_s:g} s"
 
     @staticmethod
     def argv(command: Command, shell: str = "/bin/sh") -> list[str]:

@@ -156,7 +156,9 @@ class SpritesProvider(SDKProvider[AsyncSpritesClient]):
     Settings = SpritesSettings
     config: SpritesSettings
     endpoint_env = API_URL_ENV
+    ID_ATTRIBUTE = "name"  # the name is the id in every later call
     default_endpoint = DEFAULT_API_URL
+    CLOSE = "aclose"
     #: What sprites-py 0.7.2 retries, for the manifest: nothing.
     SDK_RETRIES = (
         "none: sprites-py 0.7.2 has no retry logic; its httpx clients use the default transport "
@@ -199,9 +201,6 @@ class SpritesProvider(SDKProvider[AsyncSpritesClient]):
         observed = observe_httpx(getattr(client, "_client", None))
         self._status_hook = "on" if observed else "unavailable (statuses from messages)"
         return client
-
-    async def close_client(self, client: AsyncSpritesClient) -> None:
-        await client.aclose()
 
     def capabilities(self) -> base.Capabilities:
         return self.capable(
@@ -275,9 +274,6 @@ class SpritesProvider(SDKProvider[AsyncSpritesClient]):
 
     async def attach(self, client: AsyncSpritesClient, sandbox_id: str) -> AsyncSprite:
         return client.sprite(sandbox_id)  # a handle only; no I/O
-
-    def sandbox_id(self, sdk: AsyncSprite) -> str:
-        return sdk.name
 
     async def create(self, spec: SandboxSpec) -> Sandbox:
         name = sprite_name(str(spec.labels.get(RUN_LABEL, "")))

@@ -123,6 +123,8 @@ class VercelProvider(SDKProvider[vs.SandboxClient]):
     Settings = VercelSettings
     config: VercelSettings
     endpoint_env = API_URL_ENV
+    ID_ATTRIBUTE = "name"  # the name is the id in every later call
+    CLOSE = "aclose"
     default_endpoint = "https://vercel.com/api"
     #: What vercel-sandbox 0.10.0 retries on its own, for the manifest.
     SDK_RETRIES: ClassVar[dict[str, str]] = {
@@ -164,9 +166,6 @@ class VercelProvider(SDKProvider[vs.SandboxClient]):
             region=self.config.region,
         )
         return vs.SandboxClient.create(options=options, httpx_client_factory=self._http)
-
-    async def close_client(self, client: vs.SandboxClient) -> None:
-        await client.aclose()
 
     def capabilities(self) -> base.Capabilities:
         keeps = self.config.persistent
@@ -219,9 +218,6 @@ class VercelProvider(SDKProvider[vs.SandboxClient]):
     async def attach(self, client: vs.SandboxClient, sandbox_id: str) -> vs.Sandbox:
         return await client.get_sandbox(name=sandbox_id)
 
-    def sandbox_id(self, sdk: vs.Sandbox) -> str:
-        return sdk.name
-
     def _session(self, handle: Handle[vs.SandboxClient], operation: str) -> Any:
         if (session := handle.sdk.current_session) is None:
             message = "the sandbox answer carried no session"
@@ -252,7 +248,7 @@ class VercelProvider(SDKProvider[vs.SandboxClient]):
         self, sandbox: Sandbox, command: base.Command, *, timeout_s: float
     ) -> base.ExecResult:
         argv, kill_after = self.argv(command, shell="sh"), timeout_s + KILL_GRACE_S
-        late = f"command did not finish within {timeout_s:g} s"
+        late = self.exec_late(timeout_s)
         # The stream has no client timeout: timeout_s bounds the call here.
         async with self.calling(sandbox, Op.EXEC, timeout_s=timeout_s, late=late) as handle:
             session = self._session(handle, Op.EXEC)
