@@ -240,17 +240,16 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
         execs = (await self.handle(sandbox, Op.EXEC)).sdk.execs
         out: dict[str, list[str]] = {"stdout": [], "stderr": []}
         exec_id, exit_code = None, None
-        async with self.translating(Op.EXEC):
+        async with self.translating(Op.EXEC, timeout_s=timeout_s):
             try:
-                async with asyncio.timeout(timeout_s):
-                    exec_id = (await execs.create(argv[0], argv[1:], autostart=True)).id
-                    async with contextlib.aclosing(execs.stream_output(exec_id)) as events:
-                        async for event in events:
-                            kind = "stderr" if event.get("type") == "stderr" else "stdout"
-                            out[kind].append(str(event.get("output") or ""))
-                            if isinstance(event.get("exitCode"), int):
-                                exit_code = event["exitCode"]
-                                break
+                exec_id = (await execs.create(argv[0], argv[1:], autostart=True)).id
+                async with contextlib.aclosing(execs.stream_output(exec_id)) as events:
+                    async for event in events:
+                        kind = "stderr" if event.get("type") == "stderr" else "stdout"
+                        out[kind].append(str(event.get("output") or ""))
+                        if isinstance(event.get("exitCode"), int):
+                            exit_code = event["exitCode"]
+                            break
             except BaseException:  # timeout or cancellation: kill what the caller gave up on
                 if exec_id is not None and exit_code is None:
                     task = asyncio.ensure_future(self._kill(execs, exec_id))
