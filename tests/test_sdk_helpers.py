@@ -284,6 +284,24 @@ def test_capabilities_name_the_connection_mode_before_the_adapters_own_note() ->
     assert caps.operations == frozenset(Op)  # nothing declared missing: everything
 
 
+def test_what_the_sdk_retries_is_recorded_with_what_was_read_back() -> None:
+    class Observing(Helped):
+        SDK_RETRIES: ClassVar[dict[str, str]] = {"api": "off: retries=0"}
+
+        def retries_observed(self) -> dict[str, Any]:
+            return {"observed_retries": 0 if self.clients.main else "not opened yet"}
+
+    assert Observing({}).environment()["sdk_retries"] == {
+        "api": "off: retries=0",
+        "observed_retries": "not opened yet",
+    }
+
+    class Texting(Observing):
+        SDK_RETRIES = "none in the SDK"  # a text stays a text
+
+    assert Texting({}).environment()["sdk_retries"] == "none in the SDK"
+
+
 # -- SDK variables preset before the import ---------------------------------------------------
 
 
