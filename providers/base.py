@@ -4,10 +4,11 @@ Adapters are thin. They translate one interface call into the provider's native 
 provider's exceptions into :mod:`providers.errors`; they never time themselves (the runner
 times every call in one place) and never retry a measured call.
 
-Required operations are abstract methods. Optional ones (checkpoint, restore, pause, resume)
-are gated by the capability set the adapter declares in :meth:`Provider.capabilities`; the
-runner checks the set before calling and records ``unsupported`` otherwise, so the default
-implementations below only guard against a runner bug.
+Required operations are abstract methods. Optional ones (checkpoint, restore, pause, resume,
+fork) are gated by the capability set the adapter declares in :meth:`Provider.capabilities`;
+the runner checks the set before calling and records ``unsupported`` with the declared reason
+otherwise, so an adapter does not write the operations it lacks: the default implementations
+below raise Unsupported with that same reason (a guard against a runner bug).
 
 Everything is async; ``asyncio.run`` appears once, in the CLI.
 """
@@ -264,14 +265,20 @@ class Provider(ABC):
     # -- optional operations (gated by capabilities) ----------------------------------------
 
     async def checkpoint(self, sandbox: Sandbox) -> CheckpointRef:
-        raise Unsupported("checkpoint", provider=self.id, operation=Op.CHECKPOINT)
+        raise self.unsupported(Op.CHECKPOINT)
 
     async def restore(self, ref: CheckpointRef) -> Sandbox:
         """Restore ``ref``. In place: returns the same sandbox; otherwise a new one."""
-        raise Unsupported("restore", provider=self.id, operation=Op.RESTORE)
+        raise self.unsupported(Op.RESTORE)
 
     async def delete_checkpoint(self, ref: CheckpointRef) -> None:  # noqa: B027 - optional
         """Free the checkpoint's storage where the provider allows it. Idempotent."""
+
+    def unsupported(self, operation: Op) -> Unsupported:
+        """The error for an optional operation this provider lacks, with the reason declared
+        in ``capabilities().unsupported`` (the operation's name where none is)."""
+        reason = self.capabilities().unsupported.get(str(operation), str(operation))
+        return Unsupported(reason, provider=self.id, operation=operation)
 
     async def list_checkpoints(self, run_id: str) -> list[str]:
         """Ids of checkpoints of sandboxes labelled with ``run_id`` (for leak sweeps), where
@@ -280,17 +287,17 @@ class Provider(ABC):
         raise Unsupported("list_checkpoints", provider=self.id, operation="list_checkpoints")
 
     async def pause(self, sandbox: Sandbox) -> None:
-        raise Unsupported("pause", provider=self.id, operation=Op.PAUSE)
+        raise self.unsupported(Op.PAUSE)
 
     async def resume(self, sandbox: Sandbox) -> Sandbox:
         """Resume a paused sandbox; returns the (possibly new) handle to use afterwards."""
-        raise Unsupported("resume", provider=self.id, operation=Op.RESUME)
+        raise self.unsupported(Op.RESUME)
 
     async def fork(self, sandbox: Sandbox, *, count: int = 1) -> list[Sandbox]:
         """``count`` new sandboxes that start from ``sandbox``'s current state (what they
         inherit is ``Capabilities.fork_keeps``); the parent keeps running. Each child is a
         sandbox of its own, destroyed with :meth:`destroy`."""
-        raise Unsupported("fork", provider=self.id, operation=Op.FORK)
+        raise self.unsupported(Op.FORK)
 
 
 def optional_str(settings: Mapping[str, Any], key: str) -> str | None:

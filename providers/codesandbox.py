@@ -48,7 +48,6 @@ import contextlib
 import math
 import os
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -78,21 +77,15 @@ NO_FORK = "no live fork: the parent must terminate with a snapshot, then N creat
 
 @dataclass(frozen=True, kw_only=True)
 class CodeSandboxSettings(SDKSettings):
+    EXCLUSIVE = (("snapshot", "image"),)
     snapshot: str | None = setting(None, help=f"snapshot UUID or alias; else {DEFAULT_SNAPSHOT}")
     image: str | None = setting(None, help="image: open() builds a snapshot of it (unmeasured)")
     pause_mode: str = setting(
         "memory", help="memory: hibernate keeps disk, memory and processes; disk: files only",
         choices=("memory", "disk"),
     )  # fmt: skip
-    scratch_dir: str = setting("/tmp", help="writable directory for the workloads' files")
+    scratch_dir: str = sdk.scratch_dir_setting("/tmp")
     call_timeout_s: float = sdk.sdk_timeout(300.0, "bound on each operation (the SDK has none)")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.snapshot and self.image:
-            raise ValueError("set snapshot or image, not both")
-        if not self.scratch_dir.startswith("/"):
-            raise ValueError("scratch_dir must be an absolute path")
 
 
 class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
@@ -102,6 +95,8 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
     Settings = CodeSandboxSettings
     config: CodeSandboxSettings
     endpoint_env = BASE_URL_ENV
+    open_timeout_s = BUILD_TIMEOUT_S  # the image build's
+    CLOSE = "close"
     default_endpoint = DEFAULT_BASE_URL
     #: What together-sandbox 4.1.1 retries and bounds on its own, for the manifest.
     SDK_RETRIES: ClassVar[dict[str, str]] = {
@@ -138,15 +133,10 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
         observe_httpx(client._api_client.get_async_httpx_client())  # no public handle
         return client
 
-    async def close_client(self, client: TogetherSandbox) -> None:
-        await client.close()
-
-    async def open(self) -> None:
-        await super().open()
+    async def setup(self, client: TogetherSandbox) -> None:
         if self.config.image:
             build = CreateImageSnapshotParams(self.config.image, ttl=IMAGE_TTL_S, tags=IMAGE_TAGS)
-            async with self.translating("open"), asyncio.timeout(BUILD_TIMEOUT_S):
-                made = await self.clients.shared("open").snapshots.create(build)
+            made = await client.snapshots.create(build)
             self._image_snapshot = made.snapshot_id
 
     async def close(self) -> None:
@@ -162,12 +152,11 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
 
     def capabilities(self) -> base.Capabilities:
         memory = self.config.pause_mode == "memory"
-        return base.Capabilities(
-            operations=base.REQUIRED_OPS | {Op.PAUSE, Op.RESUME},
+        return self.capable(
             pause_kind=base.PauseKind.FREEZE if memory else base.PauseKind.STOP_START,
             isolation="a VM per sandbox (Together Sandbox; CodeSandbox's microVM platform)",
             scratch_dir=self.config.scratch_dir,
-            unsupported={"checkpoint": NO_CHECKPOINT, "restore": NO_CHECKPOINT, "fork": NO_FORK},
+            unsupported={Op.CHECKPOINT: NO_CHECKPOINT, Op.RESTORE: NO_CHECKPOINT, Op.FORK: NO_FORK},
             notes={
                 "stderr": "separate: split by the agent's SSE event type; their order is lost",
                 "exec": "POST execs + SSE stream; strings as /bin/sh -c <cmd>; user 1000:1000; "
@@ -181,7 +170,6 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
                 + ("processes intact" if memory else "cold-booted from the disk"),
                 "destroy": "terminate(snapshot=None) until terminated; a paused sandbox's "
                 "snapshot is retired with it",
-                "connection": str(self.connection),
                 "retries": "off (see environment sdk_retries)",
             },
         )
@@ -193,11 +181,6 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
         return status, retry
 
     # -- helpers ------------------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def _bounded(self, operation: str) -> AsyncIterator[None]:
-        async with self.translating(operation), asyncio.timeout(self.config.call_timeout_s):
-            yield
 
     @staticmethod
     def _agent(native: Any) -> Any:
@@ -218,9 +201,9 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
         self, operation: str, labels: dict[str, str], lifetime_s: int, params: dict[str, Any]
     ) -> Sandbox:
         async def start(client: TogetherSandbox) -> Any:
-            async with asyncio.timeout(self.config.call_timeout_s):
-                made = await client.sandboxes.create(ttl=lifetime_s, tags=labels, **params)
-            return self._observed(made)
+            return self._observed(
+                await client.sandboxes.create(ttl=lifetime_s, tags=labels, **params)
+            )
 
         return await self.started(operation, start, labels=labels, lifetime_s=lifetime_s)
 
@@ -253,23 +236,20 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
     async def exec(
         self, sandbox: Sandbox, command: base.Command, *, timeout_s: float
     ) -> base.ExecResult:
-        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else [str(a) for a in command]
-        if not argv:
-            raise ValueError("exec needs a command")
+        argv = self.argv(command)
         execs = (await self.handle(sandbox, Op.EXEC)).sdk.execs
         out: dict[str, list[str]] = {"stdout": [], "stderr": []}
         exec_id, exit_code = None, None
-        async with self.translating(Op.EXEC):
+        async with self.translating(Op.EXEC, timeout_s=timeout_s):
             try:
-                async with asyncio.timeout(timeout_s):
-                    exec_id = (await execs.create(argv[0], argv[1:], autostart=True)).id
-                    async with contextlib.aclosing(execs.stream_output(exec_id)) as events:
-                        async for event in events:
-                            kind = "stderr" if event.get("type") == "stderr" else "stdout"
-                            out[kind].append(str(event.get("output") or ""))
-                            if isinstance(event.get("exitCode"), int):
-                                exit_code = event["exitCode"]
-                                break
+                exec_id = (await execs.create(argv[0], argv[1:], autostart=True)).id
+                async with contextlib.aclosing(execs.stream_output(exec_id)) as events:
+                    async for event in events:
+                        kind = "stderr" if event.get("type") == "stderr" else "stdout"
+                        out[kind].append(str(event.get("output") or ""))
+                        if isinstance(event.get("exitCode"), int):
+                            exit_code = event["exitCode"]
+                            break
             except BaseException:  # timeout or cancellation: kill what the caller gave up on
                 if exec_id is not None and exit_code is None:
                     task = asyncio.ensure_future(self._kill(execs, exec_id))
@@ -278,8 +258,7 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
                 raise
             if exit_code is None:
                 raise RuntimeError("exec output stream ended without an exit code")
-        stdout, stderr = ("".join(out[k]).encode() for k in ("stdout", "stderr"))
-        return self.exec_result(exit_code, stdout, stderr)
+        return self.exec_result(exit_code, "".join(out["stdout"]), "".join(out["stderr"]))
 
     @staticmethod
     async def _kill(execs: Any, exec_id: str) -> None:
@@ -288,13 +267,12 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
                 await execs.delete(exec_id)
 
     async def write_file(self, sandbox: Sandbox, path: str, data: bytes) -> None:
-        handle = await self.handle(sandbox, Op.WRITE_FILE)
-        async with self._bounded(Op.WRITE_FILE):
+        async with self.calling(sandbox, Op.WRITE_FILE) as handle:  # within call_timeout_s
             await handle.sdk.files.create(path, bytes(data))
 
     async def read_file(self, sandbox: Sandbox, path: str) -> bytes:
-        agent = self._agent((await self.handle(sandbox, Op.READ_FILE)).sdk)
-        async with self._bounded(Op.READ_FILE):
+        async with self.calling(sandbox, Op.READ_FILE) as handle:
+            agent = self._agent(handle.sdk)
             read = lambda: read_file_api(path, client=agent)  # noqa: E731
             answer = await _call_api("sandbox.read_file", read, RETRY)
             encoding = getattr(answer.encoding, "value", answer.encoding)
@@ -308,28 +286,25 @@ class CodeSandboxProvider(SDKProvider[TogetherSandbox]):
         native = sandbox.native if isinstance(sandbox.native, Handle) else None
         client = native.client if native else self.clients.shared(Op.DESTROY)
         async with self.idempotent(Op.DESTROY, release=native.client if native else None):
-            async with asyncio.timeout(self.config.call_timeout_s):
-                await self._terminate(client, sandbox.id, None)
-                if native is not None:
-                    await native.sdk.close()
-                if sandbox.id in self._hibernated:
-                    with contextlib.suppress(errors.NotFound):
-                        async with self.translating(Op.DESTROY):
-                            await self._retire(client, f"sandbox:{sandbox.id}")
-                    self._hibernated.discard(sandbox.id)
+            await self._terminate(client, sandbox.id, None)
+            if native is not None:
+                await native.sdk.close()
+            if sandbox.id in self._hibernated:
+                with contextlib.suppress(errors.NotFound):
+                    async with self.translating(Op.DESTROY):
+                        await self._retire(client, f"sandbox:{sandbox.id}")
+                self._hibernated.discard(sandbox.id)
 
     async def list_sandboxes(self, run_id: str) -> list[str]:
-        client = self.clients.shared(Op.LIST)
-        async with self._bounded(Op.LIST):
+        async with self.main(Op.LIST) as client:
             page = await client.sandboxes.list(tags={RUN_LABEL: run_id}, statuses=list(ALIVE))
             return [str(item.id) async for item in page]
 
     async def pause(self, sandbox: Sandbox) -> None:
-        handle = await self.handle(sandbox, Op.PAUSE)
         memory = self.config.pause_mode == "memory"
-        snapshot = {"memory": memory, "ttl": handle.lifetime_s, "tags": dict(handle.labels)}
-        self._hibernated.add(sandbox.id)  # before the call: its snapshot may exist anyway
-        async with self._bounded(Op.PAUSE):
+        async with self.calling(sandbox, Op.PAUSE) as handle:
+            snapshot = {"memory": memory, "ttl": handle.lifetime_s, "tags": dict(handle.labels)}
+            self._hibernated.add(sandbox.id)  # before the call: its snapshot may exist anyway
             await handle.client.sandboxes.terminate(sandbox.id, snapshot=snapshot)
         with contextlib.suppress(Exception):
             await handle.sdk.close()  # the agent is gone with the VM

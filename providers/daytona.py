@@ -75,12 +75,10 @@ Settings: :class:`DaytonaSettings` (each key declared with its help; unknown key
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import math
 import os
-import time
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -110,6 +108,7 @@ SNAPSHOT_PAGE = 200
 
 @dataclass(frozen=True, kw_only=True)
 class DaytonaSettings(SDKSettings):
+    EXCLUSIVE = (("snapshot", "image"),)
     snapshot: str | None = setting(None, help="snapshot to create from (else Daytona's default)")
     image: str | None = setting(None, help="image to create from instead; sends the spec's sizes")
     target: str | None = setting(None, help="region (DaytonaConfig target)")
@@ -118,11 +117,6 @@ class DaytonaSettings(SDKSettings):
         choices=("stop_start", "pause"),
     )  # fmt: skip
     sdk_timeout_s: float = sdk_timeout(300.0, "the SDK's own bound on a lifecycle call")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.snapshot and self.image:
-            raise ValueError("set snapshot or image, not both")
 
 
 class DaytonaProvider(SDKProvider[AsyncDaytona]):
@@ -133,6 +127,7 @@ class DaytonaProvider(SDKProvider[AsyncDaytona]):
     config: DaytonaSettings
     endpoint_env = API_URL_ENV
     default_endpoint = DEFAULT_API_URL
+    CLOSE = "close"
     #: What stays on or off inside the SDK (daytona 0.226.1), for the manifest.
     SDK_RETRIES: ClassVar[dict[str, str]] = {
         "generated_api_clients": (
@@ -191,13 +186,9 @@ class DaytonaProvider(SDKProvider[AsyncDaytona]):
             warnings.simplefilter("ignore", DeprecationWarning)
             return AsyncDaytona(config)
 
-    async def close_client(self, client: AsyncDaytona) -> None:
-        await client.close()
-
     def capabilities(self) -> base.Capabilities:
         freeze = self.config.pause_mode == "pause"
-        return base.Capabilities(
-            operations=base.REQUIRED_OPS | base.OPTIONAL_OPS,
+        return self.capable(
             checkpoint_captures=base.CheckpointCaptures.FILESYSTEM,
             restore_target=base.RestoreTarget.NEW_SANDBOX,
             pause_kind=base.PauseKind.FREEZE if freeze else base.PauseKind.STOP_START,
@@ -234,16 +225,15 @@ class DaytonaProvider(SDKProvider[AsyncDaytona]):
                 "lifetime": "ttl_minutes=ceil(lifetime_s/60); auto_stop_interval=0",
                 "state_updates": "use_deprecated_polling=True: no socket.io websocket; waits "
                 "poll GET /sandbox/{id} every 0.1 s (up to 1 s after 5 s)",
-                "connection": str(self.connection),
                 "retries": "SDK connection-level retries stay on (see environment sdk_retries)",
             },
         )
 
-    def sdk_retries(self) -> dict[str, Any]:
+    def retries_observed(self) -> dict[str, Any]:
         # Read back what the SDK really configured (never changed here).
         config = getattr(getattr(self.clients.main, "_api_client", None), "configuration", None)
         observed = getattr(config, "retries", "unknown") if self.clients.main else "not opened yet"
-        return {**self.SDK_RETRIES, "observed_configuration_retries": repr(observed)}
+        return {"observed_configuration_retries": repr(observed)}
 
     def sdk_environment(self) -> dict[str, Any]:
         image, snapshot = self.config.image, self.config.snapshot
@@ -287,38 +277,29 @@ class DaytonaProvider(SDKProvider[AsyncDaytona]):
     async def exec(
         self, sandbox: Sandbox, command: base.Command, *, timeout_s: float
     ) -> base.ExecResult:
-        handle = await self.handle(sandbox, Op.EXEC)
         seconds = max(1, math.ceil(timeout_s))  # whole seconds, always sent
-        async with self.translating(Op.EXEC):
+        async with self.calling(sandbox, Op.EXEC) as handle:
             response = await handle.sdk.process.exec(self.shell_line(command), timeout=seconds)
-        result = (getattr(response, "result", None) or "").encode()
+        result = getattr(response, "result", None)  # stdout and stderr in one
         return self.exec_result(getattr(response, "exit_code", None), result, b"")
 
     async def write_file(self, sandbox: Sandbox, path: str, data: bytes) -> None:
-        handle = await self.handle(sandbox, Op.WRITE_FILE)
         timeout = max(1, math.ceil(self.config.sdk_timeout_s))
-        async with self.translating(Op.WRITE_FILE):
+        async with self.calling(sandbox, Op.WRITE_FILE) as handle:
             # Never a str: the SDK reads a str as a local file path.
             await handle.sdk.fs.upload_file(bytes(data), path, timeout)
 
     async def read_file(self, sandbox: Sandbox, path: str) -> bytes:
-        handle = await self.handle(sandbox, Op.READ_FILE)
         timeout = max(1, math.ceil(self.config.sdk_timeout_s))
-        async with self.translating(Op.READ_FILE):
+        async with self.calling(sandbox, Op.READ_FILE) as handle:
             return self.file_bytes(await handle.sdk.fs.download_file(path, timeout))
 
-    async def destroy(self, sandbox: Sandbox) -> None:
-        try:
-            handle = await self.handle(sandbox, Op.DESTROY)
-        except errors.NotFound:
-            return
-        async with self.idempotent(Op.DESTROY, release=handle.client):
-            await handle.sdk.delete(timeout=self.config.sdk_timeout_s)
+    async def delete(self, sandbox: Sandbox, handle: Handle[AsyncDaytona]) -> None:
+        await handle.sdk.delete(timeout=self.config.sdk_timeout_s)
 
     async def list_sandboxes(self, run_id: str) -> list[str]:
-        client = self.clients.shared(Op.LIST)
         query = daytona.ListSandboxesQuery(labels={base.RUN_LABEL: run_id})
-        async with self.translating(Op.LIST):
+        async with self.main(Op.LIST) as client:
             return [
                 item.id
                 async for item in client.list(query)
@@ -328,22 +309,30 @@ class DaytonaProvider(SDKProvider[AsyncDaytona]):
     async def checkpoint(self, sandbox: Sandbox) -> base.CheckpointRef:
         handle = await self.handle(sandbox, Op.CHECKPOINT)
         name = f"{_snapshot_prefix(handle.labels.get(base.RUN_LABEL, ''))}{uuid.uuid4().hex[:12]}"
-        async with self.translating(Op.CHECKPOINT):
-            try:
-                await handle.sdk.create_snapshot(name, timeout=self.config.sdk_timeout_s)
-                await self._until_snapshot_active(handle.client, name)
-            except BaseException:
-                # No ref is returned, so nobody else would delete it (if it was made at all).
-                with contextlib.suppress(Exception):
-                    await handle.client.snapshot.delete(name)
-                raise
+        timeout, client, state = self.config.sdk_timeout_s, handle.client, ""
+
+        async def active() -> bool:
+            nonlocal state
+            snapshot = await client.snapshot.get(name)
+            if (state := _state_name(snapshot.state)) in ("error", "build_failed"):
+                ended = f"snapshot {name} ended in state {state}: {snapshot.error_reason or ''}"
+                raise self.error(errors.ProviderError, Op.CHECKPOINT, ended)
+            return state == "active"
+
+        def late() -> str:
+            return f"snapshot {name} not active after {timeout:g} s (state {state})"
+
+        # No ref is returned on failure, so nobody else would delete it (if it was made at all).
+        undo = self.undone_on_failure(client.snapshot.delete, name)
+        async with self.translating(Op.CHECKPOINT), undo:
+            await handle.sdk.create_snapshot(name, timeout=timeout)
+            await self.until(active, timeout, 0.1, backoff=1.5, max_interval_s=1.0, late=late)
         return self.checkpoint_ref(name, sandbox, handle)
 
     async def list_checkpoints(self, run_id: str) -> list[str]:
-        client = self.clients.shared("list_checkpoints")
         prefix = _snapshot_prefix(run_id)
         found: list[str] = []
-        async with self.translating("list_checkpoints"):
+        async with self.main("list_checkpoints") as client:
             page, pages = 1, 1
             while page <= pages:
                 listed = await client.snapshot.list(page=page, limit=SNAPSHOT_PAGE)
@@ -351,74 +340,32 @@ class DaytonaProvider(SDKProvider[AsyncDaytona]):
                 pages, page = listed.total_pages, page + 1
         return sorted(found)
 
-    async def _until_snapshot_active(self, client: AsyncDaytona, name: str) -> None:
-        deadline = time.monotonic() + self.config.sdk_timeout_s
-        interval = 0.1
-        while True:
-            snapshot = await client.snapshot.get(name)
-            state = _state_name(snapshot.state)
-            if state == "active":
-                return
-            if state in ("error", "build_failed"):
-                raise errors.ProviderError(
-                    f"snapshot {name} ended in state {state}: {snapshot.error_reason or ''}",
-                    provider=self.id,
-                    operation=Op.CHECKPOINT,
-                )
-            if time.monotonic() >= deadline:
-                raise errors.OperationTimeout(
-                    f"snapshot {name} not active after {self.config.sdk_timeout_s:g} s "
-                    f"(state {state})",
-                    provider=self.id,
-                    operation=Op.CHECKPOINT,
-                )
-            await asyncio.sleep(interval)
-            interval = min(interval * 1.5, 1.0)
-
     async def restore(self, ref: base.CheckpointRef) -> Sandbox:
         labels, lifetime_s = self.saved_labels(ref)
         return await self._start(Op.RESTORE, labels, lifetime_s, snapshot=ref.id)
 
     async def delete_checkpoint(self, ref: base.CheckpointRef) -> None:
-        async with self.idempotent("delete_checkpoint"):
-            await self.clients.shared("delete_checkpoint").snapshot.delete(ref.id)
+        async with self.main("delete_checkpoint", missing_ok=True) as client:
+            await client.snapshot.delete(ref.id)
 
     async def fork(self, sandbox: Sandbox, *, count: int = 1) -> list[Sandbox]:
         handle = await self.handle(sandbox, Op.FORK)
-        timeout = self.config.sdk_timeout_s
 
         async def child() -> Sandbox:
             async with self.translating(Op.FORK):
-                sdk = await handle.sdk.fork(timeout=timeout)
-            labels = getattr(sdk, "labels", None)
-            made = Handle(
-                sdk=sdk,
-                client=self.clients.shared(Op.FORK),
-                labels=dict(labels) if isinstance(labels, dict) else dict(handle.labels),
-                lifetime_s=handle.lifetime_s,
-            )
-            return Sandbox(id=self.sandbox_id(sdk), provider=self.id, native=made)
+                return self.child(handle, await handle.sdk.fork(timeout=self.config.sdk_timeout_s))
 
-        made = await asyncio.gather(*(child() for _ in range(count)), return_exceptions=True)
-        if failed := [m for m in made if not isinstance(m, Sandbox)]:
-            for done in made:  # the children that were made go, then the first failure
-                if isinstance(done, Sandbox):
-                    with contextlib.suppress(Exception):
-                        await self.destroy(done)
-            raise failed[0]
-        return [m for m in made if isinstance(m, Sandbox)]
+        return await self.fork_each(count, child)
 
     async def pause(self, sandbox: Sandbox) -> None:
-        handle = await self.handle(sandbox, Op.PAUSE)
         freeze = self.config.pause_mode == "pause"
-        async with self.translating(Op.PAUSE):
+        async with self.calling(sandbox, Op.PAUSE) as handle:
             pause = handle.sdk.pause if freeze else handle.sdk.stop
             await pause(timeout=self.config.sdk_timeout_s)
 
     async def resume(self, sandbox: Sandbox) -> Sandbox:
-        handle = await self.handle(sandbox, Op.RESUME)
         # Daytona resumes both a paused and a stopped sandbox with start().
-        async with self.translating(Op.RESUME):
+        async with self.calling(sandbox, Op.RESUME) as handle:
             await handle.sdk.start(timeout=self.config.sdk_timeout_s)
         return self.holding(sandbox, handle)
 

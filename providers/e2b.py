@@ -71,19 +71,16 @@ Settings: :class:`E2BSettings` (each key declared with its help; unknown keys ar
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
 from connectrpc.errors import ConnectError
 
-from providers import base, errors
+from providers import base, errors, sdk
 from providers.base import Op, Sandbox, SandboxSpec
-from providers.sdk import HTTP_STATUS, Handle, Observed, SDKProvider, SDKSettings, on, sdk_timeout
+from providers.sdk import HTTP_STATUS, Handle, SDKProvider, SDKSettings, on, sdk_timeout
 from providers.settings import setting
 
 API_KEY_ENV = "E2B_API_KEY"
@@ -93,15 +90,7 @@ CONNECTION_RETRIES_ENV = "E2B_CONNECTION_RETRIES"
 
 # The SDK reads E2B_CONNECTION_RETRIES once, at import (e2b/api/__init__.py); a connect retry
 # inside a measured call would hide in its latency, so default it to 0 before the import.
-_SDK_IMPORTED_FIRST = "e2b" in sys.modules
-_RETRIES_FROM_ENV = os.environ.get(CONNECTION_RETRIES_ENV)
-if _SDK_IMPORTED_FIRST:
-    _RETRIES_SOURCE = "e2b was imported before the adapter: the environment at that time"
-elif _RETRIES_FROM_ENV is not None:
-    _RETRIES_SOURCE = f"{CONNECTION_RETRIES_ENV}={_RETRIES_FROM_ENV} from the environment"
-else:
-    _RETRIES_SOURCE = f"{CONNECTION_RETRIES_ENV}=0 set by the adapter before import"
-    os.environ[CONNECTION_RETRIES_ENV] = "0"
+_RETRIES_SOURCE = sdk.preset_env(CONNECTION_RETRIES_ENV, "0", read_at_import_by="e2b")
 
 import e2b  # noqa: E402 - must follow the environment set-up above
 import e2b.api as _e2b_api  # noqa: E402
@@ -143,6 +132,7 @@ class E2BProvider(SDKProvider[E2B]):
     Settings = E2BSettings
     config: E2BSettings
     endpoint_env = API_URL_ENV
+    ID_ATTRIBUTE = "sandbox_id"
     #: What stays on or off inside the SDK (e2b 2.63.0), for the manifest.
     SDK_RETRIES: ClassVar[dict[str, str]] = {
         "api_responses": (
@@ -159,6 +149,8 @@ class E2BProvider(SDKProvider[E2B]):
             "(no retry) to classify it; the call still fails"
         ),
     }
+    #: envd's file API errors carry the status only in the message: "500: ...".
+    STATUS_IN_MESSAGE = r"^([1-5][0-9][0-9]): "
     ERRORS = (
         # pyqwest reports a body it cannot decompress as a ReadError, like a dropped
         # connection; only the message tells them apart.
@@ -225,8 +217,7 @@ class E2BProvider(SDKProvider[E2B]):
     def capabilities(self) -> base.Capabilities:
         full_checkpoint = self.config.checkpoint_mode == "full"
         freeze = self.config.pause_mode == "full"
-        return base.Capabilities(
-            operations=base.REQUIRED_OPS | base.OPTIONAL_OPS,
+        return self.capable(
             checkpoint_captures=(
                 base.CheckpointCaptures.FILESYSTEM_AND_MEMORY
                 if full_checkpoint
@@ -260,17 +251,16 @@ class E2BProvider(SDKProvider[E2B]):
                 "from it (processes and memory kept); whether they inherit the run label is "
                 "not documented",
                 "lifetime": "timeout=lifetime_s at create and on resume; E2B kills it after",
-                "connection": f"{self.connection}; the SDK's connection pool is process-wide, so "
-                "per_iteration gets fresh client objects but not fresh TCP/TLS connections",
+                "connection": "the SDK's connection pool is process-wide, so per_iteration gets "
+                "fresh client objects but not fresh TCP/TLS connections",
                 "retries": "retries=0 (no retry of 429/5xx); connect retries per "
                 "E2B_CONNECTION_RETRIES, 0 unless set (see environment sdk_retries)",
             },
         )
 
-    def sdk_retries(self) -> dict[str, Any]:
+    def retries_observed(self) -> dict[str, Any]:
         opened = ConnectionConfig(**self._params()).retries if self.clients.main else None
         return {
-            **self.SDK_RETRIES,
             "observed_config_retries": repr(opened) if opened is not None else "'not opened yet'",
             "connection_retries_observed": _e2b_api.connection_retries,
             "connection_retries_source": _RETRIES_SOURCE,
@@ -299,27 +289,17 @@ class E2BProvider(SDKProvider[E2B]):
         }
 
     def http_status(
-        self, chain: list[BaseException], observed: Observed
+        self, chain: list[BaseException], observed: sdk.Observed
     ) -> tuple[int | None, float | None]:
-        for exc in chain:
-            if not isinstance(exc, e2b.SandboxException):
-                continue
-            status = getattr(exc, "status_code", None)
-            if not isinstance(status, int):
-                # envd's file API errors carry the status only in the message: "500: ...".
-                leading = re.match(r"^([1-5][0-9][0-9]): ", str(exc))
-                status = int(leading.group(1)) if leading else None
-            if isinstance(status, int):
-                return status, None
-        return None, None
+        # Only the SDK's own exceptions: connectrpc's and the API client's carry other statuses.
+        return super().http_status(
+            [e for e in chain if isinstance(e, e2b.SandboxException)], observed
+        )
 
     # -- operations -------------------------------------------------------------------------
 
     async def attach(self, client: E2B, sandbox_id: str) -> AsyncSandbox:
         return await client.AsyncSandbox.connect(sandbox_id)  # also resumes a paused sandbox
-
-    def sandbox_id(self, sdk: AsyncSandbox) -> str:
-        return sdk.sandbox_id
 
     async def _start(self, template: str, labels: dict[str, str], lifetime_s: int, op: str):
         return await self.started(
@@ -338,23 +318,19 @@ class E2BProvider(SDKProvider[E2B]):
     async def exec(
         self, sandbox: Sandbox, command: base.Command, *, timeout_s: float
     ) -> base.ExecResult:
-        handle = await self.handle(sandbox, Op.EXEC)
-        async with self.translating(Op.EXEC):  # the SDK hands the line to bash -l -c
+        async with self.calling(sandbox, Op.EXEC) as handle:  # the SDK runs bash -l -c <line>
             try:
                 result = await handle.sdk.commands.run(self.shell_line(command), timeout=timeout_s)
             except e2b.CommandExitException as exc:  # a non-zero exit is data
                 result = exc
-        stdout, stderr = (result.stdout or "").encode(), (result.stderr or "").encode()
-        return self.exec_result(result.exit_code, stdout, stderr)
+        return self.exec_result(result.exit_code, result.stdout, result.stderr)
 
     async def write_file(self, sandbox: Sandbox, path: str, data: bytes) -> None:
-        handle = await self.handle(sandbox, Op.WRITE_FILE)
-        async with self.translating(Op.WRITE_FILE):
+        async with self.calling(sandbox, Op.WRITE_FILE) as handle:
             await handle.sdk.files.write(path, bytes(data))
 
     async def read_file(self, sandbox: Sandbox, path: str) -> bytes:
-        handle = await self.handle(sandbox, Op.READ_FILE)
-        async with self.translating(Op.READ_FILE):
+        async with self.calling(sandbox, Op.READ_FILE) as handle:
             return self.file_bytes(await handle.sdk.files.read(path, format="bytes"))
 
     async def destroy(self, sandbox: Sandbox) -> None:
@@ -368,9 +344,8 @@ class E2BProvider(SDKProvider[E2B]):
                 await self.clients.shared(Op.DESTROY).AsyncSandbox.kill(sandbox.id)
 
     async def list_sandboxes(self, run_id: str) -> list[str]:
-        client = self.clients.shared(Op.LIST)
         found: list[str] = []
-        async with self.translating(Op.LIST):
+        async with self.main(Op.LIST) as client:
             paginator = client.AsyncSandbox.list(
                 query=e2b.SandboxQuery(metadata={base.RUN_LABEL: run_id}), limit=LIST_PAGE
             )
@@ -379,8 +354,7 @@ class E2BProvider(SDKProvider[E2B]):
         return found
 
     async def checkpoint(self, sandbox: Sandbox) -> base.CheckpointRef:
-        handle = await self.handle(sandbox, Op.CHECKPOINT)
-        async with self.translating(Op.CHECKPOINT):
+        async with self.calling(sandbox, Op.CHECKPOINT) as handle:
             info = await handle.sdk.create_snapshot(mode=self.config.checkpoint_mode)
         return self.checkpoint_ref(getattr(info, "snapshot_id", None), sandbox, handle)
 
@@ -389,34 +363,15 @@ class E2BProvider(SDKProvider[E2B]):
 
     async def delete_checkpoint(self, ref: base.CheckpointRef) -> None:
         # delete_snapshot answers False for a snapshot that is already gone.
-        async with self.idempotent("delete_checkpoint"):
-            await self.clients.shared("delete_checkpoint").AsyncSandbox.delete_snapshot(ref.id)
+        async with self.main("delete_checkpoint", missing_ok=True) as client:
+            await client.AsyncSandbox.delete_snapshot(ref.id)
 
     async def fork(self, sandbox: Sandbox, *, count: int = 1) -> list[Sandbox]:
-        handle = await self.handle(sandbox, Op.FORK)
-        async with self.translating(Op.FORK):
+        async with self.calling(sandbox, Op.FORK) as handle:
             made = await handle.sdk.fork(timeout=handle.lifetime_s, count=count)
-        client = self.clients.shared(Op.FORK)
-        children, failed = [], []
-        for sdk in made:
-            if isinstance(sdk, BaseException):
-                failed.append(sdk)
-                continue
-            labels, lifetime_s = dict(handle.labels), handle.lifetime_s
-            child = Handle(sdk=sdk, client=client, labels=labels, lifetime_s=lifetime_s)
-            children.append(Sandbox(id=self.sandbox_id(sdk), provider=self.id, native=child))
-        if failed or len(children) != count:
-            for child in children:  # those that started go; the first failure is raised
-                with contextlib.suppress(Exception):
-                    await self.destroy(child)
-            cause = failed[0] if failed else None
-            with self.translating(Op.FORK):
-                raise cause or errors.ProtocolError(
-                    f"fork answered {len(made)} results for {count} children",
-                    provider=self.id,
-                    operation=Op.FORK,
-                )
-        return children
+        # Each child started or failed on its own: self.forked sorts that out.
+        results = [m if isinstance(m, BaseException) else self.child(handle, m) for m in made]
+        return await self.forked(results, count)
 
     async def pause(self, sandbox: Sandbox) -> None:
         mode = self.config.pause_mode

@@ -61,17 +61,17 @@ Settings: :class:`ModalSettings` (each key declared with its help; unknown keys 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from providers import base, errors
 from providers.base import RUN_LABEL, Op, Sandbox, SandboxSpec
-from providers.sdk import SDKProvider, SDKSettings, on, sdk_timeout
+from providers.sdk import Handle, SDKProvider, SDKSettings, on, preset_env, sdk_timeout
 from providers.settings import setting
 
 TOKEN_ID_ENV = "MODAL_TOKEN_ID"
@@ -81,12 +81,7 @@ THROTTLE_ENV = "MODAL_MAX_THROTTLE_WAIT"
 
 # Server-directed throttling makes the SDK sleep and retry without limit (config.py reads the
 # variable at each call): a measured call must fail instead, so 0 unless the user chose.
-_THROTTLE_FROM_ENV = os.environ.get(THROTTLE_ENV)
-if _THROTTLE_FROM_ENV is None:
-    os.environ[THROTTLE_ENV] = "0"
-    _THROTTLE_SOURCE = f"{THROTTLE_ENV}=0 set by the adapter"
-else:
-    _THROTTLE_SOURCE = f"{THROTTLE_ENV}={_THROTTLE_FROM_ENV} from the environment"
+_THROTTLE_SOURCE = preset_env(THROTTLE_ENV, "0")
 
 import modal  # noqa: E402 - after the environment set-up above
 import modal.exception as mx  # noqa: E402
@@ -138,48 +133,15 @@ class ModalSettings(SDKSettings):
             raise ValueError(f"api_url cannot be set for modal: set {SERVER_URL_ENV} instead")
 
 
-class Connection:
-    """One ``modal.Client`` (its own HTTP/2 connection), opened on first use: opening
-    connects, so it must happen inside an async call."""
-
-    def __init__(self) -> None:
-        self._credentials = (os.environ.get(TOKEN_ID_ENV, ""), os.environ.get(TOKEN_SECRET_ENV, ""))
-        self._lock = asyncio.Lock()
-        self.client: Any = None
-
-    def __repr__(self) -> str:  # never the secret
-        return f"Connection(open={self.client is not None})"
-
-    async def get(self) -> Any:
-        if self.client is None:
-            async with self._lock:
-                if self.client is None:
-                    self.client = await modal.Client.from_credentials.aio(*self._credentials)
-        return self.client
-
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.close.aio()
-
-
-def _retry_after(chain: list[BaseException]) -> float | None:
-    for exc in chain:
-        details = getattr(exc, "_grpc_details", None) or (
-            exc.details if type(exc) is GRPCError else None
-        )
-        for detail in details or ():
-            if isinstance(detail, api_pb2.RPCRetryPolicy):
-                return float(detail.retry_after_secs)
-    return None
-
-
-class ModalProvider(SDKProvider[Connection]):
+class ModalProvider(SDKProvider[modal.Client]):
     id = "modal"
     sdk_packages = ("modal", "grpclib", "synchronicity", "protobuf")
     required_env = (TOKEN_ID_ENV, TOKEN_SECRET_ENV)
     Settings = ModalSettings
     config: ModalSettings
     endpoint_env = SERVER_URL_ENV
+    ID_ATTRIBUTE = "object_id"
+    CLOSE = "close.aio"
     SDK_RETRIES: ClassVar[dict[str, str]] = {
         "control_plane": "ON, not switchable publicly: up to 3 retries (0.1, 0.2, 0.4 s) on "
         "UNAVAILABLE, INTERNAL, UNKNOWN, CANCELLED, DEADLINE_EXCEEDED, stream resets and "
@@ -214,33 +176,23 @@ class ModalProvider(SDKProvider[Connection]):
         super().__init__(settings)
         self._app: Any = None
         self._images: dict[str | None, Any] = {}
-        self._shapes: dict[str, dict[str, Any]] = {}
 
     # -- set-up and description -----------------------------------------------------------
 
-    def new_client(self) -> Connection:
-        return Connection()
-
-    async def close_client(self, client: Connection) -> None:
-        await client.close()
+    async def new_client(self) -> modal.Client:  # it connects (its own HTTP/2 connection)
+        token = (os.environ.get(TOKEN_ID_ENV, ""), os.environ.get(TOKEN_SECRET_ENV, ""))
+        return await modal.Client.from_credentials.aio(*token)
 
     @property
     def endpoint(self) -> str:  # env, else ~/.modal.toml, else the default; first fallback URL
         return str(modal_config.get("server_url")).split(",")[0].strip()
 
-    async def open(self) -> None:
-        await super().open()
-        try:
-            async with self.translating("open"), asyncio.timeout(self.config.setup_timeout_s):
-                client = await self.clients.shared("open").get()
-                self._app = await modal.App.lookup.aio(
-                    self.config.app_name, create_if_missing=True, client=client
-                )
-                self._images[None] = await self._image(self.config.image)
-                await self._list(client, {RUN_LABEL: "sandbox-bench-warm-up"})  # AuthTokenGet
-        except BaseException:
-            await self.clients.close()
-            raise
+    async def setup(self, client: modal.Client) -> None:
+        self._app = await modal.App.lookup.aio(
+            self.config.app_name, create_if_missing=True, client=client
+        )
+        self._images[None] = await self._image(self.config.image)
+        await self._list(client, {RUN_LABEL: "sandbox-bench-warm-up"})  # AuthTokenGet
 
     def capabilities(self) -> base.Capabilities:
         burst = (
@@ -248,8 +200,7 @@ class ModalProvider(SDKProvider[Connection]):
             if self.config.burst
             else "limit = request = the spec"
         )
-        return base.Capabilities(
-            operations=base.REQUIRED_OPS | {Op.CHECKPOINT, Op.RESTORE},
+        return self.capable(
             checkpoint_captures=base.CheckpointCaptures.FILESYSTEM,
             restore_target=base.RestoreTarget.NEW_SANDBOX,
             isolation="gVisor (runsc) container per sandbox, Modal's default runtime",
@@ -270,14 +221,12 @@ class ModalProvider(SDKProvider[Connection]):
                 "memory_snapshots": "not used: pre-beta, and they terminate the source (V2)",
                 "destroy": "terminate(): returns when accepted, not when the container is gone",
                 "lifetime": "timeout=lifetime_s (at most 24 h); Modal ends the sandbox after",
-                "connection": str(self.connection),
                 "retries": "SDK retries stay on (not switchable); calls bounded by timeouts",
             },
         )
 
-    def sdk_retries(self) -> dict[str, Any]:
+    def retries_observed(self) -> dict[str, Any]:
         return {
-            **self.SDK_RETRIES,
             "max_throttle_wait_observed": modal_config.get("max_throttle_wait"),
             "max_throttle_wait_source": _THROTTLE_SOURCE,
         }
@@ -291,19 +240,23 @@ class ModalProvider(SDKProvider[Connection]):
             "python_for_default_image": f"{sys.version_info.major}.{sys.version_info.minor}",
         }
 
-    def translate(self, exc: BaseException, operation: str) -> errors.ProviderError:
-        error = super().translate(exc, operation)
-        if isinstance(error, errors.QuotaOrRateLimited):
-            error.retry_after_s = _retry_after(errors.exception_chain(exc))
-        return error
+    def retry_after(self, chain: Sequence[BaseException]) -> float | None:
+        """The delay of the RPCRetryPolicy a RESOURCE_EXHAUSTED answer carried, if any."""
+        for exc in chain:
+            details = getattr(exc, "_grpc_details", None) or (
+                exc.details if type(exc) is GRPCError else None
+            )
+            for detail in details or ():
+                if isinstance(detail, api_pb2.RPCRetryPolicy):
+                    return float(detail.retry_after_secs)
+        return None
 
     # -- operations -------------------------------------------------------------------------
 
     async def _image(self, name: str | None) -> Any:
         """Modal's image for ``name``: an image id, a registry tag, or None (debian_slim)."""
         if name is not None and name.startswith("im-"):
-            client = await self.clients.shared("image").get()
-            return await modal.Image.from_id.aio(name, client=client)
+            return await modal.Image.from_id.aio(name, client=self.clients.shared("image"))
         image = modal.Image.debian_slim() if name is None else modal.Image.from_registry(name)
         return await image.build.aio(self._app)
 
@@ -317,23 +270,16 @@ class ModalProvider(SDKProvider[Connection]):
             return {"cpu": cores, "memory": memory}
         return {"cpu": (cores, cores), "memory": (memory, memory)}
 
-    async def attach(self, client: Connection, sandbox_id: str) -> Any:
-        return await modal.Sandbox.from_id.aio(sandbox_id, client=await client.get())
-
-    def sandbox_id(self, sdk: Any) -> str:
-        return str(sdk.object_id)
+    async def attach(self, client: modal.Client, sandbox_id: str) -> Any:
+        return await modal.Sandbox.from_id.aio(sandbox_id, client=client)
 
     async def _start(self, op: str, image: Any, labels: dict[str, str], lifetime_s: int, shape):
-        async def start(connection: Connection) -> Any:
-            async with asyncio.timeout(self.config.call_timeout_s):
-                return await modal.Sandbox.create.aio(
-                    app=self._app, image=image, timeout=lifetime_s, tags=labels,
-                    client=await connection.get(), **shape,
-                )  # fmt: skip
-
-        sandbox = await self.started(op, start, labels=labels, lifetime_s=lifetime_s)
-        self._shapes[sandbox.id] = shape
-        return sandbox
+        start = lambda client: modal.Sandbox.create.aio(  # noqa: E731
+            app=self._app, image=image, timeout=lifetime_s, tags=labels, client=client, **shape
+        )
+        return await self.started(
+            op, start, labels=labels, lifetime_s=lifetime_s, recipe={"shape": shape}
+        )
 
     async def create(self, spec: SandboxSpec) -> Sandbox:
         if spec.template not in self._images:
@@ -346,11 +292,9 @@ class ModalProvider(SDKProvider[Connection]):
     async def exec(
         self, sandbox: Sandbox, command: base.Command, *, timeout_s: float
     ) -> base.ExecResult:
-        handle = await self.handle(sandbox, Op.EXEC)
-        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else [str(a) for a in command]
-        seconds = max(1, math.ceil(timeout_s))
+        argv, seconds = self.argv(command), max(1, math.ceil(timeout_s))
         started = time.monotonic()
-        async with self.translating(Op.EXEC), asyncio.timeout(seconds + GRACE_S):
+        async with self.calling(sandbox, Op.EXEC, timeout_s=seconds + GRACE_S) as handle:
             process = await handle.sdk.exec.aio(*argv, timeout=seconds, text=False)
             stdout, stderr, code = await asyncio.gather(
                 process.stdout.read.aio(), process.stderr.read.aio(), process.wait.aio()
@@ -359,51 +303,37 @@ class ModalProvider(SDKProvider[Connection]):
         # (137, or -9) at or after the deadline: the server's kill at timeout_secs won that race.
         late = time.monotonic() - started >= seconds
         if code == -1 or (late and code in (137, -9)):
-            raise errors.OperationTimeout(
-                f"command did not finish within {seconds} s", provider=self.id, operation=Op.EXEC
-            )
+            raise self.error(errors.OperationTimeout, Op.EXEC, self.exec_late(seconds))
         return self.exec_result(code, stdout, stderr)
 
     async def write_file(self, sandbox: Sandbox, path: str, data: bytes) -> None:
-        handle = await self.handle(sandbox, Op.WRITE_FILE)
-        async with self.translating(Op.WRITE_FILE), asyncio.timeout(self.config.call_timeout_s):
+        async with self.calling(sandbox, Op.WRITE_FILE) as handle:  # within call_timeout_s
             await handle.sdk.filesystem.write_bytes.aio(bytes(data), path)
 
     async def read_file(self, sandbox: Sandbox, path: str) -> bytes:
-        handle = await self.handle(sandbox, Op.READ_FILE)
-        async with self.translating(Op.READ_FILE), asyncio.timeout(self.config.call_timeout_s):
+        async with self.calling(sandbox, Op.READ_FILE) as handle:
             return self.file_bytes(await handle.sdk.filesystem.read_bytes.aio(path))
 
-    async def destroy(self, sandbox: Sandbox) -> None:
-        try:
-            handle = await self.handle(sandbox, Op.DESTROY)
-        except errors.NotFound:
-            return
-        async with self.idempotent(Op.DESTROY, release=handle.client):
-            async with asyncio.timeout(self.config.call_timeout_s):
-                await handle.sdk.terminate.aio()
-                await handle.sdk.detach.aio()  # releases the router connection
-        self._shapes.pop(sandbox.id, None)
+    async def delete(self, sandbox: Sandbox, handle: Handle[modal.Client]) -> None:
+        await handle.sdk.terminate.aio()
+        await handle.sdk.detach.aio()  # releases the router connection
 
     async def list_sandboxes(self, run_id: str) -> list[str]:
-        connection = self.clients.shared(Op.LIST)
-        async with self.translating(Op.LIST), asyncio.timeout(self.config.call_timeout_s):
-            return await self._list(await connection.get(), {RUN_LABEL: run_id})
+        async with self.main(Op.LIST) as client:
+            return await self._list(client, {RUN_LABEL: run_id})
 
     async def checkpoint(self, sandbox: Sandbox) -> base.CheckpointRef:
-        handle = await self.handle(sandbox, Op.CHECKPOINT)
         seconds = max(1, math.ceil(self.config.checkpoint_timeout_s))
-        async with self.translating(Op.CHECKPOINT), asyncio.timeout(seconds + GRACE_S):
+        async with self.calling(sandbox, Op.CHECKPOINT, timeout_s=seconds + GRACE_S) as handle:
             image = await handle.sdk.snapshot_filesystem.aio(
                 timeout=seconds, ttl=self.config.checkpoint_ttl_s
             )
-        ref = self.checkpoint_ref(getattr(image, "object_id", None), sandbox, handle)
-        shape = self._shapes.get(sandbox.id) or self._shape(SandboxSpec())
-        return dataclasses.replace(ref, native={**ref.native, "image": image, "shape": shape})
+        # The sandbox's shape (its recipe) goes along, so the restore has the same resources.
+        return self.checkpoint_ref(getattr(image, "object_id", None), sandbox, handle, image=image)
 
     async def restore(self, ref: base.CheckpointRef) -> Sandbox:
         labels, lifetime_s = self.saved_labels(ref)
-        saved = ref.native if isinstance(ref.native, dict) else {}
+        saved = self.saved(ref)
         image = saved.get("image")
         if image is None:  # a reference from elsewhere: look the image up by id
             async with self.translating(Op.RESTORE):
@@ -412,16 +342,8 @@ class ModalProvider(SDKProvider[Connection]):
         return await self._start(Op.RESTORE, image, labels, lifetime_s, shape)
 
     async def delete_checkpoint(self, ref: base.CheckpointRef) -> None:
-        connection = self.clients.shared("delete_checkpoint")
-        async with self.idempotent("delete_checkpoint"):
-            async with asyncio.timeout(self.config.call_timeout_s):
-                await modal.experimental.image_delete.aio(ref.id, client=await connection.get())
-
-    async def pause(self, sandbox: Sandbox) -> None:
-        raise errors.Unsupported(NO_PAUSE, provider=self.id, operation=Op.PAUSE)
-
-    async def resume(self, sandbox: Sandbox) -> Sandbox:
-        raise errors.Unsupported(NO_PAUSE, provider=self.id, operation=Op.RESUME)
+        async with self.main("delete_checkpoint", missing_ok=True) as client:
+            await modal.experimental.image_delete.aio(ref.id, client=client)
 
 
-__all__ = ["Connection", "ModalProvider", "ModalSettings"]
+__all__ = ["ModalProvider", "ModalSettings"]

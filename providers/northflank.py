@@ -41,16 +41,12 @@ default, each poll one of them. Retries: ``SDK_RETRIES``; settings: :class:`Nort
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import dataclasses
 import functools
 import hashlib
 import os
 import re
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -127,18 +123,13 @@ class NorthflankSettings(sdk.SDKSettings):
                         "smallest covering the spec's cpus and memory_mb")  # fmt: skip
     image: str = setting("ubuntu:24.04", help="external image when the spec names no template")
     command: str = setting("sleep infinity", help="the container's command (must keep running)")
-    scratch_dir: str = setting("/root", help="writable directory for the workloads' files")
+    scratch_dir: str = sdk.scratch_dir_setting("/root")
     poll_interval_s: float = setting(0.5, unit="s", minimum=0.01, maximum=60, help="time between "
                                      "polls of a create, checkpoint or destroy")  # fmt: skip
     max_file_mb: int = setting(64, unit="MiB", minimum=1, maximum=1024, help="file size bound")
     request_timeout_s: float = sdk.sdk_timeout(30.0, "HTTP timeout of each REST call")
     wait_timeout_s: float = sdk.sdk_timeout(600.0, "bound on create, checkpoint, destroy waits")
     file_timeout_s: float = sdk.sdk_timeout(300.0, "bound on one file transfer")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.scratch_dir.startswith("/"):
-            raise ValueError("scratch_dir must be an absolute path")
 
 
 class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
@@ -149,6 +140,7 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
     config: NorthflankSettings
     endpoint_env = BASE_URL_ENV
     default_endpoint = "https://api.northflank.com"
+    CLOSE = "_async_client.aclose"  # the httpx client new_client() handed it
     #: What northflank 2.1.0 retries on its own, for the manifest.
     SDK_RETRIES: ClassVar[dict[str, str]] = {
         "rest": "off: northflank.endpoint._aretry replaced by itself with retries=0 (the SDK "
@@ -177,9 +169,6 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
         where = {"project_id": self.project, "team_id": self.team}
         return {**where, "service_id": service} if service else where
 
-    def _fail(self, kind: type[errors.ProviderError], op: str, message: str) -> Exception:
-        return kind(message, provider=self.id, operation=str(op))
-
     def new_client(self) -> AsyncApiClient:
         sdk_retries_off()
         token, timeout = os.environ.get(TOKEN_ENV), self.config.request_timeout_s
@@ -187,19 +176,15 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
         return AsyncApiClient(token, base_url=self.endpoint, timeout=timeout,
                               async_http_client=http)  # fmt: skip
 
-    async def close_client(self, client: AsyncApiClient) -> None:
-        await client._async_client.aclose()  # the httpx client new_client() handed it
-
     def capabilities(self) -> base.Capabilities:
         plan = self.config.plan
-        return base.Capabilities(
-            operations=base.REQUIRED_OPS | {Op.CHECKPOINT, Op.RESTORE},
+        return self.capable(
             checkpoint_captures=base.CheckpointCaptures.FILESYSTEM,
             restore_target=base.RestoreTarget.NEW_SANDBOX,
             isolation="Northflank service: a microVM-backed container (Kata Containers with "
             "Cloud Hypervisor or Firecracker on Northflank's cloud, per its docs; gVisor for GPU)",
             scratch_dir=self.config.scratch_dir,
-            unsupported=dict(UNSUPPORTED),
+            unsupported=UNSUPPORTED,
             notes={
                 "create": "POST + containers polled until TASK_RUNNING (poll_interval_s apart)",
                 "resources": f"plan {plan} whatever the spec" if plan != "auto" else "the "
@@ -216,23 +201,17 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
                 "plan_for_default_spec": plan_for(SandboxSpec())}  # fmt: skip
 
     def sandbox_id(self, sdk: Any) -> str:
-        return str(sdk[0])  # no service object in the SDK: a handle holds (id, create body)
+        return str(sdk)  # no service object in the SDK: a handle holds its id (and its recipe)
 
-    async def attach(self, client: AsyncApiClient, sandbox_id: str) -> tuple[str, None]:
-        return sandbox_id, None
+    async def attach(self, client: AsyncApiClient, sandbox_id: str) -> str:
+        return sandbox_id
 
     def _data(self, answer: Any, op: str) -> dict[str, Any]:
         """The answer's ``data`` object (the SDK returns None for a body it cannot parse)."""
         data = getattr(answer, "data", None)
         if not isinstance(data, dict):
-            raise self._fail(errors.ProtocolError, op, f"answer without data ({data!r:.40})")
+            raise self.error(errors.ProtocolError, op, f"answer without data ({data!r:.40})")
         return data
-
-    async def _until(self, done: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
-        """Poll ``done`` ``poll_interval_s`` apart until it holds; TimeoutError after timeout_s."""
-        async with asyncio.timeout(timeout_s):
-            while not await done():  # noqa: ASYNC110 - a remote state: the API offers only polls
-                await asyncio.sleep(self.config.poll_interval_s)
 
     async def _start(self, op: str, labels: dict[str, str], lifetime_s: int,
                      body: dict[str, Any]) -> Sandbox:  # fmt: skip
@@ -240,7 +219,7 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
                 "tags": sorted({label_tag(k, v) for k, v in labels.items()}),
                 "createOptions": {"expiryTime": min(max(lifetime_s, 300), 604_800)}}  # fmt: skip
 
-        async def start(client: AsyncApiClient) -> tuple[str, dict[str, Any]]:
+        async def start(client: AsyncApiClient) -> str:
             made = await client.create.service.deployment(**self._where(), data=body)
             service = str(self._data(made, op)["id"])  # KeyError: ProtocolError
 
@@ -249,26 +228,24 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
                 states = {c.get("status") for c in self._data(found, op)["containers"]}
                 if states and RUNNING not in states and states <= ENDED:
                     ended = ", ".join(sorted(states))
-                    raise self._fail(errors.SandboxCrashed, op, f"its container ended ({ended})")
+                    raise self.error(errors.SandboxCrashed, op, f"its container ended ({ended})")
                 return RUNNING in states
 
-            try:
-                await self._until(running, self.config.wait_timeout_s)
-            except BaseException:
-                with contextlib.suppress(Exception):  # it bills while it exists
-                    await client.delete.service(**self._where(service))
-                raise
-            return service, body
+            # It bills while it exists: a failed wait deletes it.
+            async with self.undone_on_failure(client.delete.service, **self._where(service)):
+                await self.until(running, self.config.wait_timeout_s, self.config.poll_interval_s)
+            return service
 
-        return await self.started(op, start, labels=labels, lifetime_s=lifetime_s)
+        recipe = {"body": body}
+        return await self.started(op, start, labels=labels, lifetime_s=lifetime_s, recipe=recipe)
 
     async def _session(self, sandbox: Sandbox, op: str, script: str, path: str,
                        data: bytes = b"") -> tuple[int | None, bytes, bytes]:  # fmt: skip
         """Run ``sh -c script sh path`` in one base64 exec session fed ``data``: exit code,
         stdout, stderr; each frame decoded on its own, as the SDK's own file copy does."""
-        handle, limit = await self.handle(sandbox, op), self.config.max_file_mb * MIB
+        limit, bound = self.config.max_file_mb * MIB, self.config.file_timeout_s
         out: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
-        async with self.translating(op), asyncio.timeout(self.config.file_timeout_s):
+        async with self.calling(sandbox, op, timeout_s=bound) as handle:
             session = await handle.client.exec.aopen_service_session(
                 **self._where(sandbox.id), command=["sh", "-c", script, "sh", path],
                 shell="none", tty=False, encoding="base64")  # fmt: skip
@@ -279,15 +256,13 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
                 async for chunk in session:
                     out[chunk.stream].append(base64.b64decode(chunk.data, validate=True))
                     if sum(map(len, out["stdout"])) > limit:
-                        raise self._fail(errors.ProviderError, op, f"{path}: over max_file_mb")
+                        raise self.error(errors.ProviderError, op, f"{path}: over max_file_mb")
             code = session.result.exit_code if session.result else None
         return code, b"".join(out["stdout"]), b"".join(out["stderr"])
 
     async def create(self, spec: SandboxSpec) -> Sandbox:
-        try:
+        with self.refusing(Op.CREATE):
             plan = plan_for(spec) if self.config.plan == "auto" else self.config.plan
-        except ValueError as exc:
-            raise self._fail(errors.ProviderError, Op.CREATE, str(exc)) from exc
         deployment: dict[str, Any] = {
             "instances": 1, "external": {"imagePath": spec.template or self.config.image},
             "docker": {"configType": "customCommand", "customCommand": self.config.command},
@@ -299,81 +274,72 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
 
     async def exec(self, sandbox: Sandbox, command: base.Command, *, timeout_s: float
                    ) -> base.ExecResult:  # fmt: skip
-        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else [str(a) for a in command]
-        client = (await self.handle(sandbox, Op.EXEC)).client
-        async with self.translating(Op.EXEC), asyncio.timeout(timeout_s):  # left running
-            done = await client.exec.arun_service_command(
+        argv = self.argv(command)
+        async with self.calling(sandbox, Op.EXEC, timeout_s=timeout_s) as handle:  # left running
+            done = await handle.client.exec.arun_service_command(
                 **self._where(sandbox.id), command=argv, shell="none", encoding="utf-8",
                 timeout=timeout_s + SDK_MARGIN_S)  # fmt: skip
-        return self.exec_result(done.exit_code, done.stdout.encode(), done.stderr.encode())
+        return self.exec_result(done.exit_code, done.stdout, done.stderr)
 
     async def write_file(self, sandbox: Sandbox, path: str, data: bytes) -> None:
         if len(data) > self.config.max_file_mb * MIB:
-            raise self._fail(errors.ProviderError, Op.WRITE_FILE, f"{path}: over max_file_mb")
+            raise self.error(errors.ProviderError, Op.WRITE_FILE, f"{path}: over max_file_mb")
         code, out, err = await self._session(sandbox, Op.WRITE_FILE, WRITE, path, bytes(data))
         if code != 0 or out.strip() != str(len(data)).encode():
             wrote = f"{path}: exit {code}, {out!r:.30} of {len(data)} bytes written: {err!r:.200}"
-            raise self._fail(errors.ProviderError, Op.WRITE_FILE, wrote)
+            raise self.error(errors.ProviderError, Op.WRITE_FILE, wrote)
 
     async def read_file(self, sandbox: Sandbox, path: str) -> bytes:
         code, out, err = await self._session(sandbox, Op.READ_FILE, READ, path)
         if code == MISSING_FILE:
-            raise self._fail(errors.NotFound, Op.READ_FILE, f"{path} does not exist")
+            raise self.error(errors.NotFound, Op.READ_FILE, f"{path} does not exist")
         if code != 0:
-            raise self._fail(errors.ProviderError, Op.READ_FILE, f"exit {code}: {err!r:.200}")
+            raise self.error(errors.ProviderError, Op.READ_FILE, f"exit {code}: {err!r:.200}")
         return out
 
-    async def destroy(self, sandbox: Sandbox) -> None:
-        handle = await self.handle(sandbox, Op.DESTROY)
-
+    async def delete(self, sandbox: Sandbox, handle: sdk.Handle[AsyncApiClient]) -> None:
         async def gone() -> bool:
             await handle.client.get.service(**self._where(sandbox.id))  # 404 (NotFound) ends it
             return False
 
-        async with self.idempotent(Op.DESTROY, release=handle.client):
-            self._data(await handle.client.delete.service(**self._where(sandbox.id)), Op.DESTROY)
-            await self._until(gone, self.config.wait_timeout_s)
+        self._data(await handle.client.delete.service(**self._where(sandbox.id)), Op.DESTROY)
+        await self.until(gone, self.config.wait_timeout_s, self.config.poll_interval_s)
 
     async def list_sandboxes(self, run_id: str) -> list[str]:
-        client, tag = self.clients.shared(Op.LIST), label_tag(RUN_LABEL, run_id)
-        async with self.translating(Op.LIST):
+        tag = label_tag(RUN_LABEL, run_id)
+        async with self.main(Op.LIST) as client:
             pages = await client.list.services.all(**self._where(), per_page=LIST_PAGE)
             services = self._data(pages, Op.LIST)["services"]
             return [s["id"] for s in services if tag in (s.get("tags") or ())]
 
     async def checkpoint(self, sandbox: Sandbox) -> base.CheckpointRef:
-        handle, op = await self.handle(sandbox, Op.CHECKPOINT), Op.CHECKPOINT
-        client = handle.client
-        async with self.translating(op):
+        async with self.calling(sandbox, Op.CHECKPOINT) as handle:
+            client, where = handle.client, {"team_id": self.team}
             made = await client.create.container_snapshot(**self._where(sandbox.id), data={})
-            snapshot = self._data(made, op)["id"]
+            snapshot = self._data(made, Op.CHECKPOINT)["id"]
 
             async def taken() -> bool:
-                got = await client.get.container_snapshot(snapshot_id=snapshot, team_id=self.team)
-                if (state := self._data(got, op)["state"]) in ("failed", "cancelled"):
-                    raise self._fail(errors.ProviderError, op, f"{got.data!r:.300}")
+                got = await client.get.container_snapshot(snapshot_id=snapshot, **where)
+                if (state := self._data(got, Op.CHECKPOINT)["state"]) in ("failed", "cancelled"):
+                    raise self.error(errors.ProviderError, Op.CHECKPOINT, f"{got.data!r:.300}")
                 return state == "succeeded"
 
-            try:
-                await self._until(taken, self.config.wait_timeout_s)
-            except BaseException:
-                with contextlib.suppress(Exception):  # nobody would ever delete it
-                    await client.delete.container_snapshot(snapshot_id=snapshot, team_id=self.team)
-                raise
-        ref = self.checkpoint_ref(snapshot, sandbox, handle)
-        return dataclasses.replace(ref, native={**ref.native, "body": handle.sdk[1]})
+            # Nobody would ever delete it: a wait that fails or is given up deletes it.
+            drop = client.delete.container_snapshot
+            async with self.undone_on_failure(drop, snapshot_id=snapshot, **where):
+                await self.until(taken, self.config.wait_timeout_s, self.config.poll_interval_s)
+        return self.checkpoint_ref(snapshot, sandbox, handle)  # with its recipe: the body
 
     async def restore(self, ref: base.CheckpointRef) -> Sandbox:
         labels, lifetime_s = self.saved_labels(ref)
-        body = dict((ref.native or {}).get("body") or {})
+        body = dict(self.saved(ref).get("body") or {})
         if not body:
-            raise self._fail(errors.ProviderError, Op.RESTORE, "not a checkpoint of this run")
+            raise self.error(errors.ProviderError, Op.RESTORE, "not a checkpoint of this run")
         body["deployment"] = {**body["deployment"], "containerSnapshot": {"restoreFrom": ref.id}}
         return await self._start(Op.RESTORE, labels, lifetime_s, body)
 
     async def delete_checkpoint(self, ref: base.CheckpointRef) -> None:
-        client = self.clients.shared("delete_checkpoint")
-        async with self.idempotent("delete_checkpoint"):
+        async with self.main("delete_checkpoint", missing_ok=True) as client:
             await client.delete.container_snapshot(snapshot_id=ref.id, team_id=self.team)
 
 

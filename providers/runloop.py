@@ -56,7 +56,6 @@ one. HTTP/2 needs https; plain http (the emulator) is HTTP/1.1. Settings: :class
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -69,7 +68,7 @@ from runloop_api_client.sdk import AsyncDevbox
 
 from providers import base, errors
 from providers.base import RUN_LABEL, Op, Sandbox, SandboxSpec
-from providers.sdk import HTTP_STATUS, SDKProvider, SDKSettings, on, retry_after_s, sdk_timeout
+from providers.sdk import HTTP_STATUS, SDKProvider, SDKSettings, on, sdk_timeout
 from providers.settings import setting
 
 API_KEY_ENV = "RUNLOOP_API_KEY"
@@ -129,6 +128,7 @@ class RunloopProvider(SDKProvider[rl.AsyncRunloop]):
     config: RunloopSettings
     endpoint_env = BASE_URL_ENV
     default_endpoint = DEFAULT_BASE_URL
+    CLOSE = "close"
     #: What stays on or off inside the SDK (runloop-api-client 3.0.0), for the manifest.
     SDK_RETRIES: ClassVar[dict[str, str]] = {
         "api_calls": "off: max_retries=0 (the default 5 retries connection errors, timeouts, "
@@ -151,10 +151,6 @@ class RunloopProvider(SDKProvider[rl.AsyncRunloop]):
         on(*UNREADABLE, error=errors.ProtocolError),
     )
 
-    def __init__(self, settings: Any = None) -> None:
-        super().__init__(settings)
-        self._sizes: dict[str, dict[str, Any]] = {}
-
     def new_client(self) -> rl.AsyncRunloop:
         shards = self.config.pool_shards
         return rl.AsyncRunloop(
@@ -168,20 +164,16 @@ class RunloopProvider(SDKProvider[rl.AsyncRunloop]):
             transfer_pool_shards=shards,
         )
 
-    async def close_client(self, client: rl.AsyncRunloop) -> None:
-        await client.close()
-
     def capabilities(self) -> base.Capabilities:
         size = self.config.resource_size
-        return base.Capabilities(
-            operations=base.REQUIRED_OPS | {Op.CHECKPOINT, Op.RESTORE, Op.PAUSE, Op.RESUME},
+        return self.capable(
             checkpoint_captures=base.CheckpointCaptures.FILESYSTEM,
             restore_target=base.RestoreTarget.NEW_SANDBOX,
             pause_kind=base.PauseKind.STOP_START,
             isolation="Runloop devbox: a VM of its own (a microVM, say third-party harnesses; "
             "the Runloop docs read do not say)",
             scratch_dir=SCRATCH_DIR,
-            unsupported={str(Op.FORK): NO_FORK},
+            unsupported={Op.FORK: NO_FORK},
             notes={
                 "create": "create_and_await_running: returns when Runloop says running",
                 "stderr": "separate from stdout",
@@ -197,14 +189,14 @@ class RunloopProvider(SDKProvider[rl.AsyncRunloop]):
                 "pause": "suspend + await_suspended / resume: only the disk survives; same id",
                 "lifetime": "keep_alive_time_seconds = lifetime_s (at most 48 h)",
                 "list": "all of GET /v1/devboxes, filtered client-side (no metadata filter)",
-                "connection": f"{self.connection}; own pool, {self.config.pool_shards} shard(s)",
+                "connection": f"own pool, {self.config.pool_shards} shard(s)",
                 "retries": "max_retries=0; the SDK's long-polls loop on 408/connection errors",
             },
         )
 
-    def sdk_retries(self) -> dict[str, Any]:
+    def retries_observed(self) -> dict[str, Any]:
         main = self.clients.main
-        return {**self.SDK_RETRIES, "observed_max_retries": main.max_retries if main else None}
+        return {"observed_max_retries": main.max_retries if main else None}
 
     def sdk_environment(self) -> dict[str, Any]:
         shards = self.config.pool_shards
@@ -215,12 +207,6 @@ class RunloopProvider(SDKProvider[rl.AsyncRunloop]):
             "custom_headers": "set" if os.environ.get(HEADERS_ENV) else "unset",
             "checkpoint_call": "snapshot_disk (blocking; no status polling)",
         }
-
-    def http_status(self, chain: Any, observed: Any) -> tuple[int | None, float | None]:
-        for exc in chain:
-            if isinstance(exc, rl.APIStatusError):
-                return exc.status_code, retry_after_s(exc.response.headers)
-        return super().http_status(chain, observed)
 
     # -- operations -------------------------------------------------------------------------
 
@@ -243,16 +229,13 @@ class RunloopProvider(SDKProvider[rl.AsyncRunloop]):
             )
             return AsyncDevbox(client, view.id)
 
-        sandbox = await self.started(op, start, labels=labels, lifetime_s=lifetime_s)
-        self._sizes[sandbox.id] = size
-        return sandbox
+        recipe = {"size": size} if size else {}  # the restore repeats the size
+        return await self.started(op, start, labels=labels, lifetime_s=lifetime_s, recipe=recipe)
 
     async def create(self, spec: SandboxSpec) -> Sandbox:
         preset = self.config.resource_size
-        try:
+        with self.refusing(Op.CREATE):
             size = custom_size(spec) if preset == "custom" else {"resource_size_request": preset}
-        except ValueError as exc:
-            raise errors.ProviderError(str(exc), provider=self.id, operation=Op.CREATE) from exc
         blueprint = spec.template or self.config.blueprint
         source = {"blueprint_name": blueprint} if blueprint else {}
         return await self._start(Op.CREATE, dict(spec.labels), spec.lifetime_s, size, **source)
@@ -260,8 +243,7 @@ class RunloopProvider(SDKProvider[rl.AsyncRunloop]):
     async def exec(
         self, sandbox: Sandbox, command: base.Command, *, timeout_s: float
     ) -> base.ExecResult:
-        handle = await self.handle(sandbox, Op.EXEC)
-        async with self.translating(Op.EXEC):
+        async with self.calling(sandbox, Op.EXEC) as handle:
             try:
                 done = await handle.sdk.cmd.exec(
                     self.shell_line(command), polling_config=self._wait(timeout_s)
@@ -274,23 +256,20 @@ class RunloopProvider(SDKProvider[rl.AsyncRunloop]):
                             execution, devbox_id=sandbox.id, kill_process_group=True
                         )
                 late = f"command not done after {timeout_s:g} s (killed)"
-                raise errors.OperationTimeout(late, provider=self.id, operation=Op.EXEC) from exc
+                raise self.error(errors.OperationTimeout, Op.EXEC, late) from exc
             stdout, stderr = await done.stdout(), await done.stderr()
-        return self.exec_result(done.exit_code, stdout.encode(), stderr.encode())
+        return self.exec_result(done.exit_code, stdout, stderr)
 
     async def write_file(self, sandbox: Sandbox, path: str, data: bytes) -> None:
-        handle = await self.handle(sandbox, Op.WRITE_FILE)
-        async with self.translating(Op.WRITE_FILE):
+        async with self.calling(sandbox, Op.WRITE_FILE) as handle:
             await handle.sdk.file.upload(path=path, file=bytes(data))
 
     async def read_file(self, sandbox: Sandbox, path: str) -> bytes:
-        handle = await self.handle(sandbox, Op.READ_FILE)
-        async with self.translating(Op.READ_FILE):
+        async with self.calling(sandbox, Op.READ_FILE) as handle:
             return self.file_bytes(await handle.sdk.file.download(path=path))
 
     async def destroy(self, sandbox: Sandbox) -> None:
         handle = await self.handle(sandbox, Op.DESTROY)
-        self._sizes.pop(sandbox.id, None)
         try:
             async with self.idempotent(Op.DESTROY, release=handle.client):
                 await handle.sdk.shutdown(force="true")
@@ -302,8 +281,7 @@ class RunloopProvider(SDKProvider[rl.AsyncRunloop]):
             raise
 
     async def list_sandboxes(self, run_id: str) -> list[str]:
-        client = self.clients.shared(Op.LIST)
-        async with self.translating(Op.LIST):
+        async with self.main(Op.LIST) as client:
             return [
                 view.id
                 async for view in client.devboxes.list(limit=LIST_PAGE)
@@ -311,36 +289,31 @@ class RunloopProvider(SDKProvider[rl.AsyncRunloop]):
             ]
 
     async def checkpoint(self, sandbox: Sandbox) -> base.CheckpointRef:
-        handle = await self.handle(sandbox, Op.CHECKPOINT)
-        async with self.translating(Op.CHECKPOINT):
+        async with self.calling(sandbox, Op.CHECKPOINT) as handle:
             view = await handle.client.devboxes.snapshot_disk(
                 sandbox.id,
                 name=f"sandbox-bench-{sandbox.id}",
                 metadata=dict(handle.labels),
                 timeout=self.config.snapshot_timeout_s,
             )
-        ref = self.checkpoint_ref(getattr(view, "id", None), sandbox, handle)
-        size = self._sizes.get(sandbox.id)
-        return dataclasses.replace(ref, native={**ref.native, "size": size}) if size else ref
+        return self.checkpoint_ref(getattr(view, "id", None), sandbox, handle)  # and its size
 
     async def restore(self, ref: base.CheckpointRef) -> Sandbox:
         labels, lifetime_s = self.saved_labels(ref)
-        size = (ref.native or {}).get("size") or {}
+        size = self.saved(ref).get("size") or {}
         return await self._start(Op.RESTORE, labels, lifetime_s, size, snapshot_id=ref.id)
 
     async def delete_checkpoint(self, ref: base.CheckpointRef) -> None:
-        async with self.idempotent("delete_checkpoint"):
-            await self.clients.shared("delete_checkpoint").devboxes.disk_snapshots.delete(ref.id)
+        async with self.main("delete_checkpoint", missing_ok=True) as client:
+            await client.devboxes.disk_snapshots.delete(ref.id)
 
     async def pause(self, sandbox: Sandbox) -> None:
-        devbox = (await self.handle(sandbox, Op.PAUSE)).sdk
-        async with self.translating(Op.PAUSE):
-            await devbox.suspend()  # answers at "suspending"
-            await devbox.await_suspended(polling_config=self._wait())
+        async with self.calling(sandbox, Op.PAUSE) as handle:
+            await handle.sdk.suspend()  # answers at "suspending"
+            await handle.sdk.await_suspended(polling_config=self._wait())
 
     async def resume(self, sandbox: Sandbox) -> Sandbox:
-        handle = await self.handle(sandbox, Op.RESUME)
-        async with self.translating(Op.RESUME):
+        async with self.calling(sandbox, Op.RESUME) as handle:
             await handle.sdk.resume(polling_config=self._wait())
         return self.holding(sandbox, handle)
 

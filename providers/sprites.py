@@ -92,6 +92,7 @@ from providers import base, errors
 from providers.base import RUN_LABEL, Op, Sandbox, SandboxSpec
 from providers.sdk import (
     HTTP_STATUS,
+    Handle,
     Observed,
     SDKProvider,
     SDKSettings,
@@ -155,12 +156,16 @@ class SpritesProvider(SDKProvider[AsyncSpritesClient]):
     Settings = SpritesSettings
     config: SpritesSettings
     endpoint_env = API_URL_ENV
+    ID_ATTRIBUTE = "name"  # the name is the id in every later call
     default_endpoint = DEFAULT_API_URL
+    CLOSE = "aclose"
     #: What sprites-py 0.7.2 retries, for the manifest: nothing.
     SDK_RETRIES = (
         "none: sprites-py 0.7.2 has no retry logic; its httpx clients use the default transport "
         "(retries=0) and each exec opens its WebSocket once"
     )
+    #: REST errors keep the status only in their message: "... (status 503)".
+    STATUS_IN_MESSAGE = r"\(status (\d{3})\)"
     ERRORS = (
         HTTP_STATUS,
         # A body httpx cannot decode, or a non-error answer instead of the WebSocket upgrade:
@@ -197,21 +202,17 @@ class SpritesProvider(SDKProvider[AsyncSpritesClient]):
         self._status_hook = "on" if observed else "unavailable (statuses from messages)"
         return client
 
-    async def close_client(self, client: AsyncSpritesClient) -> None:
-        await client.aclose()
-
     def capabilities(self) -> base.Capabilities:
-        return base.Capabilities(
-            operations=base.REQUIRED_OPS | {Op.CHECKPOINT, Op.RESTORE},
+        return self.capable(
             checkpoint_captures=base.CheckpointCaptures.FILESYSTEM,
             restore_target=base.RestoreTarget.IN_PLACE,
             pause_kind=base.PauseKind.AUTO_SLEEP,
             isolation="Fly.io Sprite: a dedicated microVM per Sprite (hardware isolation)",
             scratch_dir=SCRATCH_DIR,
             unsupported={
-                str(Op.PAUSE): NO_PAUSE,
-                str(Op.RESUME): NO_PAUSE,
-                str(Op.FORK): "the Sprites API has no fork",
+                Op.PAUSE: NO_PAUSE,
+                Op.RESUME: NO_PAUSE,
+                Op.FORK: "the Sprites API has no fork",
             },
             notes={
                 "stderr": "separate from stdout (WebSocket stream ids 1 and 2)",
@@ -232,7 +233,6 @@ class SpritesProvider(SDKProvider[AsyncSpritesClient]):
                 "labels": f'"key=value" strings; the run label is "{RUN_LABEL}=<run id>"',
                 "list": "server-side name-prefix filter sb-<run fragment>-, then the run label "
                 "(the API has no label filter)",
-                "connection": str(self.connection),
                 "retries": "none in the SDK",
             },
         )
@@ -253,21 +253,27 @@ class SpritesProvider(SDKProvider[AsyncSpritesClient]):
                 return exc.status_code, float(retry) if retry else retry_after_s(
                     observed.retry_after
                 )
-        if observed.status is not None and observed.status >= 400:
-            return observed.status, retry_after_s(observed.retry_after) or _body_retry_after(chain)
+        return super().http_status(chain, observed)
+
+    def retry_after(self, chain: Sequence[BaseException]) -> float | None:
+        """``retry_after_seconds`` from a JSON error body the SDK put into its message."""
         for exc in chain:
-            found = re.search(r"\(status (\d{3})\)", str(exc))
-            if found:
-                return int(found.group(1)), _body_retry_after(chain)
-        return None, None
+            text = str(exc)
+            start = text.find("{")
+            if start < 0:
+                continue
+            try:
+                body = json.loads(text[start:])
+            except ValueError:
+                continue
+            if isinstance(body, dict) and isinstance(body.get("retry_after_seconds"), int | float):
+                return float(body["retry_after_seconds"])
+        return None
 
     # -- operations -------------------------------------------------------------------------
 
     async def attach(self, client: AsyncSpritesClient, sandbox_id: str) -> AsyncSprite:
         return client.sprite(sandbox_id)  # a handle only; no I/O
-
-    def sandbox_id(self, sdk: AsyncSprite) -> str:
-        return sdk.name
 
     async def create(self, spec: SandboxSpec) -> Sandbox:
         name = sprite_name(str(spec.labels.get(RUN_LABEL, "")))
@@ -295,13 +301,10 @@ class SpritesProvider(SDKProvider[AsyncSpritesClient]):
     async def exec(
         self, sandbox: Sandbox, command: base.Command, *, timeout_s: float
     ) -> base.ExecResult:
-        sprite = (await self.handle(sandbox, Op.EXEC)).sdk
-        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else [str(a) for a in command]
-        if not argv:
-            raise ValueError("exec needs a command")
-        async with self.translating(Op.EXEC):
-            done = await sprite.run(*argv, capture_output=True, timeout=timeout_s)
-        return self.exec_result(done.returncode, done.stdout or b"", done.stderr or b"")
+        argv = self.argv(command)
+        async with self.calling(sandbox, Op.EXEC) as handle:
+            done = await handle.sdk.run(*argv, capture_output=True, timeout=timeout_s)
+        return self.exec_result(done.returncode, done.stdout, done.stderr)
 
     async def write_file(self, sandbox: Sandbox, path: str, data: bytes) -> None:
         target = (await self.handle(sandbox, Op.WRITE_FILE)).sdk.filesystem().path(path)
@@ -313,18 +316,15 @@ class SpritesProvider(SDKProvider[AsyncSpritesClient]):
         async with self.translating(Op.READ_FILE):
             return self.file_bytes(await source.read_bytes())
 
-    async def destroy(self, sandbox: Sandbox) -> None:
-        handle = await self.handle(sandbox, Op.DESTROY)
-        async with self.idempotent(Op.DESTROY, release=handle.client):
-            await handle.sdk.destroy()
+    async def delete(self, sandbox: Sandbox, handle: Handle[AsyncSpritesClient]) -> None:
+        await handle.sdk.destroy()
 
     async def list_sandboxes(self, run_id: str) -> list[str]:
-        client = self.clients.shared(Op.LIST)
         prefix, wanted = run_prefix(run_id), f"{RUN_LABEL}={run_id}"
         bare = re.compile(re.escape(prefix) + f"[0-9a-f]{{{SUFFIX_HEX}}}")
         found: list[str] = []
         token: str | None = None
-        async with self.translating(Op.LIST):
+        async with self.main(Op.LIST) as client:
             while True:
                 page = await client.list_sprites(
                     ListOptions(prefix=prefix, max_results=LIST_PAGE, continuation_token=token)
@@ -338,13 +338,12 @@ class SpritesProvider(SDKProvider[AsyncSpritesClient]):
                 token = page.next_continuation_token
 
     async def checkpoint(self, sandbox: Sandbox) -> base.CheckpointRef:
-        sprite = (await self.handle(sandbox, Op.CHECKPOINT)).sdk
         comment = f"sandbox-bench {uuid.uuid4().hex[:20]}"
         timeout = self.config.checkpoint_timeout_s
-        async with self.translating(Op.CHECKPOINT):
-            messages = list(await sprite.create_checkpoint(comment, timeout=timeout))
+        async with self.calling(sandbox, Op.CHECKPOINT) as handle:
+            messages = list(await handle.sdk.create_checkpoint(comment, timeout=timeout))
             self._raise_stream_error(messages, Op.CHECKPOINT)
-            listed = await sprite.list_checkpoints()
+            listed = await handle.sdk.list_checkpoints()
         checkpoint_id = self._pick_checkpoint(listed, comment, messages)
         return base.CheckpointRef(
             id=checkpoint_id, provider=self.id, sandbox_id=sandbox.id, native=sandbox
@@ -366,27 +365,20 @@ class SpritesProvider(SDKProvider[AsyncSpritesClient]):
                 return str(checkpoint.id)
         if listed:
             return str(max(listed, key=lambda c: c.create_time).id)
-        raise errors.ProtocolError(
-            "checkpoint reported no error but list_checkpoints() is empty",
-            provider=self.id,
-            operation=Op.CHECKPOINT,
-        )
+        empty = "checkpoint reported no error but list_checkpoints() is empty"
+        raise self.error(errors.ProtocolError, Op.CHECKPOINT, empty)
 
     def _raise_stream_error(self, messages: Iterable[Any], operation: str) -> None:
         for message in messages:
             if getattr(message, "type", "") == "error":
                 detail = getattr(message, "error", None) or getattr(message, "data", None)
-                raise errors.ProviderError(
-                    f"{operation} failed: {detail or 'error event without detail'}",
-                    provider=self.id,
-                    operation=operation,
-                )
+                failed = f"{operation} failed: {detail or 'error event without detail'}"
+                raise self.error(errors.ProviderError, operation, failed)
 
     async def restore(self, ref: base.CheckpointRef) -> Sandbox:
         sandbox = ref.native if isinstance(ref.native, Sandbox) else None
         sandbox = sandbox or Sandbox(id=ref.sandbox_id, provider=self.id)
-        handle = await self.handle(sandbox, Op.RESTORE)
-        async with self.translating(Op.RESTORE):
+        async with self.calling(sandbox, Op.RESTORE) as handle:
             stream = await handle.sdk.restore_checkpoint(
                 ref.id, timeout=self.config.checkpoint_timeout_s
             )
@@ -395,28 +387,6 @@ class SpritesProvider(SDKProvider[AsyncSpritesClient]):
 
     async def delete_checkpoint(self, ref: base.CheckpointRef) -> None:
         """Nothing to do: sprites-py 0.7.2 cannot delete a checkpoint (see module docstring)."""
-
-    async def pause(self, sandbox: Sandbox) -> None:
-        raise errors.Unsupported(NO_PAUSE, provider=self.id, operation=Op.PAUSE)
-
-    async def resume(self, sandbox: Sandbox) -> Sandbox:
-        raise errors.Unsupported(NO_PAUSE, provider=self.id, operation=Op.RESUME)
-
-
-def _body_retry_after(chain: Sequence[BaseException]) -> float | None:
-    """``retry_after_seconds`` from a JSON error body the SDK put into its message."""
-    for exc in chain:
-        text = str(exc)
-        start = text.find("{")
-        if start < 0:
-            continue
-        try:
-            body = json.loads(text[start:])
-        except ValueError:
-            continue
-        if isinstance(body, dict) and isinstance(body.get("retry_after_seconds"), int | float):
-            return float(body["retry_after_seconds"])
-    return None
 
 
 def _client_signals() -> str:

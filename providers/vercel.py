@@ -52,8 +52,6 @@ none on the control plane (:data:`VercelProvider.SDK_RETRIES`).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import re
 import secrets
@@ -68,8 +66,7 @@ from vercel._internal.core.detect_agent import detect_agent_name
 
 from providers import base, errors
 from providers.base import RUN_LABEL, Op, Sandbox, SandboxSpec
-from providers.sdk import HTTP_STATUS, Handle, Observed, SDKProvider, SDKSettings, on, sdk_timeout
-from providers.sdk import retry_after_s as parse_retry_after
+from providers.sdk import HTTP_STATUS, Handle, SDKProvider, SDKSettings, on, sdk_timeout
 from providers.settings import setting
 
 CREDENTIALS = ("VERCEL_TOKEN", "VERCEL_TEAM_ID", "VERCEL_PROJECT_ID")
@@ -126,6 +123,8 @@ class VercelProvider(SDKProvider[vs.SandboxClient]):
     Settings = VercelSettings
     config: VercelSettings
     endpoint_env = API_URL_ENV
+    ID_ATTRIBUTE = "name"  # the name is the id in every later call
+    CLOSE = "aclose"
     default_endpoint = "https://vercel.com/api"
     #: What vercel-sandbox 0.10.0 retries on its own, for the manifest.
     SDK_RETRIES: ClassVar[dict[str, str]] = {
@@ -168,15 +167,9 @@ class VercelProvider(SDKProvider[vs.SandboxClient]):
         )
         return vs.SandboxClient.create(options=options, httpx_client_factory=self._http)
 
-    async def close_client(self, client: vs.SandboxClient) -> None:
-        await client.aclose()
-
     def capabilities(self) -> base.Capabilities:
         keeps = self.config.persistent
-        return base.Capabilities(
-            operations=base.REQUIRED_OPS
-            | {Op.CHECKPOINT, Op.RESTORE, Op.FORK}
-            | ({Op.PAUSE, Op.RESUME} if keeps else set()),
+        return self.capable(
             checkpoint_captures=base.CheckpointCaptures.FILESYSTEM,
             restore_target=base.RestoreTarget.NEW_SANDBOX,
             pause_kind=base.PauseKind.STOP_START if keeps else base.PauseKind.NONE,
@@ -200,7 +193,7 @@ class VercelProvider(SDKProvider[vs.SandboxClient]):
                 "fork": "snapshot first (+ parent resume), then fork_sandbox x count: the "
                 "files of that snapshot, not live state, no processes",
                 "lifetime": "lifetime_s stops the session, the sandbox stays; snapshots 1 day",
-                "connection": f"{self.connection}; Connection: close after every command",
+                "connection": "Connection: close after every command",
             },
         )
 
@@ -220,21 +213,10 @@ class VercelProvider(SDKProvider[vs.SandboxClient]):
             else detect_agent_name(),
         }
 
-    def http_status(
-        self, chain: list[BaseException], observed: Observed
-    ) -> tuple[int | None, float | None]:
-        for exc in chain:
-            if isinstance(exc, vs.SandboxApiError):
-                return exc.status_code, parse_retry_after(exc.response.headers)
-        return super().http_status(chain, observed)
-
     # -- operations -------------------------------------------------------------------------
 
     async def attach(self, client: vs.SandboxClient, sandbox_id: str) -> vs.Sandbox:
         return await client.get_sandbox(name=sandbox_id)
-
-    def sandbox_id(self, sdk: vs.Sandbox) -> str:
-        return sdk.name
 
     def _session(self, handle: Handle[vs.SandboxClient], operation: str) -> Any:
         if (session := handle.sdk.current_session) is None:
@@ -265,47 +247,30 @@ class VercelProvider(SDKProvider[vs.SandboxClient]):
     async def exec(
         self, sandbox: Sandbox, command: base.Command, *, timeout_s: float
     ) -> base.ExecResult:
-        handle = await self.handle(sandbox, Op.EXEC)
-        argv = ["sh", "-c", command] if isinstance(command, str) else [str(a) for a in command]
-        if not argv:
-            raise ValueError("exec needs a command")
-        async with self.translating(Op.EXEC):
-            session, kill_after = self._session(handle, Op.EXEC), timeout_s + KILL_GRACE_S
-            try:
-                async with asyncio.timeout(timeout_s):  # the stream has no client timeout
-                    done = await session.run_process(
-                        argv[0], argv[1:], capture_output=True, kill_after=kill_after
-                    )
-            except TimeoutError:
-                message = f"command did not finish within {timeout_s:g} s"
-                raise errors.OperationTimeout(
-                    message, provider=self.id, operation=Op.EXEC
-                ) from None
-        stdout, stderr = (done.stdout or "").encode(), (done.stderr or "").encode()
-        return self.exec_result(done.returncode, stdout, stderr)
+        argv, kill_after = self.argv(command, shell="sh"), timeout_s + KILL_GRACE_S
+        late = self.exec_late(timeout_s)
+        # The stream has no client timeout: timeout_s bounds the call here.
+        async with self.calling(sandbox, Op.EXEC, timeout_s=timeout_s, late=late) as handle:
+            session = self._session(handle, Op.EXEC)
+            done = await session.run_process(
+                argv[0], argv[1:], capture_output=True, kill_after=kill_after
+            )
+        return self.exec_result(done.returncode, done.stdout, done.stderr)
 
     async def write_file(self, sandbox: Sandbox, path: str, data: bytes) -> None:
-        handle = await self.handle(sandbox, Op.WRITE_FILE)
-        async with self.translating(Op.WRITE_FILE):
+        async with self.calling(sandbox, Op.WRITE_FILE) as handle:
             await self._session(handle, Op.WRITE_FILE).fs.write_bytes(path, bytes(data))
 
     async def read_file(self, sandbox: Sandbox, path: str) -> bytes:
-        handle = await self.handle(sandbox, Op.READ_FILE)
-        async with self.translating(Op.READ_FILE):
+        async with self.calling(sandbox, Op.READ_FILE) as handle:
             return self.file_bytes(await self._session(handle, Op.READ_FILE).fs.read_bytes(path))
 
-    async def destroy(self, sandbox: Sandbox) -> None:
-        try:
-            handle = await self.handle(sandbox, Op.DESTROY)
-        except errors.NotFound:
-            return
-        async with self.idempotent(Op.DESTROY, release=handle.client):
-            await handle.sdk.destroy(delete_orphan_snapshots=True)
+    async def delete(self, sandbox: Sandbox, handle: Handle[vs.SandboxClient]) -> None:
+        await handle.sdk.destroy(delete_orphan_snapshots=True)
 
     async def list_sandboxes(self, run_id: str) -> list[str]:
-        client = self.clients.shared(Op.LIST)
         query = vs.SandboxQueryByName(tag=vs.TagFilter(key=RUN_LABEL, value=run_id))
-        async with self.translating(Op.LIST):
+        async with self.main(Op.LIST) as client:
             found = client.query_sandboxes(query=query, page_size=LIST_PAGE)
             return [sandbox.name async for sandbox in found]
 
@@ -319,19 +284,17 @@ class VercelProvider(SDKProvider[vs.SandboxClient]):
         return snapshot
 
     async def checkpoint(self, sandbox: Sandbox) -> base.CheckpointRef:
-        handle = await self.handle(sandbox, Op.CHECKPOINT)
-        async with self.translating(Op.CHECKPOINT):
+        async with self.calling(sandbox, Op.CHECKPOINT) as handle:
             snapshot = await self._snapshot(handle, Op.CHECKPOINT)
-        ref = self.checkpoint_ref(snapshot.id, sandbox, handle)
-        ref.native["snapshot"] = snapshot  # so delete_checkpoint needs no lookup
-        return ref
+        # The snapshot object goes along, so delete_checkpoint needs no lookup.
+        return self.checkpoint_ref(snapshot.id, sandbox, handle, snapshot=snapshot)
 
     async def restore(self, ref: base.CheckpointRef) -> Sandbox:
         source = vs.SnapshotSource(snapshot_id=ref.id)
         return await self._start(Op.RESTORE, *self.saved_labels(ref), source=source)
 
     async def delete_checkpoint(self, ref: base.CheckpointRef) -> None:
-        snapshot = ref.native.get("snapshot") if isinstance(ref.native, dict) else None
+        snapshot = self.saved(ref).get("snapshot")
         async with self.idempotent("delete_checkpoint"):
             if snapshot is None:
                 client = self.clients.shared("delete_checkpoint")
@@ -339,19 +302,16 @@ class VercelProvider(SDKProvider[vs.SandboxClient]):
             await snapshot.delete()
 
     async def pause(self, sandbox: Sandbox) -> None:
-        handle = await self.handle(sandbox, Op.PAUSE)
-        async with self.translating(Op.PAUSE):
+        async with self.calling(sandbox, Op.PAUSE) as handle:
             await handle.sdk.stop()
 
     async def resume(self, sandbox: Sandbox) -> Sandbox:
-        handle = await self.handle(sandbox, Op.RESUME)
-        async with self.translating(Op.RESUME):
+        async with self.calling(sandbox, Op.RESUME) as handle:
             await handle.sdk.session()  # GET ?resume=true; the handle now holds the new session
         return self.holding(sandbox, handle)
 
     async def fork(self, sandbox: Sandbox, *, count: int = 1) -> list[Sandbox]:
-        handle = await self.handle(sandbox, Op.FORK)
-        async with self.translating(Op.FORK):
+        async with self.calling(sandbox, Op.FORK) as handle:
             await self._snapshot(handle, Op.FORK)
         labels, lifetime_s = dict(handle.labels), handle.lifetime_s
 
@@ -360,14 +320,7 @@ class VercelProvider(SDKProvider[vs.SandboxClient]):
             fork = lambda c: c.fork_sandbox(source_sandbox=sandbox.id, **params)  # noqa: E731
             return await self.started(Op.FORK, fork, labels=labels, lifetime_s=lifetime_s)
 
-        made = await asyncio.gather(*(child() for _ in range(count)), return_exceptions=True)
-        if failed := [m for m in made if not isinstance(m, Sandbox)]:
-            for done in made:  # the children that were made go, then the first failure is raised
-                if isinstance(done, Sandbox):
-                    with contextlib.suppress(Exception):
-                        await self.destroy(done)
-            raise failed[0]
-        return list(made)
+        return await self.fork_each(count, child)
 
 
 def _dropped(exc: BaseException) -> bool:

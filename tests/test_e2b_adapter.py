@@ -255,7 +255,7 @@ def test_settings_endpoints_capabilities_and_environment_without_secrets(
     assert env["sandbox_endpoint"] == "http://127.0.0.1:9"
     assert env["connection"] == "reuse"
     assert "api_responses" in env["sdk_retries"]
-    if not e2b_adapter._SDK_IMPORTED_FIRST and e2b_adapter._RETRIES_FROM_ENV is None:
+    if "set by the adapter" in e2b_adapter._RETRIES_SOURCE:
         assert env["sdk_retries"]["connection_retries_observed"] == 0
     cases.no_secrets(env, "e2b_secret_value")
     caps = provider.capabilities()
