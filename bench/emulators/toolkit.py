@@ -95,7 +95,10 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
+import json
 import os
+import posixpath
 import random
 import secrets
 import shlex
@@ -104,11 +107,11 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, AnyStr, ClassVar, TypeVar
 
 from aiohttp import web
 
@@ -135,6 +138,10 @@ READY = "# ready; Ctrl-C or SIGTERM stops {what} and destroys every sandbox {who
 
 B = TypeVar("B", bound="Box")
 S = TypeVar("S", bound="Snapshot")
+J = TypeVar("J", bound="Job")
+T = TypeVar("T")
+#: A handler's (or a fault's) answer to a call.
+Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # -- latency, faults and the call log ------------------------------------------------------------
@@ -425,6 +432,98 @@ def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def epoch_ms(moment: datetime | None = None) -> int:
+    """``moment`` (default now) as the APIs that count time in milliseconds write it."""
+    return int((moment or datetime.now(UTC)).timestamp() * 1000)
+
+
+def resolve(path: str, cwd: str) -> str:
+    """A path an API call names, as the sandbox sees it: a relative one under ``cwd``,
+    normalised (``..`` and ``.`` resolved, no trailing ``/``)."""
+    return posixpath.normpath(posixpath.join(cwd, path))
+
+
+# -- commands: their deadline, their outcome on the wire ------------------------------------------
+
+#: The deadline of a command whose API names none (the backend's exec needs a number).
+NO_DEADLINE_S = 24 * 3600.0
+#: The exit status a shell reports for a command killed with SIGKILL (a kill, a deadline).
+KILLED = 128 + int(signal.SIGKILL)
+
+
+def exit_status(code: int) -> int:
+    """An :class:`ExecResult` exit code as a shell reports it: a command ended by a signal
+    (the backend's negative code, ``-signal``) as 128 + the signal."""
+    return code if code >= 0 else 128 - code
+
+
+def text(data: bytes) -> str:
+    """Command output sent as text: UTF-8, undecodable bytes replaced (U+FFFD)."""
+    return data.decode("utf-8", errors="replace")
+
+
+def chunks(data: AnyStr, size: int) -> list[AnyStr]:
+    """``data`` in pieces of at most ``size`` (none for empty data): an API's output frames."""
+    return [data[start : start + size] for start in range(0, len(data), size)]
+
+
+def ndjson(*records: Any) -> bytes:
+    """Newline-delimited JSON: each record on its own line."""
+    return b"".join(json.dumps(record).encode() + b"\n" for record in records)
+
+
+def sse(record: Any) -> bytes:
+    """One server-sent event whose data is ``record`` as JSON."""
+    return f"data: {json.dumps(record)}\n\n".encode()
+
+
+async def open_stream(
+    request: web.Request, content_type: str, *, status: int = 200
+) -> web.StreamResponse:
+    """A streamed answer to ``request`` (status and headers sent): write to it, then
+    ``write_eof``."""
+    response = web.StreamResponse(status=status, headers={"Content-Type": content_type})
+    await response.prepare(request)
+    return response
+
+
+async def unless(work: Awaitable[T], gone: asyncio.Future[Any]) -> T | None:
+    """``work``'s result, unless ``gone`` (its client closing the connection, say) completes
+    first, or this call is cancelled: then ``work`` is cancelled and waited for (a command run
+    with ``kill_on_cancel`` is killed) and the answer is None. ``gone`` is left as it is; an
+    error of ``work`` is raised."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return None if task.cancelled() else task.result()
+
+
+# -- listings -------------------------------------------------------------------------------------
+
+
+def offset_page(items: Sequence[T], offset: int, limit: int) -> tuple[list[T], int | None]:
+    """The page of ``items`` that starts at ``offset`` (at most ``limit``), and where the next
+    one starts (None: there is none)."""
+    page = list(items[offset : offset + limit])
+    end = offset + len(page)
+    return page, end if end < len(items) else None
+
+
+def keyset_page(
+    items: Iterable[T], key: Callable[[T], str], after: str, limit: int
+) -> tuple[list[T], str | None]:
+    """The first ``limit`` of ``items`` whose key sorts after ``after`` (every one when it is
+    empty), in key order, and the key the next page starts after (None: there is none). Unlike
+    an offset, the cursor stays right when items before it go away."""
+    rest = sorted((item for item in items if key(item) > after), key=key)
+    page = rest[:limit]
+    return page, key(page[-1]) if len(rest) > limit else None
+
+
 # -- the sandboxes ---------------------------------------------------------------------------------
 
 
@@ -448,10 +547,37 @@ class BoxLock(asyncio.Lock):
             self.waiting -= 1
 
 
+class Changes:
+    """Wakes every waiter at each change of something they wait on (a status, a command's
+    end): an :class:`asyncio.Event` that is set, and replaced, at every change."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def until(self, done: Callable[[], bool], timeout_s: float | None = None) -> bool:
+        """Wait until ``done()``, checked now and at each change; False when ``timeout_s``
+        passed first."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not done():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), left)
+        return True
+
+
 @dataclass(eq=False, kw_only=True)
 class Box:
     """One emulated sandbox as :class:`Sandboxes` keeps it; a protocol subclasses it with the
     fields its API has (state names, labels as the API spells them, ...)."""
+
+    #: The state a failed transition (:meth:`Protocol.transition`) leaves, as the API names it.
+    FAILED: ClassVar[str] = "error"
 
     id: str
     #: The backend sandbox while it runs (None while stopped, or before it booted).
@@ -466,6 +592,8 @@ class Box:
     state: str = ""
     busy: asyncio.Task[Any] | None = None
     error: str | None = None
+    #: Notified at every :meth:`set_state` (long polls wait on it).
+    changed: Changes = field(default_factory=Changes)
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     updated: datetime = field(default_factory=lambda: datetime.now(UTC))
     used_s: float = field(default_factory=time.monotonic)
@@ -474,6 +602,7 @@ class Box:
 
     def set_state(self, state: str) -> None:
         self.state, self.updated = state, datetime.now(UTC)
+        self.changed.notify()
 
     def extend(self, seconds: float) -> None:
         """The sandbox now ends ``seconds`` from now."""
@@ -497,6 +626,33 @@ class Snapshot:
     @property
     def state(self) -> str:
         return "active" if self.ref is not None else "error" if self.error else "pending"
+
+
+@dataclass(eq=False, kw_only=True)
+class Job:
+    """A command an API runs in the background (:meth:`Protocol.run_job`), which later calls
+    ask about (its status, its output) or kill (:meth:`Protocol.kill_jobs`). A protocol may
+    subclass it with its API's fields."""
+
+    id: str
+    #: Its result once it ran to its end; ``error`` says why it has none: it was killed
+    #: (``CancelledError``) or the backend failed under it (its sandbox went away, its
+    #: deadline passed: ``OperationTimeout``, ...).
+    result: ExecResult | None = None
+    error: BaseException | None = None
+    ended: bool = False
+    #: Notified when it ends.
+    changed: Changes = field(default_factory=Changes)
+    task: asyncio.Task[None] | None = None
+
+    def output(self, stream: str) -> bytes:
+        """Its ``stdout`` or ``stderr`` (empty without a result)."""
+        return getattr(self.result, stream) if self.result is not None else b""
+
+    def kill(self) -> None:
+        """Kill it if it runs (its process group), without waiting for its end."""
+        if self.task is not None:
+            self.task.cancel()
 
 
 class Sandboxes:
@@ -582,10 +738,13 @@ class Sandboxes:
             raise
         box.local = local
 
-    async def destroy(self, box: Box) -> None:
-        """Forget ``box`` and destroy what it holds (idempotent)."""
+    async def destroy(self, box: Box) -> bool:
+        """Forget ``box`` and destroy what it holds (idempotent); whether it is gone (not when
+        a ``destroy-leaks`` fault keeps it: then the protocol answers as if it were, and goes
+        on showing it)."""
         self._boxes.pop(box.id, None)
         await self._teardown(box)
+        return True
 
     async def _teardown(self, box: Box) -> None:
         local, box.local = box.local, None
@@ -679,6 +838,21 @@ class Sandboxes:
         pending state it could show): wait until :meth:`take` has filled it. Here it always
         has; a ``snapshot-pending`` fault makes this wait forever (:meth:`Misbehaving.built`).
         """
+
+    async def capture(self, snapshot: S, box: Box, *, usable: bool = False) -> S:
+        """Register ``snapshot`` and :meth:`take` ``box``'s filesystem into it; ``usable``, for
+        an API whose snapshot call answers only once the snapshot can be used: wait for that
+        too (:meth:`built`; under ``snapshot-pending`` it fails once the box is wanted again).
+        When either fails, the snapshot is dropped and the error raised."""
+        self.add_snapshot(snapshot)
+        try:
+            await self.take(snapshot, box)
+            if usable:
+                await self.built(snapshot, box)
+        except BaseException:
+            await self.drop_snapshot(snapshot)
+            raise
+        return snapshot
 
     async def drop_snapshot(self, snapshot: Snapshot) -> None:
         self._snapshots.pop(snapshot.id, None)
@@ -850,13 +1024,13 @@ class Misbehaving(Sandboxes):
             half = allowed[: max(1, len(allowed) // 2)]
             self._pinned[box.id] = ",".join(str(cpu) for cpu in half)
 
-    async def destroy(self, box: Box) -> None:
+    async def destroy(self, box: Box) -> bool:
         alive = box.local is not None or box.parked is not None
         first = box.id not in self._spared and self.get(box.id) is box
         if self._on("destroy-leaks") and alive and first:
             self._spared.add(box.id)
-            return
-        await super().destroy(box)
+            return False
+        return await super().destroy(box)
 
     async def _teardown(self, box: Box) -> None:
         frozen = box.frozen and box.id not in self._faked
@@ -1021,17 +1195,30 @@ class Protocol:
     """One provider's wire protocol on the toolkit; subclass it in ``bench/emulators/<id>.py``.
 
     A subclass sets ``name``, implements :meth:`client_env`, :meth:`routes` and :meth:`error`,
-    and overrides :meth:`malformed` and :meth:`authenticate` where its API differs from the
+    and overrides :meth:`malformed` (or sets :attr:`malformed_answers`), :meth:`authenticate`
+    (or :attr:`self_authenticated`) and :attr:`invalid_body` where its API differs from the
     defaults. Its handlers do every sandbox operation through ``self.sandboxes``, and may
-    raise :class:`Refused` (from any depth) to answer with an API error at once.
+    raise :class:`Refused` (from any depth) to answer with an API error at once: the helpers
+    :meth:`body`, :meth:`lookup`, :meth:`lookup_snapshot` and :meth:`query_ints` do.
     """
 
     name: ClassVar[str]
+    #: The message of the 400 (:meth:`error`) that :meth:`body` answers for a body that is not
+    #: a JSON object.
+    invalid_body: ClassVar[str] = "invalid JSON body"
+    #: Path prefixes of the calls that carry credentials of their own (a sandbox's token, a
+    #: first WebSocket frame), which their handlers check: :meth:`authenticate` is not asked.
+    self_authenticated: ClassVar[tuple[str, ...]] = ()
+    #: ``(path suffix, answer)`` pairs: the ``malformed`` fault's answer for the calls whose
+    #: path ends so (the first pair that matches), where truncated JSON would not do.
+    malformed_answers: ClassVar[tuple[tuple[str, Answer], ...]] = ()
 
     def __init__(self, sandboxes: Sandboxes, token: str) -> None:
         self.sandboxes = sandboxes
         self.token = token
         self.tasks: set[asyncio.Task[Any]] = set()
+        #: The commands running in the background (:meth:`run_job`).
+        self.jobs: set[Job] = set()
 
     @staticmethod
     def client_env(url: str, token: str) -> dict[str, str]:
@@ -1046,7 +1233,11 @@ class Protocol:
         raise NotImplementedError
 
     async def malformed(self, request: web.Request) -> web.StreamResponse:
-        """A 200 the SDK cannot read for ``request``'s endpoint (the ``malformed`` fault)."""
+        """A 200 the SDK cannot read for ``request``'s endpoint (the ``malformed`` fault): the
+        answer :attr:`malformed_answers` names for its path, else truncated JSON."""
+        for suffix, answer in self.malformed_answers:
+            if request.path.endswith(suffix):
+                return await answer(request)
         return await truncated_json(request)
 
     def authenticate(self, request: web.Request) -> web.Response | None:
@@ -1058,6 +1249,39 @@ class Protocol:
 
     def unauthorized(self, request: web.Request) -> web.Response:
         return self.error(401, "unauthorized")
+
+    # -- reading a call ------------------------------------------------------------------------
+
+    async def body(self, request: web.Request) -> dict[str, Any]:
+        """The call's JSON object (``{}`` when it has no body); else :class:`Refused` with the
+        API's 400 (:attr:`invalid_body`)."""
+        return await json_object(request, lambda: self.error(400, self.invalid_body))
+
+    def lookup(self, kind: type[B], key: str, missing: str | web.Response) -> B:
+        """The sandbox ``key``, held and of this protocol's box class ``kind``; else
+        :class:`Refused` with ``missing``: the message of the API's 404 (:meth:`error`), or
+        the whole answer."""
+        return self._known(self.sandboxes.get(key), kind, missing)
+
+    def lookup_snapshot(self, kind: type[S], key: str, missing: str | web.Response) -> S:
+        """The snapshot with that id (else that name) of class ``kind``; else :class:`Refused`
+        as for :meth:`lookup`."""
+        return self._known(self.sandboxes.find_snapshot(key), kind, missing)
+
+    def _known(self, found: object, kind: type[T], missing: str | web.Response) -> T:
+        if not isinstance(found, kind):
+            raise Refused(self.error(404, missing) if isinstance(missing, str) else missing)
+        return found
+
+    def query_ints(self, request: web.Request, **defaults: int) -> list[int]:
+        """The query parameters named, as integers (their defaults when absent or empty), in
+        the order named; else :class:`Refused` with the API's 400 naming them."""
+        try:
+            return [int(request.query.get(name) or value) for name, value in defaults.items()]
+        except ValueError:
+            which = " and ".join(defaults)
+            must = "must be integers" if len(defaults) > 1 else "must be an integer"
+            raise Refused(self.error(400, f"{which} {must}")) from None
 
     def spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run ``work`` in the background; it is awaited, not cancelled, when the emulator
@@ -1080,12 +1304,61 @@ class Protocol:
                 box.set_state(done)
             except Exception as exc:  # noqa: BLE001 - any failure puts the sandbox in error
                 box.error = f"{type(exc).__name__}: {exc}"
-                box.set_state("error")
+                box.set_state(box.FAILED)
             finally:
                 box.busy = None
 
         box.set_state(state)
         box.busy = self.spawn(run())
+
+    def booting(
+        self,
+        box: Box,
+        state: str,
+        done: str,
+        spec: SandboxSpec | None = None,
+        *,
+        home: str | None = None,
+        source: CheckpointRef | None = None,
+    ) -> None:
+        """The :meth:`transition` of a create: ``box`` is in ``state`` while its backend
+        sandbox boots (:meth:`Sandboxes.boot` with ``spec``, ``home`` and ``source``), then in
+        ``done``."""
+        boot = functools.partial(self.sandboxes.boot, box, spec, home=home, source=source)
+        self.transition(box, state, boot, done)
+
+    def run_job(
+        self, box: Box, job: J, argv: Sequence[str], *, timeout_s: float = NO_DEADLINE_S
+    ) -> J:
+        """Run ``argv`` in ``box`` in the background as ``job``, until it ends, is killed
+        (:meth:`kill_jobs`; its process group too) or ``timeout_s`` passes; its outcome is in
+        ``job``. Every job still running is killed when the emulator stops."""
+
+        async def run() -> None:
+            try:
+                job.result = await self.sandboxes.exec(
+                    box, argv, timeout_s=timeout_s, kill_on_cancel=True
+                )
+            except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001 - the outcome
+                job.error = exc
+            finally:
+                job.ended = True
+                self.jobs.discard(job)
+                job.changed.notify()
+
+        self.jobs.add(job)
+        job.task = asyncio.ensure_future(run())
+        return job
+
+    @staticmethod
+    async def kill_jobs(jobs: Iterable[Job], timeout_s: float | None = None) -> None:
+        """Kill every one of ``jobs`` still running and wait for their ends (at most
+        ``timeout_s``)."""
+        tasks = [job.task for job in jobs if job.task is not None and not job.task.done()]
+        for task in tasks:
+            task.cancel()  # as Job.kill
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
 
     @staticmethod
     async def settled(box: Box) -> None:
@@ -1104,6 +1377,7 @@ class Protocol:
         self._reaper = asyncio.ensure_future(self._reap_expired())
 
     async def shutdown(self) -> None:
+        await self.kill_jobs(list(self.jobs))
         self._reaper.cancel()
         with contextlib.suppress(BaseException):
             await self._reaper
@@ -1193,7 +1467,7 @@ def make_app(protocol: Protocol, state: EmulatorState) -> web.Application:
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]):
-        if not request.path.startswith(ADMIN_PREFIX):
+        if not request.path.startswith((ADMIN_PREFIX, *protocol.self_authenticated)):
             refused = protocol.authenticate(request)
             if refused is not None:
                 return refused
