@@ -142,6 +142,8 @@ J = TypeVar("J", bound="Job")
 T = TypeVar("T")
 #: A handler's (or a fault's) answer to a call.
 Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: What a protocol's handler answers: a response, or the JSON body of a 200 (a dict or list).
+Reply = web.StreamResponse | dict[str, Any] | list[Any]
 
 
 # -- latency, faults and the call log ------------------------------------------------------------
@@ -457,9 +459,25 @@ def exit_status(code: int) -> int:
     return code if code >= 0 else 128 - code
 
 
+def deadline_s(value: object, unit_s: float = 1.0) -> float:
+    """The deadline an API call gives a command (a positive number of ``unit_s`` seconds);
+    :data:`NO_DEADLINE_S` when it gives none."""
+    if isinstance(value, int | float) and value > 0:
+        return float(value) * unit_s
+    return NO_DEADLINE_S
+
+
 def text(data: bytes) -> str:
     """Command output sent as text: UTF-8, undecodable bytes replaced (U+FFFD)."""
     return data.decode("utf-8", errors="replace")
+
+
+def outputs(result: ExecResult, size: int = 0) -> list[tuple[str, bytes]]:
+    """A command's output as the APIs that stream it send it once it has ended: all of
+    ``stdout``, then all of ``stderr`` (their interleaving is lost: the backend keeps each
+    whole), in pieces of at most ``size`` bytes (0: whole), none for an empty stream."""
+    streams = (("stdout", result.stdout), ("stderr", result.stderr))
+    return [(name, part) for name, data in streams for part in chunks(data, size or len(data) or 1)]
 
 
 def chunks(data: AnyStr, size: int) -> list[AnyStr]:
@@ -699,9 +717,10 @@ class Sandboxes:
         """Every sandbox held, oldest first (for lookups; the reaper)."""
         return sorted(self._boxes.values(), key=lambda b: b.created)
 
-    def listed(self) -> list[Box]:
-        """The sandboxes a listing endpoint shows (every one held, unless a layer says not)."""
-        return self.held()
+    def listed(self, kind: type[B] = Box) -> list[B]:  # type: ignore[assignment]
+        """The sandboxes of class ``kind`` a listing endpoint shows (every one held, oldest
+        first, unless a layer says not: ``list-omits``)."""
+        return [box for box in self.held() if isinstance(box, kind)]
 
     def live(self) -> list[str]:
         """Ids of every sandbox held (the admin API's answer: the truth, not a listing)."""
@@ -763,23 +782,31 @@ class Sandboxes:
         await self.backend.resume(self._local(box))
         box.frozen = False
 
-    async def stop(self, box: Box) -> None:
-        """Keep only the filesystem: checkpoint it, then destroy the backend sandbox (every
-        process goes)."""
+    async def stop(self, box: Box, *, keep: bool = True) -> None:
+        """Keep only the filesystem (with ``keep``; else nothing): checkpoint it, then destroy
+        the backend sandbox (every process goes)."""
         if box.frozen:
             await self.thaw(box)
-        ref = await self._capture(box)
-        if self._boxes.get(box.id) is not box:  # destroyed while its filesystem was copied
+        ref = await self._capture(box) if keep else None
+        if ref is not None and self._boxes.get(box.id) is not box:  # destroyed while copied
             await self.delete_checkpoint(ref)
             return
         local, box.local, box.parked = box.local, None, ref
         if local is not None:
             await self.backend.destroy(local)
 
-    async def start(self, box: Box) -> None:
-        """Start a stopped ``box`` from its filesystem, in a new backend sandbox."""
-        if box.parked is None:
+    async def start(
+        self, box: Box, spec: SandboxSpec | None = None, *, home: str | None = None
+    ) -> None:
+        """Start a stopped ``box`` in a new backend sandbox: from the filesystem its stop
+        kept, or, when it kept none (``stop(keep=False)``), a new one (``spec`` and ``home``,
+        as :meth:`boot`). NotFound when ``box`` is gone (destroyed while this call waited)."""
+        if self._boxes.get(box.id) is not box:
+            raise NotFound(f"sandbox {box.id} is gone", provider=self.backend.id)
+        if box.local is not None:
             raise ProviderError(f"sandbox {box.id} is not stopped")
+        if box.parked is None:
+            return await self.boot(box, spec, home=home)
         ref = box.parked
         box.local = await self.backend.restore(ref)
         box.parked = None
@@ -934,8 +961,9 @@ class Misbehaving(Sandboxes):
     * ``pause-runs``: :meth:`freeze` marks the sandbox frozen and freezes nothing, so the
       protocol answers its pause as usual while every process keeps running; :meth:`thaw`
       of it does nothing.
-    * ``stop-keeps``: :meth:`stop` keeps the backend sandbox running (processes, memory,
-      /tmp) behind a stand-in for the parked filesystem; :meth:`start` just takes it back.
+    * ``stop-keeps``: :meth:`stop` (also one told not to keep the filesystem) keeps the
+      backend sandbox running (processes, memory, /tmp) behind a stand-in for the parked
+      filesystem; :meth:`start` just takes it back.
     * ``restore-empty`` / ``restore-partial``: a sandbox booted from a checkpoint
       (:meth:`boot` with ``source``) or rewound to one (:meth:`rewind`) loses the files
       written since the emulator started (regular files of its root filesystem, ``find /
@@ -1050,9 +1078,10 @@ class Misbehaving(Sandboxes):
             self._pool.append(local)
         await super()._teardown(box)
 
-    def listed(self) -> list[Box]:
+    def listed(self, kind: type[B] = Box) -> list[B]:  # type: ignore[assignment]
         held = self.held()
-        return held[:-1] if self._on("list-omits") else held
+        shown = held[:-1] if self._on("list-omits") else held
+        return [box for box in shown if isinstance(box, kind)]
 
     async def freeze(self, box: Box) -> None:
         if not self._on("pause-runs"):
@@ -1067,9 +1096,9 @@ class Misbehaving(Sandboxes):
         self._faked.discard(box.id)
         box.frozen = False
 
-    async def stop(self, box: Box) -> None:
+    async def stop(self, box: Box, *, keep: bool = True) -> None:
         if not self._on("stop-keeps"):
-            return await super().stop(box)
+            return await super().stop(box, keep=keep)
         if box.frozen:
             await self.thaw(box)
         local = self._local(box)
@@ -1077,9 +1106,11 @@ class Misbehaving(Sandboxes):
             id=f"{KEPT_RUNNING}{box.id}", provider=self.backend.id, sandbox_id=local.id
         )
 
-    async def start(self, box: Box) -> None:
+    async def start(
+        self, box: Box, spec: SandboxSpec | None = None, *, home: str | None = None
+    ) -> None:
         if box.parked is None or not box.parked.id.startswith(KEPT_RUNNING):
-            return await super().start(box)
+            return await super().start(box, spec, home=home)
         box.parked = None
 
     # -- state ------------------------------------------------------------------------------
@@ -1197,8 +1228,9 @@ class Protocol:
     A subclass sets ``name``, implements :meth:`client_env`, :meth:`routes` and :meth:`error`,
     and overrides :meth:`malformed` (or sets :attr:`malformed_answers`), :meth:`authenticate`
     (or :attr:`self_authenticated`) and :attr:`invalid_body` where its API differs from the
-    defaults. Its handlers do every sandbox operation through ``self.sandboxes``, and may
-    raise :class:`Refused` (from any depth) to answer with an API error at once: the helpers
+    defaults. Its handlers do every sandbox operation through ``self.sandboxes``; each answers
+    a response, or a JSON body (a dict or a list: answered with 200), and may raise
+    :class:`Refused` (from any depth) to answer with an API error at once: the helpers
     :meth:`body`, :meth:`lookup`, :meth:`lookup_snapshot` and :meth:`query_ints` do.
     """
 
@@ -1367,6 +1399,14 @@ class Protocol:
             with contextlib.suppress(Exception):
                 await asyncio.shield(box.busy)
 
+    async def destroy(self, box: Box) -> bool:
+        """Destroy ``box`` for a delete call, as the semantic faults need it: once its
+        transition has finished and under its lock (which a call that never completes on
+        purpose gives up); whether it is gone (a ``destroy-leaks`` fault keeps it)."""
+        await self.settled(box)
+        async with box.lock:
+            return await self.sandboxes.destroy(box)
+
     async def expire(self, box: Box) -> None:
         """What the provider does to a sandbox whose lifetime (``box.end_at``) has passed,
         under ``box.lock``; by default it is destroyed."""
@@ -1472,9 +1512,10 @@ def make_app(protocol: Protocol, state: EmulatorState) -> web.Application:
             if refused is not None:
                 return refused
         try:
-            return await handler(request)
+            answer = await handler(request)
         except Refused as refusal:
             return refusal.response
+        return answer if isinstance(answer, web.StreamResponse) else web.json_response(answer)
 
     async def hold_answer(request: web.Request, response: web.StreamResponse) -> None:
         # Runs as the answer's headers are about to be sent (plain and streamed answers alike).
