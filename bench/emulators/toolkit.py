@@ -1251,6 +1251,11 @@ class Protocol:
         self.tasks: set[asyncio.Task[Any]] = set()
         #: The commands running in the background (:meth:`run_job`).
         self.jobs: set[Job] = set()
+        #: The emulator's latency, fault and call-log state (:func:`serve_emulator` gives the
+        #: one the admin API changes), for a protocol the HTTP middleware cannot see (gRPC).
+        self.state = EmulatorState(token=token)
+        #: Where the emulator listens (set once it does).
+        self.url = ""
 
     @staticmethod
     def client_env(url: str, token: str) -> dict[str, str]:
@@ -1281,6 +1286,12 @@ class Protocol:
 
     def unauthorized(self, request: web.Request) -> web.Response:
         return self.error(401, "unauthorized")
+
+    def connections(self, http: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
+        """The server's per-connection protocol factory, given aiohttp's (``http``: the admin
+        API and the HTTP routes); a protocol that speaks something else too on the same port
+        (Modal's gRPC over HTTP/2) wraps it."""
+        return http
 
     # -- reading a call ------------------------------------------------------------------------
 
@@ -1614,12 +1625,14 @@ async def serve_emulator(
     sandboxes = make_sandboxes(state_dir, args.backend, state.semantics)
     sandboxes.stopping = state.stopping  # ends every stalled call when the emulator stops
     protocol = protocol_type(sandboxes, state.token)
+    protocol.state = state
     await sandboxes.open()
     try:
         await protocol.startup()
         app = make_app(protocol, state)
 
         def ready(url: str) -> None:
+            protocol.url = url
             lines = announce(
                 protocol_type.name, url, state.token, backend=args.backend, state_dir=state_dir
             )
@@ -1627,7 +1640,7 @@ async def serve_emulator(
                 say(line)
             say(READY.format(what="the emulator", who="it", s="s"))
 
-        await serve(app, args.port, ready)
+        await serve(app, args.port, ready, protocol.connections)
     finally:
         try:
             await protocol.shutdown()
@@ -1635,8 +1648,16 @@ async def serve_emulator(
             await sandboxes.close()
 
 
-async def serve(app: web.Application, port: int, ready: Callable[[str], None]) -> None:
-    """Serve ``app`` on 127.0.0.1 until SIGTERM/SIGINT; ``ready(url)`` once it listens."""
+async def serve(
+    app: web.Application,
+    port: int,
+    ready: Callable[[str], None],
+    connections: Callable[[Callable[[], asyncio.Protocol]], Callable[[], asyncio.Protocol]] = (
+        lambda http: http
+    ),
+) -> None:
+    """Serve ``app`` on 127.0.0.1 until SIGTERM/SIGINT; ``ready(url)`` once it listens.
+    ``connections`` (:meth:`Protocol.connections`) may wrap the per-connection protocols."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     loop = asyncio.get_running_loop()
@@ -1649,9 +1670,8 @@ async def serve(app: web.Application, port: int, ready: Callable[[str], None]) -
     try:
         # aiohttp's own TCPSite does this same create_server with the runner's handler factory;
         # each connection's handler is wrapped to note when a request's first bytes were read.
-        server = await loop.create_server(
-            lambda: _WireArrival(handler_factory(), arrivals), "127.0.0.1", port, backlog=1024
-        )
+        http = lambda: _WireArrival(handler_factory(), arrivals)  # noqa: E731
+        server = await loop.create_server(connections(http), "127.0.0.1", port, backlog=1024)
     except BaseException:
         await runner.cleanup()
         raise
