@@ -32,9 +32,9 @@ listings leave out the sandbox on a VM the toolkit does not list (``list-omits``
 whose VM survives (``destroy-leaks``) answers ``terminated`` as usual, but the VM runs on and
 listings show its sandbox ``running`` (its agent is gone) until it is terminated again; the
 snapshot modes have nothing to act on (no checkpoint; a memory hibernate keeps the VM itself).
-Not emulated: stdout/stderr interleaving
-(output is sent when the exec ends, stdout first), stdin/PTY, users, ports, directories, other
-file calls, snapshot listing/aliasing, recovery, quotas.
+Not emulated: stdout/stderr interleaving (output is sent when the exec ends, stdout first),
+stdin/PTY, users, ports, directories, other file calls, snapshot listing/aliasing, recovery,
+quotas.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import Any
 from aiohttp import web
 
 from bench.emulators import toolkit as kit
-from bench.emulators.toolkit import Box, Changes, Job, Protocol, Refused, Snapshot, utc_now
+from bench.emulators.toolkit import Box, Changes, Job, Protocol, Reply, Snapshot, utc_now
 from providers.base import SandboxSpec
 from providers.errors import NotFound, ProviderError
 
@@ -74,7 +74,6 @@ class TgSnapshot(Snapshot):
     tags: dict[str, str] = field(default_factory=dict)
     ttl: int | None = None
     retired_at: str | None = None
-    vm: VM | None = None  # a frozen VM (memory snapshot) no sandbox has resumed yet
 
 
 @dataclass(eq=False, kw_only=True)
@@ -171,10 +170,8 @@ class TogetherEmulator(Protocol):
                 "updated_at": snap.updated_at}  # fmt: skip
 
     def _record(self, request: web.Request) -> Record:
-        rec = self.records.get(request.match_info["sid"])
-        if rec is None:
-            raise Refused(self.error(404, "sandbox not found", "not_found"))
-        return rec
+        missing = self.error(404, "sandbox not found", "not_found")
+        return self.known(self.records.get(request.match_info["sid"]), Record, missing)
 
     def _find(self, key: str) -> TgSnapshot:
         missing = self.error(404, f"snapshot {key!r} not found", "not_found")
@@ -192,16 +189,15 @@ class TogetherEmulator(Protocol):
         snap = self._find(str(body.get("snapshot_id") or body.get("snapshot_alias")))
         rec = Record(id=str(uuid.uuid4()), snapshot_id=snap.id, body=body)
         self.records[rec.id] = rec
-        if snap.vm is not None:  # the first resume of a memory snapshot: its frozen VM
-            vm, snap.vm = snap.vm, None
+        if isinstance(snap.held, VM):  # the first resume of a memory snapshot: its frozen VM
+            vm, snap.held = snap.held, None
             rec.reason, reason, work = "restore_requested", "restored", self.sandboxes.thaw(vm)
         else:
             vm = self.sandboxes.add(VM(id=rec.id))
             spec = SandboxSpec(cpus=float(cpu), memory_mb=memory // 2**20)
             work, reason = self.sandboxes.boot(vm, spec, home=HOME, source=snap.ref), "cold_started"
-        vm.sandbox, rec.vm, vm.end_at = rec, vm, None
-        if isinstance(body.get("ttl"), int):
-            vm.extend(body["ttl"])
+        vm.sandbox, rec.vm = rec, vm
+        vm.extend(body["ttl"] if isinstance(body.get("ttl"), int) else None)
         self.spawn(self._boot(rec, vm, work, reason))
         return web.json_response(self._view(rec, request), status=201)
 
@@ -221,22 +217,20 @@ class TogetherEmulator(Protocol):
         """Terminated, yet its VM runs on (a destroy that leaks, a semantic fault)."""
         return rec.status == "terminated" and rec.vm is not None
 
-    async def list(self, request: web.Request) -> web.Response:
+    async def list(self, request: web.Request) -> Reply:
         query, (limit,) = request.query, self.query_ints(request, limit=20)
         states = set(query.getall("statuses[]", []))
         tags = {k[5:-1]: v for k, v in query.items() if k.startswith("tags[") and k.endswith("]")}
-        hidden = set(self.sandboxes.live()) - {vm.id for vm in self.sandboxes.listed()}
         shown = {r.id: "running" if self._leaked(r) else r.status for r in self.records.values()}
         items = [
             r for r in self.records.values()
             if (not states or shown[r.id] in states)
             and all((r.body.get("tags") or {}).get(k) == v for k, v in tags.items())
             and query.get("snapshot_id", r.snapshot_id) == r.snapshot_id
-            and (r.vm is None or r.vm.id not in hidden)
+            and (r.vm is None or self.sandboxes.shows(r.vm))
         ]  # fmt: skip
         page, after = kit.keyset_page(items, lambda r: r.id, query.get("cursor", ""), limit)
-        data = [self._view(r, request, shown[r.id]) for r in page]
-        return web.json_response({"data": data, "next_cursor": after})
+        return {"data": [self._view(r, request, shown[r.id]) for r in page], "next_cursor": after}
 
     async def get(self, request: web.Request) -> web.Response:
         return web.json_response(self._view(self._record(request), request))
@@ -266,35 +260,30 @@ class TogetherEmulator(Protocol):
             async with vm.lock:
                 vm.sandbox = None
                 try:
-                    await self._keep(rec, vm, snapshot)
+                    done = await self._keep(rec, vm, snapshot)
                 except Exception:  # noqa: BLE001 - a failed snapshot still ends the sandbox
-                    await self.sandboxes.destroy(vm)
-            kept = any(getattr(s, "vm", None) is vm for s in self.sandboxes.snapshots())
-            if self.sandboxes.get(vm.id) is vm and not kept:  # the destroy leaked: it runs on
+                    done = await self.sandboxes.destroy(vm)
+            if not done:  # the destroy leaked: it runs on
                 rec.vm, vm.sandbox = vm, rec
         rec.terminated_at = utc_now()
         rec.set("terminated", reason)
 
-    async def _keep(self, rec: Record, vm: VM, snapshot: dict | None) -> None:
-        """What a terminate keeps of ``vm``: nothing, its files, or (memory) the VM itself."""
+    async def _keep(self, rec: Record, vm: VM, snapshot: dict | None) -> bool:
+        """What a terminate keeps of ``vm``: nothing, its files, or (memory) the VM itself;
+        False when ``vm`` runs on for no snapshot (a destroy that leaks)."""
         if snapshot is None:
             return await self.sandboxes.destroy(vm)
         memory = snapshot.get("memory") is True
-        aliases = [f"sandbox:{rec.id}", *(snapshot.get("aliases") or [])]
-        for other in self.sandboxes.snapshots():  # an alias moves to the new snapshot
-            other.names = [n for n in other.names if n not in aliases]
+        aliases = [f"sandbox:{rec.id}", *(snapshot.get("aliases") or [])]  # they move to it
         snap = TgSnapshot(
             id=str(uuid.uuid4()), source_id=vm.id, names=aliases, memory=memory,
             tags=dict(snapshot.get("tags") or {}), ttl=snapshot.get("ttl"),
         )  # fmt: skip
-        if memory:
-            await self.sandboxes.freeze(vm)
-        await self.sandboxes.capture(snap, vm)
+        await self.sandboxes.capture(snap, vm, hold=memory)  # memory: it holds the frozen VM
         if not memory:
             return await self.sandboxes.destroy(vm)
-        snap.vm, vm.end_at = vm, None
-        if isinstance(snap.ttl, int):
-            vm.extend(snap.ttl)
+        vm.extend(snap.ttl if isinstance(snap.ttl, int) else None)
+        return True
 
     async def expire(self, box: Box) -> None:
         """A sandbox's ttl: autoterminated with its stored policy (once the reaper lets go of
@@ -305,7 +294,7 @@ class TogetherEmulator(Protocol):
             policy = rec.body.get("termination_policy") or {}
             self.spawn(self._end(rec, policy.get("snapshot"), "autoterminated"))
         for snap in self.sandboxes.snapshots():
-            if isinstance(snap, TgSnapshot) and snap.vm is box:
+            if isinstance(snap, TgSnapshot) and snap.held is box:
                 await self._retire(snap)
 
     # -- snapshots and image builds (accepted, not built: creates get the root filesystem) --
@@ -321,10 +310,7 @@ class TogetherEmulator(Protocol):
 
     async def _retire(self, snap: TgSnapshot) -> None:
         snap.retired_at = snap.updated_at = utc_now()
-        vm, snap.vm = snap.vm, None
-        await self.sandboxes.drop_snapshot(snap)
-        if vm is not None:
-            await self.sandboxes.destroy(vm)
+        await self.sandboxes.drop_snapshot(snap)  # and the VM it holds
 
     async def build(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -371,8 +357,7 @@ class TogetherEmulator(Protocol):
             return agent_error(404, "exec not found")
         after = int(request.query.get("lastSequence", "0"))
         response = await kit.open_stream(request, "text/event-stream")
-        await job.changed.until(lambda: job.ended)  # a client that goes away leaves it running
-        if (done := job.result) is None:  # killed, or it could not run to its end:
+        if (done := await job.wait()) is None:  # killed, or it could not run to its end:
             return response  # the stream ends without an exit code
         events = [("stdout", done.stdout, {}), ("stderr", done.stderr, {}),
                   ("stdout", b"", {"exitCode": done.exit_code})]  # fmt: skip

@@ -218,9 +218,7 @@ class E2BEmulator(Protocol):
 
     async def create(self, request: web.Request) -> web.Response:
         body = await self.body(request)
-        template = body.get("templateID")
-        if not isinstance(template, str) or not template:
-            return api_error(400, "templateID is required")
+        template = self.required(body, "templateID")
         snap = self.sandboxes.find_snapshot(template) if template != BASE_TEMPLATE else None
         if template != BASE_TEMPLATE and (snap is None or snap.ref is None):
             return api_error(404, f"template '{template}' not found")

@@ -277,9 +277,7 @@ class RunloopEmulator(Protocol):
 
     async def execute(self, request: web.Request) -> web.Response:
         box, body = self._running(request), await self.body(request)
-        command = body.get("command")
-        if not isinstance(command, str) or not command:
-            return self.error(400, "command is required")
+        command = self.required(body, "command")
         argv = kit.in_dir(["/bin/bash", "-l", "-c", command], HOME, {"HOME": HOME, "USER": "user"})
         run = Execution(id=f"exe_{secrets.token_hex(10)}", devbox_id=box.id)
         box.executions[run.id] = self.run_job(box, run, argv)
@@ -298,7 +296,7 @@ class RunloopEmulator(Protocol):
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         run = self._execution(request)
-        await run.changed.until(lambda: run.ended)
+        await run.wait()
         data = kit.text(run.output(request.match_info["which"])).encode()
         offset = int(request.query.get("offset") or 0)  # bytes already received
         answer = await kit.open_stream(request, "text/event-stream")
@@ -320,9 +318,7 @@ class RunloopEmulator(Protocol):
         return web.json_response({})
 
     async def download_file(self, request: web.Request) -> web.Response:
-        box, path = self._running(request), (await self.body(request)).get("path")
-        if not isinstance(path, str) or not path:
-            return self.error(400, "path is required")
+        box, path = self._running(request), self.required(await self.body(request), "path")
         try:
             data = await self.sandboxes.read_file(box, posixpath.join(HOME, path))
         except NotFound:

@@ -622,9 +622,9 @@ class Box:
         self.state, self.updated = state, datetime.now(UTC)
         self.changed.notify()
 
-    def extend(self, seconds: float) -> None:
-        """The sandbox now ends ``seconds`` from now."""
-        self.end_at = datetime.now(UTC) + timedelta(seconds=seconds)
+    def extend(self, seconds: float | None) -> None:
+        """The sandbox now ends ``seconds`` from now (None: never)."""
+        self.end_at = None if seconds is None else datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -637,6 +637,9 @@ class Snapshot:
     names: list[str] = field(default_factory=list)
     #: The backend checkpoint; None until taken.
     ref: CheckpointRef | None = None
+    #: A memory snapshot's source sandbox, frozen (:meth:`Sandboxes.capture` with ``hold``),
+    #: until a sandbox made from it takes it over.
+    held: Box | None = None
     error: str | None = None
     created_at: str = field(default_factory=lambda: utc_now())
     updated_at: str = field(default_factory=lambda: utc_now())
@@ -662,6 +665,11 @@ class Job:
     #: Notified when it ends.
     changed: Changes = field(default_factory=Changes)
     task: asyncio.Task[None] | None = None
+
+    async def wait(self) -> ExecResult | None:
+        """Its result, once it has ended (None: it was killed or could not run to its end)."""
+        await self.changed.until(lambda: self.ended)
+        return self.result
 
     def output(self, stream: str) -> bytes:
         """Its ``stdout`` or ``stderr`` (empty without a result)."""
@@ -721,6 +729,10 @@ class Sandboxes:
         """The sandboxes of class ``kind`` a listing endpoint shows (every one held, oldest
         first, unless a layer says not: ``list-omits``)."""
         return [box for box in self.held() if isinstance(box, kind)]
+
+    def shows(self, box: Box) -> bool:
+        """Whether a listing shows ``box`` (:meth:`listed`)."""
+        return box in self.listed()
 
     def live(self) -> list[str]:
         """Ids of every sandbox held (the admin API's answer: the truth, not a listing)."""
@@ -829,7 +841,11 @@ class Sandboxes:
         await self.backend.delete_checkpoint(ref)
 
     def add_snapshot(self, snapshot: S) -> S:
-        """Register ``snapshot`` (pending until :meth:`take` fills it)."""
+        """Register ``snapshot`` (pending until :meth:`take` fills it). A name is one
+        snapshot's: the names it claims move to it from any other."""
+        for other in self._snapshots.values():
+            if other is not snapshot:
+                other.names = [name for name in other.names if name not in snapshot.names]
         self._snapshots[snapshot.id] = snapshot
         return snapshot
 
@@ -866,11 +882,17 @@ class Sandboxes:
         has; a ``snapshot-pending`` fault makes this wait forever (:meth:`Misbehaving.built`).
         """
 
-    async def capture(self, snapshot: S, box: Box, *, usable: bool = False) -> S:
+    async def capture(
+        self, snapshot: S, box: Box, *, usable: bool = False, hold: bool = False
+    ) -> S:
         """Register ``snapshot`` and :meth:`take` ``box``'s filesystem into it; ``usable``, for
         an API whose snapshot call answers only once the snapshot can be used: wait for that
-        too (:meth:`built`; under ``snapshot-pending`` it fails once the box is wanted again).
-        When either fails, the snapshot is dropped and the error raised."""
+        too (:meth:`built`; under ``snapshot-pending`` it fails once the box is wanted again);
+        ``hold`` (a memory snapshot): ``box`` is frozen first and the snapshot holds it
+        (``snapshot.held``; dropping the snapshot destroys it). When any of it fails, the
+        snapshot is dropped and the error raised."""
+        if hold:
+            await self.freeze(box)
         self.add_snapshot(snapshot)
         try:
             await self.take(snapshot, box)
@@ -879,12 +901,17 @@ class Sandboxes:
         except BaseException:
             await self.drop_snapshot(snapshot)
             raise
+        snapshot.held = box if hold else None
         return snapshot
 
     async def drop_snapshot(self, snapshot: Snapshot) -> None:
+        """Forget ``snapshot``; delete its checkpoint and destroy the sandbox it holds."""
         self._snapshots.pop(snapshot.id, None)
+        held, snapshot.held = snapshot.held, None
         if snapshot.ref is not None:
             await self.delete_checkpoint(snapshot.ref)
+        if held is not None:
+            await self.destroy(held)
 
     async def rewind(self, box: Box, ref: CheckpointRef) -> None:
         """Restore ``ref`` in place: a new backend sandbox from it takes over ``box`` and the
@@ -1231,7 +1258,8 @@ class Protocol:
     defaults. Its handlers do every sandbox operation through ``self.sandboxes``; each answers
     a response, or a JSON body (a dict or a list: answered with 200), and may raise
     :class:`Refused` (from any depth) to answer with an API error at once: the helpers
-    :meth:`body`, :meth:`lookup`, :meth:`lookup_snapshot` and :meth:`query_ints` do.
+    :meth:`body`, :meth:`required`, :meth:`lookup`, :meth:`lookup_snapshot` and
+    :meth:`query_ints` do.
     """
 
     name: ClassVar[str]
@@ -1300,18 +1328,28 @@ class Protocol:
         API's 400 (:attr:`invalid_body`)."""
         return await json_object(request, lambda: self.error(400, self.invalid_body))
 
+    def required(self, body: dict[str, Any], name: str) -> str:
+        """The body's field ``name``, a non-empty string; else :class:`Refused` with the API's
+        400 saying ``<name> is required``."""
+        value = body.get(name)
+        if not isinstance(value, str) or not value:
+            raise Refused(self.error(400, f"{name} is required"))
+        return value
+
     def lookup(self, kind: type[B], key: str, missing: str | web.Response) -> B:
         """The sandbox ``key``, held and of this protocol's box class ``kind``; else
         :class:`Refused` with ``missing``: the message of the API's 404 (:meth:`error`), or
         the whole answer."""
-        return self._known(self.sandboxes.get(key), kind, missing)
+        return self.known(self.sandboxes.get(key), kind, missing)
 
     def lookup_snapshot(self, kind: type[S], key: str, missing: str | web.Response) -> S:
         """The snapshot with that id (else that name) of class ``kind``; else :class:`Refused`
         as for :meth:`lookup`."""
-        return self._known(self.sandboxes.find_snapshot(key), kind, missing)
+        return self.known(self.sandboxes.find_snapshot(key), kind, missing)
 
-    def _known(self, found: object, kind: type[T], missing: str | web.Response) -> T:
+    def known(self, found: object, kind: type[T], missing: str | web.Response) -> T:
+        """``found`` (what a call names: a sandbox, a snapshot, a job...) if it is a ``kind``;
+        else :class:`Refused` as for :meth:`lookup`."""
         if not isinstance(found, kind):
             raise Refused(self.error(404, missing) if isinstance(missing, str) else missing)
         return found

@@ -201,11 +201,6 @@ class VercelEmulator(Protocol):
     def _spec(box: VercelBox) -> SandboxSpec:
         return SandboxSpec(cpus=float(box.vcpus), memory_mb=box.vcpus * 2048)
 
-    def _boot(self, box: VercelBox, source: CheckpointRef | None) -> None:
-        """A new session that boots in the background (``pending`` until it runs)."""
-        self._new_session(box)
-        self.booting(box, "pending", "running", self._spec(box), home=CWD, source=source)
-
     async def _stop(self, box: VercelBox, *, automatic: bool) -> None:
         """End the session (under ``box.lock``): a persistent sandbox keeps its filesystem
         (after an automatic snapshot when ``automatic``), a non-persistent one loses it."""
@@ -223,8 +218,7 @@ class VercelEmulator(Protocol):
     async def _take(
         self, box: VercelBox, method: str, expires_ms: int | None, *, usable: bool = False
     ) -> VercelSnapshot:
-        """A snapshot of ``box`` (under ``box.lock``); ``usable``: answered only once it can
-        be used (else ProviderError, and it is dropped)."""
+        """A snapshot of ``box`` (under ``box.lock``; see :meth:`Sandboxes.capture`)."""
         snap = VercelSnapshot(
             id=f"snap_{secrets.token_hex(10)}", source_id=box.id, session_id=box.session,
             method=method, expires_ms=expires_ms,
@@ -237,8 +231,11 @@ class VercelEmulator(Protocol):
         if isinstance(box, VercelBox) and box.state == "running":
             await self._stop(box, automatic=True)
 
-    def _configure(self, body: dict[str, Any], like: VercelBox | None = None) -> VercelBox:
-        """A new sandbox from a create or fork body (a fork inherits ``like``'s settings)."""
+    def _create(
+        self, body: dict[str, Any], source: CheckpointRef | None, like: VercelBox | None = None
+    ) -> Reply:
+        """A new sandbox from a create or fork body (a fork inherits ``like``'s settings), its
+        first session booting from ``source`` in the background (``pending`` until it runs)."""
         name = body.get("name") or f"sbx-{secrets.token_hex(8)}"
         if not isinstance(name, str) or self.sandboxes.get(name) is not None:
             raise Refused(self.error(409, f"sandbox {name} already exists", "sandbox_exists"))
@@ -247,7 +244,7 @@ class VercelEmulator(Protocol):
         resources = body.get("resources") or {}
         if not all(isinstance(v, dict) for v in (tags, env, resources)):
             raise Refused(self.error(400, "tags, env and resources must be objects"))
-        return VercelBox(
+        box = VercelBox(
             id=name,
             tags={str(k): str(v) for k, v in tags.items()},
             env={str(k): str(v) for k, v in env.items()},
@@ -255,27 +252,25 @@ class VercelEmulator(Protocol):
             vcpus=int(resources.get("vcpus") or was.vcpus),
             timeout_ms=int(body.get("timeout") or was.timeout_ms),
         )
+        self._new_session(self.sandboxes.add(box))
+        self.booting(box, "pending", "running", self._spec(box), home=CWD, source=source)
+        return self._envelope(box)
 
     async def create(self, request: web.Request) -> Reply:
         body = await self.body(request)
         if body.get("projectId") != PROJECT:
             return self.error(404, f"project {body.get('projectId')} not found")
         source = body.get("source")
-        snap = None
-        if source is not None:
-            if not isinstance(source, dict) or source.get("type") != "snapshot":
-                return self.error(400, "only snapshot sources are emulated")
-            snap = self._snapshot(source.get("snapshotId"))
-        box = self.sandboxes.add(self._configure(body))
-        self._boot(box, snap.ref if snap else None)
-        return self._envelope(box)
+        if source is None:
+            return self._create(body, None)
+        if not isinstance(source, dict) or source.get("type") != "snapshot":
+            return self.error(400, "only snapshot sources are emulated")
+        return self._create(body, self._snapshot(source.get("snapshotId")).ref)
 
     async def fork(self, request: web.Request) -> Reply:
         source, body = self._box(request.match_info["name"]), await self.body(request)
-        box = self.sandboxes.add(self._configure(body, like=source))
         seed = self.sandboxes.find_snapshot(source.snapshot_id or "")
-        self._boot(box, seed.ref if seed is not None else None)
-        return self._envelope(box)
+        return self._create(body, seed.ref if seed is not None else None, like=source)
 
     async def get(self, request: web.Request) -> Reply:
         box = self._box(request.match_info["name"])
@@ -304,14 +299,13 @@ class VercelEmulator(Protocol):
 
     async def delete(self, request: web.Request) -> Reply:
         box = self._box(request.match_info["name"])
-        if not await self.destroy(box):  # a destroy that leaks (a semantic fault)
-            return {"sandbox": self._sandbox(box)}
-        box.set_state("stopped")
-        if request.query.get("deleteOrphanSnapshots") == "true":
-            used = {getattr(b, "snapshot_id", None) for b in self.sandboxes.held()}
-            for snap in self.sandboxes.snapshots():
-                if snap.source_id == box.id and snap.id not in used:
-                    await self.sandboxes.drop_snapshot(snap)
+        if await self.destroy(box):  # not when a destroy leaks (a semantic fault)
+            box.set_state("stopped")
+            if request.query.get("deleteOrphanSnapshots") == "true":
+                used = {getattr(b, "snapshot_id", None) for b in self.sandboxes.held()}
+                for snap in self.sandboxes.snapshots():
+                    if snap.source_id == box.id and snap.id not in used:
+                        await self.sandboxes.drop_snapshot(snap)
         return {"sandbox": self._sandbox(box)}
 
     async def get_snapshot(self, request: web.Request) -> Reply:
@@ -395,10 +389,7 @@ class VercelEmulator(Protocol):
     async def fs_read(self, request: web.Request) -> Reply:
         box, _ = await self._live(request)
         body = await self.body(request)
-        path = body.get("path")
-        if not isinstance(path, str) or not path:
-            return self.error(400, "path is required")
-        path = tk.resolve(path, body.get("cwd") or CWD)
+        path = tk.resolve(self.required(body, "path"), body.get("cwd") or CWD)
         try:
             data = await self.sandboxes.read_file(box, path)
         except NotFound:
