@@ -225,14 +225,12 @@ class E2BEmulator(Protocol):
         timeout = body.get("timeout", DEFAULT_TIMEOUT_S)
         if not isinstance(timeout, int) or timeout < 0:
             return api_error(400, "timeout must be a non-negative integer")
-        metadata, env_vars = body.get("metadata") or {}, body.get("envVars") or {}
-        if not isinstance(metadata, dict) or not isinstance(env_vars, dict):
-            return api_error(400, "metadata and envVars must be objects")
+        metadata, env_vars = self.objects(body, metadata={}, envVars={})
         box = E2BBox(
             id=_new_id(),
             template_id=template,
-            metadata={str(k): str(v) for k, v in metadata.items()},
-            env_vars={str(k): str(v) for k, v in env_vars.items()},
+            metadata=kit.strings(metadata),
+            env_vars=kit.strings(env_vars),
             access_token=secrets.token_hex(16),
             auto_pause=bool(body.get("autoPause")),
         )

@@ -184,15 +184,13 @@ class RunloopEmulator(Protocol):
             if snap is None or snap.ref is None:
                 return self.error(404, f"snapshot {snapshot_id} not found")
             source = snap.ref
-        launch, metadata = body.get("launch_parameters") or {}, body.get("metadata") or {}
-        if not isinstance(launch, dict) or not isinstance(metadata, dict):
-            return self.error(400, "launch_parameters and metadata must be objects")
+        launch, metadata = self.objects(body, launch_parameters={}, metadata={})
         cpus, gib = PRESETS.get(launch.get("resource_size_request"), (1, 2))
         cpus, gib = launch.get("custom_cpu_cores") or cpus, launch.get("custom_gb_memory") or gib
         spec = SandboxSpec(cpus=float(cpus), memory_mb=int(gib) * 1024)
         box = RunloopBox(
             id=f"dbx_{secrets.token_hex(10)}", launch=launch,
-            snapshot_id=snapshot_id, metadata={str(k): str(v) for k, v in metadata.items()},
+            snapshot_id=snapshot_id, metadata=kit.strings(metadata),
         )  # fmt: skip
         box.extend(float(launch.get("keep_alive_time_seconds") or KEEP_ALIVE_S))
         self.sandboxes.add(box)

@@ -467,6 +467,11 @@ def deadline_s(value: object, unit_s: float = 1.0) -> float:
     return NO_DEADLINE_S
 
 
+def strings(mapping: dict[Any, Any]) -> dict[str, str]:
+    """An API's object of labels, tags or variables, each key and value as a string."""
+    return {str(key): str(value) for key, value in mapping.items()}
+
+
 def text(data: bytes) -> str:
     """Command output sent as text: UTF-8, undecodable bytes replaced (U+FFFD)."""
     return data.decode("utf-8", errors="replace")
@@ -1258,8 +1263,8 @@ class Protocol:
     defaults. Its handlers do every sandbox operation through ``self.sandboxes``; each answers
     a response, or a JSON body (a dict or a list: answered with 200), and may raise
     :class:`Refused` (from any depth) to answer with an API error at once: the helpers
-    :meth:`body`, :meth:`required`, :meth:`lookup`, :meth:`lookup_snapshot` and
-    :meth:`query_ints` do.
+    :meth:`body`, :meth:`required`, :meth:`objects`, :meth:`lookup`, :meth:`lookup_snapshot`,
+    :meth:`known` and :meth:`query_ints` do.
     """
 
     name: ClassVar[str]
@@ -1335,6 +1340,18 @@ class Protocol:
         if not isinstance(value, str) or not value:
             raise Refused(self.error(400, f"{name} is required"))
         return value
+
+    def objects(self, body: dict[str, Any], **defaults: dict[str, Any]) -> list[dict[str, Any]]:
+        """The body's fields named, each a JSON object (its default when absent or null), in
+        the order named; else :class:`Refused` with the API's 400 naming them."""
+        found = [body[name] if body.get(name) is not None else d for name, d in defaults.items()]
+        if not all(isinstance(value, dict) for value in found):
+            *others, last = defaults
+            which = f"{', '.join(others)} and {last}" if others else last
+            raise Refused(
+                self.error(400, f"{which} must be {'objects' if others else 'an object'}")
+            )
+        return found
 
     def lookup(self, kind: type[B], key: str, missing: str | web.Response) -> B:
         """The sandbox ``key``, held and of this protocol's box class ``kind``; else
@@ -1416,19 +1433,20 @@ class Protocol:
         ``job``. Every job still running is killed when the emulator stops."""
 
         async def run() -> None:
-            try:
-                job.result = await self.sandboxes.exec(
-                    box, argv, timeout_s=timeout_s, kill_on_cancel=True
-                )
-            except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001 - the outcome
-                job.error = exc
-            finally:
-                job.ended = True
-                self.jobs.discard(job)
-                job.changed.notify()
+            job.result = await self.sandboxes.exec(
+                box, argv, timeout_s=timeout_s, kill_on_cancel=True
+            )
+
+        def ended(task: asyncio.Task[None]) -> None:
+            # A callback, not a finally: a task killed before it began never runs its body.
+            job.error = asyncio.CancelledError() if task.cancelled() else task.exception()
+            job.ended = True
+            self.jobs.discard(job)
+            job.changed.notify()
 
         self.jobs.add(job)
         job.task = asyncio.ensure_future(run())
+        job.task.add_done_callback(ended)
         return job
 
     @staticmethod

@@ -240,14 +240,11 @@ class VercelEmulator(Protocol):
         if not isinstance(name, str) or self.sandboxes.get(name) is not None:
             raise Refused(self.error(409, f"sandbox {name} already exists", "sandbox_exists"))
         was = like or VercelBox(id="")  # the defaults
-        tags, env = body.get("tags", was.tags), body.get("env", was.env)
-        resources = body.get("resources") or {}
-        if not all(isinstance(v, dict) for v in (tags, env, resources)):
-            raise Refused(self.error(400, "tags, env and resources must be objects"))
+        tags, env, resources = self.objects(body, tags=was.tags, env=was.env, resources={})
         box = VercelBox(
             id=name,
-            tags={str(k): str(v) for k, v in tags.items()},
-            env={str(k): str(v) for k, v in env.items()},
+            tags=tk.strings(tags),
+            env=tk.strings(env),
             persistent=bool(body.get("persistent", was.persistent)),
             vcpus=int(resources.get("vcpus") or was.vcpus),
             timeout_ms=int(body.get("timeout") or was.timeout_ms),
@@ -345,7 +342,7 @@ class VercelEmulator(Protocol):
         if not body.get("wait"):
             return self.error(501, "detached commands are not emulated", "not_implemented")
         cwd = posixpath.join(CWD, body.get("cwd") or CWD)  # a relative one under CWD
-        env = {**box.env, **{str(k): str(v) for k, v in (body.get("env") or {}).items()}}
+        env = {**box.env, **tk.strings(body.get("env") or {})}
         limit_s = tk.deadline_s(body.get("timeout"), unit_s=0.001)
         record = {"id": f"cmd_{secrets.token_hex(8)}", "name": command,
                   "args": [str(a) for a in args], "cwd": cwd, "sessionId": sid,
