@@ -123,13 +123,8 @@ class RunloopEmulator(Protocol):
     def error(self, status: int, message: str) -> web.Response:
         return web.json_response({"error": message}, status=status)
 
-    async def malformed(self, request: web.Request) -> web.StreamResponse:
-        """Not gzip for the raw download, an event that is not JSON for SSE, else bad JSON."""
-        if request.path.endswith("/download_file"):
-            return await kit.undecodable_gzip(request)
-        if request.path.endswith("_updates"):
-            return web.Response(body=b'data: {"output": \n\n', content_type="text/event-stream")
-        return await kit.truncated_json(request)
+    #: Not gzip for the raw download, an event that is not JSON for SSE, else bad JSON.
+    malformed_answers = (("/download_file", kit.undecodable_gzip), ("_updates", kit.broken_event))
 
     def routes(self, router: web.UrlDispatcher) -> None:
         one, ex = f"{V1}/{{id}}", f"{V1}/{{id}}/executions/{{eid}}"

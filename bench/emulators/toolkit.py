@@ -9,23 +9,34 @@ The parts, and who owns what:
 
 * :class:`Sandboxes`, the **one backend object**: the registry of the emulated sandboxes
   (:class:`Box`, which each protocol subclasses with its own fields) and every operation done
-  on them (boot, exec, files, checkpoint, rewind in place, freeze/thaw, stop/start keeping the
-  filesystem only, destroy). A protocol module never touches the backend provider or a box's
+  on them (boot, exec, files, checkpoint, snapshots (:class:`Snapshot`; a memory one may hold
+  its frozen sandbox), rewind in place, freeze/thaw, stop/start keeping the filesystem only
+  or nothing, destroy). A protocol module never touches the backend provider or a box's
   backend sandbox itself, and its listing endpoints show :meth:`Sandboxes.listed`. Which class
   serves is decided in one place (:func:`make_sandboxes`): :class:`Misbehaving`, which adds
   the **semantic faults** (the provider answers "ok" and does the wrong thing: a pause that
   does not freeze, a restore that comes back empty, a destroy that leaves the sandbox alive
   and listed, ...; its docstring specifies each) for every emulator at once. For them to
-  work, a protocol: holds ``box.lock`` (a :class:`BoxLock`) or awaits
-  :meth:`Protocol.settled` before destroying a sandbox; lets :meth:`Sandboxes.held` say
-  whether a destroyed sandbox is gone (a destroy may leave it, see ``destroy-leaks``) rather
-  than marking it gone itself; and, when its snapshot call answers only once the snapshot is
-  usable, calls :meth:`Sandboxes.built` after :meth:`Sandboxes.take`.
+  work, a protocol: destroys a sandbox through :meth:`Protocol.destroy` (or holds
+  ``box.lock``, a :class:`BoxLock`, or awaits :meth:`Protocol.settled` first); goes by the
+  answer of :meth:`Sandboxes.destroy` (False: a ``destroy-leaks`` fault kept it) rather than
+  marking it gone itself; and, when its snapshot call answers only once the snapshot is
+  usable, takes it with :meth:`Sandboxes.capture` ``(usable=True)``.
 * :class:`Protocol`, subclassed once per provider: its routes, its error body (also what an
   injected fault answers), its malformed answers, its authentication and ``client_env`` (the
-  variables that point the provider's adapter at the emulator).
+  variables that point the provider's adapter at the emulator). What the APIs share is here
+  once: reading a call (:meth:`Protocol.body`, ``required``, ``objects``, ``query_ints``,
+  ``lookup``: each refuses with the API's own error body, see :class:`Refused`), answering a
+  JSON body by returning it, lifecycle calls that finish in the background
+  (:meth:`Protocol.transition`, ``booting``), commands run in the background and asked about
+  later (:class:`Job`, :meth:`Protocol.run_job`), long polls (:class:`Changes`), pages
+  (:func:`offset_page`, :func:`keyset_page`), output framing (:func:`outputs`,
+  :func:`exit_status`, :func:`ndjson`, :func:`sse`) and a command cut short when its client
+  goes (:func:`unless`).
 * :func:`make_app`: the latency and fault middleware, the call log and the admin API; and
-  :func:`serve_emulator`, the process: serve until SIGTERM/SIGINT, then destroy everything.
+  :func:`serve_emulator`, the process: serve until SIGTERM/SIGINT (a protocol that speaks more
+  than HTTP/1.1 on the port wraps its connections: :meth:`Protocol.connections`), then
+  destroy everything.
 
 Every emulator (started by ``sandbox-bench emulate PROVIDER``, see :mod:`bench.emulators.cli`):
 
@@ -348,6 +359,12 @@ async def truncated_json(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def broken_event(request: web.Request) -> web.StreamResponse:
+    """A malformed answer for a server-sent-events stream: one event whose data is not JSON."""
+    body = b'data: {"injected": "malformed\n\n'
+    return web.Response(status=200, body=body, content_type="text/event-stream")
+
+
 async def undecodable_gzip(request: web.Request) -> web.StreamResponse:
     """A malformed answer for endpoints whose body is raw bytes (any bytes would be "valid"):
     the body claims ``Content-Encoding: gzip`` and is not gzip, so no client can decode it."""
@@ -512,9 +529,9 @@ async def open_stream(
 
 async def unless(work: Awaitable[T], gone: asyncio.Future[Any]) -> T | None:
     """``work``'s result, unless ``gone`` (its client closing the connection, say) completes
-    first, or this call is cancelled: then ``work`` is cancelled and waited for (a command run
-    with ``kill_on_cancel`` is killed) and the answer is None. ``gone`` is left as it is; an
-    error of ``work`` is raised."""
+    first: then ``work`` is cancelled and waited for (a command run with ``kill_on_cancel`` is
+    killed) and the answer is None; so is it when this call is cancelled. ``gone`` is left as
+    it is; an error of ``work`` is raised."""
     task = asyncio.ensure_future(work)
     try:
         await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -1786,21 +1803,41 @@ class _WireArrival(asyncio.Protocol):
 
 __all__ = [
     "ADMIN_PREFIX",
+    "KILLED",
+    "NO_DEADLINE_S",
     "Box",
+    "Changes",
     "EmulatorState",
+    "Job",
     "Protocol",
     "Refused",
+    "Reply",
     "Sandboxes",
     "Snapshot",
+    "broken_event",
     "broken_framing",
+    "chunks",
+    "deadline_s",
+    "epoch_ms",
+    "exit_status",
     "in_dir",
     "iso",
     "json_object",
+    "keyset_page",
     "make_app",
     "make_backend",
     "make_sandboxes",
+    "ndjson",
+    "offset_page",
+    "open_stream",
+    "outputs",
+    "resolve",
     "serve_emulator",
+    "sse",
+    "strings",
+    "text",
     "truncated_json",
     "undecodable_gzip",
+    "unless",
     "utc_now",
 ]
