@@ -85,7 +85,8 @@ NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 PAGE_MAX = 50
 CHUNK = 1024 * 1024
 #: Stream ids of the exec WebSocket's frames.
-STREAMS, EXIT = {"stdout": 1, "stderr": 2}, 3
+STREAMS = {"stdout": 1, "stderr": 2}
+EXIT = 3
 CLOSED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
 
