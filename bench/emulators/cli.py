@@ -241,10 +241,7 @@ async def _serve_one(name: str, args: argparse.Namespace) -> int:
     from bench.emulators.toolkit import serve_emulator
 
     try:
-        protocol = protocol_class(name)
-        # A protocol that is not HTTP/1.1 (Modal's gRPC) brings its own way to serve.
-        serve = getattr(protocol, "serve_emulator", serve_emulator)
-        await serve(protocol, args, say=_say)
+        await serve_emulator(protocol_class(name), args, say=_say)
     except OSError as exc:
         return _error(f"{name} emulator: cannot listen on port {args.port}: {exc}", EXIT_USAGE)
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback, for any start-up failure

@@ -32,16 +32,14 @@ listings leave out the sandbox on a VM the toolkit does not list (``list-omits``
 whose VM survives (``destroy-leaks``) answers ``terminated`` as usual, but the VM runs on and
 listings show its sandbox ``running`` (its agent is gone) until it is terminated again; the
 snapshot modes have nothing to act on (no checkpoint; a memory hibernate keeps the VM itself).
-Not emulated: stdout/stderr interleaving
-(output is sent when the exec ends, stdout first), stdin/PTY, users, ports, directories, other
-file calls, snapshot listing/aliasing, recovery, quotas.
+Not emulated: stdout/stderr interleaving (output is sent when the exec ends, stdout first),
+stdin/PTY, users, ports, directories, other file calls, snapshot listing/aliasing, recovery,
+quotas.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -49,7 +47,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bench.emulators.toolkit import Box, Protocol, Refused, Snapshot, in_dir, json_object, utc_now
+from bench.emulators import toolkit as kit
+from bench.emulators.toolkit import Box, Changes, Job, Protocol, Reply, Snapshot, utc_now
 from providers.base import SandboxSpec
 from providers.errors import NotFound, ProviderError
 
@@ -58,12 +57,6 @@ BASE_ALIAS = "sandbox-bench@base"
 HOME = "/workspace"
 AGENT = "/agent"
 PROJECT = "sandbox-bench-emulator"
-NO_TIMEOUT_S = 24 * 3600.0
-
-
-def api_error(status: int, message: str, code: str = "") -> web.Response:
-    body = {"code": code or str(status), "message": message, "errors": []}
-    return web.json_response(body, status=status)
 
 
 def agent_error(status: int, message: str) -> web.Response:
@@ -81,7 +74,6 @@ class TgSnapshot(Snapshot):
     tags: dict[str, str] = field(default_factory=dict)
     ttl: int | None = None
     retired_at: str | None = None
-    vm: VM | None = None  # a frozen VM (memory snapshot) no sandbox has resumed yet
 
 
 @dataclass(eq=False, kw_only=True)
@@ -98,13 +90,12 @@ class Record:
     started_at: str | None = None
     terminated_at: str | None = None
     vm: VM | None = None
-    execs: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    execs: dict[str, Job] = field(default_factory=dict)
+    changed: Changes = field(default_factory=Changes)
 
     def set(self, status: str, reason: str) -> None:
         self.status, self.reason = status, reason
-        self.changed.set()
-        self.changed = asyncio.Event()
+        self.changed.notify()
 
 
 class TogetherEmulator(Protocol):
@@ -120,8 +111,9 @@ class TogetherEmulator(Protocol):
     def client_env(url: str, token: str) -> dict[str, str]:
         return {"TOGETHER_API_KEY": token, "TOGETHER_BASE_URL": url}
 
-    def error(self, status: int, message: str) -> web.Response:
-        return api_error(status, message)
+    def error(self, status: int, message: str, code: str = "") -> web.Response:
+        body = {"code": code or str(status), "message": message, "errors": []}
+        return web.json_response(body, status=status)
 
     def authenticate(self, request: web.Request) -> web.Response | None:
         if not request.path.startswith(AGENT + "/"):
@@ -178,39 +170,34 @@ class TogetherEmulator(Protocol):
                 "updated_at": snap.updated_at}  # fmt: skip
 
     def _record(self, request: web.Request) -> Record:
-        rec = self.records.get(request.match_info["sid"])
-        if rec is None:
-            raise Refused(api_error(404, "sandbox not found", "not_found"))
-        return rec
+        missing = self.error(404, "sandbox not found", "not_found")
+        return self.known(self.records.get(request.match_info["sid"]), Record, missing)
 
     def _find(self, key: str) -> TgSnapshot:
-        found = self.sandboxes.find_snapshot(key.removeprefix("@"))
-        if not isinstance(found, TgSnapshot):
-            raise Refused(api_error(404, f"snapshot {key!r} not found", "not_found"))
-        return found
+        missing = self.error(404, f"snapshot {key!r} not found", "not_found")
+        return self.lookup_snapshot(TgSnapshot, key.removeprefix("@"), missing)
 
     # -- sandboxes ------------------------------------------------------------------------------
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await json_object(request, lambda: api_error(400, "invalid JSON body"))
+        body = await self.body(request)
         cpu, memory = body.get("cpu"), body.get("memory_bytes")
         if not isinstance(cpu, int | float) or not 0.1 <= cpu <= 16:
-            return api_error(400, "cpu must be between 0.1 and 16", "invalid_parameter")
+            return self.error(400, "cpu must be between 0.1 and 16", "invalid_parameter")
         if not isinstance(memory, int) or not cpu * 10**9 <= memory <= min(cpu * 8, 32) * 2**30:
-            return api_error(400, "memory_bytes must be 1-8 GB per CPU", "invalid_parameter")
+            return self.error(400, "memory_bytes must be 1-8 GB per CPU", "invalid_parameter")
         snap = self._find(str(body.get("snapshot_id") or body.get("snapshot_alias")))
         rec = Record(id=str(uuid.uuid4()), snapshot_id=snap.id, body=body)
         self.records[rec.id] = rec
-        if snap.vm is not None:  # the first resume of a memory snapshot: its frozen VM
-            vm, snap.vm = snap.vm, None
+        if isinstance(snap.held, VM):  # the first resume of a memory snapshot: its frozen VM
+            vm, snap.held = snap.held, None
             rec.reason, reason, work = "restore_requested", "restored", self.sandboxes.thaw(vm)
         else:
             vm = self.sandboxes.add(VM(id=rec.id))
             spec = SandboxSpec(cpus=float(cpu), memory_mb=memory // 2**20)
             work, reason = self.sandboxes.boot(vm, spec, home=HOME, source=snap.ref), "cold_started"
-        vm.sandbox, rec.vm, vm.end_at = rec, vm, None
-        if isinstance(body.get("ttl"), int):
-            vm.extend(body["ttl"])
+        vm.sandbox, rec.vm = rec, vm
+        vm.extend(body["ttl"] if isinstance(body.get("ttl"), int) else None)
         self.spawn(self._boot(rec, vm, work, reason))
         return web.json_response(self._view(rec, request), status=201)
 
@@ -230,91 +217,73 @@ class TogetherEmulator(Protocol):
         """Terminated, yet its VM runs on (a destroy that leaks, a semantic fault)."""
         return rec.status == "terminated" and rec.vm is not None
 
-    async def list(self, request: web.Request) -> web.Response:
-        query = request.query
-        states, cursor = set(query.getall("statuses[]", [])), query.get("cursor", "")
+    async def list(self, request: web.Request) -> Reply:
+        query, (limit,) = request.query, self.query_ints(request, limit=20)
+        states = set(query.getall("statuses[]", []))
         tags = {k[5:-1]: v for k, v in query.items() if k.startswith("tags[") and k.endswith("]")}
-        hidden = set(self.sandboxes.live()) - {vm.id for vm in self.sandboxes.listed()}
         shown = {r.id: "running" if self._leaked(r) else r.status for r in self.records.values()}
         items = [
-            r for r in sorted(self.records.values(), key=lambda r: r.id)
-            if (not states or shown[r.id] in states) and r.id > cursor
+            r for r in self.records.values()
+            if (not states or shown[r.id] in states)
             and all((r.body.get("tags") or {}).get(k) == v for k, v in tags.items())
             and query.get("snapshot_id", r.snapshot_id) == r.snapshot_id
-            and (r.vm is None or r.vm.id not in hidden)
+            and (r.vm is None or self.sandboxes.shows(r.vm))
         ]  # fmt: skip
-        limit = int(query.get("limit", "20"))
-        after = items[limit - 1].id if len(items) > limit else None
-        data = [self._view(r, request, shown[r.id]) for r in items[:limit]]
-        return web.json_response({"data": data, "next_cursor": after})
+        page, after = kit.keyset_page(items, lambda r: r.id, query.get("cursor", ""), limit)
+        return {"data": [self._view(r, request, shown[r.id]) for r in page], "next_cursor": after}
 
     async def get(self, request: web.Request) -> web.Response:
         return web.json_response(self._view(self._record(request), request))
 
     async def wait(self, request: web.Request) -> web.Response:
         rec = self._record(request)
-        while rec.status in ("starting", "terminating"):
-            await rec.changed.wait()
+        await rec.changed.until(lambda: rec.status not in ("starting", "terminating"))
         return web.json_response(self._view(rec, request))
 
     async def terminate(self, request: web.Request) -> web.Response:
-        rec = self._record(request)
-        body = await json_object(request, lambda: api_error(400, "invalid JSON body"))
+        rec, body = self._record(request), await self.body(request)
         if rec.status in ("starting", "running") or self._leaked(rec):
             policy = rec.body.get("termination_policy") or {}
             snapshot = body["snapshot"] if "snapshot" in body else policy.get("snapshot")
             if snapshot is not None and not isinstance(snapshot, dict):
-                return api_error(400, "snapshot must be an object or null", "invalid_parameter")
+                return self.error(400, "snapshot must be an object or null", "invalid_parameter")
             rec.set("terminating", "termination_requested")
             self.spawn(self._end(rec, snapshot, "termination_requested"))
         return web.json_response(self._view(rec, request))
 
     async def _end(self, rec: Record, snapshot: dict | None, reason: str) -> None:
-        while rec.status == "starting":
-            await rec.changed.wait()
+        await rec.changed.until(lambda: rec.status != "starting")
         vm, rec.vm = rec.vm, None
         execs, rec.execs = list(rec.execs.values()), {}
-        for task in execs:  # killed before the VM is frozen or taken
-            task.cancel()
-        if execs:
-            await asyncio.wait(execs, timeout=10)
+        await self.kill_jobs(execs, timeout_s=10)  # killed before the VM is frozen or taken
         if vm is not None:
             async with vm.lock:
                 vm.sandbox = None
                 try:
-                    await self._keep(rec, vm, snapshot)
+                    done = await self._keep(rec, vm, snapshot)
                 except Exception:  # noqa: BLE001 - a failed snapshot still ends the sandbox
-                    await self.sandboxes.destroy(vm)
-            kept = any(getattr(s, "vm", None) is vm for s in self.sandboxes.snapshots())
-            if self.sandboxes.get(vm.id) is vm and not kept:  # the destroy leaked: it runs on
+                    done = await self.sandboxes.destroy(vm)
+            if not done:  # the destroy leaked: it runs on
                 rec.vm, vm.sandbox = vm, rec
         rec.terminated_at = utc_now()
         rec.set("terminated", reason)
 
-    async def _keep(self, rec: Record, vm: VM, snapshot: dict | None) -> None:
-        """What a terminate keeps of ``vm``: nothing, its files, or (memory) the VM itself."""
+    async def _keep(self, rec: Record, vm: VM, snapshot: dict | None) -> bool:
+        """What a terminate keeps of ``vm``: nothing, its files, or (memory) the VM itself;
+        False when ``vm`` runs on for no snapshot (a destroy that leaks)."""
         if snapshot is None:
             return await self.sandboxes.destroy(vm)
         memory = snapshot.get("memory") is True
-        aliases = [f"sandbox:{rec.id}", *(snapshot.get("aliases") or [])]
-        for other in self.sandboxes.snapshots():  # an alias moves to the new snapshot
-            other.names = [n for n in other.names if n not in aliases]
+        aliases = [f"sandbox:{rec.id}", *(snapshot.get("aliases") or [])]  # they move to it
         snap = TgSnapshot(
             id=str(uuid.uuid4()), source_id=vm.id, names=aliases, memory=memory,
             tags=dict(snapshot.get("tags") or {}), ttl=snapshot.get("ttl"),
         )  # fmt: skip
-        if memory:
-            await self.sandboxes.freeze(vm)
-        try:
-            await self.sandboxes.take(self.sandboxes.add_snapshot(snap), vm)
-        except Exception:
-            await self.sandboxes.drop_snapshot(snap)
-            raise
+        await self.sandboxes.capture(snap, vm, hold=memory)  # memory: it holds the frozen VM
         if not memory:
             return await self.sandboxes.destroy(vm)
-        snap.vm, vm.end_at = vm, None
-        if isinstance(snap.ttl, int):
-            vm.extend(snap.ttl)
+        vm.extend(snap.ttl if isinstance(snap.ttl, int) else None)
+        return True
 
     async def expire(self, box: Box) -> None:
         """A sandbox's ttl: autoterminated with its stored policy (once the reaper lets go of
@@ -325,7 +294,7 @@ class TogetherEmulator(Protocol):
             policy = rec.body.get("termination_policy") or {}
             self.spawn(self._end(rec, policy.get("snapshot"), "autoterminated"))
         for snap in self.sandboxes.snapshots():
-            if isinstance(snap, TgSnapshot) and snap.vm is box:
+            if isinstance(snap, TgSnapshot) and snap.held is box:
                 await self._retire(snap)
 
     # -- snapshots and image builds (accepted, not built: creates get the root filesystem) --
@@ -341,10 +310,7 @@ class TogetherEmulator(Protocol):
 
     async def _retire(self, snap: TgSnapshot) -> None:
         snap.retired_at = snap.updated_at = utc_now()
-        vm, snap.vm = snap.vm, None
-        await self.sandboxes.drop_snapshot(snap)
-        if vm is not None:
-            await self.sandboxes.destroy(vm)
+        await self.sandboxes.drop_snapshot(snap)  # and the VM it holds
 
     async def build(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -353,9 +319,8 @@ class TogetherEmulator(Protocol):
         return web.json_response({"build_id": f"emulated-{form['image_name']}"})
 
     async def build_logs(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(b'data: {"done": true}\n\n')
+        response = await kit.open_stream(request, "text/event-stream")
+        await response.write(kit.sse({"done": True}))
         return response
 
     async def build_status(self, request: web.Request) -> web.Response:
@@ -363,9 +328,9 @@ class TogetherEmulator(Protocol):
         return web.json_response({"image_ref": f"registry.emulated/{ref}"})
 
     async def register_image(self, request: web.Request) -> web.Response:
-        body = await json_object(request, lambda: api_error(400, "invalid JSON body"))
+        body = await self.body(request)
         if not isinstance(body.get("image"), str):
-            return api_error(400, "image is required", "invalid_parameter")
+            return self.error(400, "image is required", "invalid_parameter")
         tags, ttl = body.get("tags") or {}, body.get("ttl")
         snap = TgSnapshot(id=str(uuid.uuid4()), source_id="", tags=tags, ttl=ttl)
         self.sandboxes.add_snapshot(snap)  # no checkpoint: creates boot the root filesystem
@@ -375,47 +340,38 @@ class TogetherEmulator(Protocol):
 
     async def exec_create(self, request: web.Request) -> web.Response:
         rec = self.records[request.match_info["sid"]]
-        body = await json_object(request, lambda: agent_error(400, "invalid JSON body"))
+        body = await kit.json_object(request, lambda: agent_error(400, "invalid JSON body"))
         command, args = body.get("command"), body.get("args")
         if not isinstance(command, str) or not isinstance(args, list):
             return agent_error(400, "command and args are required")
-        argv = in_dir([command, *map(str, args)], body.get("cwd") or HOME, body.get("env"))
-        run = self.sandboxes.exec(rec.vm, argv, timeout_s=NO_TIMEOUT_S, kill_on_cancel=True)
-        exec_id = secrets.token_hex(8)
-        rec.execs[exec_id] = asyncio.ensure_future(run)
-        item = {"id": exec_id, "command": command, "args": args, "status": "running",
+        argv = kit.in_dir([command, *map(str, args)], body.get("cwd") or HOME, body.get("env"))
+        job = self.run_job(rec.vm, Job(id=secrets.token_hex(8)), argv)
+        rec.execs[job.id] = job
+        item = {"id": job.id, "command": command, "args": args, "status": "running",
                 "pid": 0, "pty": False, "exitCode": None}  # fmt: skip
         return web.json_response(item, status=201)
 
     async def exec_stream(self, request: web.Request) -> web.StreamResponse:
-        task = self.records[request.match_info["sid"]].execs.get(request.match_info["eid"])
-        if task is None:
+        job = self.records[request.match_info["sid"]].execs.get(request.match_info["eid"])
+        if job is None:
             return agent_error(404, "exec not found")
         after = int(request.query.get("lastSequence", "0"))
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        try:
-            done = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise  # the client went away; the command runs on
-            return response  # killed: the stream ends without an exit code
-        except ProviderError:
-            return response  # the command could not run to its end
+        response = await kit.open_stream(request, "text/event-stream")
+        if (done := await job.wait()) is None:  # killed, or it could not run to its end:
+            return response  # the stream ends without an exit code
         events = [("stdout", done.stdout, {}), ("stderr", done.stderr, {}),
                   ("stdout", b"", {"exitCode": done.exit_code})]  # fmt: skip
         for seq, (kind, data, end) in enumerate(events, 1):
             if (data or end) and seq > after:
-                event = {"type": kind, "output": data.decode("utf-8", "replace"), "sequence": seq}
-                event = {**event, "timestamp": utc_now(), **end}
-                await response.write(f"data: {json.dumps(event)}\n\n".encode())
+                event = {"type": kind, "output": kit.text(data), "sequence": seq}
+                await response.write(kit.sse({**event, "timestamp": utc_now(), **end}))
         return response
 
     async def exec_delete(self, request: web.Request) -> web.Response:
-        task = self.records[request.match_info["sid"]].execs.pop(request.match_info["eid"], None)
-        if task is None:
+        job = self.records[request.match_info["sid"]].execs.pop(request.match_info["eid"], None)
+        if job is None:
             return agent_error(404, "exec not found")
-        task.cancel()
+        job.kill()
         return web.json_response({"message": "exec deleted"})
 
     async def file(self, request: web.Request) -> web.Response:
@@ -432,17 +388,8 @@ class TogetherEmulator(Protocol):
         except ProviderError as exc:
             return agent_error(400, f"cannot {request.method} {path}: {exc}")
         try:
-            answer = {"path": path, "content": data.decode("utf-8"), "encoding": "utf-8"}
+            content, encoding = data.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
-            answer = {
-                "path": path,
-                "content": base64.b64encode(data).decode(),
-                "encoding": "base64",
-            }
+            content, encoding = base64.b64encode(data).decode(), "base64"
+        answer = {"path": path, "content": content, "encoding": encoding}
         return web.json_response(answer, status=201 if request.method == "POST" else 200)
-
-    async def shutdown(self) -> None:
-        for rec in self.records.values():
-            for task in rec.execs.values():
-                task.cancel()
-        await super().shutdown()

@@ -72,6 +72,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from bench.emulators import toolkit as kit
 from bench.emulators.toolkit import (
     Box,
     Protocol,
@@ -80,7 +81,6 @@ from bench.emulators.toolkit import (
     broken_framing,
     iso,
     json_object,
-    truncated_json,
     undecodable_gzip,
     utc_now,
 )
@@ -93,8 +93,6 @@ HOME = "/home/daytona"
 ORGANIZATION_ID = "00000000-0000-4000-8000-000000000001"
 DEFAULT_SNAPSHOT = "daytonaio/sandbox:emulated"
 VM_SNAPSHOT_PREFIX = "linux-vm"
-#: No timeout sent means none on the daemon; the backend needs a number.
-NO_TIMEOUT_S = 24 * 3600.0
 
 
 def api_error(status: int, message: str, path: str = "") -> web.Response:
@@ -144,6 +142,12 @@ class DaytonaBox(Box):
 class DaytonaEmulator(Protocol):
     name = "daytona"
     shell: str | None = None
+    #: A body that claims gzip and is not for the multipart file download; an unparseable
+    #: header block for the upload (the SDK never reads its body); truncated JSON else.
+    malformed_answers = (
+        ("/files/bulk-download", undecodable_gzip),
+        ("/files/bulk-upload", broken_framing),
+    )
 
     @staticmethod
     def client_env(url: str, token: str) -> dict[str, str]:
@@ -159,15 +163,6 @@ class DaytonaEmulator(Protocol):
 
     def unauthorized(self, request: web.Request) -> web.Response:
         return api_error(401, "Unauthorized", request.path)
-
-    async def malformed(self, request: web.Request) -> web.StreamResponse:
-        """A body that claims gzip and is not for the multipart file download; an unparseable
-        header block for the upload (the SDK never reads its body); truncated JSON else."""
-        if request.path.endswith("/files/bulk-download"):
-            return await undecodable_gzip(request)
-        if request.path.endswith("/files/bulk-upload"):
-            return await broken_framing(request)
-        return await truncated_json(request)
 
     def routes(self, router: web.UrlDispatcher) -> None:
         router.add_post(f"{API}/sandbox", self.create)
@@ -296,10 +291,7 @@ class DaytonaEmulator(Protocol):
         self.sandboxes.add(box)
         spec = SandboxSpec(cpus=float(box.cpu), memory_mb=box.memory * 1024)
         source = base.ref if base else None
-        self.transition(
-            box, "creating", lambda: self.sandboxes.boot(box, spec, home=HOME, source=source),
-            "started",
-        )  # fmt: skip
+        self.booting(box, "creating", "started", spec, home=HOME, source=source)
         return web.json_response(self._dto(box, request))
 
     async def fork(self, request: web.Request) -> web.Response:
@@ -343,9 +335,8 @@ class DaytonaEmulator(Protocol):
         states = set(request.query.getall("states", []))
         items = [
             self._dto(box, request, listing=True)
-            for box in self.sandboxes.listed()
-            if isinstance(box, DaytonaBox)
-            and all(box.labels.get(k) == v for k, v in wanted.items())
+            for box in self.sandboxes.listed(DaytonaBox)
+            if all(box.labels.get(k) == v for k, v in wanted.items())
             and (not states or box.state in states)
         ]
         return web.json_response({"items": items, "nextCursor": None})
@@ -360,9 +351,7 @@ class DaytonaEmulator(Protocol):
 
     async def delete(self, request: web.Request) -> web.Response:
         box = self._lookup(request)
-        await self.settled(box)
-        await self.sandboxes.destroy(box)
-        if self.sandboxes.get(box.id) is None:  # not when a destroy leaks (a semantic fault)
+        if await self.destroy(box):  # not when a destroy leaks (a semantic fault)
             box.set_state("destroyed")
         return web.json_response(self._dto(box, request))
 
@@ -439,7 +428,7 @@ class DaytonaEmulator(Protocol):
             if isinstance(s, DaytonaSnapshot) and (not name or name in s.names[0])
             and (not source or s.source_id == source)
         ]  # fmt: skip
-        items = found[(page - 1) * limit : page * limit]
+        items, _ = kit.offset_page(found, (page - 1) * limit, limit)
         return web.json_response({
             "items": [self._snapshot_dto(s) for s in items], "total": len(found),
             "page": page, "totalPages": max(1, -(-len(found) // limit)),
@@ -491,9 +480,8 @@ class DaytonaEmulator(Protocol):
         # The daemon runs the command in the shell with stdout and stderr on one pipe.
         script = f"exec 2>&1\ncd {shlex.quote(cwd)} || exit 1\n{command}"
         argv = ["env", *(f"{k}={v}" for k, v in env.items()), await self._shell(box), "-c", script]
-        limit = float(timeout) if isinstance(timeout, int | float) and timeout > 0 else NO_TIMEOUT_S
         try:
-            result = await self.sandboxes.exec(box, argv, timeout_s=limit)
+            result = await self.sandboxes.exec(box, argv, timeout_s=kit.deadline_s(timeout))
         except OperationTimeout:
             message = (
                 f"Command execution timed out after {timeout} seconds. The timeout can be "

@@ -92,6 +92,7 @@ from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 
+from bench.emulators import toolkit as kit
 from bench.emulators.toolkit import (
     Box,
     Protocol,
@@ -99,7 +100,6 @@ from bench.emulators.toolkit import (
     Snapshot,
     in_dir,
     iso,
-    json_object,
     truncated_json,
     undecodable_gzip,
 )
@@ -112,8 +112,6 @@ DEFAULT_TIMEOUT_S = 300
 BASE = {"cpuCount": 2, "memoryMB": 512, "diskSizeMB": 10240}
 CHUNK = 32 * 1024
 KEEPALIVE_S = 50.0
-#: No ``connect-timeout-ms`` means no deadline; the backend needs a number.
-NO_DEADLINE_S = 24 * 3600.0
 ENVD_PREFIXES = ("/files", "/health", "/process.Process/", "/filesystem.Filesystem/")
 CONNECT_JSON = "application/connect+json"
 ENVELOPE = struct.Struct(">BI")
@@ -151,6 +149,8 @@ class E2BBox(Box):
 
 class E2BEmulator(Protocol):
     name = "e2b"
+    self_authenticated = ENVD_PREFIXES  # envd checks each sandbox's own access token
+    invalid_body = "Invalid request body"
 
     next_pid = 1000
 
@@ -162,8 +162,6 @@ class E2BEmulator(Protocol):
         return api_error(status, message)
 
     def authenticate(self, request: web.Request) -> web.Response | None:
-        if request.path.startswith(ENVD_PREFIXES):
-            return None  # envd checks each sandbox's own access token
         if request.headers.get("X-API-KEY") != self.token:
             return api_error(401, "Invalid API key, it must start with 'e2b_' prefix")
         return None
@@ -215,34 +213,24 @@ class E2BEmulator(Protocol):
         return dto
 
     def _box(self, request: web.Request) -> E2BBox:
-        box = self.sandboxes.get(request.match_info["sid"])
-        if not isinstance(box, E2BBox):
-            raise Refused(api_error(404, f'sandbox "{request.match_info["sid"]}" doesn\'t exist'))
-        return box
-
-    @staticmethod
-    async def _body(request: web.Request) -> dict[str, Any]:
-        return await json_object(request, lambda: api_error(400, "Invalid request body"))
+        key = request.match_info["sid"]
+        return self.lookup(E2BBox, key, f'sandbox "{key}" doesn\'t exist')
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
-        template = body.get("templateID")
-        if not isinstance(template, str) or not template:
-            return api_error(400, "templateID is required")
+        body = await self.body(request)
+        template = self.required(body, "templateID")
         snap = self.sandboxes.find_snapshot(template) if template != BASE_TEMPLATE else None
         if template != BASE_TEMPLATE and (snap is None or snap.ref is None):
             return api_error(404, f"template '{template}' not found")
         timeout = body.get("timeout", DEFAULT_TIMEOUT_S)
         if not isinstance(timeout, int) or timeout < 0:
             return api_error(400, "timeout must be a non-negative integer")
-        metadata, env_vars = body.get("metadata") or {}, body.get("envVars") or {}
-        if not isinstance(metadata, dict) or not isinstance(env_vars, dict):
-            return api_error(400, "metadata and envVars must be objects")
+        metadata, env_vars = self.objects(body, metadata={}, envVars={})
         box = E2BBox(
             id=_new_id(),
             template_id=template,
-            metadata={str(k): str(v) for k, v in metadata.items()},
-            env_vars={str(k): str(v) for k, v in env_vars.items()},
+            metadata=kit.strings(metadata),
+            env_vars=kit.strings(env_vars),
             access_token=secrets.token_hex(16),
             auto_pause=bool(body.get("autoPause")),
         )
@@ -263,43 +251,35 @@ class E2BEmulator(Protocol):
             "paused",
         }
         template = request.query.get("template")
-        try:
-            limit = int(request.query.get("limit") or 100)
-            offset = int(request.query.get("nextToken") or 0)
-        except ValueError:
-            return api_error(400, "limit and nextToken must be integers")
+        limit, offset = self.query_ints(request, limit=100, nextToken=0)
         if not 1 <= limit <= 100:
             return api_error(400, "limit must be between 1 and 100")
         matching = sorted(
             (
                 box
-                for box in self.sandboxes.listed()
-                if isinstance(box, E2BBox)
-                and box.state in states
+                for box in self.sandboxes.listed(E2BBox)
+                if box.state in states
                 and all(box.metadata.get(k) == v for k, v in wanted.items())
                 and (not template or box.template_id == template)
             ),
             key=lambda b: (b.created, b.id),
             reverse=request.query.get("order", "desc") != "asc",
         )
-        response = web.json_response(
-            [self._dto(b, listed=True, token=False) for b in matching[offset:][:limit]]
-        )
-        if offset + limit < len(matching):
-            response.headers["x-next-token"] = str(offset + limit)
+        page, more = kit.offset_page(matching, offset, limit)
+        response = web.json_response([self._dto(b, listed=True, token=False) for b in page])
+        if more is not None:
+            response.headers["x-next-token"] = str(more)
         return response
 
     async def get(self, request: web.Request) -> web.Response:
         return web.json_response(self._dto(self._box(request), listed=True))
 
     async def kill(self, request: web.Request) -> web.Response:
-        box = self._box(request)
-        async with box.lock:
-            await self.sandboxes.destroy(box)
+        await self.destroy(self._box(request))
         return web.Response(status=204)
 
     async def pause(self, request: web.Request) -> web.Response:
-        box, body = self._box(request), await self._body(request)
+        box, body = self._box(request), await self.body(request)
         async with box.lock:
             if box.state == "paused":
                 return api_error(409, f'sandbox "{box.id}" is already paused')
@@ -315,7 +295,7 @@ class E2BEmulator(Protocol):
         box.state = "paused"
 
     async def connect(self, request: web.Request) -> web.Response:
-        box, body = self._box(request), await self._body(request)
+        box, body = self._box(request), await self.body(request)
         timeout = body.get("timeout")
         if timeout is not None and (not isinstance(timeout, int) or timeout < 0):
             return api_error(400, "timeout must be a non-negative integer")
@@ -332,7 +312,7 @@ class E2BEmulator(Protocol):
         return web.json_response(self._dto(box), status=201)
 
     async def set_timeout(self, request: web.Request) -> web.Response:
-        box, body = self._box(request), await self._body(request)
+        box, body = self._box(request), await self.body(request)
         timeout = body.get("timeout")
         if not isinstance(timeout, int) or timeout < 0:
             return api_error(400, "timeout must be a non-negative integer")
@@ -340,7 +320,7 @@ class E2BEmulator(Protocol):
         return web.Response(status=204)
 
     async def snapshot(self, request: web.Request) -> web.Response:
-        box, body = self._box(request), await self._body(request)
+        box, body = self._box(request), await self.body(request)
         name = body.get("name")
         if name is not None and (not isinstance(name, str) or not name):
             return api_error(400, "name must be a non-empty string")
@@ -361,7 +341,7 @@ class E2BEmulator(Protocol):
         return web.json_response({"snapshotID": snap.id, "names": snap.names}, status=201)
 
     async def fork(self, request: web.Request) -> web.Response:
-        parent, body = self._box(request), await self._body(request)
+        parent, body = self._box(request), await self.body(request)
         count, timeout = body.get("count", 1), body.get("timeout", FORK_TIMEOUT_S)
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_FORKS:
             return api_error(400, f"count must be an integer between 1 and {MAX_FORKS}")
@@ -454,10 +434,6 @@ class E2BEmulator(Protocol):
                 user = base64.b64decode(header[6:]).decode().split(":", 1)[0] or user
         return user, "/root" if user == "root" else f"/home/{user}"
 
-    @staticmethod
-    def _resolve(path: str, home: str) -> str:
-        return posixpath.normpath(path if path.startswith("/") else posixpath.join(home, path))
-
     async def health(self, request: web.Request) -> web.Response:
         self._envd_box(request)
         return web.Response(status=204)
@@ -477,7 +453,7 @@ class E2BEmulator(Protocol):
             process = start["process"]
             argv = [str(process["cmd"]), *(str(a) for a in process.get("args") or [])]
             budget_ms = request.headers.get("Connect-Timeout-Ms")
-            budget_s = int(budget_ms) / 1000.0 if budget_ms else NO_DEADLINE_S
+            budget_s = int(budget_ms) / 1000.0 if budget_ms else kit.NO_DEADLINE_S
         except (struct.error, ValueError, KeyError, TypeError):
             return connect_error(400, "invalid_argument", "malformed StartRequest")
         if flags & 0x01:
@@ -485,7 +461,7 @@ class E2BEmulator(Protocol):
         if process.get("pty") or start.get("pty"):
             return connect_error(501, "unimplemented", "PTY is not emulated")
         user, home = self._user(request)
-        cwd = self._resolve(process.get("cwd") or home, home)
+        cwd = kit.resolve(process.get("cwd") or home, home)
         envs = {**box.env_vars, "HOME": home, "USER": user, "LOGNAME": user,
                 **{str(k): str(v) for k, v in (process.get("envs") or {}).items()}}  # fmt: skip
         self.next_pid += 1
@@ -508,10 +484,9 @@ class E2BEmulator(Protocol):
                 message = f"the connection to sandbox {box.id} ended before the stream completed"
                 await send.end({"code": "unavailable", "message": f"{message}: {exc}"})
                 return response
-            for stream, data in (("stdout", result.stdout), ("stderr", result.stderr)):
-                for offset in range(0, len(data), CHUNK):
-                    chunk = base64.b64encode(data[offset : offset + CHUNK]).decode()
-                    await send.message({"event": {"data": {stream: chunk}}})
+            for stream, chunk in kit.outputs(result, CHUNK):
+                data = base64.b64encode(chunk).decode()
+                await send.message({"event": {"data": {stream: data}}})
             code = result.exit_code
             end = {"exitCode": code, "exited": True, "status": f"exit status {code}"}
             if code < 0:
@@ -529,7 +504,7 @@ class E2BEmulator(Protocol):
         box = self._envd_box(request)
         if not request.query.get("path"):
             return api_error(400, "path is required")
-        path = self._resolve(request.query["path"], self._user(request)[1])
+        path = kit.resolve(request.query["path"], self._user(request)[1])
         try:
             data = await self.sandboxes.read_file(box, path)
         except NotFound:
@@ -569,7 +544,7 @@ class E2BEmulator(Protocol):
         for raw, data in uploads:
             if not raw:
                 return api_error(400, "path is required")
-            path = self._resolve(raw, home)
+            path = kit.resolve(raw, home)
             try:
                 await self.sandboxes.write_file(box, path, data)
             except ProviderError as exc:

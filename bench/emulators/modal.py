@@ -7,12 +7,12 @@ out (here: this same server; the SDK accepts plain ``http://`` when the control 
 127.0.0.1). The handlers are the SDK's own generated grpclib server bases (``modal_proto``),
 so no framing is written here; every other method answers UNIMPLEMENTED.
 
-**One port, two protocols.** The toolkit serves aiohttp (HTTP/1.1); gRPC needs HTTP/2. This
-module's :meth:`ModalEmulator.serve_emulator` (used by ``sandbox-bench emulate`` in place of the
-toolkit's) listens once and hands each connection to grpclib when it opens with the HTTP/2
-preface, else to the toolkit's aiohttp app, which serves the admin API (``/_emulator/...``)
-unchanged. Latency, faults and the call log are the toolkit's :class:`EmulatorState`, applied
-per RPC by :meth:`ModalEmulator._call` (the HTTP middleware cannot see gRPC calls):
+**One port, two protocols.** The toolkit serves aiohttp (HTTP/1.1); gRPC needs HTTP/2. The
+toolkit's server listens once, and :meth:`ModalEmulator.connections` hands each connection to
+grpclib when it opens with the HTTP/2 preface, else to the toolkit's aiohttp app, which serves
+the admin API (``/_emulator/...``) unchanged. Latency, faults and the call log are the
+toolkit's :class:`EmulatorState`, applied per RPC by :meth:`ModalEmulator._call` (the HTTP
+middleware cannot see gRPC calls):
 
 * a call's path is its gRPC method path (method ``POST``), so ``--latency-match "POST
   /modal.client.ModalClient/SandboxCreateV2"`` works; gRPC paths name no sandbox, so a fault's
@@ -73,11 +73,11 @@ the exit code of a missing binary is the backend's (127); throttling, billing
 (``SandboxGetStats``), tunnels, volumes, names, sidecars, readiness probes, persistent sandboxes
 and the V1 backend's RPCs are not served.
 
-Size: about 810 lines (80 of them this docstring) against the platform's 400. About 210 do for
-gRPC what the toolkit does only for aiohttp: one port for both protocols, and its latency,
-faults and call log applied per RPC; the rest serve two services with three stream shapes
-(server stream, client stream, long poll), the fs-tools protocol, and ended sandboxes whose
-result Modal's wait and poll still read.
+Size: about 740 lines (80 of them this docstring) against the platform's 400. About 170 do for
+gRPC what the toolkit does only for aiohttp: a connection handed to grpclib on the one port,
+and latency, faults and the call log applied per RPC; the rest serve two services with three
+stream shapes (server stream, client stream, long poll), the fs-tools protocol, and ended
+sandboxes whose result Modal's wait and poll still read.
 """
 
 from __future__ import annotations
@@ -95,7 +95,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import grpclib.const
@@ -108,17 +107,7 @@ from modal_proto import api_grpc, api_pb2
 from modal_proto import task_command_router_grpc as tcr_grpc
 from modal_proto import task_command_router_pb2 as sr
 
-from bench.emulators.toolkit import (
-    READY,
-    Box,
-    EmulatorState,
-    Protocol,
-    Snapshot,
-    announce,
-    in_dir,
-    make_app,
-    make_sandboxes,
-)
+from bench.emulators.toolkit import NO_DEADLINE_S, Box, Protocol, Snapshot, chunks, in_dir
 from providers.base import SandboxSpec
 from providers.errors import NotFound, OperationTimeout, ProviderError
 
@@ -137,7 +126,6 @@ LIST_PAGE = 100
 ENDED_KEPT = 10_000
 JWT_TTL_S = 30 * 86_400  # longer than any emulator runs: never refreshed
 DEFAULT_TIMEOUT_S = 300
-NO_DEADLINE_S = 24 * 3600.0
 WAIT_MAX_S = 60.0
 SIGKILL = int(signal.SIGKILL)
 #: An injected HTTP status as the gRPC status Modal's server would answer.
@@ -242,9 +230,6 @@ class ModalEmulator(Protocol):
 
     def __init__(self, sandboxes: Any, token: str) -> None:
         super().__init__(sandboxes, token)
-        #: Replaced by serve_emulator with the one the admin API changes.
-        self.state = EmulatorState(token=token)
-        self.url = ""
         self.apps: dict[str, str] = {}
         #: Image ids ImageGetOrCreate handed out (they run the base root filesystem).
         self.images: set[str] = set()
@@ -433,6 +418,10 @@ class ModalEmulator(Protocol):
             await self.sandboxes.destroy(box)
 
     async def shutdown(self) -> None:
+        handlers = list(self.grpc._handlers)  # grpclib's, as its own close() does
+        for handler in handlers:
+            handler.close()
+        await asyncio.gather(*(h.wait_closed() for h in handlers))
         for box in self.sandboxes.held():
             for job in getattr(box, "execs", {}).values():
                 if job.task is not None:
@@ -557,7 +546,7 @@ class ModalEmulator(Protocol):
 
     async def SandboxListV2(self, req: Any, call: _Answer) -> None:
         want = {t.tag_name: t.tag_value for t in req.tags}
-        shown = [b for b in self.sandboxes.listed() if isinstance(b, ModalBox) and b.result is None]
+        shown = [b for b in self.sandboxes.listed(ModalBox) if b.result is None]
         rows = sorted(
             (
                 b for b in shown
@@ -640,8 +629,7 @@ class ModalEmulator(Protocol):
         await job.done.wait()
         stdout = sr.TaskExecStdioFileDescriptor.TASK_EXEC_STDIO_FILE_DESCRIPTOR_STDOUT
         data = job.out if req.file_descriptor == stdout else job.err
-        for start in range(req.offset, len(data), STDIO_CHUNK):
-            chunk = data[start : start + STDIO_CHUNK]
+        for chunk in chunks(data[req.offset :], STDIO_CHUNK):
             await call.send_message(sr.TaskExecStdioReadResponse(data=chunk))
 
     async def TaskExecWait(self, req: Any, call: _Answer) -> None:
@@ -689,82 +677,22 @@ class ModalEmulator(Protocol):
         image_id = self.snapshot_ids.get(req.snapshot_id)
         if image_id is None or self._snapshot(image_id) is None:
             expires = time.time() + req.ttl_seconds if req.ttl_seconds > 0 else None
-            image = self.sandboxes.add_snapshot(
-                ModalImage(id=_new_id("im"), source_id=box.id, expires=expires)
-            )
-            try:
-                async with box.lock:
-                    await self.sandboxes.take(image, box)
-                    await self.sandboxes.built(image, box)  # answered once usable
-            except BaseException:
-                await self.sandboxes.drop_snapshot(image)
-                raise
+            image = ModalImage(id=_new_id("im"), source_id=box.id, expires=expires)
+            async with box.lock:
+                await self.sandboxes.capture(image, box, usable=True)  # answered once usable
             image_id = self.snapshot_ids[req.snapshot_id] = image.id
         await call.send_message(sr.TaskSnapshotFilesystemResponse(image_id=image_id))
 
-    # -- the process -------------------------------------------------------------------------
+    # -- the process: one port, HTTP/2 to grpclib, HTTP/1.1 (the admin API) to aiohttp --------
 
-    @staticmethod
-    async def serve_emulator(
-        protocol_type: type[ModalEmulator], args: Any, *, say: Callable[[str], None]
-    ) -> None:
-        """The toolkit's ``serve_emulator`` for a gRPC protocol: one port, HTTP/2 to grpclib and
-        HTTP/1.1 (the admin API) to the toolkit's aiohttp app; until SIGTERM/SIGINT, then
-        everything held is destroyed."""
-        state = EmulatorState.from_args(args)
-        state_dir = Path(args.state_dir) / protocol_type.name
-        backend = state.config()["backend"]  # (the one backend object is self.sandboxes)
-        sandboxes = make_sandboxes(state_dir, backend, state.semantics)  # --misbehave
-        sandboxes.stopping = state.stopping  # ends every stalled call when the emulator stops
-        protocol = protocol_type(sandboxes, state.token)
-        protocol.state = state
-        await sandboxes.open()
-        try:
-            await protocol.startup()
-            runner = web.AppRunner(make_app(protocol, state), access_log=None)
-            await runner.setup()
-            grpc = Server(
-                [protocol], codec=_Codec(), status_details_codec=ProtoStatusDetailsCodec()
-            )
-            try:
-                await protocol._listen(grpc, runner, args.port, backend, state_dir, say)
-            finally:
-                state.stopping.set()  # ends every injected hang
-                handlers = list(grpc._handlers)  # grpclib's, as its own close() does
-                for handler in handlers:
-                    handler.close()
-                await asyncio.gather(*(h.wait_closed() for h in handlers))
-                await runner.cleanup()
-        finally:
-            try:
-                await protocol.shutdown()
-            finally:
-                await sandboxes.close()
+    async def startup(self) -> None:
+        await super().startup()
+        self.grpc = Server([self], codec=_Codec(), status_details_codec=ProtoStatusDetailsCodec())
 
-    async def _listen(
-        self, grpc: Server, runner: web.AppRunner, port: int, backend: str, state_dir: Path, say
-    ) -> None:
-        loop, stop = asyncio.get_running_loop(), asyncio.Event()
-        http = runner.server
-        assert http is not None
+    def connections(self, http: Callable[[], Any]) -> Callable[[], Any]:
         # grpclib's own start() would listen on a port of its own; its per-connection
         # protocol factory is what one shared port needs (grpclib is pinned by modal's cap).
-        listener = await loop.create_server(
-            lambda: _Sniffer(grpc._protocol_factory, http), "127.0.0.1", port, backlog=1024
-        )
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            self.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-            lines = announce(self.name, self.url, self.token, backend=backend, state_dir=state_dir)
-            for line in lines:
-                say(line)
-            say(READY.format(what="the emulator", who="it", s="s"))
-            await stop.wait()
-        finally:
-            listener.close()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        return lambda: _Sniffer(self.grpc._protocol_factory, http)
 
 
 class _Sniffer(asyncio.Protocol):

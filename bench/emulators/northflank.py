@@ -43,8 +43,7 @@ waits for it: its delete answers at once); a delete that leaks (``destroy-leaks`
 the deletion ends), while it runs on and listings show it until it is deleted again;
 ``list-omits``, ``create-recycled``, ``create-undersized`` and ``wake-slow`` act in the
 toolkit's listing, boot and exec; pause and stop are not emulated, so ``pause-runs`` and
-``stop-keeps`` have nothing to act on. Over 400 lines because Northflank's exec is its own
-WebSocket protocol (auth frame, buffered stdin, base64 frames) besides its REST API.
+``stop-keeps`` have nothing to act on.
 """
 
 from __future__ import annotations
@@ -62,7 +61,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bench.emulators.toolkit import Box, Protocol, Refused, Snapshot, in_dir, iso, json_object
+from bench.emulators import toolkit as kit
+from bench.emulators.toolkit import Box, Protocol, Refused, Reply, Snapshot, iso
 from providers.base import SandboxSpec
 from providers.errors import ProviderError
 
@@ -81,24 +81,16 @@ PLANS = {f"nf-compute-{p}": s for p, s in {
     "800-40": (8, 40960)}.items()}  # fmt: skip
 FRAME = 64 * 1024
 INIT_WAIT_S = 30.0
-NO_TIMEOUT_S = 24 * 3600.0
 #: Runs "$@" with stdin from the file $1, which it removes.
 STDIN_FROM = 'f=$1; shift; "$@" < "$f"; rc=$?; rm -f -- "$f"; exit $rc'
 CONTAINER = {"PENDING": "TASK_STARTING", "COMPLETED": "TASK_RUNNING", "FAILED": "TASK_FAILED"}
-
-
-def api_error(status: int, message: str) -> web.Response:
-    slug = {401: "unauthorized", 404: "not-found", 409: "conflict"}.get(status, "error")
-    return web.json_response({"error": {"status": status, "message": message, "id": slug}},
-                             status=status)  # fmt: skip
-
-
-def ok(data: Any, status: int = 200) -> web.Response:
-    return web.json_response({"data": data}, status=status)
+STREAMS = {"stdout": "stdOut", "stderr": "stdErr"}
 
 
 @dataclass(eq=False, kw_only=True)
 class Service(Box):
+    FAILED = "FAILED"
+
     project: str
     name: str
     body: dict[str, Any]
@@ -106,9 +98,6 @@ class Service(Box):
     uid: str = field(default_factory=lambda: secrets.token_hex(12))
     #: Deleted, yet alive and listed (``destroy-leaks``): gone for all but list and delete.
     leaked: bool = False
-
-    def set_state(self, state: str) -> None:
-        super().set_state("FAILED" if state == "error" else state)  # the toolkit says "error"
 
 
 @dataclass(eq=False, kw_only=True)
@@ -123,6 +112,7 @@ class ContainerSnapshot(Snapshot):
 
 class NorthflankEmulator(Protocol):
     name = "northflank"
+    self_authenticated = (EXEC + "/",)  # the token comes in the first WebSocket frame
 
     @staticmethod
     def client_env(url: str, token: str) -> dict[str, str]:
@@ -130,12 +120,9 @@ class NorthflankEmulator(Protocol):
                 "NORTHFLANK_PROJECT_ID": PROJECT}  # fmt: skip
 
     def error(self, status: int, message: str) -> web.Response:
-        return api_error(status, message)
-
-    def authenticate(self, request: web.Request) -> web.Response | None:
-        if request.path.startswith(EXEC + "/"):
-            return None  # the token comes in the first WebSocket frame
-        return super().authenticate(request)
+        slug = {401: "unauthorized", 404: "not-found", 409: "conflict"}.get(status, "error")
+        body = {"error": {"status": status, "message": message, "id": slug}}
+        return web.json_response(body, status=status)
 
     async def malformed(self, request: web.Request) -> web.StreamResponse:
         """For the exec WebSocket: the upgrade, then, for the client's init, a frame that is
@@ -165,11 +152,9 @@ class NorthflankEmulator(Protocol):
         router.add_get(EXEC + "/teams/{team}/projects/{project}/services/{service}", self.exec)
 
     def _service(self, request: web.Request, *, leaked: bool = False) -> Service:
-        box = self.sandboxes.get(request.match_info["service"])
-        if not isinstance(box, Service) or box.project != request.match_info["project"]:
-            raise Refused(api_error(404, "Service not found"))
-        if box.leaked and not leaked:
-            raise Refused(api_error(404, "Service not found"))
+        box = self.lookup(Service, request.match_info["service"], "Service not found")
+        if box.project != request.match_info["project"] or (box.leaked and not leaked):
+            raise Refused(self.error(404, "Service not found"))
         return box
 
     @staticmethod
@@ -205,21 +190,21 @@ class NorthflankEmulator(Protocol):
             return "createOptions.expiryTime must be 300 to 604800 seconds"
         return None
 
-    async def create(self, request: web.Request) -> web.Response:
-        body = await json_object(request, lambda: api_error(400, "invalid JSON body"))
+    async def create(self, request: web.Request) -> Reply:
+        body = await self.body(request)
         if problem := self._invalid(body):
-            return api_error(400, problem)
+            return self.error(400, problem)
         project, dep = request.match_info["project"], body["deployment"]
         key = re.sub(r"\s+", "-", body["name"]).lower()
         if self.sandboxes.get(key) is not None:
-            return api_error(409, "A service with this name already exists")
+            return self.error(409, "A service with this name already exists")
         source = None
         if restore := (dep.get("containerSnapshot") or {}).get("restoreFrom"):
             snap = self.sandboxes.find_snapshot(str(restore))
             if not isinstance(snap, ContainerSnapshot) or snap.project != project:
-                return api_error(404, "container snapshot not found")
+                return self.error(404, "container snapshot not found")
             if snap.ref is None:
-                return api_error(409, f"container snapshot is {snap.state}, not succeeded")
+                return self.error(409, f"container snapshot is {snap.state}, not succeeded")
             source = snap.ref
         cpus, mib = PLANS[body["billing"]["deploymentPlan"]]
         disk = ((dep.get("storage") or {}).get("ephemeralStorage") or {}).get("storageSize")
@@ -228,46 +213,37 @@ class NorthflankEmulator(Protocol):
                       tags=list(body.get("tags", [])))  # fmt: skip
         box.extend((body.get("createOptions") or {}).get("expiryTime", 604_800))
         self.sandboxes.add(box)
-        boot = lambda: self.sandboxes.boot(box, spec, home="/root", source=source)  # noqa: E731
-        self.transition(box, "PENDING", boot, "COMPLETED")
-        return ok(self._view(box))
+        self.booting(box, "PENDING", "COMPLETED", spec, home="/root", source=source)
+        return {"data": self._view(box)}
 
-    async def get(self, request: web.Request) -> web.Response:
-        return ok(self._view(self._service(request)))
+    async def get(self, request: web.Request) -> Reply:
+        return {"data": self._view(self._service(request))}
 
-    async def containers(self, request: web.Request) -> web.Response:
+    async def containers(self, request: web.Request) -> Reply:
         box = self._service(request)
         status = CONTAINER.get(box.state, "TASK_STAGING")
         found = {"name": f"{box.id}-{box.uid[:10]}-{box.uid[10:15]}", "status": status,
                  "createdAt": int(box.created.timestamp()),
                  "updatedAt": int(box.updated.timestamp())}  # fmt: skip
-        return web.json_response({"data": {"containers": [found]},
-                                  "pagination": {"hasNextPage": False, "count": 1}})  # fmt: skip
+        pagination = {"hasNextPage": False, "count": 1}
+        return {"data": {"containers": [found]}, "pagination": pagination}
 
-    async def list(self, request: web.Request) -> web.Response:
-        try:
-            per_page = min(int(request.query.get("per_page") or 50), 100)
-            start = int(request.query.get("cursor") or 0)
-        except ValueError:
-            return api_error(400, "per_page and cursor must be integers")
+    async def list(self, request: web.Request) -> Reply:
+        per_page, start = self.query_ints(request, per_page=50, cursor=0)
         project = request.match_info["project"]
-        boxes = [b for b in self.sandboxes.listed() if isinstance(b, Service)
-                 and b.project == project]  # fmt: skip
-        page, more = boxes[start : start + per_page], start + per_page < len(boxes)
+        boxes = [b for b in self.sandboxes.listed(Service) if b.project == project]
+        page, more = kit.offset_page(boxes, start, min(per_page or 50, 100))
         views = [{k: v for k, v in self._view(b).items() if k not in ("billing", "deployment")}
                  for b in page]  # fmt: skip
-        pagination = {"hasNextPage": more, "count": len(page)}
-        if more:
-            pagination["cursor"] = str(start + per_page)
-        return web.json_response({"data": {"services": views}, "pagination": pagination})
+        pagination = {"hasNextPage": more is not None, "count": len(page)}
+        if more is not None:
+            pagination["cursor"] = str(more)
+        return {"data": {"services": views}, "pagination": pagination}
 
-    async def delete(self, request: web.Request) -> web.Response:
+    async def delete(self, request: web.Request) -> Reply:
         box = self._service(request, leaked=True)
-        async with box.lock:
-            await self.settled(box)
-            await self.sandboxes.destroy(box)
-            box.leaked = self.sandboxes.get(box.id) is box  # a destroy that leaks
-        return ok({})
+        box.leaked = not await self.destroy(box)  # a destroy that leaks (a semantic fault)
+        return {"data": {}}
 
     @staticmethod
     def _snapshot_view(snap: ContainerSnapshot) -> dict[str, Any]:
@@ -283,16 +259,14 @@ class NorthflankEmulator(Protocol):
         return view
 
     def _snapshot(self, request: web.Request) -> ContainerSnapshot:
-        snap = self.sandboxes.find_snapshot(request.match_info["snap"])
-        if not isinstance(snap, ContainerSnapshot):
-            raise Refused(api_error(404, "container snapshot not found"))
-        return snap
+        key = request.match_info["snap"]
+        return self.lookup_snapshot(ContainerSnapshot, key, "container snapshot not found")
 
-    async def snapshot(self, request: web.Request) -> web.Response:
+    async def snapshot(self, request: web.Request) -> Reply:
         box = self._service(request)
-        await json_object(request, lambda: api_error(400, "invalid JSON body"))
+        await self.body(request)
         if box.state != "COMPLETED" or box.local is None:
-            return api_error(409, "No eligible pod exists")
+            return self.error(409, "No eligible pod exists")
         snap = ContainerSnapshot(id=str(uuid.uuid4()), source_id=box.id,
                                  project=box.project)  # fmt: skip
         self.sandboxes.add_snapshot(snap)
@@ -302,22 +276,22 @@ class NorthflankEmulator(Protocol):
                 await self.sandboxes.take(snap, box)
 
         snap.task = self.spawn(take())
-        return ok(self._snapshot_view(snap), status=202)
+        return web.json_response({"data": self._snapshot_view(snap)}, status=202)
 
-    async def get_snapshot(self, request: web.Request) -> web.Response:
-        return ok(self._snapshot_view(self._snapshot(request)))
+    async def get_snapshot(self, request: web.Request) -> Reply:
+        return {"data": self._snapshot_view(self._snapshot(request))}
 
-    async def delete_snapshot(self, request: web.Request) -> web.Response:
+    async def delete_snapshot(self, request: web.Request) -> Reply:
         snap = self._snapshot(request)
         if snap.task is not None:
             await asyncio.gather(snap.task, return_exceptions=True)
         await self.sandboxes.drop_snapshot(snap)
-        return ok({})
+        return {"data": {}}
 
     async def exec(self, request: web.Request) -> web.StreamResponse:
         box = self._service(request)
         if box.state != "COMPLETED" or box.local is None:
-            return api_error(503, f"service {box.id} has no running instance")
+            return self.error(503, f"service {box.id} has no running instance")
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         try:
@@ -341,30 +315,26 @@ class NorthflankEmulator(Protocol):
             return await self._end(ws, "error", {"message": "no command"})
         if isinstance(command, str):
             command = shlex.split(command) if shell == "none" else [*shell.split(), command]
-        argv = in_dir([str(a) for a in command], "/", {"HOME": "/root"})
+        argv = kit.in_dir([str(a) for a in command], "/", {"HOME": "/root"})
         if stdin:
             feed = f"/tmp/.nf-stdin-{secrets.token_hex(6)}"
             await self.sandboxes.write_file(box, feed, stdin)
             argv = ["/bin/sh", "-c", STDIN_FROM, "sh", feed, *argv]
-        run = asyncio.ensure_future(
-            self.sandboxes.exec(box, argv, timeout_s=NO_TIMEOUT_S, kill_on_cancel=True)
-        )
         gone = asyncio.ensure_future(self._until_closed(ws))
-        await asyncio.wait({run, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if not run.done():  # the client left first: stop the command
-            run.cancel()
-            await asyncio.gather(run, return_exceptions=True)
-            return ws
-        gone.cancel()
+        run = self.sandboxes.exec(box, argv, timeout_s=kit.NO_DEADLINE_S, kill_on_cancel=True)
         try:
-            result = run.result()
+            result = await kit.unless(run, gone)  # None: the client left first, the command killed
         except Exception as exc:  # noqa: BLE001 - the service went away under the command
             return await self._end(ws, "error", {"message": str(exc)})
+        finally:
+            gone.cancel()
+        if result is None:
+            return ws
         with contextlib.suppress(ConnectionError, RuntimeError):
-            for kind, data in (("stdOut", result.stdout), ("stdErr", result.stderr)):
-                for chunk in self._frames(data, b64):
-                    await ws.send_str(json.dumps({"type": kind, "data": chunk}))
-        code = result.exit_code if result.exit_code >= 0 else 128 - result.exit_code
+            for kind, data in kit.outputs(result):
+                for frame in self._frames(data, b64):
+                    await ws.send_str(json.dumps({"type": STREAMS[kind], "data": frame}))
+        code = kit.exit_status(result.exit_code)
         done = {"exitCode": str(code), "status": "Failure" if code else "Success", "message": ""}
         return await self._end(ws, "completion", done)
 
@@ -379,10 +349,8 @@ class NorthflankEmulator(Protocol):
     @staticmethod
     def _frames(data: bytes, b64: bool) -> list[str]:
         if b64:  # each frame base64 on its own, as the SDK decodes them
-            return [base64.b64encode(data[i : i + FRAME]).decode()
-                    for i in range(0, len(data), FRAME)]  # fmt: skip
-        text = data.decode("utf-8", errors="replace")
-        return [text[i : i + FRAME] for i in range(0, len(text), FRAME)]
+            return [base64.b64encode(chunk).decode() for chunk in kit.chunks(data, FRAME)]
+        return kit.chunks(kit.text(data), FRAME)
 
     @staticmethod
     async def _stdin(ws: web.WebSocketResponse, b64: bool) -> bytes | None:

@@ -44,19 +44,15 @@ blueprints (naming one is 404), tunnels, SSH, logs, usage, idle policies, TLS an
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import posixpath
 import secrets
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from bench.emulators import toolkit as kit
-from bench.emulators.toolkit import Box, Protocol, Refused, Snapshot
+from bench.emulators.toolkit import KILLED, Box, Changes, Job, Protocol, Refused, Snapshot
 from providers.base import SandboxSpec
 from providers.errors import NotFound, ProviderError
 
@@ -66,19 +62,9 @@ LAST_N = 100
 STATUS_HOLD_S = 30.0
 EXEC_HOLD_S = 25.0
 KEEP_ALIVE_S = 3600
-KILLED = 137
-NO_DEADLINE_S = 24 * 3600.0
 #: Preset sizes (CPU, GiB of memory), from the SDK's LaunchParameters docstring.
 PRESETS = {"X_SMALL": (0.5, 1), "SMALL": (1, 2), "MEDIUM": (2, 4), "LARGE": (2, 8),
            "X_LARGE": (4, 16), "XX_LARGE": (8, 32)}  # fmt: skip
-
-
-def api_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-def _ms(moment: float | None = None) -> int:
-    return int((time.time() if moment is None else moment) * 1000)
 
 
 def _tail(text: str, lines: int) -> tuple[str, bool]:
@@ -86,54 +72,40 @@ def _tail(text: str, lines: int) -> tuple[str, bool]:
     return ("".join(kept[-lines:]), True) if len(kept) > lines else (text, False)
 
 
-async def _until(done: Any, event: Any, hold: float) -> bool:
-    """Wait up to ``hold`` seconds for ``done()``, waking on ``event()``."""
-    deadline = time.monotonic() + hold
-    while not done():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event().wait(), left)
-    return True
-
-
 @dataclass(eq=False, kw_only=True)
-class Execution:
-    id: str
+class Execution(Job):
+    """A command: killed, or cut short by its devbox going away, it exits 137."""
+
     devbox_id: str
-    task: asyncio.Task[Any] | None = None
-    status: str = "running"
-    exit_status: int | None = None
-    stdout: str = ""
-    stderr: str = ""
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def status(self) -> str:
+        return "completed" if self.ended else "running"
 
     def view(self, last_n: int = LAST_N) -> dict[str, Any]:
-        out, out_cut = _tail(self.stdout, last_n)
-        err, err_cut = _tail(self.stderr, last_n)
+        out, out_cut = _tail(kit.text(self.output("stdout")), last_n)
+        err, err_cut = _tail(kit.text(self.output("stderr")), last_n)
+        code = self.result.exit_code if self.result else KILLED if self.ended else None
         return {"devbox_id": self.devbox_id, "execution_id": self.id, "status": self.status,
-                "exit_status": self.exit_status, "stdout": out, "stderr": err,
+                "exit_status": code, "stdout": out, "stderr": err,
                 "stdout_truncated": out_cut, "stderr_truncated": err_cut}  # fmt: skip
 
 
 @dataclass(eq=False, kw_only=True)
 class RunloopBox(Box):
+    FAILED = "failure"
+
     metadata: dict[str, str]
     launch: dict[str, Any]
     snapshot_id: str | None = None
     transitions: list[dict[str, Any]] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
     executions: dict[str, Execution] = field(default_factory=dict)
     snapshotting: int = 0
     shutdown_reason: str | None = None
 
     def set_state(self, state: str) -> None:
-        state = "failure" if state == "error" else state  # the toolkit's name for a failure
+        self.transitions.append({"status": state, "transition_time_ms": kit.epoch_ms()})
         super().set_state(state)
-        self.transitions.append({"status": state, "transition_time_ms": _ms()})
-        self.changed.set()
-        self.changed = asyncio.Event()
 
 
 class RunloopEmulator(Protocol):
@@ -149,15 +121,10 @@ class RunloopEmulator(Protocol):
         return {"RUNLOOP_API_KEY": token, "RUNLOOP_BASE_URL": url}
 
     def error(self, status: int, message: str) -> web.Response:
-        return api_error(status, message)
+        return web.json_response({"error": message}, status=status)
 
-    async def malformed(self, request: web.Request) -> web.StreamResponse:
-        """Not gzip for the raw download, an event that is not JSON for SSE, else bad JSON."""
-        if request.path.endswith("/download_file"):
-            return await kit.undecodable_gzip(request)
-        if request.path.endswith("_updates"):
-            return web.Response(body=b'data: {"output": \n\n', content_type="text/event-stream")
-        return await kit.truncated_json(request)
+    #: Not gzip for the raw download, an event that is not JSON for SSE, else bad JSON.
+    malformed_answers = (("/download_file", kit.undecodable_gzip), ("_updates", kit.broken_event))
 
     def routes(self, router: web.UrlDispatcher) -> None:
         one, ex = f"{V1}/{{id}}", f"{V1}/{{id}}/executions/{{eid}}"
@@ -168,7 +135,7 @@ class RunloopEmulator(Protocol):
         router.add_post(f"{one}/wait_for_status", self.wait)
         router.add_post(f"{one}/execute_async", self.execute)
         router.add_post(f"{ex}/wait_for_status", self.wait_execution)
-        router.add_post(f"{ex}/kill", self.kill)
+        router.add_post(f"{ex}/kill", self.kill_execution)
         router.add_get(f"{ex}/stream_{{which:stdout|stderr}}_updates", self.stream)
         for action in ("upload_file", "download_file", "snapshot_disk"):
             router.add_post(f"{one}/{action}", getattr(self, action))
@@ -178,60 +145,52 @@ class RunloopEmulator(Protocol):
 
     def _box(self, request: web.Request) -> RunloopBox:
         key = request.match_info["id"]
-        box = self.sandboxes.get(key) or self.gone.get(key)
-        if not isinstance(box, RunloopBox):
-            raise Refused(api_error(404, f"devbox {key} not found"))
-        return box
+        if key in self.gone:
+            return self.gone[key]
+        return self.lookup(RunloopBox, key, f"devbox {key} not found")
 
     def _running(self, request: web.Request) -> RunloopBox:
         box = self._box(request)
         if box.state != "running" or box.busy is not None or box.local is None:
-            raise Refused(api_error(400, f"devbox {box.id} is not running (status {box.state})"))
+            raise Refused(self.error(400, f"devbox {box.id} is not running (status {box.state})"))
         return box
 
     def _execution(self, request: web.Request) -> Execution:
         found = self._box(request).executions.get(request.match_info["eid"])
         if found is None:
-            raise Refused(api_error(404, "execution not found"))
+            raise Refused(self.error(404, "execution not found"))
         return found
-
-    @staticmethod
-    async def _body(request: web.Request) -> dict[str, Any]:
-        return await kit.json_object(request, lambda: api_error(400, "invalid JSON body"))
 
     @staticmethod
     def _view(box: RunloopBox) -> dict[str, Any]:
         return {"id": box.id, "status": box.state, "capabilities": [],
-                "create_time_ms": _ms(box.created.timestamp()),
+                "create_time_ms": kit.epoch_ms(box.created),
                 "launch_parameters": box.launch, "metadata": box.metadata,
                 "state_transitions": box.transitions, "snapshot_id": box.snapshot_id,
                 "blueprint_id": None, "shutdown_reason": box.shutdown_reason}  # fmt: skip
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
+        body = await self.body(request)
         if body.get("blueprint_id") or body.get("blueprint_name"):
-            return api_error(404, "blueprint not found (the emulator has only the default image)")
+            return self.error(404, "blueprint not found (the emulator has only the default image)")
         source = None
         if snapshot_id := body.get("snapshot_id"):
             snap = self.sandboxes.find_snapshot(str(snapshot_id))
             if snap is None or snap.ref is None:
-                return api_error(404, f"snapshot {snapshot_id} not found")
+                return self.error(404, f"snapshot {snapshot_id} not found")
             source = snap.ref
-        launch, metadata = body.get("launch_parameters") or {}, body.get("metadata") or {}
-        if not isinstance(launch, dict) or not isinstance(metadata, dict):
-            return api_error(400, "launch_parameters and metadata must be objects")
+        launch, metadata = self.objects(body, launch_parameters={}, metadata={})
         cpus, gib = PRESETS.get(launch.get("resource_size_request"), (1, 2))
         cpus, gib = launch.get("custom_cpu_cores") or cpus, launch.get("custom_gb_memory") or gib
         spec = SandboxSpec(cpus=float(cpus), memory_mb=int(gib) * 1024)
         box = RunloopBox(
             id=f"dbx_{secrets.token_hex(10)}", launch=launch,
-            snapshot_id=snapshot_id, metadata={str(k): str(v) for k, v in metadata.items()},
+            snapshot_id=snapshot_id, metadata=kit.strings(metadata),
         )  # fmt: skip
         box.extend(float(launch.get("keep_alive_time_seconds") or KEEP_ALIVE_S))
         self.sandboxes.add(box)
         # A transition, so that a shutdown (or the client giving up) meanwhile waits for it.
-        boot = lambda: self.sandboxes.boot(box, spec, home=HOME, source=source)  # noqa: E731
-        self.transition(box, "provisioning", boot, "running")
+        self.booting(box, "provisioning", "running", spec, home=HOME, source=source)
         await self.settled(box)
         if box.state == "failure" and box.id not in self.gone:
             async with box.lock:
@@ -243,39 +202,37 @@ class RunloopEmulator(Protocol):
         return web.json_response(self._view(self._box(request)))
 
     async def list(self, request: web.Request) -> web.Response:
-        try:
-            limit = int(request.query.get("limit") or 20)
-        except ValueError:
-            return api_error(400, "limit must be an integer")
+        (limit,) = self.query_ints(request, limit=20)
         status = request.query.get("status")
         boxes = [b for b in (*self.sandboxes.listed(), *self.gone.values())
                  if isinstance(b, RunloopBox) and (not status or b.state == status)]  # fmt: skip
         boxes.sort(key=lambda b: b.created, reverse=True)
         ids = [b.id for b in boxes]
         after = request.query.get("starting_after")
-        start = ids.index(after) + 1 if after in ids else 0
-        page = boxes[start : start + limit]
+        page, more = kit.offset_page(boxes, ids.index(after) + 1 if after in ids else 0, limit)
         return web.json_response({"devboxes": [self._view(b) for b in page],
-                                  "has_more": start + limit < len(boxes),
+                                  "has_more": more is not None,
                                   "total_count": len(boxes)})  # fmt: skip
 
-    async def _held(self, request: web.Request, state: Any, event: Any, hold_s: float) -> bool:
+    async def _held(
+        self, request: web.Request, state: Any, changes: Changes, hold_s: float
+    ) -> bool:
         """Hold a wait_for_status call until ``state()`` is one it names (False: not in time)."""
-        body = await self._body(request)
+        body = await self.body(request)
         statuses, hold = set(body.get("statuses") or ()), body.get("timeout_seconds") or hold_s
-        return await _until(lambda: state() in statuses, event, min(float(hold), hold_s))
+        return await changes.until(lambda: state() in statuses, min(float(hold), hold_s))
 
     async def wait(self, request: web.Request) -> web.Response:
         box = self._box(request)  # if it is shut down meanwhile, it is the same object
-        if not await self._held(request, lambda: box.state, lambda: box.changed, STATUS_HOLD_S):
-            return api_error(408, f"devbox {box.id} is still {box.state}")
+        if not await self._held(request, lambda: box.state, box.changed, STATUS_HOLD_S):
+            return self.error(408, f"devbox {box.id} is still {box.state}")
         return web.json_response(self._view(box))
 
     async def suspend(self, request: web.Request) -> web.Response:
         box = self._box(request)
         if box.state != "suspended" or box.busy is not None:
             box = self._running(request)
-            await self._kill(box.executions.values())
+            await self.kill_jobs(box.executions.values())
             self.transition(box, "suspending", lambda: self.sandboxes.stop(box), "suspended")
         return web.json_response(self._view(box))
 
@@ -284,14 +241,14 @@ class RunloopEmulator(Protocol):
         if box.state == "suspended" and box.busy is None:
             self.transition(box, "resuming", lambda: self.sandboxes.start(box), "running")
         elif box.state not in ("running", "resuming"):
-            return api_error(400, f"devbox {box.id} is not suspended (status {box.state})")
+            return self.error(400, f"devbox {box.id} is not suspended (status {box.state})")
         return web.json_response(self._view(box))
 
     async def shutdown_devbox(self, request: web.Request) -> web.Response:
         box = self._box(request)
         if box.id not in self.gone:
             if box.snapshotting and request.query.get("force") != "true":
-                return api_error(409, "a snapshot of this devbox is in progress")
+                return self.error(409, "a snapshot of this devbox is in progress")
             async with box.lock:  # a snapshot in progress gives way (snapshot-pending)
                 await self._end(box, "api_shutdown")
         return web.json_response(self._view(box))
@@ -303,69 +260,42 @@ class RunloopEmulator(Protocol):
     async def _end(self, box: RunloopBox, reason: str | None) -> None:
         """Shut ``box`` down (under ``box.lock``): its commands, its sandbox; it stays
         visible as ``shutdown``."""
-        await self._kill(box.executions.values())
+        await self.kill_jobs(box.executions.values())
         await self.settled(box)
-        await self.sandboxes.destroy(box)
-        if self.sandboxes.get(box.id) is box:  # a destroy that leaks (a semantic fault)
+        if not await self.sandboxes.destroy(box):  # a destroy that leaks (a semantic fault)
             return
         box.shutdown_reason = reason
         self.gone[box.id] = box
         box.set_state("shutdown")
 
     async def execute(self, request: web.Request) -> web.Response:
-        box, body = self._running(request), await self._body(request)
-        command = body.get("command")
-        if not isinstance(command, str) or not command:
-            return api_error(400, "command is required")
-        run = Execution(id=f"exe_{secrets.token_hex(10)}", devbox_id=box.id)
+        box, body = self._running(request), await self.body(request)
+        command = self.required(body, "command")
         argv = kit.in_dir(["/bin/bash", "-l", "-c", command], HOME, {"HOME": HOME, "USER": "user"})
-        run.task = asyncio.ensure_future(self._run(box, run, argv))
-        box.executions[run.id] = run
+        run = Execution(id=f"exe_{secrets.token_hex(10)}", devbox_id=box.id)
+        box.executions[run.id] = self.run_job(box, run, argv)
         return web.json_response(run.view())
-
-    async def _run(self, box: RunloopBox, run: Execution, argv: list[str]) -> None:
-        try:
-            result = await self.sandboxes.exec(
-                box, argv, timeout_s=NO_DEADLINE_S, kill_on_cancel=True
-            )
-            run.exit_status = result.exit_code
-            run.stdout = result.stdout.decode("utf-8", errors="replace")
-            run.stderr = result.stderr.decode("utf-8", errors="replace")
-        except (asyncio.CancelledError, ProviderError):  # killed, or its devbox went away
-            run.exit_status = KILLED
-        finally:
-            run.status = "completed"
-            run.done.set()
-
-    @staticmethod
-    async def _kill(runs: Any) -> None:
-        """Kill the commands of ``runs`` still running, and wait for their ends."""
-        tasks = [r.task for r in runs if r.task]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def wait_execution(self, request: web.Request) -> web.Response:
         run = self._execution(request)
-        if not await self._held(request, lambda: run.status, lambda: run.done, EXEC_HOLD_S):
-            return api_error(408, f"execution {run.id} is still {run.status}")
+        if not await self._held(request, lambda: run.status, run.changed, EXEC_HOLD_S):
+            return self.error(408, f"execution {run.id} is still {run.status}")
         return web.json_response(run.view(int(request.query.get("last_n") or LAST_N)))
 
-    async def kill(self, request: web.Request) -> web.Response:
+    async def kill_execution(self, request: web.Request) -> web.Response:
         run = self._execution(request)
-        await self._kill([run])
+        await self.kill_jobs([run])
         return web.json_response(run.view())
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         run = self._execution(request)
-        await run.done.wait()
-        data = getattr(run, request.match_info["which"]).encode()
+        await run.wait()
+        data = kit.text(run.output(request.match_info["which"])).encode()
         offset = int(request.query.get("offset") or 0)  # bytes already received
-        answer = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await answer.prepare(request)
+        answer = await kit.open_stream(request, "text/event-stream")
         if offset < len(data):
             event = {"output": data[offset:].decode(errors="replace"), "offset": len(data)}
-            await answer.write(f"data: {json.dumps(event)}\n\n".encode())
+            await answer.write(kit.sse(event))
         await answer.write_eof()
         return answer
 
@@ -373,54 +303,40 @@ class RunloopEmulator(Protocol):
         box, form = self._running(request), await request.post()
         path, upload = form.get("path"), form.get("file")
         if not isinstance(path, str) or not path or not isinstance(upload, web.FileField):
-            return api_error(400, "multipart fields path and file are required")
+            return self.error(400, "multipart fields path and file are required")
         try:
             await self.sandboxes.write_file(box, posixpath.join(HOME, path), upload.file.read())
         except ProviderError as exc:
-            return api_error(400, f"cannot write {path}: {exc}")
+            return self.error(400, f"cannot write {path}: {exc}")
         return web.json_response({})
 
     async def download_file(self, request: web.Request) -> web.Response:
-        box, path = self._running(request), (await self._body(request)).get("path")
-        if not isinstance(path, str) or not path:
-            return api_error(400, "path is required")
+        box, path = self._running(request), self.required(await self.body(request), "path")
         try:
             data = await self.sandboxes.read_file(box, posixpath.join(HOME, path))
         except NotFound:
-            return api_error(404, f"file {path} not found")
+            return self.error(404, f"file {path} not found")
         except ProviderError as exc:
-            return api_error(400, f"cannot read {path}: {exc}")
+            return self.error(400, f"cannot read {path}: {exc}")
         return web.Response(body=data, content_type="application/octet-stream")
 
     async def snapshot_disk(self, request: web.Request) -> web.Response:
-        box, body = self._running(request), await self._body(request)
+        box, body = self._running(request), await self.body(request)
         snap = Snapshot(id=f"snp_{secrets.token_hex(10)}", source_id=box.id, names=[])
-        self.sandboxes.add_snapshot(snap)
         box.snapshotting += 1
         try:
-            async with box.lock:
-                await self.sandboxes.take(snap, box)
-                await self.sandboxes.built(snap, box)  # the blocking call has no pending state
+            async with box.lock:  # the blocking call has no pending state: answered once usable
+                await self.sandboxes.capture(snap, box, usable=True)
         except ProviderError as exc:
-            await self.sandboxes.drop_snapshot(snap)
-            return api_error(500, f"snapshot failed: {exc}")
+            return self.error(500, f"snapshot failed: {exc}")
         finally:
             box.snapshotting -= 1
-        view = {"id": snap.id, "create_time_ms": _ms(), "source_devbox_id": box.id,
+        view = {"id": snap.id, "create_time_ms": kit.epoch_ms(), "source_devbox_id": box.id,
                 "metadata": body.get("metadata") or {}, "name": body.get("name")}  # fmt: skip
         return web.json_response(view)
 
     async def delete_snapshot(self, request: web.Request) -> web.Response:
         key = request.match_info["sid"]
-        snap = self.sandboxes.find_snapshot(key)
-        if snap is None:
-            return api_error(404, f"snapshot {key} not found")
+        snap = self.lookup_snapshot(Snapshot, key, f"snapshot {key} not found")
         await self.sandboxes.drop_snapshot(snap)
         return web.json_response({})
-
-    async def shutdown(self) -> None:
-        """Kill every command still running, then the toolkit's shutdown."""
-        await self._kill(
-            r for b in self.sandboxes.held() for r in getattr(b, "executions", {}).values()
-        )
-        await super().shutdown()

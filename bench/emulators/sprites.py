@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import posixpath
 import re
 import uuid
@@ -65,6 +64,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from bench.emulators import toolkit as kit
 from bench.emulators.toolkit import (
     Box,
     Protocol,
@@ -84,9 +84,9 @@ HOME = "/home/sprite"
 NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 PAGE_MAX = 50
 CHUNK = 1024 * 1024
-#: The exec WebSocket has no server-side timeout; the backend needs a number.
-NO_TIMEOUT_S = 24 * 3600.0
-STDOUT, STDERR, EXIT = 1, 2, 3
+#: Stream ids of the exec WebSocket's frames.
+STREAMS = {"stdout": 1, "stderr": 2}
+EXIT = 3
 CLOSED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
 
@@ -190,10 +190,7 @@ class SpritesEmulator(Protocol):
         }  # fmt: skip
 
     def _box(self, request: web.Request) -> SpriteBox:
-        box = self.sandboxes.get(request.match_info["name"])
-        if not isinstance(box, SpriteBox):
-            raise Refused(api_error(404, "sprite not found"))
-        return box
+        return self.lookup(SpriteBox, request.match_info["name"], "sprite not found")
 
     async def _ready(self, request: web.Request) -> SpriteBox:
         """The Sprite, after any restore in progress, marked running."""
@@ -208,8 +205,7 @@ class SpritesEmulator(Protocol):
     @staticmethod
     def _path(request: web.Request) -> str | None:
         path = request.query.get("path")
-        working_dir = request.query.get("workingDir") or "/"
-        return posixpath.normpath(posixpath.join(working_dir, path)) if path else None
+        return kit.resolve(path, request.query.get("workingDir") or "/") if path else None
 
     # -- sprites ----------------------------------------------------------------------------
 
@@ -260,16 +256,15 @@ class SpritesEmulator(Protocol):
         except ValueError:
             return validation_error("max_results must be an integer")
         after = request.query.get("continuation_token") or ""
-        boxes = [b for b in self.sandboxes.listed() if isinstance(b, SpriteBox)]
-        names = sorted(b.name for b in boxes if b.name.startswith(prefix) and b.name > after)
-        page, more = names[:limit], len(names) > limit
-        by_name = {b.name: b for b in boxes}
+        boxes = self.sandboxes.listed(SpriteBox)
+        named = [b for b in boxes if b.name.startswith(prefix)]
+        page, more = kit.keyset_page(named, lambda b: b.name, after, limit)
         statuses = [b.status for b in boxes]
         return web.json_response(
             {
-                "sprites": [self._info(by_name[n], request) for n in page],
-                "has_more": more,
-                "next_continuation_token": page[-1] if more else None,
+                "sprites": [self._info(b, request) for b in page],
+                "has_more": more is not None,
+                "next_continuation_token": more,
                 **{status: statuses.count(status) for status in ("running", "warm", "cold")},
             }
         )
@@ -280,10 +275,7 @@ class SpritesEmulator(Protocol):
 
     async def delete(self, request: web.Request) -> web.Response:
         box = self._box(request)
-        async with box.lock:
-            await self.sandboxes.destroy(box)
-            if self.sandboxes.get(box.id) is box:  # a destroy that leaks (a semantic fault)
-                return web.Response(status=204)
+        if await self.destroy(box):  # not when a destroy leaks (a semantic fault)
             for checkpoint in box.checkpoints:
                 with contextlib.suppress(Exception):
                     await self.sandboxes.delete_checkpoint(checkpoint.ref)
@@ -307,28 +299,20 @@ class SpritesEmulator(Protocol):
         await ws.prepare(request)
         env_pairs = dict(item.split("=", 1) for item in env)
         command = in_dir(argv, cwd, {"HOME": HOME, **env_pairs})
-        run = asyncio.ensure_future(
-            self.sandboxes.exec(box, command, timeout_s=NO_TIMEOUT_S, kill_on_cancel=True)
-        )
+        run = self.sandboxes.exec(box, command, timeout_s=kit.NO_DEADLINE_S, kill_on_cancel=True)
         gone = asyncio.ensure_future(self._until_closed(ws))
-        await asyncio.wait({run, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if not run.done():  # the client left first (its timeout): stop the command
-            run.cancel()
-            with contextlib.suppress(BaseException):
-                await run
-            return ws
         try:
-            result = run.result()
+            result = await kit.unless(run, gone)
         except Exception as exc:  # noqa: BLE001 - the sprite went away under the command
             gone.cancel()
             await ws.close(code=1011, message=f"exec failed: {type(exc).__name__}".encode()[:120])
             return ws
+        if result is None:  # the client left first (its timeout): the command was killed
+            return ws
         try:
-            for stream, data in ((STDOUT, result.stdout), (STDERR, result.stderr)):
-                for start in range(0, len(data), CHUNK):
-                    await ws.send_bytes(bytes([stream]) + data[start : start + CHUNK])
-            code = result.exit_code if result.exit_code >= 0 else 128 - result.exit_code
-            await ws.send_bytes(bytes([EXIT, code & 0xFF]))
+            for stream, chunk in kit.outputs(result, CHUNK):
+                await ws.send_bytes(bytes([STREAMS[stream]]) + chunk)
+            await ws.send_bytes(bytes([EXIT, kit.exit_status(result.exit_code) & 0xFF]))
         except (ConnectionError, RuntimeError):
             gone.cancel()
             return ws
@@ -403,13 +387,11 @@ class SpritesEmulator(Protocol):
     async def _events(request: web.Request, work: Any) -> web.StreamResponse:
         """Exactly 200 and NDJSON lines ``{"type", "data"|"error", "time"}`` as ``work(say)``
         goes; an exception after the 200 is an ``error`` line, as the API reports it."""
-        response = web.StreamResponse(status=200, headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
+        response = await kit.open_stream(request, "application/x-ndjson")
 
         async def say(kind: str, text: str) -> None:
             key = "error" if kind == "error" else "data"
-            line = json.dumps({"type": kind, key: text, "time": utc_now()}) + "\n"
-            await response.write(line.encode())
+            await response.write(kit.ndjson({"type": kind, key: text, "time": utc_now()}))
 
         try:
             await work(say)

@@ -9,23 +9,34 @@ The parts, and who owns what:
 
 * :class:`Sandboxes`, the **one backend object**: the registry of the emulated sandboxes
   (:class:`Box`, which each protocol subclasses with its own fields) and every operation done
-  on them (boot, exec, files, checkpoint, rewind in place, freeze/thaw, stop/start keeping the
-  filesystem only, destroy). A protocol module never touches the backend provider or a box's
+  on them (boot, exec, files, checkpoint, snapshots (:class:`Snapshot`; a memory one may hold
+  its frozen sandbox), rewind in place, freeze/thaw, stop/start keeping the filesystem only
+  or nothing, destroy). A protocol module never touches the backend provider or a box's
   backend sandbox itself, and its listing endpoints show :meth:`Sandboxes.listed`. Which class
   serves is decided in one place (:func:`make_sandboxes`): :class:`Misbehaving`, which adds
   the **semantic faults** (the provider answers "ok" and does the wrong thing: a pause that
   does not freeze, a restore that comes back empty, a destroy that leaves the sandbox alive
   and listed, ...; its docstring specifies each) for every emulator at once. For them to
-  work, a protocol: holds ``box.lock`` (a :class:`BoxLock`) or awaits
-  :meth:`Protocol.settled` before destroying a sandbox; lets :meth:`Sandboxes.held` say
-  whether a destroyed sandbox is gone (a destroy may leave it, see ``destroy-leaks``) rather
-  than marking it gone itself; and, when its snapshot call answers only once the snapshot is
-  usable, calls :meth:`Sandboxes.built` after :meth:`Sandboxes.take`.
+  work, a protocol: destroys a sandbox through :meth:`Protocol.destroy` (or holds
+  ``box.lock``, a :class:`BoxLock`, or awaits :meth:`Protocol.settled` first); goes by the
+  answer of :meth:`Sandboxes.destroy` (False: a ``destroy-leaks`` fault kept it) rather than
+  marking it gone itself; and, when its snapshot call answers only once the snapshot is
+  usable, takes it with :meth:`Sandboxes.capture` ``(usable=True)``.
 * :class:`Protocol`, subclassed once per provider: its routes, its error body (also what an
   injected fault answers), its malformed answers, its authentication and ``client_env`` (the
-  variables that point the provider's adapter at the emulator).
+  variables that point the provider's adapter at the emulator). What the APIs share is here
+  once: reading a call (:meth:`Protocol.body`, ``required``, ``objects``, ``query_ints``,
+  ``lookup``: each refuses with the API's own error body, see :class:`Refused`), answering a
+  JSON body by returning it, lifecycle calls that finish in the background
+  (:meth:`Protocol.transition`, ``booting``), commands run in the background and asked about
+  later (:class:`Job`, :meth:`Protocol.run_job`), long polls (:class:`Changes`), pages
+  (:func:`offset_page`, :func:`keyset_page`), output framing (:func:`outputs`,
+  :func:`exit_status`, :func:`ndjson`, :func:`sse`) and a command cut short when its client
+  goes (:func:`unless`).
 * :func:`make_app`: the latency and fault middleware, the call log and the admin API; and
-  :func:`serve_emulator`, the process: serve until SIGTERM/SIGINT, then destroy everything.
+  :func:`serve_emulator`, the process: serve until SIGTERM/SIGINT (a protocol that speaks more
+  than HTTP/1.1 on the port wraps its connections: :meth:`Protocol.connections`), then
+  destroy everything.
 
 Every emulator (started by ``sandbox-bench emulate PROVIDER``, see :mod:`bench.emulators.cli`):
 
@@ -95,7 +106,10 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
+import json
 import os
+import posixpath
 import random
 import secrets
 import shlex
@@ -104,11 +118,11 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, AnyStr, ClassVar, TypeVar
 
 from aiohttp import web
 
@@ -135,6 +149,12 @@ READY = "# ready; Ctrl-C or SIGTERM stops {what} and destroys every sandbox {who
 
 B = TypeVar("B", bound="Box")
 S = TypeVar("S", bound="Snapshot")
+J = TypeVar("J", bound="Job")
+T = TypeVar("T")
+#: A handler's (or a fault's) answer to a call.
+Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: What a protocol's handler answers: a response, or the JSON body of a 200 (a dict or list).
+Reply = web.StreamResponse | dict[str, Any] | list[Any]
 
 
 # -- latency, faults and the call log ------------------------------------------------------------
@@ -339,6 +359,12 @@ async def truncated_json(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def broken_event(request: web.Request) -> web.StreamResponse:
+    """A malformed answer for a server-sent-events stream: one event whose data is not JSON."""
+    body = b'data: {"injected": "malformed\n\n'
+    return web.Response(status=200, body=body, content_type="text/event-stream")
+
+
 async def undecodable_gzip(request: web.Request) -> web.StreamResponse:
     """A malformed answer for endpoints whose body is raw bytes (any bytes would be "valid"):
     the body claims ``Content-Encoding: gzip`` and is not gzip, so no client can decode it."""
@@ -425,6 +451,119 @@ def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def epoch_ms(moment: datetime | None = None) -> int:
+    """``moment`` (default now) as the APIs that count time in milliseconds write it."""
+    return int((moment or datetime.now(UTC)).timestamp() * 1000)
+
+
+def resolve(path: str, cwd: str) -> str:
+    """A path an API call names, as the sandbox sees it: a relative one under ``cwd``,
+    normalised (``..`` and ``.`` resolved, no trailing ``/``)."""
+    return posixpath.normpath(posixpath.join(cwd, path))
+
+
+# -- commands: their deadline, their outcome on the wire ------------------------------------------
+
+#: The deadline of a command whose API names none (the backend's exec needs a number).
+NO_DEADLINE_S = 24 * 3600.0
+#: The exit status a shell reports for a command killed with SIGKILL (a kill, a deadline).
+KILLED = 128 + int(signal.SIGKILL)
+
+
+def exit_status(code: int) -> int:
+    """An :class:`ExecResult` exit code as a shell reports it: a command ended by a signal
+    (the backend's negative code, ``-signal``) as 128 + the signal."""
+    return code if code >= 0 else 128 - code
+
+
+def deadline_s(value: object, unit_s: float = 1.0) -> float:
+    """The deadline an API call gives a command (a positive number of ``unit_s`` seconds);
+    :data:`NO_DEADLINE_S` when it gives none."""
+    if isinstance(value, int | float) and value > 0:
+        return float(value) * unit_s
+    return NO_DEADLINE_S
+
+
+def strings(mapping: dict[Any, Any]) -> dict[str, str]:
+    """An API's object of labels, tags or variables, each key and value as a string."""
+    return {str(key): str(value) for key, value in mapping.items()}
+
+
+def text(data: bytes) -> str:
+    """Command output sent as text: UTF-8, undecodable bytes replaced (U+FFFD)."""
+    return data.decode("utf-8", errors="replace")
+
+
+def outputs(result: ExecResult, size: int = 0) -> list[tuple[str, bytes]]:
+    """A command's output as the APIs that stream it send it once it has ended: all of
+    ``stdout``, then all of ``stderr`` (their interleaving is lost: the backend keeps each
+    whole), in pieces of at most ``size`` bytes (0: whole), none for an empty stream."""
+    streams = (("stdout", result.stdout), ("stderr", result.stderr))
+    return [(name, part) for name, data in streams for part in chunks(data, size or len(data) or 1)]
+
+
+def chunks(data: AnyStr, size: int) -> list[AnyStr]:
+    """``data`` in pieces of at most ``size`` (none for empty data): an API's output frames."""
+    return [data[start : start + size] for start in range(0, len(data), size)]
+
+
+def ndjson(*records: Any) -> bytes:
+    """Newline-delimited JSON: each record on its own line."""
+    return b"".join(json.dumps(record).encode() + b"\n" for record in records)
+
+
+def sse(record: Any) -> bytes:
+    """One server-sent event whose data is ``record`` as JSON."""
+    return f"data: {json.dumps(record)}\n\n".encode()
+
+
+async def open_stream(
+    request: web.Request, content_type: str, *, status: int = 200
+) -> web.StreamResponse:
+    """A streamed answer to ``request`` (status and headers sent): write to it, then
+    ``write_eof``."""
+    response = web.StreamResponse(status=status, headers={"Content-Type": content_type})
+    await response.prepare(request)
+    return response
+
+
+async def unless(work: Awaitable[T], gone: asyncio.Future[Any]) -> T | None:
+    """``work``'s result, unless ``gone`` (its client closing the connection, say) completes
+    first: then ``work`` is cancelled and waited for (a command run with ``kill_on_cancel`` is
+    killed) and the answer is None; so is it when this call is cancelled. ``gone`` is left as
+    it is; an error of ``work`` is raised."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return None if task.cancelled() else task.result()
+
+
+# -- listings -------------------------------------------------------------------------------------
+
+
+def offset_page(items: Sequence[T], offset: int, limit: int) -> tuple[list[T], int | None]:
+    """The page of ``items`` that starts at ``offset`` (at most ``limit``), and where the next
+    one starts (None: there is none)."""
+    page = list(items[offset : offset + limit])
+    end = offset + len(page)
+    return page, end if end < len(items) else None
+
+
+def keyset_page(
+    items: Iterable[T], key: Callable[[T], str], after: str, limit: int
+) -> tuple[list[T], str | None]:
+    """The first ``limit`` of ``items`` whose key sorts after ``after`` (every one when it is
+    empty), in key order, and the key the next page starts after (None: there is none). Unlike
+    an offset, the cursor stays right when items before it go away."""
+    rest = sorted((item for item in items if key(item) > after), key=key)
+    page = rest[:limit]
+    return page, key(page[-1]) if len(rest) > limit else None
+
+
 # -- the sandboxes ---------------------------------------------------------------------------------
 
 
@@ -448,10 +587,37 @@ class BoxLock(asyncio.Lock):
             self.waiting -= 1
 
 
+class Changes:
+    """Wakes every waiter at each change of something they wait on (a status, a command's
+    end): an :class:`asyncio.Event` that is set, and replaced, at every change."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def until(self, done: Callable[[], bool], timeout_s: float | None = None) -> bool:
+        """Wait until ``done()``, checked now and at each change; False when ``timeout_s``
+        passed first."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not done():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), left)
+        return True
+
+
 @dataclass(eq=False, kw_only=True)
 class Box:
     """One emulated sandbox as :class:`Sandboxes` keeps it; a protocol subclasses it with the
     fields its API has (state names, labels as the API spells them, ...)."""
+
+    #: The state a failed transition (:meth:`Protocol.transition`) leaves, as the API names it.
+    FAILED: ClassVar[str] = "error"
 
     id: str
     #: The backend sandbox while it runs (None while stopped, or before it booted).
@@ -466,6 +632,8 @@ class Box:
     state: str = ""
     busy: asyncio.Task[Any] | None = None
     error: str | None = None
+    #: Notified at every :meth:`set_state` (long polls wait on it).
+    changed: Changes = field(default_factory=Changes)
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     updated: datetime = field(default_factory=lambda: datetime.now(UTC))
     used_s: float = field(default_factory=time.monotonic)
@@ -474,10 +642,11 @@ class Box:
 
     def set_state(self, state: str) -> None:
         self.state, self.updated = state, datetime.now(UTC)
+        self.changed.notify()
 
-    def extend(self, seconds: float) -> None:
-        """The sandbox now ends ``seconds`` from now."""
-        self.end_at = datetime.now(UTC) + timedelta(seconds=seconds)
+    def extend(self, seconds: float | None) -> None:
+        """The sandbox now ends ``seconds`` from now (None: never)."""
+        self.end_at = None if seconds is None else datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -490,6 +659,9 @@ class Snapshot:
     names: list[str] = field(default_factory=list)
     #: The backend checkpoint; None until taken.
     ref: CheckpointRef | None = None
+    #: A memory snapshot's source sandbox, frozen (:meth:`Sandboxes.capture` with ``hold``),
+    #: until a sandbox made from it takes it over.
+    held: Box | None = None
     error: str | None = None
     created_at: str = field(default_factory=lambda: utc_now())
     updated_at: str = field(default_factory=lambda: utc_now())
@@ -497,6 +669,38 @@ class Snapshot:
     @property
     def state(self) -> str:
         return "active" if self.ref is not None else "error" if self.error else "pending"
+
+
+@dataclass(eq=False, kw_only=True)
+class Job:
+    """A command an API runs in the background (:meth:`Protocol.run_job`), which later calls
+    ask about (its status, its output) or kill (:meth:`Protocol.kill_jobs`). A protocol may
+    subclass it with its API's fields."""
+
+    id: str
+    #: Its result once it ran to its end; ``error`` says why it has none: it was killed
+    #: (``CancelledError``) or the backend failed under it (its sandbox went away, its
+    #: deadline passed: ``OperationTimeout``, ...).
+    result: ExecResult | None = None
+    error: BaseException | None = None
+    ended: bool = False
+    #: Notified when it ends.
+    changed: Changes = field(default_factory=Changes)
+    task: asyncio.Task[None] | None = None
+
+    async def wait(self) -> ExecResult | None:
+        """Its result, once it has ended (None: it was killed or could not run to its end)."""
+        await self.changed.until(lambda: self.ended)
+        return self.result
+
+    def output(self, stream: str) -> bytes:
+        """Its ``stdout`` or ``stderr`` (empty without a result)."""
+        return getattr(self.result, stream) if self.result is not None else b""
+
+    def kill(self) -> None:
+        """Kill it if it runs (its process group), without waiting for its end."""
+        if self.task is not None:
+            self.task.cancel()
 
 
 class Sandboxes:
@@ -543,9 +747,14 @@ class Sandboxes:
         """Every sandbox held, oldest first (for lookups; the reaper)."""
         return sorted(self._boxes.values(), key=lambda b: b.created)
 
-    def listed(self) -> list[Box]:
-        """The sandboxes a listing endpoint shows (every one held, unless a layer says not)."""
-        return self.held()
+    def listed(self, kind: type[B] = Box) -> list[B]:  # type: ignore[assignment]
+        """The sandboxes of class ``kind`` a listing endpoint shows (every one held, oldest
+        first, unless a layer says not: ``list-omits``)."""
+        return [box for box in self.held() if isinstance(box, kind)]
+
+    def shows(self, box: Box) -> bool:
+        """Whether a listing shows ``box`` (:meth:`listed`)."""
+        return box in self.listed()
 
     def live(self) -> list[str]:
         """Ids of every sandbox held (the admin API's answer: the truth, not a listing)."""
@@ -582,10 +791,13 @@ class Sandboxes:
             raise
         box.local = local
 
-    async def destroy(self, box: Box) -> None:
-        """Forget ``box`` and destroy what it holds (idempotent)."""
+    async def destroy(self, box: Box) -> bool:
+        """Forget ``box`` and destroy what it holds (idempotent); whether it is gone (not when
+        a ``destroy-leaks`` fault keeps it: then the protocol answers as if it were, and goes
+        on showing it)."""
         self._boxes.pop(box.id, None)
         await self._teardown(box)
+        return True
 
     async def _teardown(self, box: Box) -> None:
         local, box.local = box.local, None
@@ -604,23 +816,31 @@ class Sandboxes:
         await self.backend.resume(self._local(box))
         box.frozen = False
 
-    async def stop(self, box: Box) -> None:
-        """Keep only the filesystem: checkpoint it, then destroy the backend sandbox (every
-        process goes)."""
+    async def stop(self, box: Box, *, keep: bool = True) -> None:
+        """Keep only the filesystem (with ``keep``; else nothing): checkpoint it, then destroy
+        the backend sandbox (every process goes)."""
         if box.frozen:
             await self.thaw(box)
-        ref = await self._capture(box)
-        if self._boxes.get(box.id) is not box:  # destroyed while its filesystem was copied
+        ref = await self._capture(box) if keep else None
+        if ref is not None and self._boxes.get(box.id) is not box:  # destroyed while copied
             await self.delete_checkpoint(ref)
             return
         local, box.local, box.parked = box.local, None, ref
         if local is not None:
             await self.backend.destroy(local)
 
-    async def start(self, box: Box) -> None:
-        """Start a stopped ``box`` from its filesystem, in a new backend sandbox."""
-        if box.parked is None:
+    async def start(
+        self, box: Box, spec: SandboxSpec | None = None, *, home: str | None = None
+    ) -> None:
+        """Start a stopped ``box`` in a new backend sandbox: from the filesystem its stop
+        kept, or, when it kept none (``stop(keep=False)``), a new one (``spec`` and ``home``,
+        as :meth:`boot`). NotFound when ``box`` is gone (destroyed while this call waited)."""
+        if self._boxes.get(box.id) is not box:
+            raise NotFound(f"sandbox {box.id} is gone", provider=self.backend.id)
+        if box.local is not None:
             raise ProviderError(f"sandbox {box.id} is not stopped")
+        if box.parked is None:
+            return await self.boot(box, spec, home=home)
         ref = box.parked
         box.local = await self.backend.restore(ref)
         box.parked = None
@@ -643,7 +863,11 @@ class Sandboxes:
         await self.backend.delete_checkpoint(ref)
 
     def add_snapshot(self, snapshot: S) -> S:
-        """Register ``snapshot`` (pending until :meth:`take` fills it)."""
+        """Register ``snapshot`` (pending until :meth:`take` fills it). A name is one
+        snapshot's: the names it claims move to it from any other."""
+        for other in self._snapshots.values():
+            if other is not snapshot:
+                other.names = [name for name in other.names if name not in snapshot.names]
         self._snapshots[snapshot.id] = snapshot
         return snapshot
 
@@ -680,10 +904,36 @@ class Sandboxes:
         has; a ``snapshot-pending`` fault makes this wait forever (:meth:`Misbehaving.built`).
         """
 
+    async def capture(
+        self, snapshot: S, box: Box, *, usable: bool = False, hold: bool = False
+    ) -> S:
+        """Register ``snapshot`` and :meth:`take` ``box``'s filesystem into it; ``usable``, for
+        an API whose snapshot call answers only once the snapshot can be used: wait for that
+        too (:meth:`built`; under ``snapshot-pending`` it fails once the box is wanted again);
+        ``hold`` (a memory snapshot): ``box`` is frozen first and the snapshot holds it
+        (``snapshot.held``; dropping the snapshot destroys it). When any of it fails, the
+        snapshot is dropped and the error raised."""
+        if hold:
+            await self.freeze(box)
+        self.add_snapshot(snapshot)
+        try:
+            await self.take(snapshot, box)
+            if usable:
+                await self.built(snapshot, box)
+        except BaseException:
+            await self.drop_snapshot(snapshot)
+            raise
+        snapshot.held = box if hold else None
+        return snapshot
+
     async def drop_snapshot(self, snapshot: Snapshot) -> None:
+        """Forget ``snapshot``; delete its checkpoint and destroy the sandbox it holds."""
         self._snapshots.pop(snapshot.id, None)
+        held, snapshot.held = snapshot.held, None
         if snapshot.ref is not None:
             await self.delete_checkpoint(snapshot.ref)
+        if held is not None:
+            await self.destroy(held)
 
     async def rewind(self, box: Box, ref: CheckpointRef) -> None:
         """Restore ``ref`` in place: a new backend sandbox from it takes over ``box`` and the
@@ -760,8 +1010,9 @@ class Misbehaving(Sandboxes):
     * ``pause-runs``: :meth:`freeze` marks the sandbox frozen and freezes nothing, so the
       protocol answers its pause as usual while every process keeps running; :meth:`thaw`
       of it does nothing.
-    * ``stop-keeps``: :meth:`stop` keeps the backend sandbox running (processes, memory,
-      /tmp) behind a stand-in for the parked filesystem; :meth:`start` just takes it back.
+    * ``stop-keeps``: :meth:`stop` (also one told not to keep the filesystem) keeps the
+      backend sandbox running (processes, memory, /tmp) behind a stand-in for the parked
+      filesystem; :meth:`start` just takes it back.
     * ``restore-empty`` / ``restore-partial``: a sandbox booted from a checkpoint
       (:meth:`boot` with ``source``) or rewound to one (:meth:`rewind`) loses the files
       written since the emulator started (regular files of its root filesystem, ``find /
@@ -850,13 +1101,13 @@ class Misbehaving(Sandboxes):
             half = allowed[: max(1, len(allowed) // 2)]
             self._pinned[box.id] = ",".join(str(cpu) for cpu in half)
 
-    async def destroy(self, box: Box) -> None:
+    async def destroy(self, box: Box) -> bool:
         alive = box.local is not None or box.parked is not None
         first = box.id not in self._spared and self.get(box.id) is box
         if self._on("destroy-leaks") and alive and first:
             self._spared.add(box.id)
-            return
-        await super().destroy(box)
+            return False
+        return await super().destroy(box)
 
     async def _teardown(self, box: Box) -> None:
         frozen = box.frozen and box.id not in self._faked
@@ -876,9 +1127,10 @@ class Misbehaving(Sandboxes):
             self._pool.append(local)
         await super()._teardown(box)
 
-    def listed(self) -> list[Box]:
+    def listed(self, kind: type[B] = Box) -> list[B]:  # type: ignore[assignment]
         held = self.held()
-        return held[:-1] if self._on("list-omits") else held
+        shown = held[:-1] if self._on("list-omits") else held
+        return [box for box in shown if isinstance(box, kind)]
 
     async def freeze(self, box: Box) -> None:
         if not self._on("pause-runs"):
@@ -893,9 +1145,9 @@ class Misbehaving(Sandboxes):
         self._faked.discard(box.id)
         box.frozen = False
 
-    async def stop(self, box: Box) -> None:
+    async def stop(self, box: Box, *, keep: bool = True) -> None:
         if not self._on("stop-keeps"):
-            return await super().stop(box)
+            return await super().stop(box, keep=keep)
         if box.frozen:
             await self.thaw(box)
         local = self._local(box)
@@ -903,9 +1155,11 @@ class Misbehaving(Sandboxes):
             id=f"{KEPT_RUNNING}{box.id}", provider=self.backend.id, sandbox_id=local.id
         )
 
-    async def start(self, box: Box) -> None:
+    async def start(
+        self, box: Box, spec: SandboxSpec | None = None, *, home: str | None = None
+    ) -> None:
         if box.parked is None or not box.parked.id.startswith(KEPT_RUNNING):
-            return await super().start(box)
+            return await super().start(box, spec, home=home)
         box.parked = None
 
     # -- state ------------------------------------------------------------------------------
@@ -1021,17 +1275,37 @@ class Protocol:
     """One provider's wire protocol on the toolkit; subclass it in ``bench/emulators/<id>.py``.
 
     A subclass sets ``name``, implements :meth:`client_env`, :meth:`routes` and :meth:`error`,
-    and overrides :meth:`malformed` and :meth:`authenticate` where its API differs from the
-    defaults. Its handlers do every sandbox operation through ``self.sandboxes``, and may
-    raise :class:`Refused` (from any depth) to answer with an API error at once.
+    and overrides :meth:`malformed` (or sets :attr:`malformed_answers`), :meth:`authenticate`
+    (or :attr:`self_authenticated`) and :attr:`invalid_body` where its API differs from the
+    defaults. Its handlers do every sandbox operation through ``self.sandboxes``; each answers
+    a response, or a JSON body (a dict or a list: answered with 200), and may raise
+    :class:`Refused` (from any depth) to answer with an API error at once: the helpers
+    :meth:`body`, :meth:`required`, :meth:`objects`, :meth:`lookup`, :meth:`lookup_snapshot`,
+    :meth:`known` and :meth:`query_ints` do.
     """
 
     name: ClassVar[str]
+    #: The message of the 400 (:meth:`error`) that :meth:`body` answers for a body that is not
+    #: a JSON object.
+    invalid_body: ClassVar[str] = "invalid JSON body"
+    #: Path prefixes of the calls that carry credentials of their own (a sandbox's token, a
+    #: first WebSocket frame), which their handlers check: :meth:`authenticate` is not asked.
+    self_authenticated: ClassVar[tuple[str, ...]] = ()
+    #: ``(path suffix, answer)`` pairs: the ``malformed`` fault's answer for the calls whose
+    #: path ends so (the first pair that matches), where truncated JSON would not do.
+    malformed_answers: ClassVar[tuple[tuple[str, Answer], ...]] = ()
 
     def __init__(self, sandboxes: Sandboxes, token: str) -> None:
         self.sandboxes = sandboxes
         self.token = token
         self.tasks: set[asyncio.Task[Any]] = set()
+        #: The commands running in the background (:meth:`run_job`).
+        self.jobs: set[Job] = set()
+        #: The emulator's latency, fault and call-log state (:func:`serve_emulator` gives the
+        #: one the admin API changes), for a protocol the HTTP middleware cannot see (gRPC).
+        self.state = EmulatorState(token=token)
+        #: Where the emulator listens (set once it does).
+        self.url = ""
 
     @staticmethod
     def client_env(url: str, token: str) -> dict[str, str]:
@@ -1046,7 +1320,11 @@ class Protocol:
         raise NotImplementedError
 
     async def malformed(self, request: web.Request) -> web.StreamResponse:
-        """A 200 the SDK cannot read for ``request``'s endpoint (the ``malformed`` fault)."""
+        """A 200 the SDK cannot read for ``request``'s endpoint (the ``malformed`` fault): the
+        answer :attr:`malformed_answers` names for its path, else truncated JSON."""
+        for suffix, answer in self.malformed_answers:
+            if request.path.endswith(suffix):
+                return await answer(request)
         return await truncated_json(request)
 
     def authenticate(self, request: web.Request) -> web.Response | None:
@@ -1058,6 +1336,67 @@ class Protocol:
 
     def unauthorized(self, request: web.Request) -> web.Response:
         return self.error(401, "unauthorized")
+
+    def connections(self, http: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
+        """The server's per-connection protocol factory, given aiohttp's (``http``: the admin
+        API and the HTTP routes); a protocol that speaks something else too on the same port
+        (Modal's gRPC over HTTP/2) wraps it."""
+        return http
+
+    # -- reading a call ------------------------------------------------------------------------
+
+    async def body(self, request: web.Request) -> dict[str, Any]:
+        """The call's JSON object (``{}`` when it has no body); else :class:`Refused` with the
+        API's 400 (:attr:`invalid_body`)."""
+        return await json_object(request, lambda: self.error(400, self.invalid_body))
+
+    def required(self, body: dict[str, Any], name: str) -> str:
+        """The body's field ``name``, a non-empty string; else :class:`Refused` with the API's
+        400 saying ``<name> is required``."""
+        value = body.get(name)
+        if not isinstance(value, str) or not value:
+            raise Refused(self.error(400, f"{name} is required"))
+        return value
+
+    def objects(self, body: dict[str, Any], **defaults: dict[str, Any]) -> list[dict[str, Any]]:
+        """The body's fields named, each a JSON object (its default when absent or null), in
+        the order named; else :class:`Refused` with the API's 400 naming them."""
+        found = [body[name] if body.get(name) is not None else d for name, d in defaults.items()]
+        if not all(isinstance(value, dict) for value in found):
+            *others, last = defaults
+            which = f"{', '.join(others)} and {last}" if others else last
+            raise Refused(
+                self.error(400, f"{which} must be {'objects' if others else 'an object'}")
+            )
+        return found
+
+    def lookup(self, kind: type[B], key: str, missing: str | web.Response) -> B:
+        """The sandbox ``key``, held and of this protocol's box class ``kind``; else
+        :class:`Refused` with ``missing``: the message of the API's 404 (:meth:`error`), or
+        the whole answer."""
+        return self.known(self.sandboxes.get(key), kind, missing)
+
+    def lookup_snapshot(self, kind: type[S], key: str, missing: str | web.Response) -> S:
+        """The snapshot with that id (else that name) of class ``kind``; else :class:`Refused`
+        as for :meth:`lookup`."""
+        return self.known(self.sandboxes.find_snapshot(key), kind, missing)
+
+    def known(self, found: object, kind: type[T], missing: str | web.Response) -> T:
+        """``found`` (what a call names: a sandbox, a snapshot, a job...) if it is a ``kind``;
+        else :class:`Refused` as for :meth:`lookup`."""
+        if not isinstance(found, kind):
+            raise Refused(self.error(404, missing) if isinstance(missing, str) else missing)
+        return found
+
+    def query_ints(self, request: web.Request, **defaults: int) -> list[int]:
+        """The query parameters named, as integers (their defaults when absent or empty), in
+        the order named; else :class:`Refused` with the API's 400 naming them."""
+        try:
+            return [int(request.query.get(name) or value) for name, value in defaults.items()]
+        except ValueError:
+            which = " and ".join(defaults)
+            must = "must be integers" if len(defaults) > 1 else "must be an integer"
+            raise Refused(self.error(400, f"{which} {must}")) from None
 
     def spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run ``work`` in the background; it is awaited, not cancelled, when the emulator
@@ -1080,12 +1419,62 @@ class Protocol:
                 box.set_state(done)
             except Exception as exc:  # noqa: BLE001 - any failure puts the sandbox in error
                 box.error = f"{type(exc).__name__}: {exc}"
-                box.set_state("error")
+                box.set_state(box.FAILED)
             finally:
                 box.busy = None
 
         box.set_state(state)
         box.busy = self.spawn(run())
+
+    def booting(
+        self,
+        box: Box,
+        state: str,
+        done: str,
+        spec: SandboxSpec | None = None,
+        *,
+        home: str | None = None,
+        source: CheckpointRef | None = None,
+    ) -> None:
+        """The :meth:`transition` of a create: ``box`` is in ``state`` while its backend
+        sandbox boots (:meth:`Sandboxes.boot` with ``spec``, ``home`` and ``source``), then in
+        ``done``."""
+        boot = functools.partial(self.sandboxes.boot, box, spec, home=home, source=source)
+        self.transition(box, state, boot, done)
+
+    def run_job(
+        self, box: Box, job: J, argv: Sequence[str], *, timeout_s: float = NO_DEADLINE_S
+    ) -> J:
+        """Run ``argv`` in ``box`` in the background as ``job``, until it ends, is killed
+        (:meth:`kill_jobs`; its process group too) or ``timeout_s`` passes; its outcome is in
+        ``job``. Every job still running is killed when the emulator stops."""
+
+        async def run() -> None:
+            job.result = await self.sandboxes.exec(
+                box, argv, timeout_s=timeout_s, kill_on_cancel=True
+            )
+
+        def ended(task: asyncio.Task[None]) -> None:
+            # A callback, not a finally: a task killed before it began never runs its body.
+            job.error = asyncio.CancelledError() if task.cancelled() else task.exception()
+            job.ended = True
+            self.jobs.discard(job)
+            job.changed.notify()
+
+        self.jobs.add(job)
+        job.task = asyncio.ensure_future(run())
+        job.task.add_done_callback(ended)
+        return job
+
+    @staticmethod
+    async def kill_jobs(jobs: Iterable[Job], timeout_s: float | None = None) -> None:
+        """Kill every one of ``jobs`` still running and wait for their ends (at most
+        ``timeout_s``)."""
+        tasks = [job.task for job in jobs if job.task is not None and not job.task.done()]
+        for task in tasks:
+            task.cancel()  # as Job.kill
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
 
     @staticmethod
     async def settled(box: Box) -> None:
@@ -1093,6 +1482,14 @@ class Protocol:
         if box.busy is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(box.busy)
+
+    async def destroy(self, box: Box) -> bool:
+        """Destroy ``box`` for a delete call, as the semantic faults need it: once its
+        transition has finished and under its lock (which a call that never completes on
+        purpose gives up); whether it is gone (a ``destroy-leaks`` fault keeps it)."""
+        await self.settled(box)
+        async with box.lock:
+            return await self.sandboxes.destroy(box)
 
     async def expire(self, box: Box) -> None:
         """What the provider does to a sandbox whose lifetime (``box.end_at``) has passed,
@@ -1104,6 +1501,7 @@ class Protocol:
         self._reaper = asyncio.ensure_future(self._reap_expired())
 
     async def shutdown(self) -> None:
+        await self.kill_jobs(list(self.jobs))
         self._reaper.cancel()
         with contextlib.suppress(BaseException):
             await self._reaper
@@ -1193,14 +1591,15 @@ def make_app(protocol: Protocol, state: EmulatorState) -> web.Application:
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]):
-        if not request.path.startswith(ADMIN_PREFIX):
+        if not request.path.startswith((ADMIN_PREFIX, *protocol.self_authenticated)):
             refused = protocol.authenticate(request)
             if refused is not None:
                 return refused
         try:
-            return await handler(request)
+            answer = await handler(request)
         except Refused as refusal:
             return refusal.response
+        return answer if isinstance(answer, web.StreamResponse) else web.json_response(answer)
 
     async def hold_answer(request: web.Request, response: web.StreamResponse) -> None:
         # Runs as the answer's headers are about to be sent (plain and streamed answers alike).
@@ -1299,12 +1698,14 @@ async def serve_emulator(
     sandboxes = make_sandboxes(state_dir, args.backend, state.semantics)
     sandboxes.stopping = state.stopping  # ends every stalled call when the emulator stops
     protocol = protocol_type(sandboxes, state.token)
+    protocol.state = state
     await sandboxes.open()
     try:
         await protocol.startup()
         app = make_app(protocol, state)
 
         def ready(url: str) -> None:
+            protocol.url = url
             lines = announce(
                 protocol_type.name, url, state.token, backend=args.backend, state_dir=state_dir
             )
@@ -1312,7 +1713,7 @@ async def serve_emulator(
                 say(line)
             say(READY.format(what="the emulator", who="it", s="s"))
 
-        await serve(app, args.port, ready)
+        await serve(app, args.port, ready, protocol.connections)
     finally:
         try:
             await protocol.shutdown()
@@ -1320,8 +1721,16 @@ async def serve_emulator(
             await sandboxes.close()
 
 
-async def serve(app: web.Application, port: int, ready: Callable[[str], None]) -> None:
-    """Serve ``app`` on 127.0.0.1 until SIGTERM/SIGINT; ``ready(url)`` once it listens."""
+async def serve(
+    app: web.Application,
+    port: int,
+    ready: Callable[[str], None],
+    connections: Callable[[Callable[[], asyncio.Protocol]], Callable[[], asyncio.Protocol]] = (
+        lambda http: http
+    ),
+) -> None:
+    """Serve ``app`` on 127.0.0.1 until SIGTERM/SIGINT; ``ready(url)`` once it listens.
+    ``connections`` (:meth:`Protocol.connections`) may wrap the per-connection protocols."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     loop = asyncio.get_running_loop()
@@ -1334,9 +1743,8 @@ async def serve(app: web.Application, port: int, ready: Callable[[str], None]) -
     try:
         # aiohttp's own TCPSite does this same create_server with the runner's handler factory;
         # each connection's handler is wrapped to note when a request's first bytes were read.
-        server = await loop.create_server(
-            lambda: _WireArrival(handler_factory(), arrivals), "127.0.0.1", port, backlog=1024
-        )
+        http = lambda: _WireArrival(handler_factory(), arrivals)  # noqa: E731
+        server = await loop.create_server(connections(http), "127.0.0.1", port, backlog=1024)
     except BaseException:
         await runner.cleanup()
         raise
@@ -1395,21 +1803,41 @@ class _WireArrival(asyncio.Protocol):
 
 __all__ = [
     "ADMIN_PREFIX",
+    "KILLED",
+    "NO_DEADLINE_S",
     "Box",
+    "Changes",
     "EmulatorState",
+    "Job",
     "Protocol",
     "Refused",
+    "Reply",
     "Sandboxes",
     "Snapshot",
+    "broken_event",
     "broken_framing",
+    "chunks",
+    "deadline_s",
+    "epoch_ms",
+    "exit_status",
     "in_dir",
     "iso",
     "json_object",
+    "keyset_page",
     "make_app",
     "make_backend",
     "make_sandboxes",
+    "ndjson",
+    "offset_page",
+    "open_stream",
+    "outputs",
+    "resolve",
     "serve_emulator",
+    "sse",
+    "strings",
+    "text",
     "truncated_json",
     "undecodable_gzip",
+    "unless",
     "utc_now",
 ]

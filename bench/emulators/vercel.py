@@ -55,19 +55,18 @@ stdin, kill, PTY, mkdir, extend-timeout, update, network policy, Drives, routes,
 
 from __future__ import annotations
 
+import contextlib
 import io
-import json
 import posixpath
 import secrets
 import tarfile
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from bench.emulators import toolkit as tk
-from bench.emulators.toolkit import Box, Protocol, Refused, Snapshot
+from bench.emulators.toolkit import KILLED, Box, Protocol, Refused, Reply, Snapshot
 from providers.base import CheckpointRef, SandboxSpec
 from providers.errors import NotFound, OperationTimeout, ProviderError
 
@@ -75,23 +74,8 @@ API = "/api"
 TEAM, PROJECT, REGION = "team_emulated", "prj_emulated", "iad1"
 CWD = "/vercel/sandbox"
 DEFAULT_TIMEOUT_MS = 300_000
-NO_TIMEOUT_S = 24 * 3600.0
-KILLED = 137
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
          409: "conflict", 410: "sandbox_stopped", 429: "rate_limited"}  # fmt: skip
-
-
-def api_error(status: int, message: str, code: str | None = None) -> web.Response:
-    code = code or CODES.get(status, "internal_server_error")
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-def _ndjson(records: list[dict[str, Any]]) -> bytes:
-    return b"".join(json.dumps(record).encode() + b"\n" for record in records)
-
-
-def ms(moment: datetime | None = None) -> int:
-    return int((moment or datetime.now(UTC)).timestamp() * 1000)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -99,16 +83,18 @@ class VercelSnapshot(Snapshot):
     session_id: str
     method: str = "snapshot"
     expires_ms: int | None = None
-    created_ms: int = field(default_factory=ms)
+    created_ms: int = field(default_factory=tk.epoch_ms)
 
 
 @dataclass(eq=False, kw_only=True)
 class VercelBox(Box):
-    tags: dict[str, str]
-    env: dict[str, str]
-    persistent: bool
-    vcpus: int
-    timeout_ms: int
+    FAILED = "failed"
+
+    tags: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    persistent: bool = True
+    vcpus: int = 2
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
     session: str = ""
     snapshot_id: str | None = None
     started_ms: int | None = None
@@ -124,27 +110,23 @@ class VercelEmulator(Protocol):
         return {"VERCEL_TOKEN": token, "VERCEL_TEAM_ID": TEAM, "VERCEL_PROJECT_ID": PROJECT,
                 "VERCEL_SANDBOX_API_URL": f"{url}{API}"}  # fmt: skip
 
-    def error(self, status: int, message: str) -> web.Response:
-        return api_error(status, message)
+    #: Raw bytes the SDK cannot decode for file reads; an unparseable header block for file
+    #: writes (the SDK never reads that body); truncated JSON (or NDJSON) else.
+    malformed_answers = (("/fs/read", tk.undecodable_gzip), ("/fs/write", tk.broken_framing))
+
+    def error(self, status: int, message: str, code: str | None = None) -> web.Response:
+        code = code or CODES.get(status, "internal_server_error")
+        return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
     def authenticate(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
-            return api_error(401, "Not authorized: invalid token")
+            return self.error(401, "Not authorized: invalid token")
         if request.query.get("teamId") != TEAM:
-            return api_error(403, "You don't have permission to access this team")
+            return self.error(403, "You don't have permission to access this team")
         project = request.query.get("projectId") or request.query.get("project")
         if project not in (None, PROJECT):
-            return api_error(404, f"project {project} not found")
+            return self.error(404, f"project {project} not found")
         return None
-
-    async def malformed(self, request: web.Request) -> web.StreamResponse:
-        """Raw bytes the SDK cannot decode for file reads; an unparseable header block for file
-        writes (the SDK never reads that body); truncated JSON (or NDJSON) else."""
-        if request.path.endswith("/fs/read"):
-            return await tk.undecodable_gzip(request)
-        if request.path.endswith("/fs/write"):
-            return await tk.broken_framing(request)
-        return await tk.truncated_json(request)
 
     def routes(self, router: web.UrlDispatcher) -> None:
         sandboxes, sessions = f"{API}/v2/sandboxes", f"{API}/v2/sandboxes/sessions/{{sid}}"
@@ -160,31 +142,25 @@ class VercelEmulator(Protocol):
 
     # -- answers ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _status(box: VercelBox) -> str:
-        return "failed" if box.state == "error" else box.state
-
     def _session(self, box: VercelBox, sid: str | None = None) -> dict[str, Any]:
         current = sid in (None, box.session)
         return {"id": sid or box.session, "sourceSandboxName": box.id, "projectId": PROJECT,
-                "status": self._status(box) if current else "stopped", "cwd": CWD,
+                "status": box.state if current else "stopped", "cwd": CWD,
                 "region": REGION, "memory": box.vcpus * 2048, "vcpus": box.vcpus,
                 "timeout": box.timeout_ms, "requestedAt": box.started_ms,
                 "startedAt": box.started_ms,
                 "stoppedAt": box.stopped_ms if current else None}  # fmt: skip
 
     def _sandbox(self, box: VercelBox) -> dict[str, Any]:
-        return {"name": box.id, "currentSessionId": box.session, "status": self._status(box),
+        return {"name": box.id, "currentSessionId": box.session, "status": box.state,
                 "persistent": box.persistent, "currentSnapshotId": box.snapshot_id,
                 "projectId": PROJECT, "cwd": CWD, "region": REGION, "memory": box.vcpus * 2048,
                 "vcpus": box.vcpus, "timeout": box.timeout_ms, "tags": box.tags,
-                "createdAt": ms(box.created), "updatedAt": ms(box.updated),
-                "statusUpdatedAt": ms(box.updated)}  # fmt: skip
+                "createdAt": tk.epoch_ms(box.created), "updatedAt": tk.epoch_ms(box.updated),
+                "statusUpdatedAt": tk.epoch_ms(box.updated)}  # fmt: skip
 
-    def _envelope(self, box: VercelBox, **more: Any) -> web.Response:
-        return web.json_response(
-            {"sandbox": self._sandbox(box), "session": self._session(box), "routes": [], **more}
-        )
+    def _envelope(self, box: VercelBox, **more: Any) -> dict[str, Any]:
+        return {"sandbox": self._sandbox(box), "session": self._session(box), "routes": [], **more}
 
     @staticmethod
     def _snapshot_dto(snap: VercelSnapshot, status: str = "created") -> dict[str, Any]:
@@ -196,48 +172,34 @@ class VercelEmulator(Protocol):
     # -- lookups ----------------------------------------------------------------------------
 
     def _box(self, name: str) -> VercelBox:
-        box = self.sandboxes.get(name)
-        if not isinstance(box, VercelBox):
-            raise Refused(api_error(404, f"sandbox {name} not found"))
-        return box
+        return self.lookup(VercelBox, name, f"sandbox {name} not found")
 
     async def _live(self, request: web.Request) -> tuple[VercelBox, str]:
         """The sandbox whose current, running session the request names."""
         sid = request.match_info["sid"]
         box = next((b for b in self.sandboxes.held() if sid in getattr(b, "sessions", ())), None)
         if not isinstance(box, VercelBox):
-            raise Refused(api_error(404, f"session {sid} not found"))
+            raise Refused(self.error(404, f"session {sid} not found"))
         await self.settled(box)  # a booting session answers once it runs, as the VM does
         if box.session != sid or box.state != "running":
-            raise Refused(api_error(410, f"session {sid} is stopped", "sandbox_stopped"))
+            raise Refused(self.error(410, f"session {sid} is stopped", "sandbox_stopped"))
         return box, sid
 
     def _snapshot(self, snapshot_id: Any) -> VercelSnapshot:
-        snap = self.sandboxes.find_snapshot(str(snapshot_id))
-        if not isinstance(snap, VercelSnapshot):
-            raise Refused(api_error(404, f"snapshot {snapshot_id} not found", "snapshot_not_found"))
-        return snap
-
-    @staticmethod
-    async def _body(request: web.Request) -> dict[str, Any]:
-        return await tk.json_object(request, lambda: api_error(400, "invalid JSON body"))
+        missing = self.error(404, f"snapshot {snapshot_id} not found", "snapshot_not_found")
+        return self.lookup_snapshot(VercelSnapshot, str(snapshot_id), missing)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def _new_session(self, box: VercelBox) -> None:
         box.session = f"sbx_sess_{secrets.token_hex(8)}"
         box.sessions.append(box.session)
-        box.started_ms, box.stopped_ms = ms(), None
+        box.started_ms, box.stopped_ms = tk.epoch_ms(), None
         box.extend(box.timeout_ms / 1000)
 
-    def _boot(self, box: VercelBox, source: CheckpointRef | None) -> None:
-        """A new session that boots in the background (``pending`` until it runs)."""
-        self._new_session(box)
-        spec = SandboxSpec(cpus=float(box.vcpus), memory_mb=box.vcpus * 2048)
-        self.transition(
-            box, "pending",
-            lambda: self.sandboxes.boot(box, spec, home=CWD, source=source), "running",
-        )  # fmt: skip
+    @staticmethod
+    def _spec(box: VercelBox) -> SandboxSpec:
+        return SandboxSpec(cpus=float(box.vcpus), memory_mb=box.vcpus * 2048)
 
     async def _stop(self, box: VercelBox, *, automatic: bool) -> None:
         """End the session (under ``box.lock``): a persistent sandbox keeps its filesystem
@@ -246,34 +208,22 @@ class VercelEmulator(Protocol):
         try:
             if box.persistent and automatic:
                 await self._take(box, "automatic", None)
-            await self.sandboxes.stop(box)
+            await self.sandboxes.stop(box, keep=box.persistent)
         except Exception:
-            box.set_state("error")
+            box.set_state(box.FAILED)
             raise
-        if not box.persistent and box.parked is not None:
-            parked, box.parked = box.parked, None
-            await self.sandboxes.delete_checkpoint(parked)
         box.set_state("stopped")
-        box.stopped_ms, box.end_at = ms(), None
+        box.stopped_ms, box.end_at = tk.epoch_ms(), None
 
     async def _take(
         self, box: VercelBox, method: str, expires_ms: int | None, *, usable: bool = False
     ) -> VercelSnapshot:
-        """A snapshot of ``box`` (under ``box.lock``); ``usable``: answered only once it can
-        be used (else ProviderError, and it is dropped)."""
+        """A snapshot of ``box`` (under ``box.lock``; see :meth:`Sandboxes.capture`)."""
         snap = VercelSnapshot(
             id=f"snap_{secrets.token_hex(10)}", source_id=box.id, session_id=box.session,
             method=method, expires_ms=expires_ms,
         )  # fmt: skip
-        self.sandboxes.add_snapshot(snap)
-        try:
-            await self.sandboxes.take(snap, box)
-            if usable:
-                await self.sandboxes.built(snap, box)
-        except ProviderError:
-            await self.sandboxes.drop_snapshot(snap)
-            raise
-        box.snapshot_id = snap.id
+        box.snapshot_id = (await self.sandboxes.capture(snap, box, usable=usable)).id
         return snap
 
     async def expire(self, box: Box) -> None:
@@ -281,174 +231,143 @@ class VercelEmulator(Protocol):
         if isinstance(box, VercelBox) and box.state == "running":
             await self._stop(box, automatic=True)
 
-    def _configure(self, body: dict[str, Any], like: VercelBox | None = None) -> VercelBox:
-        """A new sandbox from a create or fork body (a fork inherits ``like``'s settings)."""
+    def _create(
+        self, body: dict[str, Any], source: CheckpointRef | None, like: VercelBox | None = None
+    ) -> Reply:
+        """A new sandbox from a create or fork body (a fork inherits ``like``'s settings), its
+        first session booting from ``source`` in the background (``pending`` until it runs)."""
         name = body.get("name") or f"sbx-{secrets.token_hex(8)}"
         if not isinstance(name, str) or self.sandboxes.get(name) is not None:
-            raise Refused(api_error(409, f"sandbox {name} already exists", "sandbox_exists"))
-        was = like or VercelBox(id="", tags={}, env={}, persistent=True, vcpus=2,
-                                timeout_ms=DEFAULT_TIMEOUT_MS)  # fmt: skip
-        tags, env = body.get("tags", was.tags), body.get("env", was.env)
-        resources = body.get("resources") or {}
-        if not all(isinstance(v, dict) for v in (tags, env, resources)):
-            raise Refused(api_error(400, "tags, env and resources must be objects"))
-        return VercelBox(
+            raise Refused(self.error(409, f"sandbox {name} already exists", "sandbox_exists"))
+        was = like or VercelBox(id="")  # the defaults
+        tags, env, resources = self.objects(body, tags=was.tags, env=was.env, resources={})
+        box = VercelBox(
             id=name,
-            tags={str(k): str(v) for k, v in tags.items()},
-            env={str(k): str(v) for k, v in env.items()},
+            tags=tk.strings(tags),
+            env=tk.strings(env),
             persistent=bool(body.get("persistent", was.persistent)),
             vcpus=int(resources.get("vcpus") or was.vcpus),
             timeout_ms=int(body.get("timeout") or was.timeout_ms),
         )
+        self._new_session(self.sandboxes.add(box))
+        self.booting(box, "pending", "running", self._spec(box), home=CWD, source=source)
+        return self._envelope(box)
 
-    async def create(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
+    async def create(self, request: web.Request) -> Reply:
+        body = await self.body(request)
         if body.get("projectId") != PROJECT:
-            return api_error(404, f"project {body.get('projectId')} not found")
+            return self.error(404, f"project {body.get('projectId')} not found")
         source = body.get("source")
-        snap = None
-        if source is not None:
-            if not isinstance(source, dict) or source.get("type") != "snapshot":
-                return api_error(400, "only snapshot sources are emulated")
-            snap = self._snapshot(source.get("snapshotId"))
-        box = self.sandboxes.add(self._configure(body))
-        self._boot(box, snap.ref if snap else None)
-        return self._envelope(box)
+        if source is None:
+            return self._create(body, None)
+        if not isinstance(source, dict) or source.get("type") != "snapshot":
+            return self.error(400, "only snapshot sources are emulated")
+        return self._create(body, self._snapshot(source.get("snapshotId")).ref)
 
-    async def fork(self, request: web.Request) -> web.Response:
-        source, body = self._box(request.match_info["name"]), await self._body(request)
-        box = self.sandboxes.add(self._configure(body, like=source))
+    async def fork(self, request: web.Request) -> Reply:
+        source, body = self._box(request.match_info["name"]), await self.body(request)
         seed = self.sandboxes.find_snapshot(source.snapshot_id or "")
-        self._boot(box, seed.ref if seed is not None else None)
-        return self._envelope(box)
+        return self._create(body, seed.ref if seed is not None else None, like=source)
 
-    async def get(self, request: web.Request) -> web.Response:
+    async def get(self, request: web.Request) -> Reply:
         box = self._box(request.match_info["name"])
         if request.query.get("resume") != "true" or box.busy is not None:
             return self._envelope(box)
         async with box.lock:
-            resumed = box.state in ("stopped", "error")
+            resumed = box.state in ("stopped", box.FAILED)
             if resumed:
-                self._new_session(box)
-                if box.parked is not None:
-                    await self.sandboxes.start(box)
-                else:
-                    spec = SandboxSpec(cpus=float(box.vcpus), memory_mb=box.vcpus * 2048)
-                    await self.sandboxes.boot(box, spec, home=CWD)
+                self._new_session(box)  # its files, if it kept them (else a new sandbox)
+                await self.sandboxes.start(box, self._spec(box), home=CWD)
                 box.set_state("running")
         return self._envelope(box, resumed=resumed)
 
-    async def list(self, request: web.Request) -> web.Response:
+    async def list(self, request: web.Request) -> Reply:
         prefix, tag = request.query.get("namePrefix", ""), request.query.get("tags")
         key, _, value = (tag or "").partition(":")
-        try:
-            limit = int(request.query.get("limit") or 50)
-            offset = int(request.query.get("cursor") or 0)
-        except ValueError:
-            return api_error(400, "limit and cursor must be integers")
+        limit, offset = self.query_ints(request, limit=50, cursor=0)
         found = sorted(
-            (b for b in self.sandboxes.listed() if isinstance(b, VercelBox)
-             and b.id.startswith(prefix) and (tag is None or b.tags.get(key) == value)),
+            (b for b in self.sandboxes.listed(VercelBox)
+             if b.id.startswith(prefix) and (tag is None or b.tags.get(key) == value)),
             key=lambda b: b.id, reverse=request.query.get("sortOrder", "desc") == "desc",
         )  # fmt: skip
-        page = found[offset : offset + max(1, limit)]
-        more = offset + len(page) < len(found)
-        pagination = {"count": len(page), "next": str(offset + len(page)) if more else None,
-                      "prev": None}  # fmt: skip
-        return web.json_response(
-            {"sandboxes": [self._sandbox(b) for b in page], "pagination": pagination}
-        )
+        page, more = tk.offset_page(found, offset, max(1, limit))
+        pagination = {"count": len(page), "next": None if more is None else str(more), "prev": None}
+        return {"sandboxes": [self._sandbox(b) for b in page], "pagination": pagination}
 
-    async def delete(self, request: web.Request) -> web.Response:
+    async def delete(self, request: web.Request) -> Reply:
         box = self._box(request.match_info["name"])
-        await self.settled(box)
-        async with box.lock:
-            await self.sandboxes.destroy(box)
-            if self.sandboxes.get(box.id) is box:  # a destroy that leaks (a semantic fault)
-                return web.json_response({"sandbox": self._sandbox(box)})
+        if await self.destroy(box):  # not when a destroy leaks (a semantic fault)
             box.set_state("stopped")
-        if request.query.get("deleteOrphanSnapshots") == "true":
-            used = {getattr(b, "snapshot_id", None) for b in self.sandboxes.held()}
-            for snap in self.sandboxes.snapshots():
-                if snap.source_id == box.id and snap.id not in used:
-                    await self.sandboxes.drop_snapshot(snap)
-        return web.json_response({"sandbox": self._sandbox(box)})
+            if request.query.get("deleteOrphanSnapshots") == "true":
+                used = {getattr(b, "snapshot_id", None) for b in self.sandboxes.held()}
+                for snap in self.sandboxes.snapshots():
+                    if snap.source_id == box.id and snap.id not in used:
+                        await self.sandboxes.drop_snapshot(snap)
+        return {"sandbox": self._sandbox(box)}
 
-    async def get_snapshot(self, request: web.Request) -> web.Response:
-        return web.json_response({"snapshot": self._snapshot_dto(self._snapshot(
-            request.match_info["snap"]))})  # fmt: skip
+    async def get_snapshot(self, request: web.Request) -> Reply:
+        return {"snapshot": self._snapshot_dto(self._snapshot(request.match_info["snap"]))}
 
-    async def delete_snapshot(self, request: web.Request) -> web.Response:
+    async def delete_snapshot(self, request: web.Request) -> Reply:
         snap = self._snapshot(request.match_info["snap"])
         await self.sandboxes.drop_snapshot(snap)
-        return web.json_response({"snapshot": self._snapshot_dto(snap, "deleted")})
+        return {"snapshot": self._snapshot_dto(snap, "deleted")}
 
     # -- session calls ----------------------------------------------------------------------
 
-    async def snapshot(self, request: web.Request) -> web.Response:
+    async def snapshot(self, request: web.Request) -> Reply:
         box, sid = await self._live(request)
-        expiration = (await self._body(request)).get("expiration")
-        expires = ms() + int(expiration) if isinstance(expiration, int) and expiration else None
+        expiration = (await self.body(request)).get("expiration")
+        expires = tk.epoch_ms() + expiration if isinstance(expiration, int) and expiration else None
         async with box.lock:
             try:
                 snap = await self._take(box, "snapshot", expires, usable=True)
             except ProviderError as exc:
-                return api_error(500, f"snapshot failed: {exc}", "internal_server_error")
+                return self.error(500, f"snapshot failed: {exc}", "internal_server_error")
             await self._stop(box, automatic=False)  # "the sandbox shuts down automatically"
-        return web.json_response(
-            {"snapshot": self._snapshot_dto(snap), "session": self._session(box, sid)}
-        )
+        return {"snapshot": self._snapshot_dto(snap), "session": self._session(box, sid)}
 
-    async def stop(self, request: web.Request) -> web.Response:
+    async def stop(self, request: web.Request) -> Reply:
         box, sid = await self._live(request)
         async with box.lock:
             await self._stop(box, automatic=True)
-        return web.json_response(
-            {"session": self._session(box, sid), "sandbox": self._sandbox(box)}
-        )
+        return {"session": self._session(box, sid), "sandbox": self._sandbox(box)}
 
     async def cmd(self, request: web.Request) -> web.StreamResponse:
         box, sid = await self._live(request)
-        body = await self._body(request)
+        body = await self.body(request)
         command, args = body.get("command"), body.get("args") or []
         if not isinstance(command, str) or not command or not isinstance(args, list):
-            return api_error(400, "command must be a string and args a list")
+            return self.error(400, "command must be a string and args a list")
         if not body.get("wait"):
-            return api_error(501, "detached commands are not emulated", "not_implemented")
-        cwd = body.get("cwd") or CWD
-        cwd = cwd if cwd.startswith("/") else posixpath.join(CWD, cwd)
-        env = {**box.env, **{str(k): str(v) for k, v in (body.get("env") or {}).items()}}
-        limit = body.get("timeout")
-        limit_s = limit / 1000 if isinstance(limit, int | float) and limit > 0 else NO_TIMEOUT_S
+            return self.error(501, "detached commands are not emulated", "not_implemented")
+        cwd = posixpath.join(CWD, body.get("cwd") or CWD)  # a relative one under CWD
+        env = {**box.env, **tk.strings(body.get("env") or {})}
+        limit_s = tk.deadline_s(body.get("timeout"), unit_s=0.001)
         record = {"id": f"cmd_{secrets.token_hex(8)}", "name": command,
                   "args": [str(a) for a in args], "cwd": cwd, "sessionId": sid,
-                  "startedAt": ms(), "exitCode": None}  # fmt: skip
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
+                  "startedAt": tk.epoch_ms(), "exitCode": None}  # fmt: skip
+        response = await tk.open_stream(request, "application/x-ndjson")
         lines: list[dict[str, Any]] = []
-        try:
-            await response.write(_ndjson([{"command": record}]))
+        # A client that goes away (its own deadline) leaves the command running to `timeout`.
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(tk.ndjson({"command": record}))
             argv = tk.in_dir([command, *record["args"]], cwd, env)
             try:
                 done = await self.sandboxes.exec(box, argv, timeout_s=limit_s)
-                for stream, data in (("stdout", done.stdout), ("stderr", done.stderr)):
-                    if data:
-                        lines.append({"stream": stream, "data": data.decode("utf-8", "replace")})
-                code = done.exit_code if done.exit_code >= 0 else 128 - done.exit_code
-                lines.append({"command": {**record, "exitCode": code}})
+                lines += [{"stream": s, "data": tk.text(d)} for s, d in tk.outputs(done)]
+                lines.append({"command": {**record, "exitCode": tk.exit_status(done.exit_code)}})
             except OperationTimeout:  # the service's kill at `timeout`
                 lines.append({"command": {**record, "exitCode": KILLED}})
             except ProviderError as exc:  # an in-band error: never "sandbox_stream_closed",
                 # which would send the SDK to the logs and wait endpoints (not emulated)
                 code = "sandbox_stopped" if box.state != "running" else "internal_error"
                 lines.append({"stream": "error", "data": {"code": code, "message": str(exc)}})
-            await response.write(_ndjson(lines))
+            await response.write(tk.ndjson(*lines))
             await response.write_eof()
-        except ConnectionResetError:
-            pass  # the client went away (its own deadline): the command ran on to `timeout`
         return response
 
-    async def fs_write(self, request: web.Request) -> web.Response:
+    async def fs_write(self, request: web.Request) -> Reply:
         box, _ = await self._live(request)
         cwd, raw = request.headers.get("x-cwd") or "/", await request.read()
         try:
@@ -456,25 +375,22 @@ class VercelEmulator(Protocol):
                 files = [(m.name, archive.extractfile(m)) for m in archive if m.isfile()]
                 contents = [(posixpath.join(cwd, n), f.read()) for n, f in files if f]
         except (tarfile.TarError, OSError, EOFError) as exc:
-            return api_error(400, f"the body is not a gzip tar archive: {exc}")
+            return self.error(400, f"the body is not a gzip tar archive: {exc}")
         for path, data in contents:
             try:
                 await self.sandboxes.write_file(box, posixpath.normpath(path), data)
             except ProviderError as exc:
-                return api_error(400, f"cannot write {path}: {exc}", "write_failed")
-        return web.json_response({})
+                return self.error(400, f"cannot write {path}: {exc}", "write_failed")
+        return {}
 
-    async def fs_read(self, request: web.Request) -> web.Response:
+    async def fs_read(self, request: web.Request) -> Reply:
         box, _ = await self._live(request)
-        body = await self._body(request)
-        path = body.get("path")
-        if not isinstance(path, str) or not path:
-            return api_error(400, "path is required")
-        path = posixpath.normpath(posixpath.join(body.get("cwd") or CWD, path))
+        body = await self.body(request)
+        path = tk.resolve(self.required(body, "path"), body.get("cwd") or CWD)
         try:
             data = await self.sandboxes.read_file(box, path)
         except NotFound:
-            return api_error(404, f"file not found: {path}", "file_not_found")
+            return self.error(404, f"file not found: {path}", "file_not_found")
         except ProviderError as exc:
-            return api_error(400, f"cannot read {path}: {exc}", "read_failed")
+            return self.error(400, f"cannot read {path}: {exc}", "read_failed")
         return web.Response(body=data, content_type="application/octet-stream")
