@@ -4,11 +4,12 @@ A call the harness times spends part of its life waiting (for the sandbox's answ
 child process, for a socket). While it waits, the client's CPU goes idle, and how long the CPU
 then takes to wake up depends on what ran *before*: cpuidle governors pick deeper idle states
 after long idle periods, and a virtual machine's adaptive halt-polling (``haltpoll``) stops
-polling after idle stretches and halts, so the host deschedules the vCPU. Measured on this
-project's 2-vCPU KVM machine: local ``create`` right after a 0.5 s idle pause took twice as long
-as back to back (p50 10.6 ms against 5.4 ms). A workload measured after an idle-heavy neighbour
-(``pause_resume``'s hold, ``idle_wake``) is therefore slower than the same workload alone,
-which is neighbours' leftovers, not the operation.
+polling after idle stretches and halts, so the host deschedules the vCPU. On this project's
+2-vCPU KVM machine (cpuidle driver ``haltpoll``) a local ``create`` right after a 0.5 s idle
+pause was slower than back to back: at load 4-5 (other tests running) 10.6 ms against 5.4 ms
+p50, on an idle machine 8.6 ms against 7.9 ms (with the request held: 8.1 against 7.7 ms). A
+workload measured after an idle-heavy neighbour (``pause_resume``'s hold, ``idle_wake``) is
+therefore slower than the same workload alone, which is neighbours' leftovers, not the operation.
 
 ``hold`` (the default) does what latency benchmarks such as rt-tests' cyclictest do: for as
 long as the run's iterations execute, it asks the kernel's PM QoS for a wake-up latency of 0 us
