@@ -84,6 +84,7 @@ from typing import Any
 
 from bench import scenarios as scenarios_mod
 from bench.cost import Catalog, CatalogError, SessionScenario, load_catalog
+from bench.cpu_latency import CpuLatency
 from bench.workloads import DEFAULT_SUITE, WORKLOADS
 from bench.workloads import task as tasks
 from providers import REGISTRY
@@ -302,9 +303,9 @@ class RunConfig:
     cpu_latency: str = setting(
         "hold",
         help="hold: keep idle CPUs polling while iterations run (/dev/cpu_dma_latency, root), "
-        "so what ran before a call does not change how fast this client wakes; system: the "
-        "machine's own idle policy",
-        choices=("hold", "system"),
+        "so that what ran before a call weighs less on how fast this client wakes; system: "
+        "the machine's own idle policy",
+        choices=tuple(CpuLatency),
         flag="--cpu-latency",
     )
     #: Dask scheduler whose workers run the iterations (``tcp://HOST:PORT``), or ``local:K``

@@ -72,8 +72,9 @@ QUIET_POLICY = {
     "gc": "automatic collection off during the run; a collection runs between iterations when "
     "no timed call is in flight (or after GC_EVERY iterations without such a moment)",
     "client_cpu": "with [run] cpu_latency = hold (default) the client's idle CPUs poll while "
-    "iterations run, so an idle neighbour does not slow the next call's wake-ups; what was "
-    "obtained is in client.cpu_latency",
+    "iterations run, so that a neighbour's idleness weighs less on the next call's wake-ups "
+    "(a small effect on the machine measured, see README); what was obtained is in "
+    "client.cpu_latency",
 }
 #: Iterations after which a collection runs even if timed calls are always in flight.
 GC_EVERY = 50

@@ -46,7 +46,7 @@ pytestmark = [
 ]
 SPEC = SandboxSpec(labels={RUN_LABEL: "local-bench"})
 MIB = 1024 * 1024
-_PID1_ROOT: dict[str, object] = {}
+_FACTS: dict[str, object] = {}
 
 
 class Env:
@@ -69,7 +69,7 @@ def env(tmp_path_factory):
     provider = LocalProvider({"state_dir": str(tmp_path_factory.mktemp("local-bench"))})
     loop.run_until_complete(provider.open())
     held = cpu_latency.hold(os.environ.get("SANDBOX_BENCH_CPU_LATENCY", "hold"))
-    _PID1_ROOT["value"], _PID1_ROOT["cpu_latency_held"] = provider.pid1_root, held.held
+    _FACTS["pid1_root"], _FACTS["cpu_latency_held"] = provider.pid1_root, held.held
     yield Env(loop, provider)
     held.release()
     loop.run_until_complete(provider.close())
@@ -87,8 +87,8 @@ def goal(benchmark, *, p50_ms: float | None, p90_over_p50: float | None = None, 
     """Record the goal now; :func:`verdict` adds p90 and the verdict after the run."""
     benchmark.extra_info.update(goal_p50_ms=p50_ms, goal_p90_over_p50=p90_over_p50, **extra)
     # which path built the sandboxes' roots: "native" (sbnative.c) or "python (why)"
-    benchmark.extra_info["pid1_root"] = _PID1_ROOT.get("value")
-    benchmark.extra_info["cpu_latency_held"] = _PID1_ROOT.get("cpu_latency_held")
+    benchmark.extra_info["pid1_root"] = _FACTS.get("pid1_root")
+    benchmark.extra_info["cpu_latency_held"] = _FACTS.get("cpu_latency_held")
     benchmark.extra_info["load_before"] = os.getloadavg()[0]
 
 
