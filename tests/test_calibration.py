@@ -402,10 +402,15 @@ async def test_a_burst_records_how_long_the_client_kept_answers_waiting_and_the_
 
     def delays(sink: MemorySink) -> np.ndarray:
         creates = [s for s in sink.samples if s.operation == "create"]
-        assert len(creates) == 20 and all(s.status is Status.OK for s in creates)
+        assert len(creates) == 5 and all(s.status is Status.OK for s in creates)
         return np.sort([s.extra["client_loop_delay_s"] for s in creates])
 
-    params = {"size": 20, "watch_loop": True}
+    # Five creates, not twenty: the SDK's own work on a burst is real loop time that the
+    # watcher rightly records, and on a slow CI machine twenty creates' sending and answers
+    # held the idle loop 9-12 ms in all three tries (one CI run), which is the client's cost
+    # at that size, not a stall. Five keep an idle client well under the 10 ms mark while
+    # the busy client's 15 ms per create stays far over it.
+    params = {"size": 5, "watch_loop": True}
     # An idle client is clean in at least one of three bursts: this VM sometimes stalls a
     # process for over 10 ms (seen once in a serial CI run), which the watcher rightly
     # records; a client that is slow every time fails all three.
@@ -414,7 +419,7 @@ async def test_a_burst_records_how_long_the_client_kept_answers_waiting_and_the_
         if delays(idle)[-1] < SCHEDULE_LAG_WARN_S:
             break
     loaded = await _run(_BusyClient(provider, 0.015), "burst", params=params)
-    unwatched = await _run(provider, "burst", params={"size": 20})
+    unwatched = await _run(provider, "burst", params={"size": 5})
     assert not any("client_loop_delay_s" in s.extra for s in unwatched.samples)
     # Each busy create holds the loop 15 ms, so the watcher (and any answer) waits that long.
     assert delays(idle)[-1] < SCHEDULE_LAG_WARN_S, delays(idle)
