@@ -4,16 +4,20 @@ must read like the same operation measured alone, not like its neighbours' lefto
 One benchmark runs, on the local provider, through the real session (as ``sandbox-bench run``
 does): the lifecycle workload alone (``--workloads lifecycle --iterations 60``, the issue's
 figure) and the default suite of bench.toml (``make run``: its workloads, lifecycle among
-them, 20 iterations each), twice each in the order alone, suite, alone, suite, so that a drift
-of the machine's speed over the minutes it takes weighs on both alike. It reports both
-``create`` p50s (warmups excluded, the two runs of each pooled), their ratio with a 95 %
-bootstrap interval (scipy.stats.bootstrap, percentile), and each run's own p50 in
-``extra_info``, and holds the suite's within GOAL of the alone figure. Both sides run with
-the run defaults, ``cpu_latency = "hold"`` included (bench/cpu_latency.py).
+them, 20 iterations each, all iterations in one seeded random order). Each suite is bracketed
+by alone runs (alone, suite, alone, suite, alone): an alone run lasts about a second and a
+suite two minutes, so one alone run is a snapshot of the machine's speed, and bracketing
+lets a drift over the suite's minutes weigh on both sides alike. It reports both ``create``
+p50s (warmups excluded, runs of each side pooled), their ratio with a 95 % bootstrap interval
+(scipy.stats.bootstrap, percentile; within-run sampling only, the spread between runs is in
+``per_run_p50_ms``), and, to tell a neighbour's leftovers from the machine's state, the suite's
+create p50 by the workload whose iteration ran just before (``after_workload``). It holds
+the suite's p50 within GOAL of the alone figure. Both sides run with the run defaults,
+``cpu_latency = "hold"`` included (bench/cpu_latency.py).
 
 Run: ``.venv/bin/pytest benchmarks/test_quiet_bench.py --benchmark-only -p no:cacheprovider
--o addopts="" -s`` (``-s`` prints the two figures). It takes a few minutes: the default suite
-is most of it.
+-o addopts="" -s`` (``-s`` prints the figures). It takes about five minutes: the default
+suite is most of it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncio
 import os
 import statistics
 import tomllib
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +45,28 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[1]
 #: The suite's create p50 may exceed the alone figure by at most this fraction.
 GOAL = 0.10
-#: Alone then suite, this many times.
+#: Suites, each between two alone runs.
 ROUNDS = 2
 
 
 def _creates_ms(folder: Path) -> list[float]:
+    return [ms for ms, _ in _creates_after(folder)]
+
+
+def _creates_after(folder: Path) -> list[tuple[float, str | None]]:
+    """Each measured lifecycle create (ms) with the workload of the iteration that started
+    just before its own (None for the run's first); concurrency is 1, so that iteration had
+    ended, teardown included, when this one began."""
+    samples = sorted(load_run(folder).samples, key=lambda s: s.sample_id)
+    started: dict[tuple[str, int, bool], datetime] = {}
+    for s in samples:  # the earliest record of each iteration marks its start
+        at, key = datetime.fromisoformat(s.started_at), (s.workload, s.iteration, s.warmup)
+        started[key] = min(started.get(key, at), at)
+    order = sorted(started, key=lambda key: started[key])
+    before = {key: (order[i - 1][0] if i else None) for i, key in enumerate(order)}
     return [
-        s.duration_s * 1000
-        for s in load_run(folder).samples
+        (s.duration_s * 1000, before[(s.workload, s.iteration, s.warmup)])
+        for s in samples
         if s.workload == "lifecycle" and s.operation == "create" and not s.warmup
         and s.status == "ok" and s.duration_s is not None
     ]  # fmt: skip
@@ -76,16 +95,23 @@ def test_lifecycle_create_alone_and_inside_the_default_suite(benchmark, tmp_path
     tables = tomllib.loads((ROOT / "bench.toml").read_text())
     tables["providers"] = {"local": {"state_dir": str(tmp_path / "state")}}
     runs: dict[str, list[list[float]]] = {"alone": [], "suite": []}
+    after: dict[str | None, list[float]] = {}
+
+    def run_alone(index: int) -> None:
+        folder = _run(tables, {"workloads": "lifecycle", "iterations": 60}, tmp_path / f"a{index}")
+        runs["alone"].append(_creates_ms(folder))
 
     def both() -> None:
+        run_alone(0)
         for round_ in range(ROUNDS):
-            alone_dir, suite_dir = tmp_path / f"alone{round_}", tmp_path / f"suite{round_}"
-            alone = _run(tables, {"workloads": "lifecycle", "iterations": 60}, alone_dir)
-            suite = _run(tables, {}, suite_dir)
-            runs["alone"].append(_creates_ms(alone))
-            runs["suite"].append(_creates_ms(suite))
+            suite = _run(tables, {}, tmp_path / f"suite{round_}")
+            pairs = _creates_after(suite)
+            runs["suite"].append([ms for ms, _ in pairs])
+            for ms, workload in pairs:
+                after.setdefault(workload, []).append(ms)
             manifest = load_run(suite).manifest
             assert manifest["quiet"]["teardown"].startswith("each iteration ends when")
+            run_alone(round_ + 1)
 
     benchmark.pedantic(both, rounds=1, iterations=1)
     alone = [x for run in runs["alone"] for x in run]
@@ -105,12 +131,17 @@ def test_lifecycle_create_alone_and_inside_the_default_suite(benchmark, tmp_path
                 side: [round(statistics.median(run), 3) for run in values]
                 for side, values in runs.items()
             },
+            "after_workload": {
+                str(workload): {"n": len(values), "p50_ms": round(statistics.median(values), 3)}
+                for workload, values in sorted(after.items(), key=lambda kv: str(kv[0]))
+            },
             "goal": f"suite within {GOAL:.0%} of alone",
         }
     )
     print(
         f"\nlifecycle create p50: alone {alone_ms:.2f} ms (n={len(alone)}), in the default suite "
         f"{suite_ms:.2f} ms (n={len(suite)}), ratio {ratio:.3f} (95 % CI {low:.3f}-{high:.3f}); "
-        f"per run: {benchmark.extra_info['per_run_p50_ms']}"
+        f"per run: {benchmark.extra_info['per_run_p50_ms']}; in the suite after each workload: "
+        f"{benchmark.extra_info['after_workload']}"
     )
     assert ratio <= 1 + GOAL, f"the suite's create p50 is {ratio:.2f}x the alone figure"
