@@ -13,6 +13,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 
 from providers import daytona as daytona_module
@@ -200,6 +201,39 @@ async def test_checkpoints_are_listed_by_run_page_by_page(emulator, monkeypatch)
         finally:
             for box in boxes:
                 await provider.destroy(box)
+    finally:
+        await provider.close()
+
+
+async def test_a_snapshot_delete_that_answers_ok_has_deleted_even_under_a_malformed_fault(
+    emulator,
+):
+    """The SDK ignores a snapshot delete's answer (``remove_snapshot`` has no response type),
+    and the emulator's faults come before the call is done: its ``malformed`` answer
+    there must fail the call, not pass for "deleted" while the snapshot stays (reap and the
+    sweeps would count it gone: the interrupt test's leaked checkpoint)."""
+    provider = await _open()
+    run_id = _run_id()
+    try:
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: run_id}))
+        try:
+            ref = await provider.checkpoint(sandbox)
+            headers = {"Authorization": f"Bearer {emulator.token}"}
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{emulator.url}/api/snapshots/{ref.id}", headers=headers) as got,
+            ):
+                snapshot_id = (await got.json())["id"]
+            # The SDK resolves the name (GET .../snapshots/<name>), then deletes by id: only
+            # the DELETE gets the fault.
+            await emulator.inject(kind="malformed", match=f"/api/snapshots/{snapshot_id}")
+            with pytest.raises(ProviderError):
+                await provider.delete_checkpoint(ref)
+            assert await provider.list_checkpoints(run_id) == [ref.id]
+            await provider.delete_checkpoint(ref)  # as a sweep's retry
+            assert await provider.list_checkpoints(run_id) == []
+        finally:
+            await provider.destroy(sandbox)
     finally:
         await provider.close()
 

@@ -290,6 +290,19 @@ async def test_capture_drops_a_snapshot_it_could_not_take_and_a_held_box_goes_wi
     await boxes.close()
 
 
+async def test_a_snapshot_dropped_before_its_take_began_leaves_no_copy():
+    """A protocol that lists a snapshot while pending (Daytona) registers it and takes it in
+    the background: a delete handled before that take began (in the same turn of the loop)
+    must not leave the copy the take then makes behind every record of it."""
+    boxes, box = await _running_box(_Counting())
+    snap = boxes.add_snapshot(Snapshot(id="s1", source_id="a", names=["n"]))
+    taking = asyncio.ensure_future(boxes.take(snap, box))  # scheduled, not begun
+    await boxes.drop_snapshot(snap)
+    await taking
+    assert boxes.find_snapshot("n") is None and boxes.backend.held() == (1, 0)
+    await boxes.close()
+
+
 async def _fails(sandbox):
     raise ProviderError("disk full")
 

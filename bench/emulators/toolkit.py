@@ -665,6 +665,9 @@ class Snapshot:
     error: str | None = None
     created_at: str = field(default_factory=lambda: utc_now())
     updated_at: str = field(default_factory=lambda: utc_now())
+    #: Set when :meth:`Sandboxes.drop_snapshot` forgets it: a take under way, or not yet
+    #: begun, must not fill it.
+    dropped: bool = False
 
     @property
     def state(self) -> str:
@@ -869,6 +872,7 @@ class Sandboxes:
             if other is not snapshot:
                 other.names = [name for name in other.names if name not in snapshot.names]
         self._snapshots[snapshot.id] = snapshot
+        snapshot.dropped = False
         return snapshot
 
     def find_snapshot(self, key: str) -> Snapshot | None:
@@ -882,15 +886,15 @@ class Sandboxes:
     async def take(self, snapshot: Snapshot, box: Box) -> None:
         """Fill ``snapshot`` with ``box``'s filesystem now (a name taken again gets a new
         build: the old checkpoint goes)."""
-        listed = self._snapshots.get(snapshot.id) is snapshot  # some APIs list it pending
         try:
             ref = await self.checkpoint(box)
         except Exception as exc:
             snapshot.error = f"{type(exc).__name__}: {exc}"
             raise
-        if listed and self._snapshots.get(snapshot.id) is not snapshot:
-            # Deleted while it was being taken (a sweep found it pending): the deletion wins,
-            # else the filesystem copy would outlive every record of it.
+        if snapshot.dropped:
+            # Deleted while it was being taken (a sweep found it pending), or before the take
+            # began (a delete handled in the turn of the loop that registered it): the
+            # deletion wins, else the filesystem copy would outlive every record of it.
             await self.delete_checkpoint(ref)
             return
         old, snapshot.ref, snapshot.source_id = snapshot.ref, ref, box.id
@@ -929,6 +933,7 @@ class Sandboxes:
     async def drop_snapshot(self, snapshot: Snapshot) -> None:
         """Forget ``snapshot``; delete its checkpoint and destroy the sandbox it holds."""
         self._snapshots.pop(snapshot.id, None)
+        snapshot.dropped = True
         held, snapshot.held = snapshot.held, None
         if snapshot.ref is not None:
             await self.delete_checkpoint(snapshot.ref)
