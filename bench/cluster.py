@@ -346,7 +346,12 @@ class _Runtime:
         sink = _StreamSink(self, "sweep")
         state = cleaning.alive_from(alive)
         results = await cleaning.sweep(
-            self.providers, self.spec.run_id, sink.add_ledger, alive=state, grace=self.grace
+            self.providers,
+            self.spec.run_id,
+            sink.add_ledger,
+            alive=state,
+            policy=cleaning.patient(cleaning.DEFAULT_POLICY),
+            grace=self.grace,
         )
         return {
             "destroyed": sum(len(r.destroyed) for r in results),

@@ -396,7 +396,7 @@ class Runner:
             self.recorder.run_id,
             ledger,
             alive=self.recorder.alive,
-            policy=self.policy,
+            policy=cleaning.patient(self.policy),
             grace=self.grace,
         )
         return [(r.provider, s) for r in self.sweep_results for s in r.found]

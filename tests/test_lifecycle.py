@@ -166,6 +166,25 @@ async def test_what_an_adapter_raises_untranslated_is_its_own_class_not_a_harnes
     assert chaos.alive() == set()
 
 
+async def test_the_end_of_run_sweep_tries_twice_as_often_as_an_iterations_cleanup():
+    """An iteration's cleanup gives up after FAST's three attempts; the sweep that follows
+    has six (bench.cleanup.patient), so a provider that fails the next four destroys as
+    well is still cleaned by the run, not left for reap."""
+
+    def script(operation: str, n: int) -> str:
+        # call 0: the timed destroy; 1-3: the iteration's cleanup; 4-7: the sweep's first four
+        return "Unavailable" if operation == "destroy" and n < 8 else "ok"
+
+    chaos = Chaos(script)
+    sink = MemorySink()
+    runner = _runner(chaos, {"lifecycle": WORKLOADS["lifecycle"]()}, sink)
+    await runner.run([_item("lifecycle")])
+    assert chaos.alive() == set()
+    kinds = [(e["event"], e.get("by")) for e in sink.ledger if e["event"].startswith("destroy")]
+    assert kinds == [("destroy_failed", "cleanup"), ("destroyed", "sweep")], kinds
+    assert not alive_from(sink.ledger)
+
+
 async def test_a_wrong_answer_from_an_adapter_is_a_protocol_error():
     def script(operation: str, n: int) -> str:
         return "wrong_type" if operation == "create" else "ok"
