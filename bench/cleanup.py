@@ -507,6 +507,13 @@ async def _sweep_provider(
     await asyncio.gather(*(cleaner.delete(c, checkpoints[c]) for c in checkpoints))
     if listing and result.destroyed and "list" not in result.failed:
         await cleaner.confirm(run_id)
+    listed_checkpoints = listing and provider.capabilities().lists_checkpoints
+    if (
+        listed_checkpoints
+        and result.checkpoints_deleted
+        and "list_checkpoints" not in result.failed
+    ):
+        await cleaner.confirm_checkpoints(run_id)
     result.destroyed.sort()
     result.checkpoints_deleted.sort()
     return result
@@ -579,6 +586,27 @@ class _Cleaner:
             result.failed[sandbox_id] = why
             self.ledger({"event": "destroy_failed", "provider": result.provider,
                          "sandbox_id": sandbox_id, "error": why, "by": self.by})  # fmt: skip
+
+    async def confirm_checkpoints(self, run_id: str) -> None:
+        """List checkpoints again: one whose delete answered ok but that is still listed was
+        not deleted (the provider's leak: storage billed on). Deletes of checkpoints are
+        taken as synchronous (no adapter declares otherwise)."""
+        result = self.result
+        try:
+            listed = await list_run(
+                self.provider, run_id, checkpoints=True, policy=self.policy, grace=self.grace
+            )
+        except Exception as exc:  # noqa: BLE001 - unconfirmed, not disproved: say so
+            self.ledger({"event": "sweep_failed", "by": self.by, "provider": result.provider,
+                         "listing": "checkpoint confirmation",
+                         "error": describe_error(exc)})  # fmt: skip
+            return
+        why = "still listed after its delete answered ok: the provider did not delete it"
+        for checkpoint_id in sorted(set(listed) & set(result.checkpoints_deleted)):
+            result.checkpoints_deleted.remove(checkpoint_id)
+            result.failed[checkpoint_id] = why
+            self.ledger({"event": "checkpoint_delete_failed", "provider": result.provider,
+                         "checkpoint_id": checkpoint_id, "error": why, "by": self.by})  # fmt: skip
 
     async def delete(self, checkpoint_id: str, source: str) -> None:
         result = self.result

@@ -134,6 +134,8 @@ class Chaos(base.Provider):
         action = self.script(operation, n)
         if action == "ok":
             return work()
+        if action == "lie":  # answers ok and does nothing
+            return None
         if action == "hang":
             await asyncio.sleep(HANG_S)
         if action == "wrong_type":

@@ -475,6 +475,47 @@ def test_a_destroy_the_sweep_later_found_alive_is_a_leak_and_a_lost_sandbox_is_a
     assert any(t.startswith("e2b: 1 sandbox(es) were still listed") for t in texts)
 
 
+def test_a_checkpoint_delete_the_sweep_later_found_listed_is_a_leak_where_checkpoints_list(
+    tmp_path,
+):
+    folder = make_run(
+        tmp_path, providers=("e2b", "sprites"), workloads=("probe",), iterations=6, warmup=0,
+        failure_rate=0.0,
+    )  # fmt: skip
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["providers"]["e2b"]["capabilities"]["lists_checkpoints"] = True
+    manifest["providers"]["sprites"]["capabilities"]["lists_checkpoints"] = False
+    path.write_text(json.dumps(manifest))
+    entries = [
+        {"event": "checkpoint_deleted", "provider": "e2b", "checkpoint_id": "kept",
+         "workload": "checkpoint", "iteration": 2},
+        {"event": "checkpoint_deleted", "provider": "e2b", "checkpoint_id": "gone",
+         "workload": "checkpoint", "iteration": 3},
+        {"event": "checkpoint_deleted", "by": "sweep", "provider": "e2b",
+         "checkpoint_id": "kept"},
+        {"event": "checkpoint_delete_failed", "by": "sweep", "provider": "e2b",
+         "checkpoint_id": "kept", "error": "still listed after its delete answered ok"},
+        # Sprites does not list checkpoints: nothing could have found one it kept.
+        {"event": "checkpoint_deleted", "provider": "sprites", "checkpoint_id": "s1",
+         "workload": "checkpoint", "iteration": 0},
+    ]  # fmt: skip
+    with ledger_path(folder).open("w") as out:
+        out.writelines(f"{json.dumps(e)}\n" for e in entries)
+    data = ReportData(load_runs([folder]), ReportSettings(), tmp_path / "figures")
+    tallies = {(t.provider, t.kind): t for t in results(data)}
+    deleted = tallies[("e2b", Fidelity.DELETED)]
+    assert (deleted.run, deleted.passed, deleted.failed) == (2, 1, 1)
+    assert deleted.examples["leak"] == (
+        "checkpoint #2: checkpoint kept answered ok to delete and was still listed at the end "
+        "of the run (the sweep deleted it)"
+    )
+    assert ("sprites", Fidelity.DELETED) not in tallies
+    texts = [w.text for w in fidelity_warnings(data)]
+    assert any(t.startswith("e2b: 1 checkpoint(s) were still listed") for t in texts), texts
+    assert any("deleted 1 of 2" in t for t in texts), texts
+
+
 # -- every fault, through each emulator --------------------------------------------------------
 
 
@@ -568,7 +609,10 @@ def unjudged(caps: Capabilities) -> set[Fidelity]:
     lacks = {Fidelity.PAUSE: Op.PAUSE, Fidelity.RESTORE: Op.CHECKPOINT}
     # Fork is judged by the fork workload, which these runs leave out (the e2b emulator's
     # children cannot inherit processes); tests/test_buyer_workloads.py judges it.
-    return {kind for kind, op in lacks.items() if op not in caps.operations} | {Fidelity.FORK}
+    lacking = {kind for kind, op in lacks.items() if op not in caps.operations}
+    # A checkpoint's delete is judged only where checkpoints can be listed by run label.
+    unlisted = set() if caps.lists_checkpoints else {Fidelity.DELETED}
+    return lacking | unlisted | {Fidelity.FORK}
 
 
 @pytest.mark.timeout(240)

@@ -301,6 +301,34 @@ async def test_a_completed_checkpoint_iteration_records_the_deletion_once():
     assert chaos.checkpoints == {} and chaos.alive() == set()
 
 
+async def test_a_checkpoint_still_listed_after_its_delete_answered_ok_is_named_not_lost():
+    """A provider whose checkpoint delete answers ok and does nothing: the sweep finds the
+    checkpoint by its label, deletes it again (the same lie), lists again and says so; the
+    checkpoint stays alive in the ledger for reap, and the run goes on."""
+
+    def script(operation: str, n: int) -> str:
+        return "lie" if operation == "delete_checkpoint" else "ok"
+
+    chaos = Chaos(script, lists_checkpoints=True)
+    sink = MemorySink()
+    workloads = {"checkpoint": WORKLOADS["checkpoint"]({"state_mb": 1})}
+    runner = _runner(chaos, workloads, sink)
+    await runner.run([_item("checkpoint"), _item("checkpoint", 1)])
+    assert all(s.status is Status.OK for s in sink.samples)  # the lie is not a failed call
+    assert len(chaos.checkpoints) == 2 and chaos.alive() == set()
+    failed = [e for e in sink.ledger if e["event"] == "checkpoint_delete_failed"]
+    assert sorted(e["checkpoint_id"] for e in failed) == sorted(chaos.checkpoints)
+    assert all(e["by"] == "sweep" and "the provider did not delete it" in e["error"]
+               for e in failed)  # fmt: skip
+    assert set(alive_from(sink.ledger).checkpoints) == {("stub", i) for i in chaos.checkpoints}
+    # An honest provider's deletes are confirmed without a word.
+    honest, quiet = Chaos(lists_checkpoints=True), MemorySink()
+    await _runner(honest, workloads, quiet).run([_item("checkpoint")])
+    assert honest.checkpoints == {} and not alive_from(quiet.ledger)
+    assert not [e for e in quiet.ledger if e["event"] in ("checkpoint_delete_failed",
+                                                           "sweep_failed")]  # fmt: skip
+
+
 async def test_reap_deletes_checkpoints_the_ledger_shows_alive_and_listed_ones(tmp_path):
     chaos = Chaos(lists_checkpoints=True)
     folder = tmp_path / "run-1"

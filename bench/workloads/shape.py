@@ -81,6 +81,9 @@ class Fidelity(StrEnum):
     #: A sandbox whose destroy answered ok was gone: judged for every destroy the harness
     #: made, from the run's ledger (the end-of-run sweep found no such sandbox alive).
     DESTROYED = "destroyed"
+    #: A checkpoint whose delete answered ok was gone: judged, on providers that list
+    #: checkpoints by run label, for every delete the harness made, from the run's ledger.
+    DELETED = "deleted"
 
     @property
     def help(self) -> str:
@@ -95,6 +98,7 @@ FIDELITY_HELP: dict[Fidelity, str] = {
     Fidelity.LISTED: "the listing by run label shows a live sandbox",
     Fidelity.FORK: "fork children hold the parent's state, as declared, and are independent",
     Fidelity.DESTROYED: "a sandbox whose destroy answered ok is gone at the end of the run",
+    Fidelity.DELETED: "a checkpoint whose delete answered ok is gone at the end of the run",
 }
 
 
@@ -118,8 +122,8 @@ class Check:
     def __post_init__(self) -> None:
         if self.error_type is None and self.flag is None:
             raise ValueError(f"check {self.kind}: give the error class or the flag of a failure")
-        if self.kind is Fidelity.DESTROYED:
-            raise ValueError("the destroyed check is judged from the ledger, not declared")
+        if self.kind in (Fidelity.DESTROYED, Fidelity.DELETED):
+            raise ValueError(f"the {self.kind} check is judged from the ledger, not declared")
 
 
 class Scale(StrEnum):

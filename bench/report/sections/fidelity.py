@@ -11,7 +11,11 @@ bench/workloads/shape.py); this module counts them from the records, per provide
   out, was skipped) the check was **not judged**;
 * ``destroyed`` is judged from each run's ledger, for every destroy the harness made (timed or
   in clean-up, warmups included): it failed when the end-of-run sweep later found that
-  sandbox still listed and destroyed it (or could not).
+  sandbox still listed and destroyed it (or could not);
+* ``deleted`` likewise for every checkpoint delete the harness made, on providers whose run
+  declares that they list checkpoints by run label (``Capabilities.lists_checkpoints``;
+  elsewhere nothing could find a checkpoint the provider kept, so it is not counted): it
+  failed when the sweep later found that checkpoint still listed.
 
 :func:`results` is computed once per report; the section, the at-a-glance column and the
 warning read it.
@@ -183,30 +187,75 @@ def _failures(
     return failed
 
 
+@dataclass(frozen=True)
+class _Gone:
+    """How the ledger shows one kind of resource gone, for the check that judges it."""
+
+    kind: Fidelity
+    id_key: str
+    done: str
+    failed: str
+    noun: str
+    verb: str
+    past: str
+
+
+_GONE = (
+    _Gone(Fidelity.DESTROYED, "sandbox_id", "destroyed", "destroy_failed", "sandbox", "destroy",
+          "destroyed"),
+    _Gone(Fidelity.DELETED, "checkpoint_id", "checkpoint_deleted", "checkpoint_delete_failed",
+          "checkpoint", "delete", "deleted"),
+)  # fmt: skip
+
+
+def _lists_checkpoints(run: Any) -> set[str]:
+    """The providers whose capabilities in ``run``'s manifest say they list checkpoints."""
+    providers = run.manifest.get("providers")
+    return {
+        str(pid)
+        for pid, facts in (providers.items() if isinstance(providers, Mapping) else ())
+        if isinstance(facts, Mapping)
+        and isinstance(facts.get("capabilities"), Mapping)
+        and facts["capabilities"].get("lists_checkpoints") is True
+    }
+
+
 def _from_ledger(data: ReportData, tallies: dict[tuple[str, Fidelity], Tally]) -> None:
     for run in data.runset.runs:
-        destroyed: dict[tuple[str, str], Mapping[str, Any]] = {}
-        for entry in run.ledger:
-            key = (str(entry.get("provider")), str(entry.get("sandbox_id")))
-            event, by = entry.get("event"), entry.get("by")
-            if event == "destroyed" and by != "sweep":
-                if key not in destroyed:
-                    destroyed[key] = entry
-                    tally = _tally(tallies, key[0], Fidelity.DESTROYED)
-                    tally.passed += 1
-                    tally.workloads.add(str(entry.get("workload") or "?"))
-            elif event in ("destroyed", "destroy_failed") and by == "sweep" and key in destroyed:
-                first = destroyed.pop(key)
-                tally = _tally(tallies, key[0], Fidelity.DESTROYED)
-                tally.passed -= 1
-                tally.failed += 1
-                outcome = "destroyed it" if event == "destroyed" else "could not destroy it"
-                tally.examples.setdefault(
-                    "leak",
-                    f"{first.get('workload')} #{first.get('iteration')}: sandbox {key[1]} "
-                    "answered ok to destroy and was still listed at the end of the run (the "
-                    f"sweep {outcome})",
-                )
+        listing = _lists_checkpoints(run)
+        for gone in _GONE:
+            judged: dict[tuple[str, str], Mapping[str, Any]] = {}
+            for entry in run.ledger:
+                event, by = entry.get("event"), entry.get("by")
+                if event not in (gone.done, gone.failed) or entry.get(gone.id_key) is None:
+                    continue
+                key = (str(entry.get("provider")), str(entry.get(gone.id_key)))
+                if gone.kind is Fidelity.DELETED and key[0] not in listing:
+                    continue
+                if event == gone.done and by != "sweep":
+                    if key not in judged:
+                        judged[key] = entry
+                        tally = _tally(tallies, key[0], gone.kind)
+                        tally.passed += 1
+                        tally.workloads.add(str(entry.get("workload") or "?"))
+                elif by == "sweep" and key in judged:
+                    first = judged.pop(key)
+                    tally = _tally(tallies, key[0], gone.kind)
+                    tally.passed -= 1
+                    tally.failed += 1
+                    outcome = (
+                        f"{gone.past} it" if event == gone.done else f"could not {gone.verb} it"
+                    )
+                    where = (
+                        f"{first.get('workload')} #{first.get('iteration')}"
+                        if first.get("workload") is not None
+                        else f"by {first.get('by') or 'the run'}"
+                    )
+                    tally.examples.setdefault(
+                        "leak",
+                        f"{where}: {gone.noun} {key[1]} answered ok to {gone.verb} and was "
+                        f"still listed at the end of the run (the sweep {outcome})",
+                    )
 
 
 def leftovers(data: ReportData) -> dict[str, list[str]]:
@@ -265,7 +314,8 @@ def table(data: ReportData, tallies: Sequence[Tally]) -> Table:
         caption="Run = passed + failed. Not judged: the operation that judges the check "
         "failed otherwise, timed out or was skipped (its own failure is in the latency "
         "tables). destroyed is judged from the ledger for every destroy the harness made "
-        "(warmups included): failed when the end-of-run sweep still found the sandbox.",
+        "(warmups included): failed when the end-of-run sweep still found the sandbox; "
+        "deleted likewise for checkpoints, on providers that list them.",
         align="lllrrrrl",
     )
 
@@ -304,6 +354,12 @@ def fidelity_warnings(data: ReportData) -> list[ReportWarning]:
         "destroyed them; a cleanup that trusts destroy would not)"
         for t in results(data)
         if t.kind is Fidelity.DESTROYED and t.failed
+    ] + [
+        f"{t.provider}: {t.failed} checkpoint(s) were still listed at the end of the run "
+        "after their delete had answered ok: leaked by the provider (storage billed on; see "
+        "the ledger and left_alive for what the sweep could not delete)"
+        for t in results(data)
+        if t.kind is Fidelity.DELETED and t.failed
     ]
     out += limited("leak", leaks)
     lost = [
