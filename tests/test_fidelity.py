@@ -95,6 +95,10 @@ NO_CHECKPOINT = (
     "no checkpoint of a running sandbox: checkpoint records checkpoint and restore unsupported"
 )
 STOPS = "its pause is a stop/start (STOP_START): the emulator never freezes, so nothing to fake"
+UNLISTED = (
+    "its checkpoints cannot be listed by run label: nothing can find a snapshot kept after its "
+    "delete answered ok, so the deleted check is not judged (the emulator deletes it at stop)"
+)
 #: The faults a provider's semantics give nothing to act on, and why: the run must be clean
 #: (:func:`test_the_not_applicable_table_matches_what_the_adapters_declare` checks each
 #: reason against the adapter's capabilities).
@@ -115,7 +119,10 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
     ("codesandbox", "restore-partial"): NO_CHECKPOINT,
     ("codesandbox", "snapshot-pending"): NO_CHECKPOINT
     + " (a memory hibernate keeps the VM itself, never its snapshot's files)",
-}
+    ("codesandbox", "delete-leaks"): NO_CHECKPOINT,
+    **{(p, "delete-leaks"): UNLISTED
+       for p in ("e2b", "sprites", "runloop", "vercel", "modal", "northflank")},
+}  # fmt: skip
 #: Run by default on the emulators added after the first three: the faults whose effect goes
 #: through each one's own protocol code (the three rules of toolkit ``Misbehaving``: hold the
 #: box's lock before destroying, ask the sandboxes whether a destroyed one is gone, wait for
@@ -190,6 +197,11 @@ EXPECT: dict[str, Expect] = {
         Fidelity.DESTROYED, "lifecycle", "destroy", "ok", None,
         "answered ok to destroy and was still listed at the end of the run (the sweep "
         "destroyed it)",
+    ),
+    "delete-leaks": Expect(
+        Fidelity.DELETED, "checkpoint", "delete_checkpoint", "ok", None,
+        "answered ok to delete and was still listed at the end of the run (the sweep "
+        "deleted it)",
     ),
     "list-omits": Expect(
         Fidelity.LISTED, "probe", "listed", "error", "FidelityError",
@@ -275,6 +287,23 @@ async def test_destroy_leaks_keeps_the_sandbox_until_a_second_destroy_or_the_end
         await sandboxes.destroy(box)  # asked again (the harness's sweep): gone for real
         assert sandboxes.get("a") is None and box.local is None
         await sandboxes.destroy(other)  # pretended; the emulator's close destroys it
+
+
+async def test_delete_leaks_keeps_a_snapshot_until_a_second_delete_but_not_a_failed_take():
+    async with stub_sandboxes("delete-leaks") as sandboxes:
+        box = await booted(sandboxes, "a")
+        snap = await sandboxes.capture(Snapshot(id="s1", source_id="a"), box)
+        assert snap.ref is not None and snap.ref.id in sandboxes.backend._checkpoints
+        await sandboxes.drop_snapshot(snap)  # answered ok, kept
+        assert sandboxes.find_snapshot("s1") is snap and not snap.dropped
+        assert snap.ref.id in sandboxes.backend._checkpoints
+        await sandboxes.drop_snapshot(snap)  # asked again (the harness's sweep): gone
+        assert sandboxes.find_snapshot("s1") is None and sandboxes.backend._checkpoints == {}
+        # The emulator's own undoing of a snapshot is not a client's delete: never kept.
+        other = sandboxes.add_snapshot(Snapshot(id="s2", source_id="a"))
+        await sandboxes.drop_snapshot(other, asked=False)
+        assert sandboxes.find_snapshot("s2") is None
+        await sandboxes.destroy(box)
 
 
 async def test_list_omits_the_newest_sandbox_and_the_truth_still_shows_it():
@@ -690,6 +719,8 @@ def test_the_not_applicable_table_matches_what_the_adapters_declare():
                 assert pauses and caps.pause_kind is PauseKind.STOP_START, where
             elif reason is not None and reason.startswith(NO_CHECKPOINT):
                 assert not checkpoints, where
+            elif reason == UNLISTED:
+                assert checkpoints and not caps.lists_checkpoints, where
             elif reason is not None:  # codesandbox: its hibernate freezes, never stops
                 assert pauses and caps.pause_kind is PauseKind.FREEZE, where
             elif mode in wanted:
@@ -697,6 +728,8 @@ def test_the_not_applicable_table_matches_what_the_adapters_declare():
                 assert pauses and caps.pause_kind is kind, f"{where}: no {kind} pause{fill}"
             elif mode.startswith(("restore-", "snapshot-")):
                 assert checkpoints, f"{where}: no checkpoint and restore{fill}"
+            elif mode == "delete-leaks":
+                assert checkpoints and caps.lists_checkpoints, f"{where}: no listing{fill}"
 
 
 @pytest.mark.timeout(240)
@@ -763,6 +796,14 @@ async def test_each_semantic_fault_is_recorded_as_what_it_is(emulators, tmp_path
         ended = paused - {s.sandbox_id for s in samples if s.operation == "verify"}
         assert destroyed and swept == destroyed - ended, "the sweep found every sandbox kept"
         assert f"**leak**: {provider}: {len(swept)} sandbox(es) were still listed" in markdown
+    if mode == "delete-leaks":
+        ledger, _ = load_ledger(folder)
+        deleted = {e["checkpoint_id"] for e in ledger if e["event"] == "checkpoint_deleted"
+                   and e.get("by") != "sweep"}  # fmt: skip
+        swept = {e["checkpoint_id"] for e in ledger if e["event"] == "checkpoint_deleted"
+                 and e.get("by") == "sweep"}  # fmt: skip
+        assert deleted and swept == deleted, "the sweep found every checkpoint kept"
+        assert f"**leak**: {provider}: {len(swept)} checkpoint(s) were still listed" in markdown
 
     failing = {kind for kind, t in tallies.items() if t.failed}
     assert failing - {also_kind} == ({expect.kind} if expect.kind else set())

@@ -295,7 +295,7 @@ class TogetherEmulator(Protocol):
             self.spawn(self._end(rec, policy.get("snapshot"), "autoterminated"))
         for snap in self.sandboxes.snapshots():
             if isinstance(snap, TgSnapshot) and snap.held is box:
-                await self._retire(snap)
+                await self._retire(snap, asked=False)
 
     # -- snapshots and image builds (accepted, not built: creates get the root filesystem) --
 
@@ -308,9 +308,9 @@ class TogetherEmulator(Protocol):
             await self._retire(snap)
         return web.json_response(self._snapshot_view(snap))
 
-    async def _retire(self, snap: TgSnapshot) -> None:
+    async def _retire(self, snap: TgSnapshot, *, asked: bool = True) -> None:
         snap.retired_at = snap.updated_at = utc_now()
-        await self.sandboxes.drop_snapshot(snap)  # and the VM it holds
+        await self.sandboxes.drop_snapshot(snap, asked=asked)  # and the VM it holds
 
     async def build(self, request: web.Request) -> web.Response:
         form = await request.post()

@@ -383,7 +383,7 @@ class ModalEmulator(Protocol):
         if not isinstance(found, ModalImage):
             return None
         if found.expires is not None and time.time() > found.expires:
-            self.spawn(self.sandboxes.drop_snapshot(found))
+            self.spawn(self.sandboxes.drop_snapshot(found, asked=False))
             return None
         return found
 

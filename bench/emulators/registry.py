@@ -26,6 +26,7 @@ MISBEHAVIOURS: dict[str, str] = {
     "create-recycled": "create hands back the last destroyed sandbox, files and processes kept",
     "create-undersized": "create gives half the CPUs (CPU affinity) and half the memory",
     "destroy-leaks": "the first destroy of a sandbox answers ok and leaves it alive and listed",
+    "delete-leaks": "the first delete of a snapshot answers ok and keeps it, listed and usable",
     "list-omits": "every listing leaves out the newest live sandbox",
     "wake-slow": "the first call after an idle of --wake-after-s waits --wake-s first",
 }

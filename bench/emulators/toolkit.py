@@ -91,10 +91,11 @@ Every emulator (started by ``sandbox-bench emulate PROVIDER``, see :mod:`bench.e
 * misbehaves on purpose with ``--misbehave MODE[,MODE...]`` (default none), the semantic
   faults of :class:`Misbehaving`: ``pause-runs``, ``stop-keeps``, ``restore-empty``,
   ``restore-partial``, ``snapshot-pending``, ``create-recycled``, ``create-undersized``,
-  ``destroy-leaks``, ``list-omits``, ``wake-slow`` (with ``--wake-s``, default 3, and
-  ``--wake-after-s``, default 1). ``GET /_emulator/config`` shows them as ``"misbehave"``
-  (a list), ``"wake_s"`` and ``"wake_after_s"``, and ``POST /_emulator/config`` with any of
-  those keys changes them at run time (``"misbehave": []`` switches every one off);
+  ``destroy-leaks``, ``delete-leaks``, ``list-omits``, ``wake-slow`` (with ``--wake-s``,
+  default 3, and ``--wake-after-s``, default 1). ``GET /_emulator/config`` shows them as
+  ``"misbehave"`` (a list), ``"wake_s"`` and ``"wake_after_s"``, and ``POST
+  /_emulator/config`` with any of those keys changes them at run time (``"misbehave": []``
+  switches every one off);
 * destroys every sandbox and checkpoint it holds when it gets SIGTERM or SIGINT, also those
   it pretended to destroy.
 """
@@ -925,13 +926,15 @@ class Sandboxes:
             if usable:
                 await self.built(snapshot, box)
         except BaseException:
-            await self.drop_snapshot(snapshot)
+            await self.drop_snapshot(snapshot, asked=False)
             raise
         snapshot.held = box if hold else None
         return snapshot
 
-    async def drop_snapshot(self, snapshot: Snapshot) -> None:
-        """Forget ``snapshot``; delete its checkpoint and destroy the sandbox it holds."""
+    async def drop_snapshot(self, snapshot: Snapshot, *, asked: bool = True) -> None:
+        """Forget ``snapshot``; delete its checkpoint and destroy the sandbox it holds.
+        ``asked``: the API's client asked for it (a delete), not the emulator's own undoing
+        of a snapshot that failed (a ``delete-leaks`` fault acts on the former only)."""
         self._snapshots.pop(snapshot.id, None)
         snapshot.dropped = True
         held, snapshot.held = snapshot.held, None
@@ -1041,6 +1044,10 @@ class Misbehaving(Sandboxes):
       answers ok; the sandbox stays alive, listed and usable); a second destroy of it, such
       as the harness's end-of-run sweep, destroys it. Whatever is left is destroyed when the
       emulator stops, like everything it holds.
+    * ``delete-leaks``: the first :meth:`drop_snapshot` a client asks for does nothing (the
+      protocol answers its delete ok; the snapshot stays, listed and usable); a second
+      delete of it, such as the harness's end-of-run sweep, deletes it. The emulator's own
+      drops (a snapshot whose take failed) and its shutdown are unaffected.
     * ``list-omits``: :meth:`listed` leaves out the newest sandbox held.
     * ``wake-slow``: :meth:`use` (every command and file call) of a sandbox unused for
       ``wake_after_s`` or more first waits ``wake_s``, once for every call that comes
@@ -1054,6 +1061,7 @@ class Misbehaving(Sandboxes):
         self._origin = time.time()
         self._faked: set[str] = set()  # ids of boxes "frozen" by pause-runs
         self._spared: set[str] = set()  # ids of boxes whose first destroy did nothing
+        self._kept: set[str] = set()  # ids of snapshots whose first delete did nothing
         self._pool: list[Sandbox] = []  # create-recycled: the backend sandbox kept
         self._waking: dict[str, asyncio.Future[None]] = {}
         self._pinned: dict[str, str] = {}  # create-undersized: box id -> the CPUs it may use
@@ -1113,6 +1121,14 @@ class Misbehaving(Sandboxes):
             self._spared.add(box.id)
             return False
         return await super().destroy(box)
+
+    async def drop_snapshot(self, snapshot: Snapshot, *, asked: bool = True) -> None:
+        held = self.find_snapshot(snapshot.id) is snapshot
+        if asked and held and self._on("delete-leaks") and snapshot.id not in self._kept:
+            self._kept.add(snapshot.id)
+            return
+        self._kept.discard(snapshot.id)
+        await super().drop_snapshot(snapshot, asked=asked)
 
     async def _teardown(self, box: Box) -> None:
         frozen = box.frozen and box.id not in self._faked
