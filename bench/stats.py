@@ -269,7 +269,10 @@ class IntervalEnd:
         low = rows[:, self.rank - 1]
         if self.weight == 0.0:
             return low
-        return (1.0 - self.weight) * low + self.weight * rows[:, self.rank]
+        high = rows[:, self.rank]
+        # Between the two order statistics also in floating point: (1 - w)·a + w·a can be an
+        # ulp below a (0.975 gave 0.9749999999999999, below the sample's minimum).
+        return np.clip(low + self.weight * (high - low), low, high)
 
 
 def _interval_end(n: int, q: float, tau: float) -> IntervalEnd | None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import stats as sp_stats
 
@@ -322,6 +322,8 @@ positive_durations = st.lists(
 
 @settings(max_examples=120, deadline=None)
 @given(positive_durations, st.integers(min_value=0, max_value=2**31))
+# Found in CI: two equal order statistics interpolated to an ulp below the sample's minimum.
+@example([1.0] * 6 + [0.975, 0.975], 0)
 def test_property_percentiles_are_ordered_intervals_hold_and_small_n_claims_nothing(values, seed):
     row = stats.summarize_group(_group(values), seed=seed)
     n = len(values)
