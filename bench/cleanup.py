@@ -513,7 +513,7 @@ async def _sweep_provider(
         and result.checkpoints_deleted
         and "list_checkpoints" not in result.failed
     ):
-        await cleaner.confirm_checkpoints(run_id)
+        await cleaner.confirm(run_id, checkpoints=True)
     result.destroyed.sort()
     result.checkpoints_deleted.sort()
     return result
@@ -558,55 +558,43 @@ class _Cleaner:
         result.destroyed.append(sandbox_id)
         self.ledger({"event": "destroyed", **entry})
 
-    async def confirm(self, run_id: str) -> None:
-        """List again: a sandbox whose destroy answered ok but that is still listed was not
-        destroyed (the provider's leak). On a provider that deletes asynchronously, it has
-        until a cleanup attempt's time to go."""
+    async def confirm(self, run_id: str, *, checkpoints: bool = False) -> None:
+        """List again: a sandbox whose destroy answered ok (with ``checkpoints``: a checkpoint
+        whose delete answered ok) but that is still listed was not destroyed: the provider's
+        leak. On a provider that deletes sandboxes asynchronously, a sandbox has until a
+        cleanup attempt's time to go; checkpoint deletes are taken as synchronous (no adapter
+        declares otherwise)."""
         result = self.result
-        loop = asyncio.get_running_loop()
-        patience = loop.time() + (
-            self.policy.attempt_timeout_s
-            if self.provider.capabilities().deletion is Deletion.ASYNC
-            else 0.0
+        done = result.checkpoints_deleted if checkpoints else result.destroyed
+        event, key, verb = (
+            ("checkpoint_delete_failed", "checkpoint_id", "delete")
+            if checkpoints
+            else ("destroy_failed", "sandbox_id", "destroy")
         )
+        wait = not checkpoints and self.provider.capabilities().deletion is Deletion.ASYNC
+        loop = asyncio.get_running_loop()
+        patience = loop.time() + (self.policy.attempt_timeout_s if wait else 0.0)
         while True:
             try:
-                listed = await list_run(self.provider, run_id, policy=self.policy, grace=self.grace)
+                listed = await list_run(
+                    self.provider, run_id, checkpoints=checkpoints, policy=self.policy,
+                    grace=self.grace,
+                )  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - unconfirmed, not disproved: say so
+                listing = "checkpoint confirmation" if checkpoints else "confirmation"
                 self.ledger({"event": "sweep_failed", "by": self.by, "provider": result.provider,
-                             "listing": "confirmation", "error": describe_error(exc)})  # fmt: skip
+                             "listing": listing, "error": describe_error(exc)})  # fmt: skip
                 return
-            still = sorted(set(listed) & set(result.destroyed))
+            still = sorted(set(listed) & set(done))
             if not still or loop.time() >= patience:
                 break
             await self.grace.sleep(min(1.0, max(0.05, patience - loop.time())))
-        for sandbox_id in still:
-            why = "still listed after its destroy answered ok: the provider did not destroy it"
-            result.destroyed.remove(sandbox_id)
-            result.failed[sandbox_id] = why
-            self.ledger({"event": "destroy_failed", "provider": result.provider,
-                         "sandbox_id": sandbox_id, "error": why, "by": self.by})  # fmt: skip
-
-    async def confirm_checkpoints(self, run_id: str) -> None:
-        """List checkpoints again: one whose delete answered ok but that is still listed was
-        not deleted (the provider's leak: storage billed on). Deletes of checkpoints are
-        taken as synchronous (no adapter declares otherwise)."""
-        result = self.result
-        try:
-            listed = await list_run(
-                self.provider, run_id, checkpoints=True, policy=self.policy, grace=self.grace
-            )
-        except Exception as exc:  # noqa: BLE001 - unconfirmed, not disproved: say so
-            self.ledger({"event": "sweep_failed", "by": self.by, "provider": result.provider,
-                         "listing": "checkpoint confirmation",
-                         "error": describe_error(exc)})  # fmt: skip
-            return
-        why = "still listed after its delete answered ok: the provider did not delete it"
-        for checkpoint_id in sorted(set(listed) & set(result.checkpoints_deleted)):
-            result.checkpoints_deleted.remove(checkpoint_id)
-            result.failed[checkpoint_id] = why
-            self.ledger({"event": "checkpoint_delete_failed", "provider": result.provider,
-                         "checkpoint_id": checkpoint_id, "error": why, "by": self.by})  # fmt: skip
+        why = f"still listed after its {verb} answered ok: the provider did not {verb} it"
+        for resource_id in still:
+            done.remove(resource_id)
+            result.failed[resource_id] = why
+            self.ledger({"event": event, "provider": result.provider, key: resource_id,
+                         "error": why, "by": self.by})  # fmt: skip
 
     async def delete(self, checkpoint_id: str, source: str) -> None:
         result = self.result

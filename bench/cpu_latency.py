@@ -7,9 +7,11 @@ after long idle periods, and a virtual machine's adaptive halt-polling (``haltpo
 polling after idle stretches and halts, so the host deschedules the vCPU. On this project's
 2-vCPU KVM machine (cpuidle driver ``haltpoll``) a local ``create`` right after a 0.5 s idle
 pause was slower than back to back: at load 4-5 (other tests running) 10.6 ms against 5.4 ms
-p50, on an idle machine 8.6 ms against 7.9 ms (with the request held: 8.1 against 7.7 ms). A
-workload measured after an idle-heavy neighbour (``pause_resume``'s hold, ``idle_wake``) is
-therefore slower than the same workload alone, which is neighbours' leftovers, not the operation.
+p50, on an idle machine 8.6 ms against 7.9 ms (with the request held: 8.1 against 7.7 ms). So a
+workload measured after an idle-heavy neighbour (``pause_resume``'s hold, ``idle_wake``) can be
+slower than the same workload alone for a reason that is not the operation. It is one part of
+that difference, not all of it: a create after 20 ms of busy work, with no idle at all, was
+also 7-21 % slower than back to back (README, the quiet benchmark's experiments).
 
 ``hold`` (the default) does what latency benchmarks such as rt-tests' cyclictest do: for as
 long as the run's iterations execute, it asks the kernel's PM QoS for a wake-up latency of 0 us

@@ -34,6 +34,7 @@ import pandas as pd
 
 from bench import stats, store
 from bench.report.data import ReportData
+from bench.report.runs import capabilities_of
 from bench.report.tables import Row, Table, make_table
 from bench.report.views import ReportWarning, View, limited
 from bench.workloads import registry
@@ -210,14 +211,8 @@ _GONE = (
 
 def _lists_checkpoints(run: Any) -> set[str]:
     """The providers whose capabilities in ``run``'s manifest say they list checkpoints."""
-    providers = run.manifest.get("providers")
-    return {
-        str(pid)
-        for pid, facts in (providers.items() if isinstance(providers, Mapping) else ())
-        if isinstance(facts, Mapping)
-        and isinstance(facts.get("capabilities"), Mapping)
-        and facts["capabilities"].get("lists_checkpoints") is True
-    }
+    caps = capabilities_of([run.manifest])
+    return {str(pid) for pid, c in caps.items() if c.get("lists_checkpoints") is True}
 
 
 def _from_ledger(data: ReportData, tallies: dict[tuple[str, Fidelity], Tally]) -> None:
