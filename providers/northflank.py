@@ -155,6 +155,7 @@ class NorthflankProvider(sdk.SDKProvider[AsyncApiClient]):
         on(error=errors.ProtocolError, message=MALFORMED),
         HTTP_STATUS,
         on(TimeoutError, httpx.TimeoutException, error=errors.OperationTimeout),
+        on(httpx.RemoteProtocolError, error=errors.ProtocolError, when=sdk.garbled),
         on(*TRANSPORT, error=errors.Unavailable),
         on(error=errors.Unavailable, message=CUT_SHORT),
         on(*UNREADABLE, error=errors.ProtocolError),

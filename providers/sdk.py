@@ -290,6 +290,13 @@ def on(
     return ErrorRule(error=error, types=types, message=pattern, when=when)
 
 
+def garbled(exc: BaseException) -> bool:
+    """For ``on(httpx.RemoteProtocolError, error=ProtocolError, when=garbled)``: the answer
+    could not be parsed (an illegal status line or header block), as opposed to the peer
+    disconnecting, which httpx raises as the same class and which is a transport failure."""
+    return "disconnected" not in str(exc).lower()
+
+
 class _HttpStatus:
     def __repr__(self) -> str:
         return "HTTP_STATUS"

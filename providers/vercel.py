@@ -66,7 +66,7 @@ from vercel._internal.core.detect_agent import detect_agent_name
 
 from providers import base, errors
 from providers.base import RUN_LABEL, Op, Sandbox, SandboxSpec
-from providers.sdk import HTTP_STATUS, Handle, SDKProvider, SDKSettings, on, sdk_timeout
+from providers.sdk import HTTP_STATUS, Handle, SDKProvider, SDKSettings, garbled, on, sdk_timeout
 from providers.settings import setting
 
 CREDENTIALS = ("VERCEL_TOKEN", "VERCEL_TEAM_ID", "VERCEL_PROJECT_ID")
@@ -141,7 +141,7 @@ class VercelProvider(SDKProvider[vs.SandboxClient]):
         # Answers the SDK could not read: not JSON, not the expected shape, an NDJSON stream
         # that ended early, an undecodable body or unparseable headers (not a dropped peer).
         on(vs.SandboxResponseError, httpx2.DecodingError, error=errors.ProtocolError),
-        on(httpx2.RemoteProtocolError, error=errors.ProtocolError, when=lambda e: not _dropped(e)),
+        on(httpx2.RemoteProtocolError, error=errors.ProtocolError, when=garbled),
         HTTP_STATUS,
         on(vs.SandboxPathNotFoundError, error=errors.NotFound),
         on(vs.SandboxTerminalStateError, error=errors.SandboxCrashed),
@@ -321,11 +321,6 @@ class VercelProvider(SDKProvider[vs.SandboxClient]):
             return await self.started(Op.FORK, fork, labels=labels, lifetime_s=lifetime_s)
 
         return await self.fork_each(count, child)
-
-
-def _dropped(exc: BaseException) -> bool:
-    """A RemoteProtocolError that says the peer went away (else the answer was garbled)."""
-    return "disconnected" in str(exc).lower()
 
 
 __all__ = ["SCRATCH_DIR", "VercelProvider", "VercelSettings", "sandbox_name"]

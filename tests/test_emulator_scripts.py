@@ -123,7 +123,7 @@ async def test_one_emulator_prints_its_url_and_export_lines_and_stops_on_sigterm
         assert url.startswith("http://127.0.0.1:") and block["pid"] == proc.pid
         assert block["exports"] == [line.format(url=url) for line in EXPORTS[name]]
         assert (await _admin(url, "config"))["backend"] == "stub"
-        assert (await _admin(url, "sandboxes")) == {"sandboxes": []}
+        assert (await _admin(url, "sandboxes")) == {"sandboxes": [], "checkpoints": []}
     finally:
         assert await _stopped(proc, signal.SIGTERM) == 0
 
@@ -139,7 +139,7 @@ async def test_all_runs_every_emulator_in_its_own_process_and_ctrl_c_stops_them(
         assert all(_alive(pid) for pid in pids)
         for name, block in blocks.items():
             assert block["exports"] == [x.format(url=block["url"]) for x in EXPORTS[name]]
-            assert (await _admin(block["url"], "sandboxes")) == {"sandboxes": []}
+            assert (await _admin(block["url"], "sandboxes")) == {"sandboxes": [], "checkpoints": []}
     finally:
         assert await _stopped(proc, signal.SIGINT) == 0
     assert not any(_alive(pid) for pid in pids)

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import northflank.endpoint as nf_endpoint
 import pytest
 from aiohttp.test_utils import TestServer
@@ -538,3 +539,19 @@ class TestLiveNorthflank:
             assert sandbox.id not in await provider.list_sandboxes("live-twice")
         finally:
             await provider.close()
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ("illegal header line: bytearray(b'Content-Length: x')", ProtocolError),
+        ("Server disconnected without sending a response.", Unavailable),
+    ],
+)
+def test_an_answer_httpx_cannot_parse_is_a_protocol_error_and_a_dropped_peer_unavailable(
+    message, error
+):
+    """httpx raises RemoteProtocolError for both; the answer the emulator's malformed DELETE
+    sends (a broken header block) is the provider's answer being wrong, not the network."""
+    exc = httpx.RemoteProtocolError(message)
+    assert type(NorthflankProvider({}).translate(exc, "destroy")) is error

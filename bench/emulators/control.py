@@ -53,16 +53,32 @@ class Emulator:
         return protocol_class(self.name).client_env(self.url, self.token)
 
     async def inject(
-        self, status: int | None = None, *, kind: str | None = None, count: int = 1, match: str = ""
+        self,
+        status: int | None = None,
+        *,
+        kind: str | None = None,
+        count: int = 1,
+        match: str = "",
+        skip: int = 0,
     ) -> None:
-        """Queue ``count`` faults (a status code or a ``kind``) for paths containing ``match``."""
+        """Queue ``count`` faults (a status code or a ``kind``) for paths containing ``match``,
+        after letting ``skip`` such calls through."""
         chosen = kind if kind is not None else status
         if chosen is None:
             raise ValueError("give a status or a kind")
-        await self._admin("POST", "faults", {"kind": str(chosen), "count": count, "match": match})
+        body = {"kind": str(chosen), "count": count, "match": match, "skip": skip}
+        await self._admin("POST", "faults", body)
+
+    async def clear_faults(self) -> None:
+        """Drop the faults still queued."""
+        await self._admin("DELETE", "faults")
 
     async def live_sandboxes(self) -> list[str]:
         return list((await self._admin("GET", "sandboxes"))["sandboxes"])
+
+    async def stored_checkpoints(self) -> list[str]:
+        """Ids of the checkpoints the emulator stores (its truth, not the API's listings)."""
+        return list((await self._admin("GET", "sandboxes"))["checkpoints"])
 
     async def config(self) -> dict[str, Any]:
         return await self._admin("GET", "config")

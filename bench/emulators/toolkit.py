@@ -65,16 +65,19 @@ Every emulator (started by ``sandbox-bench emulate PROVIDER``, see :mod:`bench.e
   - ``hang``: no answer for ``--hang-s`` (default 30 s, meant to be longer than the client's
     timeout), then a reset; a hang ends early when the emulator shuts down, so it always stops;
   - ``malformed``: 200 with a body the provider's SDK cannot read for that endpoint
-    (:meth:`Protocol.malformed`; the default is truncated JSON).
+    (:meth:`Protocol.malformed`; the default is truncated JSON, and for a DELETE a header
+    block no client can parse).
 
   ``--seed S`` seeds the fault draws, the latency draws and the stall schedule (three separate
   generators), so the same sequence of calls meets the same faults and latencies; with
   concurrent clients, which call comes first is up to the scheduler;
 * answers admin endpoints under ``/_emulator/`` (never delayed, never faulted, no credentials):
-  ``GET /_emulator/sandboxes`` -> ``{"sandboxes": [ids of live sandboxes]}``;
+  ``GET /_emulator/sandboxes`` -> ``{"sandboxes": [ids of live sandboxes], "checkpoints":
+  [ids of the checkpoints stored]}``;
   ``POST /_emulator/faults`` ``{"status": 429, "count": 1, "match": "/sandboxes"}`` (or
-  ``{"kind": "reset", ...}``) -> the next ``count`` provider calls whose path contains
-  ``match`` get that fault (before any random one);
+  ``{"kind": "reset", ...}``; ``"skip": k`` lets the first ``k`` matching calls through) ->
+  the next ``count`` provider calls whose path contains ``match`` get that fault (before any
+  random one); ``DELETE /_emulator/faults`` drops the faults still queued;
   ``GET /_emulator/config`` -> ``{"latency": {...}, "latency_match", "latency_mode",
   "faults": {"rate", "kinds", "hang_s"}, "seed", "backend"}``; ``POST /_emulator/config`` with
   any of ``latency`` (a whole :class:`bench.calibration.LatencyModel`), ``latency_match``,
@@ -166,6 +169,9 @@ class Fault:
     kind: str
     count: int
     match: str = ""
+    #: Calls on a matching path to let through first (so that a test can fault the k-th call
+    #: of an operation and no other).
+    skip: int = 0
 
 
 def _seeded(seed: int, stream: str) -> random.Random:
@@ -323,6 +329,9 @@ class EmulatorState:
         """The fault for a provider call on ``path``: a queued one first, else a random one."""
         for fault in self.faults:
             if fault.match in path and fault.count > 0:
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    continue
                 fault.count -= 1
                 if fault.count == 0:
                     self.faults.remove(fault)
@@ -763,6 +772,11 @@ class Sandboxes:
     def live(self) -> list[str]:
         """Ids of every sandbox held (the admin API's answer: the truth, not a listing)."""
         return sorted(self._boxes)
+
+    def kept(self) -> list[str]:
+        """Ids of every backend checkpoint held (what the emulated provider stores, whatever
+        its API shows: the admin API's answer)."""
+        return sorted(self._checkpoints)
 
     # -- life -------------------------------------------------------------------------------
 
@@ -1342,10 +1356,15 @@ class Protocol:
 
     async def malformed(self, request: web.Request) -> web.StreamResponse:
         """A 200 the SDK cannot read for ``request``'s endpoint (the ``malformed`` fault): the
-        answer :attr:`malformed_answers` names for its path, else truncated JSON."""
+        answer :attr:`malformed_answers` names for its path; else, for a DELETE, a broken
+        header block (SDKs commonly drop a delete's body unread, so truncated JSON would pass
+        for a deletion that never happened: tests/test_malformed_answers.py); else truncated
+        JSON."""
         for suffix, answer in self.malformed_answers:
             if request.path.endswith(suffix):
                 return await answer(request)
+        if request.method == "DELETE":
+            return await broken_framing(request)
         return await truncated_json(request)
 
     def authenticate(self, request: web.Request) -> web.Response | None:
@@ -1634,17 +1653,24 @@ def make_app(protocol: Protocol, state: EmulatorState) -> web.Application:
             entry["answered_s"] = time.monotonic() - entry["at"]
 
     async def list_live(request: web.Request) -> web.Response:
-        return web.json_response({"sandboxes": protocol.sandboxes.live()})
+        return web.json_response(
+            {"sandboxes": protocol.sandboxes.live(), "checkpoints": protocol.sandboxes.kept()}
+        )
 
     async def add_fault(request: web.Request) -> web.Response:
         body = await request.json()
         try:
             kind = fault_kind(body["kind"] if "kind" in body else body["status"])
-        except (KeyError, ValueError) as exc:
+            count, skip = int(body.get("count", 1)), int(body.get("skip", 0))
+            if count < 1 or skip < 0:
+                raise ValueError("count must be at least 1 and skip at least 0")
+        except (KeyError, TypeError, ValueError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        state.faults.append(
-            Fault(kind=kind, count=int(body.get("count", 1)), match=body.get("match", ""))
-        )
+        state.faults.append(Fault(kind=kind, count=count, match=body.get("match", ""), skip=skip))
+        return web.json_response({"ok": True})
+
+    async def clear_faults(request: web.Request) -> web.Response:
+        state.faults.clear()
         return web.json_response({"ok": True})
 
     async def get_config(request: web.Request) -> web.Response:
@@ -1690,6 +1716,7 @@ def make_app(protocol: Protocol, state: EmulatorState) -> web.Application:
     app[STATE_KEY] = state
     app.router.add_get(ADMIN_PREFIX + "sandboxes", list_live)
     app.router.add_post(ADMIN_PREFIX + "faults", add_fault)
+    app.router.add_delete(ADMIN_PREFIX + "faults", clear_faults)
     app.router.add_get(ADMIN_PREFIX + "config", get_config)
     app.router.add_post(ADMIN_PREFIX + "config", set_config)
     app.router.add_get(ADMIN_PREFIX + "log", get_log)
