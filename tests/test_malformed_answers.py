@@ -177,6 +177,54 @@ async def _delete_checkpoint(case: _Case) -> tuple[Op_, Check]:
     return (lambda: case.provider.delete_checkpoint(ref)), check
 
 
+async def _restore(case: _Case) -> tuple[Op_, Check]:
+    sandbox = await case.fresh()
+    path = f"{case.provider.capabilities().scratch_dir}/malformed-restore.txt"
+    await case.provider.write_file(sandbox, path, b"before the checkpoint\n")
+    ref = await case.provider.checkpoint(sandbox)
+    case.refs.append(ref)
+    before = set(await case.emu.live_sandboxes())
+    restored: list[Sandbox] = []
+
+    async def op() -> None:
+        restored.append(await case.provider.restore(ref))
+        case.made.append(restored[-1])
+
+    async def check(raised: bool) -> str | None:
+        if raised:
+            new = set(await case.emu.live_sandboxes()) - before
+            hidden = new - set(await case.provider.list_sandboxes(case.run_id))
+            return f"raised and left {sorted(hidden)} running, not listed" if hidden else None
+        if restored[0].id not in await case.emu.live_sandboxes():
+            return "returned a sandbox the emulator does not hold"
+        if await case.provider.read_file(restored[0], path) != b"before the checkpoint\n":
+            return "returned a sandbox without the checkpoint's file"
+        return None
+
+    return op, check
+
+
+async def _resume(case: _Case) -> tuple[Op_, Check]:
+    sandbox = await case.fresh()
+    await case.provider.pause(sandbox)
+    resumed: list[Sandbox] = []
+
+    async def op() -> None:
+        resumed.append(await case.provider.resume(sandbox))
+
+    async def check(raised: bool) -> str | None:
+        if raised:
+            with contextlib.suppress(ProviderError):  # resumed for the cleanup's sake
+                await case.provider.resume(sandbox)
+            return None
+        answer = await case.provider.exec(resumed[0], ["echo", "awake"], timeout_s=30)
+        if (answer.exit_code, answer.stdout) != (0, b"awake\n"):
+            return f"returned as resumed, and an exec answered {answer.exit_code}"
+        return None
+
+    return op, check
+
+
 CASES: dict[str, tuple[Callable[[_Case], Awaitable[tuple[Op_, Check]]], Op]] = {
     "create": (_create, Op.CREATE),
     "destroy": (_destroy, Op.DESTROY),
@@ -185,6 +233,8 @@ CASES: dict[str, tuple[Callable[[_Case], Awaitable[tuple[Op_, Check]]], Op]] = {
     "read_file": (_read, Op.READ_FILE),
     "checkpoint": (_checkpoint, Op.CHECKPOINT),
     "delete_checkpoint": (_delete_checkpoint, Op.CHECKPOINT),
+    "restore": (_restore, Op.RESTORE),
+    "resume": (_resume, Op.RESUME),
 }
 
 
