@@ -7,7 +7,7 @@ bench.toml (``make run``: its workloads, lifecycle among them, all iterations in
 random order, one warmup each), and compares lifecycle's ``create`` in both.
 
 This 2-core VM's own speed drifts by up to 2x between runs a minute apart (alone runs of the
-same 60 creates gave p50s from 4.5 to 10.5 ms within one benchmark, and the slow spells come
+same 20-60 creates gave p50s from 4.5 to 20 ms within one benchmark, and the slow spells come
 and go whatever the harness does), so a comparison of one suite with alone runs taken minutes
 away measures the drift as much as the neighbours. The benchmark therefore pairs them
 closely: ROUNDS rounds, each an alone run (ALONE_ITERATIONS) followed by a chunk of the
