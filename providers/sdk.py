@@ -41,7 +41,9 @@ each operation means on that provider, its native calls, and these declarations:
   (:func:`observe_response`, for SDKs that drop the status), else in a message, by the
   adapter's ``STATUS_IN_MESSAGE`` pattern. A rate limit whose delay no header gave takes it
   from :meth:`SDKProvider.retry_after` (a gRPC retry policy, a JSON body). The first rule that
-  matches wins; nothing matching is a plain ProviderError.
+  matches wins; nothing matching is a plain ProviderError. ``when=garbled`` on httpx's
+  RemoteProtocolError keeps an answer that could not be parsed (ProtocolError) apart from a
+  peer that disconnected, which httpx raises as the same class.
 * ``SDK_RETRIES``: what the SDK retries on its own (a text or a table), recorded in the
   manifest by ``environment()`` with what :meth:`SDKProvider.retries_observed` read back, plus
   any facts of its own in :meth:`SDKProvider.sdk_environment`. An SDK variable read before
