@@ -124,7 +124,8 @@ async def test_refusals_auth_faults_and_the_admin_api_through_the_middleware(e2b
     made = await client.post("/v2/sandboxes", json={"templateID": "base"}, headers=key)
     assert made.status == 201
     sandbox_id = (await made.json())["sandboxID"]
-    assert (await (await client.get("/_emulator/sandboxes")).json()) == {"sandboxes": [sandbox_id]}
+    held = await (await client.get("/_emulator/sandboxes")).json()
+    assert held == {"sandboxes": [sandbox_id], "checkpoints": []}
     gone = await client.get("/sandboxes/nope", headers=key)
     assert gone.status == 404 and (await gone.json())["code"] == 404  # raised deep as Refused
     bad = await client.post(f"/sandboxes/{sandbox_id}/pause", data="{", headers=key)
@@ -136,6 +137,16 @@ async def test_refusals_auth_faults_and_the_admin_api_through_the_middleware(e2b
     assert (await limited.json()) == {"code": 429, "message": "injected fault 429"}
     calls = (await (await client.get("/_emulator/log")).json())["calls"]
     assert [c["fault"] for c in calls][-1] == "429" and all("t" in c for c in calls)
+    # skip: the first matching call passes, the second gets the fault
+    await client.post("/_emulator/faults", json={"status": 503, "match": "/v2/", "skip": 1})
+    assert (await client.get("/v2/sandboxes", headers=key)).status == 200
+    assert (await client.get("/v2/sandboxes", headers=key)).status == 503
+    # a queued fault dropped before any call meets it
+    await client.post("/_emulator/faults", json={"status": 503, "match": "/v2/"})
+    assert (await client.delete("/_emulator/faults")).status == 200
+    assert (await client.get("/v2/sandboxes", headers=key)).status == 200
+    for wrong in ({"status": 503, "skip": -1}, {"status": 503, "count": 0}, {"kind": "x"}):
+        assert (await client.post("/_emulator/faults", json=wrong)).status == 400
     assert (await client.delete(f"/sandboxes/{sandbox_id}", headers=key)).status == 204
     assert protocol.sandboxes.live() == []
 
