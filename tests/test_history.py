@@ -275,14 +275,19 @@ async def test_an_emulator_made_slower_half_way_is_flagged_by_history(tmp_path):
         assert await emu.live_sandboxes() == []
     folders = list(results.iterdir())
     assert len(folders) == 4
-    # Threshold 0.5: a create that waits 300 ms lets this VM's vCPUs go idle, and waking them
-    # can make the next millisecond-scale calls slower too (CI once flagged first_exec and
-    # destroy at the default 10 %: a real change of the client's conditions, not noise); the
-    # injected change is 70-130x.
+    # A create that waits 300 ms lets this VM's vCPUs go idle, and waking them can make the
+    # next millisecond-scale calls slower too (CI has flagged first_exec and destroy 10 % and,
+    # once, over 50 % slower: a real change of the client's conditions, not noise). The
+    # injected change is 70-170x: history must flag it on create and ready, at the third run,
+    # and anything else it flags must be far smaller.
     history = await asyncio.to_thread(build_history, folders, threshold=0.5)
     assert len(history.runs) == 4
-    flagged = {(c.key.provider, c.key.operation) for c in history.changes}
     described = [c.describe() for c in history.changes]
-    assert flagged == {("e2b", "create"), ("e2b", "ready")}, described
-    assert {c.run_id for c in history.changes} == {history.runs[2].run_id}
-    assert all(c.direction == "slower" and c.ratio > 1.5 for c in history.changes)
+    injected = {c.key.operation: c for c in history.changes
+                if c.key.operation in ("create", "ready")}  # fmt: skip
+    assert set(injected) == {"create", "ready"}, described
+    assert {c.key.provider for c in history.changes} == {"e2b"}, described
+    assert {c.run_id for c in history.changes} == {history.runs[2].run_id}, described
+    assert all(c.direction == "slower" and c.ratio > 30 for c in injected.values()), described
+    others = [c for c in history.changes if c.key.operation not in injected]
+    assert all(c.direction == "slower" and c.ratio < 5 for c in others), described
