@@ -81,19 +81,22 @@ def _creates_after(folder: Path) -> list[tuple[float, str | None]]:
     ]  # fmt: skip
 
 
-def paired_ratio(alone: list[list[float]], suite: list[list[float]]) -> float:
-    """The median over every suite create of its ratio to the mean of the alone p50s just
-    before and just after its chunk (``alone`` has one more run than ``suite``)."""
+def _round_ratios(alone: list[list[float]], suite: list[list[float]]) -> list[list[float]]:
+    """Per round, each suite create over the mean of the alone p50s just before and just
+    after its chunk (``alone`` has one more run than ``suite``)."""
     p50 = [statistics.median(run) for run in alone]
-    ratios = [ms / ((p50[i] + p50[i + 1]) / 2) for i, chunk in enumerate(suite) for ms in chunk]
-    return statistics.median(ratios)
+    return [[ms / ((p50[i] + p50[i + 1]) / 2) for ms in chunk] for i, chunk in enumerate(suite)]
+
+
+def paired_ratio(alone: list[list[float]], suite: list[list[float]]) -> float:
+    """The median of every suite create's ratio to the alone runs around its chunk."""
+    return statistics.median(r for ratios in _round_ratios(alone, suite) for r in ratios)
 
 
 def _paired_interval(alone: list[list[float]], suite: list[list[float]]) -> tuple[float, float]:
     """95 % percentile-bootstrap interval of :func:`paired_ratio`, resampling whole rounds
     (a chunk with the alone runs on both sides of it): scipy resamples the round indices."""
-    p50 = [statistics.median(run) for run in alone]
-    rounds = [[ms / ((p50[i] + p50[i + 1]) / 2) for ms in chunk] for i, chunk in enumerate(suite)]
+    rounds = _round_ratios(alone, suite)
 
     def statistic(indices: np.ndarray) -> float:
         return float(np.median([r for i in indices for r in rounds[int(i)]]))

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from bench.emulators.control import Emulator
-from providers.base import RUN_LABEL, Capabilities, Op, Provider, Sandbox, SandboxSpec
+from providers.base import RUN_LABEL, Op, Provider, Sandbox, SandboxSpec
 from providers.errors import ProviderError
 from tests.conftest import EMULATED
 
@@ -40,13 +40,11 @@ MAX_CALLS = 6
 
 
 class _Case:
-    """One operation on a fresh sandbox: ``setup`` makes what it needs, ``run`` does it,
-    ``done`` says (from the emulator's state) whether it happened, ``cleanup`` undoes what is
-    left."""
+    """What one provider's operation runs on: fresh sandboxes (:meth:`fresh`), the emulator's
+    truth, and :meth:`cleanup` of every sandbox and checkpoint made."""
 
     def __init__(self, provider: Provider, emu: Emulator, run_id: str) -> None:
         self.provider, self.emu, self.run_id = provider, emu, run_id
-        self.sandbox: Sandbox | None = None
         self.refs: list[Any] = []
         self.made: list[Sandbox] = []
 
@@ -67,6 +65,16 @@ class _Case:
                 await self.provider.destroy(Sandbox(id=sandbox_id, provider=self.provider.id))
         self.refs, self.made = [], []
 
+    async def new_sandbox(self, before: set[str], made: list[Sandbox], raised: bool) -> str | None:
+        """What is wrong after a create or restore: raised, it must leave no sandbox that
+        the run's listing misses (``before``: the emulator's sandboxes until then); returned,
+        its sandbox (``made[0]``) must be one the emulator holds."""
+        live = set(await self.emu.live_sandboxes())
+        if raised:
+            hidden = live - before - set(await self.provider.list_sandboxes(self.run_id))
+            return f"raised and left {sorted(hidden)} running, not listed" if hidden else None
+        return None if made[0].id in live else "returned a sandbox the emulator does not hold"
+
 
 Op_ = Callable[[], Awaitable[Any]]
 Check = Callable[[bool], Awaitable[str | None]]
@@ -74,20 +82,12 @@ Check = Callable[[bool], Awaitable[str | None]]
 
 async def _create(case: _Case) -> tuple[Op_, Check]:
     before = set(await case.emu.live_sandboxes())
+    made: list[Sandbox] = []
 
     async def op() -> None:
-        case.made.append(await case.provider.create(SandboxSpec(labels={RUN_LABEL: case.run_id})))
+        made.append(await case.fresh())
 
-    async def check(raised: bool) -> str | None:
-        if raised:
-            new = set(await case.emu.live_sandboxes()) - before
-            hidden = new - set(await case.provider.list_sandboxes(case.run_id))
-            return f"raised and left {sorted(hidden)} running, not listed" if hidden else None
-        if case.made[-1].id not in await case.emu.live_sandboxes():
-            return "returned a sandbox the emulator does not hold"
-        return None
-
-    return op, check
+    return op, lambda raised: case.new_sandbox(before, made, raised)
 
 
 async def _destroy(case: _Case) -> tuple[Op_, Check]:
@@ -191,12 +191,9 @@ async def _restore(case: _Case) -> tuple[Op_, Check]:
         case.made.append(restored[-1])
 
     async def check(raised: bool) -> str | None:
-        if raised:
-            new = set(await case.emu.live_sandboxes()) - before
-            hidden = new - set(await case.provider.list_sandboxes(case.run_id))
-            return f"raised and left {sorted(hidden)} running, not listed" if hidden else None
-        if restored[0].id not in await case.emu.live_sandboxes():
-            return "returned a sandbox the emulator does not hold"
+        wrong = await case.new_sandbox(before, restored, raised)
+        if wrong or raised:
+            return wrong
         if await case.provider.read_file(restored[0], path) != b"before the checkpoint\n":
             return "returned a sandbox without the checkpoint's file"
         return None
@@ -238,18 +235,14 @@ CASES: dict[str, tuple[Callable[[_Case], Awaitable[tuple[Op_, Check]]], Op]] = {
 }
 
 
-def _supported(caps: Capabilities, op: Op) -> bool:
-    return op in caps.operations
-
-
 @pytest.mark.parametrize("operation", list(CASES))
 async def test_a_malformed_answer_is_an_error_or_the_operation_really_happened(
     open_provider, provider_id, operation
 ):
-    make, op = CASES[operation]
+    make, needed = CASES[operation]
     async with open_provider(provider_id) as (provider, emu):
-        if not _supported(provider.capabilities(), op):
-            pytest.skip(f"{provider_id} has no {op}")
+        if needed not in provider.capabilities().operations:
+            pytest.skip(f"{provider_id} has no {needed}")
         case = _Case(provider, emu, f"malformed-{provider_id}-{operation}")
         try:
             # A clean run: how many calls the operation makes.
