@@ -132,9 +132,20 @@ Design notes (deviations from the first design, and why):
   network namespace alone ~0.5, kernel); the agent's fork 0.4; the root's mounts 1.6 (kernel
   time: three overlays ~0.7) while the agent starts, hardens (its seccomp filter ~0.3) and
   reads the ping (1.5); go, answer and wake-up of the harness 0.6. Both paths after the
-  agent's fork are now equally long, so the next step must shorten both: e.g. overlays made
-  with fsopen/fsmount on the provider's thread during the create and handed to PID 1, and a
-  native agent.
+  agent's fork are equally long. But the stamps cost time themselves, and they hide that a
+  create here is CPU-bound: it keeps 1.5 of the 2 vCPUs busy on average (7.0-8.5 ms of CPU,
+  summed over every process, for a 4.6-5.8 ms create; /proc/stat around 400 creates), spent
+  on copy-on-write faults after the Python forks (~410 in PID 1, ~365 in the agent, ~205 in
+  the zygote a create), process exits, mounts, the network namespace, two seccomp filters,
+  ext4 directories and the harness's own Python (``perf record -a``). So moving work from
+  one process to another does not shorten it, only less work does (tried, 2026-11-30, not
+  kept: the network namespace and the overlays made on the provider's thread, fsmount, and
+  handed to PID 1 with SCM_RIGHTS, setns and move_mount; the agent forked before PID 1
+  isolates itself, joining it with a pidfd setns. The stamps said 6.0 -> 4.8 ms; creates of
+  the two versions interleaved one by one said -0.36, -0.34, -0.13, -0.21 and then +0.12 ms,
+  95 % interval +0.06 to +0.16, over 1,500 pairs). Less work would be PID 1 as a small C
+  program started by vfork and exec (no Python fork, faults or Python exit), and a native
+  agent.
 * create p50 with the native steps against the Python ones (benchmarks/test_local_bench.py
   ``-k test_create``, runs alternating with the version before, 2026-11-30): 5.6 against
   6.5 ms (medians of three runs, load 2.3-2.7; p90 at most 1.34x p50), 5.9 against 7.4 (six
