@@ -640,6 +640,59 @@ def test_a_harness_killed_with_sigkill_leaks_nothing(tmp_path):
     ), "processes, cgroups or directories left behind"
 
 
+SLOW_COPY_HARNESS = """
+import asyncio, os, sys
+sys.path.insert(0, {root!r})
+from providers.base import SandboxSpec
+from providers.local import LocalProvider
+
+async def main():
+    p = LocalProvider({{"state_dir": {state!r}}})
+    await p.open()
+    sb = await p.create(SandboxSpec(labels={{"sandbox-bench-run": "killed-run"}}))
+    print(os.getpid(), flush=True)
+    await p.checkpoint(sb)  # its copy never ends: a cp that sleeps comes first in PATH
+
+asyncio.run(main())
+"""
+
+
+def test_a_copy_in_progress_dies_with_a_harness_killed_with_sigkill(tmp_path):
+    """Its zygote, which sees the harness's end of their socket close, kills it."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    real_cp = shutil.which("cp")
+    (fake / "cp").write_text(  # a checkpoint's copy sleeps (the same process); others copy
+        f'#!/bin/sh\ncase "$*" in *checkpoints*) exec sleep 60;; esac\nexec {real_cp} "$@"\n'
+    )
+    (fake / "cp").chmod(0o755)
+    script = SLOW_COPY_HARNESS.format(root=str(ROOT), state=str(tmp_path / "state"))
+    env = {**os.environ, "PATH": f"{fake}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout is not None
+        harness = int(proc.stdout.readline())
+
+        def copies() -> list[int]:
+            found = []
+            for entry in os.listdir("/proc"):
+                with contextlib.suppress(OSError):
+                    if entry.isdigit() and Path(f"/proc/{entry}/comm").read_text() == "sleep\n":
+                        stat = Path(f"/proc/{entry}/stat").read_text()
+                        if int(stat.rsplit(")", 1)[1].split()[1]) == harness:  # its child
+                            found.append(int(entry))
+            return found
+
+        assert wait_until(lambda: len(copies()) == 1), "the copy did not start"
+        (copy,) = copies()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert wait_until(lambda: not pid_alive(copy), timeout_s=5), "the copy outlived it"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_a_killed_zygote_takes_its_sandboxes_with_it_and_the_reaper_cleans_up(tmp_path):
     state_dir = tmp_path / "state"
     proc, info = start_harness(state_dir)

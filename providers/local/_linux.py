@@ -85,6 +85,17 @@ def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc.syscall(ctypes.c_long(number), _b(new_root), _b(put_old)), "pivot_root")
 
 
+def start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot: with the pid, a name no later
+    process reuses), or None when there is none."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
 def sethostname(name: str) -> None:
     raw = name.encode()
     _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname")

@@ -78,7 +78,8 @@ What each operation means on this provider
 * **list_sandboxes**: every sandbox directory in the state directory labelled with the run,
   whichever process made it, alive or left behind, so that a reaper can destroy them.
 * **close**: ends the zygote; sandboxes still alive then die with it (none outlives the
-  harness: when the harness dies, even by SIGKILL, the zygote sees EOF and cleans up).
+  harness: when the harness dies, even by SIGKILL, the zygote sees EOF and cleans up, and
+  kills the checkpoint, restore or fork copies still running, which it was told of).
 
 Modes: as root, everything above. Without root, a user-namespace mode (the caller mapped to
 root of a user namespace): same isolation and filesystem, but no cgroups, so no pause/resume
@@ -216,6 +217,7 @@ from providers.errors import (
     Unavailable,
     Unsupported,
 )
+from providers.local import _linux as L
 from providers.local import agent, cgroups, layers, sandbox_init, seccomp, zygote
 from providers.local.layers import remove_tree
 from providers.settings import SettingError, parse, setting
@@ -751,6 +753,7 @@ class LocalProvider(Provider):
         if self.config.native:
             self.pid1_root = hello.get("pid1_root", "python")
         self._zygote = client
+        layers.copy_watchers.append(self._watch_copy)
 
     def _choose_checkpoint_method(self) -> str | None:
         """The layer-copy method (layers.py): the one asked for, refused in one line where
@@ -855,7 +858,20 @@ class LocalProvider(Provider):
             shutil.rmtree(tmp, ignore_errors=True)
         return str(mask)
 
+    def _watch_copy(self, pid: int, running: bool) -> None:
+        """layers.copy_watchers: the zygote kills the copies still running if this process
+        dies (it sees its end of the socket close)."""
+        zygote = self._zygote
+        if zygote is None or zygote.dead:
+            return
+        if not running:
+            zygote.send("release", pid=pid)
+        elif (started := L.start_time(pid)) is not None:
+            zygote.send("adopt", pid=pid, starttime=started)
+
     async def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            layers.copy_watchers.remove(self._watch_copy)
         for handle in self._sandboxes.values():
             handle.close()
         zygote, self._zygote = self._zygote, None
@@ -1612,10 +1628,11 @@ def _own_identity() -> tuple[int, int]:
 
 @functools.cache
 def _identity(pid: int) -> tuple[int, int]:
-    """(pid, start time in clock ticks since boot) of process ``pid``."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    return pid, int(stat[stat.rindex(")") + 2 :].split()[19])
+    """(pid, start time in clock ticks since boot) of process ``pid`` (this one's)."""
+    started = L.start_time(pid)
+    if started is None:
+        raise ProcessLookupError(pid)
+    return pid, started
 
 
 def _alive(pid: int, starttime: int) -> bool:
@@ -1624,12 +1641,7 @@ def _alive(pid: int, starttime: int) -> bool:
 
 
 def _same_process(pid: int, starttime: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return int(stat[stat.rindex(")") + 2 :].split()[19]) == starttime
+    return L.start_time(pid) == starttime
 
 
 def destroy_by_id(sandbox_id: str, state_dir: str | None = None, timeout_s: float = 10.0) -> bool:

@@ -100,6 +100,7 @@ class Zygote:
         self.records: dict[str, _Record] = {}
         self.by_pid: dict[int, _Record] = {}
         self.pending: dict[int, tuple[int, _Record, bytearray]] = {}  # ready fd -> ...
+        self.adopted: dict[int, int] = {}  # the harness's running copies: pid -> start time
         self.poller = select.poll()
         self.poller.register(0, select.POLLIN)
         self.poller.register(self.wake_r, select.POLLIN)
@@ -183,6 +184,10 @@ class Zygote:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(rec.pid, signal.SIGKILL)  # not reaped yet, so the pid is still ours
             rec.kill_waiters.append(req["rid"])
+        elif op == "adopt":  # a copy program of the harness: killed if the harness dies
+            self.adopted[req["pid"]] = req["starttime"]
+        elif op == "release":
+            self.adopted.pop(req["pid"], None)
         elif op == "forget":
             rec = self.records.pop(req["sid"], None)
             if rec is not None and rec.status is None:
@@ -263,7 +268,12 @@ class Zygote:
     # -- shutdown -------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Kill every sandbox not forgotten, remove its cgroups and directory, exit."""
+        """Kill the harness's copies still running and every sandbox not forgotten, remove
+        its cgroups and directory, exit."""
+        for pid, started in self.adopted.items():
+            if L.start_time(pid) == started:  # the same process, not a later one
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         records = list(self.records.values())
         for rec in records:
             if rec.status is None:
