@@ -369,11 +369,20 @@ class SpritesProvider(SDKProvider[AsyncSpritesClient]):
         raise self.error(errors.ProtocolError, Op.CHECKPOINT, empty)
 
     def _raise_stream_error(self, messages: Iterable[Any], operation: str) -> None:
+        """An error event is the provider's error; a stream with neither an error nor a
+        ``complete`` event is a ProtocolError: the SDK drops the lines it cannot parse, so an
+        unreadable 200 reads as an empty stream, and "no error" is not "done"."""
+        types = []
         for message in messages:
-            if getattr(message, "type", "") == "error":
+            types.append(getattr(message, "type", ""))
+            if types[-1] == "error":
                 detail = getattr(message, "error", None) or getattr(message, "data", None)
                 failed = f"{operation} failed: {detail or 'error event without detail'}"
                 raise self.error(errors.ProviderError, operation, failed)
+        if "complete" not in types:
+            said = ", ".join(t or "?" for t in types) or "no event it could read"
+            unconfirmed = f"{operation} answered 200 without a complete event ({said})"
+            raise self.error(errors.ProtocolError, operation, unconfirmed)
 
     async def restore(self, ref: base.CheckpointRef) -> Sandbox:
         sandbox = ref.native if isinstance(ref.native, Sandbox) else None

@@ -8,6 +8,10 @@ client's timeout, and a 200 whose body the SDK cannot read.
 * ``test_each_fault_kind_is_recorded_as_its_class``: one fault at a time on one operation,
   timed by :meth:`bench.runner.IterationContext.timed` exactly as the runner times it; the
   sample must carry the class the fault means (:data:`EXPECTED`).
+* ``test_each_fault_kind_on_checkpoints_and_pauses_is_recorded_as_its_class``: the same for
+  checkpoint, delete_checkpoint, restore, pause and resume, whose first call is faulted
+  whatever its path; a sample recorded ok must come from the SDK retrying the faulted call
+  (the emulator's call log shows it again), never from an answer taken for success.
 * ``test_a_run_with_faults_on_a_fifth_of_calls_completes_and_leaks_nothing``: a whole run
   through :class:`bench.runner.Runner` with faults on 20 % of all calls (the emulator's seeded
   share, every kind): it completes; every scheduled operation has exactly one record; every
@@ -18,6 +22,7 @@ client's timeout, and a 200 whose body the SDK cannot read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter
@@ -31,6 +36,7 @@ from bench.records import Status
 from bench.runner import IterationContext, MemorySink, Recorder, Runner, WorkItem, make_plan
 from bench.workloads import WORKLOADS
 from providers.base import RUN_LABEL, Sandbox, SandboxSpec
+from providers.errors import ProviderError
 from tests.conftest import EMULATED, PROVIDER_IDS
 
 #: The class each fault kind must be recorded as.
@@ -116,11 +122,15 @@ MATCH = {
 #: Calls the SDK itself retries after a reset (daytona's shared aiohttp session retries
 #: connection errors on GET and DELETE, and cannot be told not to): a single reset there is
 #: absorbed and the operation succeeds. See providers/daytona.py SDK_RETRIES.
-ABSORBED = {("daytona", "reset", "destroy"), ("daytona", "reset", "list")}
+ABSORBED = {("daytona", "reset", "destroy"), ("daytona", "reset", "list"),
+            ("daytona", "reset", "delete_checkpoint")}  # fmt: skip
+#: The operations beyond :data:`MATCH`'s, faulted at their first call (whatever its path).
+STATEFUL_OPS = ("checkpoint", "delete_checkpoint", "restore", "pause", "resume")
 #: Modal's SDK retries 500 (INTERNAL), 503 (UNAVAILABLE) and reset streams on every call (3
 #: times on the control plane, 10 on the router) and cannot be told not to: a single one is
 #: absorbed. test_modal_adapter.py checks that each retry shows in the emulator's call log.
-ABSORBED |= {("modal", kind, op) for kind in ("500", "503", "reset") for op in MATCH["modal"]}
+ABSORBED |= {("modal", kind, op) for kind in ("500", "503", "reset")
+             for op in (*MATCH["modal"], *STATEFUL_OPS)}  # fmt: skip
 #: Short client timeouts, so a hang costs little; the emulator's hang outlasts them.
 SETTINGS = {
     "e2b": {"request_timeout_s": 2.0},
@@ -284,3 +294,88 @@ async def test_a_run_with_faults_on_a_fifth_of_calls_completes_and_leaks_nothing
         local = _local_leftovers(emu)
         assert leaked == [], f"the emulator still holds {leaked} ({elapsed:.1f} s run)"
         assert local == [], f"local sandboxes left in the emulator's state dir: {local}"
+
+
+#: Kinds tried on them (a hang costs the whole timeout: covered on create, exec and destroy).
+STATEFUL_KINDS = ("500", "503", "429", "reset", "malformed")
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("provider_id", CLOUDS)
+async def test_each_fault_kind_on_checkpoints_and_pauses_is_recorded_as_its_class(
+    open_provider, provider_id
+):
+    """checkpoint, delete_checkpoint, restore, pause and resume, each with the first call it
+    makes faulted by each kind: the sample carries the kind's class, or the SDK retried the
+    call (:data:`ABSORBED`) and the operation is recorded ok; nothing is left behind."""
+    from providers.base import Op
+
+    run_id = f"stateful-{uuid.uuid4().hex[:8]}"
+    spec = SandboxSpec(labels={RUN_LABEL: run_id})
+    _, settings = rows(provider_id)
+    async with open_provider(provider_id, settings) as (provider, emu):
+        ops = provider.capabilities().operations
+        needs = {"checkpoint": Op.CHECKPOINT, "delete_checkpoint": Op.CHECKPOINT,
+                 "restore": Op.RESTORE, "pause": Op.PAUSE, "resume": Op.RESUME}  # fmt: skip
+        sink = MemorySink()
+        outcomes: dict[tuple[str, str], tuple[str, str | None]] = {}
+        refs, made = [], []
+        for op in (o for o in STATEFUL_OPS if needs[o] in ops):
+            for kind in STATEFUL_KINDS:
+                sandbox = await provider.create(spec)
+                made.append(sandbox)
+                ref = None
+                if op in ("delete_checkpoint", "restore"):
+                    ref = await provider.checkpoint(sandbox)
+                    refs.append(ref)
+                if op == "resume":
+                    await provider.pause(sandbox)
+                calls = {
+                    "checkpoint": lambda sb=sandbox: provider.checkpoint(sb),
+                    "delete_checkpoint": lambda r=ref: provider.delete_checkpoint(r),
+                    "restore": lambda r=ref: provider.restore(r),
+                    "pause": lambda sb=sandbox: provider.pause(sb),
+                    "resume": lambda sb=sandbox: provider.resume(sb),
+                }
+                await emu.clear_calls()
+                await emu.inject(kind=kind)  # the operation's first call, whatever its path
+                ctx = _context(provider, sink, timeout_s=5.0)
+                try:
+                    result = await ctx.timed(op, calls[op])
+                except runner_module.StepFailed:
+                    result = None
+                await emu.clear_faults()  # not consumed if the operation made no call
+                seen = await emu.calls()
+                faulted = [i for i, c in enumerate(seen) if c.get("fault")]
+                if not faulted:
+                    continue  # e.g. sprites' delete_checkpoint makes no provider call
+                sample = sink.samples[-1]
+                outcomes[(kind, op)] = (str(sample.status), sample.error_type)
+                first = seen[faulted[0]]
+                retried = any((c["method"], c["path"]) == (first["method"], first["path"])
+                              for c in seen[faulted[0] + 1 :])  # fmt: skip
+                if str(sample.status) == "ok" and not retried:  # the call was never performed
+                    outcomes[(kind, op)] = ("ok, the faulted call never retried", None)
+                if isinstance(result, Sandbox):
+                    made.append(result)
+                elif result is not None and op == "checkpoint":
+                    refs.append(result)
+        for ref in refs:
+            with contextlib.suppress(ProviderError):
+                await provider.delete_checkpoint(ref)
+        for sandbox in made:
+            with contextlib.suppress(ProviderError):
+                await provider.resume(sandbox) if Op.RESUME in ops else None
+            with contextlib.suppress(ProviderError):
+                await provider.destroy(sandbox)
+        for left in await provider.list_sandboxes(run_id):
+            await provider.destroy(Sandbox(id=left, provider=provider_id))
+        wrong = {}
+        for (kind, op), (status, error_type) in outcomes.items():
+            if (provider_id, kind, op) in ABSORBED and status == "ok":
+                continue
+            if (status, error_type) != ("error", EXPECTED[kind]):
+                wrong[f"{kind} on {op}"] = f"{status} {error_type}"
+        assert outcomes, "no operation was faulted"
+        assert not wrong, f"{provider_id}: faults recorded as the wrong class: {wrong}"
+        assert await emu.live_sandboxes() == []

@@ -183,6 +183,8 @@ async def _restore(case: _Case) -> tuple[Op_, Check]:
     await case.provider.write_file(sandbox, path, b"before the checkpoint\n")
     ref = await case.provider.checkpoint(sandbox)
     case.refs.append(ref)
+    # Changed after the checkpoint: a restore in place (sprites) that did not happen shows.
+    await case.provider.write_file(sandbox, path, b"after the checkpoint\n")
     before = set(await case.emu.live_sandboxes())
     restored: list[Sandbox] = []
 
