@@ -298,6 +298,90 @@ async def test_a_run_with_faults_on_a_fifth_of_calls_completes_and_leaks_nothing
 
 #: Kinds tried on them (a hang costs the whole timeout: covered on create, exec and destroy).
 STATEFUL_KINDS = ("500", "503", "429", "reset", "malformed")
+#: Of the later calls (polls, follow-ups), how many are faulted in turn, after the first.
+LATER_CALLS = 3
+
+
+class _Stateful:
+    """Runs one of :data:`STATEFUL_OPS` at a time on a fresh sandbox, timed as the runner
+    times it, with a fault on its k-th call; keeps what it made for :meth:`cleanup`."""
+
+    def __init__(self, provider, emu, run_id: str) -> None:
+        from providers.base import Op
+
+        self.provider, self.emu, self.run_id = provider, emu, run_id
+        self.sink = MemorySink()
+        self.refs: list = []
+        self.made: list[Sandbox] = []
+        needs = {"checkpoint": Op.CHECKPOINT, "delete_checkpoint": Op.CHECKPOINT,
+                 "restore": Op.RESTORE, "pause": Op.PAUSE, "resume": Op.RESUME}  # fmt: skip
+        self.ops = [o for o in STATEFUL_OPS if needs[o] in provider.capabilities().operations]
+        self.resumes = Op.RESUME in provider.capabilities().operations
+
+    async def run(self, op: str, kind: str | None, skip: int = 0) -> tuple[str, str] | None:
+        """(status, class) of ``op`` with call ``skip`` faulted by ``kind`` (None: no fault):
+        "ok, the faulted call never retried" when it was recorded ok although the call the
+        fault hit was never made again; None when the operation made no such call."""
+        provider = self.provider
+        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: self.run_id}))
+        self.made.append(sandbox)
+        ref = None
+        if op in ("delete_checkpoint", "restore"):
+            ref = await provider.checkpoint(sandbox)
+            self.refs.append(ref)
+        if op == "resume":
+            await provider.pause(sandbox)
+        calls = {
+            "checkpoint": lambda: provider.checkpoint(sandbox),
+            "delete_checkpoint": lambda: provider.delete_checkpoint(ref),
+            "restore": lambda: provider.restore(ref),
+            "pause": lambda: provider.pause(sandbox),
+            "resume": lambda: provider.resume(sandbox),
+        }
+        await self.emu.clear_calls()
+        if kind is not None:
+            await self.emu.inject(kind=kind, skip=skip)  # whatever the call's path
+        ctx = _context(provider, self.sink, timeout_s=5.0)
+        try:
+            result = await ctx.timed(op, calls[op])
+        except runner_module.StepFailed:
+            result = None
+        await self.emu.clear_faults()  # not consumed if the operation made fewer calls
+        if isinstance(result, Sandbox):
+            self.made.append(result)
+        elif result is not None and op == "checkpoint":
+            self.refs.append(result)
+        seen = await self.emu.calls()
+        faulted = [i for i, c in enumerate(seen) if c.get("fault")]
+        if kind is not None and not faulted:
+            return None
+        sample = self.sink.samples[-1]
+        status = str(sample.status)
+        if faulted and status == "ok":
+            hit = seen[faulted[0]]
+            if not any((c["method"], c["path"]) == (hit["method"], hit["path"])
+                       for c in seen[faulted[0] + 1 :]):  # fmt: skip
+                return "ok, the faulted call never retried", ""
+        return status, sample.error_type or ""
+
+    async def calls_made(self, op: str) -> int:
+        """How many calls ``op`` makes on a clean run."""
+        assert await self.run(op, None) == ("ok", "")
+        return len(await self.emu.calls())
+
+    async def cleanup(self) -> None:
+        for ref in self.refs:
+            with contextlib.suppress(ProviderError):
+                await self.provider.delete_checkpoint(ref)
+        for sandbox in self.made:
+            if self.resumes:
+                with contextlib.suppress(ProviderError):
+                    await self.provider.resume(sandbox)
+            with contextlib.suppress(ProviderError):
+                await self.provider.destroy(sandbox)
+        for left in await self.provider.list_sandboxes(self.run_id):
+            await self.provider.destroy(Sandbox(id=left, provider=self.provider.id))
+        self.refs, self.made = [], []
 
 
 @pytest.mark.timeout(180)
@@ -307,69 +391,20 @@ async def test_each_fault_kind_on_checkpoints_and_pauses_is_recorded_as_its_clas
 ):
     """checkpoint, delete_checkpoint, restore, pause and resume, each with the first call it
     makes faulted by each kind: the sample carries the kind's class, or the SDK retried the
-    call (:data:`ABSORBED`) and the operation is recorded ok; nothing is left behind."""
-    from providers.base import Op
-
-    run_id = f"stateful-{uuid.uuid4().hex[:8]}"
-    spec = SandboxSpec(labels={RUN_LABEL: run_id})
+    call (:data:`ABSORBED`, and the call log shows the retry) and the operation is recorded
+    ok; nothing is left behind."""
     _, settings = rows(provider_id)
     async with open_provider(provider_id, settings) as (provider, emu):
-        ops = provider.capabilities().operations
-        needs = {"checkpoint": Op.CHECKPOINT, "delete_checkpoint": Op.CHECKPOINT,
-                 "restore": Op.RESTORE, "pause": Op.PAUSE, "resume": Op.RESUME}  # fmt: skip
-        sink = MemorySink()
-        outcomes: dict[tuple[str, str], tuple[str, str | None]] = {}
-        refs, made = [], []
-        for op in (o for o in STATEFUL_OPS if needs[o] in ops):
-            for kind in STATEFUL_KINDS:
-                sandbox = await provider.create(spec)
-                made.append(sandbox)
-                ref = None
-                if op in ("delete_checkpoint", "restore"):
-                    ref = await provider.checkpoint(sandbox)
-                    refs.append(ref)
-                if op == "resume":
-                    await provider.pause(sandbox)
-                calls = {
-                    "checkpoint": lambda sb=sandbox: provider.checkpoint(sb),
-                    "delete_checkpoint": lambda r=ref: provider.delete_checkpoint(r),
-                    "restore": lambda r=ref: provider.restore(r),
-                    "pause": lambda sb=sandbox: provider.pause(sb),
-                    "resume": lambda sb=sandbox: provider.resume(sb),
-                }
-                await emu.clear_calls()
-                await emu.inject(kind=kind)  # the operation's first call, whatever its path
-                ctx = _context(provider, sink, timeout_s=5.0)
-                try:
-                    result = await ctx.timed(op, calls[op])
-                except runner_module.StepFailed:
-                    result = None
-                await emu.clear_faults()  # not consumed if the operation made no call
-                seen = await emu.calls()
-                faulted = [i for i, c in enumerate(seen) if c.get("fault")]
-                if not faulted:
-                    continue  # e.g. sprites' delete_checkpoint makes no provider call
-                sample = sink.samples[-1]
-                outcomes[(kind, op)] = (str(sample.status), sample.error_type)
-                first = seen[faulted[0]]
-                retried = any((c["method"], c["path"]) == (first["method"], first["path"])
-                              for c in seen[faulted[0] + 1 :])  # fmt: skip
-                if str(sample.status) == "ok" and not retried:  # the call was never performed
-                    outcomes[(kind, op)] = ("ok, the faulted call never retried", None)
-                if isinstance(result, Sandbox):
-                    made.append(result)
-                elif result is not None and op == "checkpoint":
-                    refs.append(result)
-        for ref in refs:
-            with contextlib.suppress(ProviderError):
-                await provider.delete_checkpoint(ref)
-        for sandbox in made:
-            with contextlib.suppress(ProviderError):
-                await provider.resume(sandbox) if Op.RESUME in ops else None
-            with contextlib.suppress(ProviderError):
-                await provider.destroy(sandbox)
-        for left in await provider.list_sandboxes(run_id):
-            await provider.destroy(Sandbox(id=left, provider=provider_id))
+        case = _Stateful(provider, emu, f"stateful-{uuid.uuid4().hex[:8]}")
+        outcomes: dict[tuple[str, str], tuple[str, str]] = {}
+        try:
+            for op in case.ops:
+                for kind in STATEFUL_KINDS:
+                    found = await case.run(op, kind)
+                    if found is not None:  # e.g. sprites' delete_checkpoint makes no call
+                        outcomes[(kind, op)] = found
+        finally:
+            await case.cleanup()
         wrong = {}
         for (kind, op), (status, error_type) in outcomes.items():
             if (provider_id, kind, op) in ABSORBED and status == "ok":
@@ -379,3 +414,32 @@ async def test_each_fault_kind_on_checkpoints_and_pauses_is_recorded_as_its_clas
         assert outcomes, "no operation was faulted"
         assert not wrong, f"{provider_id}: faults recorded as the wrong class: {wrong}"
         assert await emu.live_sandboxes() == []
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("provider_id", CLOUDS)
+async def test_a_500_mid_operation_is_an_error_or_a_retry(open_provider, provider_id):
+    """The same operations with a later call (a poll, a follow-up: the second to the
+    fourth, counted on a clean run) answered 500: recorded as Unavailable, or ok only where
+    the SDK or the adapter made that call again (the call log shows it); a provider's error
+    in the middle of an operation is never taken for its end."""
+    _, settings = rows(provider_id)
+    async with open_provider(provider_id, settings) as (provider, emu):
+        case = _Stateful(provider, emu, f"midway-{uuid.uuid4().hex[:8]}")
+        wrong, tried = {}, 0
+        try:
+            for op in case.ops:
+                made = await case.calls_made(op)
+                for k in range(1, min(made, 1 + LATER_CALLS)):
+                    found = await case.run(op, "500", skip=k)
+                    if found is None:
+                        continue
+                    tried += 1
+                    if found not in (("error", "Unavailable"), ("ok", "")):
+                        wrong[f"500 on call {k + 1} of {op}"] = " ".join(found).strip()
+        finally:
+            await case.cleanup()
+        assert not wrong, f"{provider_id}: {wrong}"
+        assert await emu.live_sandboxes() == []
+        if not tried:
+            pytest.skip(f"{provider_id}: each of these operations makes one call")

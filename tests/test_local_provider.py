@@ -644,13 +644,14 @@ SLOW_COPY_HARNESS = """
 import asyncio, os, sys
 sys.path.insert(0, {root!r})
 from providers.base import SandboxSpec
-from providers.local import LocalProvider
+from providers.local import LocalProvider, layers
 
 async def main():
     p = LocalProvider({{"state_dir": {state!r}}})
     await p.open()
+    # after the provider's own watcher, which has told the zygote of the copy by then
+    layers.copy_watchers.append(lambda pid, running: running and print(pid, flush=True))
     sb = await p.create(SandboxSpec(labels={{"sandbox-bench-run": "killed-run"}}))
-    print(os.getpid(), flush=True)
     await p.checkpoint(sb)  # its copy never ends: a cp that sleeps comes first in PATH
 
 asyncio.run(main())
@@ -671,20 +672,8 @@ def test_a_copy_in_progress_dies_with_a_harness_killed_with_sigkill(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
     try:
         assert proc.stdout is not None
-        harness = int(proc.stdout.readline())
-
-        def copies() -> list[int]:
-            found = []
-            for entry in os.listdir("/proc"):
-                with contextlib.suppress(OSError):
-                    if entry.isdigit() and Path(f"/proc/{entry}/comm").read_text() == "sleep\n":
-                        stat = Path(f"/proc/{entry}/stat").read_text()
-                        if int(stat.rsplit(")", 1)[1].split()[1]) == harness:  # its child
-                            found.append(int(entry))
-            return found
-
-        assert wait_until(lambda: len(copies()) == 1), "the copy did not start"
-        (copy,) = copies()
+        copy = int(proc.stdout.readline())  # the copy's pid, once the zygote knows of it
+        assert wait_until(lambda: Path(f"/proc/{copy}/comm").read_text() == "sleep\n")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert wait_until(lambda: not pid_alive(copy), timeout_s=5), "the copy outlived it"
