@@ -12,6 +12,9 @@ client's timeout, and a 200 whose body the SDK cannot read.
   checkpoint, delete_checkpoint, restore, pause and resume, whose first call is faulted
   whatever its path; a sample recorded ok must come from the SDK retrying the faulted call
   (the emulator's call log shows it again), never from an answer taken for success.
+* ``test_a_500_mid_operation_is_an_error_or_a_retry``: the same operations with a 500 on each
+  of their next calls (polls, follow-ups) in turn: an error in the middle of an operation is
+  never taken for its end.
 * ``test_a_run_with_faults_on_a_fifth_of_calls_completes_and_leaks_nothing``: a whole run
   through :class:`bench.runner.Runner` with faults on 20 % of all calls (the emulator's seeded
   share, every kind): it completes; every scheduled operation has exactly one record; every
@@ -35,7 +38,7 @@ from bench.emulators.control import emulator_args
 from bench.records import Status
 from bench.runner import IterationContext, MemorySink, Recorder, Runner, WorkItem, make_plan
 from bench.workloads import WORKLOADS
-from providers.base import RUN_LABEL, Sandbox, SandboxSpec
+from providers.base import RUN_LABEL, Op, Sandbox, SandboxSpec
 from providers.errors import ProviderError
 from tests.conftest import EMULATED, PROVIDER_IDS
 
@@ -307,8 +310,6 @@ class _Stateful:
     times it, with a fault on its k-th call; keeps what it made for :meth:`cleanup`."""
 
     def __init__(self, provider, emu, run_id: str) -> None:
-        from providers.base import Op
-
         self.provider, self.emu, self.run_id = provider, emu, run_id
         self.sink = MemorySink()
         self.refs: list = []
