@@ -23,7 +23,9 @@ exactly one answer with the same ``rid``:
   ready: the agent answers a ping the provider queued on the socket pair;
 * ``kill {sid}`` -> ``{ok, status}`` once its PID 1 has been reaped (the kernel has then
   killed and reaped everything in its pid namespace, and its mounts are gone);
-* ``forget {sid}`` (no answer): the provider has cleaned the sandbox up itself.
+* ``forget {sid}`` (no answer): the provider has cleaned the sandbox up itself;
+* ``adopt {pid, starttime}``, ``release {pid}`` (no answer): a copy program the harness runs
+  (layers.py: checkpoint, restore, fork) started, ended.
 
 Events: ``{"event": "hello", ...}`` when ready; ``{"event": "exit", sid, status}`` whenever
 a sandbox's PID 1 exits.
@@ -32,8 +34,9 @@ Each sandbox's PID 1 is a direct child: the zygote calls ``unshare(CLONE_NEWPID)
 next child is PID 1 of a new pid namespace, forks, and goes back to its own namespace with
 ``setns``. Being the parent lets PID 1 use ``PR_SET_PDEATHSIG``: if the zygote dies, even by
 SIGKILL, every sandbox dies with it. When stdin reaches EOF (the harness exited or was
-killed) or on SIGTERM, the zygote kills every sandbox it spawned and was not told to forget,
-removes their cgroups and directories, and exits: a dead harness leaks nothing.
+killed) or on SIGTERM, the zygote kills the adopted copies still running (the same pid and
+start time) and every sandbox it spawned and was not told to forget, removes their cgroups
+and directories, and exits: a dead harness leaks nothing.
 
 As root with cgroups, the zygote lives in a mount namespace of its own (a slave of the
 host's) where it mounts an empty, named cgroup v1 hierarchy with ``favordynmods``: while
