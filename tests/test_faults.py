@@ -12,9 +12,9 @@ client's timeout, and a 200 whose body the SDK cannot read.
   checkpoint, delete_checkpoint, restore, pause and resume, whose first call is faulted
   whatever its path; a sample recorded ok must come from the SDK retrying the faulted call
   (the emulator's call log shows it again), never from an answer taken for success.
-* ``test_a_500_mid_operation_is_an_error_or_a_retry``: the same operations with a 500 on each
-  of their next calls (polls, follow-ups) in turn: an error in the middle of an operation is
-  never taken for its end.
+* ``test_a_fault_mid_operation_is_an_error_or_a_retry``: the same operations with a 500, a 429
+  or a reset on each of their next calls (polls, follow-ups) in turn: an error in the middle of
+  an operation is never taken for its end.
 * ``test_a_run_with_faults_on_a_fifth_of_calls_completes_and_leaks_nothing``: a whole run
   through :class:`bench.runner.Runner` with faults on 20 % of all calls (the emulator's seeded
   share, every kind): it completes; every scheduled operation has exactly one record; every
@@ -301,8 +301,10 @@ async def test_a_run_with_faults_on_a_fifth_of_calls_completes_and_leaks_nothing
 
 #: Kinds tried on them (a hang costs the whole timeout: covered on create, exec and destroy).
 STATEFUL_KINDS = ("500", "503", "429", "reset", "malformed")
-#: Of the later calls (polls, follow-ups), how many are faulted in turn, after the first.
+#: Of the later calls (polls, follow-ups), how many are faulted in turn, after the first,
+#: and by which kinds.
 LATER_CALLS = 3
+MIDWAY_KINDS = ("500", "429", "reset")
 
 
 class _Stateful:
@@ -419,11 +421,12 @@ async def test_each_fault_kind_on_checkpoints_and_pauses_is_recorded_as_its_clas
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("provider_id", CLOUDS)
-async def test_a_500_mid_operation_is_an_error_or_a_retry(open_provider, provider_id):
+async def test_a_fault_mid_operation_is_an_error_or_a_retry(open_provider, provider_id):
     """The same operations with a later call (a poll, a follow-up: the second to the
-    fourth, counted on a clean run) answered 500: recorded as Unavailable, or ok only where
-    the SDK or the adapter made that call again (the call log shows it); a provider's error
-    in the middle of an operation is never taken for its end."""
+    fourth, counted on a clean run) answered 500, 429 or reset in turn: recorded as the
+    fault's class, or ok only where the SDK or the adapter made that call again (the call
+    log shows it); a provider's error in the middle of an operation is never taken for its
+    end."""
     _, settings = rows(provider_id)
     async with open_provider(provider_id, settings) as (provider, emu):
         case = _Stateful(provider, emu, f"midway-{uuid.uuid4().hex[:8]}")
@@ -432,12 +435,13 @@ async def test_a_500_mid_operation_is_an_error_or_a_retry(open_provider, provide
             for op in case.ops:
                 made = await case.calls_made(op)
                 for k in range(1, min(made, 1 + LATER_CALLS)):
-                    found = await case.run(op, "500", skip=k)
-                    if found is None:
-                        continue
-                    tried += 1
-                    if found not in (("error", "Unavailable"), ("ok", "")):
-                        wrong[f"500 on call {k + 1} of {op}"] = " ".join(found).strip()
+                    for kind in MIDWAY_KINDS:
+                        found = await case.run(op, kind, skip=k)
+                        if found is None:
+                            continue
+                        tried += 1
+                        if found not in (("error", EXPECTED[kind]), ("ok", "")):
+                            wrong[f"{kind} on call {k + 1} of {op}"] = " ".join(found).strip()
         finally:
             await case.cleanup()
         assert not wrong, f"{provider_id}: {wrong}"
