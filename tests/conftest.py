@@ -16,7 +16,8 @@ import pytest
 
 from bench.emulators.control import Emulator, running
 from providers import REGISTRY, provider_class
-from providers.base import Provider
+from providers.base import RUN_LABEL, Provider, Sandbox, SandboxSpec
+from providers.errors import ProviderError
 
 #: Every provider the contract suite covers: the registry's, less the stub (sandboxes that are
 #: only names), so a provider registered is a provider tested, with no list here to forget.
@@ -92,3 +93,35 @@ async def open_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                 await provider.close()
 
     return factory
+
+
+class Scratch:
+    """What a fault test makes on one provider under ``run_id``: sandboxes (:meth:`fresh`, and
+    any other it appends to ``made``) and checkpoints (``refs``), all removed by
+    :meth:`cleanup` (the paused ones resumed first), as are any left listed under the run."""
+
+    def __init__(self, provider: Provider, run_id: str) -> None:
+        self.provider, self.run_id = provider, run_id
+        self.refs: list = []
+        self.made: list[Sandbox] = []
+        self.paused: list[Sandbox] = []
+
+    async def fresh(self) -> Sandbox:
+        sandbox = await self.provider.create(SandboxSpec(labels={RUN_LABEL: self.run_id}))
+        self.made.append(sandbox)
+        return sandbox
+
+    async def cleanup(self) -> None:
+        for ref in self.refs:
+            with contextlib.suppress(ProviderError):
+                await self.provider.delete_checkpoint(ref)
+        for sandbox in self.paused:
+            with contextlib.suppress(ProviderError):
+                await self.provider.resume(sandbox)
+        for sandbox in self.made:
+            with contextlib.suppress(ProviderError):
+                await self.provider.destroy(sandbox)
+        for sandbox_id in await self.provider.list_sandboxes(self.run_id):
+            with contextlib.suppress(ProviderError):
+                await self.provider.destroy(Sandbox(id=sandbox_id, provider=self.provider.id))
+        self.refs, self.made, self.paused = [], [], []

@@ -25,7 +25,6 @@ client's timeout, and a 200 whose body the SDK cannot read.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections import Counter
@@ -39,8 +38,7 @@ from bench.records import Status
 from bench.runner import IterationContext, MemorySink, Recorder, Runner, WorkItem, make_plan
 from bench.workloads import WORKLOADS
 from providers.base import RUN_LABEL, Op, Sandbox, SandboxSpec
-from providers.errors import ProviderError
-from tests.conftest import EMULATED, PROVIDER_IDS
+from tests.conftest import EMULATED, PROVIDER_IDS, Scratch
 
 #: The class each fault kind must be recorded as.
 EXPECTED = {
@@ -307,27 +305,26 @@ LATER_CALLS = 3
 MIDWAY_KINDS = ("500", "429", "reset")
 
 
-class _Stateful:
+class _Stateful(Scratch):
     """Runs one of :data:`STATEFUL_OPS` at a time on a fresh sandbox, timed as the runner
-    times it, with a fault on its k-th call; keeps what it made for :meth:`cleanup`."""
+    times it, with a fault on its k-th call; what it made goes at :meth:`cleanup`."""
 
     def __init__(self, provider, emu, run_id: str) -> None:
-        self.provider, self.emu, self.run_id = provider, emu, run_id
+        super().__init__(provider, run_id)
+        self.emu = emu
         self.sink = MemorySink()
-        self.refs: list = []
-        self.made: list[Sandbox] = []
         needs = {"checkpoint": Op.CHECKPOINT, "delete_checkpoint": Op.CHECKPOINT,
                  "restore": Op.RESTORE, "pause": Op.PAUSE, "resume": Op.RESUME}  # fmt: skip
         self.ops = [o for o in STATEFUL_OPS if needs[o] in provider.capabilities().operations]
-        self.resumes = Op.RESUME in provider.capabilities().operations
 
     async def run(self, op: str, kind: str | None, skip: int = 0) -> tuple[str, str] | None:
         """(status, class) of ``op`` with call ``skip`` faulted by ``kind`` (None: no fault):
         "ok, the faulted call never retried" when it was recorded ok although the call the
         fault hit was never made again; None when the operation made no such call."""
         provider = self.provider
-        sandbox = await provider.create(SandboxSpec(labels={RUN_LABEL: self.run_id}))
-        self.made.append(sandbox)
+        sandbox = await self.fresh()
+        if op in ("pause", "resume"):
+            self.paused.append(sandbox)  # resumed by the clean-up whatever happens
         ref = None
         if op in ("delete_checkpoint", "restore"):
             ref = await provider.checkpoint(sandbox)
@@ -371,20 +368,6 @@ class _Stateful:
         """How many calls ``op`` makes on a clean run."""
         assert await self.run(op, None) == ("ok", "")
         return len(await self.emu.calls())
-
-    async def cleanup(self) -> None:
-        for ref in self.refs:
-            with contextlib.suppress(ProviderError):
-                await self.provider.delete_checkpoint(ref)
-        for sandbox in self.made:
-            if self.resumes:
-                with contextlib.suppress(ProviderError):
-                    await self.provider.resume(sandbox)
-            with contextlib.suppress(ProviderError):
-                await self.provider.destroy(sandbox)
-        for left in await self.provider.list_sandboxes(self.run_id):
-            await self.provider.destroy(Sandbox(id=left, provider=self.provider.id))
-        self.refs, self.made = [], []
 
 
 @pytest.mark.timeout(180)

@@ -21,16 +21,15 @@ sweep finds it.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from bench.emulators.control import Emulator
-from providers.base import RUN_LABEL, Op, Provider, Sandbox, SandboxSpec
+from providers.base import Op, Provider, Sandbox
 from providers.errors import ProviderError
-from tests.conftest import EMULATED
+from tests.conftest import EMULATED, Scratch
 
 pytestmark = pytest.mark.parametrize("provider_id", sorted(EMULATED))
 
@@ -39,31 +38,13 @@ pytestmark = pytest.mark.parametrize("provider_id", sorted(EMULATED))
 MAX_CALLS = 6
 
 
-class _Case:
-    """What one provider's operation runs on: fresh sandboxes (:meth:`fresh`), the emulator's
-    truth, and :meth:`cleanup` of every sandbox and checkpoint made."""
+class _Case(Scratch):
+    """What one provider's operation runs on: fresh sandboxes, the emulator's truth, and
+    the clean-up of every sandbox and checkpoint made (:class:`tests.conftest.Scratch`)."""
 
     def __init__(self, provider: Provider, emu: Emulator, run_id: str) -> None:
-        self.provider, self.emu, self.run_id = provider, emu, run_id
-        self.refs: list[Any] = []
-        self.made: list[Sandbox] = []
-
-    async def fresh(self) -> Sandbox:
-        sandbox = await self.provider.create(SandboxSpec(labels={RUN_LABEL: self.run_id}))
-        self.made.append(sandbox)
-        return sandbox
-
-    async def cleanup(self) -> None:
-        for ref in self.refs:
-            with contextlib.suppress(ProviderError):
-                await self.provider.delete_checkpoint(ref)
-        for sandbox in self.made:
-            with contextlib.suppress(ProviderError):
-                await self.provider.destroy(sandbox)
-        for sandbox_id in await self.provider.list_sandboxes(self.run_id):
-            with contextlib.suppress(ProviderError):
-                await self.provider.destroy(Sandbox(id=sandbox_id, provider=self.provider.id))
-        self.refs, self.made = [], []
+        super().__init__(provider, run_id)
+        self.emu = emu
 
     async def new_sandbox(self, before: set[str], made: list[Sandbox], raised: bool) -> str | None:
         """What is wrong after a create or restore: raised, it must leave no sandbox that
@@ -206,6 +187,7 @@ async def _restore(case: _Case) -> tuple[Op_, Check]:
 async def _resume(case: _Case) -> tuple[Op_, Check]:
     sandbox = await case.fresh()
     await case.provider.pause(sandbox)
+    case.paused.append(sandbox)  # resumed by the clean-up whatever happens
     resumed: list[Sandbox] = []
 
     async def op() -> None:
@@ -213,8 +195,6 @@ async def _resume(case: _Case) -> tuple[Op_, Check]:
 
     async def check(raised: bool) -> str | None:
         if raised:
-            with contextlib.suppress(ProviderError):  # resumed for the cleanup's sake
-                await case.provider.resume(sandbox)
             return None
         answer = await case.provider.exec(resumed[0], ["echo", "awake"], timeout_s=30)
         if (answer.exit_code, answer.stdout) != (0, b"awake\n"):
