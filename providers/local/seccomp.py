@@ -107,6 +107,16 @@ def compile_filter() -> tuple[bytes | None, str]:
         return None, f"no seccomp filter: libseccomp is not usable ({exc})"
     try:
         f = sc.SyscallFilter(sc.ERRNO(errno.EPERM))
+        layout = "a binary search on the system call number"
+        try:
+            # A binary tree rather than libseccomp's default linear list: loading the filter
+            # (the kernel emulates it for every system call number to build its action
+            # cache) took 685 us p50 here for the list and 186 us for the tree, twice per
+            # sandbox; every system call a sandbox makes is checked in ~9 comparisons
+            # instead of up to ~370. Same decisions (tests/test_seccomp_filter.py).
+            f.set_attr(sc.Attr.CTL_OPTIMIZE, 2)
+        except (OSError, ValueError, AttributeError):  # libseccomp < 2.5
+            layout = "a linear list (libseccomp < 2.5 has no binary tree)"
         skipped = []
         names = ALLOWED + list(ALLOWED_CONDITIONALLY)
         if platform.machine() in ("x86_64", "i686", "i386"):
@@ -129,4 +139,5 @@ def compile_filter() -> tuple[bytes | None, str]:
         return None, f"no seccomp filter: libseccomp refused the profile ({exc})"
     if not bpf or len(bpf) % 8:
         return None, "no seccomp filter: libseccomp produced no program"
-    return bpf, DESCRIPTION + (f" ({len(skipped)} unknown names skipped)" if skipped else "")
+    note = f"{DESCRIPTION}; compiled as {layout}"
+    return bpf, note + (f" ({len(skipped)} unknown names skipped)" if skipped else "")
