@@ -58,6 +58,21 @@ if [[ ! -f $native_lib || $native_src -nt $native_lib ]]; then
             || echo "setup: could not build $native_lib: local sandboxes build their root in Python" >&2
     fi
 fi
+# The compiled exec agent (providers/local/sbagent.c), exec'd by each sandbox's PID 1 instead
+# of forking the Python agent (~350 page faults fewer per create). Static when libc.a is
+# there (fewer pages to map at exec), else dynamic; without it the Python agent serves.
+agent_src=providers/local/sbagent.c
+agent_bin=build/native/sb-agent
+if [[ -f $agent_src && ( ! -f $agent_bin || $agent_src -nt $agent_bin ) ]]; then
+    compiler=$(command -v cc || command -v gcc || true)
+    if [[ -n $compiler ]]; then
+        mkdir -p build/native
+        { "$compiler" -O2 -Wall -static -pthread -o "$agent_bin.tmp" "$agent_src" 2>/dev/null \
+            || "$compiler" -O2 -Wall -pthread -o "$agent_bin.tmp" "$agent_src"; } \
+            && mv "$agent_bin.tmp" "$agent_bin" \
+            || echo "setup: could not build $agent_bin: sandboxes fork the Python agent" >&2
+    fi
+fi
 
 stamp=.venv/.installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints.txt -nt $stamp ]]; then

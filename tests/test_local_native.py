@@ -23,6 +23,7 @@ from providers.base import RUN_LABEL, SandboxSpec
 from providers.errors import SandboxCrashed
 from providers.local import LocalProvider
 from providers.local import provider as provider_module
+from providers.local import zygote as zygote_module
 
 SOURCE = Path(provider_module.__file__).with_name("sbnative.c")
 COMPILER = shutil.which("cc") or shutil.which("gcc")
@@ -176,3 +177,110 @@ async def test_pid_1_carries_the_syscall_filter_soon_after_create(tmp_path, monk
         await p.destroy(sb)
     finally:
         await p.close()
+
+
+# -- the compiled agent (sbagent.c) -----------------------------------------------------------
+
+AGENT_SOURCE = Path(provider_module.__file__).with_name("sbagent.c")
+
+
+def build_agent(tmp_path: Path) -> Path:
+    binary = tmp_path / "sb-agent"
+    command = [COMPILER, "-O2", "-Wall", "-Werror", "-pthread", "-o", binary, AGENT_SOURCE]
+    if subprocess.run([*command[:-1], "-static", AGENT_SOURCE]).returncode != 0:
+        subprocess.run(command, check=True)  # no static C library here: dynamic
+    return binary
+
+
+def fake_agent(tmp_path: Path, name: str, body: str) -> Path:
+    """An executable that carries the agent's ABI mark but misbehaves as ``body`` says."""
+    path = tmp_path / name
+    path.write_text(f"#!/bin/sh\n# {zygote_module.AGENT_ABI_MARK.decode()}\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+async def agent_rss_kib(p: LocalProvider, sb) -> int:
+    """The resident size of the sandbox's agent (the parent of the command that asks)."""
+    result = await p.exec(sb, "grep ^VmRSS: /proc/$PPID/status", timeout_s=10)
+    return int(result.stdout.split()[1])
+
+
+async def test_the_compiled_agent_serves_and_a_restarted_agent_is_python(tmp_path, monkeypatch):
+    """With sb-agent built, PID 1 execs it (a few hundred KiB resident, against the Python
+    agent's MiBs); killed, it is replaced by the Python agent PID 1 forks, which inherits its
+    hardening; the manifest says which agent served."""
+    monkeypatch.setattr(provider_module, "NATIVE_AGENT", build_agent(tmp_path))
+    p = LocalProvider({"state_dir": str(tmp_path / "state")})
+    await p.open()
+    try:
+        assert p.environment()["agent"] == "native"
+        assert p.capabilities().notes["agent"] == "native"
+        sb = await p.create(SPEC)
+        first = await agent_rss_kib(p, sb)
+        status = await p.exec(sb, "grep -E '^(Seccomp|NoNewPrivs):' /proc/$PPID/status",
+                              timeout_s=10)  # fmt: skip
+        assert status.stdout.split() == [b"NoNewPrivs:", b"1", b"Seccomp:", b"2"]
+        await p.write_file(sb, "/root/a/b.txt", b"\x00\xffbytes")
+        assert await p.read_file(sb, "/root/a/b.txt") == b"\x00\xffbytes"
+        with pytest.raises(SandboxCrashed):
+            await p.exec(sb, "kill -9 $PPID; sleep 1", timeout_s=10)
+        restarted = await agent_rss_kib(p, sb)
+        assert first < 2048 < restarted, (first, restarted)
+        assert (await p.exec(sb, ["true"], timeout_s=10)).exit_code == 0
+        await p.destroy(sb)
+    finally:
+        await p.close()
+
+
+async def test_a_missing_or_stale_agent_binary_falls_back_to_the_python_agent(
+    tmp_path, monkeypatch
+):
+    stale = tmp_path / "stale-agent"
+    shutil.copy("/bin/true", stale)  # executable, but not built from this sbagent.c
+    for binary, expected in (
+        (tmp_path / "absent", "python (no compiled agent: scripts/setup.sh builds it)"),
+        (stale, f"python ({stale} is not built from this sbagent.c: run scripts/setup.sh)"),
+    ):
+        monkeypatch.setattr(provider_module, "NATIVE_AGENT", binary)
+        p = LocalProvider({"state_dir": str(tmp_path / "state")})
+        await p.open()
+        try:
+            assert p.environment()["agent"] == expected
+            sb = await p.create(SPEC)
+            assert (await p.exec(sb, ["true"], timeout_s=10)).exit_code == 0
+            assert await agent_rss_kib(p, sb) > 2048  # the Python agent
+            await p.destroy(sb)
+        finally:
+            await p.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("exit 1", "failed to start: .*the agent exited before its go"),
+        # answers garbage, then reads on until the harness hangs up (no exec: a builtin)
+        ("printf 'not json\\n' >&4; while read -r line <&4; do :; done", "unreadable agent answer"),
+        ("exec sleep 600", "no answer within 2.0 s"),
+    ],
+    ids=["dies", "garbage", "silent"],
+)
+async def test_an_agent_that_misbehaves_at_start_fails_the_create_and_leaks_nothing(
+    tmp_path, monkeypatch, body, error
+):
+    monkeypatch.setattr(provider_module, "NATIVE_AGENT", fake_agent(tmp_path, "bad", body))
+    monkeypatch.setattr(provider_module, "READY_TIMEOUT_S", 2.0)
+    state_dir = tmp_path / "state"
+    p = LocalProvider({"state_dir": str(state_dir)})
+    await p.open()
+    try:
+        assert p.environment()["agent"] == "native"
+        for _ in range(2):  # and the provider goes on: the next create is refused alike
+            with pytest.raises(Exception, match=error) as caught:
+                await p.create(SPEC)
+            assert "Traceback" not in str(caught.value)
+        assert not any((state_dir / "sandboxes").iterdir())
+        assert await p.list_sandboxes("test-native") == []
+    finally:
+        await p.close()
+    assert not any((state_dir / "sandboxes").iterdir())

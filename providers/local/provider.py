@@ -255,6 +255,9 @@ READY_TIMEOUT_S = 30.0
 #: The compiled part of PID 1 (sbnative.c), built by scripts/setup.sh when a C compiler is
 #: present; without it PID 1 runs the same steps in Python.
 NATIVE_LIB = Path(__file__).resolve().parents[2] / "build" / "native" / "sbnative.so"
+#: The compiled exec agent (sbagent.c), built beside it; without it each sandbox forks the
+#: Python agent (agent.py).
+NATIVE_AGENT = NATIVE_LIB.with_name("sb-agent")
 FILE_TIMEOUT_S = 120.0
 #: Extra time the provider waits beyond an exec's own timeout for the agent's answer.
 EXEC_GRACE_S = 0.5
@@ -690,6 +693,7 @@ class LocalProvider(Provider):
         self.seccomp_note = "not yet detected (the provider is not open)"
         self.favordynmods = "not yet detected (the provider is not open)"
         self.pid1_root = "not yet detected (the provider is not open)"
+        self.agent = "not yet detected (the provider is not open)"
         self._sandboxes: dict[str, _Handle] = {}
         self._zygote: _ZygoteClient | None = None
 
@@ -744,14 +748,20 @@ class LocalProvider(Provider):
             config["dynmods_dir"] = str(dynmods)
         if not self.config.native:
             self.pid1_root = "python (setting native = false)"
-        elif NATIVE_LIB.is_file():
-            config["native"] = str(NATIVE_LIB)
+        else:
+            if NATIVE_LIB.is_file():
+                config["native"] = str(NATIVE_LIB)
+            if NATIVE_AGENT.is_file():
+                config["agent_binary"] = str(NATIVE_AGENT)
         client = _ZygoteClient(self._on_exit)
         hello = await client.start(config)
         if "favordynmods" in hello:
             self.favordynmods = hello["favordynmods"]
         if self.config.native:
             self.pid1_root = hello.get("pid1_root", "python")
+            self.agent = hello.get("agent", "python")
+        else:
+            self.agent = "python (setting native = false)"
         self._zygote = client
         layers.copy_watchers.append(self._watch_copy)
 
@@ -918,6 +928,7 @@ class LocalProvider(Provider):
             "seccomp": self._seccomp_state()[1],
             "favordynmods": self.favordynmods,
             "pid1_root": self.pid1_root,
+            "agent": self.agent,
             "checkpoint_consistency": (
                 "frozen (cgroup freezer) while the layer is copied"
                 if layout.freezer
@@ -1001,6 +1012,7 @@ class LocalProvider(Provider):
             seccomp=self._seccomp_state()[1],
             favordynmods=self.favordynmods,
             pid1_root=self.pid1_root,
+            agent=self.agent,
             overlay="listed in /proc/filesystems"
             if self.host.overlay
             else "not listed (may be a module loaded on first mount)",
@@ -1149,6 +1161,8 @@ class LocalProvider(Provider):
                 answer, _ = await handle.request(
                     {"op": "ping"}, timeout_s=READY_TIMEOUT_S, operation=operation
                 )
+            except ProtocolError:
+                raise  # the agent answered, unreadably: that is the failure, not PID 1's
             except ProviderError as exc:
                 # The connection closed: PID 1 failed and the zygote says why.
                 why = str(exc)

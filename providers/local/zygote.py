@@ -99,6 +99,7 @@ class Zygote:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.requests = socket.socket(fileno=0)
         self.seccomp = bytes.fromhex(config["seccomp"]) if config.get("seccomp") else None
+        self.agent_binary = config.get("agent_binary")
         self.terminate = False
         self.records: dict[str, _Record] = {}
         self.by_pid: dict[int, _Record] = {}
@@ -202,6 +203,7 @@ class Zygote:
     def _spawn(self, req: dict, conn_fd: int, dirs_fd: int | None) -> None:
         spec = req["spec"]
         spec["seccomp"] = self.seccomp
+        spec["agent_binary"] = self.agent_binary
         ready_r, ready_w = os.pipe()
         L.unshare(L.CLONE_NEWPID)
         try:
@@ -369,6 +371,29 @@ def _enter_userns(uid: int, gid: int) -> None:
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
+def _check_agent(config: dict) -> str:
+    """ "native" when the compiled agent (sbagent.c) can be exec'd and speaks this ABI; else
+    why not, and the configuration no longer names it (sandboxes fork the Python agent)."""
+    path = config["agent_binary"]
+    why = None
+    try:
+        with open(path, "rb") as f:
+            if AGENT_ABI_MARK not in f.read():
+                why = f"{path} is not built from this sbagent.c: run scripts/setup.sh"
+    except OSError as exc:
+        why = f"{path}: {exc.strerror}"
+    if why is None and not os.access(path, os.X_OK):
+        why = f"{path}: not executable"
+    if why is None:
+        return "native"
+    config["agent_binary"] = None
+    return f"python ({why})"
+
+
+#: A string sbagent.c carries; changed with its wire protocol or descriptor interface.
+AGENT_ABI_MARK = b"sb-agent abi 1"
+
+
 def _read_config() -> dict:
     """The provider's first message on the request socket (not argv: argv shows in every
     sandbox's PID 1 until blanked, and a small one is cheaper to blank)."""
@@ -392,6 +417,9 @@ def main() -> None:
     hello = {"pid1_root": "python (no compiled helper: scripts/setup.sh builds it)"}
     if config.get("native"):
         hello["pid1_root"] = L.load_native(config["native"])
+    hello["agent"] = "python (no compiled agent: scripts/setup.sh builds it)"
+    if config.get("agent_binary"):
+        hello["agent"] = _check_agent(config)
     if config.get("dynmods_dir"):
         hello["favordynmods"] = _favor_dynmods(config["dynmods_dir"])
     with open("/proc/sys/kernel/cap_last_cap") as f:
