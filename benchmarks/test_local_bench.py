@@ -22,7 +22,8 @@ directory and cgroups, by the load); a fork of a 20 MiB process: 1.0 ms to the c
 running, of a 1 MiB one 0.23 ms; ``posix_spawn`` of ``true`` with two pipes and a wait:
 0.53-0.55 ms. The provider's module docstring says where the rest goes. Each benchmark's
 ``extra_info`` also says which path built the sandboxes' roots (``pid1_root``: ``native``
-when scripts/setup.sh compiled providers/local/sbnative.c, else ``python (why)``). Like a run
+when scripts/setup.sh compiled providers/local/sbnative.c, else ``python (why)``) and which
+exec agent served (``agent``: ``native`` for the compiled sbagent.c). Like a run
 (``[run] cpu_latency = "hold"``, bench/cpu_latency.py), the module holds a 0 us CPU wake-up
 latency request while it measures (``SANDBOX_BENCH_CPU_LATENCY=system`` measures without it);
 ``extra_info["cpu_latency_held"]`` says whether it was held.
@@ -70,6 +71,7 @@ def env(tmp_path_factory):
     loop.run_until_complete(provider.open())
     held = cpu_latency.hold(os.environ.get("SANDBOX_BENCH_CPU_LATENCY", "hold"))
     _FACTS["pid1_root"], _FACTS["cpu_latency_held"] = provider.pid1_root, held.held
+    _FACTS["agent"] = provider.agent
     yield Env(loop, provider)
     held.release()
     loop.run_until_complete(provider.close())
@@ -88,6 +90,7 @@ def goal(benchmark, *, p50_ms: float | None, p90_over_p50: float | None = None, 
     benchmark.extra_info.update(goal_p50_ms=p50_ms, goal_p90_over_p50=p90_over_p50, **extra)
     # which path built the sandboxes' roots: "native" (sbnative.c) or "python (why)"
     benchmark.extra_info["pid1_root"] = _FACTS.get("pid1_root")
+    benchmark.extra_info["agent"] = _FACTS.get("agent")  # "native" (sbagent.c) or "python (why)"
     benchmark.extra_info["cpu_latency_held"] = _FACTS.get("cpu_latency_held")
     benchmark.extra_info["load_before"] = os.getloadavg()[0]
 

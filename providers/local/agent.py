@@ -1,5 +1,10 @@
 """The exec agent: runs inside a sandbox (a child of its PID 1) and serves the provider.
 
+sbagent.c is the same agent in C, which PID 1 execs instead of forking this one when
+scripts/setup.sh could compile it (a fork of a Python process costs hundreds of page
+faults); this one still serves where it is missing and replaces a compiled agent that died.
+The two must answer alike: tests/test_local_agent_native.py sends every request to both.
+
 Wire format, both directions: one JSON header line, then ``header["len"]`` raw bytes (file
 contents, or stdout followed by stderr). One request at a time per connection; the agent
 serves each connection in its own thread, so the provider may open several. The first

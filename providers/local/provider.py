@@ -9,8 +9,10 @@ What each operation means on this provider
   (memory, pids and cpu limits from the spec) on a thread while the zygote forks the
   sandbox's PID 1 into a new pid namespace. PID 1 waits for them, joins the cgroups,
   binds the agent's socket, enters new mount, uts, ipc and
-  net namespaces, forks the exec agent (agent.py) and, while the agent starts and reads the
-  ping, mounts the root and ``pivot_root``\\ s into it (sandbox_init.py lists the steps; in C
+  net namespaces, starts the exec agent (sbagent.c, exec'd, when scripts/setup.sh could
+  compile it, else agent.py, forked: ``agent`` in the environment and capability notes
+  says which) and, while the agent starts and reads the ping, mounts the root and
+  ``pivot_root``\\ s into it (sandbox_init.py lists the steps; in C
   when scripts/setup.sh could compile sbnative.c, else in Python: ``pid1_root`` in the
   environment and capability notes says which), then hardens itself and the agent
   (capability bounding set, no_new_privs, not dumpable, seccomp; PID 1's own seccomp
@@ -144,9 +146,22 @@ Design notes (deviations from the first design, and why):
   handed to PID 1 with SCM_RIGHTS, setns and move_mount; the agent forked before PID 1
   isolates itself, joining it with a pidfd setns. The stamps said 6.0 -> 4.8 ms; creates of
   the two versions interleaved one by one said -0.36, -0.34, -0.13, -0.21 and then +0.12 ms,
-  95 % interval +0.06 to +0.16, over 1,500 pairs). Less work would be PID 1 as a small C
-  program started by vfork and exec (no Python fork, faults or Python exit), and a native
-  agent.
+  95 % interval +0.06 to +0.16, over 1,500 pairs). Less work, measured: a page fault costs
+  ~3.3 us on this VM (8 MiB of fresh anonymous pages touched: 6.8 ms), so the agent is now a
+  compiled program (sbagent.c) that PID 1 starts with posix_spawn instead of a fork of
+  itself: the agent's faults before its answer 356 -> 35, its CPU 1.51 -> 0.88 ms, PID 1's
+  faults 405 -> 325 (it no longer re-faults the pages it shared with a forked child); creates
+  of the two versions interleaved one by one: -0.44 ms median paired difference (95 %
+  -0.49 to -0.35, 800 pairs), and -0.31 (-0.37 to -0.24) in a second run. Loading the
+  seccomp filter was half of the compiled agent's CPU: the kernel emulates the filter for
+  every system call number to build its action cache, linear in libseccomp's default
+  layout; compiled as a binary tree, loading takes 186 us instead of 685 (seccomp.py), a
+  further 0.2 ms of CPU in the agent and as much in PID 1. CPU per create after both
+  (schedstat of each process at ready, p50 of 150): harness 1.3 ms, zygote 0.6, PID 1 2.3,
+  agent 0.55, for a 3.2-3.4 ms create. What is left to take out is the Python fork's
+  copy-on-write faults: ~325 in PID 1 and ~143 in the zygote after each fork, ~1.5 ms of
+  CPU, most of it on the create's path; a PID 1 in C started by vfork and exec would take
+  them out (it would then restart a dead agent by exec too, not by fork).
 * create p50 with the native steps against the Python ones (benchmarks/test_local_bench.py
   ``-k test_create``, runs alternating with the version before, 2026-11-30): 5.6 against
   6.5 ms (medians of three runs, load 2.3-2.7; p90 at most 1.34x p50), 5.9 against 7.4 (six
