@@ -35,8 +35,8 @@ next child is PID 1 of a new pid namespace, starts it, and goes back to its own 
 ``setns``. It starts the compiled PID 1 (sbinit.c, ``sb-init``) with ``posix_spawn`` (vfork +
 exec: no page tables copied, no copy-on-write afterwards in either process) when scripts/setup.sh
 built it and the compiled agent; else it forks and the child runs sandbox_init.run (the hello's
-``pid1`` says which). Being the parent lets PID 1 use ``PR_SET_PDEATHSIG``: if the zygote dies, even by
-SIGKILL, every sandbox dies with it. When stdin reaches EOF (the harness exited or was
+``pid1`` says which). Being the parent lets PID 1 use ``PR_SET_PDEATHSIG``: if the zygote
+dies, even by SIGKILL, every sandbox dies with it. When stdin reaches EOF (the harness exited or was
 killed) or on SIGTERM, the zygote kills the adopted copies still running (the same pid and
 start time) and every sandbox it spawned and was not told to forget, removes their cgroups
 and directories, and exits: a dead harness leaks nothing.
