@@ -1173,7 +1173,10 @@ class LocalProvider(Provider):
                     await _off_loop(_write_tree, d, meta, init_spec["layers"], cgroup_steps)
                     made = b"d"
                 finally:
-                    os.write(dirs_w, made)  # "x": PID 1 gives up
+                    # "x": PID 1 gives up; EPIPE: PID 1 has failed already (the zygote's
+                    # answer below says why)
+                    with contextlib.suppress(BrokenPipeError):
+                        os.write(dirs_w, made)
                     os.close(dirs_w)
                     dirs_w = None
             answer_fut.add_done_callback(_consume)
