@@ -488,7 +488,9 @@ static pid_t spawn_agent(int listener, int go_r, long long host_pid, long long s
  * window. That is acceptable: it holds no more than the sandbox's own root does (the
  * bounding set's capabilities, since PID 1's inheritable set was put back; the same seccomp
  * filter, inherited; no_new_privs), except its listening socket, which any sandbox process
- * can already connect to. Returns the pid, or -1 with errno (fork or pipe failed). */
+ * can already connect to. Its name (comm) is "sb-agent" from argv[0] on Linux >= 6.14; older
+ * kernels name an AT_EMPTY_PATH exec after the descriptor's number. Returns the pid, or -1
+ * with errno (fork or pipe failed). */
 static pid_t restart_agent(int listener, int agent_fd, long long host_pid,
                            long long starttime) {
     int config_r = config_pipe(host_pid, starttime, NULL, 0);
