@@ -251,6 +251,31 @@ def native_harden(bpf: bytes | None) -> None:
     _native_check(native.sb_harden(program, len(program), _native_err, len(_native_err)))
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32))  # fmt: skip
+
+
+def inherit_all_caps() -> int:
+    """Make the inheritable capability set equal to the permitted one (capset); returns the
+    inheritable set it had. Done by the zygote before it cuts the bounding set, so that a
+    program it execs as root (sb-init) gets every capability a forked child would hold
+    (root's execve grants inheritable | bounding). That program must put the returned set
+    back before it starts anything (sbinit.c does, from its spec's ``capinh``)."""
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    old = data[0].inheritable | data[1].inheritable << 32
+    for half in data:
+        half.inheritable = half.permitted
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+    return old
+
+
 def drop_bounding_caps(keep: frozenset[int], last_cap: int) -> None:
     """Remove every capability not in ``keep`` from the bounding set: programs the sandbox
     executes as root then never hold them, whatever their file capabilities say."""

@@ -273,6 +273,9 @@ NATIVE_LIB = Path(__file__).resolve().parents[2] / "build" / "native" / "sbnativ
 #: The compiled exec agent (sbagent.c), built beside it; without it each sandbox forks the
 #: Python agent (agent.py).
 NATIVE_AGENT = NATIVE_LIB.with_name("sb-agent")
+#: The compiled PID 1 (sbinit.c), built beside them; the zygote starts it with posix_spawn
+#: instead of forking itself (it needs sb-agent too; without either: a forked PID 1).
+NATIVE_INIT = NATIVE_LIB.with_name("sb-init")
 FILE_TIMEOUT_S = 120.0
 #: Extra time the provider waits beyond an exec's own timeout for the agent's answer.
 EXEC_GRACE_S = 0.5
@@ -709,6 +712,7 @@ class LocalProvider(Provider):
         self.favordynmods = "not yet detected (the provider is not open)"
         self.pid1_root = "not yet detected (the provider is not open)"
         self.agent = "not yet detected (the provider is not open)"
+        self.pid1 = "not yet detected (the provider is not open)"
         self._sandboxes: dict[str, _Handle] = {}
         self._zygote: _ZygoteClient | None = None
 
@@ -768,6 +772,8 @@ class LocalProvider(Provider):
                 config["native"] = str(NATIVE_LIB)
             if NATIVE_AGENT.is_file():
                 config["agent_binary"] = str(NATIVE_AGENT)
+            if NATIVE_INIT.is_file():
+                config["init_binary"] = str(NATIVE_INIT)
         client = _ZygoteClient(self._on_exit)
         hello = await client.start(config)
         if "favordynmods" in hello:
@@ -775,8 +781,10 @@ class LocalProvider(Provider):
         if self.config.native:
             self.pid1_root = hello.get("pid1_root", "python")
             self.agent = hello.get("agent", "python")
+            self.pid1 = hello.get("pid1", "python")
         else:
             self.agent = "python (setting native = false)"
+            self.pid1 = "python (setting native = false)"
         self._zygote = client
         layers.copy_watchers.append(self._watch_copy)
 
@@ -944,6 +952,7 @@ class LocalProvider(Provider):
             "favordynmods": self.favordynmods,
             "pid1_root": self.pid1_root,
             "agent": self.agent,
+            "pid1": self.pid1,
             "checkpoint_consistency": (
                 "frozen (cgroup freezer) while the layer is copied"
                 if layout.freezer
@@ -1028,6 +1037,7 @@ class LocalProvider(Provider):
             favordynmods=self.favordynmods,
             pid1_root=self.pid1_root,
             agent=self.agent,
+            pid1=self.pid1,
             overlay="listed in /proc/filesystems"
             if self.host.overlay
             else "not listed (may be a module loaded on first mount)",
@@ -1163,7 +1173,10 @@ class LocalProvider(Provider):
                     await _off_loop(_write_tree, d, meta, init_spec["layers"], cgroup_steps)
                     made = b"d"
                 finally:
-                    os.write(dirs_w, made)  # "x": PID 1 gives up
+                    # "x": PID 1 gives up; EPIPE: PID 1 has failed already (the zygote's
+                    # answer below says why)
+                    with contextlib.suppress(BrokenPipeError):
+                        os.write(dirs_w, made)
                     os.close(dirs_w)
                     dirs_w = None
             answer_fut.add_done_callback(_consume)

@@ -41,6 +41,11 @@ leaves no mount, interface or process behind on the host:
    restarts the agent if it dies (e.g. OOM-killed): always the Python agent, forked, which
    inherits PID 1's hardening (an exec'd program would be dumpable until it ran).
 
+When scripts/setup.sh has built it (with the compiled agent), a sandbox's PID 1 is instead
+``sb-init`` (sbinit.c): the same steps, in the same order, in a small static program the zygote
+starts with posix_spawn rather than a fork of itself; it restarts a dead agent by forking
+itself and exec'ing the compiled agent. This module is then only the fallback.
+
 Only the standard library's lightest modules are imported here (see zygote.py: every module
 the zygote holds makes each sandbox's fork slower); nothing can be imported after
 ``pivot_root``, where the host's Python library is no longer visible.

@@ -31,9 +31,12 @@ Events: ``{"event": "hello", ...}`` when ready; ``{"event": "exit", sid, status}
 a sandbox's PID 1 exits.
 
 Each sandbox's PID 1 is a direct child: the zygote calls ``unshare(CLONE_NEWPID)`` so that its
-next child is PID 1 of a new pid namespace, forks, and goes back to its own namespace with
-``setns``. Being the parent lets PID 1 use ``PR_SET_PDEATHSIG``: if the zygote dies, even by
-SIGKILL, every sandbox dies with it. When stdin reaches EOF (the harness exited or was
+next child is PID 1 of a new pid namespace, starts it, and goes back to its own namespace with
+``setns``. It starts the compiled PID 1 (sbinit.c, ``sb-init``) with ``posix_spawn`` (vfork +
+exec: no page tables copied, no copy-on-write afterwards in either process) when scripts/setup.sh
+built it and the compiled agent; else it forks and the child runs sandbox_init.run (the hello's
+``pid1`` says which). Being the parent lets PID 1 use ``PR_SET_PDEATHSIG``: if the zygote
+dies, even by SIGKILL, every sandbox dies with it. When stdin reaches EOF (the harness exited or was
 killed) or on SIGTERM, the zygote kills the adopted copies still running (the same pid and
 start time) and every sandbox it spawned and was not told to forget, removes their cgroups
 and directories, and exits: a dead harness leaks nothing.
@@ -54,6 +57,7 @@ for it), so that it holds the capabilities needed for the per-sandbox namespaces
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import json
 import os
@@ -100,6 +104,17 @@ class Zygote:
         self.requests = socket.socket(fileno=0)
         self.seccomp = bytes.fromhex(config["seccomp"]) if config.get("seccomp") else None
         self.agent_binary = config.get("agent_binary")
+        #: The compiled PID 1 (sbinit.c) when usable (main checked it), else None: fork.
+        self.init_binary = config.get("init_binary")
+        if self.init_binary:
+            self.devnull = os.open("/dev/null", os.O_RDWR)
+            program = self.seccomp or b""
+            self.init_tail = b"".join((
+                _record(b"agent", self.agent_binary),
+                _record(b"capinh", format(config["capinh"], "x")),
+                b"seccomp\0%d\0%s" % (len(program), program) if program else b"",
+                b"end\0",
+            ))  # fmt: skip
         self.terminate = False
         self.records: dict[str, _Record] = {}
         self.by_pid: dict[int, _Record] = {}
@@ -202,6 +217,9 @@ class Zygote:
 
     def _spawn(self, req: dict, conn_fd: int, dirs_fd: int | None) -> None:
         spec = req["spec"]
+        if self.init_binary:
+            self._spawn_init(req, spec, conn_fd, dirs_fd)
+            return
         spec["seccomp"] = self.seccomp
         spec["agent_binary"] = self.agent_binary
         ready_r, ready_w = os.pipe()
@@ -224,6 +242,51 @@ class Zygote:
                 os._exit(1)
         L.setns(self.pidns_fd, L.CLONE_NEWPID)
         os.close(ready_w)
+        rec = _Record(req["sid"], pid, spec["dir"], spec.get("cgroup"))
+        self.records[rec.sid] = rec
+        self.by_pid[pid] = rec
+        self.pending[ready_r] = (req["rid"], rec, bytearray())
+        self.poller.register(ready_r, select.POLLIN)
+
+    def _spawn_init(self, req: dict, spec: dict, conn_fd: int, dirs_fd: int | None) -> None:
+        """_spawn with the compiled PID 1 (sbinit.c): posix_spawn (vfork + exec), so neither
+        this process's page tables nor its pages are copied, and no copy-on-write follows
+        in either process. Its spec goes on a pipe written in full before the spawn."""
+        data = encode_init_spec(spec, dirs_fd is not None) + self.init_tail
+        spec_r, spec_w = os.pipe()
+        ready_r = ready_w = -1
+        high: list[int] = []
+        try:
+            if len(data) > 65536:
+                fcntl.fcntl(spec_w, fcntl.F_SETPIPE_SZ, len(data))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(spec_w, view) :]
+            os.close(spec_w)
+            spec_w = -1
+            ready_r, ready_w = os.pipe()
+            sources = [spec_r, self.lifeline_r, ready_w, conn_fd]
+            if dirs_fd is not None:
+                sources.append(dirs_fd)
+            # Above every target, so that no dup2 of the list overwrites a later source.
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 16) for fd in sources]
+            actions = [(os.POSIX_SPAWN_DUP2, self.devnull, fd) for fd in (0, 1, 2)]
+            actions += [(os.POSIX_SPAWN_DUP2, fd, target)
+                        for target, fd in enumerate(high, start=INIT_FDS[0])]  # fmt: skip
+            L.unshare(L.CLONE_NEWPID)
+            try:
+                pid = os.posix_spawn(self.init_binary, ["sb-init"], {}, file_actions=actions)
+            finally:
+                L.setns(self.pidns_fd, L.CLONE_NEWPID)
+        except OSError as exc:
+            if ready_r >= 0:
+                os.close(ready_r)
+            self.send({"rid": req["rid"], "ok": False, "error": f"spawn sb-init: {exc}"})
+            return
+        finally:
+            for fd in (spec_r, spec_w, ready_w, *high):
+                if fd >= 0:
+                    os.close(fd)
         rec = _Record(req["sid"], pid, spec["dir"], spec.get("cgroup"))
         self.records[rec.sid] = rec
         self.by_pid[pid] = rec
@@ -392,6 +455,70 @@ def _check_agent(config: dict) -> str:
 
 #: A string sbagent.c carries; changed with its wire protocol or descriptor interface.
 AGENT_ABI_MARK = b"sb-agent abi 1"
+#: A string sbinit.c carries; changed with its descriptor interface or spec format.
+INIT_ABI_MARK = b"sb-init abi 1"
+#: The descriptors sb-init finds its spec pipe, the lifeline, the ready pipe, the socket
+#: pair's end and (optionally) the dirs pipe on (sbinit.c).
+INIT_FDS = (3, 4, 5, 6, 7)
+
+
+def _check_init(config: dict) -> str:
+    """ "native (sb-init)" when the compiled PID 1 (sbinit.c) can be exec'd and speaks this
+    interface, and the compiled agent it starts is usable too; else why not, and the
+    configuration no longer names it (each sandbox's PID 1 is a fork of this process)."""
+    path = config["init_binary"]
+    why = None
+    if not config.get("agent_binary"):
+        why = "sb-init needs the compiled agent, which is not usable"
+    else:
+        try:
+            with open(path, "rb") as f:
+                if INIT_ABI_MARK not in f.read():
+                    why = f"{path} is not built from this sbinit.c: run scripts/setup.sh"
+        except OSError as exc:
+            why = f"{path}: {exc.strerror}"
+    if why is None and not os.access(path, os.X_OK):
+        why = f"{path}: not executable"
+    if why is None:
+        return "native (sb-init)"
+    config["init_binary"] = None
+    return f"python ({why})"
+
+
+def _record(key: bytes, *values: str) -> bytes:
+    """One record of sb-init's spec: the key and each field, NUL-terminated."""
+    fields = [os.fsencode(v) for v in values]
+    if any(b"\0" in f for f in fields):
+        raise ValueError(f"a NUL in the sandbox spec's {key.decode()}")
+    return b"".join(f + b"\0" for f in (key, *fields))
+
+
+def encode_init_spec(spec: dict, dirs: bool) -> bytes:
+    """The part of sb-init's spec (sbinit.c's format) that sandbox_init.run reads from
+    ``spec``; the zygote appends the agent's path, the inheritable capabilities, the
+    seccomp program and the end record."""
+    out = [b"sb-init spec 1\0", _record(b"dir", spec["dir"]), _record(b"lower", spec["lower"]),
+           _record(b"hostname", spec["hostname"]),
+           _record(b"userns", "1" if spec["userns"] else "0")]  # fmt: skip
+    if spec.get("etc_mask"):
+        out.append(_record(b"etc_mask", spec["etc_mask"]))
+    out += [_record(b"sysdir", name) for name in spec["system_dirs"]]
+    if dirs:
+        out.append(_record(b"dirs"))
+    else:
+        out += [_record(b"layer", layer) for layer in spec["layers"]]
+    cgroup = spec.get("cgroup")
+    if cgroup:
+        out.append(_record(b"cgroup"))
+        out += [_record(b"procs", path) for path in cgroup["procs"]]
+        for step in cgroup["create"]:
+            if step[0] in ("mkdirs", "mkdir"):
+                out.append(_record(step[0].encode(), step[1]))
+            elif step[0] == "write":
+                out.append(_record(b"write?" if step[3] else b"write", step[1], step[2]))
+            else:
+                raise ValueError(f"unknown cgroup step {step[0]!r}")
+    return b"".join(out)
 
 
 def _read_config() -> dict:
@@ -420,13 +547,25 @@ def main() -> None:
     hello["agent"] = "python (no compiled agent: scripts/setup.sh builds it)"
     if config.get("agent_binary"):
         hello["agent"] = _check_agent(config)
+    hello["pid1"] = "python (no sb-init: scripts/setup.sh builds it)"
+    if config.get("init_binary"):
+        hello["pid1"] = _check_init(config)
     if config.get("dynmods_dir"):
         hello["favordynmods"] = _favor_dynmods(config["dynmods_dir"])
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last_cap = int(f.read())
-    # The bounding set only limits what an execve may grant, and neither this process nor
-    # a sandbox's PID 1 or agent ever execs: dropped once here, it is inherited by every
-    # sandbox and every command they start (Docker's default set minus CAP_MKNOD).
+    # The bounding set only limits what an execve may grant: dropped once here, it is
+    # inherited by every sandbox and every command they start (Docker's default set minus
+    # CAP_MKNOD); the compiled agent, exec'd, holds only it.
+    if config.get("init_binary"):
+        # sb-init is exec'd: it keeps the capabilities a fork would have only through the
+        # inheritable set, raised while the bounding set still allows it (sbinit.c puts
+        # it back first thing). Only with sb-init: a forked PID 1 would pass it on.
+        try:
+            config["capinh"] = L.inherit_all_caps()
+        except OSError as exc:
+            config["init_binary"] = None
+            hello["pid1"] = f"python (capabilities for sb-init: {exc.strerror or exc})"
     L.drop_bounding_caps(L.CAPS_KEPT, last_cap)
     os.umask(0o022)
     L.set_comm("sb-zygote")
