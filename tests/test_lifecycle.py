@@ -48,6 +48,7 @@ from bench.workloads.base import Workload
 from bench.workloads.shape import Operation
 from providers.base import Deletion, Sandbox, SandboxSpec
 from providers.errors import AuthError, NotFound, QuotaOrRateLimited, Unavailable, Unsupported
+from providers.local import cgroups
 from providers.stub import StubProvider
 from tests.doubles import Chaos
 
@@ -572,11 +573,15 @@ async def test_a_local_destroy_returns_only_when_the_sandbox_is_gone(open_provid
                 sandbox = await ctx.create()
                 folder = provider.sandboxes_dir / sandbox.id
                 assert folder.is_dir()
+                # its cgroups' paths as the provider planned them (not a walk of the whole
+                # hierarchy: other tests' cgroups come and go during a walk)
+                groups = cgroups.plan(provider.host.cgroups, sandbox.id).all_dirs
+                assert groups and all(os.path.isdir(d) for d in groups)
                 await ctx.destroy(sandbox)
                 ctx_box["gone"] = (
                     not folder.exists(),
                     str(folder) not in Path("/proc/self/mountinfo").read_text(),
-                    not any(Path("/sys/fs/cgroup").rglob(sandbox.id)),
+                    not any(os.path.exists(d) for d in groups),
                     sandbox.id not in await provider.list_sandboxes("quiet"),
                 )
 

@@ -262,10 +262,18 @@ def build_agent(tmp_path: Path) -> Path:
 
 
 def fake_agent(tmp_path: Path, name: str, body: str) -> Path:
-    """An executable that carries the agent's ABI mark but misbehaves as ``body`` says."""
+    """A compiled program that carries the agent's ABI mark but misbehaves as ``body`` (C
+    statements of its main) says. Compiled, not a script: a shell opens its script by path
+    after the exec, and PID 1's pivot_root may have hidden that path by then."""
+    mark = zygote_module.AGENT_ABI_MARK.decode()
+    source = tmp_path / f"{name}.c"
+    source.write_text(
+        "#include <unistd.h>\n"
+        f'__attribute__((used)) static const char mark[] = "{mark}";\n'
+        f"int main(void) {{ {body} }}\n"
+    )
     path = tmp_path / name
-    path.write_text(f"#!/bin/sh\n# {zygote_module.AGENT_ABI_MARK.decode()}\n{body}\n")
-    path.chmod(0o755)
+    subprocess.run([COMPILER, "-O2", "-Wall", "-Werror", "-o", path, source], check=True)
     return path
 
 
@@ -334,10 +342,12 @@ async def test_a_missing_or_stale_agent_binary_falls_back_to_the_python_agent(
 @pytest.mark.parametrize(
     ("body", "error"),
     [
-        ("exit 1", "failed to start: .*the agent exited before its go"),
-        # answers garbage, then reads on until the harness hangs up (no exec: a builtin)
-        ("printf 'not json\\n' >&4; while read -r line <&4; do :; done", "unreadable agent answer"),
-        ("exec sleep 600", "no answer within 2.0 s"),
+        ("return 1;", "failed to start: .*the agent exited before its go"),
+        (
+            'if (write(4, "not json\\n", 9) != 9) return 2; for (;;) pause();',
+            "unreadable agent answer",
+        ),
+        ("for (;;) pause();", "no answer within 2.0 s"),
     ],
     ids=["dies", "garbage", "silent"],
 )
