@@ -23,7 +23,8 @@ running, of a 1 MiB one 0.23 ms; ``posix_spawn`` of ``true`` with two pipes and 
 0.53-0.55 ms. The provider's module docstring says where the rest goes. Each benchmark's
 ``extra_info`` also says which path built the sandboxes' roots (``pid1_root``: ``native``
 when scripts/setup.sh compiled providers/local/sbnative.c, else ``python (why)``) and which
-exec agent served (``agent``: ``native`` for the compiled sbagent.c). Like a run
+exec agent served (``agent``: ``native`` for the compiled sbagent.c) and which PID 1
+(``pid1``: ``native (sb-init)`` for the compiled sbinit.c, exec'd by the zygote). Like a run
 (``[run] cpu_latency = "hold"``, bench/cpu_latency.py), the module holds a 0 us CPU wake-up
 latency request while it measures (``SANDBOX_BENCH_CPU_LATENCY=system`` measures without it);
 ``extra_info["cpu_latency_held"]`` says whether it was held.
@@ -71,7 +72,7 @@ def env(tmp_path_factory):
     loop.run_until_complete(provider.open())
     held = cpu_latency.hold(os.environ.get("SANDBOX_BENCH_CPU_LATENCY", "hold"))
     _FACTS["pid1_root"], _FACTS["cpu_latency_held"] = provider.pid1_root, held.held
-    _FACTS["agent"] = provider.agent
+    _FACTS["agent"], _FACTS["pid1"] = provider.agent, provider.pid1
     yield Env(loop, provider)
     held.release()
     loop.run_until_complete(provider.close())
@@ -91,6 +92,7 @@ def goal(benchmark, *, p50_ms: float | None, p90_over_p50: float | None = None, 
     # which path built the sandboxes' roots: "native" (sbnative.c) or "python (why)"
     benchmark.extra_info["pid1_root"] = _FACTS.get("pid1_root")
     benchmark.extra_info["agent"] = _FACTS.get("agent")  # "native" (sbagent.c) or "python (why)"
+    benchmark.extra_info["pid1"] = _FACTS.get("pid1")  # "native (sb-init)" or "python (why)"
     benchmark.extra_info["cpu_latency_held"] = _FACTS.get("cpu_latency_held")
     benchmark.extra_info["load_before"] = os.getloadavg()[0]
 

@@ -38,7 +38,7 @@ SPEC = SandboxSpec(labels={RUN_LABEL: "test-native"})
 #: Run inside a sandbox: what its root looks like, minus the parts that name the sandbox.
 PROBE = (
     "cat /proc/self/mountinfo; echo ---; hostname; echo ---; cat /sys/class/net/lo/operstate;"
-    " echo ---; ls -l /dev | sed 1d; echo ---; grep -E '^(Seccomp|NoNewPrivs|CapBnd):'"
+    " echo ---; ls -l /dev | sed 1d; echo ---; grep -E '^(Seccomp|NoNewPrivs|Cap[A-Za-z]+):'"
     " /proc/self/status; echo ---; touch /usr/x /etc/y /root/z && echo writable; echo ---;"
     " tr '\\0' '|' < /proc/1/cmdline; echo; cat /proc/1/comm; cut -d' ' -f6 /proc/1/stat;"
     " tr '\\0' '|' < /proc/1/environ | wc -c"
@@ -448,3 +448,18 @@ async def test_a_cut_short_or_garbled_spec_fails_the_create_and_leaks_nothing(
     finally:
         await p.close()
     assert not any((state_dir / "sandboxes").iterdir())
+
+
+async def test_without_the_helper_library_sb_init_still_builds_the_root_in_c(tmp_path, monkeypatch):
+    """sb-init has sbnative.c's steps compiled in: the manifest must not say "python" for
+    the root when only the zygote's library is missing."""
+    monkeypatch.setattr(provider_module, "NATIVE_LIB", tmp_path / "absent.so")
+    monkeypatch.setattr(provider_module, "NATIVE_INIT", build_init(tmp_path))
+    p = LocalProvider({"state_dir": str(tmp_path / "state")})
+    await p.open()
+    try:
+        assert p.environment()["pid1"] == "native (sb-init)"
+        assert p.environment()["pid1_root"] == "native (compiled into sb-init)"
+        assert "writable" in "\n".join(await probe(p, tmp_path / "state"))
+    finally:
+        await p.close()

@@ -158,10 +158,21 @@ Design notes (deviations from the first design, and why):
   layout; compiled as a binary tree, loading takes 186 us instead of 685 (seccomp.py), a
   further 0.2 ms of CPU in the agent and as much in PID 1. CPU per create after both
   (schedstat of each process at ready, p50 of 150): harness 1.3 ms, zygote 0.6, PID 1 2.3,
-  agent 0.55, for a 3.2-3.4 ms create. What is left to take out is the Python fork's
-  copy-on-write faults: ~325 in PID 1 and ~143 in the zygote after each fork, ~1.5 ms of
-  CPU, most of it on the create's path; a PID 1 in C started by vfork and exec would take
-  them out (it would then restart a dead agent by exec too, not by fork).
+  agent 0.55, for a 3.2-3.4 ms create. Left then: the Python fork's copy-on-write faults,
+  ~325 in PID 1 and ~143 in the zygote after each fork. So PID 1 is now a compiled program
+  too (sbinit.c, with sbnative.c's steps built in) that the zygote starts with posix_spawn
+  (vfork and exec): faults 323 -> 40 in PID 1 and 137 -> 2 in the zygote, CPU 2.5 -> 1.9 ms
+  in PID 1 and 0.63 -> 0.28 in the zygote; creates interleaved one by one with the version
+  before: -1.01 ms median paired difference (95 % -1.05 to -0.95, 800 pairs; p50 4.56 ->
+  3.54 ms). An exec'd program would lose the capabilities the zygote cut from the bounding
+  set (a fork keeps them), so the zygote first copies its permitted set into its
+  inheritable one, which root's exec adds back, and sb-init restores the inheritable set
+  first thing: the agent and every command hold the bounding set only, as before (the
+  native-against-Python test compares every process's capability sets). A dead agent is
+  restarted by a fork of sb-init and an exec of sb-agent through a descriptor opened
+  before pivot_root. What remains of a create is mostly kernel work: the network namespace
+  (~0.6 ms), the overlays (~0.7 ms), the exec of two static programs, the directory and
+  cgroups (the provider's thread), and the harness's own Python (~1.3 ms of CPU).
 * create p50 with the native steps against the Python ones (benchmarks/test_local_bench.py
   ``-k test_create``, runs alternating with the version before, 2026-11-30): 5.6 against
   6.5 ms (medians of three runs, load 2.3-2.7; p90 at most 1.34x p50), 5.9 against 7.4 (six
@@ -782,6 +793,9 @@ class LocalProvider(Provider):
             self.pid1_root = hello.get("pid1_root", "python")
             self.agent = hello.get("agent", "python")
             self.pid1 = hello.get("pid1", "python")
+            if self.pid1.startswith("native") and not self.pid1_root.startswith("native"):
+                # the zygote could not load sbnative.so, but sb-init has its steps built in
+                self.pid1_root = "native (compiled into sb-init)"
         else:
             self.agent = "python (setting native = false)"
             self.pid1 = "python (setting native = false)"
