@@ -485,10 +485,13 @@ static pid_t spawn_agent(int listener, int go_r, long long host_pid, long long s
  *
  * Unlike a forked agent, an exec'd one is dumpable until its first instruction (sbagent.c
  * sets PR_SET_DUMPABLE 0 before anything else), so a sandbox process could ptrace it in that
- * window. That is acceptable: it holds no more than the sandbox's own root does (the
+ * window. That is accepted: it holds no more than the sandbox's own root does (the
  * bounding set's capabilities, since PID 1's inheritable set was put back; the same seccomp
- * filter, inherited; no_new_privs), except its listening socket, which any sandbox process
- * can already connect to. Its name (comm) is "sb-agent" from argv[0] on Linux >= 6.14; older
+ * filter, inherited; no_new_privs), except its listening socket: a sandbox process that won
+ * that race could answer the provider's later requests itself, i.e. report invented exec
+ * results, which a workload's own code can do anyway through its output. Only restarts
+ * (after an agent died) take this path; the first agent is started before any sandbox
+ * process exists. Its name (comm) is "sb-agent" from argv[0] on Linux >= 6.14; older
  * kernels name an AT_EMPTY_PATH exec after the descriptor's number. Returns the pid, or -1
  * with errno (fork or pipe failed). */
 static pid_t restart_agent(int listener, int agent_fd, long long host_pid,
