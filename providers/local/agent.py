@@ -2,7 +2,9 @@
 
 sbagent.c is the same agent in C, which PID 1 execs instead of forking this one when
 scripts/setup.sh could compile it (a fork of a Python process costs hundreds of page
-faults); this one still serves where it is missing and replaces a compiled agent that died.
+faults); this one still serves where it is missing, and where PID 1 is the Python one
+(sandbox_init.py) it also replaces a compiled agent that died (sb-init restarts the
+compiled one).
 The two must answer alike: tests/test_local_agent_native.py sends every request to both.
 
 Wire format, both directions: one JSON header line, then ``header["len"]`` raw bytes (file
