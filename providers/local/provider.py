@@ -338,8 +338,9 @@ class LocalSettings:
     )
     native: bool = setting(
         True,
-        help="build each sandbox's root with the compiled helper (build/native/sbnative.so, "
-        "made by scripts/setup.sh) when it is there; false: always the Python path",
+        help="use the compiled parts scripts/setup.sh builds into build/native when they are "
+        "there: sb-init as each sandbox's PID 1, sb-agent as its exec agent, sbnative.so for "
+        "the root's steps; false: always the Python paths",
     )
 
     def __post_init__(self) -> None:
