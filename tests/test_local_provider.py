@@ -25,7 +25,7 @@ import pytest
 
 from providers.base import RUN_LABEL, CheckpointCaptures, Op, SandboxSpec
 from providers.errors import NotFound, OperationTimeout, ProviderError, SandboxCrashed
-from providers.local import LocalProvider, destroy_by_id, list_sandboxes
+from providers.local import LocalProvider, destroy_by_id, layers, list_sandboxes
 from providers.local import cgroups as cg
 from providers.local import seccomp as seccomp_module
 from providers.local.provider import _mount_of, lock_passwords
@@ -1289,3 +1289,75 @@ async def test_requests_wait_in_order_when_the_zygote_socket_is_full(provider, m
     finally:
         await provider.destroy(first)
         await provider.destroy(second)
+
+
+RENAMING_LOOP = (
+    "nohup sh -c 'i=0; while :; do i=$((i+1)); echo $i > /root/n.tmp; mv /root/n.tmp /root/n;"
+    " done' >/dev/null 2>&1 & sleep 0.05"
+)
+
+
+@pytest.mark.parametrize("paused", [False, True], ids=["running", "paused"])
+async def test_overlapping_copies_of_a_sandbox_all_run_frozen(provider, sandbox, paused):
+    """Two checkpoints and a fork of one sandbox at once (the Daytona emulator's two-child
+    fork checkpoints its parent twice at once): every copy must end with the sandbox still
+    frozen, and afterwards it runs again, or stays paused if it was paused before."""
+    await sh(provider, sandbox, RENAMING_LOOP)
+    group = provider._sandboxes[sandbox.id].group
+    if paused:
+        await provider.pause(sandbox)
+    frozen_at_copy_end: list[bool] = []
+
+    def watch(pid: int, running: bool) -> None:
+        if not running:
+            frozen_at_copy_end.append(cg.is_frozen(group))
+
+    layers.copy_watchers.append(watch)
+    try:
+        refs_and_children = await asyncio.gather(
+            provider.checkpoint(sandbox),
+            provider.checkpoint(sandbox),
+            provider.fork(sandbox, count=1),
+        )
+    finally:
+        layers.copy_watchers.remove(watch)
+    assert len(frozen_at_copy_end) >= 3 and all(frozen_at_copy_end), frozen_at_copy_end
+    assert cg.is_frozen(group) is paused
+    if paused:
+        await provider.resume(sandbox)
+    first = await sh(provider, sandbox, "cat /root/n; sleep 0.1; cat /root/n")
+    before, after = (int(x) for x in first.stdout.split())
+    assert after > before  # the loop runs again
+    for ref in refs_and_children[:2]:
+        await provider.delete_checkpoint(ref)
+    for child in refs_and_children[2]:
+        await provider.destroy(child)
+
+
+async def test_a_resume_during_a_copy_takes_effect_when_the_copy_ends(provider, sandbox):
+    """pause and resume while a copy holds the sandbox frozen: the copy stays frozen to its
+    end; the last word (here resume) decides the state afterwards."""
+    await sh(provider, sandbox, RENAMING_LOOP)
+    group = provider._sandboxes[sandbox.id].group
+    await provider.pause(sandbox)
+    frozen_at_copy_end: list[bool] = []
+    resumed = asyncio.Event()
+
+    def watch(pid: int, running: bool) -> None:
+        if running:  # the copy has started: resume meanwhile
+            asyncio.get_running_loop().call_soon(resumed.set)
+        else:
+            frozen_at_copy_end.append(cg.is_frozen(group))
+
+    async def resume_meanwhile() -> None:
+        await resumed.wait()
+        await provider.resume(sandbox)
+
+    layers.copy_watchers.append(watch)
+    try:
+        ref, _ = await asyncio.gather(provider.checkpoint(sandbox), resume_meanwhile())
+    finally:
+        layers.copy_watchers.remove(watch)
+    assert frozen_at_copy_end == [True]
+    assert not cg.is_frozen(group)
+    await provider.delete_checkpoint(ref)

@@ -458,6 +458,10 @@ class _Handle:
     exited: bool = False
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(default_factory=list)
     dir_fd: int | None = None
+    #: Copies of the layer in progress (checkpoint, fork), which hold the sandbox frozen,
+    #: and whether it is to stay paused when the last of them ends (:meth:`_frozen`).
+    copy_holds: int = 0
+    paused: bool = False
 
     @property
     def socket_path(self) -> str:
@@ -1335,7 +1339,11 @@ class LocalProvider(Provider):
         return handle.group
 
     async def pause(self, sandbox: Sandbox) -> None:
-        group = self._require_freezer(self._handle(sandbox, "pause"), "pause")
+        handle = self._handle(sandbox, "pause")
+        group = self._require_freezer(handle, "pause")
+        if handle.copy_holds:  # frozen for a copy: it stays frozen when the copy ends
+            handle.paused = True
+            return
         try:
             cgroups.freeze(group)
         except TimeoutError as exc:
@@ -1347,7 +1355,11 @@ class LocalProvider(Provider):
                            operation="pause") from exc  # fmt: skip
 
     async def resume(self, sandbox: Sandbox) -> Sandbox:
-        group = self._require_freezer(self._handle(sandbox, "resume"), "resume")
+        handle = self._handle(sandbox, "resume")
+        group = self._require_freezer(handle, "resume")
+        if handle.copy_holds:  # frozen for a copy: thawed when the copy ends (milliseconds)
+            handle.paused = False
+            return sandbox
         try:
             cgroups.thaw(group)
         except FileNotFoundError as exc:
@@ -1358,21 +1370,32 @@ class LocalProvider(Provider):
     @contextlib.asynccontextmanager
     async def _frozen(self, handle: _Handle, operation: str):
         """Hold the sandbox frozen (when it has a freezer) while a copy of its layer is
-        taken; a sandbox paused beforehand stays paused."""
+        taken; a sandbox paused beforehand stays paused. Copies of one sandbox may overlap
+        (two checkpoints, or a fork, at once): the first freezes it and only the last to end
+        thaws it. (It used to be "thaw if it was not frozen when I began": a second copy
+        that began while the first held it frozen took it for paused and never froze it,
+        the first thawed it mid-copy, and the second copied a running sandbox; the Daytona
+        emulator's two-child fork hit it, `cp: cannot stat` a file renamed meanwhile.)"""
         group = handle.group if handle.group and "freezer" in handle.group.dirs else None
-        was_frozen = group is not None and cgroups.is_frozen(group)
-        if group is not None and not was_frozen:
-            try:
-                cgroups.freeze(group)
-            except TimeoutError as exc:
-                with contextlib.suppress(OSError):
-                    cgroups.thaw(group)
-                raise OperationTimeout(str(exc), provider=PROVIDER_ID,
-                                       operation=operation) from exc  # fmt: skip
+        if group is None:
+            yield
+            return
+        if handle.copy_holds == 0:
+            handle.paused = cgroups.is_frozen(group)
+            if not handle.paused:
+                try:
+                    cgroups.freeze(group)
+                except TimeoutError as exc:
+                    with contextlib.suppress(OSError):
+                        cgroups.thaw(group)
+                    raise OperationTimeout(str(exc), provider=PROVIDER_ID,
+                                           operation=operation) from exc  # fmt: skip
+        handle.copy_holds += 1
         try:
             yield
         finally:
-            if group is not None and not was_frozen:
+            handle.copy_holds -= 1
+            if handle.copy_holds == 0 and not handle.paused:
                 with contextlib.suppress(FileNotFoundError):
                     cgroups.thaw(group)
 
