@@ -52,7 +52,8 @@ What each operation means on this provider
   /dev, /proc, /sys) with the fastest method the state directory's filesystem allows
   (layers.py: btrfs snapshot; ``cp -a --reflink=always`` on XFS/btrfs; else ``cp -a``, an
   in-kernel copy of each file; whiteouts and opaque directories survive), then thaws it (a
-  sandbox paused beforehand stays paused). Memory and processes are not captured. Without
+  sandbox paused beforehand stays paused; copies that overlap, e.g. two checkpoints at once,
+  share the freeze: the last to end thaws). Memory and processes are not captured. Without
   cgroups (user-namespace mode) the copy is taken without freezing. The method is in the
   capability notes (``checkpoint_method``).
 * **restore**: a new sandbox (same spec and labels) whose writable layer starts as a copy of
