@@ -251,6 +251,42 @@ def native_harden(bpf: bytes | None) -> None:
     _native_check(native.sb_harden(program, len(program), _native_err, len(_native_err)))
 
 
+def pipe_holding(data: bytes) -> int:
+    """The read end of a new pipe that already holds ``data`` (its write end closed), for a
+    program started next to read in full; the pipe is enlarged first if ``data`` exceeds
+    it (writing it all before the start must not block)."""
+    r, w = os.pipe()
+    try:
+        if len(data) > 65536:
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, len(data))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(w, view) :]
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    return r
+
+
+def spawn_with_fds(path: str, name: str, fds: list[int], first: int,
+                   stdio: int | None = None) -> int:  # fmt: skip
+    """``posix_spawn`` (vfork + exec) of ``path`` with argv ``[name]`` and an empty
+    environment, ``fds[i]`` on descriptor ``first + i`` and, when given, ``stdio`` on 0-2;
+    this process's other descriptors are close-on-exec, so the program gets only these. The
+    sources are duplicated above every target first, so that no dup2 of the list
+    overwrites a source a later one still needs. Returns the pid."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, first + len(fds)) for fd in fds]
+    try:
+        actions = [] if stdio is None else [(os.POSIX_SPAWN_DUP2, stdio, n) for n in (0, 1, 2)]
+        actions += [(os.POSIX_SPAWN_DUP2, fd, first + i) for i, fd in enumerate(high)]
+        return os.posix_spawn(path, [name], {}, file_actions=actions)
+    finally:
+        for fd in high:
+            os.close(fd)
+
+
 class _CapHeader(ctypes.Structure):
     _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
 

@@ -54,7 +54,6 @@ the zygote holds makes each sandbox's fork slower); nothing can be imported afte
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import select
 import signal
@@ -340,32 +339,13 @@ def _spawn_agent(
     still the Python one, forked from this process (:func:`_fork_agent`): it inherits PID 1's
     hardening, while an exec'd program would be dumpable until its first instruction ran."""
     program = seccomp or b""
-    config_r, config_w = os.pipe()
+    header = f"{identity['host_pid']} {identity['starttime']} {len(program)}\n".encode()
+    config_r = L.pipe_holding(header + program)
     try:
-        header = f"{identity['host_pid']} {identity['starttime']} {len(program)}\n".encode()
-        if len(header) + len(program) > 65536:  # must fit the pipe: written before the spawn
-            raise RuntimeError(f"seccomp filter too large for the agent's pipe: {len(program)} B")
-        view = memoryview(header + program)
-        while view:
-            view = view[os.write(config_w, view) :]
-        os.close(config_w)
-        config_w = -1
-        # Above every target, so that no dup2 of the list overwrites a later source.
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 16)
-                for fd in (listener.fileno(), conn_fd, go_fd, config_r)]  # fmt: skip
-        try:
-            return os.posix_spawn(
-                path, ["sb-agent"], {},
-                file_actions=[(os.POSIX_SPAWN_DUP2, fd, target)
-                              for fd, target in zip(high, AGENT_FDS, strict=True)],
-            )  # fmt: skip
-        finally:
-            for fd in high:
-                os.close(fd)
+        return L.spawn_with_fds(path, "sb-agent", [listener.fileno(), conn_fd, go_fd, config_r],
+                                AGENT_FDS[0])  # fmt: skip
     finally:
         os.close(config_r)
-        if config_w >= 0:
-            os.close(config_w)
 
 
 def _enter_cwd() -> None:

@@ -57,7 +57,6 @@ for it), so that it holds the capabilities needed for the per-sandbox namespaces
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import json
 import os
@@ -242,40 +241,24 @@ class Zygote:
                 os._exit(1)
         L.setns(self.pidns_fd, L.CLONE_NEWPID)
         os.close(ready_w)
-        rec = _Record(req["sid"], pid, spec["dir"], spec.get("cgroup"))
-        self.records[rec.sid] = rec
-        self.by_pid[pid] = rec
-        self.pending[ready_r] = (req["rid"], rec, bytearray())
-        self.poller.register(ready_r, select.POLLIN)
+        self._register(req, pid, spec, ready_r)
 
     def _spawn_init(self, req: dict, spec: dict, conn_fd: int, dirs_fd: int | None) -> None:
         """_spawn with the compiled PID 1 (sbinit.c): posix_spawn (vfork + exec), so neither
         this process's page tables nor its pages are copied, and no copy-on-write follows
         in either process. Its spec goes on a pipe written in full before the spawn."""
         data = encode_init_spec(spec, dirs_fd is not None) + self.init_tail
-        spec_r, spec_w = os.pipe()
-        ready_r = ready_w = -1
-        high: list[int] = []
+        spec_r = ready_r = ready_w = -1
         try:
-            if len(data) > 65536:
-                fcntl.fcntl(spec_w, fcntl.F_SETPIPE_SZ, len(data))
-            view = memoryview(data)
-            while view:
-                view = view[os.write(spec_w, view) :]
-            os.close(spec_w)
-            spec_w = -1
+            spec_r = L.pipe_holding(data)
             ready_r, ready_w = os.pipe()
             sources = [spec_r, self.lifeline_r, ready_w, conn_fd]
             if dirs_fd is not None:
                 sources.append(dirs_fd)
-            # Above every target, so that no dup2 of the list overwrites a later source.
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 16) for fd in sources]
-            actions = [(os.POSIX_SPAWN_DUP2, self.devnull, fd) for fd in (0, 1, 2)]
-            actions += [(os.POSIX_SPAWN_DUP2, fd, target)
-                        for target, fd in enumerate(high, start=INIT_FDS[0])]  # fmt: skip
             L.unshare(L.CLONE_NEWPID)
             try:
-                pid = os.posix_spawn(self.init_binary, ["sb-init"], {}, file_actions=actions)
+                pid = L.spawn_with_fds(self.init_binary, "sb-init", sources, INIT_FDS[0],
+                                       stdio=self.devnull)  # fmt: skip
             finally:
                 L.setns(self.pidns_fd, L.CLONE_NEWPID)
         except OSError as exc:
@@ -284,9 +267,13 @@ class Zygote:
             self.send({"rid": req["rid"], "ok": False, "error": f"spawn sb-init: {exc}"})
             return
         finally:
-            for fd in (spec_r, spec_w, ready_w, *high):
+            for fd in (spec_r, ready_w):
                 if fd >= 0:
                     os.close(fd)
+        self._register(req, pid, spec, ready_r)
+
+    def _register(self, req: dict, pid: int, spec: dict, ready_r: int) -> None:
+        """Track a just-started PID 1 until its "ready" line (on ``ready_r``) and its exit."""
         rec = _Record(req["sid"], pid, spec["dir"], spec.get("cgroup"))
         self.records[rec.sid] = rec
         self.by_pid[pid] = rec
@@ -434,19 +421,22 @@ def _enter_userns(uid: int, gid: int) -> None:
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
+def _unusable(path: str, mark: bytes, source: str) -> str | None:
+    """Why the compiled program at ``path`` cannot be exec'd here, or None: it must exist,
+    be executable and carry ``mark`` (built from this ``source``, not an older one)."""
+    try:
+        with open(path, "rb") as f:
+            if mark not in f.read():
+                return f"{path} is not built from this {source}: run scripts/setup.sh"
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    return None if os.access(path, os.X_OK) else f"{path}: not executable"
+
+
 def _check_agent(config: dict) -> str:
     """ "native" when the compiled agent (sbagent.c) can be exec'd and speaks this ABI; else
     why not, and the configuration no longer names it (sandboxes fork the Python agent)."""
-    path = config["agent_binary"]
-    why = None
-    try:
-        with open(path, "rb") as f:
-            if AGENT_ABI_MARK not in f.read():
-                why = f"{path} is not built from this sbagent.c: run scripts/setup.sh"
-    except OSError as exc:
-        why = f"{path}: {exc.strerror}"
-    if why is None and not os.access(path, os.X_OK):
-        why = f"{path}: not executable"
+    why = _unusable(config["agent_binary"], AGENT_ABI_MARK, "sbagent.c")
     if why is None:
         return "native"
     config["agent_binary"] = None
@@ -466,19 +456,10 @@ def _check_init(config: dict) -> str:
     """ "native (sb-init)" when the compiled PID 1 (sbinit.c) can be exec'd and speaks this
     interface, and the compiled agent it starts is usable too; else why not, and the
     configuration no longer names it (each sandbox's PID 1 is a fork of this process)."""
-    path = config["init_binary"]
-    why = None
     if not config.get("agent_binary"):
         why = "sb-init needs the compiled agent, which is not usable"
     else:
-        try:
-            with open(path, "rb") as f:
-                if INIT_ABI_MARK not in f.read():
-                    why = f"{path} is not built from this sbinit.c: run scripts/setup.sh"
-        except OSError as exc:
-            why = f"{path}: {exc.strerror}"
-    if why is None and not os.access(path, os.X_OK):
-        why = f"{path}: not executable"
+        why = _unusable(config["init_binary"], INIT_ABI_MARK, "sbinit.c")
     if why is None:
         return "native (sb-init)"
     config["init_binary"] = None
